@@ -1,0 +1,1 @@
+//! pag0-benches: criterion benches live in benches/benches.

@@ -1,0 +1,1 @@
+//! Pag0 proxy-wasm filter.

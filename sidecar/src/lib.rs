@@ -1,0 +1,1 @@
+//! pag0-sidecar
