@@ -65,6 +65,16 @@ pub struct Pending {
     pub client_id: Arc<str>,
 }
 
+// === impl Pending ===
+
+impl Pending {
+    /// True iff the matched endpoint is priced per token: the host must buffer the request
+    /// body (up to `maxBodyBytes`) and pass it to [`CompiledPolicy::finish`].
+    pub fn needs_body(&self) -> bool {
+        self.needs_body
+    }
+}
+
 pub enum HeadOutcome {
     Deny(Deny),
     Continue(Pending),

@@ -15,6 +15,8 @@
 pub mod budget;
 pub mod decide;
 pub mod doc;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod hours;
 pub mod matching;
 pub mod money;

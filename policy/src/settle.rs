@@ -29,3 +29,214 @@ pub struct Settlement {
     /// The request asked for `stream: true` (SSE expected).
     pub streaming: bool,
 }
+
+/// Longest SSE event (all its `data:` lines) the scanner keeps; longer events are skipped.
+/// A usage event is a few hundred bytes; content events can be long, but never carry usage
+/// in practice, so skipping them bounds memory per stream.
+pub const MAX_SSE_EVENT_BYTES: usize = 64 * 1024;
+
+/// Longest single line kept while looking for its end.
+const MAX_SSE_LINE_BYTES: usize = MAX_SSE_EVENT_BYTES + 16;
+
+// === impl Settlement ===
+
+impl Settlement {
+    /// A cost header's value: a whole number of micro-USD (`"1500"`). Anything else is ignored.
+    pub fn cost_header_value(v: &str) -> Option<Micros> {
+        Micros::parse(v.trim()).ok()
+    }
+
+    /// The actual cost (SPEC §4.2), in this order:
+    /// 1. the endpoint's cost header, if it has one and the value parses;
+    /// 2. reported usage priced with the request's model price (ceil per 1k tokens);
+    /// 3. an upstream error status (>= 400) without a report costs 0;
+    /// 4. otherwise the estimate stands.
+    ///
+    /// Usage that cannot be priced without overflow is charged at `Micros::MAX` (the
+    /// conservative side; budgets will refuse further requests).
+    pub fn final_cost(&self, status: u32, cost_header: Option<&str>, usage: Option<Usage>) -> Micros {
+        if self.cost_header.is_some() {
+            if let Some(c) = cost_header.and_then(Settlement::cost_header_value) {
+                return c;
+            }
+        }
+        if let (Some(price), Some(u)) = (self.model_price, usage) {
+            return crate::pricing::usage_cost(price, u).unwrap_or(Micros::MAX);
+        }
+        if status >= 400 {
+            return Micros::ZERO;
+        }
+        self.estimate
+    }
+}
+
+/// Reads an OpenAI-style `usage` object (`prompt_tokens`/`completion_tokens`, or
+/// `input_tokens`/`output_tokens`) from a JSON response body. `None` if there is none.
+pub fn usage_from_json(body: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct Outer {
+        #[serde(default)]
+        usage: Option<serde_json::Value>,
+    }
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' {
+        return None;
+    }
+    let outer: Outer = serde_json::from_slice(body).ok()?;
+    usage_from_value(outer.usage.as_ref()?)
+}
+
+fn usage_from_value(v: &serde_json::Value) -> Option<Usage> {
+    let obj = v.as_object()?;
+    let field = |a: &str, b: &str| obj.get(a).or_else(|| obj.get(b)).and_then(serde_json::Value::as_u64);
+    let prompt = field("prompt_tokens", "input_tokens");
+    let completion = field("completion_tokens", "output_tokens");
+    if prompt.is_none() && completion.is_none() {
+        return None;
+    }
+    Some(Usage { prompt_tokens: prompt.unwrap_or(0), completion_tokens: completion.unwrap_or(0) })
+}
+
+/// Finds the usage report in a `text/event-stream` response fed in arbitrary chunks.
+///
+/// Follows the SSE framing: lines end in `\n`, `\r\n` or `\r`; `data:` lines of one event are
+/// joined with `\n`; a blank line ends the event. The usage of the last event that carried one
+/// wins; `[DONE]` and events without usage are ignored. Memory is bounded by
+/// [`MAX_SSE_EVENT_BYTES`]: an over-long event is skipped.
+#[derive(Clone, Debug, Default)]
+pub struct SseUsageScanner {
+    /// The current, unfinished line.
+    line: Vec<u8>,
+    line_overflow: bool,
+    /// `data` of the current event so far.
+    event: Vec<u8>,
+    event_has_data: bool,
+    event_overflow: bool,
+    /// The previous chunk ended in `\r`: a leading `\n` belongs to that line ending.
+    after_cr: bool,
+    usage: Option<Usage>,
+}
+
+// === impl SseUsageScanner ===
+
+impl SseUsageScanner {
+    pub fn new() -> Self {
+        SseUsageScanner::default()
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut rest = chunk;
+        if self.after_cr {
+            self.after_cr = false;
+            if let Some(r) = rest.strip_prefix(b"\n") {
+                rest = r;
+            }
+        }
+        while !rest.is_empty() {
+            match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(i) => {
+                    let (part, tail) = rest.split_at(i);
+                    self.push_line_bytes(part);
+                    self.end_line();
+                    let (eol, after) = tail.split_at(1);
+                    rest = after;
+                    if eol == b"\r" {
+                        match rest.strip_prefix(b"\n") {
+                            Some(r) => rest = r,
+                            None if rest.is_empty() => self.after_cr = true,
+                            None => {}
+                        }
+                    }
+                }
+                None => {
+                    self.push_line_bytes(rest);
+                    rest = &[];
+                }
+            }
+        }
+    }
+
+    /// The usage of the last event that carried one. An event still open at the end of the
+    /// stream (no closing blank line) counts too.
+    pub fn usage(&self) -> Option<Usage> {
+        let mut pending = self.clone();
+        pending.end_line();
+        pending.end_event();
+        pending.usage
+    }
+
+    fn push_line_bytes(&mut self, bytes: &[u8]) {
+        if self.line_overflow {
+            return;
+        }
+        if self.line.len() + bytes.len() > MAX_SSE_LINE_BYTES {
+            self.line_overflow = true;
+            self.line.clear();
+            return;
+        }
+        self.line.extend_from_slice(bytes);
+    }
+
+    fn end_line(&mut self) {
+        let overflow = std::mem::take(&mut self.line_overflow);
+        let line = std::mem::take(&mut self.line);
+        if overflow {
+            // We cannot tell what the line was: if it was data, the event is incomplete.
+            self.event_overflow = true;
+            return;
+        }
+        if line.is_empty() {
+            self.end_event();
+            return;
+        }
+        let (name, value) = match line.iter().position(|&b| b == b':') {
+            Some(0) => return, // comment
+            Some(i) => {
+                let (n, v) = line.split_at(i);
+                let v = v.get(1..).unwrap_or_default();
+                (n, v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line.as_slice(), &[][..]),
+        };
+        if name != b"data" || self.event_overflow {
+            return;
+        }
+        if self.event_has_data {
+            self.event.push(b'\n');
+        }
+        self.event_has_data = true;
+        if self.event.len() + value.len() > MAX_SSE_EVENT_BYTES {
+            self.event_overflow = true;
+            self.event.clear();
+            return;
+        }
+        self.event.extend_from_slice(value);
+        self.line = line;
+        self.line.clear();
+    }
+
+    fn end_event(&mut self) {
+        let data = std::mem::take(&mut self.event);
+        let overflow = std::mem::take(&mut self.event_overflow);
+        let had_data = std::mem::take(&mut self.event_has_data);
+        if overflow || !had_data || data.trim_ascii() == b"[DONE]" {
+            return;
+        }
+        // Cheap pre-filter: most events are content deltas without a usage object.
+        if !contains(&data, b"\"usage\"") {
+            return;
+        }
+        if let Some(u) = usage_from_json(&data) {
+            self.usage = Some(u);
+        }
+        self.event = data;
+        self.event.clear();
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests;
