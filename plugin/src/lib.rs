@@ -1,1 +1,25 @@
-//! Pag0 proxy-wasm filter.
+//! Pag0 proxy-wasm filter: thin glue between Envoy and the pure decision core `pag0-policy`.
+//!
+//! - [`config`]: the filter's JSON configuration (SPEC §6).
+//! - [`root`]: parse once per `on_configure`, define metrics.
+//! - [`filter`]: per-request decision, reservation, settlement.
+//! - [`counters`]: budget counters in shared data (CAS), behind a trait for native tests.
+//! - [`meter`]: reads the upstream's cost report off the response as it passes.
+//! - [`host`], [`reply`], [`metrics`]: host calls, local replies, counters for Envoy stats.
+
+pub mod config;
+pub mod counters;
+pub mod filter;
+pub mod host;
+pub mod meter;
+pub mod metrics;
+pub mod reply;
+pub mod root;
+
+proxy_wasm::main! {{
+    // Installs the SDK's panic hook, so a panic (there should be none) reaches Envoy's log.
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::Root::default())
+    });
+}}

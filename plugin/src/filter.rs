@@ -1,0 +1,268 @@
+//! The per-request HTTP context: decide on the request, reserve, settle on the response.
+//!
+//! Life of one request:
+//! headers → strip `x-pag0-*` → `check_head` → (pause and buffer the body if pricing needs it)
+//! → `finish` → reserve every counter → forward → meter the response as it passes →
+//! settle exactly once, at the end of the response or in `on_log` if it never ended.
+//! "Exactly once" is structural: the reservation lives in `State::Reserved` and settling
+//! moves it out.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use pag0_policy::{
+    Decision, Deny, DenyCode, FinishOptions, HeadOutcome, Micros, Pending, RequestHead,
+    Reservation,
+};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
+
+use crate::counters::{Counters, ReserveError};
+use crate::host::{self, HostStore};
+use crate::meter::ResponseMeter;
+use crate::reply;
+use crate::root::Shared;
+
+/// Every request header with this prefix is the agent talking to pag0, never to the upstream.
+const PAG0_HEADER_PREFIX: &str = "x-pag0-";
+
+pub struct Filter {
+    /// `None` when the plugin configuration failed: every request is refused (fail closed).
+    shared: Option<Rc<Shared>>,
+    state: State,
+}
+
+enum State {
+    /// Nothing decided yet.
+    Start,
+    /// Headers passed; the body is being buffered to price the request.
+    AwaitingBody { pending: Pending, buffered: usize },
+    /// Counters hold this request's estimate until it is settled.
+    Reserved(Box<Reserved>),
+    /// Refused, or settled: nothing left to do.
+    Done,
+}
+
+struct Reserved {
+    project_id: Arc<str>,
+    estimate: Micros,
+    reservations: Vec<Reservation>,
+    meter: ResponseMeter,
+}
+
+// === impl Filter ===
+
+impl Filter {
+    pub fn new(shared: Option<Rc<Shared>>) -> Self {
+        Filter { shared, state: State::Start }
+    }
+
+    fn deny(&mut self, deny: &Deny) -> Action {
+        if let Some(s) = &self.shared {
+            s.metrics.denied(deny.code);
+        }
+        reply::send_deny(deny);
+        self.state = State::Done;
+        Action::Pause
+    }
+
+    /// Completes the decision (body known) and reserves; `Continue` forwards the request.
+    fn finish(&mut self, shared: &Shared, pending: &Pending, body: Option<&[u8]>) -> Action {
+        let counters = Counters::new(&HostStore);
+        let decision = shared.policy.finish(pending, body, &counters, &FinishOptions::default());
+        let allow = match decision {
+            Decision::Allow(a) => a,
+            Decision::Deny(d) => return self.deny(&d),
+            Decision::NeedsApproval(a) => return self.deny(&a.into_standalone_deny()),
+        };
+        match counters.reserve_all(&allow.reservations) {
+            Ok(()) => {}
+            Err(ReserveError::NoRoom { index, used }) => {
+                let deny = match allow.reservations.get(index) {
+                    Some(r) => reply::budget_exceeded(&allow.project_id, r, used),
+                    None => reply::counters_unavailable(&allow.project_id),
+                };
+                return self.deny(&deny);
+            }
+            Err(ReserveError::Host(e)) => {
+                host::log(LogLevel::Error, &format!("pag0: shared data error {e:?} while reserving"));
+                return self.deny(&reply::counters_unavailable(&allow.project_id));
+            }
+        }
+        shared.metrics.allowed(allow.estimate);
+        if allow.settlement.model_price.is_some() {
+            // Settling per token needs to read `usage` from the response; a compressed body
+            // would hide it and leave the estimate standing, so ask the upstream for identity.
+            host::remove_header(MapType::HttpRequestHeaders, "accept-encoding");
+        }
+        self.state = State::Reserved(Box::new(Reserved {
+            project_id: allow.project_id,
+            estimate: allow.estimate,
+            reservations: allow.reservations,
+            meter: ResponseMeter::new(allow.settlement, shared.max_body_bytes),
+        }));
+        Action::Continue
+    }
+
+    /// Settles the reservation if it is still open: charges what the response reported,
+    /// or releases it if no response arrived. Runs at most once per request.
+    fn settle(&mut self) {
+        let State::Reserved(r) = std::mem::replace(&mut self.state, State::Done) else {
+            return;
+        };
+        let actual = r.meter.final_cost().unwrap_or(Micros::ZERO);
+        if let Err(e) = Counters::new(&HostStore).settle_all(&r.reservations, actual) {
+            host::log(LogLevel::Error, &format!("pag0: shared data error {e:?} while settling"));
+        }
+        if let Some(s) = &self.shared {
+            s.metrics.settled(r.estimate, actual);
+        }
+    }
+
+    fn body_too_large(&mut self, shared: &Shared, pending: &Pending) -> Action {
+        let mut deny = Deny::new(
+            DenyCode::BodyTooLarge,
+            format!(
+                "request body is over {} bytes (maxBodyBytes); pag0 needs the whole body to price \
+                 this request",
+                shared.max_body_bytes
+            ),
+        );
+        deny.project_id = Some(pending.project_id.clone());
+        self.deny(&deny)
+    }
+}
+
+/// Removes every `x-pag0-*` header (and a custom API-key header) before the upstream sees it:
+/// nothing the agent sends to pag0 leaks to a paid API, and nothing can name a project.
+fn strip_pag0_headers(api_key_header: &str) {
+    for name in host::header_names(MapType::HttpRequestHeaders) {
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with(PAG0_HEADER_PREFIX) || lower == api_key_header {
+            host::remove_header(MapType::HttpRequestHeaders, &name);
+        }
+    }
+}
+
+fn request_header(name: &str) -> Option<String> {
+    host::header(MapType::HttpRequestHeaders, name)
+}
+
+impl Context for Filter {}
+
+impl HttpContext for Filter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            strip_pag0_headers(crate::config::DEFAULT_API_KEY_HEADER);
+            return self.deny(&Deny::new(
+                DenyCode::ControlPlaneUnavailable,
+                "the pag0 filter has no valid configuration (see Envoy's log)",
+            ));
+        };
+        let api_key = request_header(&shared.api_key_header);
+        let requires_approval = request_header("x-pag0-requires-approval")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let method = request_header(":method").unwrap_or_default();
+        let authority = request_header(":authority").unwrap_or_default();
+        let path = request_header(":path").unwrap_or_default();
+        strip_pag0_headers(&shared.api_key_header);
+
+        let head = RequestHead {
+            api_key: api_key.as_deref(),
+            method: &method,
+            authority: &authority,
+            path: &path,
+            requires_approval,
+        };
+        match shared.policy.check_head(&head, host::now()) {
+            HeadOutcome::Deny(d) => self.deny(&d),
+            HeadOutcome::Continue(pending) if pending.needs_body() && !end_of_stream => {
+                self.state = State::AwaitingBody { pending, buffered: 0 };
+                Action::Pause
+            }
+            HeadOutcome::Continue(pending) => self.finish(&shared, &pending, None),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        let State::AwaitingBody { pending, buffered } = &mut self.state else {
+            return Action::Continue;
+        };
+        // While paused, the host buffers and `body_size` is everything received so far.
+        *buffered = body_size;
+        if body_size > shared.max_body_bytes {
+            let pending = pending.clone();
+            return self.body_too_large(&shared, &pending);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let pending = pending.clone();
+        let body = host::body(BufferType::HttpRequestBody, body_size);
+        self.finish(&shared, &pending, Some(&body))
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // A request with trailers never reports end_of_stream on a body chunk.
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        let State::AwaitingBody { pending, buffered } = &self.state else {
+            return Action::Continue;
+        };
+        let (pending, size) = (pending.clone(), *buffered);
+        let body = host::body(BufferType::HttpRequestBody, size);
+        self.finish(&shared, &pending, Some(&body))
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let State::Reserved(r) = &mut self.state else {
+            return Action::Continue;
+        };
+        let status = host::header(MapType::HttpResponseHeaders, ":status")
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        let content_type = host::header(MapType::HttpResponseHeaders, "content-type");
+        let cost = r.meter.cost_header_name().and_then(|n| host::header(MapType::HttpResponseHeaders, n));
+        r.meter.on_headers(status, content_type.as_deref(), cost);
+        for (name, value) in reply::allow_headers(&r.project_id, r.estimate) {
+            host::set_header(MapType::HttpResponseHeaders, name, &value);
+        }
+        if end_of_stream {
+            self.settle();
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        // Copy the chunk and let it through: the agent's stream is never held back.
+        if let State::Reserved(r) = &mut self.state {
+            if body_size > 0 {
+                r.meter.on_body(&host::body(BufferType::HttpResponseBody, body_size));
+            }
+        }
+        if end_of_stream {
+            self.settle();
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let State::Reserved(r) = &mut self.state {
+            let cost = r.meter.cost_header_name().and_then(|n| host::header(MapType::HttpResponseTrailers, n));
+            if let Some(v) = cost {
+                r.meter.on_cost_trailer(v);
+            }
+        }
+        self.settle();
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // The stream is over, whatever happened (reset, timeout, client gone): nothing may
+        // stay reserved.
+        self.settle();
+    }
+}

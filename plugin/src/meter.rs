@@ -1,0 +1,95 @@
+//! What the upstream's response says about the cost of one allowed request (SPEC §4.2).
+//!
+//! The response is never paused or buffered by the host for this: the filter copies each body
+//! chunk as it passes. SSE streams go through the policy's incremental scanner (constant
+//! memory); other bodies are kept up to a cap for an OpenAI-style `usage` object. Whatever was
+//! seen when the stream ends — or breaks — is priced by [`Settlement::final_cost`].
+
+use pag0_policy::settle::{usage_from_json, Settlement, SseUsageScanner};
+use pag0_policy::Micros;
+
+pub struct ResponseMeter {
+    settlement: Settlement,
+    cap: usize,
+    /// `:status` of the response; `None` until response headers arrived.
+    status: Option<u32>,
+    cost_header: Option<String>,
+    body: Body,
+}
+
+enum Body {
+    /// Response headers not seen yet.
+    NotStarted,
+    Sse(Box<SseUsageScanner>),
+    /// A body kept for `usage_from_json`; `None` once it grew past the cap (the estimate or
+    /// the cost header then stand).
+    Buffered(Option<Vec<u8>>),
+}
+
+// === impl ResponseMeter ===
+
+impl ResponseMeter {
+    /// `cap`: the most bytes of a non-streaming response kept to read `usage` from.
+    pub fn new(settlement: Settlement, cap: usize) -> Self {
+        ResponseMeter { settlement, cap, status: None, cost_header: None, body: Body::NotStarted }
+    }
+
+    /// The response header named by the endpoint's `costHeader`, if it has one.
+    pub fn cost_header_name(&self) -> Option<&str> {
+        self.settlement.cost_header.as_deref()
+    }
+
+    /// Response headers arrived: `content_type` picks how the body is read.
+    pub fn on_headers(&mut self, status: Option<u32>, content_type: Option<&str>, cost_header: Option<String>) {
+        self.status = status.or(Some(0));
+        self.cost_header = cost_header;
+        let sse = content_type.is_some_and(|ct| {
+            ct.trim_start().to_ascii_lowercase().starts_with("text/event-stream")
+        });
+        self.body = if sse || self.settlement.streaming {
+            Body::Sse(Box::new(SseUsageScanner::new()))
+        } else {
+            Body::Buffered(Some(Vec::new()))
+        };
+    }
+
+    /// A cost header sent as a trailer (gRPC-style upstreams, HTTP/2) counts as well.
+    pub fn on_cost_trailer(&mut self, value: String) {
+        self.cost_header = Some(value);
+    }
+
+    pub fn on_body(&mut self, chunk: &[u8]) {
+        match &mut self.body {
+            Body::NotStarted => {}
+            Body::Sse(scanner) => scanner.feed(chunk),
+            Body::Buffered(slot) => {
+                let fits = slot.as_ref().is_some_and(|b| b.len().saturating_add(chunk.len()) <= self.cap);
+                match slot {
+                    Some(buf) if fits => buf.extend_from_slice(chunk),
+                    _ => *slot = None,
+                }
+            }
+        }
+    }
+
+    /// The cost to charge, from what was seen; `None` when no response arrived at all
+    /// (connection failure, client gone before the upstream answered): the reservation is
+    /// released rather than charged.
+    pub fn final_cost(&self) -> Option<Micros> {
+        let status = self.status?;
+        let usage = match &self.body {
+            Body::NotStarted => None,
+            Body::Sse(scanner) => scanner.usage(),
+            Body::Buffered(Some(buf)) => usage_from_json(buf),
+            Body::Buffered(None) => None,
+        };
+        Some(self.settlement.final_cost(status, self.cost_header.as_deref(), usage))
+    }
+
+    pub fn estimate(&self) -> Micros {
+        self.settlement.estimate
+    }
+}
+
+#[cfg(test)]
+mod tests;

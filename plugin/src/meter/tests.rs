@@ -1,0 +1,102 @@
+use pag0_policy::settle::ModelPrice;
+
+use super::*;
+
+/// gpt-4-like prices: 30000 / 60000 micro-USD per 1k input / output tokens.
+fn per_token(streaming: bool) -> Settlement {
+    Settlement {
+        estimate: Micros::new(90_000),
+        cost_header: None,
+        model_price: Some(ModelPrice {
+            input_per_1k: Micros::new(30_000),
+            output_per_1k: Micros::new(60_000),
+        }),
+        streaming,
+    }
+}
+
+fn per_request_with_header() -> Settlement {
+    Settlement {
+        estimate: Micros::new(1_000),
+        cost_header: Some("x-request-cost".into()),
+        model_price: None,
+        streaming: false,
+    }
+}
+
+const JSON_BODY: &[u8] =
+    br#"{"id":"x","choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":500,"total_tokens":1500}}"#;
+
+#[test]
+fn no_response_at_all_means_release() {
+    let m = ResponseMeter::new(per_token(false), 1024);
+    assert_eq!(m.final_cost(), None);
+}
+
+#[test]
+fn json_usage_across_chunks_is_priced() {
+    let mut m = ResponseMeter::new(per_token(false), 1024);
+    m.on_headers(Some(200), Some("application/json"), None);
+    let (a, b) = JSON_BODY.split_at(37);
+    m.on_body(a);
+    m.on_body(b);
+    // 1000 in × 30000/1k + 500 out × 60000/1k
+    assert_eq!(m.final_cost(), Some(Micros::new(60_000)));
+}
+
+#[test]
+fn a_body_over_the_cap_leaves_the_estimate() {
+    let mut m = ResponseMeter::new(per_token(false), 16);
+    m.on_headers(Some(200), Some("application/json"), None);
+    m.on_body(JSON_BODY);
+    assert_eq!(m.final_cost(), Some(Micros::new(90_000)));
+}
+
+#[test]
+fn sse_usage_in_the_last_event_is_priced() {
+    let mut m = ResponseMeter::new(per_token(false), 8);
+    m.on_headers(Some(200), Some("text/event-stream; charset=utf-8"), None);
+    m.on_body(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n");
+    m.on_body(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":2000,");
+    m.on_body(b"\"completion_tokens\":1000}}\n\ndata: [DONE]\n\n");
+    // The SSE path is not capped by the JSON buffer cap (8 bytes here).
+    assert_eq!(m.final_cost(), Some(Micros::new(120_000)));
+}
+
+#[test]
+fn a_stream_requested_with_stream_true_is_scanned_as_sse_whatever_its_content_type() {
+    let mut m = ResponseMeter::new(per_token(true), 8);
+    m.on_headers(Some(200), None, None);
+    m.on_body(b"data: {\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":0}}\n\n");
+    assert_eq!(m.final_cost(), Some(Micros::new(30_000)));
+}
+
+#[test]
+fn a_broken_stream_without_usage_keeps_the_estimate() {
+    let mut m = ResponseMeter::new(per_token(false), 1024);
+    m.on_headers(Some(200), Some("text/event-stream"), None);
+    m.on_body(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n");
+    assert_eq!(m.final_cost(), Some(Micros::new(90_000)));
+}
+
+#[test]
+fn upstream_error_without_report_costs_nothing() {
+    let mut m = ResponseMeter::new(per_token(false), 1024);
+    m.on_headers(Some(503), Some("text/plain"), None);
+    m.on_body(b"upstream connect error");
+    assert_eq!(m.final_cost(), Some(Micros::ZERO));
+}
+
+#[test]
+fn cost_header_wins_and_can_come_as_a_trailer() {
+    let mut m = ResponseMeter::new(per_request_with_header(), 1024);
+    assert_eq!(m.cost_header_name(), Some("x-request-cost"));
+    m.on_headers(Some(200), Some("application/json"), Some("1500".into()));
+    assert_eq!(m.final_cost(), Some(Micros::new(1_500)));
+
+    let mut m = ResponseMeter::new(per_request_with_header(), 1024);
+    m.on_headers(Some(200), None, None);
+    assert_eq!(m.final_cost(), Some(Micros::new(1_000)), "no report: the estimate stands");
+    m.on_cost_trailer("250".into());
+    assert_eq!(m.final_cost(), Some(Micros::new(250)));
+}

@@ -1,0 +1,101 @@
+//! Plugin counters (docs/HELPERS.md names; Envoy shows them as `wasmcustom.<name>`).
+//!
+//! Defined once per root context in `on_configure` (`define_metric` takes a lock in Envoy);
+//! requests only increment.
+//!
+//! Money counters keep `reserved = settled + released` for every request whose actual cost is
+//! at most its estimate: `released` is the part of a reservation given back without charge.
+
+use pag0_policy::{DenyCode, Micros};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{LogLevel, MetricType};
+
+use crate::host;
+
+/// Every SPEC §5 code, so each has its counter from the start (a dashboard sees zeros,
+/// not missing series).
+pub const DENY_CODES: [DenyCode; 16] = [
+    DenyCode::MissingApiKey,
+    DenyCode::UnknownApiKey,
+    DenyCode::EndpointBlocked,
+    DenyCode::EndpointNotAllowed,
+    DenyCode::CategoryNotAllowed,
+    DenyCode::OutsideWorkingHours,
+    DenyCode::MaxPerRequestExceeded,
+    DenyCode::BudgetExceeded,
+    DenyCode::ApprovalDenied,
+    DenyCode::ApprovalExpired,
+    DenyCode::ApprovalMismatch,
+    DenyCode::ApprovalUsed,
+    DenyCode::ApprovalRequired,
+    DenyCode::ControlPlaneUnavailable,
+    DenyCode::BodyTooLarge,
+    DenyCode::BadRequestBody,
+];
+
+/// Metric ids; `None` where the host refused to define one (then that count is skipped,
+/// the request is not affected).
+pub struct Metrics {
+    allowed: Option<u32>,
+    denied: Vec<(DenyCode, Option<u32>)>,
+    reserved: Option<u32>,
+    settled: Option<u32>,
+    released: Option<u32>,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    pub fn define() -> Self {
+        Metrics {
+            allowed: define("pag0.requests.allowed"),
+            denied: DENY_CODES
+                .iter()
+                .map(|&c| (c, define(&format!("pag0.requests.denied.{}", c.as_str()))))
+                .collect(),
+            reserved: define("pag0.cost.reserved_micros"),
+            settled: define("pag0.cost.settled_micros"),
+            released: define("pag0.cost.released_micros"),
+        }
+    }
+
+    /// Metrics that count nothing: for a root context whose configuration failed.
+    pub fn none() -> Self {
+        Metrics { allowed: None, denied: Vec::new(), reserved: None, settled: None, released: None }
+    }
+
+    pub fn allowed(&self, reserved: Micros) {
+        increment(self.allowed, 1);
+        increment(self.reserved, micros(reserved));
+    }
+
+    pub fn denied(&self, code: DenyCode) {
+        let id = self.denied.iter().find(|(c, _)| *c == code).and_then(|(_, id)| *id);
+        increment(id, 1);
+    }
+
+    pub fn settled(&self, reserved: Micros, actual: Micros) {
+        increment(self.settled, micros(actual));
+        increment(self.released, micros(reserved.saturating_sub(actual)));
+    }
+}
+
+fn define(name: &str) -> Option<u32> {
+    match hostcalls::define_metric(MetricType::Counter, name) {
+        Ok(id) => Some(id),
+        Err(s) => {
+            host::log(LogLevel::Warn, &format!("pag0: cannot define metric {name}: {s:?}"));
+            None
+        }
+    }
+}
+
+fn increment(id: Option<u32>, by: i64) {
+    if let (Some(id), true) = (id, by != 0) {
+        let _ = hostcalls::increment_metric(id, by);
+    }
+}
+
+fn micros(m: Micros) -> i64 {
+    i64::try_from(m.get()).unwrap_or(i64::MAX)
+}
