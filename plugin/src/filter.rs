@@ -239,7 +239,7 @@ impl HttpContext for Filter {
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         // Copy the chunk and let it through: the agent's stream is never held back.
         if let State::Reserved(r) = &mut self.state {
-            if body_size > 0 {
+            if body_size > 0 && r.meter.wants_body() {
                 r.meter.on_body(&host::body(BufferType::HttpResponseBody, body_size));
             }
         }

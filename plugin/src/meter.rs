@@ -58,6 +58,12 @@ impl ResponseMeter {
         self.cost_header = Some(value);
     }
 
+    /// Whether the next body chunk is worth copying out of the host (not before headers,
+    /// not once a buffered body went past the cap).
+    pub fn wants_body(&self) -> bool {
+        matches!(self.body, Body::Sse(_) | Body::Buffered(Some(_)))
+    }
+
     pub fn on_body(&mut self, chunk: &[u8]) {
         match &mut self.body {
             Body::NotStarted => {}

@@ -10,9 +10,12 @@ use super::*;
 /// `set(.., None)` and any set on a missing key always succeed (no create-if-absent).
 /// `steal` makes the next N conditional sets fail after a competing worker's write (it adds
 /// `steal_amount` to the value), the situation a real second worker produces.
+/// Key → (value, cas), and the last CAS token handed out.
+type Entries = (HashMap<String, (Vec<u8>, u32)>, u32);
+
 #[derive(Default)]
 struct FakeStore {
-    map: Mutex<(HashMap<String, (Vec<u8>, u32)>, u32)>,
+    map: Mutex<Entries>,
     steal: AtomicUsize,
     steal_amount: u64,
     stolen: AtomicUsize,

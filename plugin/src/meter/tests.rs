@@ -30,6 +30,7 @@ const JSON_BODY: &[u8] =
 #[test]
 fn no_response_at_all_means_release() {
     let m = ResponseMeter::new(per_token(false), 1024);
+    assert!(!m.wants_body());
     assert_eq!(m.final_cost(), None);
 }
 
@@ -48,7 +49,9 @@ fn json_usage_across_chunks_is_priced() {
 fn a_body_over_the_cap_leaves_the_estimate() {
     let mut m = ResponseMeter::new(per_token(false), 16);
     m.on_headers(Some(200), Some("application/json"), None);
+    assert!(m.wants_body());
     m.on_body(JSON_BODY);
+    assert!(!m.wants_body(), "past the cap, chunks need not be copied");
     assert_eq!(m.final_cost(), Some(Micros::new(90_000)));
 }
 
