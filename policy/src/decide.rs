@@ -4,10 +4,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::budget::{BudgetView, Reservation};
+use crate::budget::{try_reserve, BudgetKey, BudgetView, Reservation, Scope};
+use crate::matching::request_host;
 use crate::money::Micros;
+use crate::period::{day_key, month_key};
+use crate::pricing::parse_request_body;
 use crate::settle::Settlement;
-use crate::validate::CompiledPolicy;
+use crate::validate::{api_key_sha256, CompiledEndpoint, CompiledPolicy};
 
 /// What the filter knows from the request headers. `path` includes the query string.
 #[derive(Clone, Debug, Default)]
@@ -61,6 +64,8 @@ pub struct Pending {
     pub(crate) needs_body: bool,
     pub(crate) requires_approval: bool,
     pub(crate) now: DateTime<Utc>,
+    /// [`CompiledPolicy`] fingerprint: a `Pending` is only valid with the policy that made it.
+    pub(crate) policy: u64,
     pub project_id: Arc<str>,
     pub client_id: Arc<str>,
 }
@@ -188,7 +193,12 @@ impl DenyCode {
 
 impl Deny {
     pub fn new(code: DenyCode, message: impl Into<String>) -> Self {
-        Deny { code, message: message.into(), scope: None, project_id: None }
+        Deny {
+            code,
+            message: message.into(),
+            scope: None,
+            project_id: None,
+        }
     }
 
     /// The local reply body: `{"error":{"code","message","projectId"?,"scope"?}}`.
@@ -223,3 +233,351 @@ impl ApprovalNeeded {
         }
     }
 }
+
+// === impl CompiledPolicy: evaluation ===
+
+impl CompiledPolicy {
+    /// Request headers: identity, block/allow lists, categories, working hours (in this order).
+    pub fn check_head(&self, head: &RequestHead<'_>, now: DateTime<Utc>) -> HeadOutcome {
+        let key = match head.api_key.map(str::trim) {
+            Some(k) if !k.is_empty() => k,
+            _ => {
+                return HeadOutcome::Deny(Deny::new(
+                    DenyCode::MissingApiKey,
+                    "no API key: send the client's key in the x-pag0-api-key header",
+                ))
+            }
+        };
+        let hash = api_key_sha256(key);
+        let Some(client_idx) = self
+            .keys
+            .binary_search_by(|(k, _)| k.cmp(&hash))
+            .ok()
+            .and_then(|i| self.keys.get(i))
+            .map(|(_, c)| *c)
+        else {
+            return HeadOutcome::Deny(Deny::new(
+                DenyCode::UnknownApiKey,
+                format!("the API key is not registered with org {}", self.org_id),
+            ));
+        };
+        let Some(client) = self.clients.get(client_idx) else {
+            return HeadOutcome::Deny(Deny::new(
+                DenyCode::UnknownApiKey,
+                "the API key names no client",
+            ));
+        };
+        let project_id = self
+            .projects
+            .get(client.project)
+            .map(|p| p.id.clone())
+            .unwrap_or_else(|| Arc::from(""));
+        let deny = |code: DenyCode, message: String| {
+            HeadOutcome::Deny(Deny {
+                code,
+                message,
+                scope: None,
+                project_id: Some(project_id.clone()),
+            })
+        };
+        let rules = &client.rules;
+        let host = request_host(head.authority);
+        let target = Target {
+            host,
+            path: head.path,
+        };
+
+        if let Some((level, pat)) = rules
+            .blocked
+            .iter()
+            .find(|(_, p)| p.matches(head.authority, head.path, true))
+        {
+            return deny(
+                DenyCode::EndpointBlocked,
+                format!("{target} is blocked by {level} (rule {pat})"),
+            );
+        }
+        for (level, list) in &rules.allow_lists {
+            if !list
+                .iter()
+                .any(|p| p.matches(head.authority, head.path, false))
+            {
+                return deny(
+                    DenyCode::EndpointNotAllowed,
+                    format!("{target} is not on the allowed endpoints of {level}"),
+                );
+            }
+        }
+        let endpoint = self
+            .endpoints
+            .iter()
+            .position(|e| e.pattern.matches(head.authority, head.path, false));
+        let ep: Option<&CompiledEndpoint> = endpoint.and_then(|i| self.endpoints.get(i));
+        if let Some(cats) = &rules.categories {
+            match ep {
+                None => {
+                    return deny(
+                        DenyCode::CategoryNotAllowed,
+                        format!(
+                            "{host} is not in the endpoint catalogue, so it has no category; allowed categories: {}",
+                            join_list(cats)
+                        ),
+                    )
+                }
+                Some(e) if !cats.iter().any(|c| **c == *e.category) => {
+                    return deny(
+                        DenyCode::CategoryNotAllowed,
+                        format!(
+                            "category {} of {host} is not allowed; allowed categories: {}",
+                            e.category,
+                            join_list(cats)
+                        ),
+                    )
+                }
+                Some(_) => {}
+            }
+        }
+        for (level, hours) in &rules.hours {
+            if !hours.contains(now) {
+                return deny(
+                    DenyCode::OutsideWorkingHours,
+                    format!(
+                        "outside the working hours of {level} ({})",
+                        hours.describe()
+                    ),
+                );
+            }
+        }
+        HeadOutcome::Continue(Pending {
+            client: client_idx,
+            endpoint,
+            needs_body: ep.is_some_and(|e| e.pricing.needs_body()),
+            requires_approval: head.requires_approval,
+            now,
+            policy: self.fingerprint,
+            project_id,
+            client_id: client.id.clone(),
+        })
+    }
+
+    /// The rest of the decision: estimate, per-request cap, budgets, approval. `body` is the
+    /// whole request body when [`Pending::needs_body`] (otherwise it is not read).
+    pub fn finish(
+        &self,
+        pending: &Pending,
+        body: Option<&[u8]>,
+        budgets: &dyn BudgetView,
+        opts: &FinishOptions,
+    ) -> Decision {
+        let project_id = pending.project_id.clone();
+        let deny = |code: DenyCode, message: String, scope: Option<&'static str>| {
+            Decision::Deny(Deny {
+                code,
+                message,
+                scope,
+                project_id: Some(project_id.clone()),
+            })
+        };
+        let (Some(client), true) = (
+            self.clients.get(pending.client),
+            pending.policy == self.fingerprint,
+        ) else {
+            return deny(
+                DenyCode::ControlPlaneUnavailable,
+                "the policy changed while the request was in flight; retry".to_string(),
+                None,
+            );
+        };
+        let Some(project) = self.projects.get(client.project) else {
+            return deny(
+                DenyCode::UnknownApiKey,
+                "the client's project is missing".to_string(),
+                None,
+            );
+        };
+        let ep = pending.endpoint.and_then(|i| self.endpoints.get(i));
+
+        // Estimate.
+        let mut streaming = false;
+        let (estimate, model_price) = match ep {
+            None => (Micros::ZERO, None),
+            Some(e) => {
+                let facts = if e.pricing.needs_body() {
+                    match parse_request_body(body.unwrap_or_default()) {
+                        Ok(f) => Some(f),
+                        Err(err) => {
+                            return deny(
+                                DenyCode::BadRequestBody,
+                                format!("{} is priced per token and needs a JSON body to price the request: {err}", e.pattern),
+                                None,
+                            )
+                        }
+                    }
+                } else {
+                    None
+                };
+                streaming = facts.as_ref().is_some_and(|f| f.stream);
+                match e.pricing.estimate(facts.as_ref()) {
+                    Ok(est) => (est.cost, est.model_price),
+                    Err(_) => {
+                        return deny(
+                            DenyCode::BadRequestBody,
+                            "the requested token limit makes the cost estimate overflow"
+                                .to_string(),
+                            None,
+                        )
+                    }
+                }
+            }
+        };
+
+        // Per-request cap.
+        if let Some((cap, level)) = &client.rules.max_per_request {
+            if estimate > *cap {
+                return deny(
+                    DenyCode::MaxPerRequestExceeded,
+                    format!(
+                        "estimated cost {estimate} is above the max per request of {level} ({cap})"
+                    ),
+                    None,
+                );
+            }
+        }
+
+        // Budgets: every configured counter must have room.
+        let mut reservations = Vec::new();
+        let mut failures: Vec<(String, &'static str)> = Vec::new();
+        let any_budget = self.org_monthly.is_some()
+            || self.org_daily.is_some()
+            || project.monthly.is_some()
+            || project.daily.is_some();
+        if any_budget {
+            let month = month_key(pending.now, self.tz);
+            let day = day_key(pending.now, self.tz);
+            let counters = [
+                (Scope::OrgMonthly, self.org_monthly, &month),
+                (Scope::OrgDaily, self.org_daily, &day),
+                (
+                    Scope::ProjectMonthly(project.id.clone()),
+                    project.monthly,
+                    &month,
+                ),
+                (Scope::ProjectDaily(project.id.clone()), project.daily, &day),
+            ];
+            for (scope, limit, period) in counters {
+                let Some(limit) = limit else { continue };
+                let key = BudgetKey {
+                    scope,
+                    period: period.clone(),
+                };
+                let used = budgets.used(&key);
+                match try_reserve(used, estimate, limit) {
+                    Ok(_) => reservations.push(Reservation {
+                        key,
+                        amount: estimate,
+                        limit,
+                    }),
+                    Err(_) => {
+                        let who = match key.scope.project_id() {
+                            Some(p) => format!("project {p}"),
+                            None => format!("org {}", self.org_id),
+                        };
+                        let span =
+                            if matches!(key.scope, Scope::OrgMonthly | Scope::ProjectMonthly(_)) {
+                                "monthly"
+                            } else {
+                                "daily"
+                            };
+                        failures.push((
+                            format!("{who} {span} budget: {limit} limit, {used} spent, {estimate} requested"),
+                            key.scope.label(),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some((_, scope)) = failures.first() {
+            let message = failures
+                .iter()
+                .map(|(m, _)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return deny(DenyCode::BudgetExceeded, message, Some(scope));
+        }
+
+        // Approval.
+        if !opts.approved_replay {
+            let over_threshold = client
+                .rules
+                .require_approval_above
+                .is_some_and(|t| estimate > t)
+                && project
+                    .approval
+                    .as_ref()
+                    .and_then(|a| a.auto_approve_below)
+                    .is_none_or(|below| estimate >= below);
+            let reason = if pending.requires_approval {
+                Some(ApprovalReason::Requested)
+            } else if over_threshold {
+                Some(ApprovalReason::Threshold)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Decision::NeedsApproval(ApprovalNeeded {
+                    project_id: pending.project_id.clone(),
+                    client_id: client.id.clone(),
+                    estimate,
+                    reason,
+                    expires_after_secs: project
+                        .approval
+                        .as_ref()
+                        .map_or(crate::validate::DEFAULT_APPROVAL_EXPIRY_SECS, |a| {
+                            a.expires_after_secs
+                        }),
+                    approvers: project
+                        .approval
+                        .as_ref()
+                        .map(|a| a.approvers.clone())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+
+        Decision::Allow(Allow {
+            project_id: pending.project_id.clone(),
+            client_id: client.id.clone(),
+            estimate,
+            reservations,
+            settlement: Settlement {
+                estimate,
+                cost_header: ep.and_then(|e| e.cost_header.clone()),
+                model_price,
+                streaming,
+            },
+        })
+    }
+}
+
+/// `host/path` for messages (query dropped).
+struct Target<'a> {
+    host: &'a str,
+    path: &'a str,
+}
+
+impl std::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.path.split(['?', '#']).next().unwrap_or("");
+        write!(f, "{}{}", self.host, path)
+    }
+}
+
+fn join_list(items: &[Arc<str>]) -> String {
+    if items.is_empty() {
+        return "(none)".to_string();
+    }
+    items.iter().map(|s| &**s).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests;

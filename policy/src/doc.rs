@@ -215,7 +215,11 @@ pub struct Cache {
     #[serde(default)]
     pub shared_cache: bool,
     /// Seconds.
-    #[serde(default, rename = "defaultTTL", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "defaultTTL",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub default_ttl: Option<u64>,
 }
 

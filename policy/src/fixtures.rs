@@ -39,7 +39,6 @@ pub fn per_request_host(i: usize) -> String {
 
 /// The acme policy document as JSON.
 pub fn acme_policy() -> Value {
-    let categories = ["translation", "search", "data-analysis"];
     let mut endpoints = Vec::new();
     for i in 0..LLM_ENDPOINTS {
         endpoints.push(json!({
@@ -58,7 +57,7 @@ pub fn acme_policy() -> Value {
     for i in 0..PER_REQUEST_ENDPOINTS {
         let mut e = json!({
             "host": per_request_host(i),
-            "category": categories[i % categories.len()],
+            "category": match i % 3 { 0 => "translation", 1 => "search", _ => "data-analysis" },
             "pricing": { "perRequest": format!("{}", 1000 + 100 * i) }
         });
         if i % 10 == 5 {

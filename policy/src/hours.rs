@@ -62,7 +62,12 @@ impl WorkingHours {
                 bits
             }
         };
-        Ok(WorkingHours { tz, start: start_m, end: end_m, days })
+        Ok(WorkingHours {
+            tz,
+            start: start_m,
+            end: end_m,
+            days,
+        })
     }
 
     pub fn timezone(&self) -> Tz {

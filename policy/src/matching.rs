@@ -71,7 +71,10 @@ impl EndpointPattern {
             .filter(|seg| !seg.is_empty())
             .map(Box::from)
             .collect();
-        Ok(EndpointPattern { host: host.to_ascii_lowercase().into_boxed_str(), segments })
+        Ok(EndpointPattern {
+            host: host.to_ascii_lowercase().into_boxed_str(),
+            segments,
+        })
     }
 
     /// The host part (lower-case).
@@ -97,7 +100,9 @@ impl EndpointPattern {
             return block;
         }
         let mut req = path.split('/').filter(|seg| !seg.is_empty());
-        self.segments.iter().all(|want| req.next().is_some_and(|got| got == &**want))
+        self.segments
+            .iter()
+            .all(|want| req.next().is_some_and(|got| got == &**want))
     }
 
     /// Number of bytes of host plus path segments: the longer, the more specific.
@@ -176,7 +181,9 @@ fn is_host_name(h: &str) -> bool {
         && h.len() <= 253
         && h.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 

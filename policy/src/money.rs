@@ -31,7 +31,10 @@ impl Micros {
     }
 
     pub fn checked_add(self, other: Micros) -> Result<Micros, MoneyError> {
-        self.0.checked_add(other.0).map(Micros).ok_or(MoneyError::Overflow)
+        self.0
+            .checked_add(other.0)
+            .map(Micros)
+            .ok_or(MoneyError::Overflow)
     }
 
     /// Subtraction that stops at zero: a counter or remaining room is never negative.
@@ -40,7 +43,10 @@ impl Micros {
     }
 
     pub fn checked_mul(self, n: u64) -> Result<Micros, MoneyError> {
-        self.0.checked_mul(n).map(Micros).ok_or(MoneyError::Overflow)
+        self.0
+            .checked_mul(n)
+            .map(Micros)
+            .ok_or(MoneyError::Overflow)
     }
 
     /// `self * n / d`, rounded up, without intermediate overflow for realistic inputs.
@@ -52,7 +58,9 @@ impl Micros {
         }
         let wide = u128::from(self.0) * u128::from(n);
         let q = wide.div_ceil(u128::from(d));
-        u64::try_from(q).map(Micros).map_err(|_| MoneyError::Overflow)
+        u64::try_from(q)
+            .map(Micros)
+            .map_err(|_| MoneyError::Overflow)
     }
 
     /// Parses a decimal string of micro-USD (`"100000000"`). No sign, no decimal point.
@@ -61,7 +69,9 @@ impl Micros {
         if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
             return Err(MoneyError::NotAnAmount(s.to_string()));
         }
-        t.parse::<u64>().map(Micros).map_err(|_| MoneyError::Overflow)
+        t.parse::<u64>()
+            .map(Micros)
+            .map_err(|_| MoneyError::Overflow)
     }
 
     /// From a JSON value: a decimal string or a non-negative integer.

@@ -75,7 +75,12 @@ struct RawBody {
 pub fn parse_request_body(body: &[u8]) -> Result<BodyFacts, BodyError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     match first {
-        None => return Ok(BodyFacts { body_len: body.len(), ..BodyFacts::default() }),
+        None => {
+            return Ok(BodyFacts {
+                body_len: body.len(),
+                ..BodyFacts::default()
+            })
+        }
         Some(b'{') => {}
         Some(_) => return Err(BodyError::NotAnObject),
     }
@@ -98,7 +103,11 @@ pub fn estimate_input_tokens(body_len: usize) -> u64 {
 }
 
 /// `ceil(inputPer1k × input / 1000) + ceil(outputPer1k × output / 1000)`.
-pub fn token_cost(price: ModelPrice, input_tokens: u64, output_tokens: u64) -> Result<Micros, MoneyError> {
+pub fn token_cost(
+    price: ModelPrice,
+    input_tokens: u64,
+    output_tokens: u64,
+) -> Result<Micros, MoneyError> {
     let i = price.input_per_1k.mul_div_ceil(input_tokens, 1000)?;
     let o = price.output_per_1k.mul_div_ceil(output_tokens, 1000)?;
     i.checked_add(o)
@@ -126,8 +135,14 @@ impl EndpointPricing {
     /// `facts` is only read for token pricing; `None` there means an empty body.
     pub fn estimate(&self, facts: Option<&BodyFacts>) -> Result<Estimate, MoneyError> {
         match self {
-            EndpointPricing::Free => Ok(Estimate { cost: Micros::ZERO, model_price: None }),
-            EndpointPricing::PerRequest(p) => Ok(Estimate { cost: *p, model_price: None }),
+            EndpointPricing::Free => Ok(Estimate {
+                cost: Micros::ZERO,
+                model_price: None,
+            }),
+            EndpointPricing::PerRequest(p) => Ok(Estimate {
+                cost: *p,
+                model_price: None,
+            }),
             EndpointPricing::Tokens(t) => t.estimate(facts),
         }
     }
@@ -136,11 +151,23 @@ impl EndpointPricing {
 // === impl TokenPricing ===
 
 impl TokenPricing {
-    pub fn new(mut models: Vec<(String, ModelPrice)>, default_model: Option<String>, default_max_tokens: Option<u64>) -> Self {
+    pub fn new(
+        mut models: Vec<(String, ModelPrice)>,
+        default_model: Option<String>,
+        default_max_tokens: Option<u64>,
+    ) -> Self {
         models.sort_by(|a, b| a.0.cmp(&b.0));
         let most_expensive = ModelPrice {
-            input_per_1k: models.iter().map(|m| m.1.input_per_1k).max().unwrap_or(Micros::ZERO),
-            output_per_1k: models.iter().map(|m| m.1.output_per_1k).max().unwrap_or(Micros::ZERO),
+            input_per_1k: models
+                .iter()
+                .map(|m| m.1.input_per_1k)
+                .max()
+                .unwrap_or(Micros::ZERO),
+            output_per_1k: models
+                .iter()
+                .map(|m| m.1.output_per_1k)
+                .max()
+                .unwrap_or(Micros::ZERO),
         };
         TokenPricing {
             models,
@@ -170,7 +197,10 @@ impl TokenPricing {
         let price = self.price_of(facts.model.as_deref());
         let input = estimate_input_tokens(facts.body_len);
         let output = facts.max_tokens.unwrap_or(self.default_max_tokens);
-        Ok(Estimate { cost: token_cost(price, input, output)?, model_price: Some(price) })
+        Ok(Estimate {
+            cost: token_cost(price, input, output)?,
+            model_price: Some(price),
+        })
     }
 }
 

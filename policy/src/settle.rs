@@ -54,7 +54,12 @@ impl Settlement {
     ///
     /// Usage that cannot be priced without overflow is charged at `Micros::MAX` (the
     /// conservative side; budgets will refuse further requests).
-    pub fn final_cost(&self, status: u32, cost_header: Option<&str>, usage: Option<Usage>) -> Micros {
+    pub fn final_cost(
+        &self,
+        status: u32,
+        cost_header: Option<&str>,
+        usage: Option<Usage>,
+    ) -> Micros {
         if self.cost_header.is_some() {
             if let Some(c) = cost_header.and_then(Settlement::cost_header_value) {
                 return c;
@@ -88,13 +93,20 @@ pub fn usage_from_json(body: &[u8]) -> Option<Usage> {
 
 fn usage_from_value(v: &serde_json::Value) -> Option<Usage> {
     let obj = v.as_object()?;
-    let field = |a: &str, b: &str| obj.get(a).or_else(|| obj.get(b)).and_then(serde_json::Value::as_u64);
+    let field = |a: &str, b: &str| {
+        obj.get(a)
+            .or_else(|| obj.get(b))
+            .and_then(serde_json::Value::as_u64)
+    };
     let prompt = field("prompt_tokens", "input_tokens");
     let completion = field("completion_tokens", "output_tokens");
     if prompt.is_none() && completion.is_none() {
         return None;
     }
-    Some(Usage { prompt_tokens: prompt.unwrap_or(0), completion_tokens: completion.unwrap_or(0) })
+    Some(Usage {
+        prompt_tokens: prompt.unwrap_or(0),
+        completion_tokens: completion.unwrap_or(0),
+    })
 }
 
 /// Finds the usage report in a `text/event-stream` response fed in arbitrary chunks.
