@@ -1,0 +1,341 @@
+//! The binary's command line: serve (the default), `--validate FILE`, and admin subcommands
+//! that call a running sidecar's API (`policy apply`, `projects list|create`,
+//! `clients list|create`, `budgets`). Kept in the library so it is tested like the rest.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::auth::{Role, Tokens};
+use crate::store::{PgStore, SqliteStore, Store};
+use crate::{app, AppState, Config};
+
+#[derive(Debug, Parser)]
+#[command(name = "pag0-sidecar", version, about = "Pag0 control service: policy API, usage sync, budget leases")]
+pub struct Cli {
+    /// Check a policy document (JSON) and exit: 0 valid, 1 invalid (errors as `path: reason`).
+    #[arg(long, value_name = "FILE")]
+    pub validate: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one; the bound address is printed).
+    #[arg(long, env = "PAG0_LISTEN", default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+    /// Directory of the SQLite store (`pag0.db`), used unless a database URL is given.
+    #[arg(long, env = "PAG0_DATA_DIR", default_value = "pag0-data")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL (postgres://user@host:port/db): the store for a fleet of sidecars.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// PostgreSQL schema to use (created if missing); default: the connection's search_path.
+    #[arg(long, env = "PAG0_DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
+    /// An admin token, NAME=TOKEN (repeatable). NAME is recorded as the author of policy
+    /// versions. Also PAG0_ADMIN_TOKENS=NAME=TOKEN,NAME=TOKEN (preferred: not visible in ps).
+    #[arg(long = "admin-token", value_name = "NAME=TOKEN")]
+    pub admin_tokens: Vec<String>,
+    /// The bearer secret the Envoy filter presents on POST /v1/sync.
+    #[arg(long, env = "PAG0_SYNC_SECRET", hide_env_values = true)]
+    pub sync_secret: Option<String>,
+    /// Lease time-to-live: an instance that does not sync for this long loses its slices.
+    #[arg(long, env = "PAG0_LEASE_TTL_MS", default_value_t = 30_000)]
+    pub lease_ttl_ms: i64,
+    /// Serve /metrics, /healthz, /readyz to non-loopback peers too.
+    #[arg(long, env = "PAG0_PUBLIC_OPS")]
+    pub public_ops: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// Base URL of a running sidecar (admin subcommands).
+    #[arg(long, env = "PAG0_URL", default_value = "http://127.0.0.1:8787", global = true)]
+    pub url: String,
+    /// Admin token for the admin subcommands.
+    #[arg(long, env = "PAG0_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (what happens without a subcommand).
+    Serve,
+    /// The policy document.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Projects of the stored policy.
+    #[command(subcommand)]
+    Projects(ItemCmd),
+    /// Clients of the stored policy (create prints the API key once).
+    #[command(subcommand)]
+    Clients(ItemCmd),
+    /// Budget counters: limit, spent, leased, unallocated.
+    Budgets,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Validate locally, then PUT the file as the new policy version.
+    Apply { file: PathBuf },
+    /// Print the latest policy document.
+    Get,
+    /// Print the version history.
+    Versions,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ItemCmd {
+    List,
+    /// Create from a JSON file holding one object.
+    Create { file: PathBuf },
+}
+
+/// Runs the parsed command line; the binary's `main` is only this.
+pub async fn run(cli: Cli) -> ExitCode {
+    if let Some(file) = &cli.validate {
+        return validate_file(file);
+    }
+    let result = match cli.command {
+        None | Some(Command::Serve) => serve(cli.serve).await,
+        Some(Command::Policy(PolicyCmd::Apply { file })) => apply(&cli.remote, &file).await,
+        Some(Command::Policy(PolicyCmd::Get)) => remote(&cli.remote, reqwest::Method::GET, "/v1/policy", None).await,
+        Some(Command::Policy(PolicyCmd::Versions)) => {
+            remote(&cli.remote, reqwest::Method::GET, "/v1/policy/versions", None).await
+        }
+        Some(Command::Projects(cmd)) => item(&cli.remote, "/v1/projects", cmd).await,
+        Some(Command::Clients(cmd)) => item(&cli.remote, "/v1/clients", cmd).await,
+        Some(Command::Budgets) => budgets(&cli.remote).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("pag0-sidecar: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate_file(file: &PathBuf) -> ExitCode {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("pag0-sidecar: cannot read {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match pag0_policy::CompiledPolicy::compile(&bytes) {
+        Ok(p) => {
+            let d = p.document();
+            println!(
+                "{}: valid policy for {} ({} projects, {} clients, {} endpoints)",
+                file.display(),
+                d.org_id,
+                d.projects.len(),
+                d.clients.len(),
+                d.endpoints.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("{}: {e}", file.display());
+            }
+            eprintln!("{}: {} error(s), policy rejected", file.display(), errs.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn tokens_from(args: &ServeArgs) -> Result<Tokens, String> {
+    let mut tokens = Tokens::default();
+    let from_env = std::env::var("PAG0_ADMIN_TOKENS").unwrap_or_default();
+    let specs = args
+        .admin_tokens
+        .iter()
+        .map(String::as_str)
+        .chain(from_env.split(',').map(str::trim).filter(|s| !s.is_empty()));
+    for spec in specs {
+        tokens.add_admin_spec(spec).map_err(|e| e.to_string())?;
+    }
+    if let Some(secret) = &args.sync_secret {
+        tokens.add_sync_secret(secret).map_err(|e| format!("sync secret: {e}"))?;
+    }
+    Ok(tokens)
+}
+
+async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, String> {
+    match &args.database_url {
+        Some(url) => PgStore::connect(url, args.database_schema.as_deref())
+            .await
+            .map(|s| Arc::new(s) as Arc<dyn Store>)
+            .map_err(|e| format!("postgres: {e}")),
+        None => {
+            let dir = args.data_dir.clone();
+            tokio::task::spawn_blocking(move || SqliteStore::open_dir(&dir))
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|s| Arc::new(s) as Arc<dyn Store>)
+                .map_err(|e| format!("sqlite: {e}"))
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let tokens = tokens_from(&args)?;
+    if !tokens.has_role(|r| *r == Role::Admin) {
+        eprintln!("pag0-sidecar: warning: no admin token (--admin-token NAME=TOKEN): the admin API answers 401");
+    }
+    if !tokens.has_role(|r| *r == Role::Filter) {
+        eprintln!("pag0-sidecar: warning: no sync secret (--sync-secret): filters cannot sync");
+    }
+    let store = open_store(&args).await?;
+    let state = AppState::new(Arc::clone(&store), tokens)
+        .map_err(|e| e.to_string())?
+        .with_config(Config { lease_ttl_ms: args.lease_ttl_ms, public_ops: args.public_ops, ..Config::default() });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // Tests and scripts wait for this line.
+    println!("listening on {addr}");
+    eprintln!("pag0-sidecar: store {}, listening on {addr}", store.backend());
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!("pag0-sidecar: shut down");
+    Ok(())
+}
+
+/// SIGTERM or Ctrl-C: stop accepting, finish in-flight requests (a sync in progress commits
+/// and answers), exit 0.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+// --- admin subcommands (HTTP clients of a running sidecar) ---
+
+async fn send(
+    r: &RemoteArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(reqwest::StatusCode, Value), String> {
+    let token = r.token.as_deref().ok_or("an admin token is needed: --token or PAG0_TOKEN")?;
+    let url = format!("{}{path}", r.url.trim_end_matches('/'));
+    let mut req = reqwest::Client::new().request(method, &url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b);
+    }
+    let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| format!("{url}: {e}"))?;
+    let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    Ok((status, value))
+}
+
+fn explain(status: reqwest::StatusCode, v: &Value) -> String {
+    let e = v.get("error");
+    let mut msg = format!(
+        "{status}: {} {}",
+        e.and_then(|e| e.get("code")).and_then(Value::as_str).unwrap_or(""),
+        e.and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or("")
+    );
+    for d in e.and_then(|e| e.get("details")).and_then(Value::as_array).into_iter().flatten() {
+        msg.push_str(&format!("\n  {}", d.as_str().unwrap_or_default()));
+    }
+    msg
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+async fn remote(r: &RemoteArgs, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> Result<(), String> {
+    let (status, v) = send(r, method, path, body).await?;
+    if !status.is_success() {
+        return Err(explain(status, &v));
+    }
+    print_json(&v);
+    Ok(())
+}
+
+async fn apply(r: &RemoteArgs, file: &PathBuf) -> Result<(), String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    if let Err(errs) = pag0_policy::CompiledPolicy::compile(&bytes) {
+        return Err(format!("{} does not validate:\n  {}", file.display(), errs.to_string().replace('\n', "\n  ")));
+    }
+    let (status, v) = send(r, reqwest::Method::PUT, "/v1/policy", Some(bytes)).await?;
+    if !status.is_success() {
+        return Err(explain(status, &v));
+    }
+    println!(
+        "applied {} as policy version {} (author {})",
+        file.display(),
+        v.get("version").and_then(Value::as_i64).unwrap_or(0),
+        v.get("author").and_then(Value::as_str).unwrap_or("?")
+    );
+    Ok(())
+}
+
+async fn item(r: &RemoteArgs, path: &str, cmd: ItemCmd) -> Result<(), String> {
+    match cmd {
+        ItemCmd::List => remote(r, reqwest::Method::GET, path, None).await,
+        ItemCmd::Create { file } => {
+            let bytes = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let (status, v) = send(r, reqwest::Method::POST, path, Some(bytes)).await?;
+            if !status.is_success() {
+                return Err(explain(status, &v));
+            }
+            print_json(&v);
+            if v.get("apiKey").is_some() {
+                eprintln!("pag0-sidecar: store the apiKey now: it is not shown again (only its SHA-256 is kept)");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn budgets(r: &RemoteArgs) -> Result<(), String> {
+    let (status, v) = send(r, reqwest::Method::GET, "/v1/budgets", None).await?;
+    if !status.is_success() {
+        return Err(explain(status, &v));
+    }
+    println!("{:<44} {:>14} {:>14} {:>14} {:>14}", "COUNTER", "LIMIT", "SPENT", "LEASED", "UNALLOCATED");
+    for c in v.get("counters").and_then(Value::as_array).into_iter().flatten() {
+        let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+        println!("{:<44} {:>14} {:>14} {:>14} {:>14}", s("counter"), s("limit"), s("spent"), s("leased"), s("unallocated"));
+    }
+    Ok(())
+}

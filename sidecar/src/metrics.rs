@@ -1,0 +1,68 @@
+//! Prometheus metrics, one registry per `AppState` (no globals: tests run in parallel).
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub sync_batches: IntCounterVec,
+    pub usage_records: IntCounter,
+    pub usage_micros: IntCounter,
+    pub lease_granted_micros: IntCounter,
+    pub policy_version: IntGauge,
+    pub policy_updates: IntCounter,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
+    let c = IntCounter::new(name, help)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("pag0_sidecar_http_requests_total", "HTTP requests by route, method and status"),
+            &["route", "method", "status"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        let sync_batches = IntCounterVec::new(
+            Opts::new(
+                "pag0_sidecar_sync_batches_total",
+                "POST /v1/sync calls by outcome (applied, duplicate, empty, rejected)",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(sync_batches.clone()))?;
+        let policy_version = IntGauge::new("pag0_sidecar_policy_version", "Latest policy version served")?;
+        registry.register(Box::new(policy_version.clone()))?;
+        Ok(Metrics {
+            http_requests,
+            sync_batches,
+            usage_records: counter(&registry, "pag0_sidecar_usage_records_total", "Usage records committed")?,
+            usage_micros: counter(
+                &registry,
+                "pag0_sidecar_usage_micros_total",
+                "Settled cost committed, micro-USD (each record once, whatever its counters)",
+            )?,
+            lease_granted_micros: counter(
+                &registry,
+                "pag0_sidecar_lease_granted_micros_total",
+                "Room newly handed out in lease top-ups, micro-USD",
+            )?,
+            policy_version,
+            policy_updates: counter(&registry, "pag0_sidecar_policy_updates_total", "Policy versions written")?,
+            registry,
+        })
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}

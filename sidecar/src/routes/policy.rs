@@ -1,0 +1,102 @@
+//! `GET/PUT /v1/policy` and its version history.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::auth::Admin;
+use crate::clock::rfc3339;
+use crate::document::validate;
+use crate::error::AppError;
+use crate::store::{NewPolicy, PolicyMeta, PolicyVersion};
+use crate::AppState;
+
+pub(crate) const VERSION_HEADER: HeaderName = HeaderName::from_static("x-pag0-policy-version");
+
+pub(crate) fn meta_json(m: &PolicyMeta) -> Value {
+    json!({ "version": m.version, "author": m.author, "createdAt": rfc3339(m.created_at_ms) })
+}
+
+fn document_response(p: &PolicyVersion) -> Result<Response, AppError> {
+    let doc: Value = serde_json::from_str(&p.document)
+        .map_err(|e| AppError::Internal(format!("stored policy {} is not JSON: {e}", p.meta.version)))?;
+    let mut resp = Json(doc).into_response();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", p.meta.version)) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(VERSION_HEADER, HeaderValue::from(p.meta.version));
+    if let Ok(v) = HeaderValue::from_str(&p.meta.author) {
+        h.insert(HeaderName::from_static("x-pag0-policy-author"), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&rfc3339(p.meta.created_at_ms)) {
+        h.insert(HeaderName::from_static("x-pag0-policy-created-at"), v);
+    }
+    Ok(resp)
+}
+
+fn no_policy() -> AppError {
+    AppError::NotFound("no policy yet: PUT /v1/policy first".into())
+}
+
+pub async fn get_policy(_: Admin, State(state): State<AppState>) -> Result<Response, AppError> {
+    let p = state.store.latest_policy().await?.ok_or_else(no_policy)?;
+    document_response(&p)
+}
+
+/// `If-Match: "3"` (or `3`): write only if version 3 is still the latest.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, AppError> {
+    let Some(v) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    v.to_str()
+        .ok()
+        .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|s| s.parse::<i64>().ok())
+        .map(Some)
+        .ok_or_else(|| AppError::bad_request("BAD_IF_MATCH", "If-Match must be a policy version, e.g. \"3\""))
+}
+
+pub async fn put_policy(
+    Admin(who): Admin,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, AppError> {
+    let expected_version = if_match(&headers)?;
+    let doc = validate(&body)?;
+    let meta = state
+        .store
+        .put_policy(NewPolicy {
+            document: doc.text,
+            author: who.name,
+            at_ms: state.clock.now_ms(),
+            expected_version,
+        })
+        .await?;
+    state.metrics.policy_updates.inc();
+    state.metrics.policy_version.set(meta.version);
+    Ok((StatusCode::OK, [(VERSION_HEADER, HeaderValue::from(meta.version))], Json(meta_json(&meta))))
+}
+
+pub async fn list_versions(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    let versions = state.store.policy_history(1000).await?;
+    Ok(Json(json!({ "versions": versions.iter().map(meta_json).collect::<Vec<_>>() })))
+}
+
+pub async fn get_version(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(version): Path<String>,
+) -> Result<Response, AppError> {
+    let v: i64 = version
+        .parse()
+        .map_err(|_| AppError::bad_request("BAD_VERSION", format!("{version:?} is not a version number")))?;
+    let p = state
+        .store
+        .policy_version(v)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("no policy version {v}")))?;
+    document_response(&p)
+}

@@ -1,0 +1,253 @@
+//! `POST /v1/sync`: the filter's one call. Usage in (exactly once per `(instanceId, seq)`),
+//! policy and budget leases out. The protocol, and the overspend bound it gives, are in
+//! docs/sync-protocol.md; the arithmetic is in `store::lease`.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::Json;
+use pag0_policy::Micros;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::parse_json;
+use crate::auth::Filter;
+use crate::document::{limit_for, parse_counter};
+use crate::error::AppError;
+use crate::store::lease::default_want;
+use crate::store::{LeaseAsk, StoreError, SyncWrite, UsageRecord};
+use crate::AppState;
+
+/// Unknown fields are ignored here (unlike in the policy document): a newer filter may send
+/// more than this sidecar knows.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRequest {
+    pub instance_id: String,
+    pub seq: u64,
+    /// The policy version the filter runs; 0 = none yet.
+    #[serde(default)]
+    pub policy_version: i64,
+    #[serde(default)]
+    pub usage: Vec<UsageIn>,
+    #[serde(default)]
+    pub leases: Vec<LeaseIn>,
+    #[serde(default)]
+    pub release: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageIn {
+    pub amount: Micros,
+    #[serde(default)]
+    pub counters: Vec<String>,
+    #[serde(default)]
+    pub project_id: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Unix milliseconds, by the filter's clock.
+    #[serde(default)]
+    pub at: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseIn {
+    pub counter: String,
+    /// Total room to hold; default 1/16 of the limit.
+    #[serde(default)]
+    pub want: Option<Micros>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseOut {
+    pub granted: Micros,
+    pub limit: Micros,
+    pub spent: Micros,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncResponse {
+    pub ack: u64,
+    pub duplicate: bool,
+    pub policy_version: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Value>,
+    pub server_time_ms: i64,
+    pub lease_ttl_ms: i64,
+    pub leases: BTreeMap<String, LeaseOut>,
+    /// Counters asked for that have no budget under the current policy: no lease needed.
+    pub unlimited: Vec<String>,
+}
+
+const MAX_ID: usize = 128;
+const MAX_COUNTERS: usize = 64;
+
+fn bad(details: Vec<String>) -> AppError {
+    AppError::BadRequest { code: "BAD_SYNC", message: "the sync request is malformed".into(), details }
+}
+
+fn check(req: &SyncRequest, max_batch: usize) -> Result<(), AppError> {
+    let mut errs = Vec::new();
+    if req.instance_id.is_empty()
+        || req.instance_id.len() > MAX_ID
+        || !req.instance_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        errs.push(format!("instanceId: 1-{MAX_ID} characters of A-Z a-z 0-9 - _ . :"));
+    }
+    if req.seq == 0 || i64::try_from(req.seq).is_err() {
+        errs.push("seq: a positive integer below 2^63".into());
+    }
+    if req.usage.len() > max_batch {
+        errs.push(format!("usage: at most {max_batch} records per batch, got {}", req.usage.len()));
+    }
+    if req.leases.len() > MAX_COUNTERS || req.release.len() > MAX_COUNTERS {
+        errs.push(format!("leases, release: at most {MAX_COUNTERS} counters each"));
+    }
+    for (i, u) in req.usage.iter().enumerate() {
+        if u.counters.len() > 8 {
+            errs.push(format!("usage[{i}].counters: at most 8"));
+        }
+        for (j, c) in u.counters.iter().enumerate() {
+            if parse_counter(c).is_none() {
+                errs.push(format!("usage[{i}].counters[{j}]: {c:?} is not a counter key"));
+            }
+        }
+        if i64::try_from(u.amount.get()).is_err() {
+            errs.push(format!("usage[{i}].amount: above {}", i64::MAX));
+        }
+    }
+    for (i, l) in req.leases.iter().enumerate() {
+        if parse_counter(&l.counter).is_none() {
+            errs.push(format!("leases[{i}].counter: {:?} is not a counter key", l.counter));
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(bad(errs))
+    }
+}
+
+/// Digest of the usage content: a retried batch must be byte-for-byte the same records.
+fn digest(usage: &[UsageIn]) -> Result<String, AppError> {
+    let bytes = serde_json::to_vec(usage).map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(hex::encode(Sha256::digest(bytes)))
+}
+
+pub async fn sync(_: Filter, State(state): State<AppState>, body: Bytes) -> Result<Json<SyncResponse>, AppError> {
+    let req: SyncRequest = parse_json(&body)?;
+    if let Err(e) = check(&req, state.config.max_batch) {
+        state.metrics.sync_batches.with_label_values(&["rejected"]).inc();
+        return Err(e);
+    }
+    let seq = i64::try_from(req.seq).map_err(|_| bad(vec!["seq: too large".into()]))?;
+    let policy = state.current_policy().await?;
+
+    let mut leases = Vec::new();
+    let mut unlimited = Vec::new();
+    let mut limits = BTreeMap::new();
+    for ask in &req.leases {
+        match policy.as_ref().and_then(|p| limit_for(&p.value, &ask.counter)) {
+            Some(limit) => {
+                limits.insert(ask.counter.clone(), limit);
+                leases.push(LeaseAsk {
+                    counter: ask.counter.clone(),
+                    limit,
+                    want: ask.want.map_or_else(|| default_want(limit), Micros::get),
+                });
+            }
+            None => unlimited.push(ask.counter.clone()),
+        }
+    }
+    leases.sort_by(|a, b| a.counter.cmp(&b.counter));
+    leases.dedup_by(|a, b| a.counter == b.counter);
+
+    let usage: Vec<UsageRecord> = req
+        .usage
+        .iter()
+        .map(|u| UsageRecord {
+            amount: u.amount.get(),
+            counters: u.counters.clone(),
+            project_id: u.project_id.clone(),
+            client_id: u.client_id.clone(),
+            host: u.host.clone(),
+            at_ms: u.at,
+        })
+        .collect();
+    let now = state.clock.now_ms();
+    let outcome = state
+        .store
+        .sync(SyncWrite {
+            instance_id: req.instance_id.clone(),
+            seq,
+            digest: digest(&req.usage)?,
+            usage,
+            release: req.release.clone(),
+            leases,
+            now_ms: now,
+            lease_ttl_ms: state.config.lease_ttl_ms,
+        })
+        .await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e @ StoreError::SeqReused { .. }) => {
+            state.metrics.sync_batches.with_label_values(&["rejected"]).inc();
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    let m = &state.metrics;
+    let label = match (req.usage.is_empty(), outcome.duplicate) {
+        (true, _) => "empty",
+        (false, true) => "duplicate",
+        (false, false) => "applied",
+    };
+    m.sync_batches.with_label_values(&[label]).inc();
+    if !outcome.duplicate {
+        m.usage_records.inc_by(req.usage.len() as u64);
+        m.usage_micros.inc_by(req.usage.iter().map(|u| u.amount.get()).fold(0, u64::saturating_add));
+    }
+        m.lease_granted_micros.inc_by(outcome.leases.iter().map(|g| g.added).fold(0, u64::saturating_add));
+
+    let leases = outcome
+        .leases
+        .iter()
+        .map(|g| {
+            let limit = limits.get(&g.counter).copied().unwrap_or(0);
+            (
+                g.counter.clone(),
+                LeaseOut {
+                    granted: Micros::new(g.granted),
+                    limit: Micros::new(limit),
+                    spent: Micros::new(g.spent),
+                    expires_at_ms: g.expires_at_ms,
+                },
+            )
+        })
+        .collect();
+    let (policy_version, policy_doc) = match &policy {
+        Some(p) if p.meta.version > req.policy_version => (p.meta.version, Some(p.value.clone())),
+        Some(p) => (p.meta.version, None),
+        None => (0, None),
+    };
+    Ok(Json(SyncResponse {
+        ack: req.seq,
+        duplicate: outcome.duplicate,
+        policy_version,
+        policy: policy_doc,
+        server_time_ms: now,
+        lease_ttl_ms: state.config.lease_ttl_ms,
+        leases,
+        unlimited,
+    }))
+}

@@ -1,0 +1,240 @@
+//! Durable state behind one trait: policy versions, the usage ledger, exactly-once batch
+//! bookkeeping, budget counters and leases. Two backends implement it — SQLite (one file, the
+//! default) and PostgreSQL (a fleet of sidecars sharing one database) — and one contract-test
+//! suite (`contract.rs`) runs against both.
+//!
+//! Money is integer micro-USD. The database columns are signed 64-bit (`BIGINT`); amounts above
+//! `i64::MAX` micro-USD (~9.2 trillion USD) are refused at the edge rather than wrapped.
+
+use async_trait::async_trait;
+
+pub mod lease;
+pub mod postgres;
+pub mod sqlite;
+
+#[cfg(test)]
+pub(crate) mod contract;
+#[cfg(test)]
+mod tests;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// One stored policy version (the whole validated document).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyVersion {
+    pub meta: PolicyMeta,
+    /// The document as compact JSON text.
+    pub document: String,
+}
+
+/// Who changed the policy, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyMeta {
+    /// 1, 2, 3, … in commit order; 0 means "no policy yet" on the wire.
+    pub version: i64,
+    /// Name of the token that made the change (`--admin-token NAME=…`).
+    pub author: String,
+    pub created_at_ms: i64,
+}
+
+/// A policy version to append.
+#[derive(Clone, Debug)]
+pub struct NewPolicy {
+    pub document: String,
+    pub author: String,
+    pub at_ms: i64,
+    /// Optimistic concurrency: append only if the latest version is exactly this
+    /// (0 = no policy yet). `None` appends after whatever is latest.
+    pub expected_version: Option<i64>,
+}
+
+/// One usage record: the settled cost of one request, charged to every counter it reserved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRecord {
+    pub amount: u64,
+    /// `BudgetKey::storage_key()` of each counter the request was admitted against.
+    pub counters: Vec<String>,
+    pub project_id: Option<String>,
+    pub client_id: Option<String>,
+    pub host: Option<String>,
+    /// When the request settled, by the filter's clock (informational).
+    pub at_ms: Option<i64>,
+}
+
+/// A lease request: "let me hold `want` micro-USD of room on `counter`".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseAsk {
+    pub counter: String,
+    /// The counter's limit under the current policy (the store does not read policies).
+    pub limit: u64,
+    /// The total room the instance wants to hold (not an increment): asking again for the
+    /// same amount is idempotent, which makes a retried sync safe.
+    pub want: u64,
+}
+
+/// One `POST /v1/sync` as the store sees it. Applied in ONE transaction.
+#[derive(Clone, Debug)]
+pub struct SyncWrite {
+    pub instance_id: String,
+    pub seq: i64,
+    /// SHA-256 of the batch's usage, to refuse a reused `(instance, seq)` with other content.
+    pub digest: String,
+    pub usage: Vec<UsageRecord>,
+    pub release: Vec<String>,
+    pub leases: Vec<LeaseAsk>,
+    pub now_ms: i64,
+    pub lease_ttl_ms: i64,
+}
+
+/// What the instance holds on one counter after a sync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseGrant {
+    pub counter: String,
+    /// Room the instance may still admit against, net of every acknowledged usage record.
+    pub granted: u64,
+    pub expires_at_ms: i64,
+    /// Newly handed out by this sync (`granted` minus what was held before it).
+    pub added: u64,
+    /// The counter's committed spend across the fleet after this sync.
+    pub spent: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncOutcome {
+    /// The batch had been committed before; its usage was not counted again.
+    pub duplicate: bool,
+    pub leases: Vec<LeaseGrant>,
+}
+
+/// One budget counter with the leases currently outstanding on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CounterState {
+    pub counter: String,
+    pub spent: u64,
+    pub leases: Vec<LeaseState>,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseState {
+    pub instance_id: String,
+    pub granted: u64,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("policy version conflict: expected {expected}, latest is {latest}")]
+    VersionConflict { expected: i64, latest: i64 },
+    #[error("batch ({instance_id}, {seq}) was already committed with different content")]
+    SeqReused { instance_id: String, seq: i64 },
+    #[error("amount {0} is out of range")]
+    OutOfRange(u64),
+    #[error("store backend: {0}")]
+    Backend(String),
+}
+
+/// The sidecar's durable state. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`, for logs and `/readyz`.
+    fn backend(&self) -> &'static str;
+
+    /// Cheap round trip: used by `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The latest version number, 0 if no policy was ever stored.
+    async fn latest_policy_version(&self) -> Result<i64, StoreError>;
+
+    async fn latest_policy(&self) -> Result<Option<PolicyVersion>, StoreError>;
+
+    async fn policy_version(&self, version: i64) -> Result<Option<PolicyVersion>, StoreError>;
+
+    /// Newest first, at most `limit`.
+    async fn policy_history(&self, limit: u32) -> Result<Vec<PolicyMeta>, StoreError>;
+
+    async fn put_policy(&self, new: NewPolicy) -> Result<PolicyMeta, StoreError>;
+
+    /// Commits a usage batch (unless already seen), releases and grants leases; all in one
+    /// transaction, durable before it returns.
+    async fn sync(&self, write: SyncWrite) -> Result<SyncOutcome, StoreError>;
+
+    /// Every counter, with its unexpired leases, sorted by counter key.
+    async fn counters(&self, now_ms: i64) -> Result<Vec<CounterState>, StoreError>;
+}
+
+pub(crate) fn to_db(amount: u64) -> Result<i64, StoreError> {
+    i64::try_from(amount).map_err(|_| StoreError::OutOfRange(amount))
+}
+
+pub(crate) fn from_db(amount: i64) -> u64 {
+    // Columns only ever receive values from `to_db` and saturating arithmetic on them.
+    u64::try_from(amount).unwrap_or(0)
+}
+
+/// Every counter key a sync touches, sorted: rows are locked in this order so two concurrent
+/// syncs (on one or several sidecars) never wait on each other in a cycle.
+pub(crate) fn keys_to_lock(write: &SyncWrite) -> Vec<String> {
+    let mut keys: Vec<String> = write
+        .usage
+        .iter()
+        .flat_map(|u| u.counters.iter().cloned())
+        .chain(write.leases.iter().map(|l| l.counter.clone()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Usage per counter, summed (checked: a sum that overflows is refused, not wrapped).
+pub(crate) fn usage_per_counter(
+    usage: &[UsageRecord],
+) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+    let mut sums = std::collections::BTreeMap::<String, u64>::new();
+    for rec in usage {
+        for key in &rec.counters {
+            let slot = sums.entry(key.clone()).or_insert(0);
+            *slot = slot.checked_add(rec.amount).ok_or(StoreError::OutOfRange(rec.amount))?;
+        }
+    }
+    Ok(sums)
+}
+
+/// Schema shared by both backends (BIGINT is INTEGER affinity in SQLite).
+pub(crate) const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS policy_versions (
+        version BIGINT PRIMARY KEY,
+        document TEXT NOT NULL,
+        author TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS seen_batches (
+        instance_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        digest TEXT NOT NULL,
+        committed_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (instance_id, seq))",
+    "CREATE TABLE IF NOT EXISTS usage_ledger (
+        instance_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        idx BIGINT NOT NULL,
+        amount BIGINT NOT NULL,
+        counters TEXT NOT NULL,
+        project_id TEXT,
+        client_id TEXT,
+        host TEXT,
+        at_ms BIGINT,
+        committed_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (instance_id, seq, idx))",
+    "CREATE TABLE IF NOT EXISTS budget_counters (
+        counter_key TEXT PRIMARY KEY,
+        spent BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS leases (
+        instance_id TEXT NOT NULL,
+        counter_key TEXT NOT NULL,
+        granted BIGINT NOT NULL,
+        expires_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (instance_id, counter_key))",
+    "CREATE INDEX IF NOT EXISTS leases_by_counter ON leases (counter_key, expires_at_ms)",
+];

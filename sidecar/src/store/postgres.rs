@@ -1,0 +1,451 @@
+//! PostgreSQL backend: for a fleet of sidecars sharing one database. A sync locks the counter
+//! rows it touches (`SELECT … FOR UPDATE`, in key order, so concurrent syncs cannot deadlock)
+//! before it reads what is spent and held; every lease change on a counter happens under that
+//! lock, so grants from different sidecars never hand out the same room twice. The seen-batch
+//! row is inserted first (`ON CONFLICT DO NOTHING`): a batch retried at two sidecars at once
+//! waits on the unique index and is then recognised as a duplicate.
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use super::lease::{consume, Room};
+use super::sqlite::attach_leases;
+use super::{
+    from_db, keys_to_lock, to_db, usage_per_counter, CounterState, LeaseGrant, LeaseState,
+    NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError, SyncOutcome, SyncWrite, SCHEMA,
+};
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    schema: Option<String>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    // The Display of a server error is only "db error"; the detail is in the source.
+    match e.as_db_error() {
+        Some(db) => StoreError::Backend(format!("postgres {}: {}", db.code().code(), db.message())),
+        None => StoreError::Backend(e.to_string()),
+    }
+}
+
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    )
+}
+
+fn valid_schema_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !s.as_bytes().first().is_some_and(u8::is_ascii_digit)
+}
+
+// === impl PgStore ===
+
+impl PgStore {
+    /// Connects, and creates the tables if needed. `schema` (lowercase letters, digits, `_`)
+    /// isolates one deployment — or one test run — inside a shared database.
+    pub async fn connect(url: &str, schema: Option<&str>) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(pg)?;
+        if let Some(s) = schema {
+            if !valid_schema_name(s) {
+                return Err(StoreError::Backend(format!(
+                    "invalid schema name {s:?}: use lowercase letters, digits and _"
+                )));
+            }
+            // Created over a plain connection first: the pool's connections select it below.
+            let (client, conn) = config.connect(NoTls).await.map_err(pg)?;
+            let driver = tokio::spawn(conn);
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
+                .await
+                .map_err(pg)?;
+            drop(client);
+            let _ = driver.await;
+            config.options(&format!("-c search_path={s}"));
+        }
+        let manager =
+            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager).max_size(16).build().map_err(backend)?;
+        let store = PgStore { pool, schema: schema.map(str::to_owned) };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        // Sidecars starting together must not race on CREATE TABLE IF NOT EXISTS.
+        tx.execute("SELECT pg_advisory_xact_lock(7463291)", &[]).await.map_err(pg)?;
+        for stmt in SCHEMA {
+            tx.batch_execute(stmt).await.map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)
+    }
+
+    /// Drops this store's schema (tests clean up after themselves with it).
+    pub async fn drop_schema(&self) -> Result<(), StoreError> {
+        if let Some(s) = &self.schema {
+            let client = self.pool.get().await.map_err(backend)?;
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
+                .await
+                .map_err(pg)?;
+        }
+        Ok(())
+    }
+}
+
+async fn read_policy(
+    client: &tokio_postgres::Client,
+    version: Option<i64>,
+) -> Result<Option<PolicyVersion>, StoreError> {
+    let row = match version {
+        Some(v) => client
+            .query_opt(
+                "SELECT version, document, author, created_at_ms FROM policy_versions WHERE version = $1",
+                &[&v],
+            )
+            .await,
+        None => client
+            .query_opt(
+                "SELECT version, document, author, created_at_ms FROM policy_versions
+                 ORDER BY version DESC LIMIT 1",
+                &[],
+            )
+            .await,
+    }
+    .map_err(pg)?;
+    Ok(row.map(|r| PolicyVersion {
+        meta: PolicyMeta { version: r.get(0), author: r.get(2), created_at_ms: r.get(3) },
+        document: r.get(1),
+    }))
+}
+
+enum TxError {
+    Retry(tokio_postgres::Error),
+    Fail(StoreError),
+}
+
+impl From<tokio_postgres::Error> for TxError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if retryable(&e) {
+            TxError::Retry(e)
+        } else {
+            TxError::Fail(pg(e))
+        }
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> Self {
+        TxError::Fail(e)
+    }
+}
+
+async fn sync_tx(client: &mut deadpool_postgres::Object, w: &SyncWrite) -> Result<SyncOutcome, TxError> {
+    let tx = client.transaction().await?;
+
+    // 1. Exactly once.
+    let mut duplicate = false;
+    if !w.usage.is_empty() {
+        let inserted = tx
+            .execute(
+                "INSERT INTO seen_batches (instance_id, seq, digest, committed_at_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (instance_id, seq) DO NOTHING",
+                &[&w.instance_id, &w.seq, &w.digest, &w.now_ms],
+            )
+            .await?;
+        if inserted == 0 {
+            let row = tx
+                .query_one(
+                    "SELECT digest FROM seen_batches WHERE instance_id = $1 AND seq = $2",
+                    &[&w.instance_id, &w.seq],
+                )
+                .await?;
+            let digest: String = row.get(0);
+            if digest != w.digest {
+                return Err(TxError::Fail(StoreError::SeqReused {
+                    instance_id: w.instance_id.clone(),
+                    seq: w.seq,
+                }));
+            }
+            duplicate = true;
+        }
+    }
+
+    // Lock every counter this sync touches, in key order (byte order, decided here, not by the
+    // database's collation).
+    for key in keys_to_lock(w) {
+        tx.execute(
+            "INSERT INTO budget_counters (counter_key, spent, updated_at_ms) VALUES ($1, 0, $2)
+             ON CONFLICT (counter_key) DO NOTHING",
+            &[&key, &w.now_ms],
+        )
+        .await?;
+        tx.query_one("SELECT spent FROM budget_counters WHERE counter_key = $1 FOR UPDATE", &[&key])
+            .await?;
+    }
+
+    // 2. Ledger and counters.
+    if !duplicate {
+        for (idx, rec) in w.usage.iter().enumerate() {
+            let idx = i64::try_from(idx).map_err(backend)?;
+            let amount = to_db(rec.amount)?;
+            let counters = rec.counters.join(" ");
+            tx.execute(
+                "INSERT INTO usage_ledger (instance_id, seq, idx, amount, counters, project_id,
+                   client_id, host, at_ms, committed_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[
+                    &w.instance_id,
+                    &w.seq,
+                    &idx,
+                    &amount,
+                    &counters,
+                    &rec.project_id,
+                    &rec.client_id,
+                    &rec.host,
+                    &rec.at_ms,
+                    &w.now_ms,
+                ],
+            )
+            .await?;
+        }
+        for (key, amount) in usage_per_counter(&w.usage)? {
+            let row = tx
+                .query_one("SELECT spent FROM budget_counters WHERE counter_key = $1", &[&key])
+                .await?;
+            let next = from_db(row.get(0)).checked_add(amount).ok_or(StoreError::OutOfRange(amount))?;
+            tx.execute(
+                "UPDATE budget_counters SET spent = $2, updated_at_ms = $3 WHERE counter_key = $1",
+                &[&key, &to_db(next)?, &w.now_ms],
+            )
+            .await?;
+            let held = tx
+                .query_opt(
+                    "SELECT granted FROM leases WHERE instance_id = $1 AND counter_key = $2",
+                    &[&w.instance_id, &key],
+                )
+                .await?;
+            if let Some(held) = held {
+                let left = to_db(consume(from_db(held.get(0)), amount))?;
+                tx.execute(
+                    "UPDATE leases SET granted = $3 WHERE instance_id = $1 AND counter_key = $2",
+                    &[&w.instance_id, &key, &left],
+                )
+                .await?;
+            }
+        }
+    }
+
+    // 3. Slices handed back (only ever shrinks what is held: safe without the counter lock).
+    for key in &w.release {
+        tx.execute(
+            "DELETE FROM leases WHERE instance_id = $1 AND counter_key = $2",
+            &[&w.instance_id, key],
+        )
+        .await?;
+    }
+
+    // 4. Grants, under the counter locks taken above.
+    let mut asks: Vec<_> = w.leases.iter().collect();
+    asks.sort_by(|a, b| a.counter.cmp(&b.counter));
+    let mut grants = Vec::with_capacity(asks.len());
+    for ask in asks {
+        tx.execute(
+            "DELETE FROM leases WHERE counter_key = $1 AND expires_at_ms <= $2",
+            &[&ask.counter, &w.now_ms],
+        )
+        .await?;
+        let spent: i64 = tx
+            .query_one("SELECT spent FROM budget_counters WHERE counter_key = $1", &[&ask.counter])
+            .await?
+            .get(0);
+        let others: i64 = tx
+            .query_one(
+                "SELECT COALESCE(SUM(granted), 0)::BIGINT FROM leases
+                 WHERE counter_key = $1 AND instance_id <> $2",
+                &[&ask.counter, &w.instance_id],
+            )
+            .await?
+            .get(0);
+        let mine: i64 = tx
+            .query_opt(
+                "SELECT granted FROM leases WHERE counter_key = $1 AND instance_id = $2",
+                &[&ask.counter, &w.instance_id],
+            )
+            .await?
+            .map_or(0, |r| r.get(0));
+        let room = Room {
+            limit: ask.limit,
+            spent: from_db(spent),
+            others: from_db(others),
+            mine: from_db(mine),
+        };
+        let granted = room.grant(ask.want);
+        let expires_at_ms = w.now_ms.saturating_add(w.lease_ttl_ms);
+        tx.execute(
+            "INSERT INTO leases (instance_id, counter_key, granted, expires_at_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (instance_id, counter_key)
+             DO UPDATE SET granted = excluded.granted, expires_at_ms = excluded.expires_at_ms",
+            &[&w.instance_id, &ask.counter, &to_db(granted)?, &expires_at_ms],
+        )
+        .await?;
+        grants.push(LeaseGrant {
+            counter: ask.counter.clone(),
+            granted,
+            expires_at_ms,
+            added: granted.saturating_sub(room.mine),
+            spent: room.spent,
+        });
+    }
+
+    tx.commit().await?;
+    Ok(SyncOutcome { duplicate, leases: grants })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        client.execute("SELECT 1", &[]).await.map_err(pg)?;
+        Ok(())
+    }
+
+    async fn latest_policy_version(&self) -> Result<i64, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        let row = client
+            .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM policy_versions", &[])
+            .await
+            .map_err(pg)?;
+        Ok(row.get(0))
+    }
+
+    async fn latest_policy(&self) -> Result<Option<PolicyVersion>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        read_policy(&**client, None).await
+    }
+
+    async fn policy_version(&self, version: i64) -> Result<Option<PolicyVersion>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        read_policy(&**client, Some(version)).await
+    }
+
+    async fn policy_history(&self, limit: u32) -> Result<Vec<PolicyMeta>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        let rows = client
+            .query(
+                "SELECT version, author, created_at_ms FROM policy_versions ORDER BY version DESC LIMIT $1",
+                &[&i64::from(limit)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| PolicyMeta { version: r.get(0), author: r.get(1), created_at_ms: r.get(2) })
+            .collect())
+    }
+
+    async fn put_policy(&self, new: NewPolicy) -> Result<PolicyMeta, StoreError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        // Two sidecars appending at once compute the same next version: the primary key
+        // refuses the second, which retries (or reports the conflict if it expected a version).
+        for _ in 0..5 {
+            let tx = client.transaction().await.map_err(pg)?;
+            let latest: i64 = tx
+                .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM policy_versions", &[])
+                .await
+                .map_err(pg)?
+                .get(0);
+            if let Some(expected) = new.expected_version {
+                if expected != latest {
+                    return Err(StoreError::VersionConflict { expected, latest });
+                }
+            }
+            let version = latest + 1;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO policy_versions (version, document, author, created_at_ms)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (version) DO NOTHING",
+                    &[&version, &new.document, &new.author, &new.at_ms],
+                )
+                .await
+                .map_err(pg)?;
+            if inserted == 1 {
+                tx.commit().await.map_err(pg)?;
+                return Ok(PolicyMeta { version, author: new.author, created_at_ms: new.at_ms });
+            }
+            drop(tx);
+            if let Some(expected) = new.expected_version {
+                return Err(StoreError::VersionConflict { expected, latest: version });
+            }
+        }
+        Err(StoreError::Backend("policy version kept conflicting".into()))
+    }
+
+    async fn sync(&self, write: SyncWrite) -> Result<SyncOutcome, StoreError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let mut last = None;
+        for _ in 0..5 {
+            match sync_tx(&mut client, &write).await {
+                Ok(out) => return Ok(out),
+                Err(TxError::Fail(e)) => return Err(e),
+                Err(TxError::Retry(e)) => last = Some(e),
+            }
+        }
+        Err(last.map_or_else(|| backend("sync kept conflicting"), pg))
+    }
+
+    async fn counters(&self, now_ms: i64) -> Result<Vec<CounterState>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        let rows = client
+            .query(
+                "SELECT counter_key, spent, updated_at_ms FROM budget_counters ORDER BY counter_key COLLATE \"C\"",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        let mut counters: Vec<CounterState> = rows
+            .iter()
+            .map(|r| CounterState {
+                counter: r.get(0),
+                spent: from_db(r.get(1)),
+                leases: Vec::new(),
+                updated_at_ms: r.get(2),
+            })
+            .collect();
+        let rows = client
+            .query(
+                "SELECT counter_key, instance_id, granted, expires_at_ms FROM leases
+                 WHERE expires_at_ms > $1 ORDER BY counter_key COLLATE \"C\", instance_id COLLATE \"C\"",
+                &[&now_ms],
+            )
+            .await
+            .map_err(pg)?;
+        let leases = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    LeaseState { instance_id: r.get(1), granted: from_db(r.get(2)), expires_at_ms: r.get(3) },
+                )
+            })
+            .collect();
+        attach_leases(&mut counters, leases);
+        Ok(counters)
+    }
+}

@@ -1,0 +1,374 @@
+//! SQLite backend: one file (`<data-dir>/pag0.db`), WAL journal, `synchronous=FULL` so an
+//! acknowledged batch survives a crash or power loss. rusqlite is blocking: every call runs on
+//! tokio's blocking pool while holding the one connection (SQLite writes are serial anyway).
+//! Several processes may open the same file: `BEGIN IMMEDIATE` takes the write lock up front,
+//! which makes a sync (read counters, grant, write) atomic across them too.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::lease::{consume, Room};
+use super::{
+    from_db, keys_to_lock, to_db, usage_per_counter, CounterState, LeaseGrant, LeaseState,
+    NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError, SyncOutcome, SyncWrite, SCHEMA,
+};
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+// === impl SqliteStore ===
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<data_dir>/pag0.db`.
+    pub fn open_dir(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", data_dir.display())))?;
+        Self::open(&data_dir.join("pag0.db"))
+    }
+
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
+        for stmt in SCHEMA {
+            conn.execute(stmt, []).map_err(backend)?;
+        }
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| backend("sqlite connection lock poisoned"))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn read_policy(conn: &Connection, version: Option<i64>) -> Result<Option<PolicyVersion>, StoreError> {
+    let row = |r: &rusqlite::Row<'_>| {
+        Ok(PolicyVersion {
+            meta: PolicyMeta { version: r.get(0)?, author: r.get(2)?, created_at_ms: r.get(3)? },
+            document: r.get(1)?,
+        })
+    };
+    let found = match version {
+        Some(v) => conn
+            .query_row(
+                "SELECT version, document, author, created_at_ms FROM policy_versions WHERE version = ?1",
+                [v],
+                row,
+            )
+            .optional(),
+        None => conn
+            .query_row(
+                "SELECT version, document, author, created_at_ms FROM policy_versions
+                 ORDER BY version DESC LIMIT 1",
+                [],
+                row,
+            )
+            .optional(),
+    };
+    found.map_err(backend)
+}
+
+fn sync_tx(conn: &mut Connection, w: &SyncWrite) -> Result<SyncOutcome, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+
+    // 1. Exactly once: a batch is applied only the first time its (instance, seq) is seen.
+    let mut duplicate = false;
+    if !w.usage.is_empty() {
+        let seen: Option<String> = tx
+            .query_row(
+                "SELECT digest FROM seen_batches WHERE instance_id = ?1 AND seq = ?2",
+                params![w.instance_id, w.seq],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        match seen {
+            Some(d) if d == w.digest => duplicate = true,
+            Some(_) => {
+                return Err(StoreError::SeqReused { instance_id: w.instance_id.clone(), seq: w.seq })
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO seen_batches (instance_id, seq, digest, committed_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![w.instance_id, w.seq, w.digest, w.now_ms],
+                )
+                .map_err(backend)?;
+            }
+        }
+    }
+
+    for key in keys_to_lock(w) {
+        tx.execute(
+            "INSERT INTO budget_counters (counter_key, spent, updated_at_ms) VALUES (?1, 0, ?2)
+             ON CONFLICT (counter_key) DO NOTHING",
+            params![key, w.now_ms],
+        )
+        .map_err(backend)?;
+    }
+
+    // 2. The ledger and the counters, in the same transaction as the seen-batch row.
+    if !duplicate {
+        for (idx, rec) in w.usage.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO usage_ledger (instance_id, seq, idx, amount, counters, project_id,
+                   client_id, host, at_ms, committed_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    w.instance_id,
+                    w.seq,
+                    i64::try_from(idx).map_err(backend)?,
+                    to_db(rec.amount)?,
+                    rec.counters.join(" "),
+                    rec.project_id,
+                    rec.client_id,
+                    rec.host,
+                    rec.at_ms,
+                    w.now_ms
+                ],
+            )
+            .map_err(backend)?;
+        }
+        for (key, amount) in usage_per_counter(&w.usage)? {
+            let spent: i64 = tx
+                .query_row("SELECT spent FROM budget_counters WHERE counter_key = ?1", [&key], |r| r.get(0))
+                .map_err(backend)?;
+            let next = from_db(spent).checked_add(amount).ok_or(StoreError::OutOfRange(amount))?;
+            tx.execute(
+                "UPDATE budget_counters SET spent = ?2, updated_at_ms = ?3 WHERE counter_key = ?1",
+                params![key, to_db(next)?, w.now_ms],
+            )
+            .map_err(backend)?;
+            let held: Option<i64> = tx
+                .query_row(
+                    "SELECT granted FROM leases WHERE instance_id = ?1 AND counter_key = ?2",
+                    params![w.instance_id, key],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            if let Some(held) = held {
+                tx.execute(
+                    "UPDATE leases SET granted = ?3 WHERE instance_id = ?1 AND counter_key = ?2",
+                    params![w.instance_id, key, to_db(consume(from_db(held), amount))?],
+                )
+                .map_err(backend)?;
+            }
+        }
+    }
+
+    // 3. Slices handed back.
+    for key in &w.release {
+        tx.execute(
+            "DELETE FROM leases WHERE instance_id = ?1 AND counter_key = ?2",
+            params![w.instance_id, key],
+        )
+        .map_err(backend)?;
+    }
+
+    // 4. Grants, counter by counter in key order.
+    let mut asks: Vec<_> = w.leases.iter().collect();
+    asks.sort_by(|a, b| a.counter.cmp(&b.counter));
+    let mut grants = Vec::with_capacity(asks.len());
+    for ask in asks {
+        tx.execute(
+            "DELETE FROM leases WHERE counter_key = ?1 AND expires_at_ms <= ?2",
+            params![ask.counter, w.now_ms],
+        )
+        .map_err(backend)?;
+        let spent: i64 = tx
+            .query_row("SELECT spent FROM budget_counters WHERE counter_key = ?1", [&ask.counter], |r| {
+                r.get(0)
+            })
+            .map_err(backend)?;
+        let others: i64 = tx
+            .query_row(
+                "SELECT CAST(COALESCE(SUM(granted), 0) AS INTEGER) FROM leases
+                 WHERE counter_key = ?1 AND instance_id <> ?2",
+                params![ask.counter, w.instance_id],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        let mine: i64 = tx
+            .query_row(
+                "SELECT granted FROM leases WHERE counter_key = ?1 AND instance_id = ?2",
+                params![ask.counter, w.instance_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?
+            .unwrap_or(0);
+        let room = Room {
+            limit: ask.limit,
+            spent: from_db(spent),
+            others: from_db(others),
+            mine: from_db(mine),
+        };
+        let granted = room.grant(ask.want);
+        let expires_at_ms = w.now_ms.saturating_add(w.lease_ttl_ms);
+        tx.execute(
+            "INSERT INTO leases (instance_id, counter_key, granted, expires_at_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (instance_id, counter_key)
+             DO UPDATE SET granted = excluded.granted, expires_at_ms = excluded.expires_at_ms",
+            params![w.instance_id, ask.counter, to_db(granted)?, expires_at_ms],
+        )
+        .map_err(backend)?;
+        grants.push(LeaseGrant {
+            counter: ask.counter.clone(),
+            granted,
+            expires_at_ms,
+            added: granted.saturating_sub(room.mine),
+            spent: room.spent,
+        });
+    }
+
+    tx.commit().map_err(backend)?;
+    Ok(SyncOutcome { duplicate, leases: grants })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend)).await
+    }
+
+    async fn latest_policy_version(&self) -> Result<i64, StoreError> {
+        self.run(|c| {
+            c.query_row("SELECT COALESCE(MAX(version), 0) FROM policy_versions", [], |r| r.get(0))
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn latest_policy(&self) -> Result<Option<PolicyVersion>, StoreError> {
+        self.run(|c| read_policy(c, None)).await
+    }
+
+    async fn policy_version(&self, version: i64) -> Result<Option<PolicyVersion>, StoreError> {
+        self.run(move |c| read_policy(c, Some(version))).await
+    }
+
+    async fn policy_history(&self, limit: u32) -> Result<Vec<PolicyMeta>, StoreError> {
+        self.run(move |c| {
+            let mut st = c
+                .prepare(
+                    "SELECT version, author, created_at_ms FROM policy_versions
+                     ORDER BY version DESC LIMIT ?1",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map([limit], |r| {
+                    Ok(PolicyMeta { version: r.get(0)?, author: r.get(1)?, created_at_ms: r.get(2)? })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn put_policy(&self, new: NewPolicy) -> Result<PolicyMeta, StoreError> {
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            let latest: i64 = tx
+                .query_row("SELECT COALESCE(MAX(version), 0) FROM policy_versions", [], |r| r.get(0))
+                .map_err(backend)?;
+            if let Some(expected) = new.expected_version {
+                if expected != latest {
+                    return Err(StoreError::VersionConflict { expected, latest });
+                }
+            }
+            let version = latest + 1;
+            tx.execute(
+                "INSERT INTO policy_versions (version, document, author, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![version, new.document, new.author, new.at_ms],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(PolicyMeta { version, author: new.author, created_at_ms: new.at_ms })
+        })
+        .await
+    }
+
+    async fn sync(&self, write: SyncWrite) -> Result<SyncOutcome, StoreError> {
+        self.run(move |c| sync_tx(c, &write)).await
+    }
+
+    async fn counters(&self, now_ms: i64) -> Result<Vec<CounterState>, StoreError> {
+        self.run(move |c| {
+            let mut st = c
+                .prepare("SELECT counter_key, spent, updated_at_ms FROM budget_counters ORDER BY counter_key")
+                .map_err(backend)?;
+            let mut counters = st
+                .query_map([], |r| {
+                    Ok(CounterState {
+                        counter: r.get(0)?,
+                        spent: from_db(r.get(1)?),
+                        leases: Vec::new(),
+                        updated_at_ms: r.get(2)?,
+                    })
+                })
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            let mut st = c
+                .prepare(
+                    "SELECT counter_key, instance_id, granted, expires_at_ms FROM leases
+                     WHERE expires_at_ms > ?1 ORDER BY counter_key, instance_id",
+                )
+                .map_err(backend)?;
+            let leases = st
+                .query_map([now_ms], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        LeaseState {
+                            instance_id: r.get(1)?,
+                            granted: from_db(r.get(2)?),
+                            expires_at_ms: r.get(3)?,
+                        },
+                    ))
+                })
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            attach_leases(&mut counters, leases);
+            Ok(counters)
+        })
+        .await
+    }
+}
+
+/// Puts each lease under its counter (both backends return them in their own collation order,
+/// so match by key, not by position).
+pub(crate) fn attach_leases(counters: &mut [CounterState], leases: Vec<(String, LeaseState)>) {
+    let index: std::collections::HashMap<String, usize> =
+        counters.iter().enumerate().map(|(i, c)| (c.counter.clone(), i)).collect();
+    for (key, lease) in leases {
+        if let Some(c) = index.get(&key).and_then(|&i| counters.get_mut(i)) {
+            c.leases.push(lease);
+        }
+    }
+}
