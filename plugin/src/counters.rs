@@ -7,17 +7,15 @@
 //! already taken are released again (also by CAS), so no reservation leaks.
 //!
 //! Accuracy (the overshoot bound): admission is exact — `used + estimate <= limit` is checked
-//! and written in one CAS, so concurrent requests cannot all pass a nearly-empty budget. A
-//! budget can still be exceeded by (a) actual costs above the estimates (money already spent
-//! upstream is charged in full), and (b) the one write Envoy cannot make conditional: creating
-//! a key. Envoy's shared data has no create-if-absent (a set on a missing key always succeeds,
-//! whatever the cas), so two workers that both see a counter missing may both create it. We
-//! only ever create a counter with the value 0 and then apply the change by CAS, so the loss
-//! is bounded to increments another worker made in the few microseconds between our read and
-//! our create, once per counter per period (at the start of a day or month).
+//! and written in one CAS, so concurrent requests cannot all pass a nearly-empty budget, and a
+//! counter is created exactly once ([`create`]), so no first burst loses an increment. A budget
+//! is exceeded only by actual costs above the estimates (money already spent upstream is
+//! charged in full): at most the sum of those differences for the requests in flight.
 //!
 //! Shared data is behind [`SharedStore`] so this logic is tested natively with a fake that
 //! injects CAS conflicts; `host.rs` implements it with proxy-wasm hostcalls.
+
+pub mod create;
 
 use pag0_policy::budget::{settle_counter, try_reserve};
 use pag0_policy::{BudgetKey, BudgetView, Micros, Reservation};
@@ -33,6 +31,8 @@ pub trait SharedStore {
     /// The value and its CAS token; `(None, None)` when the key does not exist.
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError>;
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError>;
+    /// The host clock, only to tell a stale creation lock (see [`create`]).
+    fn now_nanos(&self) -> u64;
 }
 
 /// A host status other than Ok/NotFound/CasMismatch (the raw proxy-wasm status code).
@@ -118,13 +118,8 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
         loop {
             let (value, cas) = self.store.get(&key).map_err(UpdateError::Host)?;
             if value.is_none() {
-                // Create-then-CAS: the one blind write (see the module comment) only ever
-                // writes 0, never somebody's increment.
-                match self.store.set(&key, &encode(Micros::ZERO), None) {
-                    // A mismatch here means someone created it first: fine, re-read it.
-                    Ok(()) | Err(SetError::CasMismatch) => continue,
-                    Err(SetError::Host(h)) => return Err(UpdateError::Host(h)),
-                }
+                create::create(self.store, &key, &encode(Micros::ZERO)).map_err(UpdateError::Host)?;
+                continue;
             }
             let next = f(decode(value.as_deref())).map_err(UpdateError::Rejected)?;
             match self.store.set(&key, &encode(next), cas) {

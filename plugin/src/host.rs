@@ -81,6 +81,11 @@ impl SharedStore for HostStore {
             Err(s) => Err(SetError::Host(status_error(s))),
         }
     }
+
+    fn now_nanos(&self) -> u64 {
+        let since_epoch = now().signed_duration_since(DateTime::<Utc>::UNIX_EPOCH);
+        since_epoch.num_nanoseconds().and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
+    }
 }
 
 fn status_error(s: Status) -> HostError {

@@ -10,7 +10,8 @@ use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
 use crate::config::{self, ConfigError, PluginConfig};
 use crate::filter::Filter;
-use crate::host;
+use crate::counters;
+use crate::host::{self, HostStore};
 use crate::metrics::Metrics;
 
 /// What every request of one plugin configuration reads. Rebuilt, never mutated, on reconfigure.
@@ -46,6 +47,10 @@ impl RootContext for Root {
         };
         match Root::load(&bytes) {
             Ok(shared) => {
+                if let Err(e) = counters::create::prepare(&HostStore) {
+                    host::log(LogLevel::Error, &format!("pag0: shared data unusable: {e:?}"));
+                    return false;
+                }
                 self.shared = Some(Rc::new(shared));
                 true
             }

@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pag0_policy::budget::Scope;
@@ -19,6 +19,8 @@ struct FakeStore {
     steal: AtomicUsize,
     steal_amount: u64,
     stolen: AtomicUsize,
+    /// Nanoseconds; every reading advances it by 1 µs.
+    clock: AtomicU64,
 }
 
 impl SharedStore for FakeStore {
@@ -50,6 +52,10 @@ impl SharedStore for FakeStore {
         }
         map.insert(key.to_string(), (value.to_vec(), token));
         Ok(())
+    }
+
+    fn now_nanos(&self) -> u64 {
+        self.clock.fetch_add(1_000, Ordering::SeqCst)
     }
 }
 
@@ -199,10 +205,99 @@ fn a_host_error_fails_the_reservation_and_rolls_back() {
             }
             self.0.set(key, value, cas)
         }
+        fn now_nanos(&self) -> u64 {
+            self.0.now_nanos()
+        }
     }
     let store = Broken(FakeStore::default(), "project");
     let c = Counters::new(&store);
     let all = [res(Scope::OrgMonthly, 20, 1000), res(project(), 20, 100)];
     assert_eq!(c.reserve_all(&all).unwrap_err(), ReserveError::Host(HostError(10)));
     assert_eq!(c.used(&key(Scope::OrgMonthly)).unwrap(), Micros::ZERO);
+}
+
+fn lock_value(store: &FakeStore) -> u64 {
+    let (v, _) = store.get(create::LOCK_KEY).unwrap();
+    decode(v.as_deref()).get()
+}
+
+#[test]
+fn first_bursts_on_fresh_counters_lose_nothing() {
+    // Fresh counters every round, so every round races on creation: without a serialised
+    // create, a late blind create wipes increments the other thread already made.
+    let store = Arc::new(FakeStore::default());
+    create::prepare(&*store).unwrap();
+    let rounds = 1000;
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for round in 0..rounds {
+                    let k = BudgetKey { scope: Scope::OrgDaily, period: format!("day-{round}") };
+                    for _ in 0..3 {
+                        let r = Reservation { key: k.clone(), amount: Micros::new(1), limit: Micros::new(1_000) };
+                        Counters::new(&*store).reserve_all(&[r]).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    for round in 0..rounds {
+        let k = BudgetKey { scope: Scope::OrgDaily, period: format!("day-{round}") };
+        assert_eq!(Counters::new(&*store).used(&k).unwrap(), Micros::new(6), "round {round}");
+    }
+    assert_eq!(lock_value(&store), 0, "the creation lock is free again");
+}
+
+#[test]
+fn prepare_creates_the_lock_once_and_keeps_a_held_one() {
+    let store = FakeStore::default();
+    create::prepare(&store).unwrap();
+    assert_eq!(lock_value(&store), 0);
+    store.set(create::LOCK_KEY, &7u64.to_le_bytes(), None).unwrap();
+    create::prepare(&store).unwrap();
+    assert_eq!(lock_value(&store), 7, "a reconfigure must not free a held lock");
+}
+
+#[test]
+fn a_stale_creation_lock_is_overtaken() {
+    let store = FakeStore::default();
+    store.clock.store(10 * create::STALE_AFTER_NANOS, Ordering::SeqCst);
+    // Held since long ago by a VM that is gone.
+    store.set(create::LOCK_KEY, &1u64.to_le_bytes(), None).unwrap();
+    Counters::new(&store).reserve_all(&[res(Scope::OrgMonthly, 5, 100)]).unwrap();
+    assert_eq!(used(&store, Scope::OrgMonthly), 5);
+    assert_eq!(lock_value(&store), 0);
+}
+
+#[test]
+fn a_live_creation_lock_is_waited_for() {
+    /// The lock is held by a live holder that creates the counter and frees the lock after
+    /// a few of our reads.
+    struct Busy(FakeStore, AtomicUsize);
+    impl SharedStore for Busy {
+        fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+            if key == create::LOCK_KEY && self.1.fetch_add(1, Ordering::SeqCst) == 3 {
+                let k = shared_key(&super::tests::key(Scope::OrgMonthly));
+                self.0.set(&k, &encode(Micros::new(40)), None).unwrap();
+                self.0.set(create::LOCK_KEY, &0u64.to_le_bytes(), None).unwrap();
+            }
+            self.0.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+            self.0.set(key, value, cas)
+        }
+        fn now_nanos(&self) -> u64 {
+            self.0.now_nanos()
+        }
+    }
+    let store = Busy(FakeStore::default(), AtomicUsize::new(0));
+    let holder_stamp = 1_000_000u64;
+    store.0.clock.store(holder_stamp, Ordering::SeqCst);
+    store.0.set(create::LOCK_KEY, &holder_stamp.to_le_bytes(), None).unwrap();
+    Counters::new(&store).reserve_all(&[res(Scope::OrgMonthly, 5, 100)]).unwrap();
+    assert_eq!(Counters::new(&store).used(&key(Scope::OrgMonthly)).unwrap(), Micros::new(45), "holder's create kept");
 }
