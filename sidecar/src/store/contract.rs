@@ -1,0 +1,183 @@
+//! The store contract: every backend must pass every function here (see `tests.rs`, which runs
+//! them against SQLite always and PostgreSQL when DATABASE_URL is set).
+
+use super::*;
+
+const K: &str = "org.monthly/2026-11";
+const K2: &str = "project.monthly/sales-ai/2026-11";
+const T0: i64 = 1_764_000_000_000;
+const TTL: i64 = 30_000;
+
+fn rec(amount: u64, counters: &[&str]) -> UsageRecord {
+    UsageRecord {
+        amount,
+        counters: counters.iter().map(|s| s.to_string()).collect(),
+        project_id: Some("sales-ai".into()),
+        client_id: Some("sales-agent".into()),
+        host: Some("api.openai.com".into()),
+        at_ms: Some(T0),
+    }
+}
+
+fn batch(instance: &str, seq: i64, usage: Vec<UsageRecord>) -> SyncWrite {
+    let digest = format!("{usage:?}");
+    SyncWrite {
+        instance_id: instance.into(),
+        seq,
+        digest,
+        usage,
+        release: vec![],
+        leases: vec![],
+        now_ms: T0,
+        lease_ttl_ms: TTL,
+    }
+}
+
+fn ask(instance: &str, seq: i64, counter: &str, limit: u64, want: u64) -> SyncWrite {
+    SyncWrite { leases: vec![LeaseAsk { counter: counter.into(), limit, want }], ..batch(instance, seq, vec![]) }
+}
+
+async fn spent(store: &dyn Store, key: &str) -> u64 {
+    store.counters(T0).await.unwrap().into_iter().find(|c| c.counter == key).map_or(0, |c| c.spent)
+}
+
+fn granted(out: &SyncOutcome, key: &str) -> u64 {
+    out.leases.iter().find(|l| l.counter == key).map(|l| l.granted).unwrap()
+}
+
+pub async fn policy_versions_record_who_and_when(store: &dyn Store) {
+    assert_eq!(store.latest_policy_version().await.unwrap(), 0);
+    assert!(store.latest_policy().await.unwrap().is_none());
+    let put = |doc: &str, author: &str, at: i64, expected| NewPolicy {
+        document: doc.into(),
+        author: author.into(),
+        at_ms: at,
+        expected_version: expected,
+    };
+    let m1 = store.put_policy(put("{\"v\":1}", "alice", T0, Some(0))).await.unwrap();
+    assert_eq!((m1.version, m1.author.as_str(), m1.created_at_ms), (1, "alice", T0));
+    let m2 = store.put_policy(put("{\"v\":2}", "bob", T0 + 5, None)).await.unwrap();
+    assert_eq!(m2.version, 2);
+    let latest = store.latest_policy().await.unwrap().unwrap();
+    assert_eq!((latest.meta.version, latest.document.as_str(), latest.meta.author.as_str()), (2, "{\"v\":2}", "bob"));
+    assert_eq!(store.policy_version(1).await.unwrap().unwrap().document, "{\"v\":1}");
+    assert!(store.policy_version(9).await.unwrap().is_none());
+    let history = store.policy_history(10).await.unwrap();
+    assert_eq!(history.iter().map(|m| m.version).collect::<Vec<_>>(), vec![2, 1]);
+    assert_eq!(history[1].author, "alice");
+    // An edit of version 1 must not overwrite version 2.
+    let stale = store.put_policy(put("{\"v\":3}", "carol", T0 + 9, Some(1))).await;
+    assert!(matches!(stale, Err(StoreError::VersionConflict { expected: 1, latest: 2 })), "{stale:?}");
+    assert_eq!(store.latest_policy_version().await.unwrap(), 2);
+}
+
+pub async fn a_batch_counts_once(store: &dyn Store) {
+    let b = batch("envoy-a", 1, vec![rec(100, &[K, K2]), rec(20, &[K])]);
+    let first = store.sync(b.clone()).await.unwrap();
+    assert!(!first.duplicate);
+    assert_eq!((spent(store, K).await, spent(store, K2).await), (120, 100));
+    let again = store.sync(b.clone()).await.unwrap();
+    assert!(again.duplicate, "same (instance, seq) again is a duplicate");
+    assert_eq!((spent(store, K).await, spent(store, K2).await), (120, 100), "counted once");
+    // The same seq from ANOTHER instance is another batch.
+    store.sync(batch("envoy-b", 1, vec![rec(5, &[K])])).await.unwrap();
+    assert_eq!(spent(store, K).await, 125);
+    // Same seq, other content: refused, and nothing of it is applied.
+    let reused = store.sync(batch("envoy-a", 1, vec![rec(999, &[K])])).await;
+    assert!(matches!(reused, Err(StoreError::SeqReused { .. })), "{reused:?}");
+    assert_eq!(spent(store, K).await, 125);
+    // Next seq applies.
+    assert!(!store.sync(batch("envoy-a", 2, vec![rec(1, &[K])])).await.unwrap().duplicate);
+    assert_eq!(spent(store, K).await, 126);
+}
+
+pub async fn a_failed_batch_leaves_no_trace(store: &dyn Store) {
+    let max = u64::try_from(i64::MAX).unwrap();
+    store.sync(batch("envoy-a", 1, vec![rec(max, &[K])])).await.unwrap();
+    // Record 0 would apply to K2, record 1 overflows K: the whole batch must roll back,
+    // including its seen-batch row and ledger rows.
+    let bad = store.sync(batch("envoy-a", 2, vec![rec(7, &[K2]), rec(1, &[K])])).await;
+    assert!(bad.is_err(), "{bad:?}");
+    assert_eq!(spent(store, K2).await, 0);
+    let fixed = store.sync(batch("envoy-a", 2, vec![rec(7, &[K2])])).await.unwrap();
+    assert!(!fixed.duplicate, "the failed attempt did not mark seq 2 as seen");
+    assert_eq!((spent(store, K).await, spent(store, K2).await), (max, 7));
+}
+
+pub async fn grants_never_exceed_the_room(store: &dyn Store) {
+    let a = store.sync(ask("a", 1, K, 1000, 800)).await.unwrap();
+    assert_eq!(granted(&a, K), 800);
+    let b = store.sync(ask("b", 1, K, 1000, 800)).await.unwrap();
+    assert_eq!(granted(&b, K), 200, "only what A does not hold");
+    let a = store.sync(ask("a", 2, K, 1000, 800)).await.unwrap();
+    assert_eq!(granted(&a, K), 800, "asking again is idempotent");
+    // A spends 300 of its slice: it moves from the lease to `spent`.
+    let a = store
+        .sync(SyncWrite { leases: vec![LeaseAsk { counter: K.into(), limit: 1000, want: 0 }], ..batch("a", 3, vec![rec(300, &[K])]) })
+        .await
+        .unwrap();
+    assert_eq!((granted(&a, K), a.leases[0].spent), (500, 300));
+    let b = store.sync(ask("b", 2, K, 1000, 800)).await.unwrap();
+    assert_eq!(granted(&b, K), 200, "spent + held = limit: nothing free");
+    // A hands its slice back; B can have it.
+    store.sync(SyncWrite { release: vec![K.into()], ..batch("a", 4, vec![]) }).await.unwrap();
+    let b = store.sync(ask("b", 3, K, 1000, 800)).await.unwrap();
+    assert_eq!(granted(&b, K), 700);
+    let state = store.counters(T0).await.unwrap();
+    let k = state.iter().find(|c| c.counter == K).unwrap();
+    assert_eq!(k.spent, 300);
+    assert_eq!(k.leases.iter().map(|l| (l.instance_id.as_str(), l.granted)).collect::<Vec<_>>(), vec![("b", 700)]);
+    assert_eq!(k.spent + k.leases.iter().map(|l| l.granted).sum::<u64>(), 1000);
+}
+
+pub async fn usage_above_the_slice_is_charged_in_full(store: &dyn Store) {
+    let a = store.sync(ask("a", 1, K, 1000, 100)).await.unwrap();
+    assert_eq!(granted(&a, K), 100);
+    // The actual cost (150) exceeded what A held: charged in full, the lease runs dry.
+    let a = store
+        .sync(SyncWrite { leases: vec![LeaseAsk { counter: K.into(), limit: 1000, want: 100 }], ..batch("a", 2, vec![rec(150, &[K])]) })
+        .await
+        .unwrap();
+    assert_eq!(a.leases[0].spent, 150);
+    assert_eq!(granted(&a, K), 100, "topped up again from the free room (1000 - 150)");
+}
+
+pub async fn expired_leases_return_their_room(store: &dyn Store) {
+    store.sync(ask("a", 1, K, 1000, 900)).await.unwrap();
+    let b = store.sync(ask("b", 1, K, 1000, 900)).await.unwrap();
+    assert_eq!(granted(&b, K), 100);
+    // A stops syncing; once its lease expired B may have the room.
+    let mut later = ask("b", 2, K, 1000, 900);
+    later.now_ms = T0 + TTL;
+    let b = store.sync(later).await.unwrap();
+    assert_eq!(granted(&b, K), 900);
+    assert_eq!(b.leases[0].expires_at_ms, T0 + 2 * TTL);
+    let listed = store.counters(T0 + TTL).await.unwrap();
+    assert_eq!(listed[0].leases.len(), 1, "the expired lease is not listed");
+}
+
+pub async fn concurrent_grants_share_the_room(store: &dyn Store) {
+    let (r1, r2, r3, r4, r5, r6) = tokio::join!(
+        store.sync(ask("i1", 1, K, 1000, 300)),
+        store.sync(ask("i2", 1, K, 1000, 300)),
+        store.sync(ask("i3", 1, K, 1000, 300)),
+        store.sync(ask("i4", 1, K, 1000, 300)),
+        store.sync(ask("i5", 1, K, 1000, 300)),
+        store.sync(ask("i6", 1, K, 1000, 300)),
+    );
+    let total: u64 = [r1, r2, r3, r4, r5, r6].iter().map(|r| granted(r.as_ref().unwrap(), K)).sum();
+    assert_eq!(total, 1000, "all the room, and not a micro-USD more");
+}
+
+pub async fn concurrent_duplicates_count_once(store: &dyn Store) {
+    let b = batch("a", 1, vec![rec(10, &[K])]);
+    let (r1, r2, r3) = tokio::join!(store.sync(b.clone()), store.sync(b.clone()), store.sync(b.clone()));
+    let dups = [r1, r2, r3].iter().filter(|r| r.as_ref().unwrap().duplicate).count();
+    assert_eq!(dups, 2);
+    assert_eq!(spent(store, K).await, 10);
+}
+
+pub async fn ping_answers(store: &dyn Store) {
+    store.ping().await.unwrap();
+    assert!(["sqlite", "postgres"].contains(&store.backend()));
+}

@@ -92,6 +92,10 @@ impl PgStore {
         tx.commit().await.map_err(pg)
     }
 
+    pub fn schema_name(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
     /// Drops this store's schema (tests clean up after themselves with it).
     pub async fn drop_schema(&self) -> Result<(), StoreError> {
         if let Some(s) = &self.schema {
