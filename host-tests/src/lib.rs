@@ -15,6 +15,7 @@
 //! - A guest trap fails the test with the guest's log; a missing import fails start-up naming it.
 
 pub mod abi;
+pub mod fixture;
 mod host;
 mod http;
 pub mod plugin;

@@ -1,0 +1,71 @@
+//! Black-box tests of the real pag0 .wasm through the host, against SPEC §5 and §6.
+//! Each test owns its host (its own VMs and shared data), so they run in parallel.
+
+mod body;
+mod budget;
+mod config;
+mod settle;
+mod wire;
+
+use pag0_host_tests::fixture::{self, SALES_KEY};
+use pag0_host_tests::{Exchange, Host, Request, Response};
+
+pub const MAX_BODY: u64 = 4096;
+
+pub fn host() -> Host {
+    Host::new(&fixture::config(MAX_BODY))
+}
+
+pub fn deepl(key: &str) -> Request {
+    Request::get("api.deepl.com", "/v2/translate").api_key(key)
+}
+
+pub fn chat(model: &str, max_tokens: u64) -> String {
+    format!(r#"{{"model":"{model}","max_tokens":{max_tokens},"messages":[{{"role":"user","content":"hello"}}]}}"#)
+}
+
+pub fn openai(key: &str, body: &str) -> Request {
+    Request::post_json("api.openai.com", "/v1/chat/completions", body).api_key(key)
+}
+
+pub fn ok() -> Response {
+    Response::json(200, r#"{"ok":true}"#)
+}
+
+/// A refusal as SPEC §5 words it: status, `x-pag0-decision: deny`, `x-pag0-code`, a JSON body
+/// with the same code, and nothing sent upstream.
+#[track_caller]
+pub fn assert_denied(ex: &Exchange, status: u16, code: &str) {
+    let ctx = || format!("\nexchange: {ex:?}\nlog:\n{}", ex.log_text());
+    assert_eq!(ex.status(), Some(status), "status{}", ctx());
+    assert_eq!(ex.code(), Some(code), "x-pag0-code{}", ctx());
+    assert_eq!(ex.header("x-pag0-decision"), Some("deny"), "x-pag0-decision{}", ctx());
+    assert_eq!(ex.header("content-type"), Some("application/json"), "content-type{}", ctx());
+    let body = ex.body_json();
+    assert_eq!(body["error"]["code"], code, "body.error.code{}", ctx());
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "body.error.message{}", ctx());
+    assert!(!ex.forwarded(), "a refused request reached the upstream{}", ctx());
+    assert_eq!(ex.local_replies_sent, 1, "one local reply{}", ctx());
+    assert_eq!(ex.metric(&format!("pag0.requests.denied.{code}")), 1, "denied metric{}", ctx());
+}
+
+#[track_caller]
+pub fn assert_allowed(ex: &Exchange) {
+    let ctx = || format!("\nexchange: {ex:?}\nlog:\n{}", ex.log_text());
+    assert!(ex.forwarded(), "not forwarded{}", ctx());
+    assert!(ex.local_reply.is_none(), "local reply{}", ctx());
+    assert_eq!(ex.header("x-pag0-decision"), Some("allow"), "x-pag0-decision{}", ctx());
+}
+
+#[test]
+fn an_allowed_request_reaches_the_upstream_and_is_labelled() {
+    let mut h = host();
+    let ex = h.run(&deepl(SALES_KEY), &ok());
+    assert_allowed(&ex);
+    assert_eq!(ex.status(), Some(200));
+    assert_eq!(ex.header("x-pag0-project"), Some("sales-ai"));
+    assert_eq!(ex.header("x-pag0-estimated-cost"), Some("2000"));
+    assert_eq!(ex.downstream.body, br#"{"ok":true}"#);
+    assert_eq!(ex.metric("pag0.requests.allowed"), 1);
+    assert_eq!(ex.metric("pag0.cost.reserved_micros"), fixture::DEEPL_PRICE);
+}
