@@ -94,3 +94,6 @@ pub fn settle_counter(used: Micros, reserved: Micros, actual: Micros) -> Micros 
     let released = used.saturating_sub(reserved);
     released.checked_add(actual).unwrap_or(Micros::MAX)
 }
+
+#[cfg(test)]
+mod tests;

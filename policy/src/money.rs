@@ -105,3 +105,6 @@ impl<'de> Deserialize<'de> for Micros {
         Micros::from_json(&v).map_err(de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests;
