@@ -1,1 +1,486 @@
+//! Router tests without a socket (`oneshot`): auth, validation, versioning, clients, sync
+//! idempotency, the lease bound, operations routes and the OpenAPI document.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::{app, AppState, ManualClock, SqliteStore, Tokens};
+
+const ALICE: &str = "alice-admin-token-0001";
+const BOB: &str = "bob-admin-token-000002";
+const SYNC: &str = "filter-sync-secret-0003";
+const T0: i64 = 1_764_000_000_000;
+
+struct Harness {
+    app: Router,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_dir(dir.path()).unwrap();
+    let mut tokens = Tokens::default();
+    tokens.add_admin_spec(&format!("alice={ALICE}")).unwrap();
+    tokens.add_admin_spec(&format!("bob={BOB}")).unwrap();
+    tokens.add_sync_secret(SYNC).unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let state = AppState::new(Arc::new(store), tokens).unwrap().with_clock(clock.clone());
+    Harness { app: app(state), clock, _dir: dir }
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+    text: String,
+}
+
+impl Harness {
+    async fn send(&self, req: Request<Body>) -> Resp {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp { status, headers, body, text }
+    }
+
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+        let mut b = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(v) => Body::from(serde_json::to_vec(&v).unwrap()),
+            None => Body::empty(),
+        };
+        self.send(b.header(header::CONTENT_TYPE, "application/json").body(body).unwrap()).await
+    }
+
+    async fn put_policy(&self, token: &str, doc: &Value) -> Resp {
+        self.call(Method::PUT, "/v1/policy", Some(token), Some(doc.clone())).await
+    }
+
+    async fn sync(&self, body: Value) -> Resp {
+        self.call(Method::POST, "/v1/sync", Some(SYNC), Some(body)).await
+    }
+
+    async fn spent(&self, counter: &str) -> String {
+        let r = self.call(Method::GET, "/v1/budgets", Some(ALICE), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.body["counters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["counter"] == counter)
+            .map_or("0".into(), |c| c["spent"].as_str().unwrap().to_string())
+    }
+}
+
+fn policy() -> Value {
+    json!({
+        "orgId": "acme-corp",
+        "timezone": "UTC",
+        "globalPolicy": { "monthlyBudget": "100000000", "dailyBudget": "5000000" },
+        "endpoints": [ { "host": "api.openai.com", "category": "llm", "pricing": { "perRequest": "2000" } } ],
+        "projects": [ { "id": "sales-ai", "name": "Sales AI",
+                        "policy": { "monthlyBudget": "15000000", "dailyBudget": "500000" } } ],
+        "clients": []
+    })
+}
+
+const ORG_DAY: &str = "org.daily/2026-11-24";
+const ORG_MONTH: &str = "org.monthly/2026-11";
+const PROJ_MONTH: &str = "project.monthly/sales-ai/2026-11";
+
+// === auth ===
+
+#[tokio::test]
+async fn no_token_or_a_bad_one_is_401() {
+    let h = harness();
+    for (path, method) in [("/v1/policy", Method::GET), ("/v1/budgets", Method::GET), ("/v1/sync", Method::POST)] {
+        let r = h.call(method.clone(), path, None, None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(r.body["error"]["code"], "UNAUTHORIZED");
+        assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Bearer");
+        let r = h.call(method, path, Some("not-a-token-at-all-xxxx"), None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let r = h
+        .send(Request::get("/v1/policy").header(header::AUTHORIZATION, format!("Basic {ALICE}")).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "only bearer tokens count");
+}
+
+#[tokio::test]
+async fn roles_are_kept_apart_with_403() {
+    let h = harness();
+    let r = h.call(Method::GET, "/v1/policy", Some(SYNC), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.body["error"]["code"], "FORBIDDEN");
+    let r = h.put_policy(SYNC, &policy()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "the filter cannot change the policy");
+    let r = h.call(Method::POST, "/v1/sync", Some(ALICE), Some(json!({ "instanceId": "x", "seq": 1 }))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "an admin cannot forge usage");
+}
+
+// === policy ===
+
+#[tokio::test]
+async fn a_bad_policy_is_400_with_every_field_path() {
+    let h = harness();
+    let mut doc = policy();
+    doc["projects"][0]["policy"]["dailyBudget"] = json!("12x");
+    doc["globalPolicy"]["monthlyBudgett"] = json!("1");
+    let r = h.put_policy(ALICE, &doc).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "INVALID_POLICY");
+    let details: Vec<&str> = r.body["error"]["details"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    assert!(details.iter().any(|d| d.starts_with("projects[0].policy.dailyBudget: ")), "{details:?}");
+    assert!(details.iter().any(|d| d.contains("monthlyBudgett")), "unknown field named: {details:?}");
+    let r = h.call(Method::GET, "/v1/policy", Some(ALICE), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "nothing stored");
+
+    let r = h
+        .send(Request::put("/v1/policy").header(header::AUTHORIZATION, format!("Bearer {ALICE}")).body(Body::from("{nope")).unwrap())
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"]["code"], "INVALID_POLICY");
+}
+
+#[tokio::test]
+async fn every_change_is_a_version_with_who_and_when() {
+    let h = harness();
+    let r = h.put_policy(ALICE, &policy()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["version"], 1);
+    assert_eq!(r.body["author"], "alice");
+    assert_eq!(r.body["createdAt"], "2025-11-24T16:00:00.000Z");
+
+    h.clock.advance_ms(60_000);
+    let mut doc = policy();
+    doc["globalPolicy"]["dailyBudget"] = json!("6000000");
+    let r = h.put_policy(BOB, &doc).await;
+    assert_eq!((r.body["version"].as_i64(), r.body["author"].as_str()), (Some(2), Some("bob")));
+
+    let r = h.call(Method::GET, "/v1/policy", Some(ALICE), None).await;
+    assert_eq!(r.body["globalPolicy"]["dailyBudget"], "6000000");
+    assert_eq!(r.headers["x-pag0-policy-version"], "2");
+    assert_eq!(r.headers[header::ETAG], "\"2\"");
+    assert_eq!(r.headers["x-pag0-policy-author"], "bob");
+
+    let r = h.call(Method::GET, "/v1/policy/versions", Some(ALICE), None).await;
+    assert_eq!(
+        r.body["versions"],
+        json!([
+            { "version": 2, "author": "bob", "createdAt": "2025-11-24T16:01:00.000Z" },
+            { "version": 1, "author": "alice", "createdAt": "2025-11-24T16:00:00.000Z" }
+        ])
+    );
+    let r = h.call(Method::GET, "/v1/policy/versions/1", Some(ALICE), None).await;
+    assert_eq!(r.body["globalPolicy"]["dailyBudget"], "5000000");
+
+    // A write guarded by a stale version is refused.
+    let r = h
+        .send(
+            Request::put("/v1/policy")
+                .header(header::AUTHORIZATION, format!("Bearer {ALICE}"))
+                .header(header::IF_MATCH, "\"1\"")
+                .body(Body::from(serde_json::to_vec(&policy()).unwrap()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.body["error"]["code"], "VERSION_CONFLICT");
+}
+
+// === projects and clients ===
+
+#[tokio::test]
+async fn projects_are_edited_one_at_a_time_and_revalidated() {
+    let h = harness();
+    let r = h.call(Method::POST, "/v1/projects", Some(ALICE), Some(json!({ "id": "x", "name": "X" }))).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "no policy yet");
+    h.put_policy(ALICE, &policy()).await;
+
+    let p = json!({ "id": "support", "name": "Support", "policy": { "monthlyBudget": "1000000" } });
+    let r = h.call(Method::POST, "/v1/projects", Some(BOB), Some(p.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.headers["x-pag0-policy-version"], "2");
+    let r = h.call(Method::POST, "/v1/projects", Some(BOB), Some(p)).await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("ALREADY_EXISTS")));
+
+    // A project budget above the org's is refused; the stored policy is unchanged.
+    let r = h
+        .call(Method::PATCH, "/v1/projects/support", Some(BOB), Some(json!({ "policy": { "monthlyBudget": "999000000" } })))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "INVALID_POLICY");
+    assert!(r.body["error"]["details"][0].as_str().unwrap().starts_with("projects[1].policy.monthlyBudget"), "{}", r.text);
+    let r = h.call(Method::GET, "/v1/policy/versions", Some(ALICE), None).await;
+    assert_eq!(r.body["versions"].as_array().unwrap().len(), 2);
+
+    let r = h.call(Method::PATCH, "/v1/projects/support", Some(BOB), Some(json!({ "name": "Customer Support" }))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["name"], "Customer Support");
+    assert_eq!(r.body["policy"]["monthlyBudget"], "1000000", "merge patch keeps the rest");
+    let r = h.call(Method::PATCH, "/v1/projects/support", Some(BOB), Some(json!({ "id": "other" }))).await;
+    assert_eq!(r.body["error"]["code"], "ID_IMMUTABLE");
+
+    let r = h.call(Method::GET, "/v1/projects", Some(ALICE), None).await;
+    assert_eq!(r.body.as_array().unwrap().len(), 2);
+    let r = h.call(Method::DELETE, "/v1/projects/support", Some(ALICE), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = h.call(Method::GET, "/v1/projects/support", Some(ALICE), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = h.call(Method::DELETE, "/v1/projects/support", Some(ALICE), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_client_key_is_returned_once_and_only_its_hash_is_stored() {
+    let h = harness();
+    h.put_policy(ALICE, &policy()).await;
+    let r = h
+        .call(Method::POST, "/v1/clients", Some(ALICE), Some(json!({ "id": "sales-agent", "projectId": "sales-ai",
+            "tags": { "costCenter": "CC-1001" } })))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let key = r.body["apiKey"].as_str().unwrap().to_string();
+    assert!(key.starts_with("pag0_") && key.len() > 40);
+    let hash = pag0_policy::validate::api_key_sha256_hex(&key);
+    assert_eq!(r.body["client"]["apiKeySha256"], hash);
+
+    // Nowhere else: not in GET of the client, not in the stored document.
+    let r = h.call(Method::GET, "/v1/clients/sales-agent", Some(ALICE), None).await;
+    assert_eq!(r.body["apiKeySha256"], hash);
+    assert!(!r.text.contains(&key));
+    let r = h.call(Method::GET, "/v1/policy", Some(ALICE), None).await;
+    assert!(!r.text.contains(&key));
+
+    // The stored document identifies the client from the key (pag0-policy's own hashing).
+    let compiled = pag0_policy::CompiledPolicy::compile(r.text.as_bytes()).unwrap();
+    let head = |k: &'static str| pag0_policy::RequestHead {
+        api_key: Some(k),
+        method: "POST",
+        authority: "api.openai.com",
+        path: "/v1/chat/completions",
+        requires_approval: false,
+    };
+    let leaked: &'static str = Box::leak(key.clone().into_boxed_str());
+    match compiled.check_head(&head(leaked), chrono::DateTime::from_timestamp_millis(T0).unwrap()) {
+        pag0_policy::HeadOutcome::Continue(_) => {}
+        pag0_policy::HeadOutcome::Deny(d) => panic!("the new key is refused: {d:?}"),
+    }
+    match compiled.check_head(&head("pag0_wrong"), chrono::DateTime::from_timestamp_millis(T0).unwrap()) {
+        pag0_policy::HeadOutcome::Deny(d) => assert_eq!(d.code, pag0_policy::DenyCode::UnknownApiKey),
+        pag0_policy::HeadOutcome::Continue(_) => panic!("a wrong key passes"),
+    }
+
+    // Rotation: a new key, the old hash gone.
+    let r = h.call(Method::POST, "/v1/clients/sales-agent/rotate-key", Some(ALICE), None).await;
+    let key2 = r.body["apiKey"].as_str().unwrap();
+    assert_ne!(key2, key);
+    assert_eq!(r.body["client"]["apiKeySha256"], pag0_policy::validate::api_key_sha256_hex(key2));
+}
+
+#[tokio::test]
+async fn client_requests_that_cannot_stand_are_refused() {
+    let h = harness();
+    h.put_policy(ALICE, &policy()).await;
+    let r = h
+        .call(Method::POST, "/v1/clients", Some(ALICE), Some(json!({ "id": "c", "projectId": "sales-ai", "apiKeySha256": "00" })))
+        .await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("KEY_GENERATED_BY_SIDECAR")));
+    let r = h.call(Method::POST, "/v1/clients", Some(ALICE), Some(json!({ "id": "c", "projectId": "nope" }))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "INVALID_POLICY");
+    assert!(r.body["error"]["details"][0].as_str().unwrap().starts_with("clients[0].projectId"), "{}", r.text);
+    let r = h.call(Method::POST, "/v1/clients", Some(ALICE), Some(json!({ "id": "c", "projectId": "sales-ai" }))).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = h.call(Method::PATCH, "/v1/clients/c", Some(ALICE), Some(json!({ "apiKeySha256": "ab" }))).await;
+    assert_eq!(r.body["error"]["code"], "KEY_IMMUTABLE");
+    // The project still has a client: deleting it would leave a dangling reference.
+    let r = h.call(Method::DELETE, "/v1/projects/sales-ai", Some(ALICE), None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = h.call(Method::POST, "/v1/clients", Some(ALICE), Some(json!("not an object"))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = h
+        .send(Request::post("/v1/clients").header(header::AUTHORIZATION, format!("Bearer {ALICE}")).body(Body::from("{")).unwrap())
+        .await;
+    assert_eq!(r.body["error"]["code"], "BAD_JSON");
+}
+
+// === sync ===
+
+fn usage(amount: &str, counters: &[&str]) -> Value {
+    json!({ "amount": amount, "counters": counters, "projectId": "sales-ai", "clientId": "sales-agent",
+            "host": "api.openai.com", "at": T0 })
+}
+
+#[tokio::test]
+async fn a_usage_batch_is_counted_once() {
+    let h = harness();
+    h.put_policy(ALICE, &policy()).await;
+    let batch = json!({ "instanceId": "envoy-a", "seq": 1, "policyVersion": 1,
+                        "usage": [usage("1000", &[ORG_MONTH, PROJ_MONTH]), usage("250", &[ORG_MONTH])] });
+    let r = h.sync(batch.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!((r.body["ack"].as_u64(), r.body["duplicate"].as_bool()), (Some(1), Some(false)));
+    assert_eq!(h.spent(ORG_MONTH).await, "1250");
+    assert_eq!(h.spent(PROJ_MONTH).await, "1000");
+
+    let r = h.sync(batch).await;
+    assert_eq!((r.status, r.body["ack"].as_u64(), r.body["duplicate"].as_bool()), (StatusCode::OK, Some(1), Some(true)));
+    assert_eq!(h.spent(ORG_MONTH).await, "1250", "the retried batch is not counted again");
+
+    let r = h.sync(json!({ "instanceId": "envoy-a", "seq": 1, "usage": [usage("9", &[ORG_MONTH])] })).await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("SEQ_REUSED")));
+    assert_eq!(h.spent(ORG_MONTH).await, "1250");
+
+    let r = h.call(Method::GET, "/metrics", None, None).await;
+    assert!(r.text.contains("pag0_sidecar_sync_batches_total{outcome=\"applied\"} 1"), "{}", r.text);
+    assert!(r.text.contains("pag0_sidecar_sync_batches_total{outcome=\"duplicate\"} 1"), "{}", r.text);
+    assert!(r.text.contains("pag0_sidecar_usage_micros_total 1250"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn two_instances_cannot_lease_more_than_the_room() {
+    let h = harness();
+    h.put_policy(ALICE, &policy()).await; // org daily budget: 5_000_000
+    // Someone already spent 1_000_000 today.
+    h.sync(json!({ "instanceId": "envoy-c", "seq": 1, "usage": [usage("1000000", &[ORG_DAY])] })).await;
+
+    let ask = |inst: &str, want: &str| json!({ "instanceId": inst, "seq": 1, "leases": [ { "counter": ORG_DAY, "want": want } ] });
+    let a = h.sync(ask("envoy-a", "3000000")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let b = h.sync(ask("envoy-b", "3000000")).await;
+    let ga: u64 = a.body["leases"][ORG_DAY]["granted"].as_str().unwrap().parse().unwrap();
+    let gb: u64 = b.body["leases"][ORG_DAY]["granted"].as_str().unwrap().parse().unwrap();
+    assert_eq!((ga, gb), (3_000_000, 1_000_000));
+    assert_eq!(b.body["leases"][ORG_DAY]["limit"], "5000000");
+    assert_eq!(b.body["leases"][ORG_DAY]["spent"], "1000000");
+    assert!(1_000_000 + ga + gb <= 5_000_000, "spent + slices never above the limit");
+
+    let r = h.call(Method::GET, "/v1/budgets", Some(ALICE), None).await;
+    let c = r.body["counters"].as_array().unwrap().iter().find(|c| c["counter"] == ORG_DAY).unwrap().clone();
+    assert_eq!((c["limit"].as_str(), c["spent"].as_str(), c["leased"].as_str(), c["unallocated"].as_str()),
+               (Some("5000000"), Some("1000000"), Some("4000000"), Some("0")));
+    assert_eq!(c["leases"].as_array().unwrap().len(), 2);
+
+    // A lease with no budget behind it is not needed; the default want is 1/16 of the limit.
+    let r = h.sync(json!({ "instanceId": "envoy-d", "seq": 1, "leases": [
+        { "counter": "project.daily/nope/2026-11-24" }, { "counter": PROJ_MONTH } ] })).await;
+    assert_eq!(r.body["unlimited"], json!(["project.daily/nope/2026-11-24"]));
+    assert_eq!(r.body["leases"][PROJ_MONTH]["granted"], "937500");
+
+    // A's lease expires if A stops syncing; B can then have the room.
+    h.clock.advance_ms(30_000);
+    let b = h.sync(json!({ "instanceId": "envoy-b", "seq": 2, "leases": [ { "counter": ORG_DAY, "want": "4000000" } ] })).await;
+    assert_eq!(b.body["leases"][ORG_DAY]["granted"], "4000000");
+}
+
+#[tokio::test]
+async fn sync_carries_the_policy_only_when_newer() {
+    let h = harness();
+    let r = h.sync(json!({ "instanceId": "envoy-a", "seq": 1 })).await;
+    assert_eq!((r.body["policyVersion"].as_i64(), r.body.get("policy")), (Some(0), None));
+    h.put_policy(ALICE, &policy()).await;
+    let r = h.sync(json!({ "instanceId": "envoy-a", "seq": 2, "policyVersion": 0 })).await;
+    assert_eq!(r.body["policyVersion"], 1);
+    assert_eq!(r.body["policy"]["orgId"], "acme-corp");
+    let r = h.sync(json!({ "instanceId": "envoy-a", "seq": 3, "policyVersion": 1 })).await;
+    assert_eq!(r.body["policyVersion"], 1);
+    assert!(r.body.get("policy").is_none());
+    assert_eq!(r.body["leaseTtlMs"], 30_000);
+}
+
+#[tokio::test]
+async fn malformed_syncs_are_400_with_paths() {
+    let h = harness();
+    let r = h
+        .sync(json!({ "instanceId": "bad id!", "seq": 0, "usage": [ { "amount": "5", "counters": ["nope"] } ],
+                      "leases": [ { "counter": "org.daily" } ] }))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"]["code"], "BAD_SYNC");
+    let details = r.body["error"]["details"].to_string();
+    for needle in ["instanceId:", "seq:", "usage[0].counters[0]:", "leases[0].counter:"] {
+        assert!(details.contains(needle), "{needle} in {details}");
+    }
+    let r = h.sync(json!({ "instanceId": "a", "seq": 1, "usage": [ { "amount": "1.5" } ] })).await;
+    assert_eq!(r.body["error"]["code"], "BAD_JSON");
+}
+
+// === operations ===
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let h = harness();
+    let r = h.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let r = h.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!((r.status, r.body["store"].as_str()), (StatusCode::OK, Some("sqlite")));
+    let r = h.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(r.text.contains("pag0_sidecar_http_requests_total{method=\"GET\",route=\"/readyz\",status=\"200\"} 1"), "{}", r.text);
+
+    // From another host: refused (SPEC §7: loopback).
+    let mut req = Request::get("/metrics").body(Body::empty()).unwrap();
+    req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 7], 5000))));
+    assert_eq!(h.send(req).await.status, StatusCode::FORBIDDEN);
+    let mut req = Request::get("/healthz").body(Body::empty()).unwrap();
+    req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 5000))));
+    assert_eq!(h.send(req).await.status, StatusCode::OK);
+
+    let r = h.call(Method::GET, "/v1/nope", None, None).await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NOT_FOUND")));
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_exactly_the_routes_served() {
+    let h = harness();
+    let r = h.call(Method::GET, "/v1/openapi.json", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["openapi"], "3.1.0");
+    let paths = r.body["paths"].as_object().unwrap();
+    let mut documented = Vec::new();
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push((method.clone(), path.clone()));
+        }
+    }
+    let mut listed: Vec<(String, String)> =
+        crate::openapi::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    documented.sort();
+    listed.sort();
+    assert_eq!(documented, listed, "ROUTES and the document name the same operations");
+
+    // And the router serves each of them (not the JSON fallback 404, not 405).
+    for (method, path) in crate::openapi::ROUTES {
+        let concrete = path.replace("{id}", "x").replace("{version}", "1");
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let r = h.call(m, &concrete, Some(ALICE), None).await;
+        assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert!(!r.text.contains("no such route"), "{method} {path} is not routed");
+    }
+    // Every documented admin operation declares its auth failures.
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().unwrap() {
+            if !op["security"].as_array().unwrap().is_empty() {
+                assert!(op["responses"].get("401").is_some(), "{method} {path}");
+            }
+        }
+    }
+}
