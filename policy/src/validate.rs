@@ -415,41 +415,41 @@ impl Walker {
         }
     }
 
-    /// An array of non-empty strings.
-    fn strings<'v>(
+    /// An array of non-empty strings; `None` if any element is not one (each reported).
+    fn strings<'v>(&mut self, m: &'v Map<String, Value>, path: &str, key: &str) -> Option<Vec<&'v str>> {
+        let (items, ok) = self.strings_lenient(m, path, key)?;
+        ok.then(|| items.into_iter().map(|(_, s)| s).collect())
+    }
+
+    /// The valid string elements with their indexes, and whether all elements were valid.
+    fn strings_lenient<'v>(
         &mut self,
         m: &'v Map<String, Value>,
         path: &str,
         key: &str,
-    ) -> Option<Vec<&'v str>> {
+    ) -> Option<(Vec<(usize, &'v str)>, bool)> {
         let v = self.field(m, path, key, false)?;
         let p = join(path, key);
         let Some(items) = v.as_array() else {
-            self.err(
-                p,
-                format!("expected an array of strings, found {}", type_name(v)),
-            );
+            self.err(p, format!("expected an array of strings, found {}", type_name(v)));
             return None;
         };
         let mut out = Vec::with_capacity(items.len());
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
             match item.as_str() {
-                Some(s) if !s.trim().is_empty() => out.push(s),
+                Some(s) if !s.trim().is_empty() => out.push((i, s)),
                 Some(_) => {
                     self.err(format!("{p}[{i}]"), "must not be empty");
                     ok = false;
                 }
                 None => {
-                    self.err(
-                        format!("{p}[{i}]"),
-                        format!("expected a string, found {}", type_name(item)),
-                    );
+                    self.err(format!("{p}[{i}]"), format!("expected a string, found {}", type_name(item)));
                     ok = false;
                 }
             }
         }
-        ok.then_some(out)
+        Some((out, ok))
     }
 
     fn tags(&mut self, m: &Map<String, Value>, path: &str) {
@@ -480,16 +480,16 @@ impl Walker {
         path: &str,
         key: &str,
     ) -> Option<Vec<EndpointPattern>> {
-        let list = self.strings(m, path, key)?;
+        let (list, ok) = self.strings_lenient(m, path, key)?;
         let p = join(path, key);
         let mut out = Vec::with_capacity(list.len());
-        for (i, s) in list.iter().enumerate() {
+        for (i, s) in list {
             match EndpointPattern::parse(s) {
                 Ok(pat) => out.push(pat),
                 Err(e) => self.err(format!("{p}[{i}]"), e.to_string()),
             }
         }
-        Some(out)
+        ok.then_some(out)
     }
 
     fn timezone(&mut self, m: &Map<String, Value>, path: &str, key: &str) -> Option<Tz> {
