@@ -94,7 +94,12 @@ impl Agent {
     pub fn new(envoy_port: u16) -> Result<Self> {
         let client = Client::builder()
             .no_proxy()
-            .timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(
+                std::env::var("PAG0_CLIENT_TIMEOUT_S")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(30),
+            ))
             .pool_max_idle_per_host(64)
             .build()?;
         Ok(Self {

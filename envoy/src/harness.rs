@@ -148,6 +148,11 @@ impl MockUpstream {
         self.served().get(path).copied().unwrap_or(0)
     }
 
+    /// The most requests that were inside `/slow` at the same time.
+    pub fn max_slow_in_flight(&self) -> u64 {
+        self.state.max_slow_in_flight()
+    }
+
     pub fn served_total(&self) -> u64 {
         self.served().values().sum()
     }

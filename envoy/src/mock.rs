@@ -11,8 +11,9 @@
 //! | `ANY /echo` | the request it received (method, path, headers) as JSON |
 //! | `ANY /status/{code}` | that status, small JSON body, no usage |
 //! | `ANY /reset` | `200` headers, one body chunk, then the connection is cut |
+//! | `ANY /reset-before-headers` | the connection is closed before any response byte |
 //! | `ANY /slow?ms=N` | JSON after N ms (default 1000) |
-//! | `GET /__stats` | `{"total": n, "paths": {"/v1/chat/completions": n, …}}` — requests served per path (excl. `/__stats`) |
+//! | `GET /__stats` | `{"total": n, "paths": {"/v1/chat/completions": n, …}, "maxSlowInFlight": n}` — requests served per path (excl. `/__stats`) |
 //! | anything else | `200` JSON `{"ok": true, "path": …}` |
 //!
 //! Usage for chat completions is deterministic, so tests can compute the settled cost:
@@ -50,12 +51,32 @@ pub const DEFAULT_REPORTED_COST: u64 = 1500;
 #[derive(Clone, Default)]
 pub struct MockState {
     served: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// `(now, max)` requests inside `/slow` at once: proves requests were in flight together.
+    slow_in_flight: Arc<Mutex<(u64, u64)>>,
 }
 
 impl MockState {
     fn count(&self, path: &str) {
         if let Ok(mut m) = self.served.lock() {
             *m.entry(path.to_owned()).or_insert(0) += 1;
+        }
+    }
+
+    /// The most requests that were inside `/slow` at the same time.
+    pub fn max_slow_in_flight(&self) -> u64 {
+        self.slow_in_flight.lock().map(|g| g.1).unwrap_or(0)
+    }
+
+    fn slow_enter(&self) {
+        if let Ok(mut g) = self.slow_in_flight.lock() {
+            g.0 += 1;
+            g.1 = g.1.max(g.0);
+        }
+    }
+
+    fn slow_leave(&self) {
+        if let Ok(mut g) = self.slow_in_flight.lock() {
+            g.0 = g.0.saturating_sub(1);
         }
     }
 
@@ -73,6 +94,7 @@ pub fn app(state: MockState) -> Router {
         .route("/echo", any(echo))
         .route("/status/{code}", any(status))
         .route("/reset", any(reset))
+        .route("/reset-before-headers", any(reset_before_headers))
         .route("/slow", any(slow))
         .route("/__stats", get(stats))
         .fallback(fallback)
@@ -243,17 +265,35 @@ async fn reset(State(st): State<MockState>, Query(q): Query<HashMap<String, Stri
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+async fn reset_before_headers(
+    State(st): State<MockState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    st.count("/reset-before-headers");
+    delay(&q).await;
+    // A body that fails on its first poll: hyper has not flushed the head yet, so it closes
+    // the connection with nothing written — Envoy sees a reset before response headers.
+    let stream =
+        futures_util::stream::once(async { Err::<Bytes, _>(std::io::Error::other("mock reset")) });
+    Response::builder()
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
 async fn slow(State(st): State<MockState>, Query(q): Query<HashMap<String, String>>) -> Response {
     st.count("/slow");
     let ms = q_u64(&q, "ms").unwrap_or(1000);
+    st.slow_enter();
     tokio::time::sleep(Duration::from_millis(ms)).await;
+    st.slow_leave();
     Json(json!({ "ok": true, "sleptMs": ms })).into_response()
 }
 
 async fn stats(State(st): State<MockState>) -> Response {
     let paths = st.snapshot();
     let total: u64 = paths.values().sum();
-    Json(json!({ "total": total, "paths": paths })).into_response()
+    Json(json!({ "total": total, "paths": paths, "maxSlowInFlight": st.max_slow_in_flight() }))
+        .into_response()
 }
 
 async fn fallback(

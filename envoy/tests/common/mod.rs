@@ -34,13 +34,16 @@ impl Stack {
     }
 
     pub fn send(&self, call: &pag0_envoy::Call) -> Reply {
-        self.agent.send(call).unwrap_or_else(|e| panic!("request failed: {e:#}\n{}", self.envoy.log()))
+        self.agent
+            .send(call)
+            .unwrap_or_else(|e| panic!("request failed: {e:#}\n{}", self.envoy.log()))
     }
 
     /// Waits until a plugin counter reaches `want` (settlement runs when the stream ends,
     /// which can be just after the client has the last byte); returns the value seen.
     pub fn counter_at_least(&self, name: &str, want: u64) -> u64 {
-        self.envoy.wait_counter(name, Duration::from_secs(5), |v| v >= want)
+        self.envoy
+            .wait_counter(name, Duration::from_secs(5), |v| v >= want)
     }
 }
 
@@ -122,7 +125,8 @@ pub struct Checks {
 impl Checks {
     pub fn eq<T: PartialEq + std::fmt::Debug>(&mut self, what: &str, got: T, want: T) {
         if got != want {
-            self.failures.push(format!("{what}: got {got:?}, want {want:?}"));
+            self.failures
+                .push(format!("{what}: got {got:?}, want {want:?}"));
         }
     }
 
@@ -134,26 +138,71 @@ impl Checks {
 
     /// Status, `x-pag0-decision: deny`, `x-pag0-code`, JSON content type and body fields.
     pub fn deny(&mut self, label: &str, r: &Reply, status: u16, code: &str) {
-        let ctx = format!("[{label}] status {} headers {:?} body {}", r.status, r.headers, r.body);
-        self.that(&format!("{label}: status"), r.status == status, format!("want {status}; {ctx}"));
-        self.that(&format!("{label}: x-pag0-decision"), r.decision() == "deny", format!("want deny; {ctx}"));
-        self.that(&format!("{label}: x-pag0-code"), r.code() == code, format!("want {code}; {ctx}"));
+        let ctx = format!(
+            "[{label}] status {} headers {:?} body {}",
+            r.status, r.headers, r.body
+        );
+        self.that(
+            &format!("{label}: status"),
+            r.status == status,
+            format!("want {status}; {ctx}"),
+        );
+        self.that(
+            &format!("{label}: x-pag0-decision"),
+            r.decision() == "deny",
+            format!("want deny; {ctx}"),
+        );
+        self.that(
+            &format!("{label}: x-pag0-code"),
+            r.code() == code,
+            format!("want {code}; {ctx}"),
+        );
         let ct = r.header("content-type").unwrap_or("");
-        self.that(&format!("{label}: content-type"), ct.starts_with("application/json"), format!("want application/json; {ctx}"));
+        self.that(
+            &format!("{label}: content-type"),
+            ct.starts_with("application/json"),
+            format!("want application/json; {ctx}"),
+        );
         let j = r.json();
-        self.that(&format!("{label}: body error.code"), j.pointer("/error/code").and_then(Value::as_str) == Some(code), format!("want {code}; {ctx}"));
-        self.that(&format!("{label}: body error.message"), j.pointer("/error/message").and_then(Value::as_str).is_some_and(|m| !m.is_empty()), format!("want a message; {ctx}"));
+        self.that(
+            &format!("{label}: body error.code"),
+            j.pointer("/error/code").and_then(Value::as_str) == Some(code),
+            format!("want {code}; {ctx}"),
+        );
+        self.that(
+            &format!("{label}: body error.message"),
+            j.pointer("/error/message")
+                .and_then(Value::as_str)
+                .is_some_and(|m| !m.is_empty()),
+            format!("want a message; {ctx}"),
+        );
     }
 
     /// `x-pag0-decision: allow`, `x-pag0-project`, `x-pag0-estimated-cost` (a micro-USD integer).
     pub fn allow(&mut self, label: &str, r: &Reply, project: &str) {
-        let ctx = format!("[{label}] status {} headers {:?} body {}", r.status, r.headers, r.body);
-        self.that(&format!("{label}: status"), r.status == 200, format!("want 200; {ctx}"));
-        self.that(&format!("{label}: x-pag0-decision"), r.decision() == "allow", format!("want allow; {ctx}"));
-        self.that(&format!("{label}: x-pag0-project"), r.header("x-pag0-project") == Some(project), format!("want {project}; {ctx}"));
+        let ctx = format!(
+            "[{label}] status {} headers {:?} body {}",
+            r.status, r.headers, r.body
+        );
+        self.that(
+            &format!("{label}: status"),
+            r.status == 200,
+            format!("want 200; {ctx}"),
+        );
+        self.that(
+            &format!("{label}: x-pag0-decision"),
+            r.decision() == "allow",
+            format!("want allow; {ctx}"),
+        );
+        self.that(
+            &format!("{label}: x-pag0-project"),
+            r.header("x-pag0-project") == Some(project),
+            format!("want {project}; {ctx}"),
+        );
         self.that(
             &format!("{label}: x-pag0-estimated-cost"),
-            r.header("x-pag0-estimated-cost").is_some_and(|v| v.parse::<u64>().is_ok()),
+            r.header("x-pag0-estimated-cost")
+                .is_some_and(|v| v.parse::<u64>().is_ok()),
             format!("want an integer; {ctx}"),
         );
     }
