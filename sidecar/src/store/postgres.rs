@@ -71,7 +71,7 @@ impl PgStore {
                 .map_err(pg)?;
             drop(client);
             let _ = driver.await;
-            config.options(&format!("-c search_path={s}"));
+            config.options(format!("-c search_path={s}"));
         }
         let manager =
             Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
@@ -341,12 +341,12 @@ impl Store for PgStore {
 
     async fn latest_policy(&self) -> Result<Option<PolicyVersion>, StoreError> {
         let client = self.pool.get().await.map_err(backend)?;
-        read_policy(&**client, None).await
+        read_policy(&client, None).await
     }
 
     async fn policy_version(&self, version: i64) -> Result<Option<PolicyVersion>, StoreError> {
         let client = self.pool.get().await.map_err(backend)?;
-        read_policy(&**client, Some(version)).await
+        read_policy(&client, Some(version)).await
     }
 
     async fn policy_history(&self, limit: u32) -> Result<Vec<PolicyMeta>, StoreError> {
