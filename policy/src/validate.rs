@@ -416,7 +416,12 @@ impl Walker {
     }
 
     /// An array of non-empty strings; `None` if any element is not one (each reported).
-    fn strings<'v>(&mut self, m: &'v Map<String, Value>, path: &str, key: &str) -> Option<Vec<&'v str>> {
+    fn strings<'v>(
+        &mut self,
+        m: &'v Map<String, Value>,
+        path: &str,
+        key: &str,
+    ) -> Option<Vec<&'v str>> {
         let (items, ok) = self.strings_lenient(m, path, key)?;
         ok.then(|| items.into_iter().map(|(_, s)| s).collect())
     }
@@ -431,7 +436,10 @@ impl Walker {
         let v = self.field(m, path, key, false)?;
         let p = join(path, key);
         let Some(items) = v.as_array() else {
-            self.err(p, format!("expected an array of strings, found {}", type_name(v)));
+            self.err(
+                p,
+                format!("expected an array of strings, found {}", type_name(v)),
+            );
             return None;
         };
         let mut out = Vec::with_capacity(items.len());
@@ -444,7 +452,10 @@ impl Walker {
                     ok = false;
                 }
                 None => {
-                    self.err(format!("{p}[{i}]"), format!("expected a string, found {}", type_name(item)));
+                    self.err(
+                        format!("{p}[{i}]"),
+                        format!("expected a string, found {}", type_name(item)),
+                    );
                     ok = false;
                 }
             }
@@ -1203,4 +1214,4 @@ impl RawDocument {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

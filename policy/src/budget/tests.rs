@@ -24,9 +24,15 @@ fn settle_counter_edges() {
 
 #[test]
 fn storage_keys_and_labels() {
-    let k = BudgetKey { scope: Scope::ProjectDaily("sales-ai".into()), period: "2026-11-24".into() };
+    let k = BudgetKey {
+        scope: Scope::ProjectDaily("sales-ai".into()),
+        period: "2026-11-24".into(),
+    };
     assert_eq!(k.storage_key(), "project.daily/sales-ai/2026-11-24");
-    let k = BudgetKey { scope: Scope::OrgMonthly, period: "2026-11".into() };
+    let k = BudgetKey {
+        scope: Scope::OrgMonthly,
+        period: "2026-11".into(),
+    };
     assert_eq!(k.storage_key(), "org.monthly/2026-11");
     assert_eq!(Scope::OrgDaily.label(), "org.daily");
     assert_eq!(Scope::ProjectMonthly("p".into()).label(), "project.monthly");
@@ -41,7 +47,10 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![(0u64..5_000).prop_map(Op::Reserve), (0u64..5_000).prop_map(Op::Settle)]
+    prop_oneof![
+        (0u64..5_000).prop_map(Op::Reserve),
+        (0u64..5_000).prop_map(Op::Settle)
+    ]
 }
 
 proptest! {

@@ -18,7 +18,7 @@ fn office_hours_in_new_york() {
     assert!(wh.contains(at("2026-11-24T14:00:00Z"))); // 09:00
     assert!(wh.contains(at("2026-11-24T22:59:59Z"))); // 17:59:59
     assert!(!wh.contains(at("2026-11-24T23:00:00Z"))); // 18:00, end is exclusive
-    // Saturday 2026-11-28 10:00 local.
+                                                       // Saturday 2026-11-28 10:00 local.
     assert!(!wh.contains(at("2026-11-28T15:00:00Z")));
     assert_eq!(wh.describe(), "09:00-18:00 America/New_York");
 }
@@ -92,7 +92,16 @@ fn bad_inputs() {
     assert_eq!(parse_hhmm("24:00"), Ok(1440));
     assert!(matches!(parse_day("monday"), Err(HoursError::BadDay(_))));
     assert_eq!(parse_day("MON"), Ok(Weekday::Mon));
-    assert!(matches!(WorkingHours::new(Tz::UTC, "09:00", "09:00", None), Err(HoursError::EmptyWindow(_))));
-    assert_eq!(WorkingHours::new(Tz::UTC, "24:00", "09:00", None), Err(HoursError::StartAtMidnightEnd));
-    assert!(matches!(WorkingHours::new(Tz::UTC, "09:00", "10:00", Some(&["xyz"])), Err(HoursError::BadDay(_))));
+    assert!(matches!(
+        WorkingHours::new(Tz::UTC, "09:00", "09:00", None),
+        Err(HoursError::EmptyWindow(_))
+    ));
+    assert_eq!(
+        WorkingHours::new(Tz::UTC, "24:00", "09:00", None),
+        Err(HoursError::StartAtMidnightEnd)
+    );
+    assert!(matches!(
+        WorkingHours::new(Tz::UTC, "09:00", "10:00", Some(&["xyz"])),
+        Err(HoursError::BadDay(_))
+    ));
 }

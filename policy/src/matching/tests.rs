@@ -47,7 +47,13 @@ fn path_prefix_on_whole_segments() {
 #[test]
 fn ambiguous_paths_fail_closed_both_ways() {
     let p = pat("api.openai.com/v1/chat");
-    for path in ["/v1/chat/../embeddings", "/v1/chat/./x", "/v1/chat/%2e%2e/x", "/v1/chat%2Fx", "/v1\\chat"] {
+    for path in [
+        "/v1/chat/../embeddings",
+        "/v1/chat/./x",
+        "/v1/chat/%2e%2e/x",
+        "/v1/chat%2Fx",
+        "/v1\\chat",
+    ] {
         assert!(!p.matches("api.openai.com", path, false), "allow {path}");
         assert!(p.matches("api.openai.com", path, true), "block {path}");
     }
@@ -58,15 +64,30 @@ fn ambiguous_paths_fail_closed_both_ways() {
 #[test]
 fn bad_patterns_are_rejected() {
     assert_eq!(EndpointPattern::parse(""), Err(PatternError::Empty));
-    assert!(matches!(EndpointPattern::parse("https://api.openai.com"), Err(PatternError::Scheme(_))));
-    assert!(matches!(EndpointPattern::parse("*.openai.com"), Err(PatternError::Wildcard(_))));
-    assert!(matches!(EndpointPattern::parse("api..com"), Err(PatternError::BadHost(_))));
-    assert!(matches!(EndpointPattern::parse("a b.com"), Err(PatternError::BadHost(_))));
+    assert!(matches!(
+        EndpointPattern::parse("https://api.openai.com"),
+        Err(PatternError::Scheme(_))
+    ));
+    assert!(matches!(
+        EndpointPattern::parse("*.openai.com"),
+        Err(PatternError::Wildcard(_))
+    ));
+    assert!(matches!(
+        EndpointPattern::parse("api..com"),
+        Err(PatternError::BadHost(_))
+    ));
+    assert!(matches!(
+        EndpointPattern::parse("a b.com"),
+        Err(PatternError::BadHost(_))
+    ));
 }
 
 #[test]
 fn display_and_specificity() {
-    assert_eq!(pat("Api.X.com:80/v1//chat").to_string(), "api.x.com/v1/chat");
+    assert_eq!(
+        pat("Api.X.com:80/v1//chat").to_string(),
+        "api.x.com/v1/chat"
+    );
     assert!(pat("a.example.com").specificity() > pat("example.com").specificity());
     assert!(pat("example.com/v1").specificity() > pat("example.com").specificity());
 }

@@ -6,17 +6,32 @@ use super::*;
 fn parse_and_json_forms() {
     assert_eq!(Micros::parse("100000000"), Ok(Micros::new(100_000_000)));
     assert_eq!(Micros::parse(" 7 "), Ok(Micros::new(7)));
-    assert!(matches!(Micros::parse("12x"), Err(MoneyError::NotAnAmount(_))));
-    assert!(matches!(Micros::parse("-1"), Err(MoneyError::NotAnAmount(_))));
-    assert!(matches!(Micros::parse("1.5"), Err(MoneyError::NotAnAmount(_))));
+    assert!(matches!(
+        Micros::parse("12x"),
+        Err(MoneyError::NotAnAmount(_))
+    ));
+    assert!(matches!(
+        Micros::parse("-1"),
+        Err(MoneyError::NotAnAmount(_))
+    ));
+    assert!(matches!(
+        Micros::parse("1.5"),
+        Err(MoneyError::NotAnAmount(_))
+    ));
     assert!(matches!(Micros::parse(""), Err(MoneyError::NotAnAmount(_))));
-    assert_eq!(Micros::parse("18446744073709551616"), Err(MoneyError::Overflow));
+    assert_eq!(
+        Micros::parse("18446744073709551616"),
+        Err(MoneyError::Overflow)
+    );
     assert_eq!(Micros::from_json(&serde_json::json!(5)), Ok(Micros::new(5)));
     assert!(Micros::from_json(&serde_json::json!(-5)).is_err());
     assert!(Micros::from_json(&serde_json::json!(1.5)).is_err());
     assert!(Micros::from_json(&serde_json::json!(null)).is_err());
     assert_eq!(
-        MoneyError::NotAnAmount("12x".into()).to_string().split(" (").next(),
+        MoneyError::NotAnAmount("12x".into())
+            .to_string()
+            .split(" (")
+            .next(),
         Some("\"12x\" is not a money amount")
     );
 }
@@ -24,15 +39,24 @@ fn parse_and_json_forms() {
 #[test]
 fn serde_uses_strings_out_and_accepts_both_in() {
     assert_eq!(serde_json::to_string(&Micros::new(42)).unwrap(), "\"42\"");
-    assert_eq!(serde_json::from_str::<Micros>("\"42\"").unwrap(), Micros::new(42));
-    assert_eq!(serde_json::from_str::<Micros>("42").unwrap(), Micros::new(42));
+    assert_eq!(
+        serde_json::from_str::<Micros>("\"42\"").unwrap(),
+        Micros::new(42)
+    );
+    assert_eq!(
+        serde_json::from_str::<Micros>("42").unwrap(),
+        Micros::new(42)
+    );
     assert!(serde_json::from_str::<Micros>("\"4 2\"").is_err());
 }
 
 #[test]
 fn mul_div_ceil_rounds_up_and_checks() {
     assert_eq!(Micros::new(150).mul_div_ceil(1, 1000), Ok(Micros::new(1)));
-    assert_eq!(Micros::new(60_000).mul_div_ceil(2000, 1000), Ok(Micros::new(120_000)));
+    assert_eq!(
+        Micros::new(60_000).mul_div_ceil(2000, 1000),
+        Ok(Micros::new(120_000))
+    );
     assert_eq!(Micros::new(1).mul_div_ceil(0, 1000), Ok(Micros::ZERO));
     assert_eq!(Micros::new(1).mul_div_ceil(1, 0), Err(MoneyError::Overflow));
     assert_eq!(Micros::MAX.mul_div_ceil(2, 1), Err(MoneyError::Overflow));

@@ -32,8 +32,14 @@ fn month_end_in_the_org_timezone() {
     assert_eq!(month_key(now, tz("Asia/Tokyo")), "2027-01");
     assert_eq!(month_key(now, Tz::UTC), "2026-12");
     // Leap day.
-    assert_eq!(day_key(at("2028-02-29T12:00:00Z"), tz("Europe/Berlin")), "2028-02-29");
-    assert_eq!(month_key(at("2028-02-29T23:30:00Z"), tz("Europe/Berlin")), "2028-03");
+    assert_eq!(
+        day_key(at("2028-02-29T12:00:00Z"), tz("Europe/Berlin")),
+        "2028-02-29"
+    );
+    assert_eq!(
+        month_key(at("2028-02-29T23:30:00Z"), tz("Europe/Berlin")),
+        "2028-03"
+    );
 }
 
 #[test]
@@ -70,7 +76,14 @@ fn unknown_timezone_is_none() {
     assert!(parse_tz("UTC").is_some());
 }
 
-const ZONES: &[&str] = &["UTC", "America/New_York", "Europe/Berlin", "Asia/Tokyo", "Australia/Lord_Howe", "Asia/Kolkata"];
+const ZONES: &[&str] = &[
+    "UTC",
+    "America/New_York",
+    "Europe/Berlin",
+    "Asia/Tokyo",
+    "Australia/Lord_Howe",
+    "Asia/Kolkata",
+];
 
 proptest! {
     #[test]

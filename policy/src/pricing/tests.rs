@@ -1,12 +1,18 @@
 use super::*;
 
 fn price(i: u64, o: u64) -> ModelPrice {
-    ModelPrice { input_per_1k: Micros::new(i), output_per_1k: Micros::new(o) }
+    ModelPrice {
+        input_per_1k: Micros::new(i),
+        output_per_1k: Micros::new(o),
+    }
 }
 
 fn openai() -> TokenPricing {
     TokenPricing::new(
-        vec![("gpt-4".into(), price(30_000, 60_000)), ("gpt-4o-mini".into(), price(150, 600))],
+        vec![
+            ("gpt-4".into(), price(30_000, 60_000)),
+            ("gpt-4o-mini".into(), price(150, 600)),
+        ],
         Some("gpt-4".into()),
         None,
     )
@@ -37,21 +43,50 @@ fn empty_body_means_no_facts() {
 
 #[test]
 fn bad_bodies_are_errors() {
-    assert!(matches!(parse_request_body(b"[1,2]"), Err(BodyError::NotAnObject)));
-    assert!(matches!(parse_request_body(b"hello"), Err(BodyError::NotAnObject)));
-    assert!(matches!(parse_request_body(b"{\"model\":"), Err(BodyError::Json(_))));
-    assert!(matches!(parse_request_body(br#"{"max_tokens":-1}"#), Err(BodyError::Json(_))));
-    assert!(matches!(parse_request_body(br#"{"max_tokens":"2000"}"#), Err(BodyError::Json(_))));
-    assert!(matches!(parse_request_body(br#"{"model":3}"#), Err(BodyError::Json(_))));
+    assert!(matches!(
+        parse_request_body(b"[1,2]"),
+        Err(BodyError::NotAnObject)
+    ));
+    assert!(matches!(
+        parse_request_body(b"hello"),
+        Err(BodyError::NotAnObject)
+    ));
+    assert!(matches!(
+        parse_request_body(b"{\"model\":"),
+        Err(BodyError::Json(_))
+    ));
+    assert!(matches!(
+        parse_request_body(br#"{"max_tokens":-1}"#),
+        Err(BodyError::Json(_))
+    ));
+    assert!(matches!(
+        parse_request_body(br#"{"max_tokens":"2000"}"#),
+        Err(BodyError::Json(_))
+    ));
+    assert!(matches!(
+        parse_request_body(br#"{"model":3}"#),
+        Err(BodyError::Json(_))
+    ));
 }
 
 #[test]
 fn seed_example_gpt4_2000_tokens_is_twelve_cents_of_output() {
     // Output part alone: 60000 × 2000 / 1000 = 120000 micro-USD (the seed's "~$0.12").
-    assert_eq!(token_cost(price(30_000, 60_000), 0, 2000), Ok(Micros::new(120_000)));
-    let facts = BodyFacts { model: Some("gpt-4".into()), max_tokens: Some(2000), stream: false, body_len: 400 };
+    assert_eq!(
+        token_cost(price(30_000, 60_000), 0, 2000),
+        Ok(Micros::new(120_000))
+    );
+    let facts = BodyFacts {
+        model: Some("gpt-4".into()),
+        max_tokens: Some(2000),
+        stream: false,
+        body_len: 400,
+    };
     // input: ceil(400/4)=100 tokens → 3000; output 120000.
-    assert_eq!(openai().estimate(Some(&facts)).unwrap().cost, Micros::new(123_000));
+    assert_eq!(
+        openai().estimate(Some(&facts)).unwrap().cost,
+        Micros::new(123_000)
+    );
 }
 
 #[test]
@@ -72,7 +107,11 @@ fn defaults_and_unknown_models() {
     assert_eq!(est.cost, Micros::new(61_440));
     assert_eq!(est.model_price, Some(price(30_000, 60_000)));
     // Known cheap model.
-    let f = BodyFacts { model: Some("gpt-4o-mini".into()), max_tokens: Some(1000), ..BodyFacts::default() };
+    let f = BodyFacts {
+        model: Some("gpt-4o-mini".into()),
+        max_tokens: Some(1000),
+        ..BodyFacts::default()
+    };
     assert_eq!(t.estimate(Some(&f)).unwrap().cost, Micros::new(600));
     // Unknown model: priced as the most expensive (max input, max output).
     let mixed = TokenPricing::new(
@@ -88,7 +127,10 @@ fn defaults_and_unknown_models() {
 
 #[test]
 fn overflow_is_an_error() {
-    let f = BodyFacts { max_tokens: Some(u64::MAX), ..BodyFacts::default() };
+    let f = BodyFacts {
+        max_tokens: Some(u64::MAX),
+        ..BodyFacts::default()
+    };
     assert_eq!(openai().estimate(Some(&f)), Err(MoneyError::Overflow));
 }
 
@@ -97,6 +139,15 @@ fn endpoint_pricing_kinds() {
     assert!(!EndpointPricing::Free.needs_body());
     assert!(!EndpointPricing::PerRequest(Micros::new(5)).needs_body());
     assert!(EndpointPricing::Tokens(openai()).needs_body());
-    assert_eq!(EndpointPricing::Free.estimate(None).unwrap().cost, Micros::ZERO);
-    assert_eq!(EndpointPricing::PerRequest(Micros::new(2000)).estimate(None).unwrap().cost, Micros::new(2000));
+    assert_eq!(
+        EndpointPricing::Free.estimate(None).unwrap().cost,
+        Micros::ZERO
+    );
+    assert_eq!(
+        EndpointPricing::PerRequest(Micros::new(2000))
+            .estimate(None)
+            .unwrap()
+            .cost,
+        Micros::new(2000)
+    );
 }

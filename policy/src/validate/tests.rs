@@ -68,11 +68,16 @@ fn has(errs: &[String], prefix: &str) -> bool {
 }
 
 fn set(v: &mut Value, pointer: &str, new: Value) {
-    *v.pointer_mut(pointer).unwrap_or_else(|| panic!("no {pointer}")) = new;
+    *v.pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("no {pointer}")) = new;
 }
 
 fn insert(v: &mut Value, pointer: &str, key: &str, new: Value) {
-    v.pointer_mut(pointer).unwrap().as_object_mut().unwrap().insert(key.into(), new);
+    v.pointer_mut(pointer)
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .insert(key.into(), new);
 }
 
 #[test]
@@ -94,8 +99,14 @@ fn typed_document_round_trips() {
     let p = CompiledPolicy::from_value(&spec_example()).unwrap();
     let out = serde_json::to_value(p.document()).unwrap();
     // Money serializes as strings; the result compiles again to the same document.
-    assert_eq!(out.pointer("/endpoints/2/pricing/perRequest"), Some(&json!("1000")));
-    assert_eq!(out.pointer("/projects/0/cache/defaultTTL"), Some(&json!(1800)));
+    assert_eq!(
+        out.pointer("/endpoints/2/pricing/perRequest"),
+        Some(&json!("1000"))
+    );
+    assert_eq!(
+        out.pointer("/projects/0/cache/defaultTTL"),
+        Some(&json!(1800))
+    );
     let again = CompiledPolicy::from_value(&out).unwrap();
     assert_eq!(again.document(), p.document());
 }
@@ -105,7 +116,10 @@ fn not_json_and_not_an_object() {
     let e = CompiledPolicy::compile(b"{ nope").unwrap_err();
     assert_eq!(e.0.len(), 1);
     assert!(e.to_string().starts_with("$: not valid JSON"));
-    assert_eq!(errors(&json!([1])), vec!["$: expected an object, found an array"]);
+    assert_eq!(
+        errors(&json!([1])),
+        vec!["$: expected an object, found an array"]
+    );
     assert_eq!(errors(&json!({})), vec!["orgId: is required"]);
 }
 
@@ -125,10 +139,19 @@ fn every_error_at_once_with_exact_paths() {
     let errs = errors(&v);
     assert_eq!(errs.len(), 5, "{errs:#?}");
     assert!(has(&errs, "projects[2].policy.bogus: unknown field"));
-    assert!(has(&errs, "timezone: \"Mars/Olympus\" is not an IANA timezone"));
+    assert!(has(
+        &errs,
+        "timezone: \"Mars/Olympus\" is not an IANA timezone"
+    ));
     assert!(has(&errs, "globalPolicy.colour: unknown field"));
-    assert!(has(&errs, "endpoints[1].pricing.perRequest: \"-3\" is not a money amount"));
-    assert!(has(&errs, "projects[2].policy.dailyBudget: \"12x\" is not a money amount"));
+    assert!(has(
+        &errs,
+        "endpoints[1].pricing.perRequest: \"-3\" is not a money amount"
+    ));
+    assert!(has(
+        &errs,
+        "projects[2].policy.dailyBudget: \"12x\" is not a money amount"
+    ));
     // Display: one per line.
     let shown = CompiledPolicy::from_value(&v).unwrap_err().to_string();
     assert_eq!(shown.lines().count(), 5);
@@ -139,11 +162,31 @@ fn unknown_fields_everywhere_have_paths() {
     let mut v = spec_example();
     insert(&mut v, "", "extra", json!(1));
     insert(&mut v, "/alerts/triggers", "x", json!(1));
-    insert(&mut v, "/endpoints/0/pricing/models/gpt-4", "cachedPer1k", json!("1"));
-    insert(&mut v, "/projects/0/policy/approvalWorkflow", "quorum", json!(2));
+    insert(
+        &mut v,
+        "/endpoints/0/pricing/models/gpt-4",
+        "cachedPer1k",
+        json!("1"),
+    );
+    insert(
+        &mut v,
+        "/projects/0/policy/approvalWorkflow",
+        "quorum",
+        json!(2),
+    );
     insert(&mut v, "/projects/0/cache", "ttl", json!(2));
-    insert(&mut v, "/clients/0/additionalRestrictions", "monthlyBudget", json!("5"));
-    insert(&mut v, "/clients/0/additionalRestrictions/workingHours", "tz", json!("UTC"));
+    insert(
+        &mut v,
+        "/clients/0/additionalRestrictions",
+        "monthlyBudget",
+        json!("5"),
+    );
+    insert(
+        &mut v,
+        "/clients/0/additionalRestrictions/workingHours",
+        "tz",
+        json!("UTC"),
+    );
     insert(&mut v, "/globalPolicy/auditLog", "sink", json!("s3"));
     let errs = errors(&v);
     for p in [
@@ -164,7 +207,11 @@ fn unknown_fields_everywhere_have_paths() {
 #[test]
 fn project_budgets_above_the_org() {
     let mut v = spec_example();
-    set(&mut v, "/projects/0/policy/monthlyBudget", json!("100000001"));
+    set(
+        &mut v,
+        "/projects/0/policy/monthlyBudget",
+        json!("100000001"),
+    );
     set(&mut v, "/projects/0/policy/dailyBudget", json!(5_000_001));
     let errs = errors(&v);
     assert_eq!(
@@ -176,7 +223,11 @@ fn project_budgets_above_the_org() {
     );
     // Equal is fine.
     let mut v = spec_example();
-    set(&mut v, "/projects/0/policy/monthlyBudget", json!("100000000"));
+    set(
+        &mut v,
+        "/projects/0/policy/monthlyBudget",
+        json!("100000000"),
+    );
     assert!(errors(&v).is_empty());
 }
 
@@ -198,7 +249,11 @@ fn clients_of_missing_projects_and_duplicates() {
     let p = v.pointer("/projects/0").unwrap().clone();
     set(&mut v, "/projects", json!([p.clone(), p]));
     let e = v.pointer("/endpoints/1").unwrap().clone();
-    v.pointer_mut("/endpoints").unwrap().as_array_mut().unwrap().push(e);
+    v.pointer_mut("/endpoints")
+        .unwrap()
+        .as_array_mut()
+        .unwrap()
+        .push(e);
     let errs = errors(&v);
     for want in [
         "clients[1].projectId: no project with id \"ghost\"",
@@ -212,7 +267,10 @@ fn clients_of_missing_projects_and_duplicates() {
     ] {
         assert!(has(&errs, want), "missing {want:?} in {errs:#?}");
     }
-    assert!(has(&errs, "clients[4].apiKeySha256: duplicate of clients[0].apiKeySha256"));
+    assert!(has(
+        &errs,
+        "clients[4].apiKeySha256: duplicate of clients[0].apiKeySha256"
+    ));
     assert_eq!(errs.len(), 9, "{errs:#?}");
 }
 
@@ -220,7 +278,11 @@ fn clients_of_missing_projects_and_duplicates() {
 fn pricing_errors() {
     let mut v = spec_example();
     set(&mut v, "/endpoints/0/pricing/defaultModel", json!("gpt-5"));
-    set(&mut v, "/endpoints/1/pricing", json!({ "perRequest": "1", "models": { "m": { "inputPer1k": "1", "outputPer1k": "1" } } }));
+    set(
+        &mut v,
+        "/endpoints/1/pricing",
+        json!({ "perRequest": "1", "models": { "m": { "inputPer1k": "1", "outputPer1k": "1" } } }),
+    );
     set(&mut v, "/endpoints/2/pricing", json!({}));
     v.pointer_mut("/endpoints").unwrap().as_array_mut().unwrap().extend([
         json!({ "host": "a.example.com", "category": "llm", "pricing": { "models": {} } }),
@@ -260,11 +322,24 @@ fn hours_alerts_and_rule_errors() {
     set(&mut v, "/alerts/triggers/budgetThreshold", json!(1.5));
     set(&mut v, "/alerts/channels", json!(["email", "pager"]));
     set(&mut v, "/alerts/slackWebhookUrl", json!("ftp://x"));
-    set(&mut v, "/globalPolicy/blockedEndpoints", json!(["ok.com", "*.bad.com", 7]));
+    set(
+        &mut v,
+        "/globalPolicy/blockedEndpoints",
+        json!(["ok.com", "*.bad.com", 7]),
+    );
     set(&mut v, "/globalPolicy/complianceMode", json!("eu ai act"));
     set(&mut v, "/globalPolicy/auditLog/enabled", json!("yes"));
-    set(&mut v, "/projects/0/policy/approvalWorkflow/approvers", json!([]));
-    insert(&mut v, "/projects/0/policy", "workingHours", json!({ "start": "10:00", "end": "10:00" }));
+    set(
+        &mut v,
+        "/projects/0/policy/approvalWorkflow/approvers",
+        json!([]),
+    );
+    insert(
+        &mut v,
+        "/projects/0/policy",
+        "workingHours",
+        json!({ "start": "10:00", "end": "10:00" }),
+    );
     set(&mut v, "/projects/0/cache/defaultTTL", json!(-1));
     let errs = errors(&v);
     for want in [
@@ -295,15 +370,28 @@ fn wrong_types_have_paths() {
     set(&mut v, "/clients/0/tags/department", json!(3));
     set(&mut v, "/orgId", json!(""));
     let errs = errors(&v);
-    assert!(has(&errs, "projects: expected an array, found an object"), "{errs:#?}");
-    assert!(has(&errs, "clients[0].tags.department: expected a string, found a number"), "{errs:#?}");
+    assert!(
+        has(&errs, "projects: expected an array, found an object"),
+        "{errs:#?}"
+    );
+    assert!(
+        has(
+            &errs,
+            "clients[0].tags.department: expected a string, found a number"
+        ),
+        "{errs:#?}"
+    );
     assert!(has(&errs, "orgId: must not be empty"), "{errs:#?}");
 }
 
 #[test]
 fn uppercase_key_hash_is_accepted() {
     let mut v = spec_example();
-    set(&mut v, "/clients/0/apiKeySha256", json!(api_key_sha256_hex("sk-sales").to_uppercase()));
+    set(
+        &mut v,
+        "/clients/0/apiKeySha256",
+        json!(api_key_sha256_hex("sk-sales").to_uppercase()),
+    );
     let p = CompiledPolicy::from_value(&v).unwrap();
     assert_eq!(p.keys.len(), 1);
 }
@@ -311,13 +399,40 @@ fn uppercase_key_hash_is_accepted() {
 #[test]
 fn effective_rules_intersect_and_take_the_lowest() {
     let mut v = spec_example();
-    insert(&mut v, "/projects/0/policy", "allowedCategories", json!(["llm", "search", "data-analysis"]));
-    insert(&mut v, "/clients/0/additionalRestrictions", "allowedCategories", json!(["llm", "translation"]));
-    insert(&mut v, "/clients/0/additionalRestrictions", "maxPerRequest", json!("150000"));
-    insert(&mut v, "/clients/0/additionalRestrictions", "blockedEndpoints", json!(["api.salesforce.com/v1/admin"]));
+    insert(
+        &mut v,
+        "/projects/0/policy",
+        "allowedCategories",
+        json!(["llm", "search", "data-analysis"]),
+    );
+    insert(
+        &mut v,
+        "/clients/0/additionalRestrictions",
+        "allowedCategories",
+        json!(["llm", "translation"]),
+    );
+    insert(
+        &mut v,
+        "/clients/0/additionalRestrictions",
+        "maxPerRequest",
+        json!("150000"),
+    );
+    insert(
+        &mut v,
+        "/clients/0/additionalRestrictions",
+        "blockedEndpoints",
+        json!(["api.salesforce.com/v1/admin"]),
+    );
     let p = CompiledPolicy::from_value(&v).unwrap();
     let c = &p.clients[0];
-    let cats: Vec<&str> = c.rules.categories.as_ref().unwrap().iter().map(|s| &**s).collect();
+    let cats: Vec<&str> = c
+        .rules
+        .categories
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|s| &**s)
+        .collect();
     assert_eq!(cats, vec!["llm"]);
     assert_eq!(c.rules.allow_lists.len(), 2);
     assert_eq!(c.rules.blocked.len(), 3);
