@@ -1,7 +1,7 @@
 //! The per-request HTTP context: decide on the request, reserve, settle on the response.
 //!
 //! Life of one request:
-//! headers → strip `x-pag0-*` → `check_head` → (pause and buffer the body if pricing needs it)
+//! headers → strip `x-pag0-*` → `check_head` → (hold and buffer the body if pricing needs it)
 //! → `finish` → reserve every counter → forward → meter the response as it passes →
 //! settle exactly once, at the end of the response or in `on_log` if it never ended.
 //! "Exactly once" is structural: the reservation lives in `State::Reserved` and settling
@@ -90,11 +90,6 @@ impl Filter {
             }
         }
         shared.metrics.allowed(allow.estimate);
-        if allow.settlement.model_price.is_some() {
-            // Settling per token needs to read `usage` from the response; a compressed body
-            // would hide it and leave the estimate standing, so ask the upstream for identity.
-            host::remove_header(MapType::HttpRequestHeaders, "accept-encoding");
-        }
         self.state = State::Reserved(Box::new(Reserved {
             project_id: allow.project_id,
             estimate: allow.estimate,
@@ -174,11 +169,23 @@ impl HttpContext for Filter {
             path: &path,
             requires_approval,
         };
-        match shared.policy.check_head(&head, host::now()) {
+        let outcome = shared.policy.check_head(&head, host::now());
+        if matches!(&outcome, HeadOutcome::Continue(p) if p.needs_body()) {
+            // Priced per token: settling reads `usage` from the response, which a compressed
+            // body would hide (leaving the estimate standing), so ask the upstream for identity.
+            // Done here because the headers may leave for the upstream before the body is read.
+            host::remove_header(MapType::HttpRequestHeaders, "accept-encoding");
+        }
+        match outcome {
             HeadOutcome::Deny(d) => self.deny(&d),
             HeadOutcome::Continue(pending) if pending.needs_body() && !end_of_stream => {
+                // Not `Pause`: Envoy turns a paused header callback into "stop everything"
+                // (StopAllIterationAndWatermark) and never calls the body callback. The body is
+                // held by returning `Pause` from `on_http_request_body` instead, so the headers
+                // travel on to the next filter now — see plugin/README.md on adding Envoy's
+                // buffer filter after pag0 so a refused request never reaches the upstream.
                 self.state = State::AwaitingBody { pending, buffered: 0 };
-                Action::Pause
+                Action::Continue
             }
             HeadOutcome::Continue(pending) => self.finish(&shared, &pending, None),
         }
