@@ -89,6 +89,7 @@ pub struct SyncResponse {
 }
 
 const MAX_ID: usize = 128;
+const DB_MAX: u64 = i64::MAX as u64;
 const MAX_COUNTERS: usize = 64;
 
 fn bad(details: Vec<String>) -> AppError {
@@ -158,6 +159,9 @@ pub async fn sync(_: Filter, State(state): State<AppState>, body: Bytes) -> Resu
     for ask in &req.leases {
         match policy.as_ref().and_then(|p| limit_for(&p.value, &ask.counter)) {
             Some(limit) => {
+                // The store keeps BIGINT micro-USD: a budget above ~9.2e12 USD is as good as
+                // unlimited, clamp rather than refuse every sync.
+                let limit = limit.min(DB_MAX);
                 limits.insert(ask.counter.clone(), limit);
                 leases.push(LeaseAsk {
                     counter: ask.counter.clone(),

@@ -101,3 +101,115 @@ async fn postgres_two_sidecars_grant_atomically() {
     assert_eq!(total, 500);
     a.drop_schema().await.unwrap();
 }
+
+mod model {
+    //! Random interleavings of honest filters against the SQLite store: after every step
+    //! `spent + Σ unexpired grants ≤ limit`, `spent` only grows, and a resent batch never
+    //! counts twice.
+    use proptest::prelude::*;
+
+    use crate::store::{LeaseAsk, SqliteStore, Store, SyncWrite, UsageRecord};
+
+    const K: &str = "org.daily/2026-11-24";
+    const LIMIT: u64 = 1_000;
+    const TTL: i64 = 100;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Ask { inst: usize, want: u64 },
+        Use { inst: usize, fraction: u64 },
+        Resend { inst: usize },
+        Release { inst: usize },
+        Tick { ms: i64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..3usize, 0..700u64).prop_map(|(inst, want)| Op::Ask { inst, want }),
+            (0..3usize, 0..=100u64).prop_map(|(inst, fraction)| Op::Use { inst, fraction }),
+            (0..3usize).prop_map(|inst| Op::Resend { inst }),
+            (0..3usize).prop_map(|inst| Op::Release { inst }),
+            (1..80i64).prop_map(|ms| Op::Tick { ms }),
+        ]
+    }
+
+    #[derive(Default, Clone)]
+    struct Filter {
+        seq: i64,
+        granted: u64,
+        /// By the filter's rule: the time it sent the sync + TTL.
+        expires: i64,
+        last: Option<SyncWrite>,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn honest_filters_never_overspend(ops in proptest::collection::vec(op(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let store = SqliteStore::open(std::path::Path::new(":memory:")).unwrap();
+                let mut now = 0i64;
+                let mut filters = vec![Filter::default(); 3];
+                let mut last_spent = 0u64;
+                for op in ops {
+                    let base = |f: &mut Filter, inst: usize, now: i64| {
+                        f.seq += 1;
+                        SyncWrite {
+                            instance_id: format!("i{inst}"), seq: f.seq, digest: String::new(), usage: vec![],
+                            release: vec![], leases: vec![], now_ms: now, lease_ttl_ms: TTL,
+                        }
+                    };
+                    let (inst, write) = match op {
+                        Op::Tick { ms } => { now += ms; continue; }
+                        Op::Ask { inst, want } => {
+                            let f = &mut filters[inst];
+                            let mut w = base(f, inst, now);
+                            w.leases = vec![LeaseAsk { counter: K.into(), limit: LIMIT, want }];
+                            (inst, w)
+                        }
+                        Op::Use { inst, fraction } => {
+                            let f = &mut filters[inst];
+                            // Honest: only what its unexpired slice allows.
+                            let room = if now < f.expires { f.granted } else { 0 };
+                            let amount = room * fraction / 100;
+                            let mut w = base(f, inst, now);
+                            w.digest = format!("{amount}");
+                            w.usage = vec![UsageRecord { amount, counters: vec![K.into()], project_id: None,
+                                                         client_id: None, host: None, at_ms: None }];
+                            w.leases = vec![LeaseAsk { counter: K.into(), limit: LIMIT, want: 0 }];
+                            (inst, w)
+                        }
+                        Op::Resend { inst } => match filters[inst].last.clone() {
+                            Some(mut w) => { w.now_ms = now; (inst, w) }
+                            None => continue,
+                        },
+                        Op::Release { inst } => {
+                            let f = &mut filters[inst];
+                            let mut w = base(f, inst, now);
+                            w.release = vec![K.into()];
+                            f.granted = 0;
+                            (inst, w)
+                        }
+                    };
+                    let out = store.sync(write.clone()).await.unwrap();
+                    let f = &mut filters[inst];
+                    if let Some(g) = out.leases.iter().find(|g| g.counter == K) {
+                        f.granted = g.granted;
+                        f.expires = now + TTL;
+                    }
+                    if !write.usage.is_empty() {
+                        f.last = Some(write);
+                    }
+                    let counters = store.counters(now).await.unwrap();
+                    let (spent, held) = counters.iter().find(|c| c.counter == K)
+                        .map_or((0, 0), |c| (c.spent, c.leases.iter().map(|l| l.granted).sum::<u64>()));
+                    prop_assert!(spent + held <= LIMIT, "spent {spent} + held {held} > {LIMIT}");
+                    prop_assert!(spent >= last_spent, "spent went down");
+                    last_spent = spent;
+                }
+                Ok(())
+            })?;
+        }
+    }
+}
