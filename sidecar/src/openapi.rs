@@ -129,7 +129,8 @@ pub fn document() -> Value {
                 "Micros": { "type": "string", "pattern": "^[0-9]+$", "description": "micro-USD" },
                 "PolicyMeta": { "type": "object", "properties": {
                     "version": { "type": "integer" }, "author": { "type": "string" },
-                    "createdAt": { "type": "string", "format": "date-time" } } },
+                    "createdAt": { "type": "string", "format": "date-time" },
+                    "unchanged": { "type": "boolean", "description": "PUT of the document already stored: no new version" } } },
                 "PolicyDocument": { "type": "object", "description": "SPEC §3; unknown fields are errors" },
                 "SyncRequest": { "type": "object", "required": ["instanceId", "seq"], "properties": {
                     "instanceId": { "type": "string", "maxLength": 128 },

@@ -167,6 +167,9 @@ async fn every_change_is_a_version_with_who_and_when() {
     assert_eq!(r.body["author"], "alice");
     assert_eq!(r.body["createdAt"], "2025-11-24T16:00:00.000Z");
 
+    let r = h.put_policy(BOB, &policy()).await;
+    assert_eq!((r.body["version"].as_i64(), r.body["unchanged"].as_bool()), (Some(1), Some(true)), "same document: no new version");
+
     h.clock.advance_ms(60_000);
     let mut doc = policy();
     doc["globalPolicy"]["dailyBudget"] = json!("6000000");
@@ -270,15 +273,16 @@ async fn a_client_key_is_returned_once_and_only_its_hash_is_stored() {
 
     // The stored document identifies the client from the key (pag0-policy's own hashing).
     let compiled = pag0_policy::CompiledPolicy::compile(r.text.as_bytes()).unwrap();
-    let head = |k: &'static str| pag0_policy::RequestHead {
-        api_key: Some(k),
-        method: "POST",
-        authority: "api.openai.com",
-        path: "/v1/chat/completions",
-        requires_approval: false,
-    };
-    let leaked: &'static str = Box::leak(key.clone().into_boxed_str());
-    match compiled.check_head(&head(leaked), chrono::DateTime::from_timestamp_millis(T0).unwrap()) {
+    fn head(k: &str) -> pag0_policy::RequestHead<'_> {
+        pag0_policy::RequestHead {
+            api_key: Some(k),
+            method: "POST",
+            authority: "api.openai.com",
+            path: "/v1/chat/completions",
+            requires_approval: false,
+        }
+    }
+    match compiled.check_head(&head(&key), chrono::DateTime::from_timestamp_millis(T0).unwrap()) {
         pag0_policy::HeadOutcome::Continue(_) => {}
         pag0_policy::HeadOutcome::Deny(d) => panic!("the new key is refused: {d:?}"),
     }

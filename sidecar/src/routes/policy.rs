@@ -66,6 +66,14 @@ pub async fn put_policy(
 ) -> Result<impl IntoResponse, AppError> {
     let expected_version = if_match(&headers)?;
     let doc = validate(&body)?;
+    // Re-applying the same document (a CI loop running `policy apply`) is not a change.
+    if let Some(latest) = state.store.latest_policy().await? {
+        if latest.document == doc.text && expected_version.is_none_or(|v| v == latest.meta.version) {
+            let mut body = meta_json(&latest.meta);
+            body["unchanged"] = Value::Bool(true);
+            return Ok((StatusCode::OK, [(VERSION_HEADER, HeaderValue::from(latest.meta.version))], Json(body)));
+        }
+    }
     let meta = state
         .store
         .put_policy(NewPolicy {

@@ -240,7 +240,8 @@ pub async fn sync(_: Filter, State(state): State<AppState>, body: Bytes) -> Resu
         })
         .collect();
     let (policy_version, policy_doc) = match &policy {
-        Some(p) if p.meta.version > req.policy_version => (p.meta.version, Some(p.value.clone())),
+        // Any difference, not only newer: a store restored from backup restarts numbering.
+        Some(p) if p.meta.version != req.policy_version => (p.meta.version, Some(p.value.clone())),
         Some(p) => (p.meta.version, None),
         None => (0, None),
     };
