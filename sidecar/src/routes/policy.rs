@@ -70,7 +70,9 @@ pub async fn put_policy(
     if let Some(latest) = state.store.latest_policy().await? {
         if latest.document == doc.text && expected_version.is_none_or(|v| v == latest.meta.version) {
             let mut body = meta_json(&latest.meta);
-            body["unchanged"] = Value::Bool(true);
+            if let Some(obj) = body.as_object_mut() {
+                obj.insert("unchanged".into(), Value::Bool(true));
+            }
             return Ok((StatusCode::OK, [(VERSION_HEADER, HeaderValue::from(latest.meta.version))], Json(body)));
         }
     }
