@@ -128,13 +128,14 @@ impl Filter {
     }
 }
 
-/// Removes every `x-pag0-*` header (and a custom API-key header) before the upstream sees it:
-/// nothing the agent sends to pag0 leaks to a paid API, and nothing can name a project.
-fn strip_pag0_headers(api_key_header: &str) {
-    for name in host::header_names(MapType::HttpRequestHeaders) {
+/// Removes every `x-pag0-*` header (and a custom API-key header): on requests, nothing the
+/// agent sends to pag0 leaks to a paid API and nothing can name a project; on responses, no
+/// upstream can forge a pag0 decision.
+fn strip_pag0_headers(map: MapType, api_key_header: Option<&str>) {
+    for name in host::header_names(map) {
         let lower = name.to_ascii_lowercase();
-        if lower.starts_with(PAG0_HEADER_PREFIX) || lower == api_key_header {
-            host::remove_header(MapType::HttpRequestHeaders, &name);
+        if lower.starts_with(PAG0_HEADER_PREFIX) || Some(lower.as_str()) == api_key_header {
+            host::remove_header(map, &name);
         }
     }
 }
@@ -148,7 +149,7 @@ impl Context for Filter {}
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
-            strip_pag0_headers(crate::config::DEFAULT_API_KEY_HEADER);
+            strip_pag0_headers(MapType::HttpRequestHeaders, None);
             return self.deny(&Deny::new(
                 DenyCode::ControlPlaneUnavailable,
                 "the pag0 filter has no valid configuration (see Envoy's log)",
@@ -160,7 +161,7 @@ impl HttpContext for Filter {
         let method = request_header(":method").unwrap_or_default();
         let authority = request_header(":authority").unwrap_or_default();
         let path = request_header(":path").unwrap_or_default();
-        strip_pag0_headers(&shared.api_key_header);
+        strip_pag0_headers(MapType::HttpRequestHeaders, Some(&shared.api_key_header));
 
         let head = RequestHead {
             api_key: api_key.as_deref(),
@@ -234,6 +235,7 @@ impl HttpContext for Filter {
         let content_type = host::header(MapType::HttpResponseHeaders, "content-type");
         let cost = r.meter.cost_header_name().and_then(|n| host::header(MapType::HttpResponseHeaders, n));
         r.meter.on_headers(status, content_type.as_deref(), cost);
+        strip_pag0_headers(MapType::HttpResponseHeaders, None);
         for (name, value) in reply::allow_headers(&r.project_id, r.estimate) {
             host::set_header(MapType::HttpResponseHeaders, name, &value);
         }
