@@ -5,9 +5,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::budget::{try_reserve, BudgetKey, BudgetView, Reservation, Scope};
-use crate::matching::request_host;
+use crate::matching::RequestTarget;
 use crate::money::Micros;
-use crate::period::{day_key, month_key};
+use crate::period::keys as period_keys;
 use crate::pricing::parse_request_body;
 use crate::settle::Settlement;
 use crate::validate::{api_key_sha256, CompiledEndpoint, CompiledPolicy};
@@ -281,37 +281,34 @@ impl CompiledPolicy {
             })
         };
         let rules = &client.rules;
-        let host = request_host(head.authority);
-        let target = Target {
-            host,
-            path: head.path,
-        };
+        let target = RequestTarget::new(head.authority, head.path);
+        let host = target.host;
 
         if let Some((level, pat)) = rules
             .blocked
             .iter()
-            .find(|(_, p)| p.matches(head.authority, head.path, true))
+            .find(|(_, p)| p.matches_target(&target, true))
         {
             return deny(
                 DenyCode::EndpointBlocked,
-                format!("{target} is blocked by {level} (rule {pat})"),
+                format!("{} is blocked by {level} (rule {pat})", Shown(&target)),
             );
         }
         for (level, list) in &rules.allow_lists {
-            if !list
-                .iter()
-                .any(|p| p.matches(head.authority, head.path, false))
-            {
+            if !list.iter().any(|p| p.matches_target(&target, false)) {
                 return deny(
                     DenyCode::EndpointNotAllowed,
-                    format!("{target} is not on the allowed endpoints of {level}"),
+                    format!(
+                        "{} is not on the allowed endpoints of {level}",
+                        Shown(&target)
+                    ),
                 );
             }
         }
         let endpoint = self
             .endpoints
             .iter()
-            .position(|e| e.pattern.matches(head.authority, head.path, false));
+            .position(|e| e.pattern.matches_target(&target, false));
         let ep: Option<&CompiledEndpoint> = endpoint.and_then(|i| self.endpoints.get(i));
         if let Some(cats) = &rules.categories {
             match ep {
@@ -452,8 +449,7 @@ impl CompiledPolicy {
             || project.monthly.is_some()
             || project.daily.is_some();
         if any_budget {
-            let month = month_key(pending.now, self.tz);
-            let day = day_key(pending.now, self.tz);
+            let (month, day) = period_keys(pending.now, self.tz);
             let counters = [
                 (Scope::OrgMonthly, self.org_monthly, &month),
                 (Scope::OrgDaily, self.org_daily, &day),
@@ -560,15 +556,11 @@ impl CompiledPolicy {
 }
 
 /// `host/path` for messages (query dropped).
-struct Target<'a> {
-    host: &'a str,
-    path: &'a str,
-}
+struct Shown<'a, 'b>(&'a RequestTarget<'b>);
 
-impl std::fmt::Display for Target<'_> {
+impl std::fmt::Display for Shown<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let path = self.path.split(['?', '#']).next().unwrap_or("");
-        write!(f, "{}{}", self.host, path)
+        write!(f, "{}{}", self.0.host, self.0.path)
     }
 }
 

@@ -89,17 +89,21 @@ impl EndpointPattern {
     /// Does this rule cover a request to `authority` (host, maybe with a port) and `path`
     /// (maybe with a query)? `block` selects the fail-closed direction for ambiguous paths.
     pub fn matches(&self, authority: &str, path: &str, block: bool) -> bool {
-        if !host_matches(&self.host, request_host(authority)) {
+        self.matches_target(&RequestTarget::new(authority, path), block)
+    }
+
+    /// As [`EndpointPattern::matches`], with the request's host and path prepared once.
+    pub fn matches_target(&self, t: &RequestTarget<'_>, block: bool) -> bool {
+        if !host_matches(&self.host, t.host) {
             return false;
         }
         if self.segments.is_empty() {
             return true;
         }
-        let path = strip_query(path);
-        if classify(path) == PathClass::Ambiguous {
+        if t.ambiguous {
             return block;
         }
-        let mut req = path.split('/').filter(|seg| !seg.is_empty());
+        let mut req = t.path.split('/').filter(|seg| !seg.is_empty());
         self.segments
             .iter()
             .all(|want| req.next().is_some_and(|got| got == &**want))
@@ -118,6 +122,28 @@ impl fmt::Display for EndpointPattern {
             write!(f, "/{seg}")?;
         }
         Ok(())
+    }
+}
+
+/// A request's host (port and trailing dot removed) and path (query removed), prepared once
+/// for matching against many rules.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestTarget<'a> {
+    pub host: &'a str,
+    pub path: &'a str,
+    ambiguous: bool,
+}
+
+// === impl RequestTarget ===
+
+impl<'a> RequestTarget<'a> {
+    pub fn new(authority: &'a str, path: &'a str) -> Self {
+        let path = strip_query(path);
+        RequestTarget {
+            host: request_host(authority),
+            path,
+            ambiguous: classify(path) == PathClass::Ambiguous,
+        }
     }
 }
 

@@ -20,6 +20,15 @@ pub fn month_key(now: DateTime<Utc>, tz: Tz) -> String {
     format!("{:04}-{:02}", d.year(), d.month())
 }
 
+/// `(month_key, day_key)` with one timezone conversion.
+pub fn keys(now: DateTime<Utc>, tz: Tz) -> (String, String) {
+    let d = now.with_timezone(&tz).date_naive();
+    (
+        format!("{:04}-{:02}", d.year(), d.month()),
+        format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()),
+    )
+}
+
 /// Parses an IANA timezone name (`Europe/Berlin`, `UTC`).
 pub fn parse_tz(name: &str) -> Option<Tz> {
     name.parse::<Tz>().ok()

@@ -729,17 +729,19 @@ impl Walker {
         field: &str,
         key: impl Fn(&Option<T>) -> Option<String>,
     ) {
-        let mut seen: Vec<(String, usize)> = Vec::with_capacity(items.len());
+        let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
         for (i, item) in items.iter().enumerate() {
             let Some(k) = key(item) else { continue };
-            match seen.iter().find(|(s, _)| s == &k) {
-                Some((_, first)) => {
+            match seen.get(&k) {
+                Some(first) => {
                     self.err(
                         format!("{list}[{i}].{field}"),
                         format!("duplicate of {list}[{first}].{field} ({k:?})"),
                     );
                 }
-                None => seen.push((k, i)),
+                None => {
+                    seen.insert(k, i);
+                }
             }
         }
     }

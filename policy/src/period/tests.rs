@@ -93,6 +93,7 @@ proptest! {
         let d = day_key(now, z);
         let m = month_key(now, z);
         prop_assert!(d.starts_with(&m));
+        prop_assert_eq!(keys(now, z), (m.clone(), d.clone()));
         prop_assert_eq!(d.len(), 10);
         prop_assert_eq!(m.len(), 7);
     }
