@@ -242,3 +242,51 @@ async fn the_binary_serves_from_postgres() {
     tokio::spawn(conn);
     client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
 }
+
+/// Two sidecar processes on one store hand out one budget's room once, not twice.
+async fn two_sidecars_share_one_room(a: &Sidecar, b: &Sidecar) {
+    let (st, _) = send(reqwest::Method::PUT, &a.url("/v1/policy"), ADMIN, Some(policy())).await;
+    assert_eq!(st, 200);
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let url = if i % 2 == 0 { a.url("/v1/sync") } else { b.url("/v1/sync") };
+        tasks.push(tokio::spawn(async move {
+            let body = json!({ "instanceId": format!("envoy-{i}"), "seq": 1,
+                               "leases": [ { "counter": "org.daily/2026-11-24", "want": "1200000" } ] });
+            let (st, r) = send(reqwest::Method::POST, &url, SYNC, Some(body)).await;
+            assert_eq!(st, 200, "{r}");
+            r["leases"]["org.daily/2026-11-24"]["granted"].as_str().unwrap().parse::<u64>().unwrap()
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 5_000_000, "the org's daily budget, handed out exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sidecar_processes_on_one_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Sidecar::sqlite(dir.path());
+    let b = Sidecar::sqlite(dir.path());
+    two_sidecars_share_one_room(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sidecar_processes_on_one_postgres() {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        use std::io::Write;
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "DATABASE_URL unset on CI");
+        let _ = writeln!(std::io::stderr(), "NOT RUN: two_sidecar_processes_on_one_postgres (DATABASE_URL unset)");
+        return;
+    };
+    let schema = format!("pag0_fleet{}", std::process::id());
+    let a = Sidecar::start(&["--database-url", &url, "--database-schema", &schema]);
+    let b = Sidecar::start(&["--database-url", &url, "--database-schema", &schema]);
+    two_sidecars_share_one_room(&a, &b).await;
+    drop((a, b));
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+}
