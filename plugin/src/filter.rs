@@ -18,7 +18,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use crate::counters::{Counters, ReserveError};
-use crate::host::{self, HostStore};
+use crate::host::Host;
 use crate::meter::ResponseMeter;
 use crate::reply;
 use crate::root::Shared;
@@ -26,7 +26,8 @@ use crate::root::Shared;
 /// Every request header with this prefix is the agent talking to pag0, never to the upstream.
 const PAG0_HEADER_PREFIX: &str = "x-pag0-";
 
-pub struct Filter {
+pub struct Filter<H> {
+    host: H,
     /// `None` when the plugin configuration failed: every request is refused (fail closed).
     shared: Option<Rc<Shared>>,
     state: State,
@@ -52,23 +53,23 @@ struct Reserved {
 
 // === impl Filter ===
 
-impl Filter {
-    pub fn new(shared: Option<Rc<Shared>>) -> Self {
-        Filter { shared, state: State::Start }
+impl<H: Host> Filter<H> {
+    pub fn new(host: H, shared: Option<Rc<Shared>>) -> Self {
+        Filter { host, shared, state: State::Start }
     }
 
     fn deny(&mut self, deny: &Deny) -> Action {
         if let Some(s) = &self.shared {
-            s.metrics.denied(deny.code);
+            s.metrics.denied(&self.host, deny.code);
         }
-        reply::send_deny(deny);
+        reply::send_deny(&self.host, deny);
         self.state = State::Done;
         Action::Pause
     }
 
     /// Completes the decision (body known) and reserves; `Continue` forwards the request.
     fn finish(&mut self, shared: &Shared, pending: &Pending, body: Option<&[u8]>) -> Action {
-        let counters = Counters::new(&HostStore);
+        let counters = Counters::new(&self.host);
         let decision = shared.policy.finish(pending, body, &counters, &FinishOptions::default());
         let allow = match decision {
             Decision::Allow(a) => a,
@@ -85,11 +86,11 @@ impl Filter {
                 return self.deny(&deny);
             }
             Err(ReserveError::Host(e)) => {
-                host::log(LogLevel::Error, &format!("pag0: shared data error {e:?} while reserving"));
+                self.host.log(LogLevel::Error, &format!("pag0: shared data error {e:?} while reserving"));
                 return self.deny(&reply::counters_unavailable(&allow.project_id));
             }
         }
-        shared.metrics.allowed(allow.estimate);
+        shared.metrics.allowed(&self.host, allow.estimate);
         self.state = State::Reserved(Box::new(Reserved {
             project_id: allow.project_id,
             estimate: allow.estimate,
@@ -106,12 +107,16 @@ impl Filter {
             return;
         };
         let actual = r.meter.final_cost().unwrap_or(Micros::ZERO);
-        if let Err(e) = Counters::new(&HostStore).settle_all(&r.reservations, actual) {
-            host::log(LogLevel::Error, &format!("pag0: shared data error {e:?} while settling"));
+        if let Err(e) = Counters::new(&self.host).settle_all(&r.reservations, actual) {
+            self.host.log(LogLevel::Error, &format!("pag0: shared data error {e:?} while settling"));
         }
         if let Some(s) = &self.shared {
-            s.metrics.settled(r.estimate, actual);
+            s.metrics.settled(&self.host, r.estimate, actual);
         }
+    }
+
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.host.header(MapType::HttpRequestHeaders, name)
     }
 
     fn body_too_large(&mut self, shared: &Shared, pending: &Pending) -> Action {
@@ -131,37 +136,33 @@ impl Filter {
 /// Removes every `x-pag0-*` header (and a custom API-key header): on requests, nothing the
 /// agent sends to pag0 leaks to a paid API and nothing can name a project; on responses, no
 /// upstream can forge a pag0 decision.
-fn strip_pag0_headers(map: MapType, api_key_header: Option<&str>) {
-    for name in host::header_names(map) {
+fn strip_pag0_headers(host: &dyn Host, map: MapType, api_key_header: Option<&str>) {
+    for name in host.header_names(map) {
         let lower = name.to_ascii_lowercase();
         if lower.starts_with(PAG0_HEADER_PREFIX) || Some(lower.as_str()) == api_key_header {
-            host::remove_header(map, &name);
+            host.remove_header(map, &name);
         }
     }
 }
 
-fn request_header(name: &str) -> Option<String> {
-    host::header(MapType::HttpRequestHeaders, name)
-}
+impl<H: Host> Context for Filter<H> {}
 
-impl Context for Filter {}
-
-impl HttpContext for Filter {
+impl<H: Host> HttpContext for Filter<H> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
-            strip_pag0_headers(MapType::HttpRequestHeaders, None);
+            strip_pag0_headers(&self.host, MapType::HttpRequestHeaders, None);
             return self.deny(&Deny::new(
                 DenyCode::ControlPlaneUnavailable,
                 "the pag0 filter has no valid configuration (see Envoy's log)",
             ));
         };
-        let api_key = request_header(&shared.api_key_header);
-        let requires_approval = request_header("x-pag0-requires-approval")
+        let api_key = self.request_header(&shared.api_key_header);
+        let requires_approval = self.request_header("x-pag0-requires-approval")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        let method = request_header(":method").unwrap_or_default();
-        let authority = request_header(":authority").unwrap_or_default();
-        let path = request_header(":path").unwrap_or_default();
-        strip_pag0_headers(MapType::HttpRequestHeaders, Some(&shared.api_key_header));
+        let method = self.request_header(":method").unwrap_or_default();
+        let authority = self.request_header(":authority").unwrap_or_default();
+        let path = self.request_header(":path").unwrap_or_default();
+        strip_pag0_headers(&self.host, MapType::HttpRequestHeaders, Some(&shared.api_key_header));
 
         let head = RequestHead {
             api_key: api_key.as_deref(),
@@ -170,12 +171,12 @@ impl HttpContext for Filter {
             path: &path,
             requires_approval,
         };
-        let outcome = shared.policy.check_head(&head, host::now());
+        let outcome = shared.policy.check_head(&head, self.host.now());
         if matches!(&outcome, HeadOutcome::Continue(p) if p.needs_body()) {
             // Priced per token: settling reads `usage` from the response, which a compressed
             // body would hide (leaving the estimate standing), so ask the upstream for identity.
             // Done here because the headers may leave for the upstream before the body is read.
-            host::remove_header(MapType::HttpRequestHeaders, "accept-encoding");
+            self.host.remove_header(MapType::HttpRequestHeaders, "accept-encoding");
         }
         match outcome {
             HeadOutcome::Deny(d) => self.deny(&d),
@@ -209,7 +210,7 @@ impl HttpContext for Filter {
             return Action::Pause;
         }
         let pending = pending.clone();
-        let body = host::body(BufferType::HttpRequestBody, body_size);
+        let body = self.host.body(BufferType::HttpRequestBody, body_size);
         self.finish(&shared, &pending, Some(&body))
     }
 
@@ -222,7 +223,7 @@ impl HttpContext for Filter {
             return Action::Continue;
         };
         let (pending, size) = (pending.clone(), *buffered);
-        let body = host::body(BufferType::HttpRequestBody, size);
+        let body = self.host.body(BufferType::HttpRequestBody, size);
         self.finish(&shared, &pending, Some(&body))
     }
 
@@ -230,14 +231,14 @@ impl HttpContext for Filter {
         let State::Reserved(r) = &mut self.state else {
             return Action::Continue;
         };
-        let status = host::header(MapType::HttpResponseHeaders, ":status")
+        let status = self.host.header(MapType::HttpResponseHeaders, ":status")
             .and_then(|s| s.trim().parse::<u32>().ok());
-        let content_type = host::header(MapType::HttpResponseHeaders, "content-type");
-        let cost = r.meter.cost_header_name().and_then(|n| host::header(MapType::HttpResponseHeaders, n));
+        let content_type = self.host.header(MapType::HttpResponseHeaders, "content-type");
+        let cost = r.meter.cost_header_name().and_then(|n| self.host.header(MapType::HttpResponseHeaders, n));
         r.meter.on_headers(status, content_type.as_deref(), cost);
-        strip_pag0_headers(MapType::HttpResponseHeaders, None);
+        strip_pag0_headers(&self.host, MapType::HttpResponseHeaders, None);
         for (name, value) in reply::allow_headers(&r.project_id, r.estimate) {
-            host::set_header(MapType::HttpResponseHeaders, name, &value);
+            self.host.set_header(MapType::HttpResponseHeaders, name, &value);
         }
         if end_of_stream {
             self.settle();
@@ -249,7 +250,7 @@ impl HttpContext for Filter {
         // Copy the chunk and let it through: the agent's stream is never held back.
         if let State::Reserved(r) = &mut self.state {
             if body_size > 0 && r.meter.wants_body() {
-                r.meter.on_body(&host::body(BufferType::HttpResponseBody, body_size));
+                r.meter.on_body(&self.host.body(BufferType::HttpResponseBody, body_size));
             }
         }
         if end_of_stream {
@@ -260,7 +261,7 @@ impl HttpContext for Filter {
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         if let State::Reserved(r) = &mut self.state {
-            let cost = r.meter.cost_header_name().and_then(|n| host::header(MapType::HttpResponseTrailers, n));
+            let cost = r.meter.cost_header_name().and_then(|n| self.host.header(MapType::HttpResponseTrailers, n));
             if let Some(v) = cost {
                 r.meter.on_cost_trailer(v);
             }
@@ -275,3 +276,6 @@ impl HttpContext for Filter {
         self.settle();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,6 +16,9 @@ pub mod metrics;
 pub mod reply;
 pub mod root;
 
+#[cfg(test)]
+mod testing;
+
 proxy_wasm::main! {{
     // Installs the SDK's panic hook, so a panic (there should be none) reaches Envoy's log.
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);

@@ -10,7 +10,7 @@ use pag0_policy::{DenyCode, Micros};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType};
 
-use crate::host;
+use crate::host::{self, Host};
 
 /// Every SPEC §5 code, so each has its counter from the start (a dashboard sees zeros,
 /// not missing series).
@@ -46,7 +46,13 @@ pub struct Metrics {
 // === impl Metrics ===
 
 impl Metrics {
+    /// Defines every counter with the host (`define_metric`).
     pub fn define() -> Self {
+        Metrics::define_with(define)
+    }
+
+    /// Builds the table with `define(name) -> id`; tests pass their own.
+    pub fn define_with(mut define: impl FnMut(&str) -> Option<u32>) -> Self {
         Metrics {
             allowed: define("pag0.requests.allowed"),
             denied: DENY_CODES
@@ -64,19 +70,19 @@ impl Metrics {
         Metrics { allowed: None, denied: Vec::new(), reserved: None, settled: None, released: None }
     }
 
-    pub fn allowed(&self, reserved: Micros) {
-        increment(self.allowed, 1);
-        increment(self.reserved, micros(reserved));
+    pub fn allowed(&self, host: &dyn Host, reserved: Micros) {
+        increment(host, self.allowed, 1);
+        increment(host, self.reserved, micros(reserved));
     }
 
-    pub fn denied(&self, code: DenyCode) {
+    pub fn denied(&self, host: &dyn Host, code: DenyCode) {
         let id = self.denied.iter().find(|(c, _)| *c == code).and_then(|(_, id)| *id);
-        increment(id, 1);
+        increment(host, id, 1);
     }
 
-    pub fn settled(&self, reserved: Micros, actual: Micros) {
-        increment(self.settled, micros(actual));
-        increment(self.released, micros(reserved.saturating_sub(actual)));
+    pub fn settled(&self, host: &dyn Host, reserved: Micros, actual: Micros) {
+        increment(host, self.settled, micros(actual));
+        increment(host, self.released, micros(reserved.saturating_sub(actual)));
     }
 }
 
@@ -90,9 +96,9 @@ fn define(name: &str) -> Option<u32> {
     }
 }
 
-fn increment(id: Option<u32>, by: i64) {
+fn increment(host: &dyn Host, id: Option<u32>, by: i64) {
     if let (Some(id), true) = (id, by != 0) {
-        let _ = hostcalls::increment_metric(id, by);
+        host.increment_metric(id, by);
     }
 }
 

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use pag0_policy::{BudgetKey, Deny, DenyCode, Micros, Reservation};
 
-use crate::host;
+use crate::host::Host;
 
 /// Sends the refusal as a local reply. The caller returns `Action::Pause` afterwards.
-pub fn send_deny(deny: &Deny) {
+pub fn send_deny(host: &dyn Host, deny: &Deny) {
     let body = deny.to_json();
-    host::send_local_reply(
+    host.send_local_reply(
         deny.code.status(),
         &[
             ("content-type", "application/json"),

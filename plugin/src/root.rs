@@ -11,7 +11,7 @@ use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 use crate::config::{self, ConfigError, PluginConfig};
 use crate::filter::Filter;
 use crate::counters;
-use crate::host::{self, HostStore};
+use crate::host::{self, Hostcalls};
 use crate::metrics::Metrics;
 
 /// What every request of one plugin configuration reads. Rebuilt, never mutated, on reconfigure.
@@ -47,7 +47,7 @@ impl RootContext for Root {
         };
         match Root::load(&bytes) {
             Ok(shared) => {
-                if let Err(e) = counters::create::prepare(&HostStore) {
+                if let Err(e) = counters::create::prepare(&Hostcalls) {
                     host::log(LogLevel::Error, &format!("pag0: shared data unusable: {e:?}"));
                     return false;
                 }
@@ -65,7 +65,7 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Always Some: the SDK panics on None. Without configuration the filter fails closed.
-        Some(Box::new(Filter::new(self.shared.clone())))
+        Some(Box::new(Filter::new(Hostcalls, self.shared.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -1,63 +1,10 @@
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use pag0_policy::budget::Scope;
 
 use super::*;
-
-/// An in-memory store with Envoy's semantics: CAS tokens start at 1 and grow on every write;
-/// `set(.., None)` and any set on a missing key always succeed (no create-if-absent).
-/// `steal` makes the next N conditional sets fail after a competing worker's write (it adds
-/// `steal_amount` to the value), the situation a real second worker produces.
-/// Key → (value, cas), and the last CAS token handed out.
-type Entries = (HashMap<String, (Vec<u8>, u32)>, u32);
-
-#[derive(Default)]
-struct FakeStore {
-    map: Mutex<Entries>,
-    steal: AtomicUsize,
-    steal_amount: u64,
-    stolen: AtomicUsize,
-    /// Nanoseconds; every reading advances it by 1 µs.
-    clock: AtomicU64,
-}
-
-impl SharedStore for FakeStore {
-    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
-        let g = self.map.lock().unwrap();
-        Ok(match g.0.get(key) {
-            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
-            None => (None, None),
-        })
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
-        let mut g = self.map.lock().unwrap();
-        let (map, next) = &mut *g;
-        *next += 1;
-        let token = *next;
-        if let (Some(expected), Some((v, current))) = (cas, map.get_mut(key)) {
-            if self.steal.load(Ordering::SeqCst) > 0 {
-                self.steal.fetch_sub(1, Ordering::SeqCst);
-                self.stolen.fetch_add(1, Ordering::SeqCst);
-                let n = decode(Some(v)).get() + self.steal_amount;
-                *v = n.to_le_bytes().to_vec();
-                *current = token;
-                return Err(SetError::CasMismatch);
-            }
-            if expected != *current {
-                return Err(SetError::CasMismatch);
-            }
-        }
-        map.insert(key.to_string(), (value.to_vec(), token));
-        Ok(())
-    }
-
-    fn now_nanos(&self) -> u64 {
-        self.clock.fetch_add(1_000, Ordering::SeqCst)
-    }
-}
+use crate::testing::FakeStore;
 
 fn key(scope: Scope) -> BudgetKey {
     BudgetKey { scope, period: "2026-11".into() }

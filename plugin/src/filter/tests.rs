@@ -1,0 +1,291 @@
+//! The request lifecycle against a fake host: what reaches the upstream, what the agent gets
+//! back, and what the counters and metrics say afterwards.
+
+use std::rc::Rc;
+
+use chrono::{TimeZone, Utc};
+use pag0_policy::validate::api_key_sha256_hex;
+use pag0_policy::CompiledPolicy;
+use proxy_wasm::traits::HttpContext;
+use proxy_wasm::types::Action;
+use serde_json::json;
+
+use super::*;
+use crate::metrics::Metrics;
+use crate::testing::FakeHost;
+
+const PROJECT_DAILY: &str = "pag0/b/project.daily/sales-ai/2026-11-24";
+const ORG_MONTHLY: &str = "pag0/b/org.monthly/2026-11";
+
+/// Metric names in definition order: the id of a name is its index.
+fn metric_names() -> Vec<String> {
+    let mut names = Vec::new();
+    Metrics::define_with(|n| {
+        names.push(n.to_string());
+        None
+    });
+    names
+}
+
+fn shared(project_daily: &str) -> Rc<Shared> {
+    let doc = json!({
+        "orgId": "acme-corp",
+        "globalPolicy": { "monthlyBudget": "100000000" },
+        "endpoints": [
+            { "host": "api.openai.com", "category": "llm",
+              "pricing": { "models": { "gpt-4": { "inputPer1k": "30000", "outputPer1k": "60000" } },
+                           "defaultModel": "gpt-4" } },
+            { "host": "api.deepl.com", "category": "translation", "pricing": { "perRequest": "2000" } },
+            { "host": "api.salesforce.com", "category": "data-analysis",
+              "pricing": { "perRequest": "1000" }, "costHeader": "x-request-cost" }
+        ],
+        "projects": [{ "id": "sales-ai", "name": "Sales AI",
+                       "policy": { "dailyBudget": project_daily } }],
+        "clients": [{ "id": "sales-agent", "projectId": "sales-ai", "apiKeySha256": api_key_sha256_hex("k1") }]
+    });
+    let mut next = 0;
+    Rc::new(Shared {
+        policy: Box::new(CompiledPolicy::from_value(&doc).unwrap()),
+        api_key_header: "x-pag0-api-key".into(),
+        max_body_bytes: 4096,
+        metrics: Metrics::define_with(|_| {
+            next += 1;
+            Some(next - 1)
+        }),
+    })
+}
+
+fn host() -> FakeHost {
+    FakeHost { now: Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap(), ..FakeHost::default() }
+}
+
+fn request(host: &FakeHost, authority: &str, extra: &[(&str, &str)]) {
+    let mut h = vec![
+        (":method".to_string(), "POST".to_string()),
+        (":authority".to_string(), authority.to_string()),
+        (":path".to_string(), "/v1/x".to_string()),
+    ];
+    h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    *host.request_headers.borrow_mut() = h;
+}
+
+fn respond(host: &FakeHost, status: &str, extra: &[(&str, &str)]) {
+    let mut h = vec![(":status".to_string(), status.to_string())];
+    h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    *host.response_headers.borrow_mut() = h;
+}
+
+fn metric(host: &FakeHost, name: &str) -> i64 {
+    let id = metric_names().iter().position(|n| n == name).unwrap();
+    host.metrics.borrow().get(&u32::try_from(id).unwrap()).copied().unwrap_or(0)
+}
+
+fn reply(host: &FakeHost) -> (u32, Vec<(String, String)>, serde_json::Value) {
+    let (status, headers, body) = host.local_reply.borrow().clone().expect("a local reply");
+    (status, headers, serde_json::from_str(&body).unwrap())
+}
+
+fn header(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
+#[test]
+fn allowed_request_is_stripped_reserved_tagged_and_settled_once() {
+    let host = host();
+    let mut f = Filter::new(&host, Some(shared("500000")));
+    request(&host, "api.salesforce.com", &[
+        ("x-pag0-api-key", "k1"),
+        ("x-pag0-justification", "quarterly report"),
+        ("X-Pag0-Project", "someone-elses"),
+        ("x-pag0-approval-id", "a1"),
+        ("accept", "*/*"),
+    ]);
+    assert_eq!(f.on_http_request_headers(5, true), Action::Continue);
+    let names: Vec<String> = host.request_headers.borrow().iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(names, [":method", ":authority", ":path", "accept"], "every x-pag0-* removed");
+    assert_eq!(host.store.value(PROJECT_DAILY), 1000, "estimate reserved before forwarding");
+    assert_eq!(host.store.value(ORG_MONTHLY), 1000);
+
+    respond(&host, "200", &[("x-request-cost", "700"), ("x-pag0-code", "FORGED")]);
+    assert_eq!(f.on_http_response_headers(3, false), Action::Continue);
+    let resp = host.response_headers.borrow().clone();
+    assert_eq!(header(&resp, "x-pag0-decision").as_deref(), Some("allow"));
+    assert_eq!(header(&resp, "x-pag0-project").as_deref(), Some("sales-ai"));
+    assert_eq!(header(&resp, "x-pag0-estimated-cost").as_deref(), Some("1000"));
+    assert_eq!(header(&resp, "x-pag0-code"), None, "the upstream cannot forge pag0 headers");
+
+    *host.response_chunk.borrow_mut() = b"{}".to_vec();
+    assert_eq!(f.on_http_response_body(2, true), Action::Continue);
+    f.on_log();
+    assert_eq!(host.store.value(PROJECT_DAILY), 700, "cost header replaced the reservation, once");
+    assert_eq!(host.store.value(ORG_MONTHLY), 700);
+    assert_eq!(metric(&host, "pag0.requests.allowed"), 1);
+    assert_eq!(metric(&host, "pag0.cost.reserved_micros"), 1000);
+    assert_eq!(metric(&host, "pag0.cost.settled_micros"), 700);
+    assert_eq!(metric(&host, "pag0.cost.released_micros"), 300);
+    assert!(host.local_reply.borrow().is_none());
+}
+
+#[test]
+fn refusal_is_a_json_local_reply_with_pag0_headers() {
+    let host = host();
+    let mut f = Filter::new(&host, Some(shared("500000")));
+    request(&host, "api.deepl.com", &[("x-pag0-justification", "no key")]);
+    assert_eq!(f.on_http_request_headers(4, true), Action::Pause);
+    let (status, headers, body) = reply(&host);
+    assert_eq!(status, 401);
+    assert_eq!(header(&headers, "content-type").as_deref(), Some("application/json"));
+    assert_eq!(header(&headers, "x-pag0-decision").as_deref(), Some("deny"));
+    assert_eq!(header(&headers, "x-pag0-code").as_deref(), Some("MISSING_API_KEY"));
+    assert_eq!(body["error"]["code"], "MISSING_API_KEY");
+    assert_eq!(metric(&host, "pag0.requests.denied.MISSING_API_KEY"), 1);
+    // Our own local reply passes the response callbacks: nothing to settle or tag.
+    respond(&host, "401", &[]);
+    f.on_http_response_headers(1, true);
+    f.on_log();
+    assert_eq!(header(&host.response_headers.borrow(), "x-pag0-decision"), None);
+    assert_eq!(metric(&host, "pag0.requests.allowed"), 0);
+}
+
+#[test]
+fn per_token_request_buffers_the_body_then_settles_on_usage() {
+    let host = host();
+    let mut f = Filter::new(&host, Some(shared("500000")));
+    request(&host, "api.openai.com", &[("x-pag0-api-key", "k1"), ("accept-encoding", "gzip")]);
+    // Headers continue (Envoy would never call the body callback after a paused header
+    // callback); the body is held instead.
+    assert_eq!(f.on_http_request_headers(5, false), Action::Continue);
+    assert_eq!(
+        host.request_headers.borrow().iter().find(|(k, _)| k == "accept-encoding"),
+        None,
+        "usage must be readable in the response"
+    );
+    let body = br#"{"model":"gpt-4","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
+    host.request_body.borrow_mut().extend_from_slice(&body[..20]);
+    assert_eq!(f.on_http_request_body(20, false), Action::Pause);
+    assert_eq!(host.store.value(PROJECT_DAILY), 0, "nothing reserved before the body is priced");
+    host.request_body.borrow_mut().extend_from_slice(&body[20..]);
+    assert_eq!(f.on_http_request_body(body.len(), true), Action::Continue);
+    let estimate = host.store.value(PROJECT_DAILY);
+    assert!(estimate >= 6000, "100 output tokens at 60000/1k alone cost 6000, got {estimate}");
+
+    respond(&host, "200", &[("content-type", "text/event-stream")]);
+    f.on_http_response_headers(2, false);
+    for chunk in [
+        &b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n"[..],
+        b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":10}}\n\n",
+        b"data: [DONE]\n\n",
+    ] {
+        *host.response_chunk.borrow_mut() = chunk.to_vec();
+        assert_eq!(f.on_http_response_body(chunk.len(), false), Action::Continue, "never held back");
+    }
+    *host.response_chunk.borrow_mut() = Vec::new();
+    f.on_http_response_body(0, true);
+    // 1000 × 30000/1k + 10 × 60000/1k
+    assert_eq!(host.store.value(PROJECT_DAILY), 30_600);
+    assert_eq!(metric(&host, "pag0.cost.settled_micros"), 30_600);
+}
+
+#[test]
+fn a_body_over_max_body_bytes_is_refused_with_413() {
+    let host = host();
+    let mut f = Filter::new(&host, Some(shared("500000")));
+    request(&host, "api.openai.com", &[("x-pag0-api-key", "k1")]);
+    assert_eq!(f.on_http_request_headers(4, false), Action::Continue);
+    *host.request_body.borrow_mut() = vec![b' '; 4097];
+    assert_eq!(f.on_http_request_body(4097, false), Action::Pause);
+    let (status, headers, body) = reply(&host);
+    assert_eq!((status, header(&headers, "x-pag0-code").as_deref()), (413, Some("BODY_TOO_LARGE")));
+    assert_eq!(body["error"]["projectId"], "sales-ai");
+    assert_eq!(host.store.value(PROJECT_DAILY), 0);
+    f.on_log();
+    assert_eq!(metric(&host, "pag0.requests.denied.BODY_TOO_LARGE"), 1);
+}
+
+#[test]
+fn budget_refusal_names_the_scope_and_numbers() {
+    let host = host();
+    // Room for two deepl requests (2000 each).
+    let shared = shared("4000");
+    for _ in 0..2 {
+        request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
+        assert_eq!(Filter::new(&host, Some(shared.clone())).on_http_request_headers(4, true), Action::Continue);
+    }
+    request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
+    assert_eq!(Filter::new(&host, Some(shared)).on_http_request_headers(4, true), Action::Pause);
+    let (status, _, body) = reply(&host);
+    assert_eq!(status, 402);
+    assert_eq!(body["error"]["code"], "BUDGET_EXCEEDED");
+    assert_eq!(body["error"]["scope"], "project.daily");
+    assert_eq!(host.store.value(PROJECT_DAILY), 4000);
+    assert_eq!(host.store.value(ORG_MONTHLY), 4000, "nothing of the refused request stays reserved");
+}
+
+#[test]
+fn losing_the_room_between_decision_and_reservation_is_a_budget_refusal() {
+    // The policy saw room; another worker takes it before our CAS lands.
+    let mut host = host();
+    host.store.steal_amount = 3_500;
+    host.store.steal_key = Some(PROJECT_DAILY);
+    let shared = shared("4000");
+    request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
+    Filter::new(&host, Some(shared.clone())).on_http_request_headers(4, true);
+    host.store.steal.store(1, std::sync::atomic::Ordering::SeqCst);
+    request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
+    assert_eq!(Filter::new(&host, Some(shared)).on_http_request_headers(4, true), Action::Pause);
+    let (status, _, body) = reply(&host);
+    assert_eq!(status, 402);
+    assert_eq!(body["error"]["scope"], "project.daily", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("project sales-ai daily budget: 4000 limit"), "{body}");
+    assert_eq!(host.store.value(ORG_MONTHLY), 2000, "the org reservation was rolled back");
+}
+
+#[test]
+fn no_response_at_all_releases_the_reservation_in_on_log() {
+    let host = host();
+    let mut f = Filter::new(&host, Some(shared("500000")));
+    request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
+    f.on_http_request_headers(4, true);
+    assert_eq!(host.store.value(PROJECT_DAILY), 2000);
+    f.on_log(); // upstream reset / client gone before any response
+    f.on_log();
+    assert_eq!(host.store.value(PROJECT_DAILY), 0);
+    assert_eq!(metric(&host, "pag0.cost.released_micros"), 2000);
+    assert_eq!(metric(&host, "pag0.cost.settled_micros"), 0);
+}
+
+#[test]
+fn upstream_error_costs_nothing_and_trailers_settle() {
+    let host = host();
+    let mut f = Filter::new(&host, Some(shared("500000")));
+    request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
+    f.on_http_request_headers(4, true);
+    respond(&host, "503", &[]);
+    f.on_http_response_headers(1, false);
+    f.on_http_response_trailers(0);
+    assert_eq!(host.store.value(PROJECT_DAILY), 0);
+    f.on_log();
+    assert_eq!(host.store.value(PROJECT_DAILY), 0);
+}
+
+#[test]
+fn an_approval_request_is_refused_in_standalone_mode() {
+    let host = host();
+    let mut f = Filter::new(&host, Some(shared("500000")));
+    request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1"), ("x-pag0-requires-approval", "true")]);
+    assert_eq!(f.on_http_request_headers(4, true), Action::Pause);
+    let (status, headers, _) = reply(&host);
+    assert_eq!((status, header(&headers, "x-pag0-code").as_deref()), (403, Some("APPROVAL_REQUIRED")));
+    assert_eq!(host.store.value(PROJECT_DAILY), 0);
+}
+
+#[test]
+fn without_configuration_every_request_is_refused() {
+    let host = host();
+    let mut f = Filter::new(&host, None);
+    request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
+    assert_eq!(f.on_http_request_headers(4, true), Action::Pause);
+    let (status, headers, _) = reply(&host);
+    assert_eq!((status, header(&headers, "x-pag0-code").as_deref()), (503, Some("CONTROL_PLANE_UNAVAILABLE")));
+    assert!(host.request_headers.borrow().iter().all(|(k, _)| !k.starts_with("x-pag0-")));
+}
