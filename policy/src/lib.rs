@@ -12,6 +12,7 @@
 //! 4. The host reserves [`Allow::reservations`] atomically (see [`budget::try_reserve`]),
 //!    forwards, then settles with [`Settlement::final_cost`].
 
+pub mod approval;
 pub mod budget;
 pub mod decide;
 pub mod doc;
@@ -24,6 +25,9 @@ pub mod period;
 pub mod pricing;
 pub mod settle;
 pub mod validate;
+
+#[cfg(test)]
+mod robustness_tests;
 
 pub use budget::{BudgetKey, BudgetView, Reservation, Scope};
 pub use decide::{

@@ -177,6 +177,11 @@ impl SseUsageScanner {
         pending.usage
     }
 
+    /// Bytes held for the unfinished line and event (bounded by [`MAX_SSE_EVENT_BYTES`]).
+    pub fn buffered(&self) -> (usize, usize) {
+        (self.line.len(), self.event.len())
+    }
+
     fn push_line_bytes(&mut self, bytes: &[u8]) {
         if self.line_overflow {
             return;
