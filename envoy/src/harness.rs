@@ -226,7 +226,12 @@ impl std::fmt::Display for StartFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let tail: String = {
             let lines: Vec<&str> = self.log.lines().collect();
-            lines[lines.len().saturating_sub(40)..].join("\n")
+            lines
+                .iter()
+                .skip(lines.len().saturating_sub(40))
+                .copied()
+                .collect::<Vec<_>>()
+                .join("\n")
         };
         write!(
             f,

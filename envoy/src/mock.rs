@@ -142,7 +142,7 @@ async fn chat_completions(
         .unwrap_or("gpt-4")
         .to_owned();
     let (prompt, completion) = chat_usage(&body, &q);
-    let with_usage = q.get("no_usage").is_none();
+    let with_usage = !q.contains_key("no_usage");
     let streaming = parsed
         .get("stream")
         .and_then(Value::as_bool)
@@ -153,8 +153,8 @@ async fn chat_completions(
             "choices": [{ "index": 0, "finish_reason": "stop",
                           "message": { "role": "assistant", "content": STREAM_WORDS.concat() } }],
         });
-        if with_usage {
-            reply["usage"] = usage_json(prompt, completion);
+        if let (true, Some(o)) = (with_usage, reply.as_object_mut()) {
+            o.insert("usage".into(), usage_json(prompt, completion));
         }
         return Json(reply).into_response();
     }
@@ -167,8 +167,8 @@ async fn chat_completions(
         })
         .collect();
     let mut last = json!({ "id": "chatcmpl-mock", "object": "chat.completion.chunk", "model": model, "choices": [] });
-    if with_usage {
-        last["usage"] = usage_json(prompt, completion);
+    if let (true, Some(o)) = (with_usage, last.as_object_mut()) {
+        o.insert("usage".into(), usage_json(prompt, completion));
     }
     events.push(format!("data: {last}\n\n"));
     events.push("data: [DONE]\n\n".to_owned());

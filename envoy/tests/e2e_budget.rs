@@ -5,6 +5,13 @@
 //! Settlement runs when the response stream ends, which can be just after the client has the
 //! last byte: before the next request the tests wait for the settled/released counter
 //! (bounded wait, then assert on the value — no timing asserts).
+// Test crate: failing loudly is the point (clippy.toml only covers #[test] fns, not helpers).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

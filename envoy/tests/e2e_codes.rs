@@ -1,5 +1,12 @@
 //! SPEC §5 on the wire, in standalone mode, through a real Envoy (2 workers): every deny code
 //! a standalone filter can produce, the allow headers, and header stripping.
+// Test crate: failing loudly is the point (clippy.toml only covers #[test] fns, not helpers).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

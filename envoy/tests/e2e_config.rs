@@ -1,5 +1,12 @@
 //! A policy that does not validate makes `on_configure` fail: Envoy refuses the listener
 //! (it never becomes ready) and its log names every error as `path: reason`.
+// Test crate: failing loudly is the point (clippy.toml only covers #[test] fns, not helpers).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

@@ -1,6 +1,13 @@
 //! The shipped files: `standalone.yaml` is generated from `policies/acme.json`, every Envoy
 //! YAML in `envoy/` passes `envoy --mode validate` (which loads the filter and runs its
 //! `on_configure`, so the inline policy is validated too), and the mock binary's contract.
+// Test crate: failing loudly is the point (clippy.toml only covers #[test] fns, not helpers).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

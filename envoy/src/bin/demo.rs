@@ -38,11 +38,17 @@ fn main() -> Result<()> {
     let start = (Utc::now().hour() + 2) % 24;
     let end = (start + 1) % 24;
     let window = json!({ "timezone": "UTC", "start": format!("{start:02}:00"), "end": format!("{end:02}:00") });
-    if let Some(clients) = policy["clients"].as_array_mut() {
-        for c in clients.iter_mut().filter(|c| c["id"] == "support-bot-eu") {
-            c["additionalRestrictions"]["workingHours"] = window.clone();
-        }
-    }
+    let bot = policy
+        .get_mut("clients")
+        .and_then(Value::as_array_mut)
+        .and_then(|cs| {
+            cs.iter_mut()
+                .find(|c| c.get("id").and_then(Value::as_str) == Some("support-bot-eu"))
+        })
+        .and_then(|c| c.get_mut("additionalRestrictions"))
+        .and_then(Value::as_object_mut)
+        .context("acme.json has no client support-bot-eu with additionalRestrictions")?;
+    bot.insert("workingHours".into(), window);
 
     let mock = MockUpstream::start()?;
     println!("mock upstream on 127.0.0.1:{}", mock.port());

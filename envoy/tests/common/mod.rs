@@ -1,6 +1,12 @@
 //! Shared bits of the end-to-end tests: small policies built with `json!`, clock-independent
 //! working-hour windows, and a check collector that reports every failed expectation at once.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::time::Duration;
 
