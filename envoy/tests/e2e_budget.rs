@@ -307,7 +307,7 @@ fn daily_budget_scope() {
 fn upstream_errors_and_resets_release_the_reservation() {
     let s = Stack::start(simple_policy(2000));
     let mut c = Checks::default();
-    let wait = std::time::Duration::from_secs(5);
+    let wait = std::time::Duration::from_secs(15);
     let r = s.send(
         &Call::post("api.deepl.com", "/status/503")
             .key("sk-test-1")
@@ -364,7 +364,7 @@ fn a_reset_mid_response_leaves_no_open_reservation() {
             .unwrap_or(true),
         format!("{reply:?}"),
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let (settled, released) = loop {
         let (st, rel) = (
             s.envoy.pag0_counter(SETTLED),

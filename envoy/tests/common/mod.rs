@@ -49,7 +49,7 @@ impl Stack {
     /// which can be just after the client has the last byte); returns the value seen.
     pub fn counter_at_least(&self, name: &str, want: u64) -> u64 {
         self.envoy
-            .wait_counter(name, Duration::from_secs(5), |v| v >= want)
+            .wait_counter(name, Duration::from_secs(15), |v| v >= want)
     }
 }
 
