@@ -8,6 +8,11 @@ use crate::pricing::parse_request_body;
 use crate::settle::{usage_from_json, SseUsageScanner, Usage, MAX_SSE_EVENT_BYTES};
 use crate::{decide, CompiledPolicy, Decision, RequestHead};
 
+fn acme() -> &'static CompiledPolicy {
+    static POLICY: std::sync::OnceLock<CompiledPolicy> = std::sync::OnceLock::new();
+    POLICY.get_or_init(|| CompiledPolicy::from_value(&acme_policy()).unwrap())
+}
+
 proptest! {
     #[test]
     fn body_and_usage_parsers_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
@@ -74,12 +79,12 @@ proptest! {
         client in 0usize..50,
         use_real_key in any::<bool>(),
     ) {
-        let policy = CompiledPolicy::from_value(&acme_policy()).unwrap();
+        let policy = acme();
         let real = crate::fixtures::acme_api_key(client);
         let key = if use_real_key { Some(real.as_str()) } else { key.as_deref() };
         let head = RequestHead { api_key: key, method: "POST", authority: &authority, path: &path, requires_approval: false };
         let now = chrono::DateTime::parse_from_rfc3339("2026-11-24T15:00:00Z").unwrap().with_timezone(&chrono::Utc);
-        let d = decide(&policy, &head, body.as_deref(), &crate::budget::NothingSpent, now);
+        let d = decide(policy, &head, body.as_deref(), &crate::budget::NothingSpent, now);
         if let Decision::Allow(a) = d {
             prop_assert!(a.reservations.iter().all(|r| r.amount <= r.limit));
         }

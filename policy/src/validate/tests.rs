@@ -112,6 +112,16 @@ fn typed_document_round_trips() {
 }
 
 #[test]
+fn acme_document_round_trips_through_the_typed_model() {
+    let p = CompiledPolicy::from_value(&acme_policy()).unwrap();
+    let out = serde_json::to_value(p.document()).unwrap();
+    let again = CompiledPolicy::from_value(&out).unwrap();
+    assert_eq!(again.document(), p.document());
+    assert_eq!(out["clients"][0]["tags"]["costCenter"], "CC-1000");
+    assert_eq!(out["alerts"]["triggers"]["budgetThreshold"], 0.8);
+}
+
+#[test]
 fn not_json_and_not_an_object() {
     let e = CompiledPolicy::compile(b"{ nope").unwrap_err();
     assert_eq!(e.0.len(), 1);
