@@ -62,12 +62,18 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
         ConfigError::Invalid(vec![FieldError::new("", format!("not valid JSON: {e}"))])
     })?;
     let Some(obj) = root.as_object() else {
-        return Err(ConfigError::Invalid(vec![FieldError::new("", "must be a JSON object")]));
+        return Err(ConfigError::Invalid(vec![FieldError::new(
+            "",
+            "must be a JSON object",
+        )]));
     };
 
     let mut errors = Vec::new();
     for key in obj.keys() {
-        if !matches!(key.as_str(), "policy" | "sidecar" | "apiKeyHeader" | "maxBodyBytes") {
+        if !matches!(
+            key.as_str(),
+            "policy" | "sidecar" | "apiKeyHeader" | "maxBodyBytes"
+        ) {
             errors.push(FieldError::new(key, "unknown field"));
         }
     }
@@ -87,21 +93,34 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
         }),
     };
     let sidecar = obj.get("sidecar").and_then(|v| sidecar(v, &mut errors));
-    let policy = obj.get("policy").and_then(|v| match CompiledPolicy::from_value(v) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            errors.extend(e.0.iter().map(|fe| FieldError::nested("policy", &fe.path, &fe.reason)));
-            None
-        }
-    });
+    let policy = obj
+        .get("policy")
+        .and_then(|v| match CompiledPolicy::from_value(v) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errors.extend(
+                    e.0.iter()
+                        .map(|fe| FieldError::nested("policy", &fe.path, &fe.reason)),
+                );
+                None
+            }
+        });
     if !obj.contains_key("policy") && !obj.contains_key("sidecar") {
-        errors.push(FieldError::new("", "needs \"policy\" (standalone mode) or \"sidecar\" (managed mode)"));
+        errors.push(FieldError::new(
+            "",
+            "needs \"policy\" (standalone mode) or \"sidecar\" (managed mode)",
+        ));
     }
 
     if !errors.is_empty() {
         return Err(ConfigError::Invalid(errors));
     }
-    Ok(PluginConfig { policy: policy.map(Box::new), sidecar, api_key_header, max_body_bytes })
+    Ok(PluginConfig {
+        policy: policy.map(Box::new),
+        sidecar,
+        api_key_header,
+        max_body_bytes,
+    })
 }
 
 // === impl PluginConfig ===
@@ -110,7 +129,9 @@ impl PluginConfig {
     /// The policy this build can serve: the inline one. A sidecar-only configuration is
     /// refused rather than served without policy.
     pub fn standalone_policy(&mut self) -> Result<Box<CompiledPolicy>, ConfigError> {
-        self.policy.take().ok_or(ConfigError::ManagedModeUnsupported)
+        self.policy
+            .take()
+            .ok_or(ConfigError::ManagedModeUnsupported)
     }
 }
 
@@ -130,7 +151,10 @@ fn sidecar(v: &Value, errors: &mut Vec<FieldError>) -> Option<SidecarConfig> {
     }
     let cluster = match obj.get("cluster") {
         None => {
-            errors.push(FieldError::new("sidecar.cluster", "required (the Envoy cluster of the pag0 sidecar)"));
+            errors.push(FieldError::new(
+                "sidecar.cluster",
+                "required (the Envoy cluster of the pag0 sidecar)",
+            ));
             String::new()
         }
         Some(v) => non_empty_string(v).unwrap_or_else(|r| {
@@ -166,7 +190,9 @@ fn opt_field<T>(
     parse: impl Fn(&Value) -> Result<T, String>,
 ) -> Option<T> {
     let v = obj.get(key)?;
-    parse(v).map_err(|r| errors.push(FieldError::new(format!("sidecar.{key}"), r))).ok()
+    parse(v)
+        .map_err(|r| errors.push(FieldError::new(format!("sidecar.{key}"), r)))
+        .ok()
 }
 
 fn non_empty_string(v: &Value) -> Result<String, String> {
@@ -189,7 +215,9 @@ fn positive_usize(v: &Value) -> Result<usize, String> {
 
 /// An HTTP header name (RFC 9110 token), stored lower-cased to compare with Envoy's names.
 fn header_name(v: &Value) -> Result<String, String> {
-    let s = v.as_str().ok_or_else(|| "must be a string (a header name)".to_string())?;
+    let s = v
+        .as_str()
+        .ok_or_else(|| "must be a string (a header name)".to_string())?;
     let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if s.is_empty() || !s.bytes().all(is_tchar) {
         return Err(format!("{s:?} is not a valid header name"));
@@ -201,7 +229,10 @@ fn header_name(v: &Value) -> Result<String, String> {
 
 impl FieldError {
     fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
-        FieldError { path: path.into(), reason: reason.into() }
+        FieldError {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
 
     /// An error of the policy document, re-rooted under the config's `policy` field.
@@ -216,7 +247,10 @@ impl FieldError {
         } else {
             format!("{prefix}.{rest}")
         };
-        FieldError { path, reason: reason.to_string() }
+        FieldError {
+            path,
+            reason: reason.to_string(),
+        }
     }
 }
 

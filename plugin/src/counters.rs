@@ -49,7 +49,10 @@ pub enum SetError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReserveError {
     /// `reservations[index]` did not fit: its counter stood at `used`.
-    NoRoom { index: usize, used: Micros },
+    NoRoom {
+        index: usize,
+        used: Micros,
+    },
     Host(HostError),
 }
 
@@ -95,7 +98,11 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
     /// Replaces each reservation by `actual` on its counter (`actual = 0` releases it).
     /// Call exactly once per successful [`reserve_all`](Self::reserve_all). Every counter is
     /// attempted even if one fails; the first host error is returned.
-    pub fn settle_all(&self, reservations: &[Reservation], actual: Micros) -> Result<(), HostError> {
+    pub fn settle_all(
+        &self,
+        reservations: &[Reservation],
+        actual: Micros,
+    ) -> Result<(), HostError> {
         let mut first_err = Ok(());
         for r in reservations {
             let settled = self.update(&r.key, |used| {
@@ -118,7 +125,8 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
         loop {
             let (value, cas) = self.store.get(&key).map_err(UpdateError::Host)?;
             if value.is_none() {
-                create::create(self.store, &key, &encode(Micros::ZERO)).map_err(UpdateError::Host)?;
+                create::create(self.store, &key, &encode(Micros::ZERO))
+                    .map_err(UpdateError::Host)?;
                 continue;
             }
             let next = f(decode(value.as_deref())).map_err(UpdateError::Rejected)?;

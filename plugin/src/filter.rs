@@ -11,8 +11,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use pag0_policy::{
-    Decision, Deny, DenyCode, FinishOptions, HeadOutcome, Micros, Pending, RequestHead,
-    Reservation,
+    Decision, Deny, DenyCode, FinishOptions, HeadOutcome, Micros, Pending, RequestHead, Reservation,
 };
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
@@ -55,7 +54,11 @@ struct Reserved {
 
 impl<H: Host> Filter<H> {
     pub fn new(host: H, shared: Option<Rc<Shared>>) -> Self {
-        Filter { host, shared, state: State::Start }
+        Filter {
+            host,
+            shared,
+            state: State::Start,
+        }
     }
 
     fn deny(&mut self, deny: &Deny) -> Action {
@@ -70,7 +73,9 @@ impl<H: Host> Filter<H> {
     /// Completes the decision (body known) and reserves; `Continue` forwards the request.
     fn finish(&mut self, shared: &Shared, pending: &Pending, body: Option<&[u8]>) -> Action {
         let counters = Counters::new(&self.host);
-        let decision = shared.policy.finish(pending, body, &counters, &FinishOptions::default());
+        let decision = shared
+            .policy
+            .finish(pending, body, &counters, &FinishOptions::default());
         let allow = match decision {
             Decision::Allow(a) => a,
             Decision::Deny(d) => return self.deny(&d),
@@ -86,7 +91,10 @@ impl<H: Host> Filter<H> {
                 return self.deny(&deny);
             }
             Err(ReserveError::Host(e)) => {
-                self.host.log(LogLevel::Error, &format!("pag0: shared data error {e:?} while reserving"));
+                self.host.log(
+                    LogLevel::Error,
+                    &format!("pag0: shared data error {e:?} while reserving"),
+                );
                 return self.deny(&reply::counters_unavailable(&allow.project_id));
             }
         }
@@ -103,12 +111,18 @@ impl<H: Host> Filter<H> {
     /// Settles the reservation if it is still open: charges what the response reported,
     /// or releases it if no response arrived. Runs at most once per request.
     fn settle(&mut self) {
+        if !matches!(self.state, State::Reserved(_)) {
+            return;
+        }
         let State::Reserved(r) = std::mem::replace(&mut self.state, State::Done) else {
             return;
         };
         let actual = r.meter.final_cost().unwrap_or(Micros::ZERO);
         if let Err(e) = Counters::new(&self.host).settle_all(&r.reservations, actual) {
-            self.host.log(LogLevel::Error, &format!("pag0: shared data error {e:?} while settling"));
+            self.host.log(
+                LogLevel::Error,
+                &format!("pag0: shared data error {e:?} while settling"),
+            );
         }
         if let Some(s) = &self.shared {
             s.metrics.settled(&self.host, r.estimate, actual);
@@ -157,12 +171,17 @@ impl<H: Host> HttpContext for Filter<H> {
             ));
         };
         let api_key = self.request_header(&shared.api_key_header);
-        let requires_approval = self.request_header("x-pag0-requires-approval")
+        let requires_approval = self
+            .request_header("x-pag0-requires-approval")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         let method = self.request_header(":method").unwrap_or_default();
         let authority = self.request_header(":authority").unwrap_or_default();
         let path = self.request_header(":path").unwrap_or_default();
-        strip_pag0_headers(&self.host, MapType::HttpRequestHeaders, Some(&shared.api_key_header));
+        strip_pag0_headers(
+            &self.host,
+            MapType::HttpRequestHeaders,
+            Some(&shared.api_key_header),
+        );
 
         let head = RequestHead {
             api_key: api_key.as_deref(),
@@ -176,7 +195,8 @@ impl<H: Host> HttpContext for Filter<H> {
             // Priced per token: settling reads `usage` from the response, which a compressed
             // body would hide (leaving the estimate standing), so ask the upstream for identity.
             // Done here because the headers may leave for the upstream before the body is read.
-            self.host.remove_header(MapType::HttpRequestHeaders, "accept-encoding");
+            self.host
+                .remove_header(MapType::HttpRequestHeaders, "accept-encoding");
         }
         match outcome {
             HeadOutcome::Deny(d) => self.deny(&d),
@@ -186,7 +206,10 @@ impl<H: Host> HttpContext for Filter<H> {
                 // held by returning `Pause` from `on_http_request_body` instead, so the headers
                 // travel on to the next filter now — see plugin/README.md on adding Envoy's
                 // buffer filter after pag0 so a refused request never reaches the upstream.
-                self.state = State::AwaitingBody { pending, buffered: 0 };
+                self.state = State::AwaitingBody {
+                    pending,
+                    buffered: 0,
+                };
                 Action::Continue
             }
             HeadOutcome::Continue(pending) => self.finish(&shared, &pending, None),
@@ -231,14 +254,22 @@ impl<H: Host> HttpContext for Filter<H> {
         let State::Reserved(r) = &mut self.state else {
             return Action::Continue;
         };
-        let status = self.host.header(MapType::HttpResponseHeaders, ":status")
+        let status = self
+            .host
+            .header(MapType::HttpResponseHeaders, ":status")
             .and_then(|s| s.trim().parse::<u32>().ok());
-        let content_type = self.host.header(MapType::HttpResponseHeaders, "content-type");
-        let cost = r.meter.cost_header_name().and_then(|n| self.host.header(MapType::HttpResponseHeaders, n));
+        let content_type = self
+            .host
+            .header(MapType::HttpResponseHeaders, "content-type");
+        let cost = r
+            .meter
+            .cost_header_name()
+            .and_then(|n| self.host.header(MapType::HttpResponseHeaders, n));
         r.meter.on_headers(status, content_type.as_deref(), cost);
         strip_pag0_headers(&self.host, MapType::HttpResponseHeaders, None);
         for (name, value) in reply::allow_headers(&r.project_id, r.estimate) {
-            self.host.set_header(MapType::HttpResponseHeaders, name, &value);
+            self.host
+                .set_header(MapType::HttpResponseHeaders, name, &value);
         }
         if end_of_stream {
             self.settle();
@@ -250,7 +281,8 @@ impl<H: Host> HttpContext for Filter<H> {
         // Copy the chunk and let it through: the agent's stream is never held back.
         if let State::Reserved(r) = &mut self.state {
             if body_size > 0 && r.meter.wants_body() {
-                r.meter.on_body(&self.host.body(BufferType::HttpResponseBody, body_size));
+                r.meter
+                    .on_body(&self.host.body(BufferType::HttpResponseBody, body_size));
             }
         }
         if end_of_stream {
@@ -261,7 +293,10 @@ impl<H: Host> HttpContext for Filter<H> {
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         if let State::Reserved(r) = &mut self.state {
-            let cost = r.meter.cost_header_name().and_then(|n| self.host.header(MapType::HttpResponseTrailers, n));
+            let cost = r
+                .meter
+                .cost_header_name()
+                .and_then(|n| self.host.header(MapType::HttpResponseTrailers, n));
             if let Some(v) = cost {
                 r.meter.on_cost_trailer(v);
             }

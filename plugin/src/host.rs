@@ -57,13 +57,19 @@ impl Host for Hostcalls {
 
     fn remove_header(&self, map: MapType, name: &str) {
         if let Err(s) = hostcalls::remove_map_value(map, name) {
-            log(LogLevel::Warn, &format!("pag0: could not remove header {name}: {s:?}"));
+            log(
+                LogLevel::Warn,
+                &format!("pag0: could not remove header {name}: {s:?}"),
+            );
         }
     }
 
     fn set_header(&self, map: MapType, name: &str, value: &str) {
         if let Err(s) = hostcalls::set_map_value_bytes(map, name, Some(value.as_bytes())) {
-            log(LogLevel::Warn, &format!("pag0: could not set header {name}: {s:?}"));
+            log(
+                LogLevel::Warn,
+                &format!("pag0: could not set header {name}: {s:?}"),
+            );
         }
     }
 
@@ -76,7 +82,10 @@ impl Host for Hostcalls {
 
     fn send_local_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
         if let Err(s) = hostcalls::send_http_response(status, headers.to_vec(), Some(body)) {
-            log(LogLevel::Error, &format!("pag0: could not send local reply {status}: {s:?}"));
+            log(
+                LogLevel::Error,
+                &format!("pag0: could not send local reply {status}: {s:?}"),
+            );
         }
     }
 
@@ -114,7 +123,10 @@ impl SharedStore for Hostcalls {
 
     fn now_nanos(&self) -> u64 {
         let since_epoch = Host::now(self).signed_duration_since(DateTime::<Utc>::UNIX_EPOCH);
-        since_epoch.num_nanoseconds().and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
+        since_epoch
+            .num_nanoseconds()
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0)
     }
 }
 

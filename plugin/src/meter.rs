@@ -31,7 +31,13 @@ enum Body {
 impl ResponseMeter {
     /// `cap`: the most bytes of a non-streaming response kept to read `usage` from.
     pub fn new(settlement: Settlement, cap: usize) -> Self {
-        ResponseMeter { settlement, cap, status: None, cost_header: None, body: Body::NotStarted }
+        ResponseMeter {
+            settlement,
+            cap,
+            status: None,
+            cost_header: None,
+            body: Body::NotStarted,
+        }
     }
 
     /// The response header named by the endpoint's `costHeader`, if it has one.
@@ -40,11 +46,18 @@ impl ResponseMeter {
     }
 
     /// Response headers arrived: `content_type` picks how the body is read.
-    pub fn on_headers(&mut self, status: Option<u32>, content_type: Option<&str>, cost_header: Option<String>) {
+    pub fn on_headers(
+        &mut self,
+        status: Option<u32>,
+        content_type: Option<&str>,
+        cost_header: Option<String>,
+    ) {
         self.status = status.or(Some(0));
         self.cost_header = cost_header;
         let sse = content_type.is_some_and(|ct| {
-            ct.trim_start().to_ascii_lowercase().starts_with("text/event-stream")
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
         });
         self.body = if sse || self.settlement.streaming {
             Body::Sse(Box::new(SseUsageScanner::new()))
@@ -69,7 +82,9 @@ impl ResponseMeter {
             Body::NotStarted => {}
             Body::Sse(scanner) => scanner.feed(chunk),
             Body::Buffered(slot) => {
-                let fits = slot.as_ref().is_some_and(|b| b.len().saturating_add(chunk.len()) <= self.cap);
+                let fits = slot
+                    .as_ref()
+                    .is_some_and(|b| b.len().saturating_add(chunk.len()) <= self.cap);
                 match slot {
                     Some(buf) if fits => buf.extend_from_slice(chunk),
                     _ => *slot = None,
@@ -89,7 +104,10 @@ impl ResponseMeter {
             Body::Buffered(Some(buf)) => usage_from_json(buf),
             Body::Buffered(None) => None,
         };
-        Some(self.settlement.final_cost(status, self.cost_header.as_deref(), usage))
+        Some(
+            self.settlement
+                .final_cost(status, self.cost_header.as_deref(), usage),
+        )
     }
 
     pub fn estimate(&self) -> Micros {

@@ -67,7 +67,13 @@ impl Metrics {
 
     /// Metrics that count nothing: for a root context whose configuration failed.
     pub fn none() -> Self {
-        Metrics { allowed: None, denied: Vec::new(), reserved: None, settled: None, released: None }
+        Metrics {
+            allowed: None,
+            denied: Vec::new(),
+            reserved: None,
+            settled: None,
+            released: None,
+        }
     }
 
     pub fn allowed(&self, host: &dyn Host, reserved: Micros) {
@@ -76,7 +82,11 @@ impl Metrics {
     }
 
     pub fn denied(&self, host: &dyn Host, code: DenyCode) {
-        let id = self.denied.iter().find(|(c, _)| *c == code).and_then(|(_, id)| *id);
+        let id = self
+            .denied
+            .iter()
+            .find(|(c, _)| *c == code)
+            .and_then(|(_, id)| *id);
         increment(host, id, 1);
     }
 
@@ -90,7 +100,10 @@ fn define(name: &str) -> Option<u32> {
     match hostcalls::define_metric(MetricType::Counter, name) {
         Ok(id) => Some(id),
         Err(s) => {
-            host::log(LogLevel::Warn, &format!("pag0: cannot define metric {name}: {s:?}"));
+            host::log(
+                LogLevel::Warn,
+                &format!("pag0: cannot define metric {name}: {s:?}"),
+            );
             None
         }
     }

@@ -78,7 +78,10 @@ mod tests {
     #[test]
     fn budget_refusal_names_the_counter_like_the_spec_example() {
         let r = Reservation {
-            key: BudgetKey { scope: Scope::ProjectMonthly("sales-ai".into()), period: "2026-11".into() },
+            key: BudgetKey {
+                scope: Scope::ProjectMonthly("sales-ai".into()),
+                period: "2026-11".into(),
+            },
             amount: Micros::new(120_000),
             limit: Micros::new(15_000_000),
         };
@@ -89,7 +92,15 @@ mod tests {
             d.message,
             "project sales-ai monthly budget: 15000000 limit, 14990000 spent, 120000 requested"
         );
-        let org = Reservation { key: BudgetKey { scope: Scope::OrgDaily, period: "2026-11-24".into() }, ..r };
-        assert!(budget_exceeded(&"p".into(), &org, Micros::ZERO).message.starts_with("org daily budget: "));
+        let org = Reservation {
+            key: BudgetKey {
+                scope: Scope::OrgDaily,
+                period: "2026-11-24".into(),
+            },
+            ..r
+        };
+        assert!(budget_exceeded(&"p".into(), &org, Micros::ZERO)
+            .message
+            .starts_with("org daily budget: "));
     }
 }

@@ -9,8 +9,8 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
 use crate::config::{self, ConfigError, PluginConfig};
-use crate::filter::Filter;
 use crate::counters;
+use crate::filter::Filter;
 use crate::host::{self, Hostcalls};
 use crate::metrics::Metrics;
 
@@ -31,9 +31,19 @@ pub struct Root {
 
 impl Root {
     fn load(bytes: &[u8]) -> Result<Shared, ConfigError> {
-        let PluginConfig { policy, sidecar: _, api_key_header, max_body_bytes } = config::parse(bytes)?;
+        let PluginConfig {
+            policy,
+            sidecar: _,
+            api_key_header,
+            max_body_bytes,
+        } = config::parse(bytes)?;
         let policy = policy.ok_or(ConfigError::ManagedModeUnsupported)?;
-        Ok(Shared { policy, api_key_header, max_body_bytes, metrics: Metrics::define() })
+        Ok(Shared {
+            policy,
+            api_key_header,
+            max_body_bytes,
+            metrics: Metrics::define(),
+        })
     }
 }
 
@@ -41,14 +51,21 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, plugin_configuration_size) {
+        let bytes = match hostcalls::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        ) {
             Ok(Some(b)) => b,
             _ => Vec::new(),
         };
         match Root::load(&bytes) {
             Ok(shared) => {
                 if let Err(e) = counters::create::prepare(&Hostcalls) {
-                    host::log(LogLevel::Error, &format!("pag0: shared data unusable: {e:?}"));
+                    host::log(
+                        LogLevel::Error,
+                        &format!("pag0: shared data unusable: {e:?}"),
+                    );
                     return false;
                 }
                 self.shared = Some(Rc::new(shared));

@@ -66,7 +66,6 @@ impl SharedStore for FakeStore {
     }
 }
 
-
 impl FakeStore {
     /// The counter value under a full shared-data key (0 when missing).
     pub fn value(&self, key: &str) -> u64 {
@@ -109,17 +108,27 @@ impl FakeHost {
 impl Host for &FakeHost {
     fn header(&self, map: MapType, name: &str) -> Option<String> {
         let m = self.map(map).borrow();
-        m.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+        m.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
     }
     fn header_names(&self, map: MapType) -> Vec<String> {
-        self.map(map).borrow().iter().map(|(k, _)| k.clone()).collect()
+        self.map(map)
+            .borrow()
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect()
     }
     fn remove_header(&self, map: MapType, name: &str) {
-        self.map(map).borrow_mut().retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        self.map(map)
+            .borrow_mut()
+            .retain(|(k, _)| !k.eq_ignore_ascii_case(name));
     }
     fn set_header(&self, map: MapType, name: &str, value: &str) {
         self.remove_header(map, name);
-        self.map(map).borrow_mut().push((name.to_string(), value.to_string()));
+        self.map(map)
+            .borrow_mut()
+            .push((name.to_string(), value.to_string()));
     }
     fn body(&self, buffer: BufferType, size: usize) -> Vec<u8> {
         let b = match buffer {
@@ -130,8 +139,15 @@ impl Host for &FakeHost {
         b[..size.min(b.len())].to_vec()
     }
     fn send_local_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
-        let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let prev = self.local_reply.replace(Some((status, headers, String::from_utf8(body.to_vec()).unwrap())));
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let prev = self.local_reply.replace(Some((
+            status,
+            headers,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )));
         assert!(prev.is_none(), "two local replies on one stream");
     }
     fn now(&self) -> DateTime<Utc> {

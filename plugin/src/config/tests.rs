@@ -56,7 +56,10 @@ fn sidecar_is_parsed_with_defaults() {
     }}))
     .unwrap();
     let s = c.sidecar.unwrap();
-    assert_eq!((s.sync_interval_ms, s.timeout_ms, s.failure_mode), (5, 7, FailureMode::Open));
+    assert_eq!(
+        (s.sync_interval_ms, s.timeout_ms, s.failure_mode),
+        (5, 7, FailureMode::Open)
+    );
 }
 
 #[test]
@@ -78,7 +81,10 @@ fn every_error_is_reported_with_its_path() {
         "sidecar.failureMode: must be \"closed\" or \"open\"",
     ];
     for e in expect {
-        assert!(errs.iter().any(|got| got.starts_with(e)), "missing {e:?} in {errs:#?}");
+        assert!(
+            errs.iter().any(|got| got.starts_with(e)),
+            "missing {e:?} in {errs:#?}"
+        );
     }
     assert_eq!(errs.len(), expect.len(), "{errs:#?}");
 }
@@ -99,9 +105,14 @@ fn neither_policy_nor_sidecar_is_an_error() {
 
 #[test]
 fn non_json_and_non_objects_are_errors() {
-    assert!(matches!(parse(b"{nope"), Err(ConfigError::Invalid(e)) if e[0].reason.starts_with("not valid JSON")));
+    assert!(
+        matches!(parse(b"{nope"), Err(ConfigError::Invalid(e)) if e[0].reason.starts_with("not valid JSON"))
+    );
     assert!(matches!(parse(b""), Err(ConfigError::Invalid(_))));
-    assert_eq!(errors(json!([1])), ["(configuration): must be a JSON object"]);
+    assert_eq!(
+        errors(json!([1])),
+        ["(configuration): must be a JSON object"]
+    );
 }
 
 #[test]
@@ -114,7 +125,13 @@ fn managed_only_is_refused_with_a_clear_message() {
 fn nested_paths_join_cleanly() {
     assert_eq!(FieldError::nested("policy", "$", "r").path, "policy");
     assert_eq!(FieldError::nested("policy", "", "r").path, "policy");
-    assert_eq!(FieldError::nested("policy", "projects[2].id", "r").path, "policy.projects[2].id");
-    assert_eq!(FieldError::nested("policy", "$.orgId", "r").path, "policy.orgId");
+    assert_eq!(
+        FieldError::nested("policy", "projects[2].id", "r").path,
+        "policy.projects[2].id"
+    );
+    assert_eq!(
+        FieldError::nested("policy", "$.orgId", "r").path,
+        "policy.orgId"
+    );
     assert_eq!(FieldError::nested("policy", "[0]", "r").path, "policy[0]");
 }

@@ -32,7 +32,11 @@ pub fn prepare<S: SharedStore + ?Sized>(store: &S) -> Result<(), HostError> {
 }
 
 /// Creates `key` with `initial` unless it exists. Returns once the key exists.
-pub fn create<S: SharedStore + ?Sized>(store: &S, key: &str, initial: &[u8]) -> Result<(), HostError> {
+pub fn create<S: SharedStore + ?Sized>(
+    store: &S,
+    key: &str,
+    initial: &[u8],
+) -> Result<(), HostError> {
     loop {
         if store.get(key)?.0.is_some() {
             return Ok(());
@@ -70,7 +74,12 @@ fn release<S: SharedStore + ?Sized>(store: &S, ours: u64) -> Result<(), HostErro
     }
 }
 
-fn set<S: SharedStore + ?Sized>(store: &S, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+fn set<S: SharedStore + ?Sized>(
+    store: &S,
+    key: &str,
+    value: &[u8],
+    cas: Option<u32>,
+) -> Result<(), HostError> {
     match store.set(key, value, cas) {
         // A conditional-free set cannot mismatch; if a host says so, the key exists: fine.
         Ok(()) | Err(SetError::CasMismatch) => Ok(()),

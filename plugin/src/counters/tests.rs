@@ -7,11 +7,18 @@ use super::*;
 use crate::testing::FakeStore;
 
 fn key(scope: Scope) -> BudgetKey {
-    BudgetKey { scope, period: "2026-11".into() }
+    BudgetKey {
+        scope,
+        period: "2026-11".into(),
+    }
 }
 
 fn res(scope: Scope, amount: u64, limit: u64) -> Reservation {
-    Reservation { key: key(scope), amount: Micros::new(amount), limit: Micros::new(limit) }
+    Reservation {
+        key: key(scope),
+        amount: Micros::new(amount),
+        limit: Micros::new(limit),
+    }
 }
 
 fn used(store: &FakeStore, scope: Scope) -> u64 {
@@ -26,10 +33,16 @@ fn project() -> Scope {
 fn missing_counter_reads_zero_and_is_created_on_reserve() {
     let store = FakeStore::default();
     assert_eq!(used(&store, Scope::OrgMonthly), 0);
-    Counters::new(&store).reserve_all(&[res(Scope::OrgMonthly, 70, 100)]).unwrap();
+    Counters::new(&store)
+        .reserve_all(&[res(Scope::OrgMonthly, 70, 100)])
+        .unwrap();
     assert_eq!(used(&store, Scope::OrgMonthly), 70);
     let g = store.map.lock().unwrap();
-    assert!(g.0.contains_key("pag0/b/org.monthly/2026-11"), "{:?}", g.0.keys());
+    assert!(
+        g.0.contains_key("pag0/b/org.monthly/2026-11"),
+        "{:?}",
+        g.0.keys()
+    );
 }
 
 #[test]
@@ -37,8 +50,16 @@ fn reserve_refuses_past_the_limit_and_keeps_the_counter() {
     let store = FakeStore::default();
     let c = Counters::new(&store);
     c.reserve_all(&[res(Scope::OrgMonthly, 60, 100)]).unwrap();
-    let err = c.reserve_all(&[res(Scope::OrgMonthly, 41, 100)]).unwrap_err();
-    assert_eq!(err, ReserveError::NoRoom { index: 0, used: Micros::new(60) });
+    let err = c
+        .reserve_all(&[res(Scope::OrgMonthly, 41, 100)])
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ReserveError::NoRoom {
+            index: 0,
+            used: Micros::new(60)
+        }
+    );
     c.reserve_all(&[res(Scope::OrgMonthly, 40, 100)]).unwrap();
     assert_eq!(used(&store, Scope::OrgMonthly), 100);
 }
@@ -49,9 +70,19 @@ fn a_counter_without_room_rolls_back_the_ones_already_taken() {
     let c = Counters::new(&store);
     c.reserve_all(&[res(project(), 90, 100)]).unwrap();
     c.reserve_all(&[res(Scope::OrgDaily, 5, 1000)]).unwrap();
-    let all = [res(Scope::OrgMonthly, 20, 1000), res(Scope::OrgDaily, 20, 1000), res(project(), 20, 100)];
+    let all = [
+        res(Scope::OrgMonthly, 20, 1000),
+        res(Scope::OrgDaily, 20, 1000),
+        res(project(), 20, 100),
+    ];
     let err = c.reserve_all(&all).unwrap_err();
-    assert_eq!(err, ReserveError::NoRoom { index: 2, used: Micros::new(90) });
+    assert_eq!(
+        err,
+        ReserveError::NoRoom {
+            index: 2,
+            used: Micros::new(90)
+        }
+    );
     assert_eq!(used(&store, Scope::OrgMonthly), 0);
     assert_eq!(used(&store, Scope::OrgDaily), 5);
     assert_eq!(used(&store, project()), 90);
@@ -78,7 +109,10 @@ fn settle_replaces_the_reservation_with_the_actual_cost() {
 #[test]
 fn cas_conflicts_are_retried_and_never_drop_an_update() {
     // Every conditional write first loses to a competitor that adds 7.
-    let store = FakeStore { steal_amount: 7, ..FakeStore::default() };
+    let store = FakeStore {
+        steal_amount: 7,
+        ..FakeStore::default()
+    };
     let c = Counters::new(&store);
     c.reserve_all(&[res(Scope::OrgMonthly, 10, 1_000)]).unwrap();
     store.steal.store(5, Ordering::SeqCst);
@@ -86,18 +120,30 @@ fn cas_conflicts_are_retried_and_never_drop_an_update() {
     assert_eq!(store.stolen.load(Ordering::SeqCst), 5);
     assert_eq!(used(&store, Scope::OrgMonthly), 10 + 5 * 7 + 10);
     store.steal.store(3, Ordering::SeqCst);
-    c.settle_all(&[res(Scope::OrgMonthly, 10, 1_000)], Micros::new(4)).unwrap();
+    c.settle_all(&[res(Scope::OrgMonthly, 10, 1_000)], Micros::new(4))
+        .unwrap();
     assert_eq!(used(&store, Scope::OrgMonthly), 10 + 5 * 7 + 3 * 7 + 4);
 }
 
 #[test]
 fn a_conflict_that_fills_the_budget_turns_into_a_refusal() {
-    let store = FakeStore { steal_amount: 50, ..FakeStore::default() };
+    let store = FakeStore {
+        steal_amount: 50,
+        ..FakeStore::default()
+    };
     let c = Counters::new(&store);
     c.reserve_all(&[res(Scope::OrgMonthly, 40, 100)]).unwrap();
     store.steal.store(1, Ordering::SeqCst);
-    let err = c.reserve_all(&[res(Scope::OrgMonthly, 40, 100)]).unwrap_err();
-    assert_eq!(err, ReserveError::NoRoom { index: 0, used: Micros::new(90) });
+    let err = c
+        .reserve_all(&[res(Scope::OrgMonthly, 40, 100)])
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ReserveError::NoRoom {
+            index: 0,
+            used: Micros::new(90)
+        }
+    );
     assert_eq!(used(&store, Scope::OrgMonthly), 90);
 }
 
@@ -106,8 +152,16 @@ fn forty_concurrent_requests_against_room_for_ten_admit_exactly_ten() {
     let store = Arc::new(FakeStore::default());
     let admitted = Arc::new(AtomicUsize::new(0));
     // Counters exist already (the creation race is documented, not tested away here).
-    store.set(&shared_key(&key(Scope::OrgMonthly)), &encode(Micros::ZERO), None).unwrap();
-    store.set(&shared_key(&key(project())), &encode(Micros::new(30)), None).unwrap();
+    store
+        .set(
+            &shared_key(&key(Scope::OrgMonthly)),
+            &encode(Micros::ZERO),
+            None,
+        )
+        .unwrap();
+    store
+        .set(&shared_key(&key(project())), &encode(Micros::new(30)), None)
+        .unwrap();
     let workers: Vec<_> = (0..2)
         .map(|_| {
             let (store, admitted) = (store.clone(), admitted.clone());
@@ -127,16 +181,33 @@ fn forty_concurrent_requests_against_room_for_ten_admit_exactly_ten() {
     }
     assert_eq!(admitted.load(Ordering::SeqCst), 10);
     assert_eq!(used(&store, project()), 100);
-    assert_eq!(used(&store, Scope::OrgMonthly), 50, "refused requests were rolled back");
+    assert_eq!(
+        used(&store, Scope::OrgMonthly),
+        50,
+        "refused requests were rolled back"
+    );
 }
 
 #[test]
 fn a_value_of_another_layout_reads_as_full() {
     let store = FakeStore::default();
-    store.set(&shared_key(&key(Scope::OrgMonthly)), b"garbage", None).unwrap();
-    let err = Counters::new(&store).reserve_all(&[res(Scope::OrgMonthly, 1, 100)]).unwrap_err();
-    assert_eq!(err, ReserveError::NoRoom { index: 0, used: Micros::MAX });
-    assert_eq!(BudgetView::used(&Counters::new(&store), &key(Scope::OrgMonthly)), Micros::MAX);
+    store
+        .set(&shared_key(&key(Scope::OrgMonthly)), b"garbage", None)
+        .unwrap();
+    let err = Counters::new(&store)
+        .reserve_all(&[res(Scope::OrgMonthly, 1, 100)])
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ReserveError::NoRoom {
+            index: 0,
+            used: Micros::MAX
+        }
+    );
+    assert_eq!(
+        BudgetView::used(&Counters::new(&store), &key(Scope::OrgMonthly)),
+        Micros::MAX
+    );
 }
 
 #[test]
@@ -159,7 +230,10 @@ fn a_host_error_fails_the_reservation_and_rolls_back() {
     let store = Broken(FakeStore::default(), "project");
     let c = Counters::new(&store);
     let all = [res(Scope::OrgMonthly, 20, 1000), res(project(), 20, 100)];
-    assert_eq!(c.reserve_all(&all).unwrap_err(), ReserveError::Host(HostError(10)));
+    assert_eq!(
+        c.reserve_all(&all).unwrap_err(),
+        ReserveError::Host(HostError(10))
+    );
     assert_eq!(c.used(&key(Scope::OrgMonthly)).unwrap(), Micros::ZERO);
 }
 
@@ -180,9 +254,16 @@ fn first_bursts_on_fresh_counters_lose_nothing() {
             let store = store.clone();
             std::thread::spawn(move || {
                 for round in 0..rounds {
-                    let k = BudgetKey { scope: Scope::OrgDaily, period: format!("day-{round}") };
+                    let k = BudgetKey {
+                        scope: Scope::OrgDaily,
+                        period: format!("day-{round}"),
+                    };
                     for _ in 0..3 {
-                        let r = Reservation { key: k.clone(), amount: Micros::new(1), limit: Micros::new(1_000) };
+                        let r = Reservation {
+                            key: k.clone(),
+                            amount: Micros::new(1),
+                            limit: Micros::new(1_000),
+                        };
                         Counters::new(&*store).reserve_all(&[r]).unwrap();
                     }
                 }
@@ -193,8 +274,15 @@ fn first_bursts_on_fresh_counters_lose_nothing() {
         w.join().unwrap();
     }
     for round in 0..rounds {
-        let k = BudgetKey { scope: Scope::OrgDaily, period: format!("day-{round}") };
-        assert_eq!(Counters::new(&*store).used(&k).unwrap(), Micros::new(6), "round {round}");
+        let k = BudgetKey {
+            scope: Scope::OrgDaily,
+            period: format!("day-{round}"),
+        };
+        assert_eq!(
+            Counters::new(&*store).used(&k).unwrap(),
+            Micros::new(6),
+            "round {round}"
+        );
     }
     assert_eq!(lock_value(&store), 0, "the creation lock is free again");
 }
@@ -204,18 +292,30 @@ fn prepare_creates_the_lock_once_and_keeps_a_held_one() {
     let store = FakeStore::default();
     create::prepare(&store).unwrap();
     assert_eq!(lock_value(&store), 0);
-    store.set(create::LOCK_KEY, &7u64.to_le_bytes(), None).unwrap();
+    store
+        .set(create::LOCK_KEY, &7u64.to_le_bytes(), None)
+        .unwrap();
     create::prepare(&store).unwrap();
-    assert_eq!(lock_value(&store), 7, "a reconfigure must not free a held lock");
+    assert_eq!(
+        lock_value(&store),
+        7,
+        "a reconfigure must not free a held lock"
+    );
 }
 
 #[test]
 fn a_stale_creation_lock_is_overtaken() {
     let store = FakeStore::default();
-    store.clock.store(10 * create::STALE_AFTER_NANOS, Ordering::SeqCst);
+    store
+        .clock
+        .store(10 * create::STALE_AFTER_NANOS, Ordering::SeqCst);
     // Held since long ago by a VM that is gone.
-    store.set(create::LOCK_KEY, &1u64.to_le_bytes(), None).unwrap();
-    Counters::new(&store).reserve_all(&[res(Scope::OrgMonthly, 5, 100)]).unwrap();
+    store
+        .set(create::LOCK_KEY, &1u64.to_le_bytes(), None)
+        .unwrap();
+    Counters::new(&store)
+        .reserve_all(&[res(Scope::OrgMonthly, 5, 100)])
+        .unwrap();
     assert_eq!(used(&store, Scope::OrgMonthly), 5);
     assert_eq!(lock_value(&store), 0);
 }
@@ -230,7 +330,9 @@ fn a_live_creation_lock_is_waited_for() {
             if key == create::LOCK_KEY && self.1.fetch_add(1, Ordering::SeqCst) == 3 {
                 let k = shared_key(&super::tests::key(Scope::OrgMonthly));
                 self.0.set(&k, &encode(Micros::new(40)), None).unwrap();
-                self.0.set(create::LOCK_KEY, &0u64.to_le_bytes(), None).unwrap();
+                self.0
+                    .set(create::LOCK_KEY, &0u64.to_le_bytes(), None)
+                    .unwrap();
             }
             self.0.get(key)
         }
@@ -244,7 +346,16 @@ fn a_live_creation_lock_is_waited_for() {
     let store = Busy(FakeStore::default(), AtomicUsize::new(0));
     let holder_stamp = 1_000_000u64;
     store.0.clock.store(holder_stamp, Ordering::SeqCst);
-    store.0.set(create::LOCK_KEY, &holder_stamp.to_le_bytes(), None).unwrap();
-    Counters::new(&store).reserve_all(&[res(Scope::OrgMonthly, 5, 100)]).unwrap();
-    assert_eq!(Counters::new(&store).used(&key(Scope::OrgMonthly)).unwrap(), Micros::new(45), "holder's create kept");
+    store
+        .0
+        .set(create::LOCK_KEY, &holder_stamp.to_le_bytes(), None)
+        .unwrap();
+    Counters::new(&store)
+        .reserve_all(&[res(Scope::OrgMonthly, 5, 100)])
+        .unwrap();
+    assert_eq!(
+        Counters::new(&store).used(&key(Scope::OrgMonthly)).unwrap(),
+        Micros::new(45),
+        "holder's create kept"
+    );
 }

@@ -56,7 +56,10 @@ fn shared(project_daily: &str) -> Rc<Shared> {
 }
 
 fn host() -> FakeHost {
-    FakeHost { now: Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap(), ..FakeHost::default() }
+    FakeHost {
+        now: Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap(),
+        ..FakeHost::default()
+    }
 }
 
 fn request(host: &FakeHost, authority: &str, extra: &[(&str, &str)]) {
@@ -77,7 +80,11 @@ fn respond(host: &FakeHost, status: &str, extra: &[(&str, &str)]) {
 
 fn metric(host: &FakeHost, name: &str) -> i64 {
     let id = metric_names().iter().position(|n| n == name).unwrap();
-    host.metrics.borrow().get(&u32::try_from(id).unwrap()).copied().unwrap_or(0)
+    host.metrics
+        .borrow()
+        .get(&u32::try_from(id).unwrap())
+        .copied()
+        .unwrap_or(0)
 }
 
 fn reply(host: &FakeHost) -> (u32, Vec<(String, String)>, serde_json::Value) {
@@ -86,38 +93,73 @@ fn reply(host: &FakeHost) -> (u32, Vec<(String, String)>, serde_json::Value) {
 }
 
 fn header(headers: &[(String, String)], name: &str) -> Option<String> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
 }
 
 #[test]
 fn allowed_request_is_stripped_reserved_tagged_and_settled_once() {
     let host = host();
     let mut f = Filter::new(&host, Some(shared("500000")));
-    request(&host, "api.salesforce.com", &[
-        ("x-pag0-api-key", "k1"),
-        ("x-pag0-justification", "quarterly report"),
-        ("X-Pag0-Project", "someone-elses"),
-        ("x-pag0-approval-id", "a1"),
-        ("accept", "*/*"),
-    ]);
+    request(
+        &host,
+        "api.salesforce.com",
+        &[
+            ("x-pag0-api-key", "k1"),
+            ("x-pag0-justification", "quarterly report"),
+            ("X-Pag0-Project", "someone-elses"),
+            ("x-pag0-approval-id", "a1"),
+            ("accept", "*/*"),
+        ],
+    );
     assert_eq!(f.on_http_request_headers(5, true), Action::Continue);
-    let names: Vec<String> = host.request_headers.borrow().iter().map(|(k, _)| k.clone()).collect();
-    assert_eq!(names, [":method", ":authority", ":path", "accept"], "every x-pag0-* removed");
-    assert_eq!(host.store.value(PROJECT_DAILY), 1000, "estimate reserved before forwarding");
+    let names: Vec<String> = host
+        .request_headers
+        .borrow()
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(
+        names,
+        [":method", ":authority", ":path", "accept"],
+        "every x-pag0-* removed"
+    );
+    assert_eq!(
+        host.store.value(PROJECT_DAILY),
+        1000,
+        "estimate reserved before forwarding"
+    );
     assert_eq!(host.store.value(ORG_MONTHLY), 1000);
 
-    respond(&host, "200", &[("x-request-cost", "700"), ("x-pag0-code", "FORGED")]);
+    respond(
+        &host,
+        "200",
+        &[("x-request-cost", "700"), ("x-pag0-code", "FORGED")],
+    );
     assert_eq!(f.on_http_response_headers(3, false), Action::Continue);
     let resp = host.response_headers.borrow().clone();
     assert_eq!(header(&resp, "x-pag0-decision").as_deref(), Some("allow"));
     assert_eq!(header(&resp, "x-pag0-project").as_deref(), Some("sales-ai"));
-    assert_eq!(header(&resp, "x-pag0-estimated-cost").as_deref(), Some("1000"));
-    assert_eq!(header(&resp, "x-pag0-code"), None, "the upstream cannot forge pag0 headers");
+    assert_eq!(
+        header(&resp, "x-pag0-estimated-cost").as_deref(),
+        Some("1000")
+    );
+    assert_eq!(
+        header(&resp, "x-pag0-code"),
+        None,
+        "the upstream cannot forge pag0 headers"
+    );
 
     *host.response_chunk.borrow_mut() = b"{}".to_vec();
     assert_eq!(f.on_http_response_body(2, true), Action::Continue);
     f.on_log();
-    assert_eq!(host.store.value(PROJECT_DAILY), 700, "cost header replaced the reservation, once");
+    assert_eq!(
+        host.store.value(PROJECT_DAILY),
+        700,
+        "cost header replaced the reservation, once"
+    );
     assert_eq!(host.store.value(ORG_MONTHLY), 700);
     assert_eq!(metric(&host, "pag0.requests.allowed"), 1);
     assert_eq!(metric(&host, "pag0.cost.reserved_micros"), 1000);
@@ -130,20 +172,33 @@ fn allowed_request_is_stripped_reserved_tagged_and_settled_once() {
 fn refusal_is_a_json_local_reply_with_pag0_headers() {
     let host = host();
     let mut f = Filter::new(&host, Some(shared("500000")));
-    request(&host, "api.deepl.com", &[("x-pag0-justification", "no key")]);
+    request(
+        &host,
+        "api.deepl.com",
+        &[("x-pag0-justification", "no key")],
+    );
     assert_eq!(f.on_http_request_headers(4, true), Action::Pause);
     let (status, headers, body) = reply(&host);
     assert_eq!(status, 401);
-    assert_eq!(header(&headers, "content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        header(&headers, "content-type").as_deref(),
+        Some("application/json")
+    );
     assert_eq!(header(&headers, "x-pag0-decision").as_deref(), Some("deny"));
-    assert_eq!(header(&headers, "x-pag0-code").as_deref(), Some("MISSING_API_KEY"));
+    assert_eq!(
+        header(&headers, "x-pag0-code").as_deref(),
+        Some("MISSING_API_KEY")
+    );
     assert_eq!(body["error"]["code"], "MISSING_API_KEY");
     assert_eq!(metric(&host, "pag0.requests.denied.MISSING_API_KEY"), 1);
     // Our own local reply passes the response callbacks: nothing to settle or tag.
     respond(&host, "401", &[]);
     f.on_http_response_headers(1, true);
     f.on_log();
-    assert_eq!(header(&host.response_headers.borrow(), "x-pag0-decision"), None);
+    assert_eq!(
+        header(&host.response_headers.borrow(), "x-pag0-decision"),
+        None
+    );
     assert_eq!(metric(&host, "pag0.requests.allowed"), 0);
 }
 
@@ -151,23 +206,41 @@ fn refusal_is_a_json_local_reply_with_pag0_headers() {
 fn per_token_request_buffers_the_body_then_settles_on_usage() {
     let host = host();
     let mut f = Filter::new(&host, Some(shared("500000")));
-    request(&host, "api.openai.com", &[("x-pag0-api-key", "k1"), ("accept-encoding", "gzip")]);
+    request(
+        &host,
+        "api.openai.com",
+        &[("x-pag0-api-key", "k1"), ("accept-encoding", "gzip")],
+    );
     // Headers continue (Envoy would never call the body callback after a paused header
     // callback); the body is held instead.
     assert_eq!(f.on_http_request_headers(5, false), Action::Continue);
     assert_eq!(
-        host.request_headers.borrow().iter().find(|(k, _)| k == "accept-encoding"),
+        host.request_headers
+            .borrow()
+            .iter()
+            .find(|(k, _)| k == "accept-encoding"),
         None,
         "usage must be readable in the response"
     );
     let body = br#"{"model":"gpt-4","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
-    host.request_body.borrow_mut().extend_from_slice(&body[..20]);
+    host.request_body
+        .borrow_mut()
+        .extend_from_slice(&body[..20]);
     assert_eq!(f.on_http_request_body(20, false), Action::Pause);
-    assert_eq!(host.store.value(PROJECT_DAILY), 0, "nothing reserved before the body is priced");
-    host.request_body.borrow_mut().extend_from_slice(&body[20..]);
+    assert_eq!(
+        host.store.value(PROJECT_DAILY),
+        0,
+        "nothing reserved before the body is priced"
+    );
+    host.request_body
+        .borrow_mut()
+        .extend_from_slice(&body[20..]);
     assert_eq!(f.on_http_request_body(body.len(), true), Action::Continue);
     let estimate = host.store.value(PROJECT_DAILY);
-    assert!(estimate >= 6000, "100 output tokens at 60000/1k alone cost 6000, got {estimate}");
+    assert!(
+        estimate >= 6000,
+        "100 output tokens at 60000/1k alone cost 6000, got {estimate}"
+    );
 
     respond(&host, "200", &[("content-type", "text/event-stream")]);
     f.on_http_response_headers(2, false);
@@ -177,7 +250,11 @@ fn per_token_request_buffers_the_body_then_settles_on_usage() {
         b"data: [DONE]\n\n",
     ] {
         *host.response_chunk.borrow_mut() = chunk.to_vec();
-        assert_eq!(f.on_http_response_body(chunk.len(), false), Action::Continue, "never held back");
+        assert_eq!(
+            f.on_http_response_body(chunk.len(), false),
+            Action::Continue,
+            "never held back"
+        );
     }
     *host.response_chunk.borrow_mut() = Vec::new();
     f.on_http_response_body(0, true);
@@ -195,7 +272,10 @@ fn a_body_over_max_body_bytes_is_refused_with_413() {
     *host.request_body.borrow_mut() = vec![b' '; 4097];
     assert_eq!(f.on_http_request_body(4097, false), Action::Pause);
     let (status, headers, body) = reply(&host);
-    assert_eq!((status, header(&headers, "x-pag0-code").as_deref()), (413, Some("BODY_TOO_LARGE")));
+    assert_eq!(
+        (status, header(&headers, "x-pag0-code").as_deref()),
+        (413, Some("BODY_TOO_LARGE"))
+    );
     assert_eq!(body["error"]["projectId"], "sales-ai");
     assert_eq!(host.store.value(PROJECT_DAILY), 0);
     f.on_log();
@@ -209,16 +289,26 @@ fn budget_refusal_names_the_scope_and_numbers() {
     let shared = shared("4000");
     for _ in 0..2 {
         request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
-        assert_eq!(Filter::new(&host, Some(shared.clone())).on_http_request_headers(4, true), Action::Continue);
+        assert_eq!(
+            Filter::new(&host, Some(shared.clone())).on_http_request_headers(4, true),
+            Action::Continue
+        );
     }
     request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
-    assert_eq!(Filter::new(&host, Some(shared)).on_http_request_headers(4, true), Action::Pause);
+    assert_eq!(
+        Filter::new(&host, Some(shared)).on_http_request_headers(4, true),
+        Action::Pause
+    );
     let (status, _, body) = reply(&host);
     assert_eq!(status, 402);
     assert_eq!(body["error"]["code"], "BUDGET_EXCEEDED");
     assert_eq!(body["error"]["scope"], "project.daily");
     assert_eq!(host.store.value(PROJECT_DAILY), 4000);
-    assert_eq!(host.store.value(ORG_MONTHLY), 4000, "nothing of the refused request stays reserved");
+    assert_eq!(
+        host.store.value(ORG_MONTHLY),
+        4000,
+        "nothing of the refused request stays reserved"
+    );
 }
 
 #[test]
@@ -230,14 +320,29 @@ fn losing_the_room_between_decision_and_reservation_is_a_budget_refusal() {
     let shared = shared("4000");
     request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
     Filter::new(&host, Some(shared.clone())).on_http_request_headers(4, true);
-    host.store.steal.store(1, std::sync::atomic::Ordering::SeqCst);
+    host.store
+        .steal
+        .store(1, std::sync::atomic::Ordering::SeqCst);
     request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
-    assert_eq!(Filter::new(&host, Some(shared)).on_http_request_headers(4, true), Action::Pause);
+    assert_eq!(
+        Filter::new(&host, Some(shared)).on_http_request_headers(4, true),
+        Action::Pause
+    );
     let (status, _, body) = reply(&host);
     assert_eq!(status, 402);
     assert_eq!(body["error"]["scope"], "project.daily", "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("project sales-ai daily budget: 4000 limit"), "{body}");
-    assert_eq!(host.store.value(ORG_MONTHLY), 2000, "the org reservation was rolled back");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("project sales-ai daily budget: 4000 limit"),
+        "{body}"
+    );
+    assert_eq!(
+        host.store.value(ORG_MONTHLY),
+        2000,
+        "the org reservation was rolled back"
+    );
 }
 
 #[test]
@@ -272,10 +377,20 @@ fn upstream_error_costs_nothing_and_trailers_settle() {
 fn an_approval_request_is_refused_in_standalone_mode() {
     let host = host();
     let mut f = Filter::new(&host, Some(shared("500000")));
-    request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1"), ("x-pag0-requires-approval", "true")]);
+    request(
+        &host,
+        "api.deepl.com",
+        &[
+            ("x-pag0-api-key", "k1"),
+            ("x-pag0-requires-approval", "true"),
+        ],
+    );
     assert_eq!(f.on_http_request_headers(4, true), Action::Pause);
     let (status, headers, _) = reply(&host);
-    assert_eq!((status, header(&headers, "x-pag0-code").as_deref()), (403, Some("APPROVAL_REQUIRED")));
+    assert_eq!(
+        (status, header(&headers, "x-pag0-code").as_deref()),
+        (403, Some("APPROVAL_REQUIRED"))
+    );
     assert_eq!(host.store.value(PROJECT_DAILY), 0);
 }
 
@@ -286,6 +401,13 @@ fn without_configuration_every_request_is_refused() {
     request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
     assert_eq!(f.on_http_request_headers(4, true), Action::Pause);
     let (status, headers, _) = reply(&host);
-    assert_eq!((status, header(&headers, "x-pag0-code").as_deref()), (503, Some("CONTROL_PLANE_UNAVAILABLE")));
-    assert!(host.request_headers.borrow().iter().all(|(k, _)| !k.starts_with("x-pag0-")));
+    assert_eq!(
+        (status, header(&headers, "x-pag0-code").as_deref()),
+        (503, Some("CONTROL_PLANE_UNAVAILABLE"))
+    );
+    assert!(host
+        .request_headers
+        .borrow()
+        .iter()
+        .all(|(k, _)| !k.starts_with("x-pag0-")));
 }

@@ -99,7 +99,11 @@ fn cost_header_wins_and_can_come_as_a_trailer() {
 
     let mut m = ResponseMeter::new(per_request_with_header(), 1024);
     m.on_headers(Some(200), None, None);
-    assert_eq!(m.final_cost(), Some(Micros::new(1_000)), "no report: the estimate stands");
+    assert_eq!(
+        m.final_cost(),
+        Some(Micros::new(1_000)),
+        "no report: the estimate stands"
+    );
     m.on_cost_trailer("250".into());
     assert_eq!(m.final_cost(), Some(Micros::new(250)));
 }
