@@ -13,7 +13,7 @@ use crate::abi::{self, buffer_type, decode_map, map_type, metric_type, property_
 use crate::shared::{lock, LogLine, MetricKind, SharedRef};
 
 /// Fuel for one callback: generous for real work, finite so a guest loop fails the test.
-pub const FUEL_PER_CALLBACK: u64 = 2_000_000_000;
+pub const FUEL_PER_CALLBACK: u64 = 300_000_000;
 
 /// What the filter asked Envoy to send instead of forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]

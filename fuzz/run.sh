@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Run every fuzz target for a bounded time: `fuzz/run.sh [seconds-per-target]` (default 60).
+# CI runs a short smoke (`fuzz/run.sh 20`). Needs cargo-fuzz and a nightly toolchain:
+#   rustup toolchain install nightly && cargo install cargo-fuzz
+# Safe Rust only, so no sanitizer (-s none): ~2x the executions per second.
+# Crashing inputs land in fuzz/artifacts/<target>/; copy them to fuzz/regressions/<target>/
+# so every later run replays them first.
+set -euo pipefail
+cd "$(dirname "$0")"
+secs="${1:-60}"
+targets="${FUZZ_TARGETS:-policy_document request_body sse_usage wasm_request}"
+
+# The host target drives the real plugin .wasm.
+(cd .. && cargo build -q -p pag0-plugin --profile wasm-release --target wasm32-wasip1)
+export PAG0_WASM="${PAG0_WASM:-$(cd .. && pwd)/target/wasm32-wasip1/wasm-release/pag0_plugin.wasm}"
+
+for t in $targets; do
+  mkdir -p "corpus/$t" "regressions/$t"
+  # Replay known crashers first: a regression fails here, before any new fuzzing.
+  if compgen -G "regressions/$t/*" > /dev/null; then
+    cargo +nightly fuzz run -s none "$t" regressions/$t/* -- -runs=0
+  fi
+  echo "== fuzz $t for ${secs}s"
+  cargo +nightly fuzz run -s none "$t" "corpus/$t" "seeds/$t" -- \
+    -max_total_time="$secs" -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 2>&1 \
+    | grep -E "^(stat::number_of_executed_units|==|SUMMARY|thread|Done)|panicked|ERROR" || true
+  # grep hides libFuzzer's chatter; the pipeline's status is cargo's.
+  test "${PIPESTATUS[0]}" -eq 0
+done
