@@ -17,6 +17,7 @@ use axum::Router;
 use tokio::sync::RwLock;
 
 pub mod auth;
+pub mod authz;
 pub mod cli;
 pub mod clock;
 pub mod document;
@@ -143,6 +144,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/budgets", get(budgets::list))
         .route("/v1/openapi.json", get(ops::openapi))
         .merge(ops_routes)
+        .merge(authz::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), ops::track))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(8 * 1024 * 1024))
