@@ -251,6 +251,18 @@ impl<H: Host> HttpContext for Filter<H> {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if let State::AwaitingBody { pending, .. } = &self.state {
+            // The upstream answered before the request body (needed for the price) was
+            // complete: nothing is reserved, so this response must not reach the agent
+            // unpriced. Only possible without a buffer filter after pag0 (see README).
+            let mut deny = Deny::new(
+                DenyCode::BadRequestBody,
+                "the upstream answered before pag0 had read the request body it needs to price \
+                 the request",
+            );
+            deny.project_id = Some(pending.project_id.clone());
+            return self.deny(&deny);
+        }
         let State::Reserved(r) = &mut self.state else {
             return Action::Continue;
         };

@@ -411,3 +411,43 @@ fn without_configuration_every_request_is_refused() {
         .iter()
         .all(|(k, _)| !k.starts_with("x-pag0-")));
 }
+
+#[test]
+fn an_upstream_answer_before_the_priced_body_is_replaced_by_a_refusal() {
+    // Without a buffer filter after pag0 the headers reach the upstream before the body is
+    // priced; an upstream that answers early must not hand the agent an unpriced response.
+    let host = host();
+    let mut f = Filter::new(&host, Some(shared("500000")));
+    request(&host, "api.openai.com", &[("x-pag0-api-key", "k1")]);
+    assert_eq!(f.on_http_request_headers(4, false), Action::Continue);
+    respond(&host, "200", &[("content-type", "application/json")]);
+    assert_eq!(f.on_http_response_headers(2, false), Action::Pause);
+    let (status, headers, _) = reply(&host);
+    assert_eq!(
+        (status, header(&headers, "x-pag0-code").as_deref()),
+        (400, Some("BAD_REQUEST_BODY"))
+    );
+    // The rest of the request body no longer decides anything.
+    *host.request_body.borrow_mut() = b"{\"model\":\"gpt-4\"}".to_vec();
+    assert_eq!(f.on_http_request_body(17, true), Action::Continue);
+    f.on_log();
+    assert_eq!(host.store.value(PROJECT_DAILY), 0);
+    assert_eq!(metric(&host, "pag0.requests.allowed"), 0);
+}
+
+#[test]
+fn a_request_with_trailers_is_decided_on_the_trailers() {
+    let host = host();
+    let mut f = Filter::new(&host, Some(shared("500000")));
+    request(&host, "api.openai.com", &[("x-pag0-api-key", "k1")]);
+    assert_eq!(f.on_http_request_headers(4, false), Action::Continue);
+    let body = br#"{"model":"gpt-4","max_tokens":10,"messages":[]}"#;
+    *host.request_body.borrow_mut() = body.to_vec();
+    assert_eq!(f.on_http_request_body(body.len(), false), Action::Pause);
+    assert_eq!(f.on_http_request_trailers(1), Action::Continue);
+    assert!(
+        host.store.value(PROJECT_DAILY) >= 600,
+        "10 output tokens at 60000/1k"
+    );
+    assert!(host.local_reply.borrow().is_none());
+}
