@@ -70,6 +70,36 @@ proptest! {
         prop_assert_eq!(s.usage(), Some(Usage { prompt_tokens: p, completion_tokens: c }));
     }
 
+    /// Any byte soup made of SSE-ish tokens: chunking never changes the result.
+    #[test]
+    fn sse_chunking_is_invisible_for_any_bytes(
+        parts in prop::collection::vec(prop::sample::select(vec![
+            "data: ", "data:", "\r", "\n", "\r\n", ": c", "event: x", "[DONE]",
+            "{\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}",
+            "{\"usage\":{\"prompt_tokens\":3", ",\"completion_tokens\":4}}", "{}", "x",
+        ]), 0..40),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        empty_feeds in any::<bool>(),
+    ) {
+        let stream: String = parts.concat();
+        let bytes = stream.as_bytes();
+        let mut whole = SseUsageScanner::new();
+        whole.feed(bytes);
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        points.sort_unstable();
+        let mut chunked = SseUsageScanner::new();
+        let mut prev = 0;
+        for p in points {
+            chunked.feed(&bytes[prev..p]);
+            if empty_feeds {
+                chunked.feed(&[]);
+            }
+            prev = p;
+        }
+        chunked.feed(&bytes[prev..]);
+        prop_assert_eq!(whole.usage(), chunked.usage(), "{:?}", stream);
+    }
+
     #[test]
     fn decide_never_panics_on_agent_input(
         key in prop::option::of(".{0,20}"),

@@ -138,6 +138,9 @@ impl SseUsageScanner {
 
     pub fn feed(&mut self, chunk: &[u8]) {
         let mut rest = chunk;
+        if rest.is_empty() {
+            return;
+        }
         if self.after_cr {
             self.after_cr = false;
             if let Some(r) = rest.strip_prefix(b"\n") {

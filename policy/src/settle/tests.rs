@@ -206,3 +206,22 @@ fn cost_header_values() {
         None
     );
 }
+
+#[test]
+fn empty_feed_between_cr_and_lf_keeps_the_line_ending_whole() {
+    let parts: [&[u8]; 4] = [
+        b"data: {\"usage\":{\"prompt_tokens\":3\r",
+        b"",
+        b"\ndata: ,\"completion_tokens\":4}}\n",
+        b"\n",
+    ];
+    let mut chunked = SseUsageScanner::new();
+    for p in parts {
+        chunked.feed(p);
+    }
+    let mut whole = SseUsageScanner::new();
+    whole.feed(&parts.concat());
+    let want = Some(Usage { prompt_tokens: 3, completion_tokens: 4 });
+    assert_eq!(whole.usage(), want);
+    assert_eq!(chunked.usage(), want);
+}
