@@ -80,6 +80,7 @@ impl Pending {
     }
 }
 
+#[derive(Clone, Debug)]
 pub enum HeadOutcome {
     Deny(Deny),
     Continue(Pending),
@@ -244,7 +245,7 @@ impl CompiledPolicy {
             _ => {
                 return HeadOutcome::Deny(Deny::new(
                     DenyCode::MissingApiKey,
-                    "no API key: send the client's key in the x-pag0-api-key header",
+                    "no API key: send the client's key in the API key header (x-pag0-api-key unless configured otherwise)",
                 ))
             }
         };

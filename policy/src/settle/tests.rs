@@ -221,7 +221,10 @@ fn empty_feed_between_cr_and_lf_keeps_the_line_ending_whole() {
     }
     let mut whole = SseUsageScanner::new();
     whole.feed(&parts.concat());
-    let want = Some(Usage { prompt_tokens: 3, completion_tokens: 4 });
+    let want = Some(Usage {
+        prompt_tokens: 3,
+        completion_tokens: 4,
+    });
     assert_eq!(whole.usage(), want);
     assert_eq!(chunked.usage(), want);
 }
