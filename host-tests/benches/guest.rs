@@ -22,15 +22,32 @@ fn per_request(c: &mut Criterion) {
     let mut h = host();
     let allowed = Request::get("api.deepl.com", "/v2/translate").api_key(fixture::OPS_KEY);
     let ok = Response::json(200, r#"{"translations":[]}"#);
-    assert_eq!(h.run(&allowed, &ok).header("x-pag0-decision"), Some("allow"));
-    c.bench_function("allowed per-request price", |b| b.iter(|| h.run(&allowed, &ok)));
+    assert_eq!(
+        h.run(&allowed, &ok).header("x-pag0-decision"),
+        Some("allow")
+    );
+    c.bench_function("allowed per-request price", |b| {
+        b.iter(|| h.run(&allowed, &ok))
+    });
 
     let mut h = host();
-    let chat = Request::post_json("api.openai.com", "/v1/chat/completions", r#"{"model":"gpt-4o-mini","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#)
-        .api_key(fixture::OPS_KEY);
-    let usage = Response::json(200, r#"{"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":20}}"#);
-    assert_eq!(h.run(&chat, &usage).header("x-pag0-decision"), Some("allow"));
-    c.bench_function("allowed token-priced with JSON usage", |b| b.iter(|| h.run(&chat, &usage)));
+    let chat = Request::post_json(
+        "api.openai.com",
+        "/v1/chat/completions",
+        r#"{"model":"gpt-4o-mini","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .api_key(fixture::OPS_KEY);
+    let usage = Response::json(
+        200,
+        r#"{"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":20}}"#,
+    );
+    assert_eq!(
+        h.run(&chat, &usage).header("x-pag0-decision"),
+        Some("allow")
+    );
+    c.bench_function("allowed token-priced with JSON usage", |b| {
+        b.iter(|| h.run(&chat, &usage))
+    });
 
     let mut h = host();
     let denied = Request::get("api.deepl.com", "/v2/translate").api_key("unknown");

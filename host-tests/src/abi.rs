@@ -91,7 +91,12 @@ pub type Headers = Vec<(String, Vec<u8>)>;
 
 /// `[n: u32][n × (klen: u32, vlen: u32)][n × (key \0 value \0)]`, all little-endian.
 pub fn encode_map(map: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + map.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        4 + map
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum::<usize>(),
+    );
     out.extend_from_slice(&(map.len() as u32).to_le_bytes());
     for (k, v) in map {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());

@@ -19,7 +19,11 @@ use crate::vm::{CallReply, GuestTrap, HttpCall, LocalReply, StreamData, Vm, VmSt
 /// What the scripted upstream of a `dispatch_http_call` does.
 #[derive(Debug, Clone)]
 pub enum CallAnswer {
-    Response { headers: Headers, body: Vec<u8>, trailers: Headers },
+    Response {
+        headers: Headers,
+        body: Vec<u8>,
+        trailers: Headers,
+    },
     /// Envoy's answer to a timeout or a reset: the callback with no headers, body or trailers.
     Timeout,
     /// Leave the call pending (answer it later with [`Host::answer_call`]).
@@ -29,7 +33,10 @@ pub enum CallAnswer {
 impl CallAnswer {
     pub fn json(status: u16, body: &str) -> CallAnswer {
         CallAnswer::Response {
-            headers: vec![(":status".into(), status.to_string().into_bytes()), ("content-type".into(), b"application/json".to_vec())],
+            headers: vec![
+                (":status".into(), status.to_string().into_bytes()),
+                ("content-type".into(), b"application/json".to_vec()),
+            ],
             body: body.as_bytes().to_vec(),
             trailers: Vec::new(),
         }
@@ -45,9 +52,15 @@ pub enum StartError {
     Load(wasmtime::Error),
     Trap(GuestTrap),
     /// `proxy_on_vm_start` returned false.
-    VmStartRefused { vm: usize, log: Vec<LogLine> },
+    VmStartRefused {
+        vm: usize,
+        log: Vec<LogLine>,
+    },
     /// `proxy_on_configure` returned false: Envoy logs it and refuses the configuration.
-    ConfigureRefused { vm: usize, log: Vec<LogLine> },
+    ConfigureRefused {
+        vm: usize,
+        log: Vec<LogLine>,
+    },
 }
 
 impl std::fmt::Display for StartError {
@@ -55,8 +68,12 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Load(e) => write!(f, "loading the module: {e:#}"),
             StartError::Trap(t) => write!(f, "{t}"),
-            StartError::VmStartRefused { vm, log } => write!(f, "on_vm_start returned false on VM {vm}; log: {log:#?}"),
-            StartError::ConfigureRefused { vm, log } => write!(f, "on_configure returned false on VM {vm}; log: {log:#?}"),
+            StartError::VmStartRefused { vm, log } => {
+                write!(f, "on_vm_start returned false on VM {vm}; log: {log:#?}")
+            }
+            StartError::ConfigureRefused { vm, log } => {
+                write!(f, "on_configure returned false on VM {vm}; log: {log:#?}")
+            }
         }
     }
 }
@@ -124,28 +141,56 @@ impl HostBuilder {
             state.vm_configuration = self.vm_configuration.clone();
             state.plugin_configuration = self.plugin_configuration.clone();
             state.clusters = self.clusters.clone();
-            for (k, v) in [("plugin_name", &self.root_id), ("plugin_root_id", &self.root_id), ("plugin_vm_id", &self.vm_id)] {
-                state.properties.insert(k.to_string(), v.as_bytes().to_vec());
+            for (k, v) in [
+                ("plugin_name", &self.root_id),
+                ("plugin_root_id", &self.root_id),
+                ("plugin_vm_id", &self.vm_id),
+            ] {
+                state
+                    .properties
+                    .insert(k.to_string(), v.as_bytes().to_vec());
             }
-            let mut vm = Vm::instantiate(plugin::engine(), &module, state).map_err(StartError::Load)?;
+            let mut vm =
+                Vm::instantiate(plugin::engine(), &module, state).map_err(StartError::Load)?;
             let root = vm.state().root_context;
             let log = |shared: &SharedRef| lock(shared).log.clone();
-            vm.call_as::<(i32, i32), ()>(root, "proxy_on_context_create", (root as i32, 0)).map_err(StartError::Trap)?;
+            vm.call_as::<(i32, i32), ()>(root, "proxy_on_context_create", (root as i32, 0))
+                .map_err(StartError::Trap)?;
             let vm_config_len = self.vm_configuration.len() as i32;
-            if vm.call_as::<(i32, i32), i32>(root, "proxy_on_vm_start", (root as i32, vm_config_len)).map_err(StartError::Trap)? == Some(0) {
-                return Err(StartError::VmStartRefused { vm: index, log: log(&shared) });
+            if vm
+                .call_as::<(i32, i32), i32>(root, "proxy_on_vm_start", (root as i32, vm_config_len))
+                .map_err(StartError::Trap)?
+                == Some(0)
+            {
+                return Err(StartError::VmStartRefused {
+                    vm: index,
+                    log: log(&shared),
+                });
             }
             let config_len = self.plugin_configuration.len() as i32;
-            if vm.call_as::<(i32, i32), i32>(root, "proxy_on_configure", (root as i32, config_len)).map_err(StartError::Trap)? == Some(0) {
-                return Err(StartError::ConfigureRefused { vm: index, log: log(&shared) });
+            if vm
+                .call_as::<(i32, i32), i32>(root, "proxy_on_configure", (root as i32, config_len))
+                .map_err(StartError::Trap)?
+                == Some(0)
+            {
+                return Err(StartError::ConfigureRefused {
+                    vm: index,
+                    log: log(&shared),
+                });
             }
-            vms.push(Worker { vm, next_context: root + 1, next_tick_nanos: None });
+            vms.push(Worker {
+                vm,
+                next_context: root + 1,
+                next_tick_nanos: None,
+            });
         }
         let mut host = Host {
             vms,
             shared,
             flows: HashMap::new(),
-            responder: self.responder.unwrap_or_else(|| Box::new(|_| CallAnswer::Timeout)),
+            responder: self
+                .responder
+                .unwrap_or_else(|| Box::new(|_| CallAnswer::Timeout)),
         };
         host.schedule_ticks();
         host.dispatch();
@@ -235,7 +280,10 @@ impl Host {
     }
 
     pub fn log_text(&self) -> String {
-        self.log().iter().map(|l| format!("[vm{} {:?}] {}\n", l.vm, l.level, l.message)).collect()
+        self.log()
+            .iter()
+            .map(|l| format!("[vm{} {:?}] {}\n", l.vm, l.level, l.message))
+            .collect()
     }
 
     pub fn metrics(&self) -> BTreeMap<String, i64> {
@@ -271,7 +319,9 @@ impl Host {
             let Some((t, i)) = next else { break };
             lock(&self.shared).now_nanos = t;
             let root = self.vms[i].vm.state().root_context;
-            self.expect(i, "proxy_on_tick", |vm| vm.call_as::<i32, ()>(root, "proxy_on_tick", root as i32));
+            self.expect(i, "proxy_on_tick", |vm| {
+                vm.call_as::<i32, ()>(root, "proxy_on_tick", root as i32)
+            });
             let period = self.vms[i].vm.state().tick_period_ms as u64 * 1_000_000;
             self.vms[i].next_tick_nanos = (period > 0).then(|| t + period);
             self.dispatch();
@@ -295,13 +345,18 @@ impl Host {
     /// Fire `on_tick` on one VM now, as if its timer expired.
     pub fn tick(&mut self, vm: usize) {
         let root = self.vms[vm].vm.state().root_context;
-        self.expect(vm, "proxy_on_tick", |v| v.call_as::<i32, ()>(root, "proxy_on_tick", root as i32));
+        self.expect(vm, "proxy_on_tick", |v| {
+            v.call_as::<i32, ()>(root, "proxy_on_tick", root as i32)
+        });
         self.dispatch();
     }
 
     /// Calls the guest made that nobody answered yet.
     pub fn pending_calls(&self) -> Vec<HttpCall> {
-        self.vms.iter().flat_map(|w| w.vm.state().calls.clone()).collect()
+        self.vms
+            .iter()
+            .flat_map(|w| w.vm.state().calls.clone())
+            .collect()
     }
 
     /// Answer pending `dispatch_http_call`s with the responder and tell queue owners about new
@@ -324,10 +379,18 @@ impl Host {
             let ready = lock(&self.shared).ready_queues.pop_front();
             if let Some(q) = ready {
                 did = true;
-                let owner = lock(&self.shared).queue_mut(q).map(|q| (q.owner_vm, q.owner_ctx));
+                let owner = lock(&self.shared)
+                    .queue_mut(q)
+                    .map(|q| (q.owner_vm, q.owner_ctx));
                 if let Some((vm, ctx)) = owner {
                     if vm < self.vms.len() {
-                        self.expect(vm, "proxy_on_queue_ready", |v| v.call_as::<(i32, i32), ()>(ctx, "proxy_on_queue_ready", (ctx as i32, q as i32)));
+                        self.expect(vm, "proxy_on_queue_ready", |v| {
+                            v.call_as::<(i32, i32), ()>(
+                                ctx,
+                                "proxy_on_queue_ready",
+                                (ctx as i32, q as i32),
+                            )
+                        });
                     }
                 }
             }
@@ -335,7 +398,10 @@ impl Host {
                 return;
             }
         }
-        panic!("dispatch did not settle after 1000 rounds: the guest keeps making calls\n{}", self.log_text());
+        panic!(
+            "dispatch did not settle after 1000 rounds: the guest keeps making calls\n{}",
+            self.log_text()
+        );
     }
 
     /// Answer one held call (by token) now.
@@ -351,20 +417,48 @@ impl Host {
 
     fn deliver(&mut self, vm: usize, call: HttpCall, answer: CallAnswer) {
         let reply = match answer {
-            CallAnswer::Response { headers, body, trailers } => CallReply { headers, body, trailers },
+            CallAnswer::Response {
+                headers,
+                body,
+                trailers,
+            } => CallReply {
+                headers,
+                body,
+                trailers,
+            },
             _ => CallReply::default(),
         };
-        let args = (call.context as i32, call.token as i32, reply.headers.len() as i32, reply.body.len() as i32, reply.trailers.len() as i32);
+        let args = (
+            call.context as i32,
+            call.token as i32,
+            reply.headers.len() as i32,
+            reply.body.len() as i32,
+            reply.trailers.len() as i32,
+        );
         self.vms[vm].vm.state_mut().call_reply = Some(reply);
-        self.expect(vm, "proxy_on_http_call_response", |v| v.call_as::<(i32, i32, i32, i32, i32), ()>(call.context, "proxy_on_http_call_response", args));
+        self.expect(vm, "proxy_on_http_call_response", |v| {
+            v.call_as::<(i32, i32, i32, i32, i32), ()>(
+                call.context,
+                "proxy_on_http_call_response",
+                args,
+            )
+        });
         self.vms[vm].vm.state_mut().call_reply = None;
-        let id = StreamId { vm, context: call.context };
+        let id = StreamId {
+            vm,
+            context: call.context,
+        };
         if self.flows.contains_key(&id) {
             self.after(id);
         }
     }
 
-    fn expect<R>(&mut self, vm: usize, what: &str, f: impl FnOnce(&mut Vm) -> Result<R, GuestTrap>) -> R {
+    fn expect<R>(
+        &mut self,
+        vm: usize,
+        what: &str,
+        f: impl FnOnce(&mut Vm) -> Result<R, GuestTrap>,
+    ) -> R {
         match f(&mut self.vms[vm].vm) {
             Ok(r) => r,
             Err(t) => panic!("{what}: {t}"),
@@ -379,8 +473,16 @@ impl Host {
         let context = w.next_context;
         w.next_context += 1;
         let root = w.vm.state().root_context;
-        w.vm.state_mut().streams.insert(context, StreamData::default());
-        self.expect(vm, "proxy_on_context_create", |v| v.call_as::<(i32, i32), ()>(context, "proxy_on_context_create", (context as i32, root as i32)));
+        w.vm.state_mut()
+            .streams
+            .insert(context, StreamData::default());
+        self.expect(vm, "proxy_on_context_create", |v| {
+            v.call_as::<(i32, i32), ()>(
+                context,
+                "proxy_on_context_create",
+                (context as i32, root as i32),
+            )
+        });
         let id = StreamId { vm, context };
         self.flows.insert(id, Flow::default());
         id
@@ -391,7 +493,12 @@ impl Host {
     }
 
     fn data(&mut self, id: StreamId) -> &mut StreamData {
-        self.vms[id.vm].vm.state_mut().streams.entry(id.context).or_default()
+        self.vms[id.vm]
+            .vm
+            .state_mut()
+            .streams
+            .entry(id.context)
+            .or_default()
     }
 
     fn flow_mut(&mut self, id: StreamId) -> &mut Flow {
@@ -399,13 +506,17 @@ impl Host {
     }
 
     fn callback(&mut self, id: StreamId, name: &str, args: (i32, i32, i32)) -> Step {
-        let r = self.expect(id.vm, name, |v| v.call_as::<(i32, i32, i32), i32>(id.context, name, args));
+        let r = self.expect(id.vm, name, |v| {
+            v.call_as::<(i32, i32, i32), i32>(id.context, name, args)
+        });
         let action = Action::from_i32(r.unwrap_or(0));
         Some(action)
     }
 
     fn callback2(&mut self, id: StreamId, name: &str, args: (i32, i32)) -> Step {
-        let r = self.expect(id.vm, name, |v| v.call_as::<(i32, i32), i32>(id.context, name, args));
+        let r = self.expect(id.vm, name, |v| {
+            v.call_as::<(i32, i32), i32>(id.context, name, args)
+        });
         Some(Action::from_i32(r.unwrap_or(0)))
     }
 
@@ -425,7 +536,11 @@ impl Host {
         d.properties.extend(props);
         let n = d.request_headers.len() as i32;
         self.flow_mut(id).request_end_seen = end_of_stream;
-        let action = self.callback(id, "proxy_on_request_headers", (id.context as i32, n, end_of_stream as i32));
+        let action = self.callback(
+            id,
+            "proxy_on_request_headers",
+            (id.context as i32, n, end_of_stream as i32),
+        );
         match action {
             Some(Action::Continue) => self.forward_request(id),
             _ => self.flow_mut(id).request_paused = true,
@@ -444,7 +559,11 @@ impl Host {
         d.request_body.extend_from_slice(chunk);
         let n = d.request_body.len() as i32;
         self.flow_mut(id).request_end_seen = end_of_stream;
-        let action = self.callback(id, "proxy_on_request_body", (id.context as i32, n, end_of_stream as i32));
+        let action = self.callback(
+            id,
+            "proxy_on_request_body",
+            (id.context as i32, n, end_of_stream as i32),
+        );
         match action {
             Some(Action::Continue) => self.forward_request(id),
             _ => self.flow_mut(id).request_paused = true,
@@ -478,7 +597,11 @@ impl Host {
     fn forward_request(&mut self, id: StreamId) {
         let (headers, body, trailers) = {
             let d = self.data(id);
-            (d.request_headers.clone(), std::mem::take(&mut d.request_body), d.request_trailers.clone())
+            (
+                d.request_headers.clone(),
+                std::mem::take(&mut d.request_body),
+                d.request_trailers.clone(),
+            )
         };
         let f = self.flow_mut(id);
         f.request_paused = false;
@@ -527,7 +650,13 @@ impl Host {
 
     /// Envoy sends a reply it made (a local reply, or a 503 for a reset upstream) through the
     /// encoder filters, this one included: the guest's response callbacks run on it.
-    fn send_reply_downstream(&mut self, id: StreamId, status: u32, headers: Headers, body: Vec<u8>) {
+    fn send_reply_downstream(
+        &mut self,
+        id: StreamId,
+        status: u32,
+        headers: Headers,
+        body: Vec<u8>,
+    ) {
         let mut all: Headers = vec![(":status".into(), status.to_string().into_bytes())];
         all.extend(headers.into_iter().filter(|(k, _)| k != ":status"));
         if !body.is_empty() {
@@ -549,8 +678,16 @@ impl Host {
     }
 
     /// Upstream response headers (with `:status`).
-    pub fn response_headers(&mut self, id: StreamId, headers: Headers, end_of_stream: bool) -> Step {
-        if self.flows[&id].request_done || self.flows[&id].finished || self.flows[&id].upstream_reset {
+    pub fn response_headers(
+        &mut self,
+        id: StreamId,
+        headers: Headers,
+        end_of_stream: bool,
+    ) -> Step {
+        if self.flows[&id].request_done
+            || self.flows[&id].finished
+            || self.flows[&id].upstream_reset
+        {
             return None;
         }
         self.data(id).response_headers = headers;
@@ -560,12 +697,29 @@ impl Host {
     }
 
     fn response_headers_inner(&mut self, id: StreamId, end_of_stream: bool) -> Step {
-        if let Some(code) = self.data(id).response_headers.iter().find(|(k, _)| k == ":status").map(|(_, v)| v.clone()) {
-            self.data(id).properties.insert("response.code".into(), String::from_utf8_lossy(&code).parse::<u64>().unwrap_or(0).to_le_bytes().to_vec());
+        if let Some(code) = self
+            .data(id)
+            .response_headers
+            .iter()
+            .find(|(k, _)| k == ":status")
+            .map(|(_, v)| v.clone())
+        {
+            self.data(id).properties.insert(
+                "response.code".into(),
+                String::from_utf8_lossy(&code)
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    .to_le_bytes()
+                    .to_vec(),
+            );
         }
         let n = self.data(id).response_headers.len() as i32;
         self.flow_mut(id).response_end_seen = end_of_stream;
-        let action = self.callback(id, "proxy_on_response_headers", (id.context as i32, n, end_of_stream as i32));
+        let action = self.callback(
+            id,
+            "proxy_on_response_headers",
+            (id.context as i32, n, end_of_stream as i32),
+        );
         match action {
             Some(Action::Continue) => self.forward_response(id),
             _ => self.flow_mut(id).response_paused = true,
@@ -574,7 +728,10 @@ impl Host {
     }
 
     pub fn response_body(&mut self, id: StreamId, chunk: &[u8], end_of_stream: bool) -> Step {
-        if self.flows[&id].request_done || self.flows[&id].finished || self.flows[&id].upstream_reset {
+        if self.flows[&id].request_done
+            || self.flows[&id].finished
+            || self.flows[&id].upstream_reset
+        {
             return None;
         }
         self.data(id).response_body.extend_from_slice(chunk);
@@ -586,7 +743,11 @@ impl Host {
     fn response_body_inner(&mut self, id: StreamId, end_of_stream: bool) -> Step {
         let n = self.data(id).response_body.len() as i32;
         self.flow_mut(id).response_end_seen = end_of_stream;
-        let action = self.callback(id, "proxy_on_response_body", (id.context as i32, n, end_of_stream as i32));
+        let action = self.callback(
+            id,
+            "proxy_on_response_body",
+            (id.context as i32, n, end_of_stream as i32),
+        );
         match action {
             Some(Action::Continue) => self.forward_response(id),
             _ => self.flow_mut(id).response_paused = true,
@@ -595,7 +756,10 @@ impl Host {
     }
 
     pub fn response_trailers(&mut self, id: StreamId, trailers: Headers) -> Step {
-        if self.flows[&id].request_done || self.flows[&id].finished || self.flows[&id].upstream_reset {
+        if self.flows[&id].request_done
+            || self.flows[&id].finished
+            || self.flows[&id].upstream_reset
+        {
             return None;
         }
         let n = trailers.len() as i32;
@@ -617,7 +781,10 @@ impl Host {
     fn forward_response(&mut self, id: StreamId) {
         let (headers, body) = {
             let d = self.data(id);
-            (d.response_headers.clone(), std::mem::take(&mut d.response_body))
+            (
+                d.response_headers.clone(),
+                std::mem::take(&mut d.response_body),
+            )
         };
         let f = self.flow_mut(id);
         f.response_paused = false;
@@ -641,7 +808,12 @@ impl Host {
         if !headers_sent {
             self.flow_mut(id).request_done = true;
             let body = b"upstream connect error or disconnect/reset before headers. reset reason: connection termination".to_vec();
-            self.send_reply_downstream(id, 503, vec![("content-type".into(), b"text/plain".to_vec())], body);
+            self.send_reply_downstream(
+                id,
+                503,
+                vec![("content-type".into(), b"text/plain".to_vec())],
+                body,
+            );
             self.after(id);
         }
         self.flow_mut(id).upstream_reset = true;
@@ -653,9 +825,15 @@ impl Host {
             return;
         }
         let ctx = id.context as i32;
-        self.expect(id.vm, "proxy_on_done", |v| v.call_as::<i32, i32>(id.context, "proxy_on_done", ctx));
-        self.expect(id.vm, "proxy_on_log", |v| v.call_as::<i32, ()>(id.context, "proxy_on_log", ctx));
-        self.expect(id.vm, "proxy_on_delete", |v| v.call_as::<i32, ()>(id.context, "proxy_on_delete", ctx));
+        self.expect(id.vm, "proxy_on_done", |v| {
+            v.call_as::<i32, i32>(id.context, "proxy_on_done", ctx)
+        });
+        self.expect(id.vm, "proxy_on_log", |v| {
+            v.call_as::<i32, ()>(id.context, "proxy_on_log", ctx)
+        });
+        self.expect(id.vm, "proxy_on_delete", |v| {
+            v.call_as::<i32, ()>(id.context, "proxy_on_delete", ctx)
+        });
         self.flow_mut(id).finished = true;
         self.vms[id.vm].vm.state_mut().streams.remove(&id.context);
         self.dispatch();
@@ -708,10 +886,15 @@ impl Host {
         }
         let has_body = !response.chunks.is_empty();
         let has_trailers = !response.trailers.is_empty();
-        self.response_headers(id, response.headers.clone(), !has_body && !has_trailers && !response.reset_after_headers);
+        self.response_headers(
+            id,
+            response.headers.clone(),
+            !has_body && !has_trailers && !response.reset_after_headers,
+        );
         self.dispatch();
         for (i, chunk) in response.chunks.iter().enumerate() {
-            let last = i + 1 == response.chunks.len() && !has_trailers && !response.reset_after_headers;
+            let last =
+                i + 1 == response.chunks.len() && !has_trailers && !response.reset_after_headers;
             self.response_body(id, chunk, last);
             self.dispatch();
         }
@@ -738,22 +921,41 @@ impl Host {
             paused: f.upstream.headers.is_none() && f.local_reply.is_none(),
             upstream_reset: f.upstream_reset,
             metrics: sh.metrics_snapshot(),
-            log: sh.log.get(log_from..).map(|l| l.to_vec()).unwrap_or_default(),
+            log: sh
+                .log
+                .get(log_from..)
+                .map(|l| l.to_vec())
+                .unwrap_or_default(),
         }
     }
 }
 
 /// The request properties Envoy derives from the headers (`request.path`, `request.host`, ...).
 fn request_properties(headers: &Headers) -> Vec<(String, Vec<u8>)> {
-    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
     let mut out = Vec::new();
-    for (prop, header) in [("request.path", ":path"), ("request.host", ":authority"), ("request.method", ":method"), ("request.scheme", ":scheme"), ("request.id", "x-request-id")] {
+    for (prop, header) in [
+        ("request.path", ":path"),
+        ("request.host", ":authority"),
+        ("request.method", ":method"),
+        ("request.scheme", ":scheme"),
+        ("request.id", "x-request-id"),
+    ] {
         if let Some(v) = get(header) {
             out.push((prop.to_string(), v));
         }
     }
     if let Some(path) = get(":path") {
-        let url_path = path.split(|b| *b == b'?').next().unwrap_or_default().to_vec();
+        let url_path = path
+            .split(|b| *b == b'?')
+            .next()
+            .unwrap_or_default()
+            .to_vec();
         out.push(("request.url_path".into(), url_path));
     }
     out.push(("request.protocol".into(), b"HTTP/1.1".to_vec()));

@@ -20,7 +20,16 @@ pub struct Request {
 
 impl Request {
     pub fn new(method: &str, authority: &str, path: &str) -> Request {
-        Request { headers: vec![h(":method", method), h(":scheme", "https"), h(":authority", authority), h(":path", path)], chunks: Vec::new(), trailers: Vec::new() }
+        Request {
+            headers: vec![
+                h(":method", method),
+                h(":scheme", "https"),
+                h(":authority", authority),
+                h(":path", path),
+            ],
+            chunks: Vec::new(),
+            trailers: Vec::new(),
+        }
     }
 
     pub fn get(authority: &str, path: &str) -> Request {
@@ -29,7 +38,9 @@ impl Request {
 
     /// A POST with a JSON body in one chunk.
     pub fn post_json(authority: &str, path: &str, body: &str) -> Request {
-        Request::new("POST", authority, path).header("content-type", "application/json").body(body.as_bytes())
+        Request::new("POST", authority, path)
+            .header("content-type", "application/json")
+            .body(body.as_bytes())
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Request {
@@ -43,7 +54,11 @@ impl Request {
 
     /// The body as one chunk.
     pub fn body(mut self, body: &[u8]) -> Request {
-        self.chunks = if body.is_empty() { Vec::new() } else { vec![body.to_vec()] };
+        self.chunks = if body.is_empty() {
+            Vec::new()
+        } else {
+            vec![body.to_vec()]
+        };
         self
     }
 
@@ -77,7 +92,13 @@ pub struct Response {
 
 impl Response {
     pub fn status(code: u16) -> Response {
-        Response { headers: vec![h(":status", &code.to_string())], chunks: Vec::new(), trailers: Vec::new(), reset_before_headers: false, reset_after_headers: false }
+        Response {
+            headers: vec![h(":status", &code.to_string())],
+            chunks: Vec::new(),
+            trailers: Vec::new(),
+            reset_before_headers: false,
+            reset_after_headers: false,
+        }
     }
 
     pub fn ok() -> Response {
@@ -85,12 +106,16 @@ impl Response {
     }
 
     pub fn json(code: u16, body: &str) -> Response {
-        Response::status(code).header("content-type", "application/json").body(body.as_bytes())
+        Response::status(code)
+            .header("content-type", "application/json")
+            .body(body.as_bytes())
     }
 
     /// An SSE stream, one chunk per string (split events across chunks on purpose if you like).
     pub fn sse(chunks: &[&str]) -> Response {
-        Response::status(200).header("content-type", "text/event-stream").chunks(chunks.iter().map(|c| c.as_bytes().to_vec()).collect())
+        Response::status(200)
+            .header("content-type", "text/event-stream")
+            .chunks(chunks.iter().map(|c| c.as_bytes().to_vec()).collect())
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Response {
@@ -99,7 +124,11 @@ impl Response {
     }
 
     pub fn body(mut self, body: &[u8]) -> Response {
-        self.chunks = if body.is_empty() { Vec::new() } else { vec![body.to_vec()] };
+        self.chunks = if body.is_empty() {
+            Vec::new()
+        } else {
+            vec![body.to_vec()]
+        };
         self
     }
 
@@ -121,7 +150,10 @@ impl Response {
 
     /// The upstream resets the stream before sending headers.
     pub fn reset() -> Response {
-        Response { reset_before_headers: true, ..Response::ok() }
+        Response {
+            reset_before_headers: true,
+            ..Response::ok()
+        }
     }
 
     /// The upstream sends headers (and any chunks), then resets.
@@ -132,7 +164,10 @@ impl Response {
 }
 
 fn find<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
 /// What the upstream received.
@@ -213,6 +248,9 @@ impl Exchange {
     }
 
     pub fn log_text(&self) -> String {
-        self.log.iter().map(|l| format!("[vm{} {:?}] {}\n", l.vm, l.level, l.message)).collect()
+        self.log
+            .iter()
+            .map(|l| format!("[vm{} {:?}] {}\n", l.vm, l.level, l.message))
+            .collect()
     }
 }

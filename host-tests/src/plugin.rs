@@ -24,7 +24,10 @@ pub fn engine() -> &'static Engine {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// Where the release .wasm of plugin/ is (or will be).
@@ -32,18 +35,29 @@ pub fn wasm_path() -> PathBuf {
     if let Some(p) = std::env::var_os("PAG0_WASM") {
         return PathBuf::from(p);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
     target.join("wasm32-wasip1/wasm-release/pag0_plugin.wasm")
 }
 
 fn build() -> Result<(), String> {
-    if std::env::var_os("PAG0_WASM").is_some() || std::env::var_os("PAG0_SKIP_WASM_BUILD").is_some() {
+    if std::env::var_os("PAG0_WASM").is_some() || std::env::var_os("PAG0_SKIP_WASM_BUILD").is_some()
+    {
         return Ok(());
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(workspace_root())
-        .args(["build", "-p", "pag0-plugin", "--profile", "wasm-release", "--target", "wasm32-wasip1"])
+        .args([
+            "build",
+            "-p",
+            "pag0-plugin",
+            "--profile",
+            "wasm-release",
+            "--target",
+            "wasm32-wasip1",
+        ])
         .output()
         .map_err(|e| format!("could not run cargo: {e}"))?;
     if out.status.success() {

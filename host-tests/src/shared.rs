@@ -65,7 +65,9 @@ pub(crate) fn lock(shared: &SharedRef) -> MutexGuard<'_, Shared> {
 
 impl Shared {
     pub fn get_data(&self, vm_id: &str, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.data.get(&(vm_id.to_string(), key.to_string())).cloned()
+        self.data
+            .get(&(vm_id.to_string(), key.to_string()))
+            .cloned()
     }
 
     /// Envoy's semantics: `cas == 0` writes unconditionally; otherwise the write succeeds only
@@ -84,7 +86,11 @@ impl Shared {
     }
 
     pub fn register_queue(&mut self, vm_id: &str, name: &str, vm: usize, ctx: u32) -> u32 {
-        if let Some(i) = self.queues.iter().position(|q| q.vm_id == vm_id && q.name == name) {
+        if let Some(i) = self
+            .queues
+            .iter()
+            .position(|q| q.vm_id == vm_id && q.name == name)
+        {
             // Envoy re-binds the queue to the latest registrant.
             self.queues[i].owner_vm = vm;
             self.queues[i].owner_ctx = ctx;
@@ -116,7 +122,12 @@ impl Shared {
         if let Some(i) = self.metrics.iter().position(|m| m.name == name) {
             return i as u32 + 1;
         }
-        self.metrics.push(Metric { name: name.to_string(), kind, value: 0, samples: Vec::new() });
+        self.metrics.push(Metric {
+            name: name.to_string(),
+            kind,
+            value: 0,
+            samples: Vec::new(),
+        });
         self.metrics.len() as u32
     }
 
@@ -126,7 +137,10 @@ impl Shared {
     }
 
     pub fn metrics_snapshot(&self) -> BTreeMap<String, i64> {
-        self.metrics.iter().map(|m| (m.name.clone(), m.value)).collect()
+        self.metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.value))
+            .collect()
     }
 }
 
@@ -140,7 +154,10 @@ mod tests {
         assert_eq!(s.set_data("vm", "k", b"1".to_vec(), 0), Status::Ok);
         let (_, cas) = s.get_data("vm", "k").unwrap();
         assert_eq!(s.set_data("vm", "k", b"2".to_vec(), cas), Status::Ok);
-        assert_eq!(s.set_data("vm", "k", b"3".to_vec(), cas), Status::CasMismatch);
+        assert_eq!(
+            s.set_data("vm", "k", b"3".to_vec(), cas),
+            Status::CasMismatch
+        );
         assert_eq!(s.get_data("vm", "k").unwrap().0, b"2");
         assert_eq!(s.get_data("other", "k"), None);
     }

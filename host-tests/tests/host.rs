@@ -41,9 +41,15 @@ fn start(wat: &str) -> Result<Host, StartError> {
 
 #[test]
 fn a_missing_host_function_is_named() {
-    let wat = guest(r#"(import "env" "proxy_get_configuration" (func (param i32 i32) (result i32)))"#, "");
+    let wat = guest(
+        r#"(import "env" "proxy_get_configuration" (func (param i32 i32) (result i32)))"#,
+        "",
+    );
     match start(&wat) {
-        Err(StartError::Load(e)) => assert!(format!("{e:#}").contains("env.proxy_get_configuration"), "{e:#}"),
+        Err(StartError::Load(e)) => assert!(
+            format!("{e:#}").contains("env.proxy_get_configuration"),
+            "{e:#}"
+        ),
         Err(e) => panic!("unexpected: {e}"),
         Ok(_) => panic!("a module importing an unknown function started"),
     }
@@ -61,13 +67,18 @@ fn a_trap_fails_the_test_with_the_guest_log() {
         Ok(h) => h,
         Err(e) => panic!("{e}"),
     };
-    let r = catch_unwind(AssertUnwindSafe(|| host.run(&Request::get("a", "/"), &Response::ok())));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        host.run(&Request::get("a", "/"), &Response::ok())
+    }));
     let msg = match r {
         Err(p) => p.downcast_ref::<String>().cloned().unwrap_or_default(),
         Ok(_) => panic!("a trapping guest passed"),
     };
     assert!(msg.contains("proxy_on_request_headers"), "{msg}");
-    assert!(msg.contains("about to fail"), "the guest's log is in the failure: {msg}");
+    assert!(
+        msg.contains("about to fail"),
+        "the guest's log is in the failure: {msg}"
+    );
 }
 
 #[test]
@@ -76,7 +87,9 @@ fn a_guest_that_never_returns_runs_out_of_fuel() {
         Ok(h) => h,
         Err(e) => panic!("{e}"),
     };
-    let r = catch_unwind(AssertUnwindSafe(|| host.run(&Request::get("a", "/"), &Response::ok())));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        host.run(&Request::get("a", "/"), &Response::ok())
+    }));
     assert!(r.is_err(), "an endless guest loop must fail the test");
 }
 
@@ -84,7 +97,15 @@ fn a_guest_that_never_returns_runs_out_of_fuel() {
 fn the_plugin_imports_only_what_envoy_provides() {
     // Host::new fails, naming the import, if the real plugin needs anything Envoy lacks.
     let module = plugin::module();
-    let imports: Vec<String> = module.imports().map(|i| format!("{}.{}", i.module(), i.name())).collect();
-    assert!(imports.iter().all(|i| i.starts_with("env.proxy_") || i.starts_with("wasi_snapshot_preview1.")), "{imports:?}");
+    let imports: Vec<String> = module
+        .imports()
+        .map(|i| format!("{}.{}", i.module(), i.name()))
+        .collect();
+    assert!(
+        imports
+            .iter()
+            .all(|i| i.starts_with("env.proxy_") || i.starts_with("wasi_snapshot_preview1.")),
+        "{imports:?}"
+    );
     let _ = Host::new(&pag0_host_tests::fixture::config(4096));
 }

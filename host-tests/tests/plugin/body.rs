@@ -25,8 +25,16 @@ fn body_just_under_the_cap_is_priced_and_forwarded_whole() {
     assert!(body.len() <= MAX_BODY as usize);
     let ex = host().run(&openai(SALES_KEY, &body).chunked(100), &ok());
     assert_allowed(&ex);
-    let up = ex.upstream.as_ref().map(|u| u.body.clone()).unwrap_or_default();
-    assert_eq!(up, body.as_bytes(), "the upstream must get the whole body, once, in order");
+    let up = ex
+        .upstream
+        .as_ref()
+        .map(|u| u.body.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        up,
+        body.as_bytes(),
+        "the upstream must get the whole body, once, in order"
+    );
 }
 
 #[test]
@@ -36,12 +44,28 @@ fn the_filter_holds_the_request_until_the_body_is_complete() {
     let req = openai(SALES_KEY, &chat("gpt-4o-mini", 10));
     let headers = req.headers.clone();
     let body = req.chunks.concat();
-    assert_eq!(h.request_headers(id, headers, false), Some(Action::Pause), "headers must wait for the body");
+    assert_eq!(
+        h.request_headers(id, headers, false),
+        Some(Action::Pause),
+        "headers must wait for the body"
+    );
     let (a, b) = body.split_at(body.len() / 2);
-    assert_eq!(h.request_body(id, a, false), Some(Action::Pause), "half a body cannot be priced");
-    assert!(h.flow(id).upstream.headers.is_none(), "nothing may reach the upstream before the decision");
+    assert_eq!(
+        h.request_body(id, a, false),
+        Some(Action::Pause),
+        "half a body cannot be priced"
+    );
+    assert!(
+        h.flow(id).upstream.headers.is_none(),
+        "nothing may reach the upstream before the decision"
+    );
     h.request_body(id, b, true);
-    assert!(h.flow(id).upstream.end_of_stream, "the whole request goes upstream once priced: {:?}\n{}", h.flow(id), h.log_text());
+    assert!(
+        h.flow(id).upstream.end_of_stream,
+        "the whole request goes upstream once priced: {:?}\n{}",
+        h.flow(id),
+        h.log_text()
+    );
     assert_eq!(h.flow(id).upstream.body, body);
 }
 
@@ -54,14 +78,20 @@ fn a_body_that_is_not_json_is_400() {
 #[test]
 fn a_json_body_cut_short_is_400() {
     let body = chat("gpt-4o-mini", 10);
-    let ex = host().run(&openai(SALES_KEY, &body[..body.len() - 5]).chunked(7), &ok());
+    let ex = host().run(
+        &openai(SALES_KEY, &body[..body.len() - 5]).chunked(7),
+        &ok(),
+    );
     assert_denied(&ex, 400, "BAD_REQUEST_BODY");
 }
 
 #[test]
 fn a_body_pricing_does_not_need_passes_even_when_large() {
     let big = vec![b'x'; MAX_BODY as usize * 3];
-    let req = Request::new("POST", "api.deepl.com", "/v2/translate").api_key(SALES_KEY).body(&big).chunked(1000);
+    let req = Request::new("POST", "api.deepl.com", "/v2/translate")
+        .api_key(SALES_KEY)
+        .body(&big)
+        .chunked(1000);
     let ex = host().run(&req, &ok());
     assert_allowed(&ex);
     assert_eq!(ex.upstream.as_ref().map(|u| u.body.len()), Some(big.len()));

@@ -30,8 +30,17 @@ fn race(order_b_first: bool) {
     let (first, second) = if order_b_first { (b, a) } else { (a, b) };
     h.request_headers(first, req.headers.clone(), true);
     h.request_headers(second, req.headers.clone(), true);
-    let passed: Vec<_> = [a, b].iter().filter(|id| h.flow(**id).upstream.headers.is_some()).copied().collect();
-    assert_eq!(passed.len(), 1, "exactly one of two racing requests may take the last unit of budget\n{}", h.log_text());
+    let passed: Vec<_> = [a, b]
+        .iter()
+        .filter(|id| h.flow(**id).upstream.headers.is_some())
+        .copied()
+        .collect();
+    assert_eq!(
+        passed.len(),
+        1,
+        "exactly one of two racing requests may take the last unit of budget\n{}",
+        h.log_text()
+    );
     assert_eq!(passed[0], first);
     let denied = h.flow(second).local_reply.clone();
     assert_eq!(denied.map(|r| r.status), Some(402), "{}", h.log_text());
@@ -59,7 +68,10 @@ fn a_reservation_counts_before_the_response_arrives() {
     // reservation (the higress #2464 failure mode).
     let mut h = two_vms();
     let a = h.open(0);
-    assert_eq!(h.request_headers(a, deepl(RACE_KEY).headers, true), Some(Action::Continue));
+    assert_eq!(
+        h.request_headers(a, deepl(RACE_KEY).headers, true),
+        Some(Action::Continue)
+    );
     let ex = h.run_on(1, &deepl(RACE_KEY), &ok());
     assert_denied(&ex, 402, "BUDGET_EXCEEDED");
     h.send_response(a, &ok());
@@ -69,9 +81,17 @@ fn a_reservation_counts_before_the_response_arrives() {
 #[test]
 fn a_released_reservation_frees_the_budget_for_the_other_vm() {
     let mut h = two_vms();
-    let ex = h.run_on(0, &deepl(RACE_KEY), &Response::json(503, r#"{"error":"down"}"#));
+    let ex = h.run_on(
+        0,
+        &deepl(RACE_KEY),
+        &Response::json(503, r#"{"error":"down"}"#),
+    );
     assert!(ex.forwarded());
-    assert_eq!(ex.metric("pag0.cost.settled_micros"), 0, "an upstream error without a report costs 0");
+    assert_eq!(
+        ex.metric("pag0.cost.settled_micros"),
+        0,
+        "an upstream error without a report costs 0"
+    );
     assert_allowed(&h.run_on(1, &deepl(RACE_KEY), &ok()));
 }
 
@@ -102,7 +122,10 @@ fn many_requests_on_four_vms_never_overspend() {
     for id in &ids {
         h.request_headers(*id, deepl(fixture::OPS_KEY).headers, true);
     }
-    let passed = ids.iter().filter(|id| h.flow(**id).upstream.headers.is_some()).count();
+    let passed = ids
+        .iter()
+        .filter(|id| h.flow(**id).upstream.headers.is_some())
+        .count();
     assert_eq!(passed, 50, "{}", h.log_text());
     for id in ids {
         h.send_response(id, &ok());

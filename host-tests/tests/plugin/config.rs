@@ -19,13 +19,19 @@ fn with_policy(edit: impl FnOnce(&mut serde_json::Value)) -> String {
 
 #[track_caller]
 fn logged(log: &[LogLine], needle: &str) {
-    assert!(log.iter().any(|l| l.message.contains(needle)), "no log line mentions {needle:?}: {log:#?}");
+    assert!(
+        log.iter().any(|l| l.message.contains(needle)),
+        "no log line mentions {needle:?}: {log:#?}"
+    );
 }
 
 #[test]
 fn the_fixture_configuration_is_accepted() {
     let h = Host::new(&fixture::config(4096));
-    assert!(h.metrics().contains_key("pag0.requests.allowed"), "metrics are defined at configure time");
+    assert!(
+        h.metrics().contains_key("pag0.requests.allowed"),
+        "metrics are defined at configure time"
+    );
 }
 
 #[test]
@@ -40,19 +46,24 @@ fn an_empty_configuration_is_refused() {
 
 #[test]
 fn an_unknown_top_level_field_is_refused() {
-    let log = refused(&serde_json::json!({ "policy": fixture::policy(), "maxBodyByte": 10 }).to_string());
+    let log =
+        refused(&serde_json::json!({ "policy": fixture::policy(), "maxBodyByte": 10 }).to_string());
     logged(&log, "maxBodyByte");
 }
 
 #[test]
 fn a_bad_money_amount_is_refused_with_its_path() {
-    let log = refused(&with_policy(|p| p["projects"][0]["policy"]["dailyBudget"] = "12x".into()));
+    let log = refused(&with_policy(|p| {
+        p["projects"][0]["policy"]["dailyBudget"] = "12x".into()
+    }));
     logged(&log, "projects[0].policy.dailyBudget");
 }
 
 #[test]
 fn a_client_of_a_missing_project_is_refused() {
-    let log = refused(&with_policy(|p| p["clients"][0]["projectId"] = "nope".into()));
+    let log = refused(&with_policy(|p| {
+        p["clients"][0]["projectId"] = "nope".into()
+    }));
     logged(&log, "clients[0]");
 }
 
@@ -64,7 +75,9 @@ fn an_unknown_timezone_is_refused() {
 
 #[test]
 fn a_project_budget_above_the_orgs_is_refused() {
-    refused(&with_policy(|p| p["projects"][1]["policy"]["monthlyBudget"] = "999999999999".into()));
+    refused(&with_policy(|p| {
+        p["projects"][1]["policy"]["monthlyBudget"] = "999999999999".into()
+    }));
 }
 
 #[test]

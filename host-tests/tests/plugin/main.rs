@@ -21,7 +21,9 @@ pub fn deepl(key: &str) -> Request {
 }
 
 pub fn chat(model: &str, max_tokens: u64) -> String {
-    format!(r#"{{"model":"{model}","max_tokens":{max_tokens},"messages":[{{"role":"user","content":"hello"}}]}}"#)
+    format!(
+        r#"{{"model":"{model}","max_tokens":{max_tokens},"messages":[{{"role":"user","content":"hello"}}]}}"#
+    )
 }
 
 pub fn openai(key: &str, body: &str) -> Request {
@@ -39,14 +41,39 @@ pub fn assert_denied(ex: &Exchange, status: u16, code: &str) {
     let ctx = || format!("\nexchange: {ex:?}\nlog:\n{}", ex.log_text());
     assert_eq!(ex.status(), Some(status), "status{}", ctx());
     assert_eq!(ex.code(), Some(code), "x-pag0-code{}", ctx());
-    assert_eq!(ex.header("x-pag0-decision"), Some("deny"), "x-pag0-decision{}", ctx());
-    assert_eq!(ex.header("content-type"), Some("application/json"), "content-type{}", ctx());
+    assert_eq!(
+        ex.header("x-pag0-decision"),
+        Some("deny"),
+        "x-pag0-decision{}",
+        ctx()
+    );
+    assert_eq!(
+        ex.header("content-type"),
+        Some("application/json"),
+        "content-type{}",
+        ctx()
+    );
     let body = ex.body_json();
     assert_eq!(body["error"]["code"], code, "body.error.code{}", ctx());
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "body.error.message{}", ctx());
-    assert!(!ex.forwarded(), "a refused request reached the upstream{}", ctx());
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "body.error.message{}",
+        ctx()
+    );
+    assert!(
+        !ex.forwarded(),
+        "a refused request reached the upstream{}",
+        ctx()
+    );
     assert_eq!(ex.local_replies_sent, 1, "one local reply{}", ctx());
-    assert_eq!(ex.metric(&format!("pag0.requests.denied.{code}")), 1, "denied metric{}", ctx());
+    assert_eq!(
+        ex.metric(&format!("pag0.requests.denied.{code}")),
+        1,
+        "denied metric{}",
+        ctx()
+    );
 }
 
 #[track_caller]
@@ -54,7 +81,12 @@ pub fn assert_allowed(ex: &Exchange) {
     let ctx = || format!("\nexchange: {ex:?}\nlog:\n{}", ex.log_text());
     assert!(ex.forwarded(), "not forwarded{}", ctx());
     assert!(ex.local_reply.is_none(), "local reply{}", ctx());
-    assert_eq!(ex.header("x-pag0-decision"), Some("allow"), "x-pag0-decision{}", ctx());
+    assert_eq!(
+        ex.header("x-pag0-decision"),
+        Some("allow"),
+        "x-pag0-decision{}",
+        ctx()
+    );
 }
 
 #[test]

@@ -19,31 +19,46 @@ fn unknown_api_key_is_401() {
 
 #[test]
 fn blocked_endpoint_is_403() {
-    let ex = host().run(&Request::get("suspicious-api.com", "/x").api_key(OPS_KEY), &ok());
+    let ex = host().run(
+        &Request::get("suspicious-api.com", "/x").api_key(OPS_KEY),
+        &ok(),
+    );
     assert_denied(&ex, 403, "ENDPOINT_BLOCKED");
 }
 
 #[test]
 fn a_block_rule_covers_subdomains_and_ignores_ports() {
-    let ex = host().run(&Request::get("eu.suspicious-api.com:8443", "/x").api_key(OPS_KEY), &ok());
+    let ex = host().run(
+        &Request::get("eu.suspicious-api.com:8443", "/x").api_key(OPS_KEY),
+        &ok(),
+    );
     assert_denied(&ex, 403, "ENDPOINT_BLOCKED");
 }
 
 #[test]
 fn endpoint_not_on_the_allow_list_is_403() {
-    let ex = host().run(&Request::get("api.search.example", "/q").api_key(SALES_KEY), &ok());
+    let ex = host().run(
+        &Request::get("api.search.example", "/q").api_key(SALES_KEY),
+        &ok(),
+    );
     assert_denied(&ex, 403, "ENDPOINT_NOT_ALLOWED");
 }
 
 #[test]
 fn category_not_allowed_is_403() {
-    let ex = host().run(&Request::get("api.images.example", "/gen").api_key(OPS_KEY), &ok());
+    let ex = host().run(
+        &Request::get("api.images.example", "/gen").api_key(OPS_KEY),
+        &ok(),
+    );
     assert_denied(&ex, 403, "CATEGORY_NOT_ALLOWED");
 }
 
 #[test]
 fn a_host_outside_the_catalogue_has_no_category() {
-    let ex = host().run(&Request::get("unknown.example.org", "/").api_key(OPS_KEY), &ok());
+    let ex = host().run(
+        &Request::get("unknown.example.org", "/").api_key(OPS_KEY),
+        &ok(),
+    );
     assert_denied(&ex, 403, "CATEGORY_NOT_ALLOWED");
 }
 
@@ -71,7 +86,11 @@ fn inside_working_hours_passes() {
 fn working_days_are_checked_in_the_clients_timezone() {
     let mut h = host();
     h.set_unix_time(SAT_JAN_10_15_00_UTC); // Saturday 10:00 in New York
-    assert_denied(&h.run(&deepl(NIGHT_KEY), &ok()), 403, "OUTSIDE_WORKING_HOURS");
+    assert_denied(
+        &h.run(&deepl(NIGHT_KEY), &ok()),
+        403,
+        "OUTSIDE_WORKING_HOURS",
+    );
 }
 
 #[test]
@@ -83,20 +102,29 @@ fn working_hours_follow_daylight_saving_time() {
 
 #[test]
 fn max_per_request_exceeded_is_403() {
-    let ex = host().run(&Request::get("api.pricey.example", "/").api_key(SALES_KEY), &ok());
+    let ex = host().run(
+        &Request::get("api.pricey.example", "/").api_key(SALES_KEY),
+        &ok(),
+    );
     assert_denied(&ex, 403, "MAX_PER_REQUEST_EXCEEDED");
 }
 
 #[test]
 fn max_per_request_uses_the_token_estimate() {
     // gpt-4, 10k output tokens: 600000 µ$ for output alone, above sales-ai's 200000.
-    let ex = host().run(&super::openai(SALES_KEY, &super::chat("gpt-4", 10_000)), &ok());
+    let ex = host().run(
+        &super::openai(SALES_KEY, &super::chat("gpt-4", 10_000)),
+        &ok(),
+    );
     assert_denied(&ex, 403, "MAX_PER_REQUEST_EXCEEDED");
 }
 
 #[test]
 fn approval_required_in_standalone_mode_is_403() {
-    let ex = host().run(&Request::get("api.approval.example", "/").api_key(OPS_KEY), &ok());
+    let ex = host().run(
+        &Request::get("api.approval.example", "/").api_key(OPS_KEY),
+        &ok(),
+    );
     assert_denied(&ex, 403, "APPROVAL_REQUIRED");
 }
 
@@ -113,7 +141,10 @@ fn control_plane_unavailable_is_503_when_failing_closed() {
                      "timeoutMs": 200, "failureMode": "closed" },
         "maxBodyBytes": 4096
     });
-    let host = Host::builder(cfg.to_string()).cluster("pag0_sidecar").responder(|_| CallAnswer::Timeout).build();
+    let host = Host::builder(cfg.to_string())
+        .cluster("pag0_sidecar")
+        .responder(|_| CallAnswer::Timeout)
+        .build();
     let mut host = match host {
         Ok(h) => h,
         Err(e) => panic!("SPEC §6: a managed-mode configuration must be accepted: {e}"),
@@ -133,11 +164,29 @@ fn every_x_pag0_header_is_stripped_before_the_upstream() {
         .header("x-other", "kept");
     let ex = host().run(&req, &ok());
     assert_allowed(&ex);
-    let up = ex.upstream.as_ref().and_then(|u| u.headers.clone()).unwrap_or_default();
-    let leaked: Vec<_> = up.iter().filter(|(k, _)| k.starts_with("x-pag0-")).map(|(k, _)| k.clone()).collect();
-    assert!(leaked.is_empty(), "x-pag0-* headers reached the upstream: {leaked:?}");
-    assert_eq!(ex.upstream.as_ref().and_then(|u| u.header("x-other")), Some("kept"));
-    assert_eq!(ex.header("x-pag0-project"), Some("sales-ai"), "a header from the agent cannot name the project");
+    let up = ex
+        .upstream
+        .as_ref()
+        .and_then(|u| u.headers.clone())
+        .unwrap_or_default();
+    let leaked: Vec<_> = up
+        .iter()
+        .filter(|(k, _)| k.starts_with("x-pag0-"))
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "x-pag0-* headers reached the upstream: {leaked:?}"
+    );
+    assert_eq!(
+        ex.upstream.as_ref().and_then(|u| u.header("x-other")),
+        Some("kept")
+    );
+    assert_eq!(
+        ex.header("x-pag0-project"),
+        Some("sales-ai"),
+        "a header from the agent cannot name the project"
+    );
 }
 
 #[test]
@@ -157,9 +206,18 @@ fn a_refusal_names_project_and_scope() {
 fn the_api_key_header_name_is_configurable() {
     let cfg = serde_json::json!({ "policy": fixture::policy(), "apiKeyHeader": "Authorization-Key", "maxBodyBytes": 4096 });
     let mut h = Host::new(&cfg.to_string());
-    let ex = h.run(&Request::get("api.deepl.com", "/").header("authorization-key", SALES_KEY), &ok());
+    let ex = h.run(
+        &Request::get("api.deepl.com", "/").header("authorization-key", SALES_KEY),
+        &ok(),
+    );
     assert_allowed(&ex);
-    assert_eq!(ex.upstream.as_ref().and_then(|u| u.header("authorization-key")), None, "the key must not reach the upstream");
+    assert_eq!(
+        ex.upstream
+            .as_ref()
+            .and_then(|u| u.header("authorization-key")),
+        None,
+        "the key must not reach the upstream"
+    );
 }
 
 #[test]
