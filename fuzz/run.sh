@@ -15,13 +15,13 @@ targets="${FUZZ_TARGETS:-policy_document request_body sse_usage wasm_request}"
 export PAG0_WASM="${PAG0_WASM:-$(cd .. && pwd)/target/wasm32-wasip1/wasm-release/pag0_plugin.wasm}"
 
 for t in $targets; do
-  mkdir -p "corpus/$t" "regressions/$t"
+  mkdir -p "corpus/$t" "regressions/$t" "seeds/$t"
   # Replay known crashers first: a regression fails here, before any new fuzzing.
   if compgen -G "regressions/$t/*" > /dev/null; then
-    cargo +nightly fuzz run -s none "$t" regressions/$t/* -- -runs=0
+    cargo +nightly fuzz run -s none "$t" "$PWD"/regressions/$t/* -- -runs=0
   fi
   echo "== fuzz $t for ${secs}s"
-  cargo +nightly fuzz run -s none "$t" "corpus/$t" "seeds/$t" -- \
+  cargo +nightly fuzz run -s none "$t" "$PWD/corpus/$t" "$PWD/seeds/$t" -- \
     -max_total_time="$secs" -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 2>&1 \
     | grep -E "^(stat::number_of_executed_units|==|SUMMARY|thread|Done)|panicked|ERROR" || true
   # grep hides libFuzzer's chatter; the pipeline's status is cargo's.

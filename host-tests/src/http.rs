@@ -170,8 +170,50 @@ fn find<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
+/// Headers and bodies as text, so a failing assertion is readable.
+pub(crate) fn show_headers(h: &Headers) -> Vec<String> {
+    h.iter()
+        .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v)))
+        .collect()
+}
+
+pub(crate) fn show_body(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(b);
+    if s.len() > 400 {
+        format!(
+            "{}… ({} bytes)",
+            &s[..s.char_indices().nth(400).map_or(s.len(), |(i, _)| i)],
+            b.len()
+        )
+    } else {
+        s.into_owned()
+    }
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("headers", &self.headers.as_ref().map(show_headers))
+            .field("body", &show_body(&self.body))
+            .field("trailers", &show_headers(&self.trailers))
+            .field("end_of_stream", &self.end_of_stream)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Downstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Downstream")
+            .field("headers", &self.headers.as_ref().map(show_headers))
+            .field("body", &show_body(&self.body))
+            .field("trailers", &show_headers(&self.trailers))
+            .field("end_of_stream", &self.end_of_stream)
+            .finish()
+    }
+}
+
 /// What the upstream received.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Upstream {
     pub headers: Option<Headers>,
     pub body: Vec<u8>,
@@ -186,7 +228,7 @@ impl Upstream {
 }
 
 /// What the agent received.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Downstream {
     pub headers: Option<Headers>,
     pub body: Vec<u8>,

@@ -21,12 +21,23 @@ use crate::shared::{lock, LogLine, MetricKind, SharedRef};
 pub const FUEL_PER_CALLBACK: u64 = 300_000_000;
 
 /// What the filter asked Envoy to send instead of forwarding.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct LocalReply {
     pub status: u32,
     pub details: String,
     pub headers: Headers,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for LocalReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalReply")
+            .field("status", &self.status)
+            .field("details", &self.details)
+            .field("headers", &crate::http::show_headers(&self.headers))
+            .field("body", &crate::http::show_body(&self.body))
+            .finish()
+    }
 }
 
 /// One `dispatch_http_call` the guest made and the host has not answered yet.
