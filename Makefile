@@ -34,7 +34,7 @@ demo: setup wasm build
 
 ## test: unit, host and real-Envoy tests, clippy (native + wasm32), shipped YAML validated
 test: setup wasm
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) clippy
 	$(MAKE) yaml
 

@@ -153,6 +153,11 @@ impl MockUpstream {
         self.state.max_slow_in_flight()
     }
 
+    /// Requests whose headers reached the mock (even if Envoy then cut them off).
+    pub fn arrived_total(&self) -> u64 {
+        self.state.arrived().values().sum()
+    }
+
     pub fn served_total(&self) -> u64 {
         self.served().values().sum()
     }

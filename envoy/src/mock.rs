@@ -13,7 +13,11 @@
 //! | `ANY /reset` | `200` headers, one body chunk, then the connection is cut |
 //! | `ANY /reset-before-headers` | the connection is closed before any response byte |
 //! | `ANY /slow?ms=N` | JSON after N ms (default 1000) |
-//! | `GET /__stats` | `{"total": n, "paths": {"/v1/chat/completions": n, …}, "maxSlowInFlight": n}` — requests served per path (excl. `/__stats`) |
+//! | `GET /__stats` | `{"total", "paths": {path: n}, "arrivedTotal", "arrived": {path: n}, "maxSlowInFlight"}` (excl. `/__stats`) |
+//!
+//! `paths` counts requests a handler served (`/status` for every `/status/{code}`); `arrived`
+//! counts request heads by exact path as soon as they reach the mock, before the body is
+//! read — the number to check for "this request never reached the upstream".
 //! | anything else | `200` JSON `{"ok": true, "path": …}` |
 //!
 //! Usage for chat completions is deterministic, so tests can compute the settled cost:
@@ -51,6 +55,9 @@ pub const DEFAULT_REPORTED_COST: u64 = 1500;
 #[derive(Clone, Default)]
 pub struct MockState {
     served: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// Requests whose *headers* arrived, per exact path (counted before any body is read):
+    /// a request Envoy started upstream and then cut off shows here and not in `served`.
+    arrived: Arc<Mutex<BTreeMap<String, u64>>>,
     /// `(now, max)` requests inside `/slow` at once: proves requests were in flight together.
     slow_in_flight: Arc<Mutex<(u64, u64)>>,
 }
@@ -58,6 +65,20 @@ pub struct MockState {
 impl MockState {
     fn count(&self, path: &str) {
         if let Ok(mut m) = self.served.lock() {
+            *m.entry(path.to_owned()).or_insert(0) += 1;
+        }
+    }
+
+    /// Requests whose headers reached the mock, per path (`/__stats` excluded).
+    pub fn arrived(&self) -> BTreeMap<String, u64> {
+        self.arrived.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    fn arrive(&self, path: &str) {
+        if path == "/__stats" {
+            return;
+        }
+        if let Ok(mut m) = self.arrived.lock() {
             *m.entry(path.to_owned()).or_insert(0) += 1;
         }
     }
@@ -98,7 +119,21 @@ pub fn app(state: MockState) -> Router {
         .route("/slow", any(slow))
         .route("/__stats", get(stats))
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_arrival,
+        ))
         .with_state(state)
+}
+
+/// Runs when the request head arrives, before any handler reads the body.
+async fn count_arrival(
+    State(st): State<MockState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    st.arrive(req.uri().path());
+    next.run(req).await
 }
 
 /// The usage the mock reports for a chat request (see the module docs).
@@ -292,8 +327,13 @@ async fn slow(State(st): State<MockState>, Query(q): Query<HashMap<String, Strin
 async fn stats(State(st): State<MockState>) -> Response {
     let paths = st.snapshot();
     let total: u64 = paths.values().sum();
-    Json(json!({ "total": total, "paths": paths, "maxSlowInFlight": st.max_slow_in_flight() }))
-        .into_response()
+    let arrived = st.arrived();
+    let arrived_total: u64 = arrived.values().sum();
+    Json(
+        json!({ "total": total, "paths": paths, "arrivedTotal": arrived_total, "arrived": arrived,
+                 "maxSlowInFlight": st.max_slow_in_flight() }),
+    )
+    .into_response()
 }
 
 async fn fallback(

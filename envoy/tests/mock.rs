@@ -118,4 +118,6 @@ fn cost_echo_status_reset_and_stats() {
     assert_eq!(stats["paths"]["/status"], json!(1));
     assert_eq!(stats["total"], json!(6));
     assert_eq!(mock.served_total(), 6, "/__stats itself is not counted");
+    assert_eq!(stats["arrivedTotal"], json!(6), "every request head");
+    assert_eq!(mock.arrived_total(), 6);
 }
