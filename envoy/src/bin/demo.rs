@@ -22,7 +22,29 @@ struct Row {
     status: String,
     result: String,
     estimate: String,
+    /// The result matched the story's expectation.
+    ok: bool,
 }
+
+/// What each step of the story must show, in order; the Sales budget drain follows
+/// (`allow` until `BUDGET_EXCEEDED (project.daily)`).
+const SCRIPT: [&str; 14] = [
+    "allow",
+    "allow",
+    "allow",
+    "allow",
+    "allow",
+    "allow",
+    "ENDPOINT_NOT_ALLOWED",
+    "ENDPOINT_BLOCKED",
+    "CATEGORY_NOT_ALLOWED",
+    "MISSING_API_KEY",
+    "UNKNOWN_API_KEY",
+    "OUTSIDE_WORKING_HOURS",
+    "MAX_PER_REQUEST_EXCEEDED",
+    "APPROVAL_REQUIRED",
+];
+const DRAIN_END: &str = "BUDGET_EXCEEDED (project.daily)";
 
 struct Demo {
     envoy: Envoy,
@@ -202,7 +224,7 @@ fn main() -> Result<()> {
 
     demo.print_table();
     demo.print_totals(&mock)?;
-    Ok(())
+    demo.verdict()
 }
 
 // === impl Demo ===
@@ -243,6 +265,10 @@ impl Demo {
             .and_then(|v| v.parse::<u64>().ok())
             .map(usd)
             .unwrap_or_else(|| "-".to_owned());
+        let ok = match SCRIPT.get(self.rows.len()) {
+            Some(want) => result == *want,
+            None => result == "allow" || result == DRAIN_END,
+        };
         self.rows.push(Row {
             agent: agent.to_owned(),
             team,
@@ -250,6 +276,7 @@ impl Demo {
             status: reply.status.to_string(),
             result,
             estimate,
+            ok,
         });
         if reply.decision() == "allow" {
             self.wait_settled();
@@ -271,6 +298,47 @@ impl Demo {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Err (exit code 1) when the run did not tell the story: a step with an unexpected
+    /// result, or the Sales team never running out of its daily budget.
+    fn verdict(&self) -> Result<()> {
+        let wrong: Vec<usize> = self
+            .rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.ok)
+            .map(|(i, _)| i + 1)
+            .collect();
+        let drained = self.rows.last().is_some_and(|r| r.result == DRAIN_END)
+            && self
+                .rows
+                .iter()
+                .skip(SCRIPT.len())
+                .filter(|r| r.result == "allow")
+                .count()
+                >= 2;
+        if !wrong.is_empty() || !drained {
+            let log = self.envoy.log();
+            let tail: Vec<&str> = log.lines().filter(|l| !l.contains("[main]")).collect();
+            let tail = tail
+                .iter()
+                .skip(tail.len().saturating_sub(20))
+                .copied()
+                .collect::<Vec<_>>()
+                .join("\n");
+            anyhow::bail!(
+                "the scenario did not go as scripted: unexpected results in rows {wrong:?}{}\n\
+                 --- last lines of the Envoy log ---\n{tail}",
+                if drained {
+                    ""
+                } else {
+                    "; the Sales team did not run out of its daily budget"
+                },
+            );
+        }
+        println!("\nEvery step went as scripted.");
+        Ok(())
     }
 
     fn print_table(&self) {
@@ -303,23 +371,24 @@ impl Demo {
             .unwrap_or(6)
             .max(6);
         println!(
-            "{:>2}  {:<w_agent$}  {:<w_team$}  {:<w_req$}  {:>6}  {:<w_res$}  {:>10}",
+            "{:>2}  {:<w_agent$}  {:<w_team$}  {:<w_req$}  {:>6}  {:<w_res$}  {:>10}  ok",
             "#", "agent", "team", "request", "status", "result", "estimate"
         );
         println!(
             "{}",
-            "-".repeat(2 + 2 + w_agent + 2 + w_team + 2 + w_req + 2 + 6 + 2 + w_res + 2 + 10)
+            "-".repeat(2 + 2 + w_agent + 2 + w_team + 2 + w_req + 2 + 6 + 2 + w_res + 2 + 10 + 4)
         );
         for (i, r) in self.rows.iter().enumerate() {
             println!(
-                "{:>2}  {:<w_agent$}  {:<w_team$}  {:<w_req$}  {:>6}  {:<w_res$}  {:>10}",
+                "{:>2}  {:<w_agent$}  {:<w_team$}  {:<w_req$}  {:>6}  {:<w_res$}  {:>10}  {}",
                 i + 1,
                 r.agent,
                 r.team,
                 r.request,
                 r.status,
                 r.result,
-                r.estimate
+                r.estimate,
+                if r.ok { "✓" } else { "✗ unexpected" }
             );
         }
     }
