@@ -17,7 +17,8 @@ use crate::AppState;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
     Admin,
-    /// An approver identified by e-mail (approvals API, not served yet).
+    /// An approver identified by e-mail (`--approver-token EMAIL=TOKEN`): may list, read and
+    /// decide approvals of the projects that list this e-mail; nothing else.
     Approver { email: String },
     Filter,
 }
@@ -38,6 +39,8 @@ pub struct Tokens {
 pub enum TokenSpecError {
     #[error("admin token {0:?} must be NAME=TOKEN")]
     NotNameEqualsToken(String),
+    #[error("approver token {0:?} must be EMAIL=TOKEN")]
+    NotEmailEqualsToken(String),
     #[error("token for {0:?} is shorter than 16 characters")]
     TooShort(String),
     #[error("the same token is given twice ({0:?})")]
@@ -71,6 +74,17 @@ impl Tokens {
         self.add(token.trim(), Principal { name: name.trim().to_string(), role: Role::Admin })
     }
 
+    /// `EMAIL=TOKEN` (one `--approver-token`, or one comma-separated item of
+    /// `PAG0_APPROVER_TOKENS`).
+    pub fn add_approver_spec(&mut self, spec: &str) -> Result<(), TokenSpecError> {
+        let (email, token) = spec
+            .split_once('=')
+            .filter(|(e, t)| e.contains('@') && !t.is_empty())
+            .ok_or_else(|| TokenSpecError::NotEmailEqualsToken(spec.split('=').next().unwrap_or("").into()))?;
+        let email = email.trim().to_ascii_lowercase();
+        self.add(token.trim(), Principal { name: email.clone(), role: Role::Approver { email } })
+    }
+
     pub fn add_sync_secret(&mut self, secret: &str) -> Result<(), TokenSpecError> {
         self.add(secret, Principal { name: "filter".into(), role: Role::Filter })
     }
@@ -85,7 +99,12 @@ impl Tokens {
 }
 
 fn principal(parts: &Parts, state: &AppState) -> Result<Principal, AppError> {
-    let value = parts.headers.get(header::AUTHORIZATION).ok_or(AppError::Unauthorized)?;
+    principal_from(&parts.headers, state)
+}
+
+/// The bearer token's principal (for handlers that accept several roles).
+pub(crate) fn principal_from(headers: &axum::http::HeaderMap, state: &AppState) -> Result<Principal, AppError> {
+    let value = headers.get(header::AUTHORIZATION).ok_or(AppError::Unauthorized)?;
     let token = value
         .to_str()
         .ok()

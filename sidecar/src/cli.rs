@@ -49,6 +49,16 @@ pub struct ServeArgs {
     /// versions. Also PAG0_ADMIN_TOKENS=NAME=TOKEN,NAME=TOKEN (preferred: not visible in ps).
     #[arg(long = "admin-token", value_name = "NAME=TOKEN")]
     pub admin_tokens: Vec<String>,
+    /// An approver token, EMAIL=TOKEN (repeatable): may list, read and decide approvals of the
+    /// projects whose approvalWorkflow.approvers lists EMAIL. Also PAG0_APPROVER_TOKENS=E=T,E=T.
+    #[arg(long = "approver-token", value_name = "EMAIL=TOKEN")]
+    pub approver_tokens: Vec<String>,
+    /// SMTP relay for e-mail notifications: smtp://host[:port] (plain SMTP, e.g. a local relay).
+    #[arg(long, env = "PAG0_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// Sender address of e-mail notifications.
+    #[arg(long, env = "PAG0_SMTP_FROM", default_value = "pag0@localhost")]
+    pub smtp_from: String,
     /// The bearer secret the Envoy filter presents on POST /v1/sync.
     #[arg(long, env = "PAG0_SYNC_SECRET", hide_env_values = true)]
     pub sync_secret: Option<String>,
@@ -85,6 +95,30 @@ pub enum Command {
     Clients(ItemCmd),
     /// Budget counters: limit, spent, leased, unallocated.
     Budgets,
+    /// The approval queue; approve/deny need an approver token (--token).
+    #[command(subcommand)]
+    Approvals(ApprovalCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalCmd {
+    /// List approvals (default: pending).
+    List {
+        #[arg(long, default_value = "pending")]
+        status: String,
+    },
+    /// One approval.
+    Get { id: String },
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    Deny {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +153,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Some(Command::Projects(cmd)) => item(&cli.remote, "/v1/projects", cmd).await,
         Some(Command::Clients(cmd)) => item(&cli.remote, "/v1/clients", cmd).await,
         Some(Command::Budgets) => budgets(&cli.remote).await,
+        Some(Command::Approvals(cmd)) => approvals(&cli.remote, cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,6 +206,15 @@ pub fn tokens_from(args: &ServeArgs) -> Result<Tokens, String> {
     for spec in specs {
         tokens.add_admin_spec(spec).map_err(|e| e.to_string())?;
     }
+    let from_env = std::env::var("PAG0_APPROVER_TOKENS").unwrap_or_default();
+    let specs = args
+        .approver_tokens
+        .iter()
+        .map(String::as_str)
+        .chain(from_env.split(',').map(str::trim).filter(|s| !s.is_empty()));
+    for spec in specs {
+        tokens.add_approver_spec(spec).map_err(|e| e.to_string())?;
+    }
     if let Some(secret) = &args.sync_secret {
         tokens.add_sync_secret(secret).map_err(|e| format!("sync secret: {e}"))?;
     }
@@ -206,6 +250,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let state = AppState::new(Arc::clone(&store), tokens)
         .map_err(|e| e.to_string())?
         .with_config(Config { lease_ttl_ms: args.lease_ttl_ms, public_ops: args.public_ops, ..Config::default() });
+    let smtp = match &args.smtp_url {
+        Some(url) => Some(crate::notify::SmtpConfig::parse(url, &args.smtp_from).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let state = state.with_notifier(crate::notify::Notifier::new(smtp));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -252,7 +301,7 @@ async fn send(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(reqwest::StatusCode, Value), String> {
-    let token = r.token.as_deref().ok_or("an admin token is needed: --token or PAG0_TOKEN")?;
+    let token = r.token.as_deref().ok_or("a token is needed: --token or PAG0_TOKEN")?;
     let url = format!("{}{path}", r.url.trim_end_matches('/'));
     let mut req = reqwest::Client::new().request(method, &url).bearer_auth(token);
     if let Some(b) = body {
@@ -338,4 +387,39 @@ async fn budgets(r: &RemoteArgs) -> Result<(), String> {
         println!("{:<44} {:>14} {:>14} {:>14} {:>14}", s("counter"), s("limit"), s("spent"), s("leased"), s("unallocated"));
     }
     Ok(())
+}
+
+async fn approvals(r: &RemoteArgs, cmd: ApprovalCmd) -> Result<(), String> {
+    let (method, path, body) = match cmd {
+        ApprovalCmd::List { status } => {
+            let (status, v) = send(r, reqwest::Method::GET, &format!("/v1/approvals?status={status}"), None).await?;
+            if !status.is_success() {
+                return Err(explain(status, &v));
+            }
+            println!("{:<44} {:<9} {:<16} {:>12} {:<24} REQUEST", "ID", "STATUS", "PROJECT", "ESTIMATE", "EXPIRES");
+            for a in v.get("approvals").and_then(Value::as_array).into_iter().flatten() {
+                let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+                println!(
+                    "{:<44} {:<9} {:<16} {:>12} {:<24} {} {}{} (by {})",
+                    s("approvalId"),
+                    s("status"),
+                    s("projectId"),
+                    s("estimatedCost"),
+                    s("expiresAt"),
+                    s("method"),
+                    s("authority"),
+                    s("path"),
+                    s("requestedBy")
+                );
+            }
+            return Ok(());
+        }
+        ApprovalCmd::Get { id } => (reqwest::Method::GET, format!("/v1/approvals/{id}"), None),
+        ApprovalCmd::Approve { id, comment } => {
+            (reqwest::Method::POST, format!("/v1/approvals/{id}/approve"), Some(comment))
+        }
+        ApprovalCmd::Deny { id, comment } => (reqwest::Method::POST, format!("/v1/approvals/{id}/deny"), Some(comment)),
+    };
+    let body = body.map(|c| serde_json::to_vec(&serde_json::json!({ "comment": c })).unwrap_or_default());
+    remote(r, method, &path, body).await
 }

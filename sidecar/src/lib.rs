@@ -4,6 +4,7 @@
 //!   one at a time (a client's API key is returned once, only its SHA-256 is stored).
 //! - `POST /v1/sync` for the Envoy filter: usage batches in, exactly once; policy and budget
 //!   leases out (docs/sync-protocol.md).
+//! - The approval workflow (`/v1/approvals…`, docs/approvals.md) and its notifications.
 //! - `/metrics`, `/healthz`, `/readyz`, `/v1/openapi.json`.
 //!
 //! [`app`] builds the router over an [`AppState`]; the binary only parses flags, opens the
@@ -16,6 +17,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::RwLock;
 
+pub mod approvals;
 pub mod auth;
 pub mod authz;
 pub mod cli;
@@ -23,6 +25,7 @@ pub mod clock;
 pub mod document;
 pub mod error;
 pub mod metrics;
+pub mod notify;
 pub mod openapi;
 mod routes;
 pub mod store;
@@ -63,6 +66,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<metrics::Metrics>,
     pub config: Arc<Config>,
+    /// E-mail / Slack / webhook sender (approvals now, alerts later).
+    pub notifier: notify::Notifier,
     policy: Arc<RwLock<Option<Arc<CurrentPolicy>>>>,
 }
 
@@ -70,11 +75,13 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, tokens: Tokens) -> Result<Self, prometheus::Error> {
+        let metrics = Arc::new(metrics::Metrics::new()?);
         Ok(AppState {
             store,
             tokens: Arc::new(tokens),
             clock: Arc::new(SystemClock),
-            metrics: Arc::new(metrics::Metrics::new()?),
+            notifier: notify::Notifier::new(None).with_counter(metrics.notifications.clone()),
+            metrics,
             config: Arc::new(Config::default()),
             policy: Arc::new(RwLock::new(None)),
         })
@@ -82,6 +89,12 @@ impl AppState {
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Notifications go through `notifier` (counted in this state's metrics).
+    pub fn with_notifier(mut self, notifier: notify::Notifier) -> Self {
+        self.notifier = notifier.with_counter(self.metrics.notifications.clone());
         self
     }
 
@@ -142,6 +155,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/clients/{id}/rotate-key", post(items::rotate_client_key))
         .route("/v1/sync", post(sync::sync))
         .route("/v1/budgets", get(budgets::list))
+        .route("/v1/approvals", get(approvals::list).post(approvals::create))
+        .route("/v1/approvals/{id}", get(approvals::get_one))
+        .route("/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/v1/approvals/{id}/deny", post(approvals::deny))
+        .route("/v1/approvals/{id}/consume", post(approvals::consume))
         .route("/v1/openapi.json", get(ops::openapi))
         .merge(ops_routes)
         .merge(authz::router())

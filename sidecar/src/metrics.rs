@@ -1,6 +1,6 @@
 //! Prometheus metrics, one registry per `AppState` (no globals: tests run in parallel).
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     registry: Registry,
@@ -11,6 +11,14 @@ pub struct Metrics {
     pub lease_granted_micros: IntCounter,
     pub policy_version: IntGauge,
     pub policy_updates: IntCounter,
+    /// Approvals pending and unexpired (read from the store: right on every sidecar of a fleet).
+    pub approvals_pending: IntGauge,
+    /// Approval events: created, approved, denied, consumed, refused (a replay turned away).
+    pub approvals: IntCounterVec,
+    /// Seconds from an approval's creation to its decision.
+    pub approval_decision_seconds: Histogram,
+    /// Notifications by channel (email, slack, webhook) and outcome (sent, failed).
+    pub notifications: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
@@ -39,7 +47,28 @@ impl Metrics {
         registry.register(Box::new(sync_batches.clone()))?;
         let policy_version = IntGauge::new("pag0_sidecar_policy_version", "Latest policy version served")?;
         registry.register(Box::new(policy_version.clone()))?;
+        let approvals_pending = IntGauge::new("pag0_approvals_pending", "Approvals waiting for a decision (unexpired)")?;
+        registry.register(Box::new(approvals_pending.clone()))?;
+        let approvals = IntCounterVec::new(
+            Opts::new("pag0_approvals_total", "Approval events (created, approved, denied, consumed, refused)"),
+            &["event"],
+        )?;
+        registry.register(Box::new(approvals.clone()))?;
+        let approval_decision_seconds = Histogram::with_opts(
+            HistogramOpts::new("pag0_approvals_time_to_decision_seconds", "Seconds from approval request to decision")
+                .buckets(vec![10.0, 60.0, 300.0, 900.0, 3600.0, 4.0 * 3600.0, 12.0 * 3600.0, 86400.0]),
+        )?;
+        registry.register(Box::new(approval_decision_seconds.clone()))?;
+        let notifications = IntCounterVec::new(
+            Opts::new("pag0_notifications_total", "Notifications by channel and outcome (sent, failed)"),
+            &["channel", "outcome"],
+        )?;
+        registry.register(Box::new(notifications.clone()))?;
         Ok(Metrics {
+            approvals_pending,
+            approvals,
+            approval_decision_seconds,
+            notifications,
             http_requests,
             sync_batches,
             usage_records: counter(&registry, "pag0_sidecar_usage_records_total", "Usage records committed")?,

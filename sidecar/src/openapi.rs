@@ -23,6 +23,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/clients/{id}/rotate-key"),
     ("post", "/v1/sync"),
     ("get", "/v1/budgets"),
+    ("get", "/v1/approvals"),
+    ("post", "/v1/approvals"),
+    ("get", "/v1/approvals/{id}"),
+    ("post", "/v1/approvals/{id}/approve"),
+    ("post", "/v1/approvals/{id}/deny"),
+    ("post", "/v1/approvals/{id}/consume"),
     ("get", "/v1/openapi.json"),
     ("get", "/metrics"),
     ("get", "/healthz"),
@@ -100,7 +106,91 @@ fn item_ops(noun: &str, plural: &str, extra_created: Option<Value>) -> (Value, V
     (list, one)
 }
 
+/// `op` with several accepted credentials.
+fn op_any(summary: &str, security: &[&str], params: &[&str], body: Option<Value>, responses: Value) -> Value {
+    let mut o = op(summary, security.first().copied(), params, body, responses);
+    o["security"] = Value::Array(security.iter().map(|s| json!({ *s: [] })).collect());
+    o
+}
+
+fn approval_paths() -> Value {
+    let approval = reference("Approval");
+    let consume_refused = err(
+        "APPROVAL_DENIED / APPROVAL_EXPIRED / APPROVAL_MISMATCH / APPROVAL_USED / APPROVAL_PENDING \
+         (error also carries projectId); FORBIDDEN for a token of another role",
+    );
+    json!({
+        "/v1/approvals": {
+            "get": op_any("The queue: ?status=pending|approved|denied|used|expired&projectId=&limit= (approvers see their projects)",
+                &["adminToken", "approverToken"], &[], None, json!({
+                "200": ok_json("newest first", json!({ "type": "object", "properties": { "approvals": { "type": "array", "items": approval } } })),
+                "400": err("BAD_QUERY") })),
+            "post": op("Filter: create an approval for a held request (answers the agent 202 with its fields)", Some("syncSecret"), &[],
+                Some(reference("CreateApproval")), json!({
+                "201": ok_json("created, status pending", reference("Approval")),
+                "400": err("BAD_APPROVAL with `path: reason` details, or BAD_JSON"),
+                "404": err("no policy yet") }))
+        },
+        "/v1/approvals/{id}": { "get": op_any("One approval (an agent may read its own with x-pag0-api-key instead of a bearer token)",
+            &["adminToken", "approverToken", "syncSecret", "apiKey"], &["id"], None, json!({
+            "200": ok_json("the approval", reference("Approval")), "404": err("not found, or not yours") })) },
+        "/v1/approvals/{id}/approve": { "post": op("Approve (approver listed on the project, never the requester)", Some("approverToken"), &["id"],
+            Some(reference("Decision")), json!({
+            "200": ok_json("approved", reference("Approval")), "404": err("not found"),
+            "409": err("ALREADY_DECIDED / APPROVAL_EXPIRED") })) },
+        "/v1/approvals/{id}/deny": { "post": op("Deny (approver listed on the project, never the requester)", Some("approverToken"), &["id"],
+            Some(reference("Decision")), json!({
+            "200": ok_json("denied", reference("Approval")), "404": err("not found"),
+            "409": err("ALREADY_DECIDED / APPROVAL_EXPIRED") })) },
+        "/v1/approvals/{id}/consume": { "post": op("Filter: use the approval for this replay (exactly once)", Some("syncSecret"), &["id"],
+            Some(reference("Consume")), json!({
+            "200": ok_json("this replay may pass; the approval is now used", reference("Approval")),
+            "403": consume_refused })) }
+    })
+}
+
+fn approval_schemas() -> Value {
+    let hex = json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" });
+    json!({
+        "Approval": { "type": "object", "required": ["approvalId", "status", "projectId", "estimatedCost", "expiresAt"], "properties": {
+            "approvalId": { "type": "string" },
+            "status": { "enum": ["pending", "approved", "denied", "used", "expired"] },
+            "projectId": { "type": "string" }, "estimatedCost": reference("Micros"),
+            "expiresAt": { "type": "string", "format": "date-time" },
+            "clientId": { "type": "string" }, "method": { "type": "string" }, "authority": { "type": "string" },
+            "path": { "type": "string" }, "bodySha256": hex, "policyVersion": { "type": "integer" },
+            "justification": { "type": ["string", "null"] }, "requestedBy": { "type": ["string", "null"] },
+            "callbackUrl": { "type": ["string", "null"] }, "createdAt": { "type": "string", "format": "date-time" },
+            "decision": { "type": ["object", "null"], "properties": { "approved": { "type": "boolean" }, "by": { "type": "string" },
+                "comment": { "type": ["string", "null"] }, "at": { "type": "string", "format": "date-time" } } },
+            "usedAt": { "type": ["string", "null"], "format": "date-time" } } },
+        "CreateApproval": { "type": "object",
+            "required": ["projectId", "clientId", "method", "authority", "path", "bodySha256", "binding", "estimatedCost", "policyVersion"],
+            "properties": {
+            "projectId": { "type": "string" }, "clientId": { "type": "string" }, "method": { "type": "string" },
+            "authority": { "type": "string" }, "path": { "type": "string", "description": "with the query string" },
+            "bodySha256": hex, "binding": { "type": "string", "pattern": "^[0-9a-f]{64}$", "description": "pag0_policy::approval::request_binding" },
+            "estimatedCost": reference("Micros"), "policyVersion": { "type": "integer", "minimum": 1 },
+            "justification": { "type": "string" }, "requestedBy": { "type": "string" },
+            "callbackUrl": { "type": "string", "description": "the agent's x-pag0-callback-url" } } },
+        "Consume": { "type": "object", "required": ["binding", "estimatedCost", "policyVersion"], "properties": {
+            "binding": hex, "estimatedCost": reference("Micros"), "policyVersion": { "type": "integer" } } },
+        "Decision": { "type": "object", "properties": { "comment": { "type": "string", "maxLength": 2000 } } }
+    })
+}
+
 pub fn document() -> Value {
+    let mut doc = base_document();
+    if let (Some(paths), Some(extra)) = (doc["paths"].as_object_mut(), approval_paths().as_object()) {
+        paths.extend(extra.clone());
+    }
+    if let (Some(schemas), Some(extra)) = (doc["components"]["schemas"].as_object_mut(), approval_schemas().as_object()) {
+        schemas.extend(extra.clone());
+    }
+    doc
+}
+
+fn base_document() -> Value {
     let (projects, project) = item_ops("project", "projects", None);
     let client_created = json!({
         "type": "object", "required": ["client", "apiKey"],
@@ -118,7 +208,9 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {
                 "adminToken": { "type": "http", "scheme": "bearer", "description": "--admin-token NAME=TOKEN" },
-                "syncSecret": { "type": "http", "scheme": "bearer", "description": "--sync-secret, held by the Envoy filter" }
+                "syncSecret": { "type": "http", "scheme": "bearer", "description": "--sync-secret, held by the Envoy filter" },
+                "approverToken": { "type": "http", "scheme": "bearer", "description": "--approver-token EMAIL=TOKEN" },
+                "apiKey": { "type": "apiKey", "in": "header", "name": "x-pag0-api-key", "description": "a client's API key (its own approvals)" }
             },
             "schemas": {
                 "Error": { "type": "object", "required": ["error"], "properties": { "error": {

@@ -527,6 +527,34 @@ impl crate::Store for DownStore {
     async fn counters(&self, _: i64) -> Result<Vec<crate::store::CounterState>, crate::store::StoreError> {
         Err(down())
     }
+    async fn create_approval(&self, _: crate::store::Approval) -> Result<(), crate::store::StoreError> {
+        Err(down())
+    }
+    async fn approval(&self, _: String) -> Result<Option<crate::store::Approval>, crate::store::StoreError> {
+        Err(down())
+    }
+    async fn approvals(
+        &self,
+        _: Option<crate::store::ApprovalStatus>,
+        _: u32,
+    ) -> Result<Vec<crate::store::Approval>, crate::store::StoreError> {
+        Err(down())
+    }
+    async fn decide_approval(
+        &self,
+        _: crate::store::ApprovalDecision,
+    ) -> Result<Option<crate::store::Approval>, crate::store::StoreError> {
+        Err(down())
+    }
+    async fn consume_approval(
+        &self,
+        _: crate::store::ConsumeAsk,
+    ) -> Result<crate::store::ConsumeOutcome, crate::store::StoreError> {
+        Err(down())
+    }
+    async fn pending_approvals(&self, _: i64) -> Result<u64, crate::store::StoreError> {
+        Err(down())
+    }
 }
 
 #[tokio::test]

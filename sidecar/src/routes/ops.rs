@@ -46,6 +46,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, AppError
     if let Ok(v) = state.store.latest_policy_version().await {
         state.metrics.policy_version.set(v);
     }
+    crate::approvals::refresh_pending(&state).await;
     let text = state.metrics.render().map_err(|e| AppError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }

@@ -181,3 +181,147 @@ pub async fn ping_answers(store: &dyn Store) {
     store.ping().await.unwrap();
     assert!(["sqlite", "postgres"].contains(&store.backend()));
 }
+
+// --- approvals ---
+
+fn approval(id: &str, binding: &str, expires_at_ms: i64) -> Approval {
+    Approval {
+        id: id.into(),
+        project_id: "sales-ai".into(),
+        client_id: "sales-agent".into(),
+        method: "POST".into(),
+        authority: "api.openai.com".into(),
+        path: "/v1/chat/completions".into(),
+        body_sha256: "ab".repeat(32),
+        binding: binding.into(),
+        estimated_cost: 600_000,
+        policy_version: 3,
+        status: ApprovalStatus::Pending,
+        justification: Some("quarterly report".into()),
+        requested_by: Some("agent@acme.com".into()),
+        callback_url: None,
+        created_at_ms: T0,
+        expires_at_ms,
+        decided_by: None,
+        decision_comment: None,
+        decided_at_ms: None,
+        used_at_ms: None,
+    }
+}
+
+fn ask_use(id: &str, binding: &str, now_ms: i64) -> ConsumeAsk {
+    ConsumeAsk { id: id.into(), binding: binding.into(), estimated_cost: 600_000, policy_version: 3, now_ms }
+}
+
+fn decision(id: &str, approve: bool, at_ms: i64) -> ApprovalDecision {
+    ApprovalDecision { id: id.into(), approve, by: "lead@acme.com".into(), comment: Some("ok".into()), at_ms }
+}
+
+/// Polls every future until all are done: concurrent on one task, and on PostgreSQL each
+/// holds its own pooled connection, so the database sees them at once.
+async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *o = Some(v),
+                    Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+pub async fn approvals_move_pending_approved_used(store: &dyn Store) {
+    let b = "b1".repeat(32);
+    let exp = T0 + 86_400_000;
+    store.create_approval(approval("apr_a", &b, exp)).await.unwrap();
+    store.create_approval(approval("apr_b", &b, exp)).await.unwrap();
+    assert_eq!(store.approval("apr_a".into()).await.unwrap().unwrap(), approval("apr_a", &b, exp));
+    assert!(store.approval("apr_nope".into()).await.unwrap().is_none());
+    assert_eq!(store.pending_approvals(T0).await.unwrap(), 2);
+    assert_eq!(store.approvals(Some(ApprovalStatus::Pending), 10).await.unwrap().len(), 2);
+
+    // Pending: not usable yet.
+    let early = store.consume_approval(ask_use("apr_a", &b, T0 + 1)).await.unwrap();
+    assert!(matches!(early, ConsumeOutcome::Refused(Refusal::Pending, Some(_))), "{early:?}");
+
+    let decided = store.decide_approval(decision("apr_a", true, T0 + 60_000)).await.unwrap().unwrap();
+    assert_eq!(decided.status, ApprovalStatus::Approved);
+    assert_eq!(
+        (decided.decided_by.as_deref(), decided.decision_comment.as_deref(), decided.decided_at_ms),
+        (Some("lead@acme.com"), Some("ok"), Some(T0 + 60_000))
+    );
+    assert!(store.decide_approval(decision("apr_a", false, T0 + 61_000)).await.unwrap().is_none(), "decided once");
+    assert_eq!(store.pending_approvals(T0 + 61_000).await.unwrap(), 1);
+
+    // Another request, another policy version, a higher estimate: mismatch, and still usable.
+    let other = store.consume_approval(ask_use("apr_a", &"cc".repeat(32), T0 + 2)).await.unwrap();
+    assert!(matches!(other, ConsumeOutcome::Refused(Refusal::Mismatch(_), _)), "{other:?}");
+    let newer = store.consume_approval(ConsumeAsk { policy_version: 4, ..ask_use("apr_a", &b, T0 + 2) }).await.unwrap();
+    assert!(matches!(newer, ConsumeOutcome::Refused(Refusal::Mismatch(_), _)), "{newer:?}");
+    let dearer = store.consume_approval(ConsumeAsk { estimated_cost: 600_001, ..ask_use("apr_a", &b, T0 + 2) }).await.unwrap();
+    assert!(matches!(dearer, ConsumeOutcome::Refused(Refusal::Mismatch(_), _)), "{dearer:?}");
+    let unknown = store.consume_approval(ask_use("apr_nope", &b, T0 + 2)).await.unwrap();
+    assert_eq!(unknown, ConsumeOutcome::Refused(Refusal::Unknown, None));
+
+    // A cheaper replay of the same request is fine (the approver approved up to the estimate).
+    let used = store.consume_approval(ConsumeAsk { estimated_cost: 500_000, ..ask_use("apr_a", &b, T0 + 70_000) }).await.unwrap();
+    let ConsumeOutcome::Consumed(a) = used else { panic!("{used:?}") };
+    assert_eq!((a.status, a.used_at_ms), (ApprovalStatus::Used, Some(T0 + 70_000)));
+    let again = store.consume_approval(ask_use("apr_a", &b, T0 + 70_001)).await.unwrap();
+    assert!(matches!(again, ConsumeOutcome::Refused(Refusal::Used, _)), "{again:?}");
+
+    // Denied stays denied.
+    store.decide_approval(decision("apr_b", false, T0 + 5)).await.unwrap().unwrap();
+    let denied = store.consume_approval(ask_use("apr_b", &b, T0 + 6)).await.unwrap();
+    assert!(matches!(denied, ConsumeOutcome::Refused(Refusal::Denied, _)), "{denied:?}");
+    let listed = store.approvals(None, 10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(store.approvals(Some(ApprovalStatus::Used), 10).await.unwrap()[0].id, "apr_a");
+}
+
+pub async fn approvals_expire(store: &dyn Store) {
+    let b = "b2".repeat(32);
+    store.create_approval(approval("apr_p", &b, T0 + 1_000)).await.unwrap();
+    store.create_approval(approval("apr_q", &b, T0 + 1_000)).await.unwrap();
+    store.decide_approval(decision("apr_q", true, T0 + 10)).await.unwrap().unwrap();
+    // At the expiry instant it is over: neither decided nor used.
+    assert!(store.decide_approval(decision("apr_p", true, T0 + 1_000)).await.unwrap().is_none());
+    assert_eq!(store.pending_approvals(T0 + 1_000).await.unwrap(), 0);
+    let late = store.consume_approval(ask_use("apr_q", &b, T0 + 1_000)).await.unwrap();
+    assert!(matches!(late, ConsumeOutcome::Refused(Refusal::Expired, _)), "{late:?}");
+    let late = store.consume_approval(ask_use("apr_p", &b, T0 + 1_000)).await.unwrap();
+    assert!(matches!(late, ConsumeOutcome::Refused(Refusal::Expired, _)), "{late:?}");
+}
+
+pub async fn concurrent_replays_let_exactly_one_through(store: &dyn Store) {
+    let b = "b3".repeat(32);
+    store.create_approval(approval("apr_c", &b, T0 + 86_400_000)).await.unwrap();
+    store.decide_approval(decision("apr_c", true, T0 + 1)).await.unwrap().unwrap();
+    let outs = join_all((0..20).map(|_| store.consume_approval(ask_use("apr_c", &b, T0 + 2))).collect()).await;
+    let won = outs.iter().filter(|o| matches!(o, Ok(ConsumeOutcome::Consumed(_)))).count();
+    let used = outs.iter().filter(|o| matches!(o, Ok(ConsumeOutcome::Refused(Refusal::Used, _)))).count();
+    assert_eq!((won, used), (1, 19), "{outs:?}");
+}
+
+pub async fn concurrent_decisions_have_one_winner(store: &dyn Store) {
+    let b = "b4".repeat(32);
+    store.create_approval(approval("apr_d", &b, T0 + 86_400_000)).await.unwrap();
+    let outs = join_all((0..10).map(|i| store.decide_approval(decision("apr_d", i % 2 == 0, T0 + 1))).collect()).await;
+    let winners: Vec<_> = outs.into_iter().filter_map(|o| o.unwrap()).collect();
+    assert_eq!(winners.len(), 1);
+    let stored = store.approval("apr_d".into()).await.unwrap().unwrap();
+    assert_eq!(stored.status, winners[0].status, "the stored decision is the winner's");
+}

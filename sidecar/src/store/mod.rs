@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 
+pub mod approval;
 pub mod lease;
 pub mod postgres;
 pub mod sqlite;
@@ -17,6 +18,7 @@ pub(crate) mod contract;
 #[cfg(test)]
 mod tests;
 
+pub use approval::{Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome, Refusal};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -162,6 +164,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every counter, with its unexpired leases, sorted by counter key.
     async fn counters(&self, now_ms: i64) -> Result<Vec<CounterState>, StoreError>;
+
+    // --- approvals (approval.rs, docs/approvals.md) ---
+
+    async fn create_approval(&self, approval: Approval) -> Result<(), StoreError>;
+
+    async fn approval(&self, id: String) -> Result<Option<Approval>, StoreError>;
+
+    /// Newest first, at most `limit`; `status` filters on the stored status.
+    async fn approvals(&self, status: Option<ApprovalStatus>, limit: u32) -> Result<Vec<Approval>, StoreError>;
+
+    /// `pending → approved|denied` iff still pending and unexpired at `at_ms`; the updated
+    /// row, or `None` when the approval is missing, decided or expired.
+    async fn decide_approval(&self, decision: ApprovalDecision) -> Result<Option<Approval>, StoreError>;
+
+    /// `approved → used` iff unexpired and the replay matches; exactly one of concurrent
+    /// replays wins.
+    async fn consume_approval(&self, ask: ConsumeAsk) -> Result<ConsumeOutcome, StoreError>;
+
+    /// Approvals pending and unexpired at `now_ms`.
+    async fn pending_approvals(&self, now_ms: i64) -> Result<u64, StoreError>;
 }
 
 pub(crate) fn to_db(amount: u64) -> Result<i64, StoreError> {
@@ -237,4 +259,27 @@ pub(crate) const SCHEMA: &[&str] = &[
         expires_at_ms BIGINT NOT NULL,
         PRIMARY KEY (instance_id, counter_key))",
     "CREATE INDEX IF NOT EXISTS leases_by_counter ON leases (counter_key, expires_at_ms)",
+    // Approvals (approval.rs).
+    "CREATE TABLE IF NOT EXISTS approvals (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        method TEXT NOT NULL,
+        authority TEXT NOT NULL,
+        path TEXT NOT NULL,
+        body_sha256 TEXT NOT NULL,
+        binding TEXT NOT NULL,
+        estimated_cost BIGINT NOT NULL,
+        policy_version BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        justification TEXT,
+        requested_by TEXT,
+        callback_url TEXT,
+        created_at_ms BIGINT NOT NULL,
+        expires_at_ms BIGINT NOT NULL,
+        decided_by TEXT,
+        decision_comment TEXT,
+        decided_at_ms BIGINT,
+        used_at_ms BIGINT)",
+    "CREATE INDEX IF NOT EXISTS approvals_by_status ON approvals (status, created_at_ms)",
 ];

@@ -10,6 +10,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
+use super::approval::{self, Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome};
 use super::lease::{consume, Room};
 use super::sqlite::attach_leases;
 use super::{
@@ -451,5 +452,34 @@ impl Store for PgStore {
             .collect();
         attach_leases(&mut counters, leases);
         Ok(counters)
+    }
+    async fn create_approval(&self, approval: Approval) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        approval::postgres::create(&client, &approval).await
+    }
+
+    async fn approval(&self, id: String) -> Result<Option<Approval>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        approval::postgres::get(&client, &id).await
+    }
+
+    async fn approvals(&self, status: Option<ApprovalStatus>, limit: u32) -> Result<Vec<Approval>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        approval::postgres::list(&client, status, limit).await
+    }
+
+    async fn decide_approval(&self, decision: ApprovalDecision) -> Result<Option<Approval>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        approval::postgres::decide(&client, &decision).await
+    }
+
+    async fn consume_approval(&self, ask: ConsumeAsk) -> Result<ConsumeOutcome, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        approval::postgres::consume(&client, &ask).await
+    }
+
+    async fn pending_approvals(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        approval::postgres::pending(&client, now_ms).await
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::approval::{self, Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome};
 use super::lease::{consume, Room};
 use super::{
     from_db, keys_to_lock, to_db, usage_per_counter, CounterState, LeaseGrant, LeaseState,
@@ -358,6 +359,31 @@ impl Store for SqliteStore {
             Ok(counters)
         })
         .await
+    }
+    async fn create_approval(&self, approval: Approval) -> Result<(), StoreError> {
+        self.run(move |c| approval::sqlite::create(c, &approval)).await
+    }
+
+    async fn approval(&self, id: String) -> Result<Option<Approval>, StoreError> {
+        self.run(move |c| approval::sqlite::get(c, &id)).await
+    }
+
+    async fn approvals(&self, status: Option<ApprovalStatus>, limit: u32) -> Result<Vec<Approval>, StoreError> {
+        self.run(move |c| approval::sqlite::list(c, status, limit)).await
+    }
+
+    async fn decide_approval(&self, decision: ApprovalDecision) -> Result<Option<Approval>, StoreError> {
+        self.run(move |c| approval::sqlite::decide(c, &decision)).await
+    }
+
+    async fn consume_approval(&self, ask: ConsumeAsk) -> Result<ConsumeOutcome, StoreError> {
+        // One connection under a mutex: the UPDATE and the read that explains a refusal are
+        // never interleaved with another replay.
+        self.run(move |c| approval::sqlite::consume(c, &ask)).await
+    }
+
+    async fn pending_approvals(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.run(move |c| approval::sqlite::pending(c, now_ms)).await
     }
 }
 

@@ -70,6 +70,10 @@ contract_tests!(
     concurrent_grants_share_the_room,
     concurrent_duplicates_count_once,
     ping_answers,
+    approvals_move_pending_approved_used,
+    approvals_expire,
+    concurrent_replays_let_exactly_one_through,
+    concurrent_decisions_have_one_winner,
 );
 
 /// Two sidecars on one PostgreSQL (two pools, same schema) grant from one room.
