@@ -152,6 +152,17 @@ impl CompiledPolicy {
         Ok(raw.compile(doc, fingerprint))
     }
 
+    /// Validates and compiles a typed document (e.g. one the sidecar built or edited).
+    pub fn from_document(doc: &PolicyDocument) -> Result<CompiledPolicy, ValidationErrors> {
+        let v = serde_json::to_value(doc).map_err(|e| {
+            ValidationErrors(vec![FieldError {
+                path: "$".into(),
+                reason: e.to_string(),
+            }])
+        })?;
+        CompiledPolicy::from_value(&v)
+    }
+
     pub fn document(&self) -> &PolicyDocument {
         &self.doc
     }

@@ -119,6 +119,16 @@ fn acme_document_round_trips_through_the_typed_model() {
     assert_eq!(again.document(), p.document());
     assert_eq!(out["clients"][0]["tags"]["costCenter"], "CC-1000");
     assert_eq!(out["alerts"]["triggers"]["budgetThreshold"], 0.8);
+    let from_doc = CompiledPolicy::from_document(p.document()).unwrap();
+    assert_eq!(from_doc.fingerprint, again.fingerprint);
+    // A typed document with a semantic error is still rejected with a path.
+    let mut bad = p.document().clone();
+    bad.clients[3].project_id = "nope".into();
+    let errs = CompiledPolicy::from_document(&bad).unwrap_err();
+    assert_eq!(
+        errs.to_string(),
+        "clients[3].projectId: no project with id \"nope\""
+    );
 }
 
 #[test]
