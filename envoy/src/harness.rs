@@ -275,6 +275,12 @@ impl Envoy {
             upstream: ("127.0.0.1".into(), config.upstream_port),
             wasm_path: wasm_path().display().to_string(),
             plugin_config: serde_json::to_string_pretty(&config.plugin_config).unwrap_or_default(),
+            buffer_bytes: config
+                .plugin_config
+                .get("maxBodyBytes")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+                .max(crate::yaml::DEFAULT_BUFFER_BYTES),
         };
         std::fs::write(&yaml_path, render_envoy_yaml(&params)).map_err(|e| fail(e.to_string()))?;
         let log = File::create(&log_path).map_err(|e| fail(e.to_string()))?;

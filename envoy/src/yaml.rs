@@ -14,7 +14,13 @@ pub struct YamlParams {
     pub wasm_path: String,
     /// The filter's configuration as JSON text (SPEC §6), inserted verbatim.
     pub plugin_config: String,
+    /// `max_request_bytes` of the buffer filter after pag0 and the listener's
+    /// `per_connection_buffer_limit_bytes`: at least the plugin's `maxBodyBytes`.
+    pub buffer_bytes: u64,
 }
+
+/// Envoy's default per-connection buffer limit and pag0's default `maxBodyBytes` (1 MiB).
+pub const DEFAULT_BUFFER_BYTES: u64 = 1_048_576;
 
 impl YamlParams {
     /// The parameters of the shipped `envoy/standalone.yaml`, for a given plugin configuration.
@@ -25,12 +31,17 @@ impl YamlParams {
             upstream: ("127.0.0.1".into(), 18080),
             wasm_path: "target/wasm32-wasip1/wasm-release/pag0_plugin.wasm".into(),
             plugin_config,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
         }
     }
 }
 
 /// Renders the bootstrap. The configuration JSON goes in as a YAML literal block scalar, so
 /// the shipped file stays readable and diffable.
+///
+/// A buffer filter follows pag0: pag0 must let the request headers continue to be able to
+/// read the body (see plugin/README.md), so without it the router would open the upstream
+/// request before a body-priced refusal; with it, a refused request never reaches the upstream.
 pub fn render_envoy_yaml(p: &YamlParams) -> String {
     let indent = " ".repeat(20);
     let config_block: String = p
@@ -50,6 +61,7 @@ static_resources:
   - name: pag0_ingress
     address:
       socket_address: {{ address: {l_addr}, port_value: {l_port} }}
+    per_connection_buffer_limit_bytes: {buffer_bytes}
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -82,7 +94,12 @@ static_resources:
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
                   value: |
-{config_block}          - name: envoy.filters.http.router
+{config_block}          # Holds the request until its body is complete (pag0 has priced it by then).
+          - name: envoy.filters.http.buffer
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer
+              max_request_bytes: {buffer_bytes}
+          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
@@ -103,6 +120,7 @@ static_resources:
         l_port = p.listener.1,
         up_addr = p.upstream.0,
         up_port = p.upstream.1,
+        buffer_bytes = p.buffer_bytes,
         wasm = serde_json::to_string(&p.wasm_path).unwrap_or_default(),
     )
 }

@@ -307,3 +307,42 @@ fn agent_pag0_headers_never_reach_the_upstream() {
     );
     c.finish(&s.envoy);
 }
+
+/// The request head arrives first and the body 300 ms later (as from a slow agent): a refusal
+/// that needs the body must still keep the request away from the upstream entirely. pag0
+/// lets the headers continue to read the body, so this holds thanks to the buffer filter the
+/// shipped YAML puts after pag0.
+#[test]
+fn a_body_priced_refusal_never_reaches_the_upstream_even_with_a_slow_body() {
+    use std::io::{Read, Write};
+    let s = stack();
+    let body = chat("gpt-4", 4000, false).to_string();
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", s.envoy.port)).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: api.openai.com\r\nx-pag0-api-key: sk-test-1\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let upstream_saw_head_early = s.mock.arrived_total();
+    conn.write_all(body.as_bytes()).unwrap();
+    let mut reply = String::new();
+    let _ = conn.read_to_string(&mut reply);
+    let mut c = Checks::default();
+    c.that(
+        "403 MAX_PER_REQUEST_EXCEEDED",
+        reply.starts_with("HTTP/1.1 403") && reply.contains("MAX_PER_REQUEST_EXCEEDED"),
+        &reply,
+    );
+    c.eq(
+        "upstream saw nothing while the body was pending",
+        upstream_saw_head_early,
+        0,
+    );
+    c.eq("upstream saw nothing at all", s.mock.arrived_total(), 0);
+    c.finish(&s.envoy);
+}
