@@ -56,6 +56,13 @@ pub fn render_envoy_yaml(p: &YamlParams) -> String {
 admin:
   address:
     socket_address: {{ address: {admin_addr}, port_value: {admin_port} }}
+# A ceiling on downstream connections (Envoy warns without one).
+overload_manager:
+  resource_monitors:
+  - name: envoy.resource_monitors.global_downstream_max_connections
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig
+      max_active_downstream_connections: 50000
 static_resources:
   listeners:
   - name: pag0_ingress
