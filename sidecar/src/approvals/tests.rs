@@ -1,0 +1,302 @@
+//! Router tests of the approval workflow without a socket (`oneshot`), on SQLite with a
+//! manual clock. The store contract (both backends, concurrency) is in store/contract.rs; real
+//! Slack/SMTP receivers are in tests/approvals.rs.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use pag0_policy::approval::{body_sha256_hex, request_binding};
+use pag0_policy::RequestHead;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::{app, AppState, ManualClock, SqliteStore, Tokens};
+
+const ADMIN: &str = "alice-admin-token-0001";
+const SYNC: &str = "filter-sync-secret-0003";
+const LEAD: &str = "lead-approver-token-0004";
+const AGENT_APPROVER: &str = "agent-approver-token-0005";
+const BOSS: &str = "boss-other-project-0006";
+const KEY: &str = "pag0_sales_agent_key_0001";
+const OTHER_KEY: &str = "pag0_other_agent_key_0002";
+const T0: i64 = 1_764_000_000_000;
+const BODY: &[u8] = br#"{"model":"gpt-4o","max_tokens":4000}"#;
+
+struct H {
+    app: Router,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+struct Resp {
+    status: StatusCode,
+    body: Value,
+    text: String,
+}
+
+fn policy() -> Value {
+    let hash = pag0_policy::validate::api_key_sha256_hex;
+    json!({
+        "orgId": "acme-corp",
+        "timezone": "UTC",
+        "globalPolicy": { "monthlyBudget": "100000000" },
+        "endpoints": [ { "host": "api.openai.com", "category": "llm", "pricing": { "perRequest": "2000" } } ],
+        "projects": [
+            { "id": "sales-ai", "policy": { "approvalWorkflow": { "enabled": true,
+                "approvers": ["lead@acme.com", "Agent@acme.com"], "requireApprovalAbove": "100000", "expiresAfter": 3600 } } },
+            { "id": "other", "policy": { "approvalWorkflow": { "enabled": true, "approvers": ["boss@other.com"] } } }
+        ],
+        "clients": [
+            { "id": "sales-agent", "projectId": "sales-ai", "apiKeySha256": hash(KEY) },
+            { "id": "other-agent", "projectId": "other", "apiKeySha256": hash(OTHER_KEY) }
+        ]
+    })
+}
+
+async fn harness() -> H {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_dir(dir.path()).unwrap();
+    let mut tokens = Tokens::default();
+    tokens.add_admin_spec(&format!("alice={ADMIN}")).unwrap();
+    tokens.add_sync_secret(SYNC).unwrap();
+    tokens.add_approver_spec(&format!("lead@acme.com={LEAD}")).unwrap();
+    tokens.add_approver_spec(&format!("agent@acme.com={AGENT_APPROVER}")).unwrap();
+    tokens.add_approver_spec(&format!("boss@other.com={BOSS}")).unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let state = AppState::new(Arc::new(store), tokens).unwrap().with_clock(clock.clone());
+    let h = H { app: app(state), clock, _dir: dir };
+    let r = h.call(Method::PUT, "/v1/policy", Some(ADMIN), Some(policy())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    h
+}
+
+fn binding(body: &[u8]) -> String {
+    let head = RequestHead {
+        api_key: Some(KEY),
+        method: "POST",
+        authority: "api.openai.com",
+        path: "/v1/chat/completions",
+        requires_approval: false,
+    };
+    request_binding("sales-agent", &head, body)
+}
+
+fn create_body() -> Value {
+    json!({
+        "projectId": "sales-ai", "clientId": "sales-agent",
+        "method": "POST", "authority": "api.openai.com", "path": "/v1/chat/completions",
+        "bodySha256": body_sha256_hex(BODY), "binding": binding(BODY),
+        "estimatedCost": "600000", "policyVersion": 1,
+        "justification": "Q4 report", "requestedBy": "agent@acme.com"
+    })
+}
+
+fn replay(body: &[u8]) -> Value {
+    json!({ "binding": binding(body), "estimatedCost": "600000", "policyVersion": 1 })
+}
+
+impl H {
+    async fn send(&self, req: Request<Body>) -> Resp {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        Resp { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), text }
+    }
+
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+        let mut b = Request::builder().method(method).uri(path).header(header::CONTENT_TYPE, "application/json");
+        if let Some(t) = token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let body = body.map_or_else(Body::empty, |v| Body::from(serde_json::to_vec(&v).unwrap()));
+        self.send(b.body(body).unwrap()).await
+    }
+
+    async fn create(&self) -> String {
+        let r = self.call(Method::POST, "/v1/approvals", Some(SYNC), Some(create_body())).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.body["approvalId"].as_str().unwrap().to_string()
+    }
+
+    async fn decide(&self, id: &str, verb: &str, token: &str) -> Resp {
+        self.call(Method::POST, &format!("/v1/approvals/{id}/{verb}"), Some(token), Some(json!({ "comment": "go" }))).await
+    }
+
+    async fn consume(&self, id: &str, body: Value) -> Resp {
+        self.call(Method::POST, &format!("/v1/approvals/{id}/consume"), Some(SYNC), Some(body)).await
+    }
+
+    async fn as_agent(&self, id: &str, key: &str) -> Resp {
+        let req = Request::builder()
+            .uri(format!("/v1/approvals/{id}"))
+            .header("x-pag0-api-key", key)
+            .body(Body::empty())
+            .unwrap();
+        self.send(req).await
+    }
+}
+
+fn code(r: &Resp) -> &str {
+    r.body["error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn create_approve_replay_once_then_used() {
+    let h = harness().await;
+    let r = h.call(Method::POST, "/v1/approvals", Some(SYNC), Some(create_body())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["approvalId"].as_str().unwrap().to_string();
+    assert!(id.starts_with("apr_") && id.len() == 44, "160 random bits in hex: {id}");
+    assert_eq!(r.body["status"], "pending");
+    assert_eq!(r.body["projectId"], "sales-ai");
+    assert_eq!(r.body["estimatedCost"], "600000");
+    // The project's expiresAfter (3600 s), not the default day.
+    assert_eq!(r.body["expiresAt"], crate::clock::rfc3339(T0 + 3_600_000));
+    assert_eq!((r.body["justification"].as_str(), r.body["requestedBy"].as_str()), (Some("Q4 report"), Some("agent@acme.com")));
+
+    // The agent polls with its own API key; another client's key cannot see it.
+    let polled = h.as_agent(&id, KEY).await;
+    assert_eq!((polled.status, polled.body["status"].as_str()), (StatusCode::OK, Some("pending")), "{}", polled.text);
+    assert_eq!(h.as_agent(&id, OTHER_KEY).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(h.as_agent(&id, "not-a-key").await.status, StatusCode::UNAUTHORIZED);
+
+    // The queue: the project's approver sees it, another project's approver does not.
+    let q = h.call(Method::GET, "/v1/approvals?status=pending", Some(LEAD), None).await;
+    assert_eq!(q.body["approvals"].as_array().unwrap().len(), 1, "{}", q.text);
+    let q = h.call(Method::GET, "/v1/approvals?status=pending", Some(BOSS), None).await;
+    assert_eq!(q.body["approvals"].as_array().unwrap().len(), 0, "{}", q.text);
+    let q = h.call(Method::GET, "/v1/approvals?status=pending", Some(ADMIN), None).await;
+    assert_eq!(q.body["approvals"][0]["approvalId"], id.as_str());
+
+    // Replaying before a decision is refused, with its own code.
+    let early = h.consume(&id, replay(BODY)).await;
+    assert_eq!((early.status, code(&early)), (StatusCode::FORBIDDEN, "APPROVAL_PENDING"));
+
+    h.clock.advance_ms(90_000);
+    let ok = h.decide(&id, "approve", LEAD).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    assert_eq!(ok.body["status"], "approved");
+    assert_eq!(ok.body["decision"]["by"], "lead@acme.com");
+    assert_eq!(ok.body["decision"]["comment"], "go");
+    let twice = h.decide(&id, "deny", LEAD).await;
+    assert_eq!((twice.status, code(&twice)), (StatusCode::CONFLICT, "ALREADY_DECIDED"));
+
+    let used = h.consume(&id, replay(BODY)).await;
+    assert_eq!(used.status, StatusCode::OK, "{}", used.text);
+    assert_eq!(used.body["status"], "used");
+    let again = h.consume(&id, replay(BODY)).await;
+    assert_eq!((again.status, code(&again)), (StatusCode::FORBIDDEN, "APPROVAL_USED"));
+    assert_eq!(again.body["error"]["projectId"], "sales-ai");
+
+    let m = h.call(Method::GET, "/metrics", None, None).await.text;
+    assert!(m.contains("pag0_approvals_time_to_decision_seconds_count 1"), "{m}");
+    assert!(m.contains("pag0_approvals_time_to_decision_seconds_bucket{le=\"300\"} 1"), "90 s to decide: {m}");
+    assert!(m.contains("pag0_approvals_pending 0"), "{m}");
+    assert!(m.contains("pag0_approvals_total{event=\"consumed\"} 1"), "{m}");
+}
+
+#[tokio::test]
+async fn a_denied_approval_cannot_be_replayed() {
+    let h = harness().await;
+    let id = h.create().await;
+    let m = h.call(Method::GET, "/metrics", None, None).await.text;
+    assert!(m.contains("pag0_approvals_pending 1"), "{m}");
+    let r = h.decide(&id, "deny", LEAD).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (StatusCode::OK, Some("denied")), "{}", r.text);
+    assert_eq!(r.body["decision"]["approved"], false);
+    let r = h.consume(&id, replay(BODY)).await;
+    assert_eq!((r.status, code(&r)), (StatusCode::FORBIDDEN, "APPROVAL_DENIED"));
+}
+
+#[tokio::test]
+async fn another_body_or_id_is_a_mismatch_and_leaves_the_approval_usable() {
+    let h = harness().await;
+    let id = h.create().await;
+    assert_eq!(h.decide(&id, "approve", LEAD).await.status, StatusCode::OK);
+    let other = h.consume(&id, replay(br#"{"model":"gpt-4o","max_tokens":8000}"#)).await;
+    assert_eq!((other.status, code(&other)), (StatusCode::FORBIDDEN, "APPROVAL_MISMATCH"), "{}", other.text);
+    let dearer = h.consume(&id, json!({ "binding": binding(BODY), "estimatedCost": "600001", "policyVersion": 1 })).await;
+    assert_eq!(code(&dearer), "APPROVAL_MISMATCH");
+    let unknown = h.consume("apr_0000000000000000000000000000000000000000", replay(BODY)).await;
+    assert_eq!(code(&unknown), "APPROVAL_MISMATCH");
+    assert_eq!(h.consume(&id, replay(BODY)).await.status, StatusCode::OK, "the real replay still passes");
+}
+
+#[tokio::test]
+async fn approvals_expire_by_the_sidecar_clock() {
+    let h = harness().await;
+    let approved = h.create().await;
+    let pending = h.create().await;
+    assert_eq!(h.decide(&approved, "approve", LEAD).await.status, StatusCode::OK);
+    h.clock.advance_ms(3_600_000);
+    let r = h.consume(&approved, replay(BODY)).await;
+    assert_eq!((r.status, code(&r)), (StatusCode::FORBIDDEN, "APPROVAL_EXPIRED"));
+    let r = h.decide(&pending, "approve", LEAD).await;
+    assert_eq!((r.status, code(&r)), (StatusCode::CONFLICT, "APPROVAL_EXPIRED"));
+    let r = h.call(Method::GET, &format!("/v1/approvals/{pending}"), Some(ADMIN), None).await;
+    assert_eq!(r.body["status"], "expired");
+    let r = h.call(Method::GET, "/v1/approvals?status=expired", Some(ADMIN), None).await;
+    assert_eq!(r.body["approvals"].as_array().unwrap().len(), 2, "{}", r.text);
+    let r = h.call(Method::GET, "/v1/approvals?status=pending", Some(ADMIN), None).await;
+    assert_eq!(r.body["approvals"].as_array().unwrap().len(), 0, "{}", r.text);
+}
+
+#[tokio::test]
+async fn only_listed_approvers_other_than_the_requester_decide() {
+    let h = harness().await;
+    let id = h.create().await;
+    for (token, why) in [
+        (BOSS, "approver of another project"),
+        (AGENT_APPROVER, "listed approver, but the requester"),
+        (ADMIN, "admins list and read, approver tokens decide"),
+        (SYNC, "the filter"),
+    ] {
+        for verb in ["approve", "deny"] {
+            let r = h.decide(&id, verb, token).await;
+            assert_eq!((r.status, code(&r)), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{why}: {}", r.text);
+        }
+    }
+    assert_eq!(h.decide(&id, "approve", "no-such-token-000000").await.status, StatusCode::UNAUTHORIZED);
+    // Nothing was decided by the refused calls.
+    let r = h.call(Method::GET, &format!("/v1/approvals/{id}"), Some(LEAD), None).await;
+    assert_eq!(r.body["status"], "pending");
+    // Removing the lead from the project's approvers in the CURRENT policy takes effect at once.
+    let mut doc = policy();
+    doc["projects"][0]["policy"]["approvalWorkflow"]["approvers"] = json!(["boss@other.com"]);
+    assert_eq!(h.call(Method::PUT, "/v1/policy", Some(ADMIN), Some(doc)).await.status, StatusCode::OK);
+    assert_eq!(h.decide(&id, "approve", LEAD).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(h.decide(&id, "approve", BOSS).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn only_the_filter_creates_and_consumes() {
+    let h = harness().await;
+    for token in [ADMIN, LEAD] {
+        let r = h.call(Method::POST, "/v1/approvals", Some(token), Some(create_body())).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let r = h.call(Method::POST, "/v1/approvals/apr_x/consume", Some(token), Some(replay(BODY))).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+    }
+    assert_eq!(h.call(Method::GET, "/v1/approvals", None, None).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_bad_create_lists_every_problem() {
+    let h = harness().await;
+    let mut body = create_body();
+    body["binding"] = json!("xyz");
+    body["clientId"] = json!("other-agent");
+    body["callbackUrl"] = json!("file:///etc/passwd");
+    let r = h.call(Method::POST, "/v1/approvals", Some(SYNC), Some(body)).await;
+    assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, "BAD_APPROVAL"), "{}", r.text);
+    let details = r.body["error"]["details"].to_string();
+    for field in ["binding:", "clientId:", "callbackUrl:"] {
+        assert!(details.contains(field), "{field} in {details}");
+    }
+    let r = h.call(Method::GET, "/v1/approvals?status=bogus", Some(ADMIN), None).await;
+    assert_eq!(code(&r), "BAD_QUERY");
+}
