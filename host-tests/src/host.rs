@@ -215,6 +215,15 @@ pub struct StreamId {
 #[derive(Debug, Default, Clone)]
 pub struct Flow {
     pub request_paused: bool,
+    /// The header callback paused: proxy-wasm-cpp-host turns that into
+    /// `StopAllIterationAndWatermark`, so Envoy holds body and trailers *without* calling the
+    /// filter until it resumes the stream.
+    pub request_stopped_all: bool,
+    held_request_body: Vec<u8>,
+    held_request_trailers: Option<Headers>,
+    pub response_stopped_all: bool,
+    held_response_body: Vec<u8>,
+    held_response_trailers: Option<Headers>,
     pub request_end_seen: bool,
     pub request_trailers_seen: bool,
     pub upstream: Upstream,
@@ -543,7 +552,11 @@ impl Host {
         );
         match action {
             Some(Action::Continue) => self.forward_request(id),
-            _ => self.flow_mut(id).request_paused = true,
+            _ => {
+                let f = self.flow_mut(id);
+                f.request_paused = true;
+                f.request_stopped_all = true;
+            }
         }
         self.after(id);
         action
@@ -555,6 +568,16 @@ impl Host {
         if !self.request_open(id) {
             return None;
         }
+        if self.flows[&id].request_stopped_all {
+            let f = self.flow_mut(id);
+            f.held_request_body.extend_from_slice(chunk);
+            f.request_end_seen = end_of_stream;
+            return None;
+        }
+        self.request_body_inner(id, chunk, end_of_stream)
+    }
+
+    fn request_body_inner(&mut self, id: StreamId, chunk: &[u8], end_of_stream: bool) -> Step {
         let d = self.data(id);
         d.request_body.extend_from_slice(chunk);
         let n = d.request_body.len() as i32;
@@ -576,6 +599,16 @@ impl Host {
         if !self.request_open(id) {
             return None;
         }
+        if self.flows[&id].request_stopped_all {
+            let f = self.flow_mut(id);
+            f.held_request_trailers = Some(trailers);
+            f.request_end_seen = true;
+            return None;
+        }
+        self.request_trailers_inner(id, trailers)
+    }
+
+    fn request_trailers_inner(&mut self, id: StreamId, trailers: Headers) -> Step {
         let d = self.data(id);
         d.request_trailers = trailers;
         let n = d.request_trailers.len() as i32;
@@ -641,10 +674,64 @@ impl Host {
             }
         }
         if resumed_req && self.flows[&id].request_paused && !self.flows[&id].request_done {
-            self.forward_request(id);
+            if self.flows[&id].request_stopped_all {
+                self.resume_stopped_request(id);
+            } else {
+                self.forward_request(id);
+            }
         }
         if resumed_resp && self.flows[&id].response_paused {
-            self.forward_response(id);
+            if self.flows[&id].response_stopped_all {
+                self.resume_stopped_response(id);
+            } else {
+                self.forward_response(id);
+            }
+        }
+    }
+
+    /// After a stop-all: the headers go on to the next filter, then what Envoy held passes
+    /// through this filter's body and trailer callbacks (iteration restarts at this filter).
+    fn resume_stopped_request(&mut self, id: StreamId) {
+        let (body, trailers, end) = {
+            let f = self.flow_mut(id);
+            f.request_stopped_all = false;
+            let end = f.request_end_seen;
+            f.request_end_seen = false;
+            (
+                std::mem::take(&mut f.held_request_body),
+                f.held_request_trailers.take(),
+                end,
+            )
+        };
+        self.forward_request(id);
+        self.flow_mut(id).request_paused = false;
+        if !body.is_empty() || (end && trailers.is_none()) {
+            self.request_body_inner(id, &body, end && trailers.is_none());
+        }
+        if let Some(t) = trailers {
+            self.request_trailers_inner(id, t);
+        }
+    }
+
+    fn resume_stopped_response(&mut self, id: StreamId) {
+        let (body, trailers, end) = {
+            let f = self.flow_mut(id);
+            f.response_stopped_all = false;
+            let end = f.response_end_seen;
+            f.response_end_seen = false;
+            (
+                std::mem::take(&mut f.held_response_body),
+                f.held_response_trailers.take(),
+                end,
+            )
+        };
+        self.forward_response(id);
+        if !body.is_empty() || (end && trailers.is_none()) {
+            self.data(id).response_body.extend_from_slice(&body);
+            self.response_body_inner(id, end && trailers.is_none());
+        }
+        if let Some(t) = trailers {
+            self.response_trailers_inner(id, t);
         }
     }
 
@@ -722,7 +809,11 @@ impl Host {
         );
         match action {
             Some(Action::Continue) => self.forward_response(id),
-            _ => self.flow_mut(id).response_paused = true,
+            _ => {
+                let f = self.flow_mut(id);
+                f.response_paused = true;
+                f.response_stopped_all = true;
+            }
         }
         action
     }
@@ -732,6 +823,12 @@ impl Host {
             || self.flows[&id].finished
             || self.flows[&id].upstream_reset
         {
+            return None;
+        }
+        if self.flows[&id].response_stopped_all {
+            let f = self.flow_mut(id);
+            f.held_response_body.extend_from_slice(chunk);
+            f.response_end_seen = end_of_stream;
             return None;
         }
         self.data(id).response_body.extend_from_slice(chunk);
@@ -762,6 +859,18 @@ impl Host {
         {
             return None;
         }
+        if self.flows[&id].response_stopped_all {
+            let f = self.flow_mut(id);
+            f.held_response_trailers = Some(trailers);
+            f.response_end_seen = true;
+            return None;
+        }
+        let r = self.response_trailers_inner(id, trailers);
+        self.after(id);
+        r
+    }
+
+    fn response_trailers_inner(&mut self, id: StreamId, trailers: Headers) -> Step {
         let n = trailers.len() as i32;
         self.data(id).response_trailers = trailers;
         self.flow_mut(id).response_end_seen = true;
@@ -774,7 +883,6 @@ impl Host {
             }
             _ => self.flow_mut(id).response_paused = true,
         }
-        self.after(id);
         action
     }
 

@@ -4,7 +4,7 @@
 use pag0_host_tests::fixture::SALES_KEY;
 use pag0_host_tests::{Action, Request};
 
-use super::{assert_allowed, assert_denied, chat, host, ok, openai, MAX_BODY};
+use super::{assert_allowed, assert_denied_on_body, chat, host, ok, openai, MAX_BODY};
 
 fn padded_chat(len: usize) -> String {
     let base = chat("gpt-4o-mini", 10);
@@ -16,7 +16,7 @@ fn padded_chat(len: usize) -> String {
 fn body_over_the_cap_in_many_chunks_is_413() {
     let body = padded_chat(MAX_BODY as usize + 500);
     let ex = host().run(&openai(SALES_KEY, &body).chunked(300), &ok());
-    assert_denied(&ex, 413, "BODY_TOO_LARGE");
+    assert_denied_on_body(&ex, 413, "BODY_TOO_LARGE");
 }
 
 #[test]
@@ -38,41 +38,38 @@ fn body_just_under_the_cap_is_priced_and_forwarded_whole() {
 }
 
 #[test]
-fn the_filter_holds_the_request_until_the_body_is_complete() {
+fn no_body_byte_reaches_the_upstream_before_the_decision() {
     let mut h = host();
     let id = h.open(0);
     let req = openai(SALES_KEY, &chat("gpt-4o-mini", 10));
-    let headers = req.headers.clone();
     let body = req.chunks.concat();
-    assert_eq!(
-        h.request_headers(id, headers, false),
-        Some(Action::Pause),
-        "headers must wait for the body"
-    );
+    h.request_headers(id, req.headers.clone(), false);
     let (a, b) = body.split_at(body.len() / 2);
     assert_eq!(
         h.request_body(id, a, false),
         Some(Action::Pause),
-        "half a body cannot be priced"
-    );
-    assert!(
-        h.flow(id).upstream.headers.is_none(),
-        "nothing may reach the upstream before the decision"
-    );
-    h.request_body(id, b, true);
-    assert!(
-        h.flow(id).upstream.end_of_stream,
-        "the whole request goes upstream once priced: {:?}\n{}",
-        h.flow(id),
+        "half a body cannot be priced\n{}",
         h.log_text()
     );
-    assert_eq!(h.flow(id).upstream.body, body);
+    let up = &h.flow(id).upstream;
+    assert!(
+        up.body.is_empty() && !up.end_of_stream,
+        "body bytes left before the decision: {up:?}"
+    );
+    h.request_body(id, b, true);
+    let up = &h.flow(id).upstream;
+    assert!(
+        up.end_of_stream,
+        "the whole request goes upstream once priced: {up:?}\n{}",
+        h.log_text()
+    );
+    assert_eq!(up.body, body);
 }
 
 #[test]
 fn a_body_that_is_not_json_is_400() {
     let ex = host().run(&openai(SALES_KEY, "model=gpt-4&max_tokens=10"), &ok());
-    assert_denied(&ex, 400, "BAD_REQUEST_BODY");
+    assert_denied_on_body(&ex, 400, "BAD_REQUEST_BODY");
 }
 
 #[test]
@@ -82,7 +79,7 @@ fn a_json_body_cut_short_is_400() {
         &openai(SALES_KEY, &body[..body.len() - 5]).chunked(7),
         &ok(),
     );
-    assert_denied(&ex, 400, "BAD_REQUEST_BODY");
+    assert_denied_on_body(&ex, 400, "BAD_REQUEST_BODY");
 }
 
 #[test]

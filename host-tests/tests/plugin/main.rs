@@ -76,6 +76,24 @@ pub fn assert_denied(ex: &Exchange, status: u16, code: &str) {
     );
 }
 
+/// A refusal decided on the body. The filter lets the headers go on before the body arrives
+/// (Envoy never calls the body callback after a paused header callback: proxy-wasm-cpp-host
+/// turns `Pause` there into `StopAllIterationAndWatermark`), so the upstream may have seen the
+/// headers, but never a byte of the body nor the end of the request.
+#[track_caller]
+pub fn assert_denied_on_body(ex: &Exchange, status: u16, code: &str) {
+    if let Some(up) = &ex.upstream {
+        assert!(
+            up.body.is_empty() && !up.end_of_stream,
+            "a request refused on its body reached the upstream whole: {up:?}\n{}",
+            ex.log_text()
+        );
+    }
+    let mut strict = ex.clone();
+    strict.upstream = None;
+    assert_denied(&strict, status, code);
+}
+
 #[track_caller]
 pub fn assert_allowed(ex: &Exchange) {
     let ctx = || format!("\nexchange: {ex:?}\nlog:\n{}", ex.log_text());
