@@ -278,7 +278,8 @@ pub async fn create(_: Filter, State(state): State<AppState>, body: Bytes) -> Re
         ),
         payload: json!({ "event": "approval.requested", "approval": view(&a, now) }),
     };
-    let _ = state.notifier.dispatch(targets(doc.alerts.as_ref(), &people), n);
+    // Detached: the answer does not wait for (or fail with) the delivery.
+    drop(state.notifier.dispatch(targets(doc.alerts.as_ref(), &people), n));
 
     Ok((StatusCode::CREATED, Json(view(&a, now))).into_response())
 }
@@ -402,7 +403,7 @@ async fn decide(state: AppState, headers: HeaderMap, id: String, body: Bytes, ap
     if let Some(url) = &a.callback_url {
         to.push(Target::Webhook { url: url.clone() });
     }
-    let _ = state.notifier.dispatch(to, n);
+    drop(state.notifier.dispatch(to, n));
 
     Ok((StatusCode::OK, Json(view(&a, now))).into_response())
 }
