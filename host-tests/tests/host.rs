@@ -109,3 +109,34 @@ fn the_plugin_imports_only_what_envoy_provides() {
     );
     let _ = Host::new(&pag0_host_tests::fixture::config(4096));
 }
+
+#[test]
+fn a_paused_header_callback_gets_no_body_callbacks() {
+    // proxy-wasm-cpp-host turns Pause from a header callback into StopAllIterationAndWatermark.
+    let wat = r#"(module
+      (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "body seen")
+      (func (export "proxy_abi_version_0_2_1"))
+      (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 4096))
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 1))
+      (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+        (drop (call $log (i32.const 2) (i32.const 16) (i32.const 9)))
+        (i32.const 0)))"#;
+    let mut host = match start(wat) {
+        Ok(h) => h,
+        Err(e) => panic!("{e}"),
+    };
+    let id = host.open(0);
+    assert_eq!(
+        host.request_headers(id, Request::get("a", "/").headers, false),
+        Some(pag0_host_tests::Action::Pause)
+    );
+    assert_eq!(host.request_body(id, b"hello", true), None);
+    assert!(
+        !host.log_text().contains("body seen"),
+        "{}",
+        host.log_text()
+    );
+    assert!(host.flow(id).upstream.headers.is_none());
+}
