@@ -359,3 +359,94 @@ fn a_live_creation_lock_is_waited_for() {
         "holder's create kept"
     );
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Reserve `amount` on the org counter and on one of two project counters.
+        Reserve { project: bool, amount: u64 },
+        /// Settle the `nth` open request (modulo) at `actual_pct` % of its reservation.
+        Settle { nth: usize, actual_pct: u64 },
+        /// Some other worker's update lands first on the next conditional write.
+        Conflict,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (any::<bool>(), 0u64..400)
+                .prop_map(|(project, amount)| Op::Reserve { project, amount }),
+            (any::<usize>(), 0u64..=100)
+                .prop_map(|(nth, actual_pct)| Op::Settle { nth, actual_pct }),
+            Just(Op::Conflict),
+        ]
+    }
+
+    const ORG_LIMIT: u64 = 2_000;
+    const PROJECT_LIMIT: u64 = 1_000;
+
+    proptest! {
+        /// Against a model: admission is exact (a reservation passes iff every counter has
+        /// room), counters equal open reservations plus settled costs, conflicts never lose an
+        /// update, refused requests leave nothing behind, and with actual costs at most the
+        /// estimates no counter ever passes its limit. The creation lock is always free between
+        /// operations, conflicts or not.
+        #[test]
+        fn counters_follow_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+            let store = FakeStore::default();
+            let c = Counters::new(&store);
+            let projects = [Scope::ProjectDaily("a".into()), Scope::ProjectDaily("b".into())];
+            let (mut org, mut proj) = (0u64, [0u64; 2]);
+            let mut open: Vec<(usize, u64)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Reserve { project, amount } => {
+                        let p = usize::from(project);
+                        let all = [
+                            res(Scope::OrgMonthly, amount, ORG_LIMIT),
+                            res(projects[p].clone(), amount, PROJECT_LIMIT),
+                        ];
+                        let fits = org + amount <= ORG_LIMIT && proj[p] + amount <= PROJECT_LIMIT;
+                        prop_assert_eq!(c.reserve_all(&all).is_ok(), fits);
+                        if fits {
+                            org += amount;
+                            proj[p] += amount;
+                            open.push((p, amount));
+                        }
+                    }
+                    Op::Settle { nth, actual_pct } => {
+                        if open.is_empty() {
+                            continue;
+                        }
+                        let (p, amount) = open.remove(nth % open.len());
+                        let actual = amount * actual_pct / 100;
+                        let all = [
+                            res(Scope::OrgMonthly, amount, ORG_LIMIT),
+                            res(projects[p].clone(), amount, PROJECT_LIMIT),
+                        ];
+                        c.settle_all(&all, Micros::new(actual)).unwrap();
+                        org = org - amount + actual;
+                        proj[p] = proj[p] - amount + actual;
+                    }
+                    Op::Conflict => {
+                        // A competitor that rewrites the same value: only the CAS token moves.
+                        store.steal.store(1, Ordering::SeqCst);
+                    }
+                }
+                prop_assert_eq!(used(&store, Scope::OrgMonthly), org);
+                prop_assert_eq!(used(&store, projects[0].clone()), proj[0]);
+                prop_assert_eq!(used(&store, projects[1].clone()), proj[1]);
+                prop_assert!(org <= ORG_LIMIT && proj[0] <= PROJECT_LIMIT && proj[1] <= PROJECT_LIMIT);
+                prop_assert_eq!(lock_value(&store), 0, "the creation lock is never left held");
+                prop_assert!(
+                    store.clock.load(Ordering::SeqCst) < create::STALE_AFTER_NANOS,
+                    "no creation had to wait out a lock its holder forgot to free (clock {})",
+                    store.clock.load(Ordering::SeqCst)
+                );
+            }
+        }
+    }
+}
