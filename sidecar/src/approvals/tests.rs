@@ -300,3 +300,32 @@ async fn a_bad_create_lists_every_problem() {
     let r = h.call(Method::GET, "/v1/approvals?status=bogus", Some(ADMIN), None).await;
     assert_eq!(code(&r), "BAD_QUERY");
 }
+
+#[tokio::test]
+async fn approver_tokens_reach_the_approval_routes_only() {
+    let h = harness().await;
+    for path in ["/v1/policy", "/v1/budgets", "/v1/clients"] {
+        let r = h.call(Method::GET, path, Some(LEAD), None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let r = h.call(Method::POST, "/v1/sync", Some(LEAD), Some(json!({ "instanceId": "x", "seq": 1 }))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[test]
+fn approver_token_flags() {
+    use clap::Parser;
+    let cli = crate::cli::Cli::try_parse_from([
+        "pag0-sidecar",
+        "--approver-token",
+        "Lead@Acme.com=lead-approver-token-0004",
+    ])
+    .unwrap();
+    let tokens = crate::cli::tokens_from(&cli.serve).unwrap();
+    let p = tokens.lookup(LEAD).unwrap();
+    assert_eq!(p.role, crate::Role::Approver { email: "lead@acme.com".into() });
+    for bad in ["lead=lead-approver-token-0004", "lead@acme.com=short", "lead@acme.com"] {
+        let cli = crate::cli::Cli::try_parse_from(["pag0-sidecar", "--approver-token", bad]).unwrap();
+        assert!(crate::cli::tokens_from(&cli.serve).is_err(), "{bad}");
+    }
+}
