@@ -16,9 +16,16 @@ pub struct PluginConfig {
     /// The inline document (standalone mode).
     pub policy: Option<Box<CompiledPolicy>>,
     /// Managed mode is parsed, so a managed YAML is checked now, but not served yet:
-    /// see [`PluginConfig::standalone_policy`].
+    /// see [`PluginConfig::into_standalone`].
     pub sidecar: Option<SidecarConfig>,
     /// Lower-cased: Envoy hands header names to the filter lower-cased.
+    pub api_key_header: String,
+    pub max_body_bytes: usize,
+}
+
+/// The settings a standalone filter runs with.
+pub struct Standalone {
+    pub policy: Box<CompiledPolicy>,
     pub api_key_header: String,
     pub max_body_bytes: usize,
 }
@@ -126,12 +133,15 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
 // === impl PluginConfig ===
 
 impl PluginConfig {
-    /// The policy this build can serve: the inline one. A sidecar-only configuration is
-    /// refused rather than served without policy.
-    pub fn standalone_policy(&mut self) -> Result<Box<CompiledPolicy>, ConfigError> {
-        self.policy
-            .take()
-            .ok_or(ConfigError::ManagedModeUnsupported)
+    /// What this build can serve: the inline policy (standalone mode). A sidecar-only
+    /// configuration is refused rather than served without policy.
+    pub fn into_standalone(self) -> Result<Standalone, ConfigError> {
+        let policy = self.policy.ok_or(ConfigError::ManagedModeUnsupported)?;
+        Ok(Standalone {
+            policy,
+            api_key_header: self.api_key_header,
+            max_body_bytes: self.max_body_bytes,
+        })
     }
 }
 

@@ -8,7 +8,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
-use crate::config::{self, ConfigError, PluginConfig};
+use crate::config::{self, ConfigError};
 use crate::counters;
 use crate::filter::Filter;
 use crate::host::{self, Hostcalls};
@@ -31,17 +31,11 @@ pub struct Root {
 
 impl Root {
     fn load(bytes: &[u8]) -> Result<Shared, ConfigError> {
-        let PluginConfig {
-            policy,
-            sidecar: _,
-            api_key_header,
-            max_body_bytes,
-        } = config::parse(bytes)?;
-        let policy = policy.ok_or(ConfigError::ManagedModeUnsupported)?;
+        let s = config::parse(bytes)?.into_standalone()?;
         Ok(Shared {
-            policy,
-            api_key_header,
-            max_body_bytes,
+            policy: s.policy,
+            api_key_header: s.api_key_header,
+            max_body_bytes: s.max_body_bytes,
             metrics: Metrics::define(),
         })
     }

@@ -21,10 +21,11 @@ fn errors(v: serde_json::Value) -> Vec<String> {
 #[test]
 fn standalone_config_gets_defaults() {
     let c = parse_json(json!({ "policy": policy() })).unwrap();
-    assert!(c.policy.is_some());
     assert!(c.sidecar.is_none());
-    assert_eq!(c.api_key_header, "x-pag0-api-key");
-    assert_eq!(c.max_body_bytes, 1_048_576);
+    let s = c.into_standalone().unwrap();
+    assert_eq!(s.policy.org_id(), "acme-corp");
+    assert_eq!(s.api_key_header, "x-pag0-api-key");
+    assert_eq!(s.max_body_bytes, 1_048_576);
 }
 
 #[test]
@@ -117,7 +118,10 @@ fn non_json_and_non_objects_are_errors() {
 
 #[test]
 fn managed_only_is_refused_with_a_clear_message() {
-    let msg = ConfigError::ManagedModeUnsupported.to_string();
+    let c = parse_json(json!({ "sidecar": { "cluster": "pag0_sidecar" } })).unwrap();
+    let err = c.into_standalone().err().unwrap();
+    assert_eq!(err, ConfigError::ManagedModeUnsupported);
+    let msg = err.to_string();
     assert!(msg.contains("managed mode not yet supported"), "{msg}");
 }
 
