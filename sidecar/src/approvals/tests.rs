@@ -329,3 +329,27 @@ fn approver_token_flags() {
         assert!(crate::cli::tokens_from(&cli.serve).is_err(), "{bad}");
     }
 }
+
+#[tokio::test]
+async fn a_failing_notification_never_fails_the_call() {
+    let h = harness().await;
+    let mut doc = policy();
+    // Nothing listens on the discard port, and this sidecar has no SMTP relay.
+    doc["alerts"] = json!({ "channels": ["email", "slack"], "slackWebhookUrl": "http://127.0.0.1:9/slack" });
+    assert_eq!(h.call(Method::PUT, "/v1/policy", Some(ADMIN), Some(doc)).await.status, StatusCode::OK);
+    let id = h.create().await;
+    assert_eq!(h.decide(&id, "approve", LEAD).await.status, StatusCode::OK);
+    // Both deliveries were tried and counted as failed (bounded wait: they run detached).
+    let wanted = [
+        "pag0_notifications_total{channel=\"email\",outcome=\"failed\"} 1",
+        "pag0_notifications_total{channel=\"slack\",outcome=\"failed\"} 2",
+    ];
+    for _ in 0..400 {
+        let m = h.call(Method::GET, "/metrics", None, None).await.text;
+        if wanted.iter().all(|w| m.contains(w)) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("failures not counted: {}", h.call(Method::GET, "/metrics", None, None).await.text);
+}
