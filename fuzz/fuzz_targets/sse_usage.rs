@@ -6,7 +6,9 @@ use libfuzzer_sys::fuzz_target;
 use pag0_policy::settle::{usage_from_json, SseUsageScanner};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&split_seed, stream)) = data.split_first() else { return };
+    let Some((&split_seed, stream)) = data.split_first() else {
+        return;
+    };
     let _ = usage_from_json(stream);
 
     let mut whole = SseUsageScanner::new();
@@ -17,5 +19,9 @@ fuzz_target!(|data: &[u8]| {
     for chunk in stream.chunks(step) {
         chunked.feed(chunk);
     }
-    assert_eq!(whole.usage(), chunked.usage(), "usage depends on how the stream was split (step {step})");
+    assert_eq!(
+        whole.usage(),
+        chunked.usage(),
+        "usage depends on how the stream was split (step {step})"
+    );
 });

@@ -8,8 +8,22 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use pag0_host_tests::{fixture, Host, Request, Response};
 
-const HOSTS: &[&str] = &["api.openai.com", "api.deepl.com", "api.salesforce.com", "api.search.example", "suspicious-api.com", "x.example"];
-const KEYS: &[&str] = &[fixture::SALES_KEY, fixture::NIGHT_KEY, fixture::OPS_KEY, fixture::RACE_KEY, fixture::DAILY_KEY, "bogus"];
+const HOSTS: &[&str] = &[
+    "api.openai.com",
+    "api.deepl.com",
+    "api.salesforce.com",
+    "api.search.example",
+    "suspicious-api.com",
+    "x.example",
+];
+const KEYS: &[&str] = &[
+    fixture::SALES_KEY,
+    fixture::NIGHT_KEY,
+    fixture::OPS_KEY,
+    fixture::RACE_KEY,
+    fixture::DAILY_KEY,
+    "bogus",
+];
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -29,12 +43,19 @@ struct Input {
 
 /// What Envoy's codec would let through: lower-case token names, values without NUL/CR/LF.
 fn clean_name(n: &str) -> Option<String> {
-    let n: String = n.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect::<String>().to_ascii_lowercase();
+    let n: String = n
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect::<String>()
+        .to_ascii_lowercase();
     (!n.is_empty()).then_some(n)
 }
 
 fn clean_value(v: &[u8]) -> String {
-    v.iter().filter(|b| !matches!(b, 0 | b'\r' | b'\n') && b.is_ascii()).map(|b| *b as char).collect()
+    v.iter()
+        .filter(|b| !matches!(b, 0 | b'\r' | b'\n') && b.is_ascii())
+        .map(|b| *b as char)
+        .collect()
 }
 
 thread_local! {
