@@ -15,17 +15,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1_048_576;
 pub struct PluginConfig {
     /// The inline document (standalone mode).
     pub policy: Option<Box<CompiledPolicy>>,
-    /// Managed mode is parsed, so a managed YAML is checked now, but not served yet:
-    /// see [`PluginConfig::into_standalone`].
+    /// Managed mode: policy and budget leases come from the sidecar (see `managed.rs`).
+    /// With `policy` too, the inline document is the bootstrap until the first sync.
     pub sidecar: Option<SidecarConfig>,
     /// Lower-cased: Envoy hands header names to the filter lower-cased.
-    pub api_key_header: String,
-    pub max_body_bytes: usize,
-}
-
-/// The settings a standalone filter runs with.
-pub struct Standalone {
-    pub policy: Box<CompiledPolicy>,
     pub api_key_header: String,
     pub max_body_bytes: usize,
 }
@@ -37,6 +30,8 @@ pub struct SidecarConfig {
     pub sync_interval_ms: u64,
     pub timeout_ms: u64,
     pub failure_mode: FailureMode,
+    /// The bearer token of `POST /v1/sync` (the sidecar's `--sync-secret`).
+    pub sync_secret: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,8 +54,6 @@ pub struct FieldError {
 pub enum ConfigError {
     /// The configuration is not valid; every error found, in document order.
     Invalid(Vec<FieldError>),
-    /// `sidecar` without `policy`: valid, but this build serves standalone mode only.
-    ManagedModeUnsupported,
 }
 
 /// Parses and validates the plugin configuration, compiling the inline policy.
@@ -130,21 +123,6 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
     })
 }
 
-// === impl PluginConfig ===
-
-impl PluginConfig {
-    /// What this build can serve: the inline policy (standalone mode). A sidecar-only
-    /// configuration is refused rather than served without policy.
-    pub fn into_standalone(self) -> Result<Standalone, ConfigError> {
-        let policy = self.policy.ok_or(ConfigError::ManagedModeUnsupported)?;
-        Ok(Standalone {
-            policy,
-            api_key_header: self.api_key_header,
-            max_body_bytes: self.max_body_bytes,
-        })
-    }
-}
-
 fn sidecar(v: &Value, errors: &mut Vec<FieldError>) -> Option<SidecarConfig> {
     let Some(obj) = v.as_object() else {
         errors.push(FieldError::new("sidecar", "must be an object"));
@@ -154,7 +132,7 @@ fn sidecar(v: &Value, errors: &mut Vec<FieldError>) -> Option<SidecarConfig> {
     for key in obj.keys() {
         if !matches!(
             key.as_str(),
-            "cluster" | "authority" | "syncIntervalMs" | "timeoutMs" | "failureMode"
+            "cluster" | "authority" | "syncIntervalMs" | "timeoutMs" | "failureMode" | "syncSecret"
         ) {
             errors.push(FieldError::new(format!("sidecar.{key}"), "unknown field"));
         }
@@ -182,6 +160,7 @@ fn sidecar(v: &Value, errors: &mut Vec<FieldError>) -> Option<SidecarConfig> {
         _ => Err("must be \"closed\" or \"open\"".to_string()),
     })
     .unwrap_or(FailureMode::Closed);
+    let sync_secret = opt_field(obj, "syncSecret", errors, non_empty_string);
 
     (errors.len() == before).then_some(SidecarConfig {
         cluster,
@@ -189,6 +168,7 @@ fn sidecar(v: &Value, errors: &mut Vec<FieldError>) -> Option<SidecarConfig> {
         sync_interval_ms,
         timeout_ms,
         failure_mode,
+        sync_secret,
     })
 }
 
@@ -286,11 +266,6 @@ impl fmt::Display for ConfigError {
                 }
                 Ok(())
             }
-            ConfigError::ManagedModeUnsupported => write!(
-                f,
-                "invalid pag0 configuration: managed mode not yet supported (\"sidecar\" without \
-                 \"policy\"); put the policy document inline under \"policy\""
-            ),
         }
     }
 }

@@ -18,6 +18,7 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use crate::counters::{Counters, ReserveError};
 use crate::host::Host;
+use crate::managed::{self, LeaseView, UsageRecord};
 use crate::meter::ResponseMeter;
 use crate::reply;
 use crate::root::Shared;
@@ -45,6 +46,9 @@ enum State {
 
 struct Reserved {
     project_id: Arc<str>,
+    client_id: Arc<str>,
+    /// Managed mode: the `:authority`, reported with the usage record.
+    host: Option<String>,
     estimate: Micros,
     reservations: Vec<Reservation>,
     meter: ResponseMeter,
@@ -72,21 +76,77 @@ impl<H: Host> Filter<H> {
 
     /// Completes the decision (body known) and reserves; `Continue` forwards the request.
     fn finish(&mut self, shared: &Shared, pending: &Pending, body: Option<&[u8]>) -> Action {
+        let Some(policy) = shared.policy.as_deref() else {
+            return self.deny(&no_policy_yet());
+        };
         let counters = Counters::new(&self.host);
-        let decision = shared
-            .policy
-            .finish(pending, body, &counters, &FinishOptions::default());
+        let view = match &shared.sidecar {
+            None => None,
+            Some(cfg) => {
+                let now = self.host.now();
+                let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+                match LeaseView::read(
+                    &self.host,
+                    policy,
+                    &pending.project_id,
+                    now,
+                    now_ms,
+                    cfg.failure_mode,
+                ) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        self.host.log(
+                            LogLevel::Error,
+                            &format!("pag0: shared data error {e:?} reading leases"),
+                        );
+                        return self.deny(&reply::counters_unavailable(&pending.project_id));
+                    }
+                }
+            }
+        };
+        let decision = match &view {
+            None => policy.finish(pending, body, &counters, &FinishOptions::default()),
+            Some(v) => policy.finish(pending, body, v, &FinishOptions::default()),
+        };
         let allow = match decision {
             Decision::Allow(a) => a,
-            Decision::Deny(d) => return self.deny(&d),
+            Decision::Deny(d) => {
+                if d.code == DenyCode::BudgetExceeded
+                    && view.as_ref().is_some_and(|v| v.control_plane_unavailable())
+                {
+                    return self.deny(&control_plane_unavailable(&pending.project_id));
+                }
+                return self.deny(&d);
+            }
             Decision::NeedsApproval(a) => return self.deny(&a.into_standalone_deny()),
         };
-        match counters.reserve_all(&allow.reservations) {
+        // Managed mode: the same reservations, checked against the leases' allowances.
+        let limited = match &view {
+            None => None,
+            Some(v) => match v.admission(&allow.reservations) {
+                Some(l) => Some(l),
+                None => return self.deny(&control_plane_unavailable(&allow.project_id)),
+            },
+        };
+        let to_take = limited.as_deref().unwrap_or(&allow.reservations);
+        match counters.reserve_all(to_take) {
             Ok(()) => {}
             Err(ReserveError::NoRoom { index, used }) => {
-                let deny = match allow.reservations.get(index) {
-                    Some(r) => reply::budget_exceeded(&allow.project_id, r, used),
-                    None => reply::counters_unavailable(&allow.project_id),
+                if let Some(v) = &view {
+                    if v.control_plane_unavailable() {
+                        return self.deny(&control_plane_unavailable(&allow.project_id));
+                    }
+                }
+                let deny = match (allow.reservations.get(index), to_take.get(index)) {
+                    (Some(r), Some(taken)) => {
+                        let shown = if view.is_some() {
+                            managed::presented_used(r.limit, taken.limit, used)
+                        } else {
+                            used
+                        };
+                        reply::budget_exceeded(&allow.project_id, r, shown)
+                    }
+                    _ => reply::counters_unavailable(&allow.project_id),
                 };
                 return self.deny(&deny);
             }
@@ -98,9 +158,20 @@ impl<H: Host> Filter<H> {
                 return self.deny(&reply::counters_unavailable(&allow.project_id));
             }
         }
+        if let Some(v) = &view {
+            if v.runs_low(allow.estimate) {
+                let _ = managed::request_early(&self.host);
+            }
+        }
         shared.metrics.allowed(&self.host, allow.estimate);
+        let host = shared
+            .sidecar
+            .as_ref()
+            .map(|_| self.request_header(":authority").unwrap_or_default());
         self.state = State::Reserved(Box::new(Reserved {
             project_id: allow.project_id,
+            client_id: allow.client_id,
+            host,
             estimate: allow.estimate,
             reservations: allow.reservations,
             meter: ResponseMeter::new(allow.settlement, shared.max_body_bytes),
@@ -124,6 +195,24 @@ impl<H: Host> Filter<H> {
                 &format!("pag0: shared data error {e:?} while settling"),
             );
         }
+        if let Some(host) = &r.host {
+            if actual > Micros::ZERO {
+                let record = UsageRecord {
+                    amount: actual.get().to_string(),
+                    counters: r.reservations.iter().map(|x| x.key.storage_key()).collect(),
+                    project_id: r.project_id.to_string(),
+                    client_id: Some(r.client_id.to_string()),
+                    host: pag0_policy::matching::request_host(host).to_string(),
+                    at: u64::try_from(self.host.now().timestamp_millis()).unwrap_or(0),
+                };
+                if let Err(e) = managed::record(&self.host, record) {
+                    self.host.log(
+                        LogLevel::Error,
+                        &format!("pag0: shared data error {e:?} recording usage"),
+                    );
+                }
+            }
+        }
         if let Some(s) = &self.shared {
             s.metrics.settled(&self.host, r.estimate, actual);
         }
@@ -145,6 +234,24 @@ impl<H: Host> Filter<H> {
         deny.project_id = Some(pending.project_id.clone());
         self.deny(&deny)
     }
+}
+
+/// Managed mode before the first policy from the sidecar.
+fn no_policy_yet() -> Deny {
+    Deny::new(
+        DenyCode::ControlPlaneUnavailable,
+        "no policy from the pag0 sidecar yet (managed mode)",
+    )
+}
+
+fn control_plane_unavailable(project_id: &Arc<str>) -> Deny {
+    let mut d = Deny::new(
+        DenyCode::ControlPlaneUnavailable,
+        "the pag0 sidecar is unreachable and this Envoy holds no budget lease for the request \
+         (failureMode: closed)",
+    );
+    d.project_id = Some(project_id.clone());
+    d
 }
 
 /// Removes every `x-pag0-*` header (and a custom API-key header): on requests, nothing the
@@ -190,7 +297,10 @@ impl<H: Host> HttpContext for Filter<H> {
             path: &path,
             requires_approval,
         };
-        let outcome = shared.policy.check_head(&head, self.host.now());
+        let Some(policy) = shared.policy.as_deref() else {
+            return self.deny(&no_policy_yet());
+        };
+        let outcome = policy.check_head(&head, self.host.now());
         if matches!(&outcome, HeadOutcome::Continue(p) if p.needs_body()) {
             // Priced per token: settling reads `usage` from the response, which a compressed
             // body would hide (leaving the estimate standing), so ask the upstream for identity.

@@ -3,6 +3,7 @@
 //! - [`config`]: the filter's JSON configuration (SPEC §6).
 //! - [`root`]: parse once per `on_configure`, define metrics.
 //! - [`filter`]: per-request decision, reservation, settlement.
+//! - [`managed`]: managed mode's shared state (policy, leases, usage batches, sync election).
 //! - [`counters`]: budget counters in shared data (CAS), behind a trait for native tests.
 //! - [`meter`]: reads the upstream's cost report off the response as it passes.
 //! - [`host`], [`reply`], [`metrics`]: host calls, local replies, counters for Envoy stats.
@@ -11,6 +12,7 @@ pub mod config;
 pub mod counters;
 pub mod filter;
 pub mod host;
+pub mod managed;
 pub mod meter;
 pub mod metrics;
 pub mod reply;

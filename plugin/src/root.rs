@@ -1,47 +1,231 @@
 //! The root context: parses the configuration once per `on_configure` and hands every HTTP
-//! context a shared, immutable view of it.
+//! context a shared, immutable view of it. In managed mode it also runs the sync loop
+//! (`on_tick`, `dispatch_http_call`, `on_http_call_response`) and swaps in the sidecar's
+//! policy when its version changes in shared data.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use pag0_policy::CompiledPolicy;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, LogLevel};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 
-use crate::config::{self, ConfigError};
-use crate::counters;
+use crate::config::{self, ConfigError, SidecarConfig};
+use crate::counters::{self, SharedStore};
 use crate::filter::Filter;
-use crate::host::{self, Hostcalls};
+use crate::host::{self, Host, Hostcalls};
+use crate::managed::{self, Outgoing};
 use crate::metrics::Metrics;
 
-/// What every request of one plugin configuration reads. Rebuilt, never mutated, on reconfigure.
+/// What every request of one plugin configuration reads. Rebuilt, never mutated, on reconfigure
+/// or when a new policy arrives from the sidecar.
 pub struct Shared {
-    pub policy: Box<CompiledPolicy>,
+    /// `None` only in managed mode before the first policy (requests get 503).
+    pub policy: Option<Box<CompiledPolicy>>,
+    /// The sidecar's version of `policy` (0: the inline document, or none).
+    pub policy_version: u64,
+    /// Managed mode.
+    pub sidecar: Option<SidecarConfig>,
     pub api_key_header: String,
     pub max_body_bytes: usize,
-    pub metrics: Metrics,
+    pub metrics: Rc<Metrics>,
 }
 
 #[derive(Default)]
 pub struct Root {
     shared: Option<Rc<Shared>>,
+    sync: Option<SyncLoop>,
+}
+
+/// The managed-mode state of one worker VM.
+struct SyncLoop {
+    cfg: SidecarConfig,
+    /// Random per worker VM: the owner id of the sync election.
+    worker: u64,
+    instance_id: String,
+    /// The call this worker has out, and what it sent.
+    inflight: Option<(u32, Outgoing)>,
+    last_sent_ms: u64,
+    /// Sync at the next tick (a new policy needs leases for its counters).
+    again: bool,
 }
 
 // === impl Root ===
 
 impl Root {
     fn load(bytes: &[u8]) -> Result<Shared, ConfigError> {
-        let s = config::parse(bytes)?.into_standalone()?;
+        let c = config::parse(bytes)?;
         Ok(Shared {
-            policy: s.policy,
-            api_key_header: s.api_key_header,
-            max_body_bytes: s.max_body_bytes,
-            metrics: Metrics::define(),
+            policy: c.policy,
+            policy_version: 0,
+            sidecar: c.sidecar,
+            api_key_header: c.api_key_header,
+            max_body_bytes: c.max_body_bytes,
+            metrics: Rc::new(Metrics::define()),
         })
+    }
+
+    /// Adopts the sidecar's policy if shared data holds a newer version than this worker's.
+    fn refresh_policy(&mut self) {
+        let Some(shared) = &self.shared else { return };
+        let Ok(version) = managed::policy_version(&Hostcalls) else {
+            return;
+        };
+        if version == 0 || version == shared.policy_version {
+            return;
+        }
+        match managed::load_policy(&Hostcalls) {
+            Ok(Some((version, policy))) => {
+                self.shared = Some(Rc::new(Shared {
+                    policy: Some(Box::new(policy)),
+                    policy_version: version,
+                    sidecar: shared.sidecar.clone(),
+                    api_key_header: shared.api_key_header.clone(),
+                    max_body_bytes: shared.max_body_bytes,
+                    metrics: shared.metrics.clone(),
+                }));
+                host::log(
+                    LogLevel::Info,
+                    &format!("pag0: policy version {version} from the sidecar is in force"),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => host::log(
+                LogLevel::Error,
+                &format!("pag0: sidecar policy version {version} not adopted: {e}"),
+            ),
+        }
+    }
+
+    fn now_ms() -> u64 {
+        Hostcalls.now_nanos() / 1_000_000
+    }
+
+    /// The sync owner's turn: send the pending batch and lease requests.
+    fn maybe_sync(&mut self) {
+        let now_ms = Root::now_ms();
+        let Some(s) = &mut self.sync else { return };
+        if s.inflight.is_some() {
+            return; // stop and wait: Envoy always calls back (answer, error or timeout)
+        }
+        let stale = s.cfg.sync_interval_ms.saturating_mul(3) + s.cfg.timeout_ms;
+        match managed::try_own(&Hostcalls, s.worker, now_ms, stale) {
+            Ok(true) => {}
+            _ => return,
+        }
+        let early = managed::take_early(&Hostcalls).unwrap_or(false);
+        if !(s.again || early || now_ms.saturating_sub(s.last_sent_ms) >= s.cfg.sync_interval_ms)
+        {
+            return;
+        }
+        s.again = false;
+        let policy = self.shared.as_ref().and_then(|sh| sh.policy.as_deref());
+        let counters = policy
+            .map(|p| managed::policy_counters(p, Hostcalls.now()))
+            .unwrap_or_default();
+        let version = managed::policy_version(&Hostcalls).unwrap_or(0);
+        let out =
+            match managed::prepare_sync(&Hostcalls, &s.instance_id, version, &counters, now_ms) {
+                Ok(o) => o,
+                Err(e) => {
+                    host::log(
+                        LogLevel::Error,
+                        &format!("pag0: shared data error {e:?} preparing a sync"),
+                    );
+                    return;
+                }
+            };
+        let auth = s
+            .cfg
+            .sync_secret
+            .as_ref()
+            .map(|t| format!("Bearer {t}"))
+            .unwrap_or_default();
+        let mut headers = vec![
+            (":method", "POST"),
+            (":path", "/v1/sync"),
+            (":authority", s.cfg.authority.as_str()),
+            ("content-type", "application/json"),
+        ];
+        if !auth.is_empty() {
+            headers.push(("authorization", auth.as_str()));
+        }
+        s.last_sent_ms = now_ms;
+        match hostcalls::dispatch_http_call(
+            &s.cfg.cluster,
+            headers,
+            Some(&out.body),
+            vec![],
+            Duration::from_millis(s.cfg.timeout_ms),
+        ) {
+            Ok(token) => s.inflight = Some((token, out)),
+            Err(e) => mark_down(&format!("dispatch failed: {e:?}"), now_ms),
+        }
     }
 }
 
-impl Context for Root {}
+/// Records that the sidecar did not answer; logs only the transition.
+fn mark_down(why: &str, now_ms: u64) {
+    if let Ok(true) = managed::set_down(&Hostcalls, true, now_ms) {
+        host::log(
+            LogLevel::Warn,
+            &format!(
+                "pag0: sidecar unreachable ({why}); enforcing the last policy on leased budget"
+            ),
+        );
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let now_ms = Root::now_ms();
+        let Some(s) = &mut self.sync else { return };
+        let Some((token, sent)) = s.inflight.take() else {
+            return;
+        };
+        if token != token_id {
+            s.inflight = Some((token, sent));
+            return;
+        }
+        if num_headers == 0 {
+            mark_down("no answer within timeoutMs", now_ms);
+            return;
+        }
+        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default();
+        let body = match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
+            Ok(Some(b)) => b,
+            _ => Vec::new(),
+        };
+        if !status.starts_with('2') {
+            let text = String::from_utf8_lossy(body.get(..300).unwrap_or(&body)).into_owned();
+            mark_down(&format!("status {status}: {text}"), now_ms);
+            return;
+        }
+        match managed::apply_response(&Hostcalls, &sent, &body) {
+            Ok(applied) => {
+                if let Ok(true) = managed::set_down(&Hostcalls, false, now_ms) {
+                    host::log(LogLevel::Info, "pag0: sidecar reachable again");
+                }
+                if applied.new_policy_version.is_some() {
+                    s.again = true;
+                }
+            }
+            Err(e) => mark_down(&e, now_ms),
+        }
+        self.refresh_policy();
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
@@ -62,7 +246,34 @@ impl RootContext for Root {
                     );
                     return false;
                 }
+                self.sync = None;
+                if let Some(cfg) = &shared.sidecar {
+                    let instance_id = match managed::instance_id(&Hostcalls) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            host::log(
+                                LogLevel::Error,
+                                &format!("pag0: shared data unusable: {e:?}"),
+                            );
+                            return false;
+                        }
+                    };
+                    let tick = (cfg.sync_interval_ms / 4).max(10);
+                    if let Err(e) = hostcalls::set_tick_period(Duration::from_millis(tick)) {
+                        host::log(LogLevel::Error, &format!("pag0: no timer: {e:?}"));
+                        return false;
+                    }
+                    self.sync = Some(SyncLoop {
+                        cfg: cfg.clone(),
+                        worker: managed::random_u64(Hostcalls.now_nanos()),
+                        instance_id,
+                        inflight: None,
+                        last_sent_ms: 0,
+                        again: false,
+                    });
+                }
                 self.shared = Some(Rc::new(shared));
+                self.refresh_policy();
                 true
             }
             Err(e) => {
@@ -72,6 +283,11 @@ impl RootContext for Root {
                 false
             }
         }
+    }
+
+    fn on_tick(&mut self) {
+        self.refresh_policy();
+        self.maybe_sync();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -13,7 +13,6 @@ fn parse_json(v: serde_json::Value) -> Result<PluginConfig, ConfigError> {
 fn errors(v: serde_json::Value) -> Vec<String> {
     match parse_json(v) {
         Err(ConfigError::Invalid(errs)) => errs.iter().map(ToString::to_string).collect(),
-        Err(other) => panic!("expected Invalid, got {other:?}"),
         Ok(_) => panic!("expected an error"),
     }
 }
@@ -22,8 +21,8 @@ fn errors(v: serde_json::Value) -> Vec<String> {
 fn standalone_config_gets_defaults() {
     let c = parse_json(json!({ "policy": policy() })).unwrap();
     assert!(c.sidecar.is_none());
-    let s = c.into_standalone().unwrap();
-    assert_eq!(s.policy.org_id(), "acme-corp");
+    let s = c;
+    assert_eq!(s.policy.as_ref().unwrap().org_id(), "acme-corp");
     assert_eq!(s.api_key_header, "x-pag0-api-key");
     assert_eq!(s.max_body_bytes, 1_048_576);
 }
@@ -50,6 +49,7 @@ fn sidecar_is_parsed_with_defaults() {
             sync_interval_ms: 1000,
             timeout_ms: 200,
             failure_mode: FailureMode::Closed,
+            sync_secret: None,
         })
     );
     let c = parse_json(json!({ "sidecar": {
@@ -117,12 +117,13 @@ fn non_json_and_non_objects_are_errors() {
 }
 
 #[test]
-fn managed_only_is_refused_with_a_clear_message() {
-    let c = parse_json(json!({ "sidecar": { "cluster": "pag0_sidecar" } })).unwrap();
-    let err = c.into_standalone().err().unwrap();
-    assert_eq!(err, ConfigError::ManagedModeUnsupported);
-    let msg = err.to_string();
-    assert!(msg.contains("managed mode not yet supported"), "{msg}");
+fn sync_secret_is_read_and_must_be_a_non_empty_string() {
+    let c = parse_json(json!({ "sidecar": { "cluster": "c", "syncSecret": "s3cret" } })).unwrap();
+    assert_eq!(c.sidecar.unwrap().sync_secret.as_deref(), Some("s3cret"));
+    assert_eq!(
+        errors(json!({ "sidecar": { "cluster": "c", "syncSecret": "" } })),
+        ["sidecar.syncSecret: must be a non-empty string"]
+    );
 }
 
 #[test]

@@ -45,13 +45,15 @@ fn shared(project_daily: &str) -> Rc<Shared> {
     });
     let mut next = 0;
     Rc::new(Shared {
-        policy: Box::new(CompiledPolicy::from_value(&doc).unwrap()),
+        policy: Some(Box::new(CompiledPolicy::from_value(&doc).unwrap())),
+        policy_version: 0,
+        sidecar: None,
         api_key_header: "x-pag0-api-key".into(),
         max_body_bytes: 4096,
-        metrics: Metrics::define_with(|_| {
+        metrics: Rc::new(Metrics::define_with(|_| {
             next += 1;
             Some(next - 1)
-        }),
+        })),
     })
 }
 

@@ -1,0 +1,215 @@
+//! Managed-mode shared state against the in-memory store: election, stop-and-wait batches,
+//! leases taken from an answer, admission.
+
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+
+use super::*;
+use crate::testing::FakeStore;
+
+fn record(amount: u64) -> UsageRecord {
+    UsageRecord {
+        amount: amount.to_string(),
+        counters: vec!["org.monthly/2026-11".into()],
+        project_id: "p".into(),
+        client_id: Some("c".into()),
+        host: "api.deepl.com".into(),
+        at: 1,
+    }
+}
+
+fn policy() -> CompiledPolicy {
+    CompiledPolicy::from_value(&json!({
+        "orgId": "o", "timezone": "UTC",
+        "globalPolicy": { "monthlyBudget": "1600000", "dailyBudget": "800000" },
+        "endpoints": [],
+        "projects": [{ "id": "p", "policy": { "dailyBudget": "160000" } },
+                     { "id": "q", "policy": {} }],
+        "clients": []
+    }))
+    .unwrap()
+}
+
+fn now() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap()
+}
+
+fn body(v: &Outgoing) -> serde_json::Value {
+    serde_json::from_slice(&v.body).unwrap()
+}
+
+#[test]
+fn one_worker_owns_the_sync_until_it_goes_stale() {
+    let s = FakeStore::default();
+    assert!(try_own(&s, 1, 1_000, 500).unwrap());
+    assert!(!try_own(&s, 2, 1_100, 500).unwrap(), "owner is fresh");
+    assert!(try_own(&s, 1, 1_200, 500).unwrap(), "owner renews");
+    assert!(!try_own(&s, 2, 1_600, 500).unwrap());
+    assert!(try_own(&s, 2, 1_800, 500).unwrap(), "stale owner is overtaken");
+    assert!(!try_own(&s, 1, 1_801, 500).unwrap());
+}
+
+#[test]
+fn the_instance_id_is_made_once() {
+    let s = FakeStore::default();
+    let a = instance_id(&s).unwrap();
+    let b = instance_id(&s).unwrap();
+    assert_eq!(a, b);
+    assert!(a.starts_with("envoy-") && a.len() == 22, "{a}");
+    assert_ne!(random_u64(5), random_u64(5), "per-call random keys");
+}
+
+#[test]
+fn the_same_batch_is_resent_until_acknowledged_then_the_next_seq() {
+    let s = FakeStore::default();
+    record_usage(&s, 100);
+    record_usage(&s, 200);
+    let first = prepare_sync(&s, "i", 0, &[], 10).unwrap();
+    assert_eq!(first.seq, Some(1));
+    // Usage settled while batch 1 is out goes to the next batch.
+    record_usage(&s, 300);
+    let again = prepare_sync(&s, "i", 0, &[], 20).unwrap();
+    assert_eq!(body(&again)["usage"], body(&first)["usage"]);
+    assert_eq!(body(&again)["seq"], 1);
+    // A failed answer changes nothing; an answer for another seq acknowledges nothing.
+    let wrong = apply_response(&s, &again, br#"{"ack": 7, "leaseTtlMs": 1000, "leases": {}}"#)
+        .unwrap();
+    assert_eq!(wrong.acked, None);
+    let ok = apply_response(&s, &again, br#"{"ack": 1, "leaseTtlMs": 1000, "leases": {}}"#)
+        .unwrap();
+    assert_eq!(ok.acked, Some(1));
+    let next = prepare_sync(&s, "i", 0, &[], 30).unwrap();
+    assert_eq!(next.seq, Some(2));
+    assert_eq!(body(&next)["usage"][0]["amount"], "300");
+    assert_eq!(body(&next)["usage"].as_array().unwrap().len(), 1);
+    // A duplicate ack of batch 1 (a second owner) subtracts nothing twice.
+    assert_eq!(
+        apply_response(&s, &again, br#"{"ack": 1, "leaseTtlMs": 1000}"#)
+            .unwrap()
+            .acked,
+        None
+    );
+}
+
+fn record_usage(s: &FakeStore, amount: u64) {
+    // As the filter does: pending (the counter) rises at reservation and the record is queued.
+    let key = "pag0/b/org.monthly/2026-11";
+    let v = s.value(key) + amount;
+    s.set(key, &v.to_le_bytes(), None).unwrap();
+    record_into(s, amount);
+}
+
+fn record_into(s: &FakeStore, amount: u64) {
+    super::record(s, record(amount)).unwrap();
+}
+
+#[test]
+fn an_answer_sets_leases_then_takes_acknowledged_usage_out_of_pending() {
+    let s = FakeStore::default();
+    record_usage(&s, 1_000);
+    let p = policy();
+    let counters = policy_counters(&p, now());
+    let names: Vec<_> = counters.iter().map(|(k, _)| k.storage_key()).collect();
+    assert_eq!(
+        names,
+        [
+            "org.monthly/2026-11",
+            "org.daily/2026-11-24",
+            "project.daily/p/2026-11-24"
+        ]
+    );
+    let out = prepare_sync(&s, "i", 0, &counters, 5_000).unwrap();
+    let b = body(&out);
+    assert_eq!(b["leases"][0], json!({"counter": "org.monthly/2026-11", "want": "100000"}));
+    assert_eq!(b["leases"][2]["want"], "10000");
+    let answer = json!({
+        "ack": 1, "policyVersion": 3, "policy": {"orgId": "o"}, "leaseTtlMs": 30000,
+        "leases": { "org.monthly/2026-11": { "granted": "99000", "limit": "1600000",
+                    "spent": "1000", "expiresAtMs": 1 } }
+    });
+    let applied = apply_response(&s, &out, answer.to_string().as_bytes()).unwrap();
+    assert_eq!(applied.new_policy_version, Some(3));
+    assert_eq!(policy_version(&s).unwrap(), 3);
+    let l = lease(&s, "org.monthly/2026-11").unwrap().unwrap();
+    assert_eq!(
+        l,
+        Lease {
+            granted: 99_000,
+            valid_until_ms: 35_000,
+            want: 100_000
+        }
+    );
+    assert_eq!(s.value("pag0/b/org.monthly/2026-11"), 0, "acknowledged usage left pending");
+    assert!(lease(&s, "org.daily/2026-11-24").unwrap().is_none());
+
+    // A period change: the counter no longer charged is released at the next sync.
+    let tomorrow = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 1).unwrap();
+    let next = prepare_sync(&s, "i", 3, &policy_counters(&p, tomorrow), 6_000).unwrap();
+    assert_eq!(body(&next)["release"], json!(["org.monthly/2026-11"]));
+}
+
+#[test]
+fn a_lease_running_low_asks_for_twice_as_much() {
+    let s = FakeStore::default();
+    let p = policy();
+    let counters = policy_counters(&p, now());
+    let out = prepare_sync(&s, "i", 0, &counters, 0).unwrap();
+    let answer = json!({"ack": 1, "leaseTtlMs": 30000,
+        "leases": { "org.monthly/2026-11": { "granted": "100000" } }});
+    apply_response(&s, &out, answer.to_string().as_bytes()).unwrap();
+    // 80 % of the slice in flight: under the low-water mark.
+    s.set("pag0/b/org.monthly/2026-11", &80_000u64.to_le_bytes(), None)
+        .unwrap();
+    let out = prepare_sync(&s, "i", 0, &counters, 1).unwrap();
+    assert_eq!(body(&out)["leases"][0]["want"], "200000");
+}
+
+#[test]
+fn admission_follows_lease_health_and_failure_mode() {
+    let l = Some(Lease {
+        granted: 500,
+        valid_until_ms: 100,
+        want: 500,
+    });
+    let c = FailureMode::Closed;
+    let o = FailureMode::Open;
+    assert_eq!(admit(l, 50, false, c), Admit::Lease(Micros::new(500)));
+    assert_eq!(admit(l, 50, true, c), Admit::Lease(Micros::new(500)));
+    assert_eq!(admit(l, 100, true, c), Admit::Unavailable, "expired");
+    assert_eq!(admit(None, 0, false, c), Admit::Unavailable);
+    assert_eq!(admit(l, 100, true, o), Admit::Unbounded);
+    assert_eq!(admit(None, 0, false, o), Admit::Unbounded);
+    // decide() sees limit − (allowance − pending).
+    assert_eq!(
+        presented_used(Micros::new(1000), Micros::new(500), Micros::new(200)),
+        Micros::new(700)
+    );
+    assert_eq!(
+        presented_used(Micros::new(1000), Micros::new(500), Micros::new(900)),
+        Micros::new(1000)
+    );
+}
+
+#[test]
+fn health_transitions_are_reported_once() {
+    let s = FakeStore::default();
+    assert!(!set_down(&s, false, 1).unwrap());
+    assert!(set_down(&s, true, 5).unwrap());
+    assert!(!set_down(&s, true, 6).unwrap());
+    assert_eq!(down_since(&s).unwrap(), Some(5));
+    assert!(set_down(&s, false, 7).unwrap());
+    assert_eq!(down_since(&s).unwrap(), None);
+}
+
+#[test]
+fn policy_round_trips_through_shared_data() {
+    let s = FakeStore::default();
+    assert_eq!(load_policy(&s).unwrap().map(|(v, _)| v), None);
+    let doc = json!({"orgId": "o", "timezone": "UTC", "globalPolicy": {}, "endpoints": [],
+                     "projects": [], "clients": []});
+    store_policy(&s, 9, &doc).unwrap();
+    let (v, p) = load_policy(&s).unwrap().unwrap();
+    assert_eq!((v, p.org_id()), (9, "o"));
+    store_policy(&s, 10, &json!({"orgId": 1})).unwrap();
+    assert!(load_policy(&s).is_err(), "a bad document is not adopted");
+}
