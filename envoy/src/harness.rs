@@ -189,6 +189,8 @@ pub struct EnvoyConfig {
     pub ready_timeout: Duration,
     /// Envoy's `-l` log level (default `info`; `$PAG0_ENVOY_LOG_LEVEL` overrides).
     pub log_level: String,
+    /// Managed mode: the sidecar's port on 127.0.0.1 (cluster `pag0_sidecar`).
+    pub sidecar_port: Option<u16>,
 }
 
 impl EnvoyConfig {
@@ -199,6 +201,7 @@ impl EnvoyConfig {
             concurrency: 2,
             ready_timeout: Duration::from_secs(60),
             log_level: std::env::var("PAG0_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned()),
+            sidecar_port: None,
         }
     }
 
@@ -281,6 +284,7 @@ impl Envoy {
                 .and_then(Value::as_u64)
                 .unwrap_or(0)
                 .max(crate::yaml::DEFAULT_BUFFER_BYTES),
+            sidecar: config.sidecar_port.map(|p| ("127.0.0.1".to_owned(), p)),
         };
         std::fs::write(&yaml_path, render_envoy_yaml(&params)).map_err(|e| fail(e.to_string()))?;
         let log = File::create(&log_path).map_err(|e| fail(e.to_string()))?;
@@ -476,4 +480,127 @@ pub fn parse_stats(text: &str) -> BTreeMap<String, u64> {
             Some((k.trim().to_owned(), v.trim().parse().ok()?))
         })
         .collect()
+}
+
+// === impl Sidecar ===
+
+/// `$PAG0_SIDECAR`, else `<target dir>/debug/pag0-sidecar` (built by `cargo test --workspace`
+/// or `cargo build -p pag0-sidecar`).
+pub fn sidecar_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("PAG0_SIDECAR") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let target = if target.is_absolute() {
+        target
+    } else {
+        repo_root().join(target)
+    };
+    target.join("debug/pag0-sidecar")
+}
+
+/// A `pag0-sidecar` child process on `127.0.0.1:<port>`. Killed (SIGKILL) and reaped on `Drop`.
+pub struct Sidecar {
+    child: Child,
+    pub port: u16,
+    log_path: PathBuf,
+}
+
+/// How to run one sidecar.
+#[derive(Clone, Debug)]
+pub struct SidecarConfig {
+    /// SQLite data directory (ignored when `database_url` is set).
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub database_schema: Option<String>,
+    pub admin_token: String,
+    pub sync_secret: String,
+    pub lease_ttl_ms: u64,
+    /// `0`: an ephemeral port; else this port (a restart on the same port).
+    pub port: u16,
+}
+
+impl Sidecar {
+    pub fn start(c: &SidecarConfig) -> Result<Self> {
+        let bin = sidecar_binary();
+        if !bin.exists() {
+            bail!(
+                "sidecar not built: {} is missing — run `cargo build -p pag0-sidecar` (or set PAG0_SIDECAR)",
+                bin.display()
+            );
+        }
+        std::fs::create_dir_all(&c.data_dir)?;
+        let log_path = c.data_dir.join(format!("sidecar-{}.log", c.port));
+        let log = File::create(&log_path)?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{}", c.port))
+            .arg("--data-dir")
+            .arg(&c.data_dir)
+            .arg("--lease-ttl-ms")
+            .arg(c.lease_ttl_ms.to_string())
+            .env("PAG0_ADMIN_TOKENS", format!("admin={}", c.admin_token))
+            .env("PAG0_SYNC_SECRET", &c.sync_secret)
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        if let Some(url) = &c.database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        if let Some(schema) = &c.database_schema {
+            cmd.arg("--database-schema").arg(schema);
+        }
+        let mut child = cmd.spawn().with_context(|| format!("cannot run {}", bin.display()))?;
+        let stdout = child.stdout.take().context("sidecar stdout")?;
+        let (tx, rx) = mpsc::channel::<u16>();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut sent = false;
+            for line in std::io::BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if !sent {
+                    if let Some(port) = line
+                        .strip_prefix("listening on ")
+                        .and_then(|a| a.trim().rsplit(':').next())
+                        .and_then(|p| p.parse::<u16>().ok())
+                    {
+                        let _ = tx.send(port);
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let mut s = Sidecar {
+            child,
+            port: 0,
+            log_path,
+        };
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(port) => s.port = port,
+            Err(_) => bail!("sidecar did not start:\n{}", s.log()),
+        }
+        Ok(s)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL now (a crash: nothing is flushed beyond what was committed).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -17,6 +17,9 @@ pub struct YamlParams {
     /// `max_request_bytes` of the buffer filter after pag0 and the listener's
     /// `per_connection_buffer_limit_bytes`: at least the plugin's `maxBodyBytes`.
     pub buffer_bytes: u64,
+    /// Managed mode: the pag0 sidecar (address, port), served as cluster `pag0_sidecar`
+    /// (HTTP/1.1). `None`: no sidecar cluster.
+    pub sidecar: Option<(String, u16)>,
 }
 
 /// Envoy's default per-connection buffer limit and pag0's default `maxBodyBytes` (1 MiB).
@@ -32,6 +35,7 @@ impl YamlParams {
             wasm_path: "target/wasm32-wasip1/wasm-release/pag0_plugin.wasm".into(),
             plugin_config,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
+            sidecar: None,
         }
     }
 }
@@ -129,5 +133,26 @@ static_resources:
         up_port = p.upstream.1,
         buffer_bytes = p.buffer_bytes,
         wasm = serde_json::to_string(&p.wasm_path).unwrap_or_default(),
+    ) + &sidecar_cluster(p.sidecar.as_ref())
+}
+
+/// The `pag0_sidecar` cluster of managed mode (HTTP/1.1: no `http2_protocol_options`).
+fn sidecar_cluster(sidecar: Option<&(String, u16)>) -> String {
+    let Some((addr, port)) = sidecar else {
+        return String::new();
+    };
+    format!(
+        r#"  # Managed mode: the filter syncs with the pag0 sidecar through this cluster.
+  - name: pag0_sidecar
+    type: STATIC
+    connect_timeout: 0.25s
+    load_assignment:
+      cluster_name: pag0_sidecar
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: {addr}, port_value: {port} }}
+"#
     )
 }

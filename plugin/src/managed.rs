@@ -158,7 +158,8 @@ pub fn try_own<S: SharedStore + ?Sized>(
         let mut v = worker.to_le_bytes().to_vec();
         v.extend_from_slice(&now_ms.to_le_bytes());
         if value.is_none() {
-            create::create(store, OWNER_KEY, &[])?;
+            // Never an empty value: Envoy reads one back as missing. Owner 0 at time 0 is stale.
+            create::create(store, OWNER_KEY, &[0u8; 16])?;
             continue;
         }
         match store.set(OWNER_KEY, &v, cas) {

@@ -34,6 +34,8 @@ impl SharedStore for FakeStore {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
         let g = self.map.lock().unwrap();
         Ok(match g.0.get(key) {
+            // Envoy hands an empty value back as a null pointer: the SDK reads it as missing.
+            Some((v, cas)) if v.is_empty() => (None, Some(*cas)),
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),
         })
