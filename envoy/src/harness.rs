@@ -553,13 +553,18 @@ impl Sidecar {
         if let Some(schema) = &c.database_schema {
             cmd.arg("--database-schema").arg(schema);
         }
-        let mut child = cmd.spawn().with_context(|| format!("cannot run {}", bin.display()))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
         let stdout = child.stdout.take().context("sidecar stdout")?;
         let (tx, rx) = mpsc::channel::<u16>();
         std::thread::spawn(move || {
             use std::io::BufRead;
             let mut sent = false;
-            for line in std::io::BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(|l| l.ok())
+            {
                 if !sent {
                     if let Some(port) = line
                         .strip_prefix("listening on ")

@@ -59,7 +59,11 @@ fn put_policy(sc: &Sidecar, doc: &Value) {
         .send()
         .unwrap();
     let status = r.status();
-    assert!(status.is_success(), "PUT /v1/policy: {status} {}", r.text().unwrap_or_default());
+    assert!(
+        status.is_success(),
+        "PUT /v1/policy: {status} {}",
+        r.text().unwrap_or_default()
+    );
 }
 
 /// Spent on one counter at the sidecar (`GET /v1/budgets`), 0 if absent.
@@ -81,12 +85,15 @@ fn find_spent(v: &Value, counter: &str) -> Option<u64> {
                 .any(|k| m.get(*k).and_then(Value::as_str) == Some(counter));
             if named {
                 return m.get("spent").and_then(|s| {
-                    s.as_u64().or_else(|| s.as_str().and_then(|s| s.parse().ok()))
+                    s.as_u64()
+                        .or_else(|| s.as_str().and_then(|s| s.parse().ok()))
                 });
             }
             if let Some(inner) = m.get(counter) {
                 if let Some(s) = inner.get("spent") {
-                    return s.as_u64().or_else(|| s.as_str().and_then(|s| s.parse().ok()));
+                    return s
+                        .as_u64()
+                        .or_else(|| s.as_str().and_then(|s| s.parse().ok()));
                 }
             }
             m.values().find_map(|x| find_spent(x, counter))
@@ -96,7 +103,13 @@ fn find_spent(v: &Value, counter: &str) -> Option<u64> {
     }
 }
 
-fn managed_config(policy: Option<Value>, sidecar_port: u16, upstream: u16, mode: &str, interval: u64) -> EnvoyConfig {
+fn managed_config(
+    policy: Option<Value>,
+    sidecar_port: u16,
+    upstream: u16,
+    mode: &str,
+    interval: u64,
+) -> EnvoyConfig {
     let mut cfg = json!({
         "sidecar": { "cluster": "pag0_sidecar", "authority": "pag0-sidecar",
                      "syncIntervalMs": interval, "timeoutMs": 1000, "failureMode": mode,
@@ -124,7 +137,12 @@ fn send(agent: &Agent, envoy: &Envoy, call: &Call) -> Reply {
 }
 
 /// Sends until `pred` holds for a reply, up to `limit`; the time it took, or None.
-fn poll(agent: &Agent, envoy: &Envoy, limit: Duration, pred: impl Fn(&Reply) -> bool) -> Option<Duration> {
+fn poll(
+    agent: &Agent,
+    envoy: &Envoy,
+    limit: Duration,
+    pred: impl Fn(&Reply) -> bool,
+) -> Option<Duration> {
     let t0 = Instant::now();
     while t0.elapsed() < limit {
         let r = send(agent, envoy, &deepl());
@@ -151,13 +169,24 @@ fn a_policy_put_reaches_every_worker_within_a_few_sync_intervals() {
     put_policy(&sc, &simple_policy(1_000_000));
     let mock = MockUpstream::start().unwrap();
     let interval = 1000;
-    let envoy = Envoy::start(&managed_config(None, sc.port, mock.port(), "closed", interval))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let envoy = Envoy::start(&managed_config(
+        None,
+        sc.port,
+        mock.port(),
+        "closed",
+        interval,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
     let agent = Agent::new(envoy.port).unwrap();
 
     // The first policy arrives with the first sync (the VM start takes a while: generous bound).
     let first = poll(&agent, &envoy, Duration::from_secs(30), allowed);
-    assert!(first.is_some(), "never allowed under the sidecar's policy:\n{}\n{}", envoy.log(), sc.log());
+    assert!(
+        first.is_some(),
+        "never allowed under the sidecar's policy:\n{}\n{}",
+        envoy.log(),
+        sc.log()
+    );
 
     // Block deepl through the sidecar's API.
     let mut doc = simple_policy(1_000_000);
@@ -166,11 +195,21 @@ fn a_policy_put_reaches_every_worker_within_a_few_sync_intervals() {
     let bound = Duration::from_millis(3 * interval);
     let took = poll(&agent, &envoy, bound, is_code("ENDPOINT_BLOCKED"));
     println!("policy propagation: {took:?} (sync interval {interval} ms)");
-    assert!(took.is_some(), "new policy not enforced within {bound:?}:\n{}", envoy.log());
+    assert!(
+        took.is_some(),
+        "new policy not enforced within {bound:?}:\n{}",
+        envoy.log()
+    );
     // Every worker: fresh connections land on either worker; all of them refuse now.
     for i in 0..12 {
         let r = send(&agent, &envoy, &deepl());
-        assert_eq!(r.code(), "ENDPOINT_BLOCKED", "request {i} after propagation: {} {}", r.status, r.body);
+        assert_eq!(
+            r.code(),
+            "ENDPOINT_BLOCKED",
+            "request {i} after propagation: {} {}",
+            r.status,
+            r.body
+        );
     }
     // Usage made under policy 1 reached the sidecar's ledger.
     let month = chrono::Utc::now().format("%Y-%m").to_string();
@@ -179,7 +218,11 @@ fn a_policy_put_reaches_every_worker_within_a_few_sync_intervals() {
     while spent(&sc, &counter) == 0 && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(spent(&sc, &counter) >= DEEPL, "usage not at the sidecar: {}", sc.log());
+    assert!(
+        spent(&sc, &counter) >= DEEPL,
+        "usage not at the sidecar: {}",
+        sc.log()
+    );
 }
 
 /// p1's monthly budget is 160000 µ$ = 80 deepl calls; its first slice is 1/16 (5 calls).
@@ -197,7 +240,11 @@ fn closed_spends_the_lease_then_refuses_and_recovers_when_the_sidecar_is_back() 
     let envoy = Envoy::start(&managed_config(None, port, mock.port(), "closed", 300))
         .unwrap_or_else(|e| panic!("{e}"));
     let agent = Agent::new(envoy.port).unwrap();
-    assert!(poll(&agent, &envoy, Duration::from_secs(30), allowed).is_some(), "{}", envoy.log());
+    assert!(
+        poll(&agent, &envoy, Duration::from_secs(30), allowed).is_some(),
+        "{}",
+        envoy.log()
+    );
     // A few calls while the sidecar is up, paced so the slice (5 calls) is topped up as it
     // runs low (an early sync at the next tick); a burst faster than that would get 402.
     for _ in 0..8 {
@@ -220,22 +267,45 @@ fn closed_spends_the_lease_then_refuses_and_recovers_when_the_sidecar_is_back() 
         }
         std::thread::sleep(Duration::from_millis(30));
     }
-    let refused = refused.unwrap_or_else(|| panic!("never refused with the sidecar down:\n{}", envoy.log()));
+    let refused =
+        refused.unwrap_or_else(|| panic!("never refused with the sidecar down:\n{}", envoy.log()));
     assert_eq!(refused.status, 503, "{}", refused.body);
-    assert_eq!(refused.code(), "CONTROL_PLANE_UNAVAILABLE", "{}", refused.body);
-    assert!(allowed_while_down <= 80, "more than the whole budget admitted: {allowed_while_down}");
+    assert_eq!(
+        refused.code(),
+        "CONTROL_PLANE_UNAVAILABLE",
+        "{}",
+        refused.body
+    );
+    assert!(
+        allowed_while_down <= 80,
+        "more than the whole budget admitted: {allowed_while_down}"
+    );
     for _ in 0..5 {
         let r = send(&agent, &envoy, &deepl());
-        assert_eq!(r.code(), "CONTROL_PLANE_UNAVAILABLE", "stays closed: {}", r.body);
+        assert_eq!(
+            r.code(),
+            "CONTROL_PLANE_UNAVAILABLE",
+            "stays closed: {}",
+            r.body
+        );
     }
     let log = envoy.log();
-    assert_eq!(log.matches("pag0: sidecar unreachable").count(), 1, "the transition is logged once:\n{log}");
+    assert_eq!(
+        log.matches("pag0: sidecar unreachable").count(),
+        1,
+        "the transition is logged once:\n{log}"
+    );
     println!("closed: {allowed_while_down} calls admitted on the lease after the kill");
 
     // Back on the same data dir and port: the same Envoy admits again.
     let sc = Sidecar::start(&sidecar_config(dir.path(), port)).unwrap();
     let back = poll(&agent, &envoy, Duration::from_secs(15), allowed);
-    assert!(back.is_some(), "no recovery:\n{}\n{}", envoy.log(), sc.log());
+    assert!(
+        back.is_some(),
+        "no recovery:\n{}\n{}",
+        envoy.log(),
+        sc.log()
+    );
     println!("closed: recovered {back:?} after the sidecar restart");
 }
 
@@ -249,16 +319,27 @@ fn open_admits_while_the_sidecar_is_down_and_reports_afterwards() {
     let envoy = Envoy::start(&managed_config(None, port, mock.port(), "open", 300))
         .unwrap_or_else(|e| panic!("{e}"));
     let agent = Agent::new(envoy.port).unwrap();
-    assert!(poll(&agent, &envoy, Duration::from_secs(30), allowed).is_some(), "{}", envoy.log());
+    assert!(
+        poll(&agent, &envoy, Duration::from_secs(30), allowed).is_some(),
+        "{}",
+        envoy.log()
+    );
     sc.kill();
     // Make sure the filter has seen the sidecar fail.
     let t0 = Instant::now();
-    while !envoy.log().contains("pag0: sidecar unreachable") && t0.elapsed() < Duration::from_secs(10) {
+    while !envoy.log().contains("pag0: sidecar unreachable")
+        && t0.elapsed() < Duration::from_secs(10)
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     for i in 0..20 {
         let r = send(&agent, &envoy, &deepl());
-        assert!(allowed(&r), "open mode, call {i} with the sidecar down: {} {}", r.status, r.body);
+        assert!(
+            allowed(&r),
+            "open mode, call {i} with the sidecar down: {} {}",
+            r.status,
+            r.body
+        );
     }
     let sc = Sidecar::start(&sidecar_config(dir.path(), port)).unwrap();
     // Every call the upstream served is in the ledger once: wait for the batches to drain.
@@ -271,5 +352,10 @@ fn open_admits_while_the_sidecar_is_down_and_reports_afterwards() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(spent(&sc, &counter), want, "ledger = served × price ({served} calls)\n{}", envoy.log());
+    assert_eq!(
+        spent(&sc, &counter),
+        want,
+        "ledger = served × price ({served} calls)\n{}",
+        envoy.log()
+    );
 }

@@ -225,9 +225,7 @@ fn set_blind<S: SharedStore + ?Sized>(store: &S, key: &str, v: &[u8]) -> Result<
 }
 
 fn u64_of(b: &[u8]) -> u64 {
-    <[u8; 8]>::try_from(b)
-        .map(u64::from_le_bytes)
-        .unwrap_or(0)
+    <[u8; 8]>::try_from(b).map(u64::from_le_bytes).unwrap_or(0)
 }
 
 /// Every counter the policy can charge at `now`, with its limit.
@@ -270,7 +268,10 @@ pub fn lease_key(counter: &str) -> String {
     format!("{LEASE_PREFIX}{counter}")
 }
 
-pub fn lease<S: SharedStore + ?Sized>(store: &S, counter: &str) -> Result<Option<Lease>, HostError> {
+pub fn lease<S: SharedStore + ?Sized>(
+    store: &S,
+    counter: &str,
+) -> Result<Option<Lease>, HostError> {
     let (v, _) = store.get(&lease_key(counter))?;
     Ok(v.and_then(|v| serde_json::from_slice(&v).ok()))
 }

@@ -115,8 +115,7 @@ impl Root {
             _ => return,
         }
         let early = managed::take_early(&Hostcalls).unwrap_or(false);
-        if !(s.again || early || now_ms.saturating_sub(s.last_sent_ms) >= s.cfg.sync_interval_ms)
-        {
+        if !(s.again || early || now_ms.saturating_sub(s.last_sent_ms) >= s.cfg.sync_interval_ms) {
             return;
         }
         s.again = false;

@@ -453,3 +453,138 @@ fn a_request_with_trailers_is_decided_on_the_trailers() {
     );
     assert!(host.local_reply.borrow().is_none());
 }
+
+// === managed mode ===
+
+fn managed(mode: crate::config::FailureMode) -> Rc<Shared> {
+    let s = shared("10000");
+    Rc::new(Shared {
+        policy: s.policy.as_ref().map(|p| {
+            Box::new(
+                CompiledPolicy::from_value(&serde_json::to_value(p.document()).unwrap()).unwrap(),
+            )
+        }),
+        policy_version: 1,
+        sidecar: Some(crate::config::SidecarConfig {
+            cluster: "pag0_sidecar".into(),
+            authority: "pag0-sidecar".into(),
+            sync_interval_ms: 1000,
+            timeout_ms: 200,
+            failure_mode: mode,
+            sync_secret: None,
+        }),
+        api_key_header: s.api_key_header.clone(),
+        max_body_bytes: s.max_body_bytes,
+        metrics: s.metrics.clone(),
+    })
+}
+
+/// Leases as an answer would leave them: `granted` on each counter, valid until `until_ms`.
+fn lease_all(host: &FakeHost, granted: u64, until_ms: u64) {
+    use crate::counters::SharedStore;
+    for c in ["org.monthly/2026-11", "project.daily/sales-ai/2026-11-24"] {
+        let l = crate::managed::Lease {
+            granted,
+            valid_until_ms: until_ms,
+            want: granted,
+        };
+        host.store
+            .set(
+                &crate::managed::lease_key(c),
+                &serde_json::to_vec(&l).unwrap(),
+                None,
+            )
+            .unwrap();
+    }
+}
+
+fn now_ms(host: &FakeHost) -> u64 {
+    u64::try_from(host.now.timestamp_millis()).unwrap()
+}
+
+fn deepl(host: &FakeHost, shared: &Rc<Shared>) -> Action {
+    *host.local_reply.borrow_mut() = None;
+    request(host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
+    let mut f = Filter::new(host, Some(shared.clone()));
+    let a = f.on_http_request_headers(4, true);
+    if a == Action::Continue {
+        respond(host, "200", &[]);
+        f.on_http_response_headers(1, true);
+    }
+    a
+}
+
+#[test]
+fn managed_without_a_policy_yet_is_control_plane_unavailable() {
+    let host = host();
+    let mut s = managed(crate::config::FailureMode::Closed);
+    Rc::get_mut(&mut s).unwrap().policy = None;
+    assert_eq!(deepl(&host, &s), Action::Pause);
+    let (status, _, body) = reply(&host);
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "CONTROL_PLANE_UNAVAILABLE");
+}
+
+#[test]
+fn managed_admission_is_against_the_lease_and_names_the_scope() {
+    let host = host();
+    let s = managed(crate::config::FailureMode::Closed);
+    // No lease yet, closed: 503.
+    assert_eq!(deepl(&host, &s), Action::Pause);
+    assert_eq!(reply(&host).0, 503);
+    // A 5000 slice: two deepl calls (2000 each), the third is over the slice.
+    lease_all(&host, 5000, now_ms(&host) + 30_000);
+    assert_eq!(deepl(&host, &s), Action::Continue);
+    assert_eq!(deepl(&host, &s), Action::Continue);
+    assert_eq!(deepl(&host, &s), Action::Pause);
+    let (status, _, body) = reply(&host);
+    assert_eq!(status, 402);
+    assert_eq!(body["error"]["code"], "BUDGET_EXCEEDED");
+    let scope = body["error"]["scope"].as_str().unwrap();
+    assert!(
+        scope == "project.daily" || scope == "org.monthly",
+        "{scope}"
+    );
+    // Settled usage is pending (4000) and queued for the next batch, and an early sync asked.
+    assert_eq!(host.store.value(PROJECT_DAILY), 4000);
+    let b = crate::managed::batches(&&host).unwrap();
+    assert_eq!(b.unsent.len(), 2);
+    assert_eq!(b.unsent[0].amount, "2000");
+    assert_eq!(
+        b.unsent[0].counters,
+        ["org.monthly/2026-11", "project.daily/sales-ai/2026-11-24"]
+    );
+    assert_eq!(b.unsent[0].host, "api.deepl.com");
+    assert!(crate::managed::take_early(&&host).unwrap());
+}
+
+#[test]
+fn managed_sidecar_down_closed_refuses_past_the_lease_open_admits() {
+    let host = host();
+    let closed = managed(crate::config::FailureMode::Closed);
+    let open = managed(crate::config::FailureMode::Open);
+    lease_all(&host, 2000, now_ms(&host) + 30_000);
+    crate::managed::set_down(&&host, true, 1).unwrap();
+    assert_eq!(
+        deepl(&host, &closed),
+        Action::Continue,
+        "the lease is spent first"
+    );
+    assert_eq!(deepl(&host, &closed), Action::Pause);
+    let (status, _, body) = reply(&host);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("CONTROL_PLANE_UNAVAILABLE"))
+    );
+    assert_eq!(
+        deepl(&host, &open),
+        Action::Continue,
+        "open: admitted and recorded"
+    );
+    assert_eq!(crate::managed::batches(&&host).unwrap().unsent.len(), 2);
+    // An expired lease with the sidecar up is no lease either (closed).
+    crate::managed::set_down(&&host, false, 2).unwrap();
+    lease_all(&host, 100_000, now_ms(&host));
+    assert_eq!(deepl(&host, &closed), Action::Pause);
+    assert_eq!(reply(&host).0, 503);
+}

@@ -45,7 +45,10 @@ fn one_worker_owns_the_sync_until_it_goes_stale() {
     assert!(!try_own(&s, 2, 1_100, 500).unwrap(), "owner is fresh");
     assert!(try_own(&s, 1, 1_200, 500).unwrap(), "owner renews");
     assert!(!try_own(&s, 2, 1_600, 500).unwrap());
-    assert!(try_own(&s, 2, 1_800, 500).unwrap(), "stale owner is overtaken");
+    assert!(
+        try_own(&s, 2, 1_800, 500).unwrap(),
+        "stale owner is overtaken"
+    );
     assert!(!try_own(&s, 1, 1_801, 500).unwrap());
 }
 
@@ -72,11 +75,19 @@ fn the_same_batch_is_resent_until_acknowledged_then_the_next_seq() {
     assert_eq!(body(&again)["usage"], body(&first)["usage"]);
     assert_eq!(body(&again)["seq"], 1);
     // A failed answer changes nothing; an answer for another seq acknowledges nothing.
-    let wrong = apply_response(&s, &again, br#"{"ack": 7, "leaseTtlMs": 1000, "leases": {}}"#)
-        .unwrap();
+    let wrong = apply_response(
+        &s,
+        &again,
+        br#"{"ack": 7, "leaseTtlMs": 1000, "leases": {}}"#,
+    )
+    .unwrap();
     assert_eq!(wrong.acked, None);
-    let ok = apply_response(&s, &again, br#"{"ack": 1, "leaseTtlMs": 1000, "leases": {}}"#)
-        .unwrap();
+    let ok = apply_response(
+        &s,
+        &again,
+        br#"{"ack": 1, "leaseTtlMs": 1000, "leases": {}}"#,
+    )
+    .unwrap();
     assert_eq!(ok.acked, Some(1));
     let next = prepare_sync(&s, "i", 0, &[], 30).unwrap();
     assert_eq!(next.seq, Some(2));
@@ -120,7 +131,10 @@ fn an_answer_sets_leases_then_takes_acknowledged_usage_out_of_pending() {
     );
     let out = prepare_sync(&s, "i", 0, &counters, 5_000).unwrap();
     let b = body(&out);
-    assert_eq!(b["leases"][0], json!({"counter": "org.monthly/2026-11", "want": "100000"}));
+    assert_eq!(
+        b["leases"][0],
+        json!({"counter": "org.monthly/2026-11", "want": "100000"})
+    );
     assert_eq!(b["leases"][2]["want"], "10000");
     let answer = json!({
         "ack": 1, "policyVersion": 3, "policy": {"orgId": "o"}, "leaseTtlMs": 30000,
@@ -139,7 +153,11 @@ fn an_answer_sets_leases_then_takes_acknowledged_usage_out_of_pending() {
             want: 100_000
         }
     );
-    assert_eq!(s.value("pag0/b/org.monthly/2026-11"), 0, "acknowledged usage left pending");
+    assert_eq!(
+        s.value("pag0/b/org.monthly/2026-11"),
+        0,
+        "acknowledged usage left pending"
+    );
     assert!(lease(&s, "org.daily/2026-11-24").unwrap().is_none());
 
     // A period change: the counter no longer charged is released at the next sync.
