@@ -135,7 +135,6 @@ fn asking_for_approval_in_standalone_mode_is_403() {
 }
 
 #[test]
-#[ignore = "plugin deviation: managed mode (sidecar without policy) is refused by on_configure; run with --ignored"]
 fn control_plane_unavailable_is_503_when_failing_closed() {
     let cfg = serde_json::json!({
         "sidecar": { "cluster": "pag0_sidecar", "authority": "pag0-sidecar", "syncIntervalMs": 1000,
@@ -226,4 +225,56 @@ fn a_response_without_body_or_trailers_is_labelled_too() {
     let ex = host().run(&deepl(SALES_KEY), &Response::status(204));
     assert_allowed(&ex);
     assert_eq!(ex.status(), Some(204));
+}
+
+/// Managed mode: the policy arrives from the sidecar over `dispatch_http_call` (POST /v1/sync).
+#[test]
+fn managed_mode_decides_on_the_policy_the_sidecar_sends() {
+    let cfg = serde_json::json!({
+        "sidecar": { "cluster": "pag0_sidecar", "authority": "pag0-sidecar", "syncIntervalMs": 1000,
+                     "timeoutMs": 200, "failureMode": "closed" },
+        "maxBodyBytes": 4096
+    });
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let answer = serde_json::json!({ "policy": fixture::policy(), "policyVersion": 1 }).to_string();
+    let host = Host::builder(cfg.to_string())
+        .cluster("pag0_sidecar")
+        .responder(move |call| {
+            if let Ok(mut c) = seen.lock() {
+                c.push((
+                    call.header(":method").map(str::to_string),
+                    call.header(":path").map(str::to_string),
+                    call.header(":authority").map(str::to_string),
+                ));
+            }
+            CallAnswer::json(200, &answer)
+        })
+        .build();
+    let mut host = match host {
+        Ok(h) => h,
+        Err(e) => panic!("{e}"),
+    };
+    host.advance(std::time::Duration::from_secs(3));
+    let calls = calls.lock().map(|c| c.clone()).unwrap_or_default();
+    assert!(
+        !calls.is_empty(),
+        "no sync call in 3 s\n{}",
+        host.log_text()
+    );
+    let (method, path, authority) = &calls[0];
+    assert_eq!(
+        (method.as_deref(), authority.as_deref()),
+        (Some("POST"), Some("pag0-sidecar")),
+        "{calls:?}"
+    );
+    assert!(
+        path.as_deref().is_some_and(|p| p.starts_with("/v1/sync")),
+        "{calls:?}"
+    );
+    assert_denied(
+        &host.run(&deepl("not-a-key"), &ok()),
+        401,
+        "UNKNOWN_API_KEY",
+    );
 }
