@@ -57,9 +57,14 @@ standalone:
 	$(CARGO) run -q -p pag0-envoy --bin pag0-render-standalone > envoy/standalone.yaml.tmp
 	mv envoy/standalone.yaml.tmp envoy/standalone.yaml
 
-## bench: criterion benches
+## bench: criterion benches, then the load benchmark against baseline Envoy (~10 min; writes
+## benches/results/load.{md,json,svg}; flags via BENCH_ARGS, see `pag0-load --help`)
+BENCH_ARGS ?=
 bench: setup wasm
 	$(CARGO) bench --workspace
+	$(CARGO) build -p pag0-passthrough --profile wasm-release --target $(WASM_TARGET)
+	$(CARGO) build --release -p pag0-sidecar -p pag0-benches --bins
+	$(CARGO) run --release -q -p pag0-benches --bin pag0-load -- $(BENCH_ARGS)
 
 ## fuzz: bounded fuzzing of every target (needs nightly + cargo-fuzz; FUZZ_SECONDS per target)
 FUZZ_SECONDS ?= 60

@@ -1,0 +1,317 @@
+//! The load benchmark against baseline Envoy (`make bench`, binary `pag0-load`).
+//!
+//! One run, one machine: a fast upstream (an Envoy `direct_response` listener) and the same
+//! proxy configuration with 1 and 2 workers in four variants — no filter, a pass-through wasm
+//! filter (the floor of the proxy-wasm ABI), Pag0 on a realistic policy, and the same
+//! decision made by an external call per request (`ext_authz` to the sidecar). Every proxy
+//! is started once and stays up; runs alternate between them round by round so machine
+//! drift hits all alike. Reported per proxy: requests/s at saturation, p50/p99 latency at
+//! fixed open-loop rates (fractions of the no-filter proxy's saturation rate), and CPU time
+//! per request of every process on the request path (from `/proc/<pid>/stat`) — the figure
+//! that survives a noisy machine.
+
+pub mod driver;
+pub mod procs;
+pub mod report;
+pub mod workload;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+
+use driver::{Driver, Pace, RunResult};
+use procs::{cpu_time, rss_bytes, EnvoyProc, SidecarProc};
+
+/// The proxy variants, in table order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Variant {
+    /// The proxy with only the router.
+    Baseline,
+    /// A proxy-wasm filter that does nothing: the floor every wasm filter pays.
+    Passthrough,
+    /// The pass-through filter making Pag0's per-request host calls (see [`HOSTCALL_PATTERN`])
+    /// and nothing else: prices the host-call pattern apart from Pag0's own logic.
+    HostCalls,
+    /// The Pag0 filter, standalone, on the bench policy.
+    Pag0,
+    /// Envoy's ext_authz filter calling the sidecar's `/v1/authz` per request.
+    ExtAuthz,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 5] =
+        [Variant::Baseline, Variant::Passthrough, Variant::HostCalls, Variant::Pag0, Variant::ExtAuthz];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Baseline => "no-filter",
+            Variant::Passthrough => "passthrough-wasm",
+            Variant::HostCalls => "hostcalls-probe",
+            Variant::Pag0 => "pag0",
+            Variant::ExtAuthz => "ext-authz-sidecar",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.name() == s || format!("{v:?}").eq_ignore_ascii_case(s))
+    }
+}
+
+/// The host calls the Pag0 filter makes for one allowed request to a per-request-priced
+/// endpoint (read from plugin/src/filter.rs, counters.rs, metrics.rs): request — 5 header
+/// reads (key, approval flag, :method, :authority, :path), 1 header-map read + 1 removal
+/// (strip `x-pag0-*`), 1 clock read, 4 counter reads (the budget view), 4 × (read + CAS
+/// write) to reserve, 2 metric increments; response — 2 header reads (:status,
+/// content-type), 1 header-map read (strip), 3 header writes (`x-pag0-*`), 4 × (read + CAS
+/// write) to settle, 2 metric increments.
+pub const HOSTCALL_PATTERN: &str =
+    "headers=5,map=1,remove=1,time=1,shared_get=12,shared_set=8,metric=4,resp_headers=2,resp_map=1,resp_set=3";
+
+/// Flags of `pag0-load` (see `--help`).
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub variants: Vec<Variant>,
+    pub workers: Vec<u32>,
+    pub rounds: usize,
+    pub duration: Duration,
+    /// Fixed rates as fractions of the no-filter proxy's saturation rate (same worker count).
+    pub rate_fractions: Vec<f64>,
+    pub saturation_connections: usize,
+    pub rate_connections: usize,
+    /// Where `load.md`, `load.json` and `load.svg` go; `None` writes nothing.
+    pub out_dir: Option<PathBuf>,
+    /// Print each run as it ends.
+    pub verbose: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            variants: Variant::ALL.to_vec(),
+            workers: vec![1, 2],
+            rounds: 3,
+            duration: Duration::from_secs(5),
+            rate_fractions: vec![0.5, 0.8],
+            saturation_connections: 16,
+            rate_connections: 64,
+            out_dir: None,
+            verbose: true,
+        }
+    }
+}
+
+/// One measured run.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub variant: Variant,
+    pub workers: u32,
+    pub round: usize,
+    /// `None` at saturation, else the target rate (req/s).
+    pub rate: Option<f64>,
+    pub fraction: Option<f64>,
+    pub result: RunResult,
+    /// CPU time of the proxy during the run.
+    pub proxy_cpu: Duration,
+    /// CPU time of the sidecar during the run (ext_authz only).
+    pub sidecar_cpu: Duration,
+}
+
+impl Run {
+    /// CPU µs per request, every process on the request path (proxy + sidecar).
+    pub fn cpu_us_per_request(&self) -> f64 {
+        (self.proxy_cpu + self.sidecar_cpu).as_secs_f64() * 1e6 / (self.result.completed.max(1) as f64)
+    }
+
+    pub fn proxy_cpu_us_per_request(&self) -> f64 {
+        self.proxy_cpu.as_secs_f64() * 1e6 / (self.result.completed.max(1) as f64)
+    }
+}
+
+/// Memory of one proxy after its runs.
+#[derive(Clone, Debug, Default)]
+pub struct Memory {
+    pub rss: u64,
+    /// Envoy's `server.memory_allocated` (bytes held by its allocator).
+    pub allocated: u64,
+    /// `wasm.envoy.wasm.runtime.v8.active` and friends.
+    pub wasm_stats: BTreeMap<String, u64>,
+}
+
+/// Everything one `pag0-load` run measured.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub options: Options,
+    pub runs: Vec<Run>,
+    pub memory: BTreeMap<(Variant, u32), Memory>,
+    pub wasm_sizes: BTreeMap<String, u64>,
+    pub sidecar_rss: Option<u64>,
+}
+
+struct Proxy {
+    variant: Variant,
+    workers: u32,
+    envoy: EnvoyProc,
+    addr: SocketAddr,
+}
+
+/// Starts everything, runs every round, stops everything.
+pub fn run(opts: &Options) -> Result<Report> {
+    if opts.variants.is_empty() || opts.workers.is_empty() || opts.rounds == 0 {
+        bail!("nothing to run: need at least one variant, one worker count and one round");
+    }
+    let say = |s: String| {
+        if opts.verbose {
+            eprintln!("{s}");
+        }
+    };
+    let policy = workload::bench_policy();
+    let plugin_config = serde_json::json!({ "policy": policy });
+    let requests = Arc::new(workload::requests());
+
+    let upstream = EnvoyProc::start("upstream", &yaml::upstream_yaml(), 1)?;
+    let sidecar = if opts.variants.contains(&Variant::ExtAuthz) {
+        Some(SidecarProc::start(&policy)?)
+    } else {
+        None
+    };
+    let plugin_wasm = pag0_envoy::harness::wasm_path();
+    let passthrough_wasm = plugin_wasm.with_file_name("pag0_passthrough.wasm");
+    let mut wasm_sizes = BTreeMap::new();
+    for (v, path) in [(Variant::Pag0, &plugin_wasm), (Variant::Passthrough, &passthrough_wasm), (Variant::HostCalls, &passthrough_wasm)] {
+        if opts.variants.contains(&v) {
+            let meta = std::fs::metadata(path).map_err(|e| {
+                anyhow!("{}: {e} — build it with `make wasm` / `cargo build -p pag0-passthrough --profile wasm-release --target wasm32-wasip1`", path.display())
+            })?;
+            wasm_sizes.insert(path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), meta.len());
+        }
+    }
+
+    let mut proxies = Vec::new();
+    for &workers in &opts.workers {
+        for &variant in &opts.variants {
+            let wasm = match variant {
+                Variant::Passthrough | Variant::HostCalls => passthrough_wasm.display().to_string(),
+                _ => plugin_wasm.display().to_string(),
+            };
+            let params = yaml::ProxyParams {
+                upstream_port: upstream.port,
+                wasm: &wasm,
+                plugin_config: &plugin_config,
+                sidecar: sidecar.as_ref().map(|s| (s.port, s.sync_secret.as_str())),
+            };
+            let name = format!("{}-{workers}w", variant.name());
+            say(format!("starting {name}"));
+            let envoy = EnvoyProc::start(&name, &yaml::proxy_yaml(variant, &params), workers)?;
+            let addr: SocketAddr = ([127, 0, 0, 1], envoy.port).into();
+            proxies.push(Proxy { variant, workers, envoy, addr });
+        }
+    }
+
+    let driver = Driver::new()?;
+    // Warm up every proxy (wasm JIT tiers, connection pools) and check it answers 2xx: a
+    // benchmark of 401s would measure the wrong thing.
+    for p in &proxies {
+        let conns = driver.connect(p.addr, 4)?;
+        let r = driver.run(conns, Arc::clone(&requests), Pace::Closed, Duration::from_millis(1000));
+        if r.ok == 0 || r.ok * 100 < r.completed * 99 {
+            bail!(
+                "{}-{}w answers {:?} ({} errors) in warm-up; expected 2xx\n{}",
+                p.variant.name(),
+                p.workers,
+                r.statuses,
+                r.errors,
+                p.envoy.log_tail()
+            );
+        }
+    }
+
+    let sidecar_pid = sidecar.as_ref().map(SidecarProc::pid);
+    let measure = |p: &Proxy, pace: Pace, conns: usize| -> Result<(RunResult, Duration, Duration)> {
+        let c = driver.connect(p.addr, conns)?;
+        let pid = p.envoy.pid();
+        let side = |pid: Option<u32>| pid.map_or(Ok(Duration::ZERO), cpu_time);
+        let with_sidecar = p.variant == Variant::ExtAuthz;
+        let (p0, s0) = (cpu_time(pid)?, if with_sidecar { side(sidecar_pid)? } else { Duration::ZERO });
+        let r = driver.run(c, Arc::clone(&requests), pace, opts.duration);
+        let (p1, s1) = (cpu_time(pid)?, if with_sidecar { side(sidecar_pid)? } else { Duration::ZERO });
+        Ok((r, p1.saturating_sub(p0), s1.saturating_sub(s0)))
+    };
+
+    let mut runs = Vec::new();
+    // Saturation first: the fixed rates are fractions of the no-filter proxy's capacity.
+    for round in 0..opts.rounds {
+        for k in 0..proxies.len() {
+            // Rotate the order each round so no variant always runs first or last.
+            let Some(p) = proxies.get((k + round) % proxies.len()) else { continue };
+            let (result, proxy_cpu, sidecar_cpu) = measure(p, Pace::Closed, opts.saturation_connections)?;
+            let run = Run { variant: p.variant, workers: p.workers, round, rate: None, fraction: None, result, proxy_cpu, sidecar_cpu };
+            say(format!(
+                "round {round} saturation {:>18} {}w: {:>8.0} req/s, {:>6.1} µs CPU/req, statuses {:?}",
+                p.variant.name(),
+                p.workers,
+                run.result.rps(),
+                run.cpu_us_per_request(),
+                run.result.statuses
+            ));
+            runs.push(run);
+        }
+    }
+    let capacity = |workers: u32| -> f64 {
+        let reference = if opts.variants.contains(&Variant::Baseline) { Variant::Baseline } else { opts.variants.first().copied().unwrap_or(Variant::Baseline) };
+        let mut v: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.rate.is_none() && r.workers == workers && r.variant == reference)
+            .map(|r| r.result.rps())
+            .collect();
+        median(&mut v)
+    };
+    let capacities: BTreeMap<u32, f64> = opts.workers.iter().map(|&w| (w, capacity(w))).collect();
+    for round in 0..opts.rounds {
+        for &fraction in &opts.rate_fractions {
+            for k in 0..proxies.len() {
+                let Some(p) = proxies.get((k + round) % proxies.len()) else { continue };
+                let rate = (capacities.get(&p.workers).copied().unwrap_or(1000.0) * fraction).max(1.0);
+                let (result, proxy_cpu, sidecar_cpu) = measure(p, Pace::Open { rate }, opts.rate_connections)?;
+                let mut lat = result.latencies_us.clone();
+                lat.sort_unstable();
+                say(format!(
+                    "round {round} {:>3.0}% ({rate:>6.0}/s) {:>18} {}w: {:>8.0} req/s, p50 {:>6} µs, p99 {:>7} µs, {:>6.1} µs CPU/req",
+                    fraction * 100.0,
+                    p.variant.name(),
+                    p.workers,
+                    result.rps(),
+                    driver::quantile(&lat, 0.5),
+                    driver::quantile(&lat, 0.99),
+                    (proxy_cpu + sidecar_cpu).as_secs_f64() * 1e6 / result.completed.max(1) as f64,
+                ));
+                runs.push(Run { variant: p.variant, workers: p.workers, round, rate: Some(rate), fraction: Some(fraction), result, proxy_cpu, sidecar_cpu });
+            }
+        }
+    }
+
+    let mut memory = BTreeMap::new();
+    for p in &proxies {
+        let stats = p.envoy.stats().unwrap_or_default();
+        memory.insert(
+            (p.variant, p.workers),
+            Memory {
+                rss: rss_bytes(p.envoy.pid()).unwrap_or(0),
+                allocated: stats.get("server.memory_allocated").copied().unwrap_or(0),
+                wasm_stats: stats.into_iter().filter(|(k, _)| k.starts_with("wasm.")).collect(),
+            },
+        );
+    }
+    let sidecar_rss = sidecar.as_ref().and_then(|s| rss_bytes(s.pid()).ok());
+    Ok(Report { options: opts.clone(), runs, memory, wasm_sizes, sidecar_rss })
+}
+
+/// Median (upper middle for even counts); 0 for none.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}

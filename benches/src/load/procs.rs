@@ -1,0 +1,257 @@
+//! Child processes of one benchmark run (Envoys, the sidecar) and what `/proc` says about
+//! them. Ephemeral ports; every child is killed and reaped on `Drop`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use pag0_envoy::harness::{envoy_binary, parse_stats, repo_root};
+use serde_json::Value;
+
+fn http() -> Result<reqwest::blocking::Client> {
+    Ok(reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+// === CPU and memory from /proc ===
+
+/// User + system CPU time of a whole process (every thread, live or exited), from
+/// `/proc/<pid>/stat` fields 14 and 15.
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may contain spaces; the fields after it are plain.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("odd /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14 → index 11.
+    let tick = |i: usize| -> Result<u64> {
+        Ok(fields.get(i).ok_or_else(|| anyhow!("short /proc/{pid}/stat"))?.parse()?)
+    };
+    let ticks = tick(11)? + tick(12)?;
+    Ok(Duration::from_nanos(ticks * 1_000_000_000 / clock_ticks_per_sec()))
+}
+
+/// `getconf CLK_TCK` (100 on every Linux we know; asked once).
+pub fn clock_ticks_per_sec() -> u64 {
+    static TCK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(100)
+    })
+}
+
+/// Resident set size in bytes (`VmRSS` in `/proc/<pid>/status`).
+pub fn rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .ok_or_else(|| anyhow!("no VmRSS for {pid}"))?;
+    Ok(kb * 1024)
+}
+
+// === impl EnvoyProc ===
+
+/// An Envoy started from a YAML string.
+pub struct EnvoyProc {
+    child: Child,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+    pub port: u16,
+    pub admin_port: u16,
+}
+
+impl EnvoyProc {
+    pub fn start(name: &str, yaml: &str, concurrency: u32) -> Result<Self> {
+        let envoy = envoy_binary();
+        if !envoy.exists() {
+            bail!("Envoy not found at {} — run `make setup` (or set PAG0_ENVOY)", envoy.display());
+        }
+        let dir = tempfile::Builder::new().prefix(&format!("pag0-load-{name}-")).tempdir()?;
+        let yaml_path = dir.path().join("envoy.yaml");
+        let admin_path = dir.path().join("admin.txt");
+        let log = dir.path().join("envoy.log");
+        std::fs::write(&yaml_path, yaml)?;
+        let out = File::create(&log)?;
+        let child = Command::new(&envoy)
+            .arg("-c")
+            .arg(&yaml_path)
+            .arg("--concurrency")
+            .arg(concurrency.to_string())
+            .arg("--disable-hot-restart")
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .arg("-l")
+            .arg("warning")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .with_context(|| format!("cannot run {}", envoy.display()))?;
+        let mut proc = EnvoyProc { child, _dir: dir, log, port: 0, admin_port: 0 };
+        proc.wait_ready(&admin_path, Duration::from_secs(90))
+            .map_err(|e| anyhow!("{name}: {e}\n--- Envoy log ---\n{}", proc.log_tail()))?;
+        Ok(proc)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    fn wait_ready(&mut self, admin_path: &Path, timeout: Duration) -> Result<()> {
+        let http = http()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("Envoy exited with {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("not ready after {timeout:?}");
+            }
+            if self.admin_port == 0 {
+                if let Ok(text) = std::fs::read_to_string(admin_path) {
+                    self.admin_port = text.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                }
+            }
+            if self.admin_port != 0 {
+                let ready = http
+                    .get(self.admin_url("/ready"))
+                    .send()
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false);
+                if ready {
+                    let v: Value = http.get(self.admin_url("/listeners?format=json")).send()?.json()?;
+                    self.port = v
+                        .pointer("/listener_statuses/0/local_address/socket_address/port_value")
+                        .and_then(Value::as_u64)
+                        .and_then(|p| u16::try_from(p).ok())
+                        .filter(|p| *p != 0)
+                        .ok_or_else(|| anyhow!("no listener port in {v}"))?;
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Admin `/stats` counters and gauges.
+    pub fn stats(&self) -> Result<BTreeMap<String, u64>> {
+        let text = http()?.get(self.admin_url("/stats")).send()?.error_for_status()?.text()?;
+        Ok(parse_stats(&text))
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines.get(lines.len().saturating_sub(30)..).unwrap_or_default().join("\n")
+    }
+}
+
+impl Drop for EnvoyProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// === impl SidecarProc ===
+
+/// `$PAG0_SIDECAR`, else `<target>/release/pag0-sidecar` (built by `make bench`).
+pub fn sidecar_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("PAG0_SIDECAR") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let target = if target.is_absolute() { target } else { repo_root().join(target) };
+    target.join("release/pag0-sidecar")
+}
+
+/// The sidecar with a fresh SQLite store and `policy` stored as version 1.
+pub struct SidecarProc {
+    child: Child,
+    /// Kept open: the sidecar must not get EPIPE if it prints again.
+    _stdout: BufReader<std::process::ChildStdout>,
+    _dir: tempfile::TempDir,
+    pub port: u16,
+    pub sync_secret: String,
+}
+
+impl SidecarProc {
+    pub fn start(policy: &Value) -> Result<Self> {
+        let bin = sidecar_binary();
+        if !bin.exists() {
+            bail!(
+                "sidecar not built: {} is missing — run `cargo build --release -p pag0-sidecar` (or set PAG0_SIDECAR)",
+                bin.display()
+            );
+        }
+        let dir = tempfile::Builder::new().prefix("pag0-load-sidecar-").tempdir()?;
+        let admin = "bench-admin-token";
+        let sync_secret = "bench-sync-secret".to_owned();
+        let mut child = Command::new(&bin)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("PAG0_ADMIN_TOKENS", format!("bench={admin}"))
+            .env("PAG0_SYNC_SECRET", &sync_secret)
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no sidecar stdout"))?;
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok());
+        let mut proc = SidecarProc { child, _stdout: stdout, _dir: dir, port: 0, sync_secret };
+        proc.port = port.ok_or_else(|| anyhow!("sidecar did not print its address: {line:?}"))?;
+        let resp = http()?
+            .put(format!("http://127.0.0.1:{}/v1/policy", proc.port))
+            .bearer_auth(admin)
+            .json(policy)
+            .send()?;
+        if !resp.status().is_success() {
+            bail!("PUT /v1/policy: {} {}", resp.status(), resp.text().unwrap_or_default());
+        }
+        Ok(proc)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for SidecarProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
