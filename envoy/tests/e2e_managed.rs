@@ -424,3 +424,91 @@ fn ledger_equals_served_after_a_sidecar_kill_during_load() {
         envoy.log()
     );
 }
+
+/// The fleet: two Envoys, each with its own sidecar, both sidecars on one PostgreSQL schema.
+/// An org budget of N deepl calls admits at most N across the fleet (healthy instances, exact
+/// estimates: the documented bound is 0 overshoot), and the ledger equals what was served.
+/// Needs DATABASE_URL (set by `.ci/run`; CI=true or PAG0_REQUIRE_PG=1 make its absence fail).
+#[test]
+fn a_fleet_on_one_postgres_admits_at_most_the_org_budget() {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true")
+                && std::env::var("PAG0_REQUIRE_PG").map_or(true, |v| v != "1"),
+            "DATABASE_URL unset but CI/PAG0_REQUIRE_PG demands the PostgreSQL tests"
+        );
+        eprintln!(
+            "NOT RUN: a_fleet_on_one_postgres_admits_at_most_the_org_budget (DATABASE_URL unset)"
+        );
+        return;
+    };
+    const N: u64 = 100;
+    let schema = format!(
+        "pag0_fleet_{}_{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pg = |port| SidecarConfig {
+        database_url: Some(url.clone()),
+        database_schema: Some(schema.clone()),
+        ..sidecar_config(dir.path(), port)
+    };
+    let sc1 = Sidecar::start(&pg(0)).unwrap();
+    let sc2 = Sidecar::start(&pg(0)).unwrap();
+    let mut doc = simple_policy(N * DEEPL);
+    doc["globalPolicy"]["monthlyBudget"] = json!((N * DEEPL).to_string());
+    put_policy(&sc1, &doc);
+    let mock = MockUpstream::start().unwrap();
+    let e1 = Envoy::start(&managed_config(None, sc1.port, mock.port(), "closed", 200))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e2 = Envoy::start(&managed_config(None, sc2.port, mock.port(), "closed", 200))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let a1 = Agent::new(e1.port).unwrap();
+    let a2 = Agent::new(e2.port).unwrap();
+    // Both have the policy (a deepl call with a 1-call pace is admitted).
+    assert!(
+        poll(&a1, &e1, Duration::from_secs(30), allowed).is_some(),
+        "{}",
+        e1.log()
+    );
+    assert!(
+        poll(&a2, &e2, Duration::from_secs(30), allowed).is_some(),
+        "{}",
+        e2.log()
+    );
+
+    let load: Vec<_> = [a1.clone(), a1, a2.clone(), a2]
+        .into_iter()
+        .map(|agent| {
+            std::thread::spawn(move || {
+                let t0 = Instant::now();
+                let mut admitted = 0u64;
+                while t0.elapsed() < Duration::from_secs(5) {
+                    if agent.send(&deepl()).is_ok_and(|r| allowed(&r)) {
+                        admitted += 1;
+                    }
+                    std::thread::sleep(Duration::from_millis(15));
+                }
+                admitted
+            })
+        })
+        .collect();
+    let admitted: u64 = load.into_iter().map(|t| t.join().unwrap()).sum::<u64>() + 2;
+    let served = mock.served_on("/v2/translate");
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let counter = format!("org.monthly/{month}");
+    let t0 = Instant::now();
+    while spent(&sc1, &counter) < served * DEEPL && t0.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = spent(&sc2, &counter);
+    println!("fleet: org budget {N} calls; admitted {admitted}, served {served}, ledger {got} µ$");
+    assert_eq!(admitted, served, "every admitted call was served");
+    assert!(served <= N, "overshoot: {served} > {N}");
+    assert!(
+        served >= N / 2,
+        "most of the budget was usable: {served} of {N}"
+    );
+    assert_eq!(got, served * DEEPL, "ledger = served × price");
+}
