@@ -112,7 +112,9 @@ impl<H: Host> Filter<H> {
             Decision::Allow(a) => a,
             Decision::Deny(d) => {
                 if d.code == DenyCode::BudgetExceeded
-                    && view.as_ref().is_some_and(|v| v.control_plane_unavailable())
+                    && view.as_ref().is_some_and(|v| {
+                        v.control_plane_unavailable() || v.slice_spent(d.scope, None)
+                    })
                 {
                     return self.deny(&control_plane_unavailable(&pending.project_id));
                 }
@@ -133,7 +135,8 @@ impl<H: Host> Filter<H> {
             Ok(()) => {}
             Err(ReserveError::NoRoom { index, used }) => {
                 if let Some(v) = &view {
-                    if v.control_plane_unavailable() {
+                    let key = allow.reservations.get(index).map(|r| &r.key);
+                    if v.control_plane_unavailable() || v.slice_spent(None, key) {
                         return self.deny(&control_plane_unavailable(&allow.project_id));
                     }
                 }
@@ -247,8 +250,8 @@ fn no_policy_yet() -> Deny {
 fn control_plane_unavailable(project_id: &Arc<str>) -> Deny {
     let mut d = Deny::new(
         DenyCode::ControlPlaneUnavailable,
-        "the pag0 sidecar is unreachable and this Envoy holds no budget lease for the request \
-         (failureMode: closed)",
+        "this Envoy holds no budget lease with room for the request (the pag0 sidecar is \
+         unreachable, or has not granted a larger slice yet); retry",
     );
     d.project_id = Some(project_id.clone());
     d

@@ -85,6 +85,19 @@ pub struct Lease {
     pub valid_until_ms: u64,
     /// The last `want` asked for (the target to hold).
     pub want: u64,
+    /// Fleet-wide committed spend and the limit, as of that answer (0 if not sent).
+    #[serde(default)]
+    pub spent: u64,
+    #[serde(default)]
+    pub limit: u64,
+}
+
+impl Lease {
+    /// The fleet had room beyond this slice at the last answer: a request that does not fit
+    /// the slice is waiting for a larger lease, not over budget.
+    pub fn fleet_has_room(&self) -> bool {
+        self.limit > 0 && self.spent.saturating_add(self.granted) < self.limit
+    }
 }
 
 /// How a request may be admitted on one counter.
@@ -349,6 +362,8 @@ pub struct CounterState {
     pub admit: Admit,
     pub pending: Micros,
     pub want: u64,
+    /// See [`Lease::fleet_has_room`].
+    pub fleet_has_room: bool,
 }
 
 /// The org's and one project's counters, read once per request: the [`BudgetView`] that
@@ -379,6 +394,7 @@ impl LeaseView {
             counters.push(CounterState {
                 admit: admit(l, now_ms, down, mode),
                 want: l.map(|l| l.want).unwrap_or(0),
+                fleet_has_room: l.is_some_and(|l| l.fleet_has_room()),
                 key,
                 limit,
                 pending,
@@ -400,6 +416,17 @@ impl LeaseView {
     pub fn control_plane_unavailable(&self) -> bool {
         self.mode == FailureMode::Closed
             && (self.down || self.counters.iter().any(|c| c.admit == Admit::Unavailable))
+    }
+
+    /// A budget refusal on this scope (`org.monthly`, `project.daily`, …; unique among the
+    /// org's and one project's counters) or counter only means "this Envoy's slice is spent"
+    /// while the fleet still had room: answer 503 `CONTROL_PLANE_UNAVAILABLE` (retry), not 402.
+    pub fn slice_spent(&self, scope: Option<&str>, key: Option<&BudgetKey>) -> bool {
+        self.counters.iter().any(|c| {
+            let hit =
+                key.is_some_and(|k| &c.key == k) || scope.is_some_and(|s| s == c.key.scope.label());
+            hit && matches!(c.admit, Admit::Lease(_)) && c.fleet_has_room
+        })
     }
 
     /// The reservations with each limit replaced by what admission checks against: the lease's
@@ -605,6 +632,8 @@ pub fn apply_response<S: SharedStore + ?Sized>(
             granted,
             valid_until_ms: sent.sent_at_ms.saturating_add(ttl),
             want,
+            spent: l.get("spent").and_then(money).unwrap_or(0),
+            limit: l.get("limit").and_then(money).unwrap_or(0),
         };
         let bytes = serde_json::to_vec(&lease).unwrap_or_default();
         set_blind(store, &lease_key(counter), &bytes).map_err(host)?;

@@ -481,12 +481,19 @@ fn managed(mode: crate::config::FailureMode) -> Rc<Shared> {
 
 /// Leases as an answer would leave them: `granted` on each counter, valid until `until_ms`.
 fn lease_all(host: &FakeHost, granted: u64, until_ms: u64) {
+    lease_all_fleet(host, granted, until_ms, 0, 0);
+}
+
+/// With the fleet's `spent` and `limit` of the last answer (0, 0: not known).
+fn lease_all_fleet(host: &FakeHost, granted: u64, until_ms: u64, spent: u64, limit: u64) {
     use crate::counters::SharedStore;
     for c in ["org.monthly/2026-11", "project.daily/sales-ai/2026-11-24"] {
         let l = crate::managed::Lease {
             granted,
             valid_until_ms: until_ms,
             want: granted,
+            spent,
+            limit,
         };
         host.store
             .set(
@@ -587,4 +594,23 @@ fn managed_sidecar_down_closed_refuses_past_the_lease_open_admits() {
     lease_all(&host, 100_000, now_ms(&host));
     assert_eq!(deepl(&host, &closed), Action::Pause);
     assert_eq!(reply(&host).0, 503);
+}
+
+#[test]
+fn managed_a_spent_slice_while_the_fleet_has_room_is_503_not_402() {
+    let host = host();
+    let s = managed(crate::config::FailureMode::Closed);
+    // Slice of one call; the fleet had spent 1000 of 10000 at the last answer.
+    lease_all_fleet(&host, 2000, now_ms(&host) + 30_000, 1000, 10_000);
+    assert_eq!(deepl(&host, &s), Action::Continue);
+    assert_eq!(deepl(&host, &s), Action::Pause);
+    let (status, _, body) = reply(&host);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("CONTROL_PLANE_UNAVAILABLE"))
+    );
+    // The fleet is at its limit: a real budget refusal.
+    lease_all_fleet(&host, 2000, now_ms(&host) + 30_000, 8000, 10_000);
+    assert_eq!(deepl(&host, &s), Action::Pause);
+    assert_eq!(reply(&host).0, 402);
 }

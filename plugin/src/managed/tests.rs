@@ -150,7 +150,9 @@ fn an_answer_sets_leases_then_takes_acknowledged_usage_out_of_pending() {
         Lease {
             granted: 99_000,
             valid_until_ms: 35_000,
-            want: 100_000
+            want: 100_000,
+            spent: 1000,
+            limit: 1_600_000,
         }
     );
     assert_eq!(
@@ -188,6 +190,7 @@ fn admission_follows_lease_health_and_failure_mode() {
         granted: 500,
         valid_until_ms: 100,
         want: 500,
+        ..Lease::default()
     });
     let c = FailureMode::Closed;
     let o = FailureMode::Open;
