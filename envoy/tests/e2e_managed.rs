@@ -158,10 +158,6 @@ fn allowed(r: &Reply) -> bool {
     r.status == 200 && r.decision() == "allow"
 }
 
-fn is_code(code: &'static str) -> impl Fn(&Reply) -> bool {
-    move |r: &Reply| r.code() == code
-}
-
 #[test]
 fn a_policy_put_reaches_every_worker_within_a_few_sync_intervals() {
     let dir = tempfile::tempdir().unwrap();
@@ -192,25 +188,30 @@ fn a_policy_put_reaches_every_worker_within_a_few_sync_intervals() {
     let mut doc = simple_policy(1_000_000);
     doc["globalPolicy"]["blockedEndpoints"] = json!(["suspicious-api.com", "api.deepl.com"]);
     put_policy(&sc, &doc);
+    // Every worker: fresh connections (`connection: close`) land on either worker; the policy
+    // is in force everywhere once 12 in a row are refused.
     let bound = Duration::from_millis(3 * interval);
-    let took = poll(&agent, &envoy, bound, is_code("ENDPOINT_BLOCKED"));
-    println!("policy propagation: {took:?} (sync interval {interval} ms)");
+    let t0 = Instant::now();
+    let (mut first, mut streak_start, mut streak) = (None, None, 0);
+    while t0.elapsed() < bound && streak < 12 {
+        let r = send(&agent, &envoy, &deepl());
+        if r.code() == "ENDPOINT_BLOCKED" {
+            first.get_or_insert(t0.elapsed());
+            streak_start.get_or_insert(t0.elapsed());
+            streak += 1;
+        } else {
+            (streak_start, streak) = (None, 0);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    println!(
+        "policy propagation: first refusal {first:?}, every worker {streak_start:?} (sync interval {interval} ms)"
+    );
     assert!(
-        took.is_some(),
-        "new policy not enforced within {bound:?}:\n{}",
+        streak >= 12,
+        "new policy not enforced by every worker within {bound:?}:\n{}",
         envoy.log()
     );
-    // Every worker: fresh connections land on either worker; all of them refuse now.
-    for i in 0..12 {
-        let r = send(&agent, &envoy, &deepl());
-        assert_eq!(
-            r.code(),
-            "ENDPOINT_BLOCKED",
-            "request {i} after propagation: {} {}",
-            r.status,
-            r.body
-        );
-    }
     // Usage made under policy 1 reached the sidecar's ledger.
     let month = chrono::Utc::now().format("%Y-%m").to_string();
     let counter = format!("project.monthly/p1/{month}");

@@ -115,7 +115,10 @@ impl Root {
             _ => return,
         }
         let early = managed::take_early(&Hostcalls).unwrap_or(false);
-        if !(s.again || early || now_ms.saturating_sub(s.last_sent_ms) >= s.cfg.sync_interval_ms) {
+        // Every `syncIntervalMs − tick`: a new policy is then fetched and seen by every
+        // worker's tick within one `syncIntervalMs` (plus the round trip).
+        let period = s.cfg.sync_interval_ms.saturating_sub(tick_ms(&s.cfg));
+        if !(s.again || early || now_ms.saturating_sub(s.last_sent_ms) >= period) {
             return;
         }
         s.again = false;
@@ -162,6 +165,11 @@ impl Root {
             Err(e) => mark_down(&format!("dispatch failed: {e:?}"), now_ms),
         }
     }
+}
+
+/// The tick of managed mode: a quarter of the sync interval, at least 10 ms.
+fn tick_ms(cfg: &SidecarConfig) -> u64 {
+    (cfg.sync_interval_ms / 4).max(10)
 }
 
 /// Records that the sidecar did not answer; logs only the transition.
@@ -257,7 +265,7 @@ impl RootContext for Root {
                             return false;
                         }
                     };
-                    let tick = (cfg.sync_interval_ms / 4).max(10);
+                    let tick = tick_ms(cfg);
                     if let Err(e) = hostcalls::set_tick_period(Duration::from_millis(tick)) {
                         host::log(LogLevel::Error, &format!("pag0: no timer: {e:?}"));
                         return false;
