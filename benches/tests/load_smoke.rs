@@ -17,6 +17,7 @@ fn one_second_of_load_on_the_plain_proxy_produces_a_row() {
         rate_connections: 8,
         out_dir: None,
         verbose: false,
+        ..Options::default()
     };
     let rep = load::run(&opts).unwrap();
     let rows = report::rows(&rep);

@@ -194,3 +194,76 @@ fn deny(d: &Deny) -> Response {
     h.insert("x-pag0-code", HeaderValue::from_static(d.code.as_str()));
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use serde_json::{json, Value};
+    use tower::ServiceExt;
+
+    use crate::{app, AppState, ManualClock, SqliteStore, Tokens};
+
+    const ADMIN: &str = "authz-admin-token-0001";
+    const SYNC: &str = "authz-sync-secret-0002";
+
+    fn policy() -> Value {
+        json!({
+            "orgId": "acme-corp",
+            "timezone": "UTC",
+            "globalPolicy": { "monthlyBudget": "1000" },
+            "endpoints": [ { "host": "api.deepl.com", "category": "translation", "pricing": { "perRequest": "400" } } ],
+            "projects": [ { "id": "ops", "name": "Ops", "policy": { "monthlyBudget": "1000" } } ],
+            "clients": [ { "id": "bot", "projectId": "ops",
+                           "apiKeySha256": pag0_policy::validate::api_key_sha256_hex("key-1") } ]
+        })
+    }
+
+    async fn check(app: &axum::Router, token: Option<&str>, key: Option<&str>) -> (StatusCode, Option<String>) {
+        let mut b = Request::get("/v1/authz/v2/translate?x=1").header(header::HOST, "api.deepl.com");
+        if let Some(t) = token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if let Some(k) = key {
+            b = b.header("x-pag0-api-key", k);
+        }
+        let resp = app.clone().oneshot(b.body(Body::empty()).unwrap()).await.unwrap();
+        let code = resp.headers().get("x-pag0-code").map(|v| v.to_str().unwrap().to_owned());
+        (resp.status(), code)
+    }
+
+    #[tokio::test]
+    async fn decides_like_the_filter_and_reserves_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tokens = Tokens::default();
+        tokens.add_admin_spec(&format!("admin={ADMIN}")).unwrap();
+        tokens.add_sync_secret(SYNC).unwrap();
+        let state = AppState::new(Arc::new(SqliteStore::open_dir(dir.path()).unwrap()), tokens)
+            .unwrap()
+            .with_clock(Arc::new(ManualClock::new(1_764_000_000_000)));
+        let app = app(state);
+        let put = Request::put("/v1/policy")
+            .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(policy().to_string()))
+            .unwrap();
+        assert!(app.clone().oneshot(put).await.unwrap().status().is_success());
+
+        // Only the filter's secret may ask.
+        assert_eq!(check(&app, None, Some("key-1")).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(check(&app, Some(ADMIN), Some("key-1")).await.0, StatusCode::FORBIDDEN);
+        assert_eq!(
+            check(&app, Some(SYNC), Some("nope")).await,
+            (StatusCode::UNAUTHORIZED, Some("UNKNOWN_API_KEY".into()))
+        );
+        // 1000 budget, 400 per request: two pass, the third is refused.
+        assert_eq!(check(&app, Some(SYNC), Some("key-1")).await, (StatusCode::OK, None));
+        assert_eq!(check(&app, Some(SYNC), Some("key-1")).await, (StatusCode::OK, None));
+        assert_eq!(
+            check(&app, Some(SYNC), Some("key-1")).await,
+            (StatusCode::PAYMENT_REQUIRED, Some("BUDGET_EXCEEDED".into()))
+        );
+    }
+}

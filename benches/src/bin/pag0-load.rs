@@ -18,6 +18,9 @@ const HELP: &str = "pag0-load: Pag0 vs baseline Envoy under load (writes load.md
   --sat-connections N closed-loop connections at saturation (default: 16)
   --rate-connections N open-loop connections at fixed rates (default: 64)
   --out DIR           output directory (default: benches/results)
+  --probe PATTERN     host calls per request of hostcalls-probe (default: Pag0's pattern,
+                      key=N list: headers,map,remove,time,shared_get,shared_set,metric,
+                      resp_headers,resp_map,resp_set)
   --quiet             no per-run lines
 
 Needs: Envoy (make setup), the filter (make wasm), the pass-through filter
@@ -46,6 +49,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--rate-connections" => o.rate_connections = value()?.parse()?,
             "--out" => o.out_dir = Some(PathBuf::from(value()?)),
             "--quiet" => o.verbose = false,
+            "--probe" => o.hostcall_pattern = value()?,
             "-h" | "--help" => {
                 println!("{HELP}");
                 std::process::exit(0);

@@ -87,6 +87,8 @@ pub struct Options {
     pub out_dir: Option<PathBuf>,
     /// Print each run as it ends.
     pub verbose: bool,
+    /// The host calls the `hostcalls-probe` variant makes per request.
+    pub hostcall_pattern: String,
 }
 
 impl Default for Options {
@@ -101,6 +103,7 @@ impl Default for Options {
             rate_connections: 64,
             out_dir: None,
             verbose: true,
+            hostcall_pattern: HOSTCALL_PATTERN.to_owned(),
         }
     }
 }
@@ -202,6 +205,7 @@ pub fn run(opts: &Options) -> Result<Report> {
                 upstream_port: upstream.port,
                 wasm: &wasm,
                 plugin_config: &plugin_config,
+                hostcall_pattern: &opts.hostcall_pattern,
                 sidecar: sidecar.as_ref().map(|s| (s.port, s.sync_secret.as_str())),
             };
             let name = format!("{}-{workers}w", variant.name());

@@ -44,6 +44,8 @@ pub struct ProxyParams<'a> {
     pub wasm: &'a str,
     /// The Pag0 filter's configuration JSON (SPEC §6).
     pub plugin_config: &'a Value,
+    /// The probe's configuration (`hostcalls-probe`).
+    pub hostcall_pattern: &'a str,
     /// The sidecar port and bearer secret for the ext_authz variant.
     pub sidecar: Option<(u16, &'a str)>,
 }
@@ -55,7 +57,7 @@ pub fn proxy_yaml(variant: Variant, p: &ProxyParams<'_>) -> String {
     let filter = match variant {
         Variant::Baseline => String::new(),
         Variant::Passthrough => wasm_filter("passthrough", &quoted(p.wasm), "{}"),
-        Variant::HostCalls => wasm_filter("hostcalls", &quoted(p.wasm), &quoted(super::HOSTCALL_PATTERN)),
+        Variant::HostCalls => wasm_filter("hostcalls", &quoted(p.wasm), &quoted(p.hostcall_pattern)),
         Variant::Pag0 => {
             let config = serde_json::to_string(p.plugin_config).unwrap_or_default();
             wasm_filter("pag0", &quoted(p.wasm), &quoted(&config))
