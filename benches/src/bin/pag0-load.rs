@@ -63,9 +63,10 @@ fn parse(args: &[String]) -> Result<Options> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = parse(&args).and_then(|opts| {
-        let report = load::run(&opts)?;
+        // Commit and date of what is measured: taken before the run, which takes minutes.
         let command = format!("make bench  # = pag0-load {}", args.join(" ")).trim().to_owned();
         let meta = report::meta(command);
+        let report = load::run(&opts)?;
         print!("{}", report::markdown(&report, &meta));
         if let Some(dir) = &opts.out_dir {
             report::write(&report, &meta, dir)?;
