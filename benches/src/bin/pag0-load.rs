@@ -10,7 +10,8 @@ use pag0_benches::load::{self, report, Options, Variant};
 
 const HELP: &str = "pag0-load: Pag0 vs baseline Envoy under load (writes load.md, load.json, load.svg)
 
-  --variants LIST     comma-separated: no-filter,passthrough-wasm,pag0,ext-authz-sidecar (default: all)
+  --variants LIST     comma-separated: no-filter,passthrough-wasm,hostcalls-probe,pag0,
+                      ext-authz-sidecar (default: all)
   --workers LIST      Envoy worker counts (default: 1,2)
   --rounds N          rounds, variants alternating within each (default: 3)
   --duration SECS     length of each run (default: 5)
