@@ -110,7 +110,12 @@ impl Authz {
         };
         let mut counters = self.counters.lock().map_err(poisoned)?;
         // The body is not forwarded to the check: token-priced endpoints use the defaults.
-        let decision = policy.finish(&pending, None, &Counters(&counters), &FinishOptions::default());
+        let decision = policy.finish(
+            &pending,
+            None,
+            &Counters(&counters),
+            &FinishOptions::default(),
+        );
         let allow = match decision {
             Decision::Allow(a) => a,
             Decision::Deny(d) => return Ok(deny(&d)),
@@ -158,15 +163,16 @@ impl Authz {
         let stale_version = {
             let slot = self.policy.lock().map_err(poisoned)?;
             match slot.as_ref() {
-                Some(c) if c.checked.elapsed() < POLICY_REFRESH => return Ok(Arc::clone(&c.policy)),
+                Some(c) if c.checked.elapsed() < POLICY_REFRESH => {
+                    return Ok(Arc::clone(&c.policy))
+                }
                 Some(c) => Some(c.version),
                 None => None,
             }
         };
-        let current = state
-            .current_policy()
-            .await?
-            .ok_or_else(|| AppError::NotFound("no policy stored yet: PUT /v1/policy first".into()))?;
+        let current = state.current_policy().await?.ok_or_else(|| {
+            AppError::NotFound("no policy stored yet: PUT /v1/policy first".into())
+        })?;
         let mut slot = self.policy.lock().map_err(poisoned)?;
         if stale_version == Some(current.meta.version) {
             if let Some(c) = slot.as_mut() {
@@ -177,7 +183,11 @@ impl Authz {
         let compiled = CompiledPolicy::from_value(&current.value)
             .map_err(|e| AppError::Internal(format!("stored policy does not compile: {e:?}")))?;
         let compiled = Arc::new(compiled);
-        *slot = Some(Cached { checked: Instant::now(), version: current.meta.version, policy: Arc::clone(&compiled) });
+        *slot = Some(Cached {
+            checked: Instant::now(),
+            version: current.meta.version,
+            policy: Arc::clone(&compiled),
+        });
         Ok(compiled)
     }
 }
@@ -221,16 +231,28 @@ mod tests {
         })
     }
 
-    async fn check(app: &axum::Router, token: Option<&str>, key: Option<&str>) -> (StatusCode, Option<String>) {
-        let mut b = Request::get("/v1/authz/v2/translate?x=1").header(header::HOST, "api.deepl.com");
+    async fn check(
+        app: &axum::Router,
+        token: Option<&str>,
+        key: Option<&str>,
+    ) -> (StatusCode, Option<String>) {
+        let mut b =
+            Request::get("/v1/authz/v2/translate?x=1").header(header::HOST, "api.deepl.com");
         if let Some(t) = token {
             b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
         if let Some(k) = key {
             b = b.header("x-pag0-api-key", k);
         }
-        let resp = app.clone().oneshot(b.body(Body::empty()).unwrap()).await.unwrap();
-        let code = resp.headers().get("x-pag0-code").map(|v| v.to_str().unwrap().to_owned());
+        let resp = app
+            .clone()
+            .oneshot(b.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let code = resp
+            .headers()
+            .get("x-pag0-code")
+            .map(|v| v.to_str().unwrap().to_owned());
         (resp.status(), code)
     }
 
@@ -249,18 +271,36 @@ mod tests {
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(policy().to_string()))
             .unwrap();
-        assert!(app.clone().oneshot(put).await.unwrap().status().is_success());
+        assert!(app
+            .clone()
+            .oneshot(put)
+            .await
+            .unwrap()
+            .status()
+            .is_success());
 
         // Only the filter's secret may ask.
-        assert_eq!(check(&app, None, Some("key-1")).await.0, StatusCode::UNAUTHORIZED);
-        assert_eq!(check(&app, Some(ADMIN), Some("key-1")).await.0, StatusCode::FORBIDDEN);
+        assert_eq!(
+            check(&app, None, Some("key-1")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            check(&app, Some(ADMIN), Some("key-1")).await.0,
+            StatusCode::FORBIDDEN
+        );
         assert_eq!(
             check(&app, Some(SYNC), Some("nope")).await,
             (StatusCode::UNAUTHORIZED, Some("UNKNOWN_API_KEY".into()))
         );
         // 1000 budget, 400 per request: two pass, the third is refused.
-        assert_eq!(check(&app, Some(SYNC), Some("key-1")).await, (StatusCode::OK, None));
-        assert_eq!(check(&app, Some(SYNC), Some("key-1")).await, (StatusCode::OK, None));
+        assert_eq!(
+            check(&app, Some(SYNC), Some("key-1")).await,
+            (StatusCode::OK, None)
+        );
+        assert_eq!(
+            check(&app, Some(SYNC), Some("key-1")).await,
+            (StatusCode::OK, None)
+        );
         assert_eq!(
             check(&app, Some(SYNC), Some("key-1")).await,
             (StatusCode::PAYMENT_REQUIRED, Some("BUDGET_EXCEEDED".into()))

@@ -44,12 +44,22 @@ impl Probe {
     /// `key=N,key=N`; unknown keys and bad numbers are errors (empty or `{}` is the plain filter).
     pub fn parse(s: &str) -> Result<Probe, String> {
         let mut p = Probe::default();
-        for item in s.trim().trim_matches(|c| c == '{' || c == '}').split(',').map(str::trim) {
+        for item in s
+            .trim()
+            .trim_matches(|c| c == '{' || c == '}')
+            .split(',')
+            .map(str::trim)
+        {
             if item.is_empty() {
                 continue;
             }
-            let (k, v) = item.split_once('=').ok_or_else(|| format!("{item:?}: want key=N"))?;
-            let n: u32 = v.trim().parse().map_err(|_| format!("{item:?}: not a count"))?;
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| format!("{item:?}: want key=N"))?;
+            let n: u32 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("{item:?}: not a count"))?;
             let slot = match k.trim() {
                 "headers" => &mut p.headers,
                 "map" => &mut p.map,
@@ -97,10 +107,17 @@ impl Probe {
         for _ in 0..self.resp_map {
             let _ = hostcalls::get_map(MapType::HttpResponseHeaders);
         }
-        for name in ["x-probe-a", "x-probe-b", "x-probe-c"].iter().cycle().take(self.resp_set as usize) {
+        for name in ["x-probe-a", "x-probe-b", "x-probe-c"]
+            .iter()
+            .cycle()
+            .take(self.resp_set as usize)
+        {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some("team-3"));
         }
-        self.shared(self.shared_get - self.shared_get / 2, self.shared_set - self.shared_set / 2);
+        self.shared(
+            self.shared_get - self.shared_get / 2,
+            self.shared_set - self.shared_set / 2,
+        );
         for _ in 0..self.metric - self.metric / 2 {
             if let Some(id) = self.metric_id {
                 let _ = hostcalls::increment_metric(id, 1);
@@ -110,12 +127,21 @@ impl Probe {
 
     /// `gets` reads over 4 keys; the first `sets` of them are followed by a CAS write.
     fn shared(&self, gets: u32, sets: u32) {
-        const KEYS: [&str; 4] = ["probe/b/org.monthly/2026-11", "probe/b/org.daily/2026-11-24",
-                                 "probe/b/project.monthly/team-3/2026-11", "probe/b/project.daily/team-3/2026-11-24"];
+        const KEYS: [&str; 4] = [
+            "probe/b/org.monthly/2026-11",
+            "probe/b/org.daily/2026-11-24",
+            "probe/b/project.monthly/team-3/2026-11",
+            "probe/b/project.daily/team-3/2026-11-24",
+        ];
         for (i, key) in (0..gets).zip(KEYS.iter().cycle()) {
-            let Ok((value, cas)) = hostcalls::get_shared_data(key) else { continue };
+            let Ok((value, cas)) = hostcalls::get_shared_data(key) else {
+                continue;
+            };
             if i < sets {
-                let n = value.as_deref().and_then(|v| <[u8; 8]>::try_from(v).ok()).map_or(0, u64::from_le_bytes);
+                let n = value
+                    .as_deref()
+                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                    .map_or(0, u64::from_le_bytes);
                 let _ = hostcalls::set_shared_data(key, Some(&(n + 1).to_le_bytes()), cas);
             }
         }
@@ -130,15 +156,17 @@ impl Context for PassthroughRoot {}
 
 impl RootContext for PassthroughRoot {
     fn on_configure(&mut self, size: usize) -> bool {
-        let config = hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, size)
-            .ok()
-            .flatten()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
+        let config =
+            hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, size)
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
         match Probe::parse(&config) {
             Ok(mut p) => {
                 if p.metric > 0 {
-                    p.metric_id = hostcalls::define_metric(MetricType::Counter, "probe.requests").ok();
+                    p.metric_id =
+                        hostcalls::define_metric(MetricType::Counter, "probe.requests").ok();
                 }
                 self.probe = Rc::new(p);
                 true

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use pag0_benches::load::{self, report, Options, Variant};
 
-const HELP: &str = "pag0-load: Pag0 vs baseline Envoy under load (writes load.md, load.json, load.svg)
+const HELP: &str =
+    "pag0-load: Pag0 vs baseline Envoy under load (writes load.md, load.json, load.svg)
 
   --variants LIST     comma-separated: no-filter,passthrough-wasm,hostcalls-probe,pag0,
                       ext-authz-sidecar (default: all)
@@ -29,7 +30,9 @@ Needs: Envoy (make setup), the filter (make wasm), the pass-through filter
 the release sidecar (cargo build --release -p pag0-sidecar) for ext-authz-sidecar.";
 
 fn list<T>(v: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>> {
-    v.split(',').map(|s| f(s.trim()).ok_or_else(|| anyhow!("bad list item {s:?}"))).collect()
+    v.split(',')
+        .map(|s| f(s.trim()).ok_or_else(|| anyhow!("bad list item {s:?}")))
+        .collect()
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -39,13 +42,19 @@ fn parse(args: &[String]) -> Result<Options> {
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let mut value = || it.next().cloned().ok_or_else(|| anyhow!("{flag} needs a value"));
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| anyhow!("{flag} needs a value"))
+        };
         match flag.as_str() {
             "--variants" => o.variants = list(&value()?, Variant::parse)?,
             "--workers" => o.workers = list(&value()?, |s| s.parse().ok().filter(|w| *w > 0))?,
             "--rounds" => o.rounds = value()?.parse()?,
             "--duration" => o.duration = Duration::from_secs_f64(value()?.parse()?),
-            "--rates" => o.rate_fractions = list(&value()?, |s| s.parse::<f64>().ok().map(|p| p / 100.0))?,
+            "--rates" => {
+                o.rate_fractions = list(&value()?, |s| s.parse::<f64>().ok().map(|p| p / 100.0))?
+            }
             "--sat-connections" => o.saturation_connections = value()?.parse()?,
             "--rate-connections" => o.rate_connections = value()?.parse()?,
             "--out" => o.out_dir = Some(PathBuf::from(value()?)),
@@ -65,7 +74,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = parse(&args).and_then(|opts| {
         // Commit and date of what is measured: taken before the run, which takes minutes.
-        let command = format!("make bench  # = pag0-load {}", args.join(" ")).trim().to_owned();
+        let command = format!("make bench  # = pag0-load {}", args.join(" "))
+            .trim()
+            .to_owned();
         let meta = report::meta(command);
         let report = load::run(&opts)?;
         print!("{}", report::markdown(&report, &meta));

@@ -58,7 +58,9 @@ pub struct Conns {
 
 impl Driver {
     pub fn new() -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         Ok(Driver { rt })
     }
 
@@ -73,7 +75,13 @@ impl Driver {
     }
 
     /// Runs `requests` (raw HTTP/1.1 request bytes, used round-robin) for `duration`.
-    pub fn run(&self, conns: Conns, requests: Arc<Vec<Vec<u8>>>, pace: Pace, duration: Duration) -> RunResult {
+    pub fn run(
+        &self,
+        conns: Conns,
+        requests: Arc<Vec<Vec<u8>>>,
+        pace: Pace,
+        duration: Duration,
+    ) -> RunResult {
         self.rt.block_on(async move {
             let start = Instant::now() + Duration::from_millis(5);
             let end = start + duration;
@@ -153,7 +161,10 @@ impl Job {
                     (at, i)
                 }
             };
-            let Some(req) = self.requests.get(index as usize % self.requests.len().max(1)) else {
+            let Some(req) = self
+                .requests
+                .get(index as usize % self.requests.len().max(1))
+            else {
                 break;
             };
             let s = match stream.take() {
@@ -170,7 +181,9 @@ impl Job {
             let mut s = s;
             match roundtrip(&mut s, &mut buf, req).await {
                 Ok((status, keep)) => {
-                    let us = Instant::now().saturating_duration_since(scheduled).as_micros();
+                    let us = Instant::now()
+                        .saturating_duration_since(scheduled)
+                        .as_micros();
                     r.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
                     r.completed += 1;
                     if (200..300).contains(&status) {
@@ -190,7 +203,11 @@ impl Job {
 
 /// Sends one request, reads one response (Content-Length or chunked body).
 /// Returns (status, keep-alive).
-async fn roundtrip(s: &mut TcpStream, buf: &mut Vec<u8>, req: &[u8]) -> std::io::Result<(u16, bool)> {
+async fn roundtrip(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    req: &[u8],
+) -> std::io::Result<(u16, bool)> {
     s.write_all(req).await?;
     buf.clear();
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
@@ -200,13 +217,19 @@ async fn roundtrip(s: &mut TcpStream, buf: &mut Vec<u8>, req: &[u8]) -> std::io:
         }
         read_more(s, buf).await?;
     };
-    let head = std::str::from_utf8(buf.get(..head_end).unwrap_or_default()).map_err(|_| bad("non-UTF-8 head"))?;
-    let status: u16 = head.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(|| bad("no status"))?;
+    let head = std::str::from_utf8(buf.get(..head_end).unwrap_or_default())
+        .map_err(|_| bad("non-UTF-8 head"))?;
+    let status: u16 = head
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| bad("no status"))?;
     let mut length = None;
     let mut chunked = false;
     let mut keep = true;
     for line in head.split("\r\n").skip(1) {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let (k, v) = (k.trim(), v.trim());
         if k.eq_ignore_ascii_case("content-length") {
             length = v.parse::<usize>().ok();
@@ -223,7 +246,11 @@ async fn roundtrip(s: &mut TcpStream, buf: &mut Vec<u8>, req: &[u8]) -> std::io:
             }
         }
         (None, true) => {
-            while !buf.get(head_end..).unwrap_or_default().ends_with(b"0\r\n\r\n") {
+            while !buf
+                .get(head_end..)
+                .unwrap_or_default()
+                .ends_with(b"0\r\n\r\n")
+            {
                 read_more(s, buf).await?;
             }
         }

@@ -44,8 +44,13 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 5] =
-        [Variant::Baseline, Variant::Passthrough, Variant::HostCalls, Variant::Pag0, Variant::ExtAuthz];
+    pub const ALL: [Variant; 5] = [
+        Variant::Baseline,
+        Variant::Passthrough,
+        Variant::HostCalls,
+        Variant::Pag0,
+        Variant::ExtAuthz,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -58,7 +63,9 @@ impl Variant {
     }
 
     pub fn parse(s: &str) -> Option<Variant> {
-        Variant::ALL.into_iter().find(|v| v.name() == s || format!("{v:?}").eq_ignore_ascii_case(s))
+        Variant::ALL
+            .into_iter()
+            .find(|v| v.name() == s || format!("{v:?}").eq_ignore_ascii_case(s))
     }
 }
 
@@ -127,7 +134,8 @@ pub struct Run {
 impl Run {
     /// CPU µs per request, every process on the request path (proxy + sidecar).
     pub fn cpu_us_per_request(&self) -> f64 {
-        (self.proxy_cpu + self.sidecar_cpu).as_secs_f64() * 1e6 / (self.result.completed.max(1) as f64)
+        (self.proxy_cpu + self.sidecar_cpu).as_secs_f64() * 1e6
+            / (self.result.completed.max(1) as f64)
     }
 
     pub fn proxy_cpu_us_per_request(&self) -> f64 {
@@ -185,12 +193,21 @@ pub fn run(opts: &Options) -> Result<Report> {
     let plugin_wasm = pag0_envoy::harness::wasm_path();
     let passthrough_wasm = plugin_wasm.with_file_name("pag0_passthrough.wasm");
     let mut wasm_sizes = BTreeMap::new();
-    for (v, path) in [(Variant::Pag0, &plugin_wasm), (Variant::Passthrough, &passthrough_wasm), (Variant::HostCalls, &passthrough_wasm)] {
+    for (v, path) in [
+        (Variant::Pag0, &plugin_wasm),
+        (Variant::Passthrough, &passthrough_wasm),
+        (Variant::HostCalls, &passthrough_wasm),
+    ] {
         if opts.variants.contains(&v) {
             let meta = std::fs::metadata(path).map_err(|e| {
                 anyhow!("{}: {e} — build it with `make wasm` / `cargo build -p pag0-passthrough --profile wasm-release --target wasm32-wasip1`", path.display())
             })?;
-            wasm_sizes.insert(path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), meta.len());
+            wasm_sizes.insert(
+                path.file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                meta.len(),
+            );
         }
     }
 
@@ -212,7 +229,12 @@ pub fn run(opts: &Options) -> Result<Report> {
             say(format!("starting {name}"));
             let envoy = EnvoyProc::start(&name, &yaml::proxy_yaml(variant, &params), workers)?;
             let addr: SocketAddr = ([127, 0, 0, 1], envoy.port).into();
-            proxies.push(Proxy { variant, workers, envoy, addr });
+            proxies.push(Proxy {
+                variant,
+                workers,
+                envoy,
+                addr,
+            });
         }
     }
 
@@ -221,7 +243,12 @@ pub fn run(opts: &Options) -> Result<Report> {
     // benchmark of 401s would measure the wrong thing.
     for p in &proxies {
         let conns = driver.connect(p.addr, 4)?;
-        let r = driver.run(conns, Arc::clone(&requests), Pace::Closed, Duration::from_millis(1000));
+        let r = driver.run(
+            conns,
+            Arc::clone(&requests),
+            Pace::Closed,
+            Duration::from_millis(1000),
+        );
         if r.ok == 0 || r.ok * 100 < r.completed * 99 {
             bail!(
                 "{}-{}w answers {:?} ({} errors) in warm-up; expected 2xx\n{}",
@@ -235,25 +262,52 @@ pub fn run(opts: &Options) -> Result<Report> {
     }
 
     let sidecar_pid = sidecar.as_ref().map(SidecarProc::pid);
-    let measure = |p: &Proxy, pace: Pace, conns: usize| -> Result<(RunResult, Duration, Duration)> {
-        let c = driver.connect(p.addr, conns)?;
-        let pid = p.envoy.pid();
-        let side = |pid: Option<u32>| pid.map_or(Ok(Duration::ZERO), cpu_time);
-        let with_sidecar = p.variant == Variant::ExtAuthz;
-        let (p0, s0) = (cpu_time(pid)?, if with_sidecar { side(sidecar_pid)? } else { Duration::ZERO });
-        let r = driver.run(c, Arc::clone(&requests), pace, opts.duration);
-        let (p1, s1) = (cpu_time(pid)?, if with_sidecar { side(sidecar_pid)? } else { Duration::ZERO });
-        Ok((r, p1.saturating_sub(p0), s1.saturating_sub(s0)))
-    };
+    let measure =
+        |p: &Proxy, pace: Pace, conns: usize| -> Result<(RunResult, Duration, Duration)> {
+            let c = driver.connect(p.addr, conns)?;
+            let pid = p.envoy.pid();
+            let side = |pid: Option<u32>| pid.map_or(Ok(Duration::ZERO), cpu_time);
+            let with_sidecar = p.variant == Variant::ExtAuthz;
+            let (p0, s0) = (
+                cpu_time(pid)?,
+                if with_sidecar {
+                    side(sidecar_pid)?
+                } else {
+                    Duration::ZERO
+                },
+            );
+            let r = driver.run(c, Arc::clone(&requests), pace, opts.duration);
+            let (p1, s1) = (
+                cpu_time(pid)?,
+                if with_sidecar {
+                    side(sidecar_pid)?
+                } else {
+                    Duration::ZERO
+                },
+            );
+            Ok((r, p1.saturating_sub(p0), s1.saturating_sub(s0)))
+        };
 
     let mut runs = Vec::new();
     // Saturation first: the fixed rates are fractions of the no-filter proxy's capacity.
     for round in 0..opts.rounds {
         for k in 0..proxies.len() {
             // Rotate the order each round so no variant always runs first or last.
-            let Some(p) = proxies.get((k + round) % proxies.len()) else { continue };
-            let (result, proxy_cpu, sidecar_cpu) = measure(p, Pace::Closed, opts.saturation_connections)?;
-            let run = Run { variant: p.variant, workers: p.workers, round, rate: None, fraction: None, result, proxy_cpu, sidecar_cpu };
+            let Some(p) = proxies.get((k + round) % proxies.len()) else {
+                continue;
+            };
+            let (result, proxy_cpu, sidecar_cpu) =
+                measure(p, Pace::Closed, opts.saturation_connections)?;
+            let run = Run {
+                variant: p.variant,
+                workers: p.workers,
+                round,
+                rate: None,
+                fraction: None,
+                result,
+                proxy_cpu,
+                sidecar_cpu,
+            };
             say(format!(
                 "round {round} saturation {:>18} {}w: {:>8.0} req/s, {:>6.1} µs CPU/req, statuses {:?}",
                 p.variant.name(),
@@ -266,7 +320,11 @@ pub fn run(opts: &Options) -> Result<Report> {
         }
     }
     let capacity = |workers: u32| -> f64 {
-        let reference = if opts.variants.contains(&Variant::Baseline) { Variant::Baseline } else { opts.variants.first().copied().unwrap_or(Variant::Baseline) };
+        let reference = if opts.variants.contains(&Variant::Baseline) {
+            Variant::Baseline
+        } else {
+            opts.variants.first().copied().unwrap_or(Variant::Baseline)
+        };
         let mut v: Vec<f64> = runs
             .iter()
             .filter(|r| r.rate.is_none() && r.workers == workers && r.variant == reference)
@@ -278,9 +336,13 @@ pub fn run(opts: &Options) -> Result<Report> {
     for round in 0..opts.rounds {
         for &fraction in &opts.rate_fractions {
             for k in 0..proxies.len() {
-                let Some(p) = proxies.get((k + round) % proxies.len()) else { continue };
-                let rate = (capacities.get(&p.workers).copied().unwrap_or(1000.0) * fraction).max(1.0);
-                let (result, proxy_cpu, sidecar_cpu) = measure(p, Pace::Open { rate }, opts.rate_connections)?;
+                let Some(p) = proxies.get((k + round) % proxies.len()) else {
+                    continue;
+                };
+                let rate =
+                    (capacities.get(&p.workers).copied().unwrap_or(1000.0) * fraction).max(1.0);
+                let (result, proxy_cpu, sidecar_cpu) =
+                    measure(p, Pace::Open { rate }, opts.rate_connections)?;
                 let mut lat = result.latencies_us.clone();
                 lat.sort_unstable();
                 say(format!(
@@ -293,7 +355,16 @@ pub fn run(opts: &Options) -> Result<Report> {
                     driver::quantile(&lat, 0.99),
                     (proxy_cpu + sidecar_cpu).as_secs_f64() * 1e6 / result.completed.max(1) as f64,
                 ));
-                runs.push(Run { variant: p.variant, workers: p.workers, round, rate: Some(rate), fraction: Some(fraction), result, proxy_cpu, sidecar_cpu });
+                runs.push(Run {
+                    variant: p.variant,
+                    workers: p.workers,
+                    round,
+                    rate: Some(rate),
+                    fraction: Some(fraction),
+                    result,
+                    proxy_cpu,
+                    sidecar_cpu,
+                });
             }
         }
     }
@@ -306,12 +377,21 @@ pub fn run(opts: &Options) -> Result<Report> {
             Memory {
                 rss: rss_bytes(p.envoy.pid()).unwrap_or(0),
                 allocated: stats.get("server.memory_allocated").copied().unwrap_or(0),
-                wasm_stats: stats.into_iter().filter(|(k, _)| k.starts_with("wasm.")).collect(),
+                wasm_stats: stats
+                    .into_iter()
+                    .filter(|(k, _)| k.starts_with("wasm."))
+                    .collect(),
             },
         );
     }
     let sidecar_rss = sidecar.as_ref().and_then(|s| rss_bytes(s.pid()).ok());
-    Ok(Report { options: opts.clone(), runs, memory, wasm_sizes, sidecar_rss })
+    Ok(Report {
+        options: opts.clone(),
+        runs,
+        memory,
+        wasm_sizes,
+        sidecar_rss,
+    })
 }
 
 /// Median (upper middle for even counts); 0 for none.

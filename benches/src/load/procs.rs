@@ -33,10 +33,15 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3 (state): utime is field 14 → index 11.
     let tick = |i: usize| -> Result<u64> {
-        Ok(fields.get(i).ok_or_else(|| anyhow!("short /proc/{pid}/stat"))?.parse()?)
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow!("short /proc/{pid}/stat"))?
+            .parse()?)
     };
     let ticks = tick(11)? + tick(12)?;
-    Ok(Duration::from_nanos(ticks * 1_000_000_000 / clock_ticks_per_sec()))
+    Ok(Duration::from_nanos(
+        ticks * 1_000_000_000 / clock_ticks_per_sec(),
+    ))
 }
 
 /// `getconf CLK_TCK` (100 on every Linux we know; asked once).
@@ -80,9 +85,14 @@ impl EnvoyProc {
     pub fn start(name: &str, yaml: &str, concurrency: u32) -> Result<Self> {
         let envoy = envoy_binary();
         if !envoy.exists() {
-            bail!("Envoy not found at {} — run `make setup` (or set PAG0_ENVOY)", envoy.display());
+            bail!(
+                "Envoy not found at {} — run `make setup` (or set PAG0_ENVOY)",
+                envoy.display()
+            );
         }
-        let dir = tempfile::Builder::new().prefix(&format!("pag0-load-{name}-")).tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("pag0-load-{name}-"))
+            .tempdir()?;
         let yaml_path = dir.path().join("envoy.yaml");
         let admin_path = dir.path().join("admin.txt");
         let log = dir.path().join("envoy.log");
@@ -103,7 +113,13 @@ impl EnvoyProc {
             .stderr(Stdio::from(out))
             .spawn()
             .with_context(|| format!("cannot run {}", envoy.display()))?;
-        let mut proc = EnvoyProc { child, _dir: dir, log, port: 0, admin_port: 0 };
+        let mut proc = EnvoyProc {
+            child,
+            _dir: dir,
+            log,
+            port: 0,
+            admin_port: 0,
+        };
         proc.wait_ready(&admin_path, Duration::from_secs(90))
             .map_err(|e| anyhow!("{name}: {e}\n--- Envoy log ---\n{}", proc.log_tail()))?;
         Ok(proc)
@@ -129,7 +145,12 @@ impl EnvoyProc {
             }
             if self.admin_port == 0 {
                 if let Ok(text) = std::fs::read_to_string(admin_path) {
-                    self.admin_port = text.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                    self.admin_port = text
+                        .trim()
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(0);
                 }
             }
             if self.admin_port != 0 {
@@ -139,7 +160,10 @@ impl EnvoyProc {
                     .map(|r| r.status().is_success())
                     .unwrap_or(false);
                 if ready {
-                    let v: Value = http.get(self.admin_url("/listeners?format=json")).send()?.json()?;
+                    let v: Value = http
+                        .get(self.admin_url("/listeners?format=json"))
+                        .send()?
+                        .json()?;
                     self.port = v
                         .pointer("/listener_statuses/0/local_address/socket_address/port_value")
                         .and_then(Value::as_u64)
@@ -155,14 +179,21 @@ impl EnvoyProc {
 
     /// Admin `/stats` counters and gauges.
     pub fn stats(&self) -> Result<BTreeMap<String, u64>> {
-        let text = http()?.get(self.admin_url("/stats")).send()?.error_for_status()?.text()?;
+        let text = http()?
+            .get(self.admin_url("/stats"))
+            .send()?
+            .error_for_status()?
+            .text()?;
         Ok(parse_stats(&text))
     }
 
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines.get(lines.len().saturating_sub(30)..).unwrap_or_default().join("\n")
+        lines
+            .get(lines.len().saturating_sub(30)..)
+            .unwrap_or_default()
+            .join("\n")
     }
 }
 
@@ -183,7 +214,11 @@ pub fn sidecar_binary() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"));
-    let target = if target.is_absolute() { target } else { repo_root().join(target) };
+    let target = if target.is_absolute() {
+        target
+    } else {
+        repo_root().join(target)
+    };
     target.join("release/pag0-sidecar")
 }
 
@@ -206,7 +241,9 @@ impl SidecarProc {
                 bin.display()
             );
         }
-        let dir = tempfile::Builder::new().prefix("pag0-load-sidecar-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("pag0-load-sidecar-")
+            .tempdir()?;
         let admin = "bench-admin-token";
         let sync_secret = "bench-sync-secret".to_owned();
         let mut child = Command::new(&bin)
@@ -222,7 +259,10 @@ impl SidecarProc {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot run {}", bin.display()))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no sidecar stdout"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no sidecar stdout"))?;
         let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
         stdout.read_line(&mut line)?;
@@ -231,7 +271,13 @@ impl SidecarProc {
             .strip_prefix("listening on ")
             .and_then(|a| a.rsplit(':').next())
             .and_then(|p| p.parse().ok());
-        let mut proc = SidecarProc { child, _stdout: stdout, _dir: dir, port: 0, sync_secret };
+        let mut proc = SidecarProc {
+            child,
+            _stdout: stdout,
+            _dir: dir,
+            port: 0,
+            sync_secret,
+        };
         proc.port = port.ok_or_else(|| anyhow!("sidecar did not print its address: {line:?}"))?;
         let resp = http()?
             .put(format!("http://127.0.0.1:{}/v1/policy", proc.port))
@@ -239,7 +285,11 @@ impl SidecarProc {
             .json(policy)
             .send()?;
         if !resp.status().is_success() {
-            bail!("PUT /v1/policy: {} {}", resp.status(), resp.text().unwrap_or_default());
+            bail!(
+                "PUT /v1/policy: {} {}",
+                resp.status(),
+                resp.text().unwrap_or_default()
+            );
         }
         Ok(proc)
     }

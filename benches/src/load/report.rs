@@ -41,7 +41,9 @@ pub struct RateRow {
 impl Row {
     /// The headline CPU figure: at the first (lowest) fixed rate, where nothing saturates.
     pub fn cpu_us(&self) -> f64 {
-        self.rates.first().map_or(self.saturation_cpu_us, |r| r.cpu_us)
+        self.rates
+            .first()
+            .map_or(self.saturation_cpu_us, |r| r.cpu_us)
     }
 }
 
@@ -49,21 +51,43 @@ pub fn rows(report: &Report) -> Vec<Row> {
     let mut out = Vec::new();
     for &workers in &report.options.workers {
         for &variant in &report.options.variants {
-            let mine: Vec<&Run> = report.runs.iter().filter(|r| r.variant == variant && r.workers == workers).collect();
+            let mine: Vec<&Run> = report
+                .runs
+                .iter()
+                .filter(|r| r.variant == variant && r.workers == workers)
+                .collect();
             let sat: Vec<&&Run> = mine.iter().filter(|r| r.rate.is_none()).collect();
             let mut rates = Vec::new();
             for &fraction in &report.options.rate_fractions {
-                let at: Vec<&&Run> = mine.iter().filter(|r| r.fraction == Some(fraction)).collect();
-                let mut lat: Vec<u32> = at.iter().flat_map(|r| r.result.latencies_us.iter().copied()).collect();
+                let at: Vec<&&Run> = mine
+                    .iter()
+                    .filter(|r| r.fraction == Some(fraction))
+                    .collect();
+                let mut lat: Vec<u32> = at
+                    .iter()
+                    .flat_map(|r| r.result.latencies_us.iter().copied())
+                    .collect();
                 lat.sort_unstable();
                 rates.push(RateRow {
                     fraction,
                     target_rps: median(&mut at.iter().filter_map(|r| r.rate).collect::<Vec<_>>()),
-                    achieved_rps: median(&mut at.iter().map(|r| r.result.rps()).collect::<Vec<_>>()),
+                    achieved_rps: median(
+                        &mut at.iter().map(|r| r.result.rps()).collect::<Vec<_>>(),
+                    ),
                     p50_us: quantile(&lat, 0.5),
                     p99_us: quantile(&lat, 0.99),
-                    cpu_us: median(&mut at.iter().map(|r| r.cpu_us_per_request()).collect::<Vec<_>>()),
-                    proxy_cpu_us: median(&mut at.iter().map(|r| r.proxy_cpu_us_per_request()).collect::<Vec<_>>()),
+                    cpu_us: median(
+                        &mut at
+                            .iter()
+                            .map(|r| r.cpu_us_per_request())
+                            .collect::<Vec<_>>(),
+                    ),
+                    proxy_cpu_us: median(
+                        &mut at
+                            .iter()
+                            .map(|r| r.proxy_cpu_us_per_request())
+                            .collect::<Vec<_>>(),
+                    ),
                 });
             }
             let completed: u64 = mine.iter().map(|r| r.result.completed).sum();
@@ -72,7 +96,12 @@ pub fn rows(report: &Report) -> Vec<Row> {
                 variant,
                 workers,
                 saturation_rps: median(&mut sat.iter().map(|r| r.result.rps()).collect::<Vec<_>>()),
-                saturation_cpu_us: median(&mut sat.iter().map(|r| r.cpu_us_per_request()).collect::<Vec<_>>()),
+                saturation_cpu_us: median(
+                    &mut sat
+                        .iter()
+                        .map(|r| r.cpu_us_per_request())
+                        .collect::<Vec<_>>(),
+                ),
                 rates,
                 ok_share: ok as f64 / completed.max(1) as f64,
             });
@@ -89,7 +118,10 @@ fn find(rows: &[Row], v: Variant, w: u32) -> Option<&Row> {
 pub fn goals(rows: &[Row], workers: &[u32]) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     for &w in workers {
-        let (Some(pass), Some(pag0)) = (find(rows, Variant::Passthrough, w), find(rows, Variant::Pag0, w)) else {
+        let (Some(pass), Some(pag0)) = (
+            find(rows, Variant::Passthrough, w),
+            find(rows, Variant::Pag0, w),
+        ) else {
             continue;
         };
         let added = pag0.cpu_us() - pass.cpu_us();
@@ -102,7 +134,14 @@ pub fn goals(rows: &[Row], workers: &[u32]) -> Vec<(String, bool)> {
         if let Some(ext) = find(rows, Variant::ExtAuthz, w) {
             let ratio = ext.cpu_us() / pag0.cpu_us().max(1e-9);
             let base = find(rows, Variant::Baseline, w).map(Row::cpu_us);
-            let added = base.map(|b| format!("; over the no-filter proxy: {:.1} µs vs {:.1} µs added, {:.1}×", ext.cpu_us() - b, pag0.cpu_us() - b, (ext.cpu_us() - b) / (pag0.cpu_us() - b).max(1e-9)));
+            let added = base.map(|b| {
+                format!(
+                    "; over the no-filter proxy: {:.1} µs vs {:.1} µs added, {:.1}×",
+                    ext.cpu_us() - b,
+                    pag0.cpu_us() - b,
+                    (ext.cpu_us() - b) / (pag0.cpu_us() - b).max(1e-9)
+                )
+            });
             out.push((
                 format!(
                     "{w}w: ext_authz costs {ratio:.1}× Pag0's CPU per request ({:.1} µs proxy+sidecar vs {:.1} µs{}; goal ≥ 5×)",
@@ -141,25 +180,39 @@ pub fn markdown(report: &Report, meta: &Meta) -> String {
         o.rate_connections
     );
     let _ = writeln!(s, "- the client, the upstream Envoy and the proxy share the machine: compare rows of one run, not runs; CPU per request is the robust figure\n");
-    let mut head = String::from("| proxy | workers | req/s at saturation | CPU µs/req at saturation |");
+    let mut head =
+        String::from("| proxy | workers | req/s at saturation | CPU µs/req at saturation |");
     let mut rule = String::from("|---|---:|---:|---:|");
     for f in &o.rate_fractions {
         let pct = f * 100.0;
-        let _ = write!(head, " p50 / p99 µs at {pct:.0}% | CPU µs/req at {pct:.0}% |");
+        let _ = write!(
+            head,
+            " p50 / p99 µs at {pct:.0}% | CPU µs/req at {pct:.0}% |"
+        );
         rule.push_str("---:|---:|");
     }
     head.push_str(" 2xx |");
     rule.push_str("---:|");
     let _ = writeln!(s, "{head}\n{rule}");
     for r in &rows {
-        let mut line = format!("| {} | {} | {:.0} | {:.1} |", r.variant.name(), r.workers, r.saturation_rps, r.saturation_cpu_us);
+        let mut line = format!(
+            "| {} | {} | {:.0} | {:.1} |",
+            r.variant.name(),
+            r.workers,
+            r.saturation_rps,
+            r.saturation_cpu_us
+        );
         for x in &r.rates {
             let cpu = if r.variant == Variant::ExtAuthz {
                 format!("{:.1} ({:.1} proxy)", x.cpu_us, x.proxy_cpu_us)
             } else {
                 format!("{:.1}", x.cpu_us)
             };
-            let late = if x.achieved_rps < x.target_rps * 0.97 { format!(" (only {:.0} req/s)", x.achieved_rps) } else { String::new() };
+            let late = if x.achieved_rps < x.target_rps * 0.97 {
+                format!(" (only {:.0} req/s)", x.achieved_rps)
+            } else {
+                String::new()
+            };
             let _ = write!(line, " {} / {}{late} | {cpu} |", x.p50_us, x.p99_us);
         }
         let _ = write!(line, " {:.1}% |", r.ok_share * 100.0);
@@ -170,7 +223,12 @@ pub fn markdown(report: &Report, meta: &Meta) -> String {
         let rates: Vec<String> = o
             .workers
             .iter()
-            .filter_map(|&w| rows.iter().find(|r| r.workers == w).and_then(|r| r.rates.iter().find(|x| x.fraction == *f)).map(|x| format!("{w}w {:.0} req/s", x.target_rps)))
+            .filter_map(|&w| {
+                rows.iter()
+                    .find(|r| r.workers == w)
+                    .and_then(|r| r.rates.iter().find(|x| x.fraction == *f))
+                    .map(|x| format!("{w}w {:.0} req/s", x.target_rps))
+            })
             .collect();
         let _ = writeln!(s, "{:.0}% = {}.", f * 100.0, rates.join(", "));
     }
@@ -180,19 +238,38 @@ pub fn markdown(report: &Report, meta: &Meta) -> String {
     }
     let _ = writeln!(s, "\n## Size and memory\n");
     for (name, size) in &report.wasm_sizes {
-        let _ = writeln!(s, "- `{name}`: {} bytes ({:.0} KiB)", size, *size as f64 / 1024.0);
+        let _ = writeln!(
+            s,
+            "- `{name}`: {} bytes ({:.0} KiB)",
+            size,
+            *size as f64 / 1024.0
+        );
     }
     let _ = writeln!(s, "\n| proxy | workers | RSS MiB | Envoy allocated MiB | wasm VMs (v8 active) |\n|---|---:|---:|---:|---:|");
     for ((v, w), m) in &report.memory {
-        let active = m.wasm_stats.get("wasm.envoy.wasm.runtime.v8.active").map_or_else(|| "-".to_owned(), u64::to_string);
-        let _ = writeln!(s, "| {} | {w} | {:.1} | {:.1} | {active} |", v.name(), mib(m.rss), mib(m.allocated));
+        let active = m
+            .wasm_stats
+            .get("wasm.envoy.wasm.runtime.v8.active")
+            .map_or_else(|| "-".to_owned(), u64::to_string);
+        let _ = writeln!(
+            s,
+            "| {} | {w} | {:.1} | {:.1} | {active} |",
+            v.name(),
+            mib(m.rss),
+            mib(m.allocated)
+        );
     }
     if let Some(rss) = report.sidecar_rss {
         let _ = writeln!(s, "\nSidecar RSS after the run: {:.1} MiB.", mib(rss));
     }
     for v in [Variant::Passthrough, Variant::Pag0] {
         let get = |w: u32| report.memory.get(&(v, w)).map(|m| m.allocated as f64);
-        let base = |w: u32| report.memory.get(&(Variant::Baseline, w)).map(|m| m.allocated as f64);
+        let base = |w: u32| {
+            report
+                .memory
+                .get(&(Variant::Baseline, w))
+                .map(|m| m.allocated as f64)
+        };
         if let (Some(a1), Some(a2), Some(b1), Some(b2)) = (get(1), get(2), base(1), base(2)) {
             let _ = writeln!(
                 s,
@@ -248,47 +325,116 @@ pub fn svg(report: &Report, meta: &Meta) -> String {
     let workers = &report.options.workers;
     let colors = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759"];
     let (w, h) = (1000.0_f64, 420.0_f64);
-    let mut s = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#);
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
     s.push_str(r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = write!(s, r#"<text x="{}" y="20" text-anchor="middle" font-size="14">Pag0 load benchmark — commit {} — {}</text>"#, w / 2.0, esc(&meta.commit), esc(&meta.date));
-    let pct = report.options.rate_fractions.first().map_or(0.0, |f| f * 100.0);
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="20" text-anchor="middle" font-size="14">Pag0 load benchmark — commit {} — {}</text>"#,
+        w / 2.0,
+        esc(&meta.commit),
+        esc(&meta.date)
+    );
+    let pct = report
+        .options
+        .rate_fractions
+        .first()
+        .map_or(0.0, |f| f * 100.0);
     type Value = Box<dyn Fn(&Row) -> f64>;
     let panels: [(&str, Value); 2] = [
-        (if pct > 0.0 { "CPU µs per request (proxy + sidecar), fixed rate" } else { "CPU µs per request" }, Box::new(Row::cpu_us)),
-        ("requests/s at saturation", Box::new(|r: &Row| r.saturation_rps)),
+        (
+            if pct > 0.0 {
+                "CPU µs per request (proxy + sidecar), fixed rate"
+            } else {
+                "CPU µs per request"
+            },
+            Box::new(Row::cpu_us),
+        ),
+        (
+            "requests/s at saturation",
+            Box::new(|r: &Row| r.saturation_rps),
+        ),
     ];
     for (pi, (title, value)) in panels.iter().enumerate() {
         let x0 = 60.0 + pi as f64 * (w / 2.0);
         let (pw, ph, y0) = (w / 2.0 - 90.0, 280.0, 60.0);
         let max = rows.iter().map(value).fold(0.0_f64, f64::max).max(1e-9) * 1.15;
-        let _ = write!(s, r#"<text x="{}" y="45" text-anchor="middle" font-size="13">{}</text>"#, x0 + pw / 2.0, esc(title));
-        let _ = write!(s, r#"<line x1="{x0}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, y0 + ph, x0 + pw, y0 + ph);
-        let _ = write!(s, r#"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{}" stroke="black"/>"#, y0 + ph);
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="45" text-anchor="middle" font-size="13">{}</text>"#,
+            x0 + pw / 2.0,
+            esc(title)
+        );
+        let _ = write!(
+            s,
+            r#"<line x1="{x0}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+            y0 + ph,
+            x0 + pw,
+            y0 + ph
+        );
+        let _ = write!(
+            s,
+            r#"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{}" stroke="black"/>"#,
+            y0 + ph
+        );
         for t in 0..=4 {
             let v = max * f64::from(t) / 4.0;
             let y = y0 + ph - ph * f64::from(t) / 4.0;
-            let _ = write!(s, r##"<line x1="{x0}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}</text>"##, x0 + pw, x0 - 4.0, y + 4.0, fmt_num(v));
+            let _ = write!(
+                s,
+                r##"<line x1="{x0}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
+                x0 + pw,
+                x0 - 4.0,
+                y + 4.0,
+                fmt_num(v)
+            );
         }
         let gw = pw / variants.len().max(1) as f64;
         let bw = gw * 0.7 / workers.len().max(1) as f64;
         for (vi, v) in variants.iter().enumerate() {
             let gx = x0 + gw * vi as f64 + gw * 0.15;
             for (wi, wk) in workers.iter().enumerate() {
-                let Some(r) = find(&rows, *v, *wk) else { continue };
+                let Some(r) = find(&rows, *v, *wk) else {
+                    continue;
+                };
                 let val = value(r);
                 let bh = ph * val / max;
                 let bx = gx + bw * wi as f64;
                 let color = colors.get(wi % colors.len()).copied().unwrap_or("#888");
-                let _ = write!(s, r#"<rect x="{bx:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{color}"/>"#, y0 + ph - bh, bw * 0.95);
-                let _ = write!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{}</text>"#, bx + bw / 2.0, y0 + ph - bh - 3.0, fmt_num(val));
+                let _ = write!(
+                    s,
+                    r#"<rect x="{bx:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{color}"/>"#,
+                    y0 + ph - bh,
+                    bw * 0.95
+                );
+                let _ = write!(
+                    s,
+                    r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{}</text>"#,
+                    bx + bw / 2.0,
+                    y0 + ph - bh - 3.0,
+                    fmt_num(val)
+                );
             }
-            let _ = write!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#, gx + gw * 0.35, y0 + ph + 16.0, esc(v.name()));
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+                gx + gw * 0.35,
+                y0 + ph + 16.0,
+                esc(v.name())
+            );
         }
     }
     for (wi, wk) in workers.iter().enumerate() {
         let color = colors.get(wi % colors.len()).copied().unwrap_or("#888");
         let x = 60.0 + wi as f64 * 110.0;
-        let _ = write!(s, r#"<rect x="{x}" y="{}" width="12" height="12" fill="{color}"/><text x="{}" y="{}">{wk} worker(s)</text>"#, h - 30.0, x + 16.0, h - 20.0);
+        let _ = write!(
+            s,
+            r#"<rect x="{x}" y="{}" width="12" height="12" fill="{color}"/><text x="{}" y="{}">{wk} worker(s)</text>"#,
+            h - 30.0,
+            x + 16.0,
+            h - 20.0
+        );
     }
     s.push_str("</svg>\n");
     s
@@ -303,14 +449,19 @@ fn fmt_num(v: f64) -> String {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Writes `load.md`, `load.json`, `load.svg` into `dir`.
 pub fn write(report: &Report, meta: &Meta, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("load.md"), markdown(report, meta))?;
-    std::fs::write(dir.join("load.json"), serde_json::to_string_pretty(&json(report, meta))?)?;
+    std::fs::write(
+        dir.join("load.json"),
+        serde_json::to_string_pretty(&json(report, meta))?,
+    )?;
     std::fs::write(dir.join("load.svg"), svg(report, meta))?;
     Ok(())
 }
@@ -331,10 +482,18 @@ pub fn meta(command: String) -> Meta {
     }
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let envoy = run(&pag0_envoy::harness::envoy_binary().display().to_string(), &["--version"]);
+    let envoy = run(
+        &pag0_envoy::harness::envoy_binary().display().to_string(),
+        &["--version"],
+    );
     let envoy = envoy.split_whitespace().last().unwrap_or("").to_owned();
     let mut by: BTreeMap<&str, String> = BTreeMap::new();
     by.insert("cpu", format!("{cores} × {cpu}"));
@@ -342,7 +501,11 @@ pub fn meta(command: String) -> Meta {
     Meta {
         commit,
         date: run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        machine: by.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "),
+        machine: by
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         command,
     }
 }

@@ -7,7 +7,9 @@
 //! reserved on every request), and the working hours of the restricted clients span the
 //! whole week (still evaluated, in America/New_York, on every request of those clients).
 
-use pag0_policy::fixtures::{acme_api_key, acme_policy, per_request_host, CLIENTS, CLIENTS_PER_TEAM, PER_REQUEST_ENDPOINTS};
+use pag0_policy::fixtures::{
+    acme_api_key, acme_policy, per_request_host, CLIENTS, CLIENTS_PER_TEAM, PER_REQUEST_ENDPOINTS,
+};
 use serde_json::{json, Value};
 
 /// The bench policy (see the module doc).
@@ -17,17 +19,33 @@ pub fn bench_policy() -> Value {
         g.insert("monthlyBudget".into(), json!("100000000000000"));
         g.insert("dailyBudget".into(), json!("10000000000000"));
     }
-    for p in doc.get_mut("projects").and_then(Value::as_array_mut).into_iter().flatten() {
+    for p in doc
+        .get_mut("projects")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         if let Some(pol) = p.get_mut("policy").and_then(Value::as_object_mut) {
             pol.insert("monthlyBudget".into(), json!("10000000000000"));
             pol.insert("dailyBudget".into(), json!("1000000000000"));
         }
     }
-    for c in doc.get_mut("clients").and_then(Value::as_array_mut).into_iter().flatten() {
-        if let Some(h) = c.pointer_mut("/additionalRestrictions/workingHours").and_then(Value::as_object_mut) {
+    for c in doc
+        .get_mut("clients")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(h) = c
+            .pointer_mut("/additionalRestrictions/workingHours")
+            .and_then(Value::as_object_mut)
+        {
             h.insert("start".into(), json!("00:00"));
             h.insert("end".into(), json!("24:00"));
-            h.insert("days".into(), json!(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]));
+            h.insert(
+                "days".into(),
+                json!(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]),
+            );
         }
     }
     doc

@@ -57,7 +57,9 @@ pub fn proxy_yaml(variant: Variant, p: &ProxyParams<'_>) -> String {
     let filter = match variant {
         Variant::Baseline => String::new(),
         Variant::Passthrough => wasm_filter("passthrough", &quoted(p.wasm), "{}"),
-        Variant::HostCalls => wasm_filter("hostcalls", &quoted(p.wasm), &quoted(p.hostcall_pattern)),
+        Variant::HostCalls => {
+            wasm_filter("hostcalls", &quoted(p.wasm), &quoted(p.hostcall_pattern))
+        }
         Variant::Pag0 => {
             let config = serde_json::to_string(p.plugin_config).unwrap_or_default();
             wasm_filter("pag0", &quoted(p.wasm), &quoted(&config))
