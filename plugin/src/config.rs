@@ -21,6 +21,8 @@ pub struct PluginConfig {
     /// Lower-cased: Envoy hands header names to the filter lower-cased.
     pub api_key_header: String,
     pub max_body_bytes: usize,
+    /// `cache`: bounds of the response cache (`cache.rs`).
+    pub cache: crate::cache::CacheConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,7 +74,7 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
     for key in obj.keys() {
         if !matches!(
             key.as_str(),
-            "policy" | "sidecar" | "apiKeyHeader" | "maxBodyBytes"
+            "policy" | "sidecar" | "apiKeyHeader" | "maxBodyBytes" | "cache"
         ) {
             errors.push(FieldError::new(key, "unknown field"));
         }
@@ -92,6 +94,7 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
             0
         }),
     };
+    let cache = crate::cache::parse_config(obj.get("cache"), &mut errors);
     let sidecar = obj.get("sidecar").and_then(|v| sidecar(v, &mut errors));
     let policy = obj
         .get("policy")
@@ -120,6 +123,7 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
         sidecar,
         api_key_header,
         max_body_bytes,
+        cache,
     })
 }
 
@@ -218,7 +222,7 @@ fn header_name(v: &Value) -> Result<String, String> {
 // === impl FieldError ===
 
 impl FieldError {
-    fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
         FieldError {
             path: path.into(),
             reason: reason.into(),

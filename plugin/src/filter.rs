@@ -52,6 +52,8 @@ struct Reserved {
     estimate: Micros,
     reservations: Vec<Reservation>,
     meter: ResponseMeter,
+    /// A cache miss of a cache-enabled project: the response, collected for storing.
+    cache: Option<crate::cache::Fill>,
 }
 
 // === impl Filter ===
@@ -122,6 +124,15 @@ impl<H: Host> Filter<H> {
             }
             Decision::NeedsApproval(a) => return self.deny(&a.into_standalone_deny()),
         };
+        // The response cache (filter/cache.rs): after the decision, before any reservation.
+        let cache = match self.cache_lookup(shared, policy, &allow, body) {
+            Some(cache::Lookup::Hit) => {
+                self.state = State::Done;
+                return Action::Pause;
+            }
+            Some(cache::Lookup::Miss(fill)) => Some(fill),
+            None => None,
+        };
         // Managed mode: the same reservations, checked against the leases' allowances.
         let limited = match &view {
             None => None,
@@ -178,6 +189,7 @@ impl<H: Host> Filter<H> {
             estimate: allow.estimate,
             reservations: allow.reservations,
             meter: ResponseMeter::new(allow.settlement, shared.max_body_bytes),
+            cache,
         }));
         Action::Continue
     }
@@ -207,6 +219,8 @@ impl<H: Host> Filter<H> {
                     client_id: Some(r.client_id.to_string()),
                     host: pag0_policy::matching::request_host(host).to_string(),
                     at: u64::try_from(self.host.now().timestamp_millis()).unwrap_or(0),
+                    cache_hit: false,
+                    savings: None,
                 };
                 if let Err(e) = managed::record(&self.host, record) {
                     self.host.log(
@@ -396,7 +410,11 @@ impl<H: Host> HttpContext for Filter<H> {
             self.host
                 .set_header(MapType::HttpResponseHeaders, name, &value);
         }
+        if let Some(fill) = &mut r.cache {
+            fill.on_response_headers(&self.host, status, content_type.as_deref());
+        }
         if end_of_stream {
+            self.store_cached();
             self.settle();
         }
         Action::Continue
@@ -409,8 +427,12 @@ impl<H: Host> HttpContext for Filter<H> {
                 r.meter
                     .on_body(&self.host.body(BufferType::HttpResponseBody, body_size));
             }
+            if let Some(fill) = r.cache.as_mut().filter(|f| body_size > 0 && f.wants_body()) {
+                fill.on_body(&self.host.body(BufferType::HttpResponseBody, body_size));
+            }
         }
         if end_of_stream {
+            self.store_cached();
             self.settle();
         }
         Action::Continue
@@ -436,6 +458,8 @@ impl<H: Host> HttpContext for Filter<H> {
         self.settle();
     }
 }
+
+mod cache;
 
 #[cfg(test)]
 mod tests;

@@ -58,6 +58,13 @@ pub struct UsageRecord {
     pub client_id: Option<String>,
     pub host: String,
     pub at: u64,
+    /// A response served from the cache (amount 0); the sidecar ignores fields it does not
+    /// know (docs/sync-protocol.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cache_hit: bool,
+    /// Micro-USD the cache hit avoided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savings: Option<String>,
 }
 
 /// The batch state (value of [`BATCH_KEY`]).

@@ -8,7 +8,7 @@
 
 use pag0_policy::{DenyCode, Micros};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{LogLevel, MetricType};
+use proxy_wasm::types::LogLevel;
 
 use crate::host::{self, Host};
 
@@ -41,6 +41,8 @@ pub struct Metrics {
     reserved: Option<u32>,
     settled: Option<u32>,
     released: Option<u32>,
+    /// `pag0.cache.*` (see `cache.rs`).
+    pub cache: crate::cache::CacheMetrics,
 }
 
 // === impl Metrics ===
@@ -62,6 +64,7 @@ impl Metrics {
             reserved: define("pag0.cost.reserved_micros"),
             settled: define("pag0.cost.settled_micros"),
             released: define("pag0.cost.released_micros"),
+            cache: crate::cache::CacheMetrics::define_with(&mut define),
         }
     }
 
@@ -73,6 +76,7 @@ impl Metrics {
             reserved: None,
             settled: None,
             released: None,
+            cache: crate::cache::CacheMetrics::none(),
         }
     }
 
@@ -97,7 +101,7 @@ impl Metrics {
 }
 
 fn define(name: &str) -> Option<u32> {
-    match hostcalls::define_metric(MetricType::Counter, name) {
+    match hostcalls::define_metric(crate::cache::metric_type(name), name) {
         Ok(id) => Some(id),
         Err(s) => {
             host::log(

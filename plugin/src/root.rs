@@ -30,6 +30,8 @@ pub struct Shared {
     pub api_key_header: String,
     pub max_body_bytes: usize,
     pub metrics: Rc<Metrics>,
+    /// The response cache's bounds (`cache` in the plugin configuration).
+    pub cache: crate::cache::CacheConfig,
 }
 
 #[derive(Default)]
@@ -62,6 +64,7 @@ impl Root {
             sidecar: c.sidecar,
             api_key_header: c.api_key_header,
             max_body_bytes: c.max_body_bytes,
+            cache: c.cache,
             metrics: Rc::new(Metrics::define()),
         })
     }
@@ -83,6 +86,7 @@ impl Root {
                     sidecar: shared.sidecar.clone(),
                     api_key_header: shared.api_key_header.clone(),
                     max_body_bytes: shared.max_body_bytes,
+                    cache: shared.cache,
                     metrics: shared.metrics.clone(),
                 }));
                 host::log(

@@ -50,6 +50,7 @@ fn shared(project_daily: &str) -> Rc<Shared> {
         sidecar: None,
         api_key_header: "x-pag0-api-key".into(),
         max_body_bytes: 4096,
+        cache: crate::cache::CacheConfig::default(),
         metrics: Rc::new(Metrics::define_with(|_| {
             next += 1;
             Some(next - 1)
@@ -475,6 +476,7 @@ fn managed(mode: crate::config::FailureMode) -> Rc<Shared> {
         }),
         api_key_header: s.api_key_header.clone(),
         max_body_bytes: s.max_body_bytes,
+        cache: s.cache,
         metrics: s.metrics.clone(),
     })
 }

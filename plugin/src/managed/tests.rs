@@ -15,6 +15,8 @@ fn record(amount: u64) -> UsageRecord {
         client_id: Some("c".into()),
         host: "api.deepl.com".into(),
         at: 1,
+        cache_hit: false,
+        savings: None,
     }
 }
 

@@ -1,0 +1,170 @@
+//! The response cache in the request flow (the store itself is `crate::cache`).
+//!
+//! - After an `Allow` decision (so allow-lists, hours, caps and budgets were all checked for
+//!   this client), a cache-enabled project's request is looked up before anything is reserved.
+//! - A hit answers locally with the stored status, headers and body, plus
+//!   `x-pag0-cache: hit`, `x-pag0-decision: allow`, `x-pag0-project`,
+//!   `x-pag0-estimated-cost: 0`. It reserves and charges nothing; the stored entry's actual
+//!   cost (what the upstream charged for that answer) is counted as savings.
+//! - A miss reserves as usual and collects the response (`crate::cache::Fill`), stored only
+//!   when it ends normally.
+
+use pag0_policy::{Allow, CompiledPolicy, Micros};
+use proxy_wasm::types::{LogLevel, MapType};
+
+use super::{Filter, State};
+use crate::cache::{self as store, CacheKey, Fill, ProjectCache, RequestParts, VARY_HEADERS};
+use crate::host::Host;
+use crate::managed::{self, UsageRecord};
+use crate::root::Shared;
+
+pub(super) enum Lookup {
+    /// Answered from the cache (the local reply is sent; the caller returns `Pause`).
+    Hit,
+    Miss(Fill),
+}
+
+impl<H: Host> Filter<H> {
+    /// `None` when the cache does not apply (project without cache, a method other than
+    /// GET/POST, a request body pag0 has not read, or a lookup error).
+    pub(super) fn cache_lookup(
+        &self,
+        shared: &Shared,
+        policy: &CompiledPolicy,
+        allow: &Allow,
+        body: Option<&[u8]>,
+    ) -> Option<Lookup> {
+        let pc = ProjectCache::of(policy, &allow.project_id)?;
+        let header = |n: &str| self.host.header(MapType::HttpRequestHeaders, n);
+        let method = header(":method").unwrap_or_default();
+        if method != "GET" && method != "POST" {
+            return None;
+        }
+        // The key needs the whole body: either pag0 read it to price the request, or there
+        // is none.
+        let body = match body {
+            Some(b) => b,
+            None if request_has_no_body(&self.host) => &[],
+            None => return None,
+        };
+        let cc = header("cache-control");
+        let no_store = store::directive(cc.as_deref(), "no-store");
+        let no_cache = store::directive(cc.as_deref(), "no-cache")
+            || header("pragma").is_some_and(|p| p.trim().eq_ignore_ascii_case("no-cache"));
+        let authority = header(":authority").unwrap_or_default();
+        let path = header(":path").unwrap_or_default();
+        let parts = RequestParts {
+            method: &method,
+            authority: &authority,
+            path: &path,
+            body,
+            vary: VARY_HEADERS.iter().map(|&n| (n, header(n))).collect(),
+        };
+        let key = CacheKey::new(&pc.pool, &parts);
+        let metrics = &shared.metrics.cache;
+        if !(no_store || no_cache) {
+            let now_ms = u64::try_from(self.host.now().timestamp_millis()).unwrap_or(0);
+            match store::lookup(&self.host, &shared.cache, &key, now_ms) {
+                Ok(Some(entry)) => {
+                    self.serve_hit(shared, allow, &entry);
+                    return Some(Lookup::Hit);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // The cache is an optimisation: a host error means a miss, not a refusal.
+                    self.host.log(
+                        LogLevel::Warn,
+                        &format!("pag0: shared data error {e:?} reading the cache"),
+                    );
+                }
+            }
+        }
+        metrics.miss(&self.host);
+        Some(Lookup::Miss(Fill {
+            key,
+            ttl_secs: pc.ttl_secs,
+            may_store: !no_store,
+            streaming: allow.settlement.streaming,
+            max_entry_bytes: shared.cache.max_entry_bytes,
+            response: None,
+        }))
+    }
+
+    fn serve_hit(&self, shared: &Shared, allow: &Allow, entry: &store::Entry) {
+        let savings = Micros::new(entry.cost_micros);
+        let mut headers: Vec<(&str, &str)> = entry
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        headers.extend([
+            ("x-pag0-cache", "hit"),
+            ("x-pag0-decision", "allow"),
+            ("x-pag0-project", &*allow.project_id),
+            ("x-pag0-estimated-cost", "0"),
+        ]);
+        self.host
+            .send_local_reply(u32::from(entry.status), &headers, &entry.body);
+        shared.metrics.allowed(&self.host, Micros::ZERO);
+        shared.metrics.cache.hit(&self.host, savings);
+        if shared.sidecar.is_some() {
+            // Savings and the hit flow to the sidecar with the usage (amount 0, no counters).
+            let host = self
+                .host
+                .header(MapType::HttpRequestHeaders, ":authority")
+                .unwrap_or_default();
+            let record = UsageRecord {
+                amount: "0".to_string(),
+                counters: Vec::new(),
+                project_id: allow.project_id.to_string(),
+                client_id: Some(allow.client_id.to_string()),
+                host: pag0_policy::matching::request_host(&host).to_string(),
+                at: u64::try_from(self.host.now().timestamp_millis()).unwrap_or(0),
+                cache_hit: true,
+                savings: Some(savings.get().to_string()),
+            };
+            if let Err(e) = managed::record(&self.host, record) {
+                self.host.log(
+                    LogLevel::Error,
+                    &format!("pag0: shared data error {e:?} recording a cache hit"),
+                );
+            }
+        }
+    }
+
+    /// The response ended normally: store it if it was collected (call before `settle`).
+    pub(super) fn store_cached(&mut self) {
+        let State::Reserved(r) = &mut self.state else {
+            return;
+        };
+        let Some(fill) = r.cache.take() else {
+            return;
+        };
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let cost = r.meter.final_cost().unwrap_or(r.meter.estimate());
+        let now_ms = u64::try_from(self.host.now().timestamp_millis()).unwrap_or(0);
+        let Some(entry) = fill.into_entry(now_ms, cost) else {
+            return;
+        };
+        match store::store(&self.host, &shared.cache, &entry) {
+            Ok(Some(s)) => shared.metrics.cache.stored(&self.host, s),
+            Ok(None) => {}
+            Err(e) => self.host.log(
+                LogLevel::Warn,
+                &format!("pag0: shared data error {e:?} storing a cache entry"),
+            ),
+        }
+    }
+}
+
+/// No `content-length` (or 0) and no `transfer-encoding`: the headers were the whole request.
+fn request_has_no_body(host: &dyn Host) -> bool {
+    let len = host.header(MapType::HttpRequestHeaders, "content-length");
+    let te = host.header(MapType::HttpRequestHeaders, "transfer-encoding");
+    te.is_none() && len.is_none_or(|l| l.trim() == "0")
+}
+
+#[cfg(test)]
+mod tests;
