@@ -31,6 +31,11 @@ pub struct Filter<H> {
     /// `None` when the plugin configuration failed: every request is refused (fail closed).
     shared: Option<Rc<Shared>>,
     state: State,
+    /// What the response cache keys on, read in the request-headers callback (Envoy refuses
+    /// header reads later, once the headers went on): `None` when the cache does not apply.
+    cache_head: Option<crate::cache::RequestHead>,
+    /// The approval headers and request line, read before `x-pag0-*` is stripped.
+    approval: crate::approval::Incoming,
 }
 
 enum State {
@@ -40,6 +45,10 @@ enum State {
     AwaitingBody { pending: Pending, buffered: usize },
     /// Counters hold this request's estimate until it is settled.
     Reserved(Box<Reserved>),
+    /// Managed mode: held while the sidecar creates an approval (`filter/approval.rs`).
+    AwaitingApproval { token: u32, project_id: Arc<str> },
+    /// Managed mode: a replay, reserved and held while the sidecar consumes its approval.
+    AwaitingConsume { token: u32, reserved: Box<Reserved> },
     /// Refused, or settled: nothing left to do.
     Done,
 }
@@ -64,6 +73,8 @@ impl<H: Host> Filter<H> {
             host,
             shared,
             state: State::Start,
+            cache_head: None,
+            approval: Default::default(),
         }
     }
 
@@ -106,9 +117,17 @@ impl<H: Host> Filter<H> {
                 }
             }
         };
+        // Managed mode: a replay skips the approval requirement here; the sidecar decides it.
+        let replay_id = shared
+            .sidecar
+            .as_ref()
+            .and(self.approval.approval_id.clone());
+        let opts = FinishOptions {
+            approved_replay: replay_id.is_some(),
+        };
         let decision = match &view {
-            None => policy.finish(pending, body, &counters, &FinishOptions::default()),
-            Some(v) => policy.finish(pending, body, v, &FinishOptions::default()),
+            None => policy.finish(pending, body, &counters, &opts),
+            Some(v) => policy.finish(pending, body, v, &opts),
         };
         let allow = match decision {
             Decision::Allow(a) => a,
@@ -122,7 +141,12 @@ impl<H: Host> Filter<H> {
                 }
                 return self.deny(&d);
             }
-            Decision::NeedsApproval(a) => return self.deny(&a.into_standalone_deny()),
+            Decision::NeedsApproval(a) => {
+                return match &shared.sidecar {
+                    Some(cfg) => self.ask_approval(shared, cfg, &a, body.unwrap_or_default()),
+                    None => self.deny(&a.into_standalone_deny()),
+                }
+            }
         };
         // The response cache (filter/cache.rs): after the decision, before any reservation.
         let cache = match self.cache_lookup(shared, policy, &allow, body) {
@@ -177,12 +201,11 @@ impl<H: Host> Filter<H> {
                 let _ = managed::request_early(&self.host);
             }
         }
-        shared.metrics.allowed(&self.host, allow.estimate);
         let host = shared
             .sidecar
             .as_ref()
             .map(|_| self.request_header(":authority").unwrap_or_default());
-        self.state = State::Reserved(Box::new(Reserved {
+        let reserved = Box::new(Reserved {
             project_id: allow.project_id,
             client_id: allow.client_id,
             host,
@@ -190,13 +213,19 @@ impl<H: Host> Filter<H> {
             reservations: allow.reservations,
             meter: ResponseMeter::new(allow.settlement, shared.max_body_bytes),
             cache,
-        }));
+        });
+        if let (Some(id), Some(cfg)) = (replay_id, &shared.sidecar) {
+            return self.consume_approval(shared, cfg, &id, reserved, body.unwrap_or_default());
+        }
+        shared.metrics.allowed(&self.host, reserved.estimate);
+        self.state = State::Reserved(reserved);
         Action::Continue
     }
 
     /// Settles the reservation if it is still open: charges what the response reported,
     /// or releases it if no response arrived. Runs at most once per request.
     fn settle(&mut self) {
+        self.release_held();
         if !matches!(self.state, State::Reserved(_)) {
             return;
         }
@@ -283,7 +312,17 @@ fn strip_pag0_headers(host: &dyn Host, map: MapType, api_key_header: Option<&str
     }
 }
 
-impl<H: Host> Context for Filter<H> {}
+impl<H: Host> Context for Filter<H> {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        self.on_approval_answer(token_id, num_headers, body_size);
+    }
+}
 
 impl<H: Host> HttpContext for Filter<H> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -301,6 +340,7 @@ impl<H: Host> HttpContext for Filter<H> {
         let method = self.request_header(":method").unwrap_or_default();
         let authority = self.request_header(":authority").unwrap_or_default();
         let path = self.request_header(":path").unwrap_or_default();
+        self.approval = crate::approval::Incoming::read(&self.host);
         strip_pag0_headers(
             &self.host,
             MapType::HttpRequestHeaders,
@@ -318,6 +358,14 @@ impl<H: Host> HttpContext for Filter<H> {
             return self.deny(&no_policy_yet());
         };
         let outcome = policy.check_head(&head, self.host.now());
+        if let HeadOutcome::Continue(p) = &outcome {
+            self.cache_head = crate::cache::RequestHead::capture(
+                &self.host,
+                policy,
+                &p.project_id,
+                [&method, &authority, &path],
+            );
+        }
         if matches!(&outcome, HeadOutcome::Continue(p) if p.needs_body()) {
             // Priced per token: settling reads `usage` from the response, which a compressed
             // body would hide (leaving the estimate standing), so ask the upstream for identity.
@@ -327,7 +375,10 @@ impl<H: Host> HttpContext for Filter<H> {
         }
         match outcome {
             HeadOutcome::Deny(d) => self.deny(&d),
-            HeadOutcome::Continue(pending) if pending.needs_body() && !end_of_stream => {
+            HeadOutcome::Continue(pending)
+                if !end_of_stream
+                    && (pending.needs_body() || self.binding_needs_body(&shared, &pending)) =>
+            {
                 // Not `Pause`: Envoy turns a paused header callback into "stop everything"
                 // (StopAllIterationAndWatermark) and never calls the body callback. The body is
                 // held by returning `Pause` from `on_http_request_body` instead, so the headers
@@ -378,6 +429,17 @@ impl<H: Host> HttpContext for Filter<H> {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if let Some(project_id) = self.held_project() {
+            // The upstream answered while pag0 held the request for the sidecar (possible only
+            // without a buffer filter after pag0): it must not reach the agent unapproved.
+            self.release_held();
+            let mut deny = Deny::new(
+                DenyCode::ControlPlaneUnavailable,
+                "the upstream answered while pag0 was still asking the sidecar about the approval",
+            );
+            deny.project_id = Some(project_id);
+            return self.deny(&deny);
+        }
         if let State::AwaitingBody { pending, .. } = &self.state {
             // The upstream answered before the request body (needed for the price) was
             // complete: nothing is reserved, so this response must not reach the agent
@@ -458,6 +520,11 @@ impl<H: Host> HttpContext for Filter<H> {
         self.settle();
     }
 }
+
+mod approval;
+
+#[cfg(test)]
+mod approval_tests;
 
 mod cache;
 

@@ -7,6 +7,8 @@
 //! worker VM. Here values are read as bytes and converted lossily, and host errors become
 //! values the caller handles.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
@@ -27,6 +29,17 @@ pub trait Host: SharedStore {
     fn now(&self) -> DateTime<Utc>;
     fn log(&self, level: LogLevel, msg: &str);
     fn increment_metric(&self, id: u32, by: i64);
+    /// Sends an HTTP call to `cluster`; the answer (or its failure: zero headers) comes to this
+    /// context's `on_http_call_response` with the returned token.
+    fn dispatch_http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError>;
+    /// Lets a request held by `Action::Pause` continue to the upstream.
+    fn resume_http_request(&self);
 }
 
 /// The proxy-wasm host (Envoy).
@@ -104,6 +117,26 @@ impl Host for Hostcalls {
 
     fn increment_metric(&self, id: u32, by: i64) {
         let _ = hostcalls::increment_metric(id, by);
+    }
+
+    fn dispatch_http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        hostcalls::dispatch_http_call(cluster, headers.to_vec(), Some(body), vec![], timeout)
+            .map_err(status_error)
+    }
+
+    fn resume_http_request(&self) {
+        if let Err(s) = hostcalls::resume_http_request() {
+            log(
+                LogLevel::Error,
+                &format!("pag0: could not resume the request: {s:?}"),
+            );
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Pag0 proxy-wasm filter: thin glue between Envoy and the pure decision core `pag0-policy`.
 //!
+//! - [`approval`]: approvals at the sidecar (create, consume) and the agent's `202`.
 //! - [`cache`]: the response cache in shared data (slots, key, entries).
 //! - [`config`]: the filter's JSON configuration (SPEC §6).
 //! - [`root`]: parse once per `on_configure`, define metrics.
@@ -9,6 +10,7 @@
 //! - [`meter`]: reads the upstream's cost report off the response as it passes.
 //! - [`host`], [`reply`], [`metrics`]: host calls, local replies, counters for Envoy stats.
 
+pub mod approval;
 pub mod cache;
 pub mod config;
 pub mod counters;

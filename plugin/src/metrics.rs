@@ -43,6 +43,8 @@ pub struct Metrics {
     released: Option<u32>,
     /// `pag0.cache.*` (see `cache.rs`).
     pub cache: crate::cache::CacheMetrics,
+    /// `pag0.approvals.*` and `pag0.requests.denied.APPROVAL_PENDING`.
+    pub approvals: crate::approval::ApprovalMetrics,
 }
 
 // === impl Metrics ===
@@ -65,6 +67,7 @@ impl Metrics {
             settled: define("pag0.cost.settled_micros"),
             released: define("pag0.cost.released_micros"),
             cache: crate::cache::CacheMetrics::define_with(&mut define),
+            approvals: crate::approval::ApprovalMetrics::define_with(&mut define),
         }
     }
 
@@ -77,6 +80,7 @@ impl Metrics {
             settled: None,
             released: None,
             cache: crate::cache::CacheMetrics::none(),
+            approvals: crate::approval::ApprovalMetrics::none(),
         }
     }
 

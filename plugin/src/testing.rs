@@ -1,9 +1,10 @@
 //! Test doubles: an in-memory shared-data store with Envoy's CAS semantics and a fake HTTP host.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use proxy_wasm::types::{BufferType, LogLevel, MapType};
@@ -79,6 +80,9 @@ impl FakeStore {
 /// Status, headers and body of a local reply.
 pub type LocalReply = (u32, Vec<(String, String)>, String);
 
+/// One `dispatch_http_call`: cluster, headers, body.
+pub type Call = (String, Vec<(String, String)>, Vec<u8>);
+
 /// One HTTP stream as the filter sees it, plus what the filter did to it.
 #[derive(Default)]
 pub struct FakeHost {
@@ -94,6 +98,15 @@ pub struct FakeHost {
     pub local_reply: RefCell<Option<LocalReply>>,
     pub metrics: RefCell<HashMap<u32, i64>>,
     pub logs: RefCell<Vec<String>>,
+    /// Calls the filter dispatched (token = index + 1).
+    pub calls: RefCell<Vec<Call>>,
+    /// Make `dispatch_http_call` fail.
+    pub dispatch_fails: Cell<bool>,
+    /// The answer to the last call, as `on_http_call_response` reads it.
+    pub call_response_headers: RefCell<Vec<(String, String)>>,
+    pub call_response_body: RefCell<Vec<u8>>,
+    /// How many times the filter resumed the request.
+    pub resumed: Cell<usize>,
 }
 
 impl FakeHost {
@@ -102,6 +115,7 @@ impl FakeHost {
             MapType::HttpRequestHeaders => &self.request_headers,
             MapType::HttpResponseHeaders => &self.response_headers,
             MapType::HttpResponseTrailers => &self.response_trailers,
+            MapType::HttpCallResponseHeaders => &self.call_response_headers,
             other => panic!("fake host has no {other:?}"),
         }
     }
@@ -136,6 +150,7 @@ impl Host for &FakeHost {
         let b = match buffer {
             BufferType::HttpRequestBody => self.request_body.borrow(),
             BufferType::HttpResponseBody => self.response_chunk.borrow(),
+            BufferType::HttpCallResponseBody => self.call_response_body.borrow(),
             other => panic!("fake host has no {other:?}"),
         };
         b[..size.min(b.len())].to_vec()
@@ -160,6 +175,30 @@ impl Host for &FakeHost {
     }
     fn increment_metric(&self, id: u32, by: i64) {
         *self.metrics.borrow_mut().entry(id).or_default() += by;
+    }
+    fn dispatch_http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        _timeout: Duration,
+    ) -> Result<u32, HostError> {
+        if self.dispatch_fails.get() {
+            return Err(HostError(6));
+        }
+        let mut calls = self.calls.borrow_mut();
+        calls.push((
+            cluster.to_string(),
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body.to_vec(),
+        ));
+        Ok(u32::try_from(calls.len()).unwrap())
+    }
+    fn resume_http_request(&self) {
+        self.resumed.set(self.resumed.get() + 1);
     }
 }
 

@@ -1,0 +1,398 @@
+//! Approvals, the filter's side of docs/approvals.md: what the filter sends to the sidecar
+//! (`POST /v1/approvals`, `POST /v1/approvals/{id}/consume`), how it reads the answers, and
+//! the agent-facing `202` (SPEC §5). Pure functions and data; the request lifecycle that uses
+//! them is `filter/approval.rs`.
+
+use pag0_policy::{BudgetKey, BudgetView, DenyCode, Micros};
+use serde_json::{json, Map, Value};
+
+use crate::config::SidecarConfig;
+use crate::host::Host;
+
+/// The agent's header naming the approval it replays.
+pub const APPROVAL_ID_HEADER: &str = "x-pag0-approval-id";
+pub const JUSTIFICATION_HEADER: &str = "x-pag0-justification";
+pub const REQUESTED_BY_HEADER: &str = "x-pag0-requested-by";
+/// docs/approvals.md adds this one: where the sidecar POSTs the decision.
+pub const CALLBACK_URL_HEADER: &str = "x-pag0-callback-url";
+
+/// The sidecar's code for "no decision yet" (not in SPEC §5's table): the filter answers the
+/// replay `403` with this code.
+pub const APPROVAL_PENDING: &str = "APPROVAL_PENDING";
+
+/// Longest header value kept for the sidecar (it validates lengths itself; this bounds memory).
+const MAX_TEXT: usize = 2000;
+
+/// What the request headers said about approvals, read before `x-pag0-*` is stripped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Incoming {
+    /// `x-pag0-approval-id`: this request is a replay.
+    pub approval_id: Option<String>,
+    pub justification: Option<String>,
+    pub requested_by: Option<String>,
+    pub callback_url: Option<String>,
+    pub method: String,
+    pub authority: String,
+    /// With the query.
+    pub path: String,
+}
+
+impl Incoming {
+    /// Reads the approval headers and the request line from the host's request headers.
+    pub fn read(host: &dyn Host) -> Self {
+        use proxy_wasm::types::MapType::HttpRequestHeaders as M;
+        let text = |name: &str| {
+            host.header(M, name)
+                .map(|v| v.trim().chars().take(MAX_TEXT).collect::<String>())
+                .filter(|v| !v.is_empty())
+        };
+        Incoming {
+            approval_id: text(APPROVAL_ID_HEADER),
+            justification: text(JUSTIFICATION_HEADER),
+            requested_by: text(REQUESTED_BY_HEADER),
+            callback_url: text(CALLBACK_URL_HEADER),
+            method: host.header(M, ":method").unwrap_or_default(),
+            authority: host.header(M, ":authority").unwrap_or_default(),
+            path: host.header(M, ":path").unwrap_or_default(),
+        }
+    }
+
+    /// The binding of this request (docs/approvals.md, "The binding").
+    pub fn binding(&self, client_id: &str, body: &[u8]) -> String {
+        let head = pag0_policy::RequestHead {
+            api_key: None,
+            method: &self.method,
+            authority: &self.authority,
+            path: &self.path,
+            requires_approval: false,
+        };
+        pag0_policy::approval::request_binding(client_id, &head, body)
+    }
+}
+
+/// An approval id the filter may put into a path: the sidecar's ids are `apr_<40 hex>`; anything
+/// outside `[A-Za-z0-9_-]{1,100}` cannot name one (and must not reach the sidecar's router).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 100
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// What `POST /v1/approvals` gets.
+pub struct CreateRequest<'a> {
+    pub incoming: &'a Incoming,
+    pub project_id: &'a str,
+    pub client_id: &'a str,
+    pub body: &'a [u8],
+    pub estimate: Micros,
+    pub policy_version: u64,
+}
+
+/// The JSON body of `POST /v1/approvals`.
+pub fn create_body(r: &CreateRequest<'_>) -> Vec<u8> {
+    let mut o = Map::new();
+    o.insert("projectId".into(), r.project_id.into());
+    o.insert("clientId".into(), r.client_id.into());
+    o.insert(
+        "method".into(),
+        r.incoming.method.to_ascii_uppercase().into(),
+    );
+    o.insert("authority".into(), r.incoming.authority.clone().into());
+    o.insert("path".into(), r.incoming.path.clone().into());
+    o.insert(
+        "bodySha256".into(),
+        pag0_policy::approval::body_sha256_hex(r.body).into(),
+    );
+    o.insert(
+        "binding".into(),
+        r.incoming.binding(r.client_id, r.body).into(),
+    );
+    o.insert("estimatedCost".into(), r.estimate.get().to_string().into());
+    o.insert("policyVersion".into(), r.policy_version.into());
+    for (k, v) in [
+        ("justification", &r.incoming.justification),
+        ("requestedBy", &r.incoming.requested_by),
+        ("callbackUrl", &r.incoming.callback_url),
+    ] {
+        if let Some(v) = v {
+            o.insert(k.into(), v.clone().into());
+        }
+    }
+    Value::Object(o).to_string().into_bytes()
+}
+
+/// The JSON body of `POST /v1/approvals/{id}/consume`.
+pub fn consume_body(binding: &str, estimate: Micros, policy_version: u64) -> Vec<u8> {
+    json!({
+        "binding": binding,
+        "estimatedCost": estimate.get().to_string(),
+        "policyVersion": policy_version,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// `:path` of the consume call (`id` checked with [`valid_id`]).
+pub fn consume_path(id: &str) -> String {
+    format!("/v1/approvals/{id}/consume")
+}
+
+/// Pseudo-headers and the sync-secret bearer of a call to the sidecar.
+pub fn call_headers<'a>(
+    cfg: &'a SidecarConfig,
+    path: &'a str,
+    auth: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    let mut h = vec![
+        (":method", "POST"),
+        (":path", path),
+        (":authority", cfg.authority.as_str()),
+        ("content-type", "application/json"),
+    ];
+    if !auth.is_empty() {
+        h.push(("authorization", auth));
+    }
+    h
+}
+
+/// `Bearer <sync secret>`, or empty without one.
+pub fn bearer(cfg: &SidecarConfig) -> String {
+    cfg.sync_secret
+        .as_ref()
+        .map(|t| format!("Bearer {t}"))
+        .unwrap_or_default()
+}
+
+/// The sidecar created the approval: the id and the agent's `202` body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Created {
+    pub approval_id: String,
+    /// SPEC §5: `{"approvalId","status","projectId","estimatedCost","expiresAt"}`.
+    pub body: String,
+}
+
+/// Reads the answer of `POST /v1/approvals`; `Err` is why the sidecar counts as unreachable.
+pub fn read_created(status: Option<u32>, body: &[u8]) -> Result<Created, String> {
+    let status = status.ok_or_else(|| "no answer within timeoutMs".to_string())?;
+    if status != 201 && status != 200 {
+        return Err(format!("status {status}: {}", excerpt(body)));
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))?;
+    let id = v
+        .get("approvalId")
+        .and_then(Value::as_str)
+        .filter(|id| valid_id(id))
+        .ok_or_else(|| "answer has no usable approvalId".to_string())?;
+    let mut out = Map::new();
+    for k in [
+        "approvalId",
+        "status",
+        "projectId",
+        "estimatedCost",
+        "expiresAt",
+    ] {
+        out.insert(k.into(), v.get(k).cloned().unwrap_or(Value::Null));
+    }
+    Ok(Created {
+        approval_id: id.to_string(),
+        body: Value::Object(out).to_string(),
+    })
+}
+
+/// The answer of `POST /v1/approvals/{id}/consume`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Consumed {
+    /// `200`: this replay may pass.
+    Granted,
+    /// `403` with an `APPROVAL_*` code the agent gets as the reason.
+    Refused(Refusal),
+    /// Anything else (no answer, 5xx, a wrong token): the sidecar counts as unreachable.
+    Failed(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// `None` for [`APPROVAL_PENDING`], which is not a policy `DenyCode`.
+    pub code: Option<DenyCode>,
+    pub message: String,
+}
+
+pub fn read_consumed(status: Option<u32>, body: &[u8]) -> Consumed {
+    let Some(status) = status else {
+        return Consumed::Failed("no answer within timeoutMs".into());
+    };
+    if status == 200 {
+        return Consumed::Granted;
+    }
+    if status == 403 {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let err = v.get("error");
+        let code = err.and_then(|e| e.get("code")).and_then(Value::as_str);
+        let message = err
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or("approval refused")
+            .to_string();
+        let code = match code {
+            Some("APPROVAL_DENIED") => Some(DenyCode::ApprovalDenied),
+            Some("APPROVAL_EXPIRED") => Some(DenyCode::ApprovalExpired),
+            Some("APPROVAL_MISMATCH") => Some(DenyCode::ApprovalMismatch),
+            Some("APPROVAL_USED") => Some(DenyCode::ApprovalUsed),
+            Some(APPROVAL_PENDING) => None,
+            _ => {
+                return Consumed::Failed(format!("status 403: {}", excerpt(body)));
+            }
+        };
+        return Consumed::Refused(Refusal { code, message });
+    }
+    Consumed::Failed(format!("status {status}: {}", excerpt(body)))
+}
+
+fn excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(body.get(..300).unwrap_or(body)).into_owned()
+}
+
+/// Sends the agent `202 Accepted` for a created approval.
+pub fn send_pending(host: &dyn Host, created: &Created) {
+    host.send_local_reply(
+        202,
+        &[
+            ("content-type", "application/json"),
+            ("x-pag0-decision", "pending"),
+            (APPROVAL_ID_HEADER, created.approval_id.as_str()),
+        ],
+        created.body.as_bytes(),
+    );
+}
+
+/// `403 APPROVAL_PENDING`: the replay came before any decision.
+pub fn send_still_pending(host: &dyn Host, project_id: &str, message: &str) {
+    let body = json!({ "error": {
+        "code": APPROVAL_PENDING, "message": message, "projectId": project_id } })
+    .to_string();
+    host.send_local_reply(
+        403,
+        &[
+            ("content-type", "application/json"),
+            ("x-pag0-decision", "deny"),
+            ("x-pag0-code", APPROVAL_PENDING),
+        ],
+        body.as_bytes(),
+    );
+}
+
+/// A budget view with nothing spent: used at the headers to learn whether a request whose price
+/// does not depend on its body would need approval (then its body is buffered for the binding).
+pub struct NothingSpent;
+
+impl BudgetView for NothingSpent {
+    fn used(&self, _key: &BudgetKey) -> Micros {
+        Micros::ZERO
+    }
+}
+
+/// `pag0.approvals.requested` (approvals created at the sidecar), `pag0.approvals.replayed`
+/// (replays the sidecar let through), `pag0.requests.denied.APPROVAL_PENDING`.
+pub struct ApprovalMetrics {
+    requested: Option<u32>,
+    replayed: Option<u32>,
+    pending: Option<u32>,
+}
+
+impl ApprovalMetrics {
+    pub fn define_with(mut define: impl FnMut(&str) -> Option<u32>) -> Self {
+        ApprovalMetrics {
+            requested: define("pag0.approvals.requested"),
+            replayed: define("pag0.approvals.replayed"),
+            pending: define("pag0.requests.denied.APPROVAL_PENDING"),
+        }
+    }
+
+    pub fn none() -> Self {
+        ApprovalMetrics {
+            requested: None,
+            replayed: None,
+            pending: None,
+        }
+    }
+
+    pub fn requested(&self, host: &dyn Host) {
+        inc(host, self.requested);
+    }
+
+    pub fn replayed(&self, host: &dyn Host) {
+        inc(host, self.replayed);
+    }
+
+    pub fn still_pending(&self, host: &dyn Host) {
+        inc(host, self.pending);
+    }
+}
+
+fn inc(host: &dyn Host, id: Option<u32>) {
+    if let Some(id) = id {
+        host.increment_metric(id, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_could_bend_a_path_are_not_valid() {
+        assert!(valid_id("apr_0123456789abcdef0123456789abcdef01234567"));
+        for bad in ["", "a/b", "../x", "a?b", "a b", "a%2f", &"x".repeat(101)] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn created_answer_keeps_the_five_spec_fields() {
+        let body = br#"{"approvalId":"apr_ab","status":"pending","projectId":"p","estimatedCost":"600000","expiresAt":"2026-11-25T12:00:00.000Z","clientId":"c","binding":"x"}"#;
+        let c = read_created(Some(201), body).unwrap();
+        assert_eq!(c.approval_id, "apr_ab");
+        let v: Value = serde_json::from_str(&c.body).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), 5);
+        assert_eq!(v["estimatedCost"], "600000");
+        assert_eq!(v["expiresAt"], "2026-11-25T12:00:00.000Z");
+        assert!(read_created(None, b"").is_err());
+        assert!(read_created(Some(400), b"{}").is_err());
+        assert!(read_created(Some(201), br#"{"approvalId":"a/b"}"#).is_err());
+    }
+
+    #[test]
+    fn consume_answers() {
+        assert_eq!(read_consumed(Some(200), b"{}"), Consumed::Granted);
+        let r = |code: &str| {
+            read_consumed(
+                Some(403),
+                format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#).as_bytes(),
+            )
+        };
+        for (code, want) in [
+            ("APPROVAL_DENIED", DenyCode::ApprovalDenied),
+            ("APPROVAL_EXPIRED", DenyCode::ApprovalExpired),
+            ("APPROVAL_MISMATCH", DenyCode::ApprovalMismatch),
+            ("APPROVAL_USED", DenyCode::ApprovalUsed),
+        ] {
+            assert_eq!(
+                r(code),
+                Consumed::Refused(Refusal {
+                    code: Some(want),
+                    message: "m".into()
+                })
+            );
+        }
+        assert!(matches!(
+            r("APPROVAL_PENDING"),
+            Consumed::Refused(Refusal { code: None, .. })
+        ));
+        // A wrong token is not a refusal of the approval.
+        assert!(matches!(r("FORBIDDEN"), Consumed::Failed(_)));
+        assert!(matches!(read_consumed(None, b""), Consumed::Failed(_)));
+        assert!(matches!(read_consumed(Some(503), b""), Consumed::Failed(_)));
+    }
+}
