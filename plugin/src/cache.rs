@@ -187,6 +187,77 @@ impl CacheKey {
     }
 }
 
+/// The request as the cache sees it, read in the request-headers callback.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestHead {
+    pub project_id: String,
+    pub project: ProjectCache,
+    pub method: String,
+    pub authority: String,
+    pub path: String,
+    /// No `content-length` (or 0) and no `transfer-encoding`: the headers were the whole
+    /// request.
+    pub no_body: bool,
+    /// `cache-control: no-store`: neither served from nor stored into the cache.
+    pub no_store: bool,
+    /// `cache-control: no-cache` (or `pragma: no-cache`): not served from the cache; the fresh
+    /// answer is stored.
+    pub no_cache: bool,
+    pub vary: Vec<(&'static str, Option<String>)>,
+}
+
+impl RequestHead {
+    /// `None` unless the project has the cache on and the method is GET or POST.
+    /// `line`: method, authority, path (read before `x-pag0-*` headers were stripped).
+    pub fn capture(
+        host: &dyn Host,
+        policy: &pag0_policy::CompiledPolicy,
+        project_id: &str,
+        line: [&str; 3],
+    ) -> Option<RequestHead> {
+        let [method, authority, path] = line;
+        if method != "GET" && method != "POST" {
+            return None;
+        }
+        let project = ProjectCache::of(policy, project_id)?;
+        let header = |n: &str| host.header(MapType::HttpRequestHeaders, n);
+        let cc = header("cache-control");
+        let no_body = header("transfer-encoding").is_none()
+            && header("content-length").is_none_or(|l| l.trim() == "0");
+        Some(RequestHead {
+            project_id: project_id.to_string(),
+            project,
+            method: method.to_string(),
+            authority: authority.to_string(),
+            path: path.to_string(),
+            no_body,
+            no_store: directive(cc.as_deref(), "no-store"),
+            no_cache: directive(cc.as_deref(), "no-cache")
+                || header("pragma").is_some_and(|p| p.trim().eq_ignore_ascii_case("no-cache")),
+            vary: VARY_HEADERS.iter().map(|&n| (n, header(n))).collect(),
+        })
+    }
+
+    /// The key, given the request body (`None`: pag0 did not read it).
+    pub fn key(&self, body: Option<&[u8]>) -> Option<CacheKey> {
+        let body = match body {
+            Some(b) => b,
+            None if self.no_body => &[],
+            None => return None,
+        };
+        Some(CacheKey::new(
+            &self.project.pool,
+            &RequestParts {
+                method: &self.method,
+                authority: &self.authority,
+                path: &self.path,
+                body,
+                vary: self.vary.clone(),
+            },
+        ))
+    }
+}
+
 /// One stored response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {

@@ -31,6 +31,9 @@ pub struct Filter<H> {
     /// `None` when the plugin configuration failed: every request is refused (fail closed).
     shared: Option<Rc<Shared>>,
     state: State,
+    /// What the response cache keys on, read in the request-headers callback (Envoy refuses
+    /// header reads later, once the headers went on): `None` when the cache does not apply.
+    cache_head: Option<crate::cache::RequestHead>,
     /// The approval headers and request line, read before `x-pag0-*` is stripped.
     approval: crate::approval::Incoming,
 }
@@ -70,6 +73,7 @@ impl<H: Host> Filter<H> {
             host,
             shared,
             state: State::Start,
+            cache_head: None,
             approval: Default::default(),
         }
     }
@@ -145,7 +149,7 @@ impl<H: Host> Filter<H> {
             }
         };
         // The response cache (filter/cache.rs): after the decision, before any reservation.
-        let cache = match self.cache_lookup(shared, policy, &allow, body) {
+        let cache = match self.cache_lookup(shared, &allow, body) {
             Some(cache::Lookup::Hit) => {
                 self.state = State::Done;
                 return Action::Pause;
@@ -354,6 +358,14 @@ impl<H: Host> HttpContext for Filter<H> {
             return self.deny(&no_policy_yet());
         };
         let outcome = policy.check_head(&head, self.host.now());
+        if let HeadOutcome::Continue(p) = &outcome {
+            self.cache_head = crate::cache::RequestHead::capture(
+                &self.host,
+                policy,
+                &p.project_id,
+                [&method, &authority, &path],
+            );
+        }
         if matches!(&outcome, HeadOutcome::Continue(p) if p.needs_body()) {
             // Priced per token: settling reads `usage` from the response, which a compressed
             // body would hide (leaving the estimate standing), so ask the upstream for identity.

@@ -9,11 +9,11 @@
 //! - A miss reserves as usual and collects the response (`crate::cache::Fill`), stored only
 //!   when it ends normally.
 
-use pag0_policy::{Allow, CompiledPolicy, Micros};
-use proxy_wasm::types::{LogLevel, MapType};
+use pag0_policy::{Allow, Micros};
+use proxy_wasm::types::LogLevel;
 
 use super::{Filter, State};
-use crate::cache::{self as store, CacheKey, Fill, ProjectCache, RequestParts, VARY_HEADERS};
+use crate::cache::{self as store, Fill};
 use crate::host::Host;
 use crate::managed::{self, UsageRecord};
 use crate::root::Shared;
@@ -30,37 +30,17 @@ impl<H: Host> Filter<H> {
     pub(super) fn cache_lookup(
         &self,
         shared: &Shared,
-        policy: &CompiledPolicy,
         allow: &Allow,
         body: Option<&[u8]>,
     ) -> Option<Lookup> {
-        let pc = ProjectCache::of(policy, &allow.project_id)?;
-        let header = |n: &str| self.host.header(MapType::HttpRequestHeaders, n);
-        let method = header(":method").unwrap_or_default();
-        if method != "GET" && method != "POST" {
-            return None;
-        }
+        let head = self
+            .cache_head
+            .as_ref()
+            .filter(|h| *h.project_id == *allow.project_id)?;
         // The key needs the whole body: either pag0 read it to price the request, or there
         // is none.
-        let body = match body {
-            Some(b) => b,
-            None if request_has_no_body(&self.host) => &[],
-            None => return None,
-        };
-        let cc = header("cache-control");
-        let no_store = store::directive(cc.as_deref(), "no-store");
-        let no_cache = store::directive(cc.as_deref(), "no-cache")
-            || header("pragma").is_some_and(|p| p.trim().eq_ignore_ascii_case("no-cache"));
-        let authority = header(":authority").unwrap_or_default();
-        let path = header(":path").unwrap_or_default();
-        let parts = RequestParts {
-            method: &method,
-            authority: &authority,
-            path: &path,
-            body,
-            vary: VARY_HEADERS.iter().map(|&n| (n, header(n))).collect(),
-        };
-        let key = CacheKey::new(&pc.pool, &parts);
+        let key = head.key(body)?;
+        let (no_store, no_cache) = (head.no_store, head.no_cache);
         let metrics = &shared.metrics.cache;
         if !(no_store || no_cache) {
             let now_ms = u64::try_from(self.host.now().timestamp_millis()).unwrap_or(0);
@@ -82,7 +62,7 @@ impl<H: Host> Filter<H> {
         metrics.miss(&self.host);
         Some(Lookup::Miss(Fill {
             key,
-            ttl_secs: pc.ttl_secs,
+            ttl_secs: head.project.ttl_secs,
             may_store: !no_store,
             streaming: allow.settlement.streaming,
             max_entry_bytes: shared.cache.max_entry_bytes,
@@ -110,8 +90,9 @@ impl<H: Host> Filter<H> {
         if shared.sidecar.is_some() {
             // Savings and the hit flow to the sidecar with the usage (amount 0, no counters).
             let host = self
-                .host
-                .header(MapType::HttpRequestHeaders, ":authority")
+                .cache_head
+                .as_ref()
+                .map(|h| h.authority.clone())
                 .unwrap_or_default();
             let record = UsageRecord {
                 amount: "0".to_string(),
@@ -157,13 +138,6 @@ impl<H: Host> Filter<H> {
             ),
         }
     }
-}
-
-/// No `content-length` (or 0) and no `transfer-encoding`: the headers were the whole request.
-fn request_has_no_body(host: &dyn Host) -> bool {
-    let len = host.header(MapType::HttpRequestHeaders, "content-length");
-    let te = host.header(MapType::HttpRequestHeaders, "transfer-encoding");
-    te.is_none() && len.is_none_or(|l| l.trim() == "0")
 }
 
 #[cfg(test)]
