@@ -6,7 +6,20 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use pag0_host_tests::{fixture, Host, Request, Response};
 
 fn host() -> Host {
+    host_with(|_| {})
+}
+
+/// The response cache on for project `ops` (index 1).
+fn cached_host() -> Host {
+    host_with(|policy| {
+        policy["projects"][1]["cache"] =
+            serde_json::json!({ "enabled": true, "sharedCache": false, "defaultTTL": 3600 });
+    })
+}
+
+fn host_with(edit: impl FnOnce(&mut serde_json::Value)) -> Host {
     let mut policy = fixture::policy();
+    edit(&mut policy);
     let big = "100000000000000";
     policy["globalPolicy"]["monthlyBudget"] = big.into();
     policy["globalPolicy"]["dailyBudget"] = big.into();
@@ -46,6 +59,18 @@ fn per_request(c: &mut Criterion) {
         Some("allow")
     );
     c.bench_function("allowed token-priced with JSON usage", |b| {
+        b.iter(|| h.run(&chat, &usage))
+    });
+
+    // The cache lookup path: the same chat call answered from shared data (decision, key =
+    // SHA-256 over the request line, body hash and vary headers, one shared-data read, local
+    // reply). Compare with "allowed token-priced with JSON usage" above.
+    let mut h = cached_host();
+    let first = h.run(&chat, &usage);
+    assert_eq!(first.header("x-pag0-cache"), Some("miss"));
+    let hit = h.run(&chat, &usage);
+    assert_eq!(hit.header("x-pag0-cache"), Some("hit"));
+    c.bench_function("cache hit token-priced (local reply)", |b| {
         b.iter(|| h.run(&chat, &usage))
     });
 
