@@ -515,10 +515,14 @@ impl Fill {
         if ttl_secs == 0 {
             return;
         }
-        let headers = host
-            .header_names(MapType::HttpResponseHeaders)
+        let mut names = host.header_names(MapType::HttpResponseHeaders);
+        names.retain(|n| keeps_response_header(n));
+        names.iter_mut().for_each(|n| n.make_ascii_lowercase());
+        names.sort();
+        // A repeated header is read once (the host hands back its first value).
+        names.dedup();
+        let headers = names
             .into_iter()
-            .filter(|n| keeps_response_header(n))
             .filter_map(|n| {
                 let v = host.header(MapType::HttpResponseHeaders, &n)?;
                 Some((n.to_ascii_lowercase(), v))
