@@ -17,6 +17,8 @@
 
 pub mod create;
 
+use std::cell::RefCell;
+
 use pag0_policy::budget::{settle_counter, try_reserve};
 use pag0_policy::{BudgetKey, BudgetView, Micros, Reservation};
 
@@ -59,13 +61,27 @@ pub enum ReserveError {
 /// The counters of one Envoy, over some [`SharedStore`].
 pub struct Counters<'s, S: ?Sized> {
     store: &'s S,
+    /// Counters read through [`BudgetView`] while deciding, with their CAS tokens: the first
+    /// CAS attempt of the following update uses this read instead of reading again (if anyone
+    /// wrote in between, the CAS fails and the loop reads afresh). Used at most once per entry.
+    seen: RefCell<Vec<Seen>>,
+}
+
+struct Seen {
+    key: BudgetKey,
+    shared_key: String,
+    value: Option<Vec<u8>>,
+    cas: Option<u32>,
 }
 
 // === impl Counters ===
 
 impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
     pub fn new(store: &'s S) -> Self {
-        Counters { store }
+        Counters {
+            store,
+            seen: RefCell::new(Vec::new()),
+        }
     }
 
     /// Spent + reserved on one counter; 0 for a counter nobody has touched this period.
@@ -98,13 +114,19 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
     /// Replaces each reservation by `actual` on its counter (`actual = 0` releases it).
     /// Call exactly once per successful [`reserve_all`](Self::reserve_all). Every counter is
     /// attempted even if one fails; the first host error is returned.
+    ///
+    /// When `actual` equals a reservation's amount the counter already holds the right value
+    /// (`used − amount + actual = used`) and is not touched: no read, no CAS write. This is
+    /// every request to a per-request-priced endpoint without a cost report. (The one case it
+    /// differs from rewriting is a counter below the request's own reservation, which no
+    /// writer of this layout produces.)
     pub fn settle_all(
         &self,
         reservations: &[Reservation],
         actual: Micros,
     ) -> Result<(), HostError> {
         let mut first_err = Ok(());
-        for r in reservations {
+        for r in reservations.iter().filter(|r| r.amount != actual) {
             let settled = self.update(&r.key, |used| {
                 Ok::<_, std::convert::Infallible>(settle_counter(used, r.amount, actual))
             });
@@ -121,15 +143,27 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
         key: &BudgetKey,
         f: impl Fn(Micros) -> Result<Micros, E>,
     ) -> Result<Micros, UpdateError<E>> {
-        let key = shared_key(key);
+        let (key, mut seen) = match self.take_seen(key) {
+            Some(s) => (s.shared_key, Some((s.value, s.cas))),
+            None => (shared_key(key), None),
+        };
         loop {
-            let (value, cas) = self.store.get(&key).map_err(UpdateError::Host)?;
+            let from_seen = seen.is_some();
+            let (value, cas) = match seen.take() {
+                Some(v) => v,
+                None => self.store.get(&key).map_err(UpdateError::Host)?,
+            };
             if value.is_none() {
                 create::create(self.store, &key, &encode(Micros::ZERO))
                     .map_err(UpdateError::Host)?;
                 continue;
             }
-            let next = f(decode(value.as_deref())).map_err(UpdateError::Rejected)?;
+            let next = match f(decode(value.as_deref())) {
+                Ok(n) => n,
+                // Refuse only on a fresh read, exactly as without the earlier read.
+                Err(_) if from_seen => continue,
+                Err(e) => return Err(UpdateError::Rejected(e)),
+            };
             match self.store.set(&key, &encode(next), cas) {
                 Ok(()) => return Ok(next),
                 Err(SetError::CasMismatch) => continue,
@@ -137,14 +171,36 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
             }
         }
     }
+
+    fn take_seen(&self, key: &BudgetKey) -> Option<Seen> {
+        let mut seen = self.seen.try_borrow_mut().ok()?;
+        let i = seen.iter().position(|s| s.key == *key)?;
+        Some(seen.swap_remove(i))
+    }
 }
 
 /// The policy reads counters through this view while deciding; reads are not atomic with the
 /// later reservation, which is why [`Counters::reserve_all`] checks the limit again.
 impl<S: SharedStore + ?Sized> BudgetView for Counters<'_, S> {
     fn used(&self, key: &BudgetKey) -> Micros {
-        // A counter that cannot be read is treated as full: refuse rather than overspend.
-        Counters::used(self, key).unwrap_or(Micros::MAX)
+        let shared_key = shared_key(key);
+        match self.store.get(&shared_key) {
+            Ok((value, cas)) => {
+                let used = decode(value.as_deref());
+                if let Ok(mut seen) = self.seen.try_borrow_mut() {
+                    seen.retain(|s| s.key != *key);
+                    seen.push(Seen {
+                        key: key.clone(),
+                        shared_key,
+                        value,
+                        cas,
+                    });
+                }
+                used
+            }
+            // A counter that cannot be read is treated as full: refuse rather than overspend.
+            Err(_) => Micros::MAX,
+        }
     }
 }
 
@@ -153,8 +209,23 @@ enum UpdateError<E> {
     Host(HostError),
 }
 
+/// `pag0/b/` + [`BudgetKey::storage_key`], built in one allocation (this runs for every
+/// counter of every request).
 pub fn shared_key(key: &BudgetKey) -> String {
-    format!("{KEY_PREFIX}{}", key.storage_key())
+    let label = key.scope.label();
+    let project = key.scope.project_id();
+    let mut s = String::with_capacity(
+        KEY_PREFIX.len() + label.len() + project.map_or(0, |p| p.len() + 1) + 1 + key.period.len(),
+    );
+    s.push_str(KEY_PREFIX);
+    s.push_str(label);
+    if let Some(p) = project {
+        s.push('/');
+        s.push_str(p);
+    }
+    s.push('/');
+    s.push_str(&key.period);
+    s
 }
 
 pub fn encode(m: Micros) -> [u8; 8] {

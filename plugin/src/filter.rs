@@ -22,6 +22,7 @@ use crate::managed::{self, LeaseView, UsageRecord};
 use crate::meter::ResponseMeter;
 use crate::reply;
 use crate::root::Shared;
+use snapshot::Snapshot;
 
 /// Every request header with this prefix is the agent talking to pag0, never to the upstream.
 const PAG0_HEADER_PREFIX: &str = "x-pag0-";
@@ -333,16 +334,18 @@ impl<H: Host> HttpContext for Filter<H> {
                 "the pag0 filter has no valid configuration (see Envoy's log)",
             ));
         };
-        let api_key = self.request_header(&shared.api_key_header);
-        let requires_approval = self
-            .request_header("x-pag0-requires-approval")
+        // One copy of the request headers serves every read below and the strip.
+        let req = Snapshot::read(&self.host, MapType::HttpRequestHeaders);
+        let header = |name: &str| req.header(MapType::HttpRequestHeaders, name);
+        let api_key = header(&shared.api_key_header);
+        let requires_approval = header("x-pag0-requires-approval")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        let method = self.request_header(":method").unwrap_or_default();
-        let authority = self.request_header(":authority").unwrap_or_default();
-        let path = self.request_header(":path").unwrap_or_default();
-        self.approval = crate::approval::Incoming::read(&self.host);
+        let method = header(":method").unwrap_or_default();
+        let authority = header(":authority").unwrap_or_default();
+        let path = header(":path").unwrap_or_default();
+        self.approval = crate::approval::Incoming::read(&req);
         strip_pag0_headers(
-            &self.host,
+            &req,
             MapType::HttpRequestHeaders,
             Some(&shared.api_key_header),
         );
@@ -360,7 +363,7 @@ impl<H: Host> HttpContext for Filter<H> {
         let outcome = policy.check_head(&head, self.host.now());
         if let HeadOutcome::Continue(p) = &outcome {
             self.cache_head = crate::cache::RequestHead::capture(
-                &self.host,
+                &req,
                 policy,
                 &p.project_id,
                 [&method, &authority, &path],
@@ -455,25 +458,23 @@ impl<H: Host> HttpContext for Filter<H> {
         let State::Reserved(r) = &mut self.state else {
             return Action::Continue;
         };
-        let status = self
-            .host
+        // One copy of the response headers serves the reads below and the strip.
+        let resp = Snapshot::read(&self.host, MapType::HttpResponseHeaders);
+        let status = resp
             .header(MapType::HttpResponseHeaders, ":status")
             .and_then(|s| s.trim().parse::<u32>().ok());
-        let content_type = self
-            .host
-            .header(MapType::HttpResponseHeaders, "content-type");
+        let content_type = resp.header(MapType::HttpResponseHeaders, "content-type");
         let cost = r
             .meter
             .cost_header_name()
-            .and_then(|n| self.host.header(MapType::HttpResponseHeaders, n));
+            .and_then(|n| resp.header(MapType::HttpResponseHeaders, n));
         r.meter.on_headers(status, content_type.as_deref(), cost);
-        strip_pag0_headers(&self.host, MapType::HttpResponseHeaders, None);
+        strip_pag0_headers(&resp, MapType::HttpResponseHeaders, None);
         for (name, value) in reply::allow_headers(&r.project_id, r.estimate) {
-            self.host
-                .set_header(MapType::HttpResponseHeaders, name, &value);
+            resp.set_header(MapType::HttpResponseHeaders, name, &value);
         }
         if let Some(fill) = &mut r.cache {
-            fill.on_response_headers(&self.host, status, content_type.as_deref());
+            fill.on_response_headers(&resp, status, content_type.as_deref());
         }
         if end_of_stream {
             self.store_cached();
@@ -527,6 +528,8 @@ mod approval;
 mod approval_tests;
 
 mod cache;
+
+mod snapshot;
 
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,16 @@ use crate::counters::{HostError, SetError, SharedStore};
 pub trait Host: SharedStore {
     fn header(&self, map: MapType, name: &str) -> Option<String>;
     fn header_names(&self, map: MapType) -> Vec<String>;
+    /// Every `(name, value)` of a header map, in order (one host call on Envoy).
+    fn headers(&self, map: MapType) -> Vec<(String, String)> {
+        self.header_names(map)
+            .into_iter()
+            .map(|n| {
+                let v = self.header(map, &n).unwrap_or_default();
+                (n, v)
+            })
+            .collect()
+    }
     fn remove_header(&self, map: MapType, name: &str);
     /// Replaces (or adds) a header.
     fn set_header(&self, map: MapType, name: &str, value: &str);
@@ -65,6 +75,17 @@ impl Host for Hostcalls {
     fn header_names(&self, map: MapType) -> Vec<String> {
         hostcalls::get_map_bytes(map)
             .map(|pairs| pairs.into_iter().map(|(k, _)| k).collect())
+            .unwrap_or_default()
+    }
+
+    fn headers(&self, map: MapType) -> Vec<(String, String)> {
+        hostcalls::get_map_bytes(map)
+            .map(|pairs| {
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -450,3 +450,77 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn shared_key_is_the_prefix_and_the_storage_key() {
+    for scope in [
+        Scope::OrgMonthly,
+        Scope::OrgDaily,
+        project(),
+        Scope::ProjectDaily("p".into()),
+    ] {
+        let k = key(scope);
+        assert_eq!(shared_key(&k), format!("{KEY_PREFIX}{}", k.storage_key()));
+    }
+}
+
+/// Counts writes, to see which settlements touch shared data.
+fn writes(store: &FakeStore) -> u32 {
+    store.map.lock().unwrap().1
+}
+
+#[test]
+fn settling_at_the_reserved_amount_writes_nothing_and_keeps_the_counter() {
+    let store = FakeStore::default();
+    let c = Counters::new(&store);
+    let all = [res(Scope::OrgMonthly, 30, 100), res(project(), 30, 100)];
+    c.reserve_all(&all).unwrap();
+    let before = writes(&store);
+    c.settle_all(&all, Micros::new(30)).unwrap();
+    assert_eq!(writes(&store), before);
+    assert_eq!(used(&store, Scope::OrgMonthly), 30);
+    assert_eq!(used(&store, project()), 30);
+    // A different actual still rewrites every counter.
+    c.reserve_all(&all).unwrap();
+    c.settle_all(&all, Micros::new(10)).unwrap();
+    assert_eq!(used(&store, Scope::OrgMonthly), 40);
+    assert_eq!(used(&store, project()), 40);
+}
+
+#[test]
+fn a_reservation_after_a_view_read_reuses_it_and_survives_a_write_in_between() {
+    let store = FakeStore::default();
+    Counters::new(&store)
+        .reserve_all(&[res(Scope::OrgMonthly, 50, 100)])
+        .unwrap();
+    let c = Counters::new(&store);
+    assert_eq!(
+        BudgetView::used(&c, &key(Scope::OrgMonthly)),
+        Micros::new(50)
+    );
+    // Another worker fills the budget after the decision read it.
+    Counters::new(&store)
+        .reserve_all(&[res(Scope::OrgMonthly, 40, 100)])
+        .unwrap();
+    let err = c
+        .reserve_all(&[res(Scope::OrgMonthly, 20, 100)])
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ReserveError::NoRoom {
+            index: 0,
+            used: Micros::new(90)
+        }
+    );
+    // A stale read that looks full is re-read before refusing.
+    let c = Counters::new(&store);
+    assert_eq!(
+        BudgetView::used(&c, &key(Scope::OrgMonthly)),
+        Micros::new(90)
+    );
+    Counters::new(&store)
+        .settle_all(&[res(Scope::OrgMonthly, 40, 100)], Micros::ZERO)
+        .unwrap();
+    c.reserve_all(&[res(Scope::OrgMonthly, 20, 100)]).unwrap();
+    assert_eq!(used(&store, Scope::OrgMonthly), 70);
+}
