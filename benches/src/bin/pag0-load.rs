@@ -12,7 +12,12 @@ const HELP: &str =
     "pag0-load: Pag0 vs baseline Envoy under load (writes load.md, load.json, load.svg)
 
   --variants LIST     comma-separated: no-filter,passthrough-wasm,hostcalls-probe,pag0,
-                      ext-authz-sidecar (default: all)
+                      ext-authz-sidecar (default: all), and pag0-before: the filter
+                      built from another commit (needs --pag0-before-wasm)
+  --pag0-wasm PATH    the .wasm of the pag0 variant (default: the workspace's wasm-release
+                      build, which a concurrent build may replace mid-run)
+  --pag0-before-wasm PATH  the .wasm of the pag0-before variant, e.g. the previous commit's
+                      build, so two filter builds are compared in one run
   --workers LIST      Envoy worker counts (default: 1,2)
   --rounds N          rounds, variants alternating within each (default: 3)
   --duration SECS     length of each run (default: 5)
@@ -60,6 +65,8 @@ fn parse(args: &[String]) -> Result<Options> {
             "--out" => o.out_dir = Some(PathBuf::from(value()?)),
             "--quiet" => o.verbose = false,
             "--probe" => o.hostcall_pattern = value()?,
+            "--pag0-wasm" => o.pag0_wasm = Some(PathBuf::from(value()?)),
+            "--pag0-before-wasm" => o.pag0_before_wasm = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
                 println!("{HELP}");
                 std::process::exit(0);

@@ -60,7 +60,7 @@ pub fn proxy_yaml(variant: Variant, p: &ProxyParams<'_>) -> String {
         Variant::HostCalls => {
             wasm_filter("hostcalls", &quoted(p.wasm), &quoted(p.hostcall_pattern))
         }
-        Variant::Pag0 => {
+        Variant::Pag0 | Variant::Pag0Before => {
             let config = serde_json::to_string(p.plugin_config).unwrap_or_default();
             wasm_filter("pag0", &quoted(p.wasm), &quoted(&config))
         }
