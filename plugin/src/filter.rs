@@ -205,7 +205,8 @@ impl<H: Host> Filter<H> {
         let host = shared
             .sidecar
             .as_ref()
-            .map(|_| self.request_header(":authority").unwrap_or_default());
+            // Read at the headers: Envoy refuses request-header reads once they went on.
+            .map(|_| self.approval.authority.clone());
         let reserved = Box::new(Reserved {
             project_id: allow.project_id,
             client_id: allow.client_id,
@@ -263,10 +264,6 @@ impl<H: Host> Filter<H> {
         if let Some(s) = &self.shared {
             s.metrics.settled(&self.host, r.estimate, actual);
         }
-    }
-
-    fn request_header(&self, name: &str) -> Option<String> {
-        self.host.header(MapType::HttpRequestHeaders, name)
     }
 
     fn body_too_large(&mut self, shared: &Shared, pending: &Pending) -> Action {

@@ -1,0 +1,581 @@
+//! Approvals end to end: a real Envoy (2 workers) running the filter in managed mode, a real
+//! `pag0-sidecar` (SQLite in a tempdir) with approver tokens and SMTP, a Slack-style receiver
+//! (axum on 127.0.0.1:0) and a small SMTP sink on loopback.
+//!
+//! - a request above `requireApprovalAbove` → `202` + `x-pag0-approval-id`, never reaching the
+//!   upstream; the approvers' e-mail and the Slack message arrive (with the justification);
+//! - an approver of another project and the requester itself get `403` from the API;
+//! - approve → replay `200` (upstream reached once) → replay again `403 APPROVAL_USED`;
+//! - a replay before the decision → `403 APPROVAL_PENDING`; deny → `403 APPROVAL_DENIED`;
+//!   another body at replay → `403 APPROVAL_MISMATCH`; past `expiresAt` → `403 APPROVAL_EXPIRED`;
+//! - twenty concurrent replays of one approval → exactly one `200`.
+// Test crate: failing loudly is the point (clippy.toml only covers #[test] fns, not helpers).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use pag0_envoy::harness::sidecar_binary;
+use pag0_envoy::{Agent, Call, Envoy, EnvoyConfig, MockUpstream, Reply};
+use serde_json::{json, Value};
+
+const ADMIN: &str = "admin-token-0123456789abcdef";
+const SECRET: &str = "sync-secret-0123456789abcdef";
+const LEAD: &str = "lead@acme.com";
+const LEAD_TOKEN: &str = "lead-approver-token-0123456789";
+const OTHER: &str = "other-lead@acme.com";
+const OTHER_TOKEN: &str = "other-approver-token-0123456789";
+/// deepl's per-request price in the test catalogue (above every threshold below).
+const DEEPL: u64 = 2000;
+/// Bounded waits for things that happen asynchronously (never a timing assertion).
+const WAIT: Duration = Duration::from_secs(30);
+
+// === the sidecar, with approver tokens and SMTP ===
+
+/// A `pag0-sidecar` child process on 127.0.0.1:0; killed and reaped on drop.
+struct Sidecar {
+    child: Child,
+    port: u16,
+    log_path: std::path::PathBuf,
+}
+
+impl Sidecar {
+    fn start(dir: &Path, smtp: SocketAddr) -> Sidecar {
+        let bin = sidecar_binary();
+        assert!(
+            bin.exists(),
+            "sidecar not built: {} is missing — run `cargo build -p pag0-sidecar` (or set PAG0_SIDECAR)",
+            bin.display()
+        );
+        let log_path = dir.join("sidecar.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Command::new(&bin)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--approver-token")
+            .arg(format!("{LEAD}={LEAD_TOKEN}"))
+            .arg("--approver-token")
+            .arg(format!("{OTHER}={OTHER_TOKEN}"))
+            .arg("--smtp-url")
+            .arg(format!("smtp://{smtp}"))
+            .arg("--smtp-from")
+            .arg("pag0@acme.com")
+            .env("PAG0_ADMIN_TOKENS", format!("admin={ADMIN}"))
+            .env("PAG0_SYNC_SECRET", SECRET)
+            .env_remove("DATABASE_URL")
+            .env_remove("PAG0_APPROVER_TOKENS")
+            .env_remove("PAG0_SMTP_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel::<u16>();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(port) = line
+                        .strip_prefix("listening on ")
+                        .and_then(|a| a.trim().rsplit(':').next())
+                        .and_then(|p| p.parse::<u16>().ok())
+                    {
+                        let _ = tx.send(port);
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let mut s = Sidecar {
+            child,
+            port: 0,
+            log_path,
+        };
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(port) => s.port = port,
+            Err(_) => panic!("sidecar did not start:\n{}", s.log()),
+        }
+        s
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// === an SMTP sink and a Slack receiver (threads, plain std I/O) ===
+
+/// What the receivers got: e-mails (recipients, data) and Slack posts (JSON bodies).
+#[derive(Default)]
+struct Inbox {
+    mails: Mutex<Vec<(Vec<String>, String)>>,
+    slack: Mutex<Vec<Value>>,
+}
+
+/// A minimal SMTP server (EHLO, MAIL, RCPT, DATA, RSET, QUIT), enough for lettre; like the
+/// sink of sidecar/tests/approvals.rs, on std threads. Stops with the test process.
+fn smtp_sink(inbox: Arc<Inbox>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for sock in listener.incoming().map_while(Result::ok) {
+            let inbox = inbox.clone();
+            std::thread::spawn(move || {
+                let Ok(mut w) = sock.try_clone() else { return };
+                let mut lines = BufReader::new(sock).lines();
+                let _ = w.write_all(b"220 sink ESMTP\r\n");
+                let mut to = Vec::new();
+                while let Some(Ok(line)) = lines.next() {
+                    let upper = line.to_ascii_uppercase();
+                    let reply: &[u8] = if upper.starts_with("RCPT TO:") {
+                        to.push(
+                            line[8..]
+                                .trim()
+                                .trim_matches(|c| c == '<' || c == '>')
+                                .to_string(),
+                        );
+                        b"250 OK\r\n"
+                    } else if upper == "DATA" {
+                        let _ = w.write_all(b"354 go ahead\r\n");
+                        let mut data = String::new();
+                        while let Some(Ok(l)) = lines.next() {
+                            if l == "." {
+                                break;
+                            }
+                            data.push_str(&l);
+                            data.push('\n');
+                        }
+                        inbox
+                            .mails
+                            .lock()
+                            .unwrap()
+                            .push((std::mem::take(&mut to), data));
+                        b"250 queued\r\n"
+                    } else if upper == "QUIT" {
+                        let _ = w.write_all(b"221 bye\r\n");
+                        return;
+                    } else if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                        b"250 sink\r\n"
+                    } else {
+                        b"250 OK\r\n"
+                    };
+                    if w.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// An axum server on 127.0.0.1:0 that keeps every JSON body POSTed to `/slack`.
+fn slack_receiver(inbox: Arc<Inbox>) -> (SocketAddr, tokio::runtime::Runtime) {
+    use axum::extract::State;
+    use axum::routing::post;
+    use axum::{Json, Router};
+    async fn slack(State(inbox): State<Arc<Inbox>>, Json(v): Json<Value>) -> &'static str {
+        inbox.slack.lock().unwrap().push(v);
+        "ok"
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = Router::new().route("/slack", post(slack)).with_state(inbox);
+    rt.spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (addr, rt)
+}
+
+// === the stack ===
+
+struct Stack {
+    envoy: Envoy,
+    mock: MockUpstream,
+    sidecar: Sidecar,
+    agent: Agent,
+    inbox: Arc<Inbox>,
+    http: reqwest::blocking::Client,
+    _slack_rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+fn approval_workflow(approver: &str, extra: Value) -> Value {
+    let mut w = json!({ "enabled": true, "approvers": [approver], "requireApprovalAbove": "1500" });
+    for (k, v) in extra.as_object().unwrap() {
+        w[k] = v.clone();
+    }
+    json!({ "approvalWorkflow": w })
+}
+
+/// p1 (approver LEAD), p2 (approver OTHER), p3 (LEAD, approvals expire after 1 s).
+fn policy(slack: SocketAddr) -> Value {
+    json!({
+        "orgId": "test-org",
+        "timezone": "UTC",
+        "globalPolicy": {
+            "monthlyBudget": "1000000000",
+            "allowedCategories": ["translation", "llm", "search", "data-analysis"]
+        },
+        "alerts": { "channels": ["email", "slack"], "recipients": ["cfo@acme.com"],
+                    "slackWebhookUrl": format!("http://{slack}/slack") },
+        "endpoints": endpoints(),
+        "projects": [
+            project("p1", 100_000_000, approval_workflow(LEAD, json!({}))),
+            project("p2", 100_000_000, approval_workflow(OTHER, json!({}))),
+            project("p3", 100_000_000, approval_workflow(LEAD, json!({ "expiresAfter": 1 }))),
+        ],
+        "clients": [
+            client("c1", "p1", "sk-test-1"),
+            client("c2", "p2", "sk-test-2"),
+            client("c3", "p3", "sk-test-3"),
+        ]
+    })
+}
+
+impl Stack {
+    fn start() -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Arc::new(Inbox::default());
+        let smtp = smtp_sink(inbox.clone());
+        let (slack, slack_rt) = slack_receiver(inbox.clone());
+        let sidecar = Sidecar::start(dir.path(), smtp);
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let r = http
+            .put(sidecar.url("/v1/policy"))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/json")
+            .body(policy(slack).to_string())
+            .send()
+            .unwrap();
+        let status = r.status();
+        assert!(
+            status.is_success(),
+            "PUT /v1/policy: {status} {}",
+            r.text().unwrap_or_default()
+        );
+        let mock = MockUpstream::start().unwrap();
+        let mut cfg = EnvoyConfig::new(
+            json!({ "sidecar": { "cluster": "pag0_sidecar", "authority": "pag0-sidecar",
+                                 "syncIntervalMs": 500, "timeoutMs": 1000,
+                                 "failureMode": "closed", "syncSecret": SECRET } }),
+            mock.port(),
+        );
+        cfg.sidecar_port = Some(sidecar.port);
+        let envoy = Envoy::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+        let agent = Agent::new(envoy.port).unwrap();
+        let s = Stack {
+            envoy,
+            mock,
+            sidecar,
+            agent,
+            inbox,
+            http,
+            _slack_rt: slack_rt,
+            _dir: dir,
+        };
+        // Policy and leases arrive with the first syncs: a cheap request (no approval) passes.
+        let t0 = Instant::now();
+        loop {
+            let r = s.send(&Call::post("api.salesforce.com", "/echo").key("sk-test-1"));
+            if r.status == 200 {
+                break;
+            }
+            assert!(
+                t0.elapsed() < WAIT,
+                "never allowed under the sidecar's policy: {} {}\n{}\n{}",
+                r.status,
+                r.body,
+                s.envoy.log(),
+                s.sidecar.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    fn send(&self, call: &Call) -> Reply {
+        self.agent.send(call).unwrap_or_else(|e| {
+            panic!(
+                "request failed: {e:#}\n{}\n{}",
+                self.envoy.log(),
+                self.sidecar.log()
+            )
+        })
+    }
+
+    /// POST /v1/approvals/{id}/{approve|deny} with an approver token: (status, body).
+    fn decide(&self, id: &str, action: &str, token: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.sidecar.url(&format!("/v1/approvals/{id}/{action}")))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(json!({ "comment": "e2e" }).to_string())
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    fn approval(&self, id: &str) -> Value {
+        self.http
+            .get(self.sidecar.url(&format!("/v1/approvals/{id}")))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    /// Sends a request that needs approval; asserts the `202` and returns the approval id.
+    fn ask(&self, call: &Call) -> String {
+        let r = self.send(call);
+        assert_eq!(
+            r.status,
+            202,
+            "expected 202: {} {}\n{}\n{}",
+            r.status,
+            r.body,
+            self.envoy.log(),
+            self.sidecar.log()
+        );
+        assert_eq!(r.decision(), "pending");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json"),
+            "{:?}",
+            r.headers
+        );
+        let body = r.json();
+        let id = r.header("x-pag0-approval-id").unwrap().to_string();
+        assert_eq!(body["approvalId"], id.as_str());
+        assert_eq!(body["status"], "pending");
+        assert!(body["expiresAt"].as_str().is_some(), "{body}");
+        assert_eq!(body.as_object().unwrap().len(), 5, "{body}");
+        id
+    }
+}
+
+fn translate(key: &str, text: &str) -> Call {
+    Call::post("api.deepl.com", "/v2/translate?formality=more")
+        .key(key)
+        .json(&json!({ "text": [text], "target_lang": "EN" }))
+}
+
+fn replay(call: Call, id: &str) -> Call {
+    call.header("x-pag0-approval-id", id)
+}
+
+/// Waits until `cond` holds on the inbox (deliveries are asynchronous).
+fn wait_inbox(inbox: &Inbox, cond: impl Fn(&Inbox) -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < WAIT {
+        if cond(inbox) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond(inbox)
+}
+
+#[test]
+fn held_approved_replayed_once_and_every_refusal() {
+    let s = Stack::start();
+    let served0 = s.mock.served_on("/v2/translate");
+
+    // 1. Held: 202, nothing reaches the upstream.
+    let ask = translate("sk-test-1", "hallo").header("x-pag0-justification", "Q4 pipeline summary");
+    let ask = ask.header("x-pag0-requested-by", "agent-7@acme.com");
+    let id = s.ask(&ask);
+    assert_eq!(s.mock.served_on("/v2/translate"), served0);
+    let stored = s.approval(&id);
+    assert_eq!(stored["projectId"], "p1");
+    assert_eq!(stored["clientId"], "c1");
+    assert_eq!(stored["method"], "POST");
+    assert_eq!(stored["authority"], "api.deepl.com");
+    assert_eq!(stored["path"], "/v2/translate?formality=more");
+    assert_eq!(stored["estimatedCost"], DEEPL.to_string());
+    assert_eq!(stored["justification"], "Q4 pipeline summary");
+    assert_eq!(stored["requestedBy"], "agent-7@acme.com");
+    assert!(stored["policyVersion"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        s.envoy
+            .wait_counter("pag0.approvals.requested", WAIT, |v| v >= 1),
+        1
+    );
+
+    // 2. The approvers were told: e-mail to the lead, Slack message, both naming the request.
+    assert!(
+        wait_inbox(&s.inbox, |i| i.mails.lock().unwrap().iter().any(
+            |(to, data)| to.iter().any(|t| t == LEAD) && data.contains(&id)
+        )),
+        "no e-mail to {LEAD} naming {id}: {:?}\n{}",
+        s.inbox.mails.lock().unwrap(),
+        s.sidecar.log()
+    );
+    assert!(
+        wait_inbox(&s.inbox, |i| i.slack.lock().unwrap().iter().any(|v| {
+            let t = v.to_string();
+            t.contains(&id) && t.contains("Q4 pipeline summary")
+        })),
+        "no Slack message naming {id}: {:?}",
+        s.inbox.slack.lock().unwrap()
+    );
+
+    // 3. Before any decision, a replay is 403 APPROVAL_PENDING (and does not use it).
+    let r = s.send(&replay(translate("sk-test-1", "hallo"), &id));
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "APPROVAL_PENDING"),
+        "{}",
+        r.body
+    );
+
+    // 4. Who may not decide: an approver of another project, the requester itself.
+    let (st, body) = s.decide(&id, "approve", OTHER_TOKEN);
+    assert_eq!(st, 403, "another project's approver: {body}");
+    let self_ask = translate("sk-test-1", "self").header("x-pag0-requested-by", LEAD);
+    let self_id = s.ask(&self_ask);
+    let (st, body) = s.decide(&self_id, "approve", LEAD_TOKEN);
+    assert_eq!(st, 403, "the requester approving its own request: {body}");
+
+    // 5. Approved by the lead → the replay passes once, the upstream is reached once.
+    let (st, body) = s.decide(&id, "approve", LEAD_TOKEN);
+    assert_eq!(st, 200, "{body}");
+    let r = s.send(&replay(translate("sk-test-1", "hallo"), &id));
+    assert_eq!(r.status, 200, "{}\n{}", r.body, s.envoy.log());
+    assert_eq!(r.decision(), "allow");
+    assert_eq!(r.header("x-pag0-project"), Some("p1"));
+    assert_eq!(s.mock.served_on("/v2/translate"), served0 + 1);
+    assert_eq!(s.approval(&id)["status"], "used");
+    let r = s.send(&replay(translate("sk-test-1", "hallo"), &id));
+    assert_eq!((r.status, r.code()), (403, "APPROVAL_USED"), "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "APPROVAL_USED");
+    assert_eq!(s.mock.served_on("/v2/translate"), served0 + 1);
+
+    // 6. Another body at replay → APPROVAL_MISMATCH; the real request still passes afterwards.
+    let id2 = s.ask(&translate("sk-test-1", "zwei"));
+    assert_eq!(s.decide(&id2, "approve", LEAD_TOKEN).0, 200);
+    let r = s.send(&replay(translate("sk-test-1", "zwei!"), &id2));
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "APPROVAL_MISMATCH"),
+        "{}",
+        r.body
+    );
+    let r = s.send(&replay(translate("sk-test-1", "zwei"), &id2));
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // 7. Denied → APPROVAL_DENIED.
+    let id3 = s.ask(&translate("sk-test-1", "drei"));
+    assert_eq!(s.decide(&id3, "deny", LEAD_TOKEN).0, 200);
+    let r = s.send(&replay(translate("sk-test-1", "drei"), &id3));
+    assert_eq!((r.status, r.code()), (403, "APPROVAL_DENIED"), "{}", r.body);
+
+    // 8. Expired (p3: expiresAfter 1 s) → APPROVAL_EXPIRED, and too late to approve.
+    let id4 = s.ask(&translate("sk-test-3", "vier"));
+    let t0 = Instant::now();
+    let mut r = s.send(&replay(translate("sk-test-3", "vier"), &id4));
+    while r.code() == "APPROVAL_PENDING" && t0.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(250));
+        r = s.send(&replay(translate("sk-test-3", "vier"), &id4));
+    }
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "APPROVAL_EXPIRED"),
+        "{}",
+        r.body
+    );
+    assert_eq!(s.decide(&id4, "approve", LEAD_TOKEN).0, 409);
+
+    // Every refusal reached no upstream; counters name each code.
+    assert_eq!(s.mock.served_on("/v2/translate"), served0 + 2);
+    let c = s.envoy.pag0_counters();
+    for (name, want) in [
+        ("pag0.approvals.requested", 5),
+        ("pag0.approvals.replayed", 2),
+        ("pag0.requests.denied.APPROVAL_USED", 1),
+        ("pag0.requests.denied.APPROVAL_MISMATCH", 1),
+        ("pag0.requests.denied.APPROVAL_DENIED", 1),
+        ("pag0.requests.denied.APPROVAL_EXPIRED", 1),
+    ] {
+        assert_eq!(c.get(name).copied().unwrap_or(0), want, "{name}: {c:?}");
+    }
+    assert!(
+        c.get("pag0.requests.denied.APPROVAL_PENDING")
+            .copied()
+            .unwrap_or(0)
+            >= 1
+    );
+}
+
+#[test]
+fn twenty_concurrent_replays_of_one_approval_let_exactly_one_through() {
+    let s = Stack::start();
+    let served0 = s.mock.served_on("/v2/translate");
+    let id = s.ask(&translate("sk-test-1", "parallel"));
+    assert_eq!(s.decide(&id, "approve", LEAD_TOKEN).0, 200);
+    let barrier = Arc::new(std::sync::Barrier::new(20));
+    let threads: Vec<_> = (0..20)
+        .map(|_| {
+            let agent = s.agent.clone();
+            let barrier = barrier.clone();
+            let call =
+                replay(translate("sk-test-1", "parallel"), &id).header("connection", "close");
+            std::thread::spawn(move || {
+                barrier.wait();
+                agent.send(&call).map(|r| (r.status, r.code().to_string()))
+            })
+        })
+        .collect();
+    let results: Vec<(u16, String)> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap().unwrap())
+        .collect();
+    let ok = results.iter().filter(|(st, _)| *st == 200).count();
+    let used = results
+        .iter()
+        .filter(|(st, code)| *st == 403 && code == "APPROVAL_USED")
+        .count();
+    assert_eq!(ok, 1, "{results:?}\n{}", s.envoy.log());
+    assert_eq!(used, 19, "{results:?}");
+    assert_eq!(s.mock.served_on("/v2/translate"), served0 + 1);
+}
