@@ -4,8 +4,10 @@
 //! - [`harness`]: [`MockUpstream`] and [`Envoy`] processes for tests and the demo.
 //! - [`yaml`]: the Envoy bootstrap template (also renders the shipped `envoy/standalone.yaml`).
 //! - [`client`]: a blocking agent client.
+//! - [`approval_demo`]: the approval part of `make demo` (managed mode, sidecar).
 //! - [`policies`]: the shipped acme policy and helpers to build small test policies.
 
+pub mod approval_demo;
 pub mod client;
 pub mod harness;
 pub mod mock;

@@ -241,7 +241,14 @@ fn approval_workflow(approver: &str, extra: Value) -> Value {
     json!({ "approvalWorkflow": w })
 }
 
-/// p1 (approver LEAD), p2 (approver OTHER), p3 (LEAD, approvals expire after 1 s).
+/// With the response cache on: a replay must never be answered from it.
+fn cached(mut project: Value) -> Value {
+    project["cache"] = json!({ "enabled": true, "sharedCache": true, "defaultTTL": 600 });
+    project
+}
+
+/// p1 (approver LEAD, response cache on), p2 (approver OTHER), p3 (LEAD, approvals expire
+/// after 1 s).
 fn policy(slack: SocketAddr) -> Value {
     json!({
         "orgId": "test-org",
@@ -254,7 +261,7 @@ fn policy(slack: SocketAddr) -> Value {
                     "slackWebhookUrl": format!("http://{slack}/slack") },
         "endpoints": endpoints(),
         "projects": [
-            project("p1", 100_000_000, approval_workflow(LEAD, json!({}))),
+            cached(project("p1", 100_000_000, approval_workflow(LEAD, json!({})))),
             project("p2", 100_000_000, approval_workflow(OTHER, json!({}))),
             project("p3", 100_000_000, approval_workflow(LEAD, json!({ "expiresAfter": 1 }))),
         ],

@@ -150,7 +150,13 @@ impl<H: Host> Filter<H> {
             }
         };
         // The response cache (filter/cache.rs): after the decision, before any reservation.
-        let cache = match self.cache_lookup(shared, &allow, body) {
+        // Not for an approval replay: it must be consumed at the sidecar (used once, never
+        // answered from the cache), and its response is not stored either.
+        let lookup = match replay_id {
+            Some(_) => None,
+            None => self.cache_lookup(shared, &allow, body),
+        };
+        let cache = match lookup {
             Some(cache::Lookup::Hit) => {
                 self.state = State::Done;
                 return Action::Pause;

@@ -6,6 +6,8 @@
 //! an endpoint outside the team's allow-list, a disallowed category, missing and unknown keys,
 //! an agent outside its working hours, the per-request cap, a request that needs approval,
 //! and the Sales team spending its daily budget. Prints a table and Envoy's pag0 counters.
+//! Then the approval story in managed mode (`pag0_envoy::approval_demo`): a `pag0-sidecar`, a
+//! second Envoy, a request held (`202`), approved by the team lead, replayed once.
 
 use std::time::{Duration, Instant};
 
@@ -74,8 +76,8 @@ fn main() -> Result<()> {
 
     let mock = MockUpstream::start()?;
     println!("mock upstream on 127.0.0.1:{}", mock.port());
-    let envoy =
-        Envoy::start(&EnvoyConfig::standalone(policy, mock.port())).context("starting Envoy")?;
+    let envoy = Envoy::start(&EnvoyConfig::standalone(policy.clone(), mock.port()))
+        .context("starting Envoy")?;
     println!(
         "Envoy on 127.0.0.1:{} (admin 127.0.0.1:{}), 2 workers, policy envoy/policies/acme.json",
         envoy.port, envoy.admin_port
@@ -224,7 +226,10 @@ fn main() -> Result<()> {
 
     demo.print_table();
     demo.print_totals(&mock)?;
-    demo.verdict()
+    // Both stories run (and print) even if the first went wrong; either failing fails the demo.
+    let standalone = demo.verdict();
+    let approvals = pag0_envoy::approval_demo::run(&mock, policy);
+    standalone.and(approvals)
 }
 
 // === impl Demo ===

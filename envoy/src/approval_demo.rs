@@ -1,0 +1,276 @@
+//! The approval part of `make demo` (managed mode): a `pag0-sidecar` holds the acme policy and
+//! the approvals, a second Envoy runs the filter against it, a small Slack-style receiver shows
+//! the approvers' message. The product agent's expensive request is held (`202`), the product
+//! team lead approves it, the agent replays it (`200`), and a second replay is refused
+//! (`403 APPROVAL_USED`).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::harness::{Sidecar, SidecarConfig};
+use crate::{Agent, Call, Envoy, EnvoyConfig, MockUpstream, Reply};
+
+const ADMIN: &str = "demo-admin-token-0123456789";
+const SECRET: &str = "demo-sync-secret-0123456789";
+const LEAD: &str = "product-lead@acme.com";
+const LEAD_TOKEN: &str = "demo-product-lead-token-0123456789";
+
+/// Runs the story; `Err` when a step did not go as scripted.
+pub fn run(mock: &MockUpstream, mut policy: Value) -> Result<()> {
+    println!("\n== Approvals (managed mode: Envoy + pag0-sidecar) ==\n");
+    let slack = SlackReceiver::start()?;
+    // Notifications: Slack only (the demo has no SMTP relay), to the receiver below.
+    let alerts = policy
+        .get_mut("alerts")
+        .and_then(Value::as_object_mut)
+        .context("acme.json has no alerts")?;
+    alerts.insert("channels".into(), json!(["slack"]));
+    alerts.insert(
+        "slackWebhookUrl".into(),
+        json!(format!("http://{}/slack", slack.addr)),
+    );
+
+    // Managed mode leases each Envoy 1/16 of a budget at first, and this build refuses a single
+    // request larger than its slice (503, see plugin/README.md "Limits"): product-ai's daily
+    // budget is raised from $0.73 to $5 here so the $0.13 request fits the first slice.
+    let product = policy
+        .get_mut("projects")
+        .and_then(Value::as_array_mut)
+        .and_then(|ps| {
+            ps.iter_mut()
+                .find(|p| p.get("id").and_then(Value::as_str) == Some("product-ai"))
+        })
+        .and_then(|p| p.get_mut("policy"))
+        .and_then(Value::as_object_mut)
+        .context("acme.json has no project product-ai")?;
+    product.insert("dailyBudget".into(), json!("5000000"));
+    println!(
+        "(product-ai's daily budget raised to $5 for this part: the first lease slice is 1/16)"
+    );
+
+    let dir = tempfile::tempdir()?;
+    // The approver's token: the harness passes the environment on to the sidecar.
+    std::env::set_var("PAG0_APPROVER_TOKENS", format!("{LEAD}={LEAD_TOKEN}"));
+    let sidecar = Sidecar::start(&SidecarConfig {
+        data_dir: dir.path().to_path_buf(),
+        database_url: None,
+        database_schema: None,
+        admin_token: ADMIN.into(),
+        sync_secret: SECRET.into(),
+        lease_ttl_ms: 30_000,
+        port: 0,
+    })?;
+    let http = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let r = http
+        .put(sidecar.url("/v1/policy"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(policy.to_string())
+        .send()?;
+    if !r.status().is_success() {
+        bail!("PUT /v1/policy: {} {}", r.status(), r.text()?);
+    }
+    println!(
+        "pag0-sidecar on 127.0.0.1:{} (SQLite), acme policy PUT; approver token for {LEAD}",
+        sidecar.port
+    );
+    let mut cfg = EnvoyConfig::new(
+        json!({ "sidecar": { "cluster": "pag0_sidecar", "authority": "pag0-sidecar",
+                             "syncIntervalMs": 500, "timeoutMs": 1000,
+                             "failureMode": "closed", "syncSecret": SECRET } }),
+        mock.port(),
+    );
+    cfg.sidecar_port = Some(sidecar.port);
+    let envoy = Envoy::start(&cfg).context("starting the managed Envoy")?;
+    let agent = Agent::new(envoy.port)?;
+    println!(
+        "managed Envoy on 127.0.0.1:{}, policy and budget leases from the sidecar",
+        envoy.port
+    );
+    // The first syncs bring the policy and the leases: wait until a cheap call passes.
+    let t0 = Instant::now();
+    loop {
+        let r = agent.send(
+            &Call::post("api.deepl.com", "/v2/translate")
+                .key("sk-demo-marketing")
+                .body("text=warm-up&target_lang=DE"),
+        )?;
+        if r.status == 200 {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "the managed Envoy never admitted a request: {} {}\n{}",
+                r.status,
+                r.body,
+                sidecar.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let request = || {
+        Call::post("api.openai.com", "/v1/chat/completions")
+            .key("sk-demo-product")
+            .header("x-pag0-justification", "Bulk lead qualification")
+            .header("x-pag0-requested-by", "john.doe@acme.com")
+            .json(
+                &json!({ "model": "gpt-4", "max_tokens": 2000, "stream": false,
+                           "messages": [{ "role": "user", "content": "Qualify these 40 leads" }] }),
+            )
+    };
+    let mut failures = Vec::new();
+    let mut expect = |step: &str, ok: bool, shown: String| {
+        println!("  {} {step}: {shown}", if ok { "✓" } else { "✗" });
+        if !ok {
+            failures.push(step.to_owned());
+        }
+    };
+
+    // 1. Held.
+    let r = agent.send(&request())?;
+    let id = r
+        .header("x-pag0-approval-id")
+        .unwrap_or_default()
+        .to_owned();
+    expect(
+        "product-agent asks for gpt-4, max_tokens 2000",
+        r.status == 202 && !id.is_empty(),
+        format!("{} {} {}", r.status, r.decision(), r.body),
+    );
+    // 2. The approvers were told (Slack).
+    let msg = slack.wait_first(Duration::from_secs(10));
+    expect(
+        "Slack message to the approvers",
+        msg.as_deref().is_some_and(|m| m.contains(&id)),
+        msg.map(|m| m.lines().next().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| "none arrived".into()),
+    );
+    // 3. Replayed too early.
+    let r = agent.send(&request().header("x-pag0-approval-id", &id))?;
+    expect(
+        "replay before a decision",
+        r.status == 403 && r.code() == "APPROVAL_PENDING",
+        summary(&r),
+    );
+    // 4. The team lead approves (what `pag0-sidecar approvals approve ID` does).
+    let a = http
+        .post(sidecar.url(&format!("/v1/approvals/{id}/approve")))
+        .bearer_auth(LEAD_TOKEN)
+        .header("content-type", "application/json")
+        .body(json!({ "comment": "ok for the Q4 pipeline" }).to_string())
+        .send()?;
+    let status = a.status().as_u16();
+    let body: Value = a.json().unwrap_or(Value::Null);
+    expect(
+        &format!("{LEAD} approves {id}"),
+        status == 200 && body.get("status") == Some(&json!("approved")),
+        format!(
+            "{status} status {}",
+            body.get("status").unwrap_or(&Value::Null)
+        ),
+    );
+    // 5. The replay passes once.
+    let r = agent.send(&request().header("x-pag0-approval-id", &id))?;
+    expect(
+        "replay with x-pag0-approval-id",
+        r.status == 200 && r.decision() == "allow",
+        summary(&r),
+    );
+    // 6. Never twice.
+    let r = agent.send(&request().header("x-pag0-approval-id", &id))?;
+    expect(
+        "the same replay again",
+        r.status == 403 && r.code() == "APPROVAL_USED",
+        summary(&r),
+    );
+
+    let c = envoy.pag0_counters();
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
+    println!(
+        "\n  pag0.approvals.requested {}  pag0.approvals.replayed {}  denied APPROVAL_PENDING {}  APPROVAL_USED {}",
+        get("pag0.approvals.requested"),
+        get("pag0.approvals.replayed"),
+        get("pag0.requests.denied.APPROVAL_PENDING"),
+        get("pag0.requests.denied.APPROVAL_USED"),
+    );
+    if !failures.is_empty() {
+        bail!(
+            "the approval story did not go as scripted: {failures:?}\n--- sidecar log ---\n{}",
+            sidecar.log()
+        );
+    }
+    println!("\nThe approval went as scripted: held, approved by the team lead, replayed once.");
+    Ok(())
+}
+
+fn summary(r: &Reply) -> String {
+    if r.decision() == "allow" {
+        format!(
+            "{} allow, project {}, estimate {}",
+            r.status,
+            r.header("x-pag0-project").unwrap_or("-"),
+            r.header("x-pag0-estimated-cost").unwrap_or("-")
+        )
+    } else {
+        format!("{} {}", r.status, r.code())
+    }
+}
+
+/// An HTTP listener on 127.0.0.1:0 keeping the `text` of every JSON POST (Slack webhook shape).
+struct SlackReceiver {
+    addr: std::net::SocketAddr,
+    got: Arc<Mutex<Vec<String>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl SlackReceiver {
+    fn start() -> Result<Self> {
+        use axum::extract::State;
+        use axum::routing::post;
+        use axum::{Json, Router};
+        type Got = Arc<Mutex<Vec<String>>>;
+        async fn hook(State(got): State<Got>, Json(v): Json<Value>) -> &'static str {
+            let text = v
+                .get("text")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string());
+            if let Ok(mut g) = got.lock() {
+                g.push(text);
+            }
+            "ok"
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let addr = listener.local_addr()?;
+        let got: Got = Arc::default();
+        let router = Router::new()
+            .route("/slack", post(hook))
+            .with_state(got.clone());
+        rt.spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(SlackReceiver { addr, got, _rt: rt })
+    }
+
+    fn wait_first(&self, timeout: Duration) -> Option<String> {
+        let t0 = Instant::now();
+        loop {
+            let first = self.got.lock().ok().and_then(|g| g.first().cloned());
+            if first.is_some() || t0.elapsed() > timeout {
+                return first;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
