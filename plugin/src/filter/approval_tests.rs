@@ -50,7 +50,8 @@ fn shared(sidecar: bool, mode: FailureMode) -> Rc<Shared> {
         "projects": [{ "id": "sales-ai", "name": "Sales AI",
                        "policy": { "dailyBudget": "10000",
                                    "approvalWorkflow": { "enabled": true, "approvers": ["lead@acme.com"],
-                                                         "requireApprovalAbove": "1500" } } }],
+                                                         "requireApprovalAbove": "1500" } },
+                       "cache": { "enabled": true, "sharedCache": true, "defaultTTL": 600 } }],
         "clients": [{ "id": "sales-agent", "projectId": "sales-ai", "apiKeySha256": api_key_sha256_hex("k1") }]
     });
     let mut next = 0;
@@ -506,4 +507,48 @@ fn below_the_threshold_managed_mode_does_not_buffer_or_call() {
         1000,
         "decided at the headers"
     );
+}
+
+#[test]
+fn a_replay_is_never_answered_from_the_response_cache() {
+    let host = host();
+    let s = shared(true, FailureMode::Closed);
+    let get = |extra: &[(&str, &str)]| {
+        let mut h = vec![
+            (":method".to_string(), "GET".to_string()),
+            (":authority".to_string(), "api.salesforce.com".to_string()),
+            (":path".to_string(), "/q".to_string()),
+            ("x-pag0-api-key".to_string(), "k1".to_string()),
+        ];
+        h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        *host.request_headers.borrow_mut() = h;
+        *host.local_reply.borrow_mut() = None;
+        let mut f = Filter::new(&host, Some(s.clone()));
+        let a = f.on_http_request_headers(4, true);
+        (f, a)
+    };
+    // A plain request fills the cache; the same one again is a hit.
+    let (mut f, a) = get(&[]);
+    assert_eq!(a, Action::Continue);
+    *host.response_headers.borrow_mut() = vec![
+        (":status".into(), "200".into()),
+        ("content-type".into(), "application/json".into()),
+    ];
+    f.on_http_response_headers(2, false);
+    *host.response_chunk.borrow_mut() = b"{\"ok\":true}".to_vec();
+    f.on_http_response_body(11, true);
+    f.on_log();
+    let (_, a) = get(&[]);
+    assert_eq!(a, Action::Pause);
+    let hit = host.local_reply.borrow().clone().expect("a cache hit");
+    assert_eq!(header(&hit.1, "x-pag0-cache").as_deref(), Some("hit"));
+    // The replay of an approval for the same request goes to the sidecar instead.
+    let (_, a) = get(&[("x-pag0-approval-id", ID)]);
+    assert_eq!(a, Action::Pause);
+    assert!(
+        host.local_reply.borrow().is_none(),
+        "not answered from the cache"
+    );
+    let (path, _) = last_call(&host);
+    assert_eq!(path, format!("/v1/approvals/{ID}/consume"));
 }
