@@ -216,7 +216,12 @@ fn main() -> Result<()> {
         let reply = demo.run(
             "sales-crm-sync",
             "sk-demo-sales-sync",
-            Call::get("api.salesforce.com", "/cost?cost=120000"),
+            // A distinct query per export: Sales has the response cache on, and a repeated
+            // identical query would be a free hit instead of a $0.12 charge.
+            Call::get(
+                "api.salesforce.com",
+                &format!("/cost?cost=120000&export={i}"),
+            ),
             &format!("Salesforce bulk export #{i} ($0.12)"),
         )?;
         if reply.status != 200 {
