@@ -32,8 +32,8 @@ pub struct Filter<H> {
     /// `None` when the plugin configuration failed: every request is refused (fail closed).
     shared: Option<Rc<Shared>>,
     state: State,
-    /// What the response cache keys on, read in the request-headers callback (Envoy refuses
-    /// header reads later, once the headers went on): `None` when the cache does not apply.
+    /// What the response cache keys on, read once in the request-headers callback (the
+    /// lookup runs later, possibly from the body callback): `None` when the cache does not apply.
     cache_head: Option<crate::cache::RequestHead>,
     /// The approval headers and request line, read before `x-pag0-*` is stripped.
     approval: crate::approval::Incoming,
