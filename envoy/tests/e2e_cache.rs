@@ -319,3 +319,134 @@ fn memory_stays_within_the_bound_when_filled_with_ten_times_its_size() {
     );
     c.finish(&s.envoy);
 }
+
+/// Managed mode: a hit goes to the sidecar as a usage record (`amount: "0"`, `cacheHit`,
+/// `savings`). The sidecar accepts the batch (usage is stop-and-wait, so a refused batch would
+/// hold back every later record) and charges nothing for the hit.
+#[test]
+fn managed_mode_hits_reach_the_sidecar_and_charge_nothing() {
+    use pag0_envoy::harness::{Sidecar, SidecarConfig};
+    use pag0_envoy::Agent;
+    use std::time::Instant;
+
+    const ADMIN: &str = "admin-token-0123456789abcdef";
+    const SECRET: &str = "sync-secret-0123456789abcdef";
+    let dir = tempfile::tempdir().unwrap();
+    let sc = Sidecar::start(&SidecarConfig {
+        data_dir: dir.path().to_path_buf(),
+        database_url: None,
+        database_schema: None,
+        admin_token: ADMIN.into(),
+        sync_secret: SECRET.into(),
+        lease_ttl_ms: 30_000,
+        port: 0,
+    })
+    .unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let mut doc = simple_policy(100_000_000);
+    doc["projects"][0]["cache"] =
+        json!({ "enabled": true, "sharedCache": false, "defaultTTL": 600 });
+    let r = http
+        .put(sc.url("/v1/policy"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(doc.to_string())
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "PUT /v1/policy: {}", r.status());
+    let spent = |counter: &str| -> u64 {
+        let v: Value = http
+            .get(sc.url("/v1/budgets"))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap_or(Value::Null);
+        find_spent(&v, counter).unwrap_or(0)
+    };
+    let mock = pag0_envoy::MockUpstream::start().unwrap();
+    let mut cfg = EnvoyConfig::new(
+        json!({ "sidecar": { "cluster": "pag0_sidecar", "authority": "pag0-sidecar",
+                             "syncIntervalMs": 300, "timeoutMs": 1000, "failureMode": "closed",
+                             "syncSecret": SECRET } }),
+        mock.port(),
+    );
+    cfg.sidecar_port = Some(sc.port);
+    let envoy = pag0_envoy::Envoy::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let agent = Agent::new(envoy.port).unwrap();
+    let send = |path: &str| {
+        agent
+            .send(&Call::get("api.deepl.com", path).key("sk-test-1"))
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", envoy.log()))
+    };
+    // Until the first policy and leases arrived (refusals meanwhile are 503s, not charged).
+    let t0 = Instant::now();
+    let mut first = send("/v2/first");
+    while first.status != 200 && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+        first = send("/v2/first");
+    }
+    let mut c = Checks::default();
+    c.allow("first", &first, "p1");
+    c.eq("first: miss", cache_header(&first), "miss");
+    let hit = send("/v2/first");
+    c.eq("second: hit", cache_header(&hit), "hit");
+    let last = send("/v2/last");
+    c.eq("another path: miss", cache_header(&last), "miss");
+    // 2 misses × 2000 (deepl per request); the hit adds 0, and its record does not block the
+    // batch that carries the last miss.
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    let counter = format!("project.monthly/p1/{month}");
+    let t0 = Instant::now();
+    while spent(&counter) < 4000 && t0.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    c.eq(
+        "spent at the sidecar: the two misses only",
+        spent(&counter),
+        4000,
+    );
+    c.that(
+        "the sidecar never refused a sync",
+        !sc.log().contains("BAD_SYNC"),
+        sc.log(),
+    );
+    c.eq("hits", envoy.pag0_counter("pag0.cache.hits"), 1);
+    c.eq(
+        "savings",
+        envoy.pag0_counter("pag0.cache.savings_micros"),
+        2000,
+    );
+    c.finish(&envoy);
+}
+
+/// `spent` of one counter in a `GET /v1/budgets` answer (as in e2e_managed).
+fn find_spent(v: &Value, counter: &str) -> Option<u64> {
+    match v {
+        Value::Object(m) => {
+            let named = ["counter", "key", "counterKey"]
+                .iter()
+                .any(|k| m.get(*k).and_then(Value::as_str) == Some(counter));
+            if named {
+                return m.get("spent").and_then(|s| {
+                    s.as_u64()
+                        .or_else(|| s.as_str().and_then(|s| s.parse().ok()))
+                });
+            }
+            if let Some(inner) = m.get(counter) {
+                if let Some(s) = inner.get("spent") {
+                    return s
+                        .as_u64()
+                        .or_else(|| s.as_str().and_then(|s| s.parse().ok()));
+                }
+            }
+            m.values().find_map(|x| find_spent(x, counter))
+        }
+        Value::Array(a) => a.iter().find_map(|x| find_spent(x, counter)),
+        _ => None,
+    }
+}
