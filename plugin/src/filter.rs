@@ -10,6 +10,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use pag0_policy::budget::NothingSpent;
 use pag0_policy::{
     Decision, Deny, DenyCode, FinishOptions, HeadOutcome, Micros, Pending, RequestHead, Reservation,
 };
@@ -138,6 +139,15 @@ impl<H: Host> Filter<H> {
                         v.control_plane_unavailable() || v.slice_spent(d.scope, None)
                     })
                 {
+                    if let Some(v) = &view {
+                        // How much room the request needs: decide again as if nothing were
+                        // spent (rare path), so the next sync asks for a large enough slice.
+                        if let Decision::Allow(a) =
+                            policy.finish(pending, body, &NothingSpent, &opts)
+                        {
+                            managed::ask_for_room(&self.host, v, &a.reservations);
+                        }
+                    }
                     return self.deny(&control_plane_unavailable(&pending.project_id));
                 }
                 return self.deny(&d);
@@ -179,6 +189,7 @@ impl<H: Host> Filter<H> {
                 if let Some(v) = &view {
                     let key = allow.reservations.get(index).map(|r| &r.key);
                     if v.control_plane_unavailable() || v.slice_spent(None, key) {
+                        managed::ask_for_room(&self.host, v, &allow.reservations);
                         return self.deny(&control_plane_unavailable(&allow.project_id));
                     }
                 }

@@ -236,3 +236,40 @@ fn policy_round_trips_through_shared_data() {
     store_policy(&s, 10, &json!({"orgId": 1})).unwrap();
     assert!(load_policy(&s).is_err(), "a bad document is not adopted");
 }
+
+#[test]
+fn a_request_larger_than_its_slice_gets_a_slice_that_fits_at_the_next_sync() {
+    let s = FakeStore::default();
+    let p = policy();
+    let counters = policy_counters(&p, now());
+    let out = prepare_sync(&s, "i", 0, &counters, 0).unwrap();
+    // The default first slice of the org month (1/16 of 1600000) is 100000; the fleet has room.
+    assert_eq!(body(&out)["leases"][0]["want"], "100000");
+    let answer = json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
+        "org.monthly/2026-11": { "granted": "100000", "spent": "0", "limit": "1600000" } }});
+    apply_response(&s, &out, answer.to_string().as_bytes()).unwrap();
+
+    // A request estimated at 300000 cannot fit the 100000 slice; doubling alone would take two
+    // more syncs, so the refusal records what it needs and asks for an early sync.
+    let key = counters[0].0.clone();
+    let view = LeaseView::read(&s, &p, "q", now(), 1, FailureMode::Closed).unwrap();
+    let big = [Reservation {
+        key: key.clone(),
+        amount: Micros::new(300_000),
+        limit: Micros::new(1_600_000),
+    }];
+    assert!(record_shortfall(&s, &view, &big).unwrap());
+    // A request that fits records nothing.
+    let small = [Reservation {
+        key,
+        amount: Micros::new(50_000),
+        limit: Micros::new(1_600_000),
+    }];
+    assert!(!record_shortfall(&s, &view, &small).unwrap());
+
+    let out = prepare_sync(&s, "i", 0, &counters, 2).unwrap();
+    assert_eq!(body(&out)["leases"][0]["want"], "300000");
+    // The need is asked for once; a retried request that still needs it records it again.
+    let out = prepare_sync(&s, "i", 0, &counters, 3).unwrap();
+    assert_eq!(body(&out)["leases"][0]["want"], "100000");
+}
