@@ -1,0 +1,94 @@
+//! Usage batches, stop-and-wait: the unsent records and the one batch in flight, resent
+//! byte-for-byte until the sidecar acknowledges its seq.
+
+use serde::{Deserialize, Serialize};
+
+use crate::counters::{create, HostError, SetError, SharedStore};
+
+use super::BATCH_KEY;
+
+/// One settled request, as the sidecar's `usage[]` wants it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageRecord {
+    pub amount: String,
+    pub counters: Vec<String>,
+    pub project_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    pub host: String,
+    pub at: u64,
+    /// A response served from the cache (amount 0); the sidecar ignores fields it does not
+    /// know (docs/sync-protocol.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cache_hit: bool,
+    /// Micro-USD the cache hit avoided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savings: Option<String>,
+}
+
+/// The batch state (value of [`BATCH_KEY`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batches {
+    /// The seq the next batch gets (≥ 1).
+    pub next_seq: u64,
+    /// Sent (maybe) and not yet acknowledged: resent unchanged until it is.
+    pub inflight: Option<Batch>,
+    pub unsent: Vec<UsageRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub seq: u64,
+    pub usage: Vec<UsageRecord>,
+}
+
+fn read_batches<S: SharedStore + ?Sized>(
+    store: &S,
+) -> Result<(Option<Batches>, Option<u32>), HostError> {
+    let (v, cas) = store.get(BATCH_KEY)?;
+    Ok((
+        v.map(|v| {
+            serde_json::from_slice(&v).unwrap_or(Batches {
+                next_seq: 1,
+                ..Batches::default()
+            })
+        }),
+        cas,
+    ))
+}
+
+/// CAS read-modify-write of the batch state; `f` returns what to hand back.
+pub(super) fn update_batches<S: SharedStore + ?Sized, T>(
+    store: &S,
+    mut f: impl FnMut(&mut Batches) -> T,
+) -> Result<T, HostError> {
+    loop {
+        let (b, cas) = read_batches(store)?;
+        let Some(mut b) = b else {
+            let init = Batches {
+                next_seq: 1,
+                ..Batches::default()
+            };
+            let bytes = serde_json::to_vec(&init).unwrap_or_default();
+            create::create(store, BATCH_KEY, &bytes)?;
+            continue;
+        };
+        let out = f(&mut b);
+        let bytes = serde_json::to_vec(&b).unwrap_or_default();
+        match store.set(BATCH_KEY, &bytes, cas) {
+            Ok(()) => return Ok(out),
+            Err(SetError::CasMismatch) => continue,
+            Err(SetError::Host(h)) => return Err(h),
+        }
+    }
+}
+
+/// Appends one settled request to the unsent usage.
+pub fn record<S: SharedStore + ?Sized>(store: &S, r: UsageRecord) -> Result<(), HostError> {
+    update_batches(store, |b| b.unsent.push(r.clone()))
+}
+
+pub fn batches<S: SharedStore + ?Sized>(store: &S) -> Result<Batches, HostError> {
+    Ok(read_batches(store)?.0.unwrap_or_default())
+}

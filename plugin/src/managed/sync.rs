@@ -1,0 +1,207 @@
+//! One `POST /v1/sync` as shared state sees it: the request body built from the batch and the
+//! leases, and the answer applied to them.
+
+use pag0_policy::budget::settle_counter;
+use pag0_policy::{BudgetKey, Micros};
+use serde_json::{json, Value};
+
+use crate::counters::{self, Counters, HostError, SetError, SharedStore};
+
+use super::batches::update_batches;
+use super::policy::store_policy;
+use super::room::take_need;
+use super::{
+    lease, lease_key, set_blind, Batch, Lease, LEASED_KEY, LOW_WATER_DIVISOR, MAX_BATCH_RECORDS,
+};
+
+/// What one sync sends (the body) and what the answer needs to be applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outgoing {
+    pub body: Vec<u8>,
+    pub seq: Option<u64>,
+    pub sent_at_ms: u64,
+    pub wants: Vec<(String, u64)>,
+}
+
+/// What an answer changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub acked: Option<u64>,
+    pub new_policy_version: Option<u64>,
+}
+
+/// The next sync: the batch in flight if there is one (the same seq and records), else the
+/// unsent usage becomes the new in-flight batch with the next seq. `counters` are the
+/// counters the current policy charges now (`None` before the first policy).
+pub fn prepare_sync<S: SharedStore + ?Sized>(
+    store: &S,
+    instance_id: &str,
+    policy_version: u64,
+    counters: &[(BudgetKey, Micros)],
+    now_ms: u64,
+) -> Result<Outgoing, HostError> {
+    let batch = update_batches(store, |b| {
+        if b.inflight.is_none() && !b.unsent.is_empty() {
+            let n = b.unsent.len().min(MAX_BATCH_RECORDS);
+            let usage: Vec<_> = b.unsent.drain(..n).collect();
+            b.inflight = Some(Batch {
+                seq: b.next_seq.max(1),
+                usage,
+            });
+            b.next_seq = b.next_seq.max(1) + 1;
+        }
+        b.inflight.clone()
+    })?;
+
+    let mut wants = Vec::new();
+    let mut leases = Vec::new();
+    for (key, limit) in counters {
+        let name = key.storage_key();
+        let current = lease(store, &name)?;
+        let pending = Counters::new(store).used(key)?;
+        let default_want = (limit.get() / 16).max(1);
+        let want = match current {
+            None => default_want,
+            Some(l) => {
+                let left = l.granted.saturating_sub(pending.get());
+                let base = l.want.max(default_want);
+                if left < base / LOW_WATER_DIVISOR {
+                    base.saturating_mul(2)
+                } else {
+                    base
+                }
+            }
+        };
+        // Room already reserved or settled but unacknowledged must stay covered, and so must
+        // a request that was refused for want of a large enough slice.
+        let need = take_need(store, &name)?;
+        let want = want.max(pending.get()).max(need).min(limit.get());
+        leases.push(json!({"counter": name, "want": want.to_string()}));
+        wants.push((name, want));
+    }
+    let leased: Vec<String> = match store.get(LEASED_KEY)?.0 {
+        Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let release: Vec<&String> = leased
+        .iter()
+        .filter(|c| !wants.iter().any(|(w, _)| w == *c))
+        .take(64)
+        .collect();
+
+    let seq = batch.as_ref().map(|b| b.seq);
+    let body = json!({
+        "instanceId": instance_id,
+        "seq": seq.unwrap_or(1),
+        "policyVersion": policy_version,
+        "usage": batch.map(|b| b.usage).unwrap_or_default(),
+        "leases": leases,
+        "release": release,
+    });
+    Ok(Outgoing {
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+        seq,
+        sent_at_ms: now_ms,
+        wants,
+    })
+}
+
+/// Applies a 2xx answer to `sent`: takes the leases (allowance first, then the acknowledged
+/// amounts leave `pending`, so admission is never looser than the truth in between), clears
+/// the acknowledged batch, and stores a new policy.
+pub fn apply_response<S: SharedStore + ?Sized>(
+    store: &S,
+    sent: &Outgoing,
+    body: &[u8],
+) -> Result<Applied, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("answer not JSON: {e}"))?;
+    let ttl = v.get("leaseTtlMs").and_then(Value::as_u64).unwrap_or(0);
+    let ack = v.get("ack").and_then(Value::as_u64);
+    let host = |e: HostError| format!("shared data error {e:?}");
+
+    // Leases.
+    let empty = serde_json::Map::new();
+    let leases = v.get("leases").and_then(Value::as_object).unwrap_or(&empty);
+    let mut leased = Vec::new();
+    for (counter, l) in leases {
+        let Some(granted) = l.get("granted").and_then(money) else {
+            continue;
+        };
+        let want = sent
+            .wants
+            .iter()
+            .find(|(c, _)| c == counter)
+            .map(|(_, w)| *w)
+            .unwrap_or(0);
+        let lease = Lease {
+            granted,
+            valid_until_ms: sent.sent_at_ms.saturating_add(ttl),
+            want,
+            spent: l.get("spent").and_then(money).unwrap_or(0),
+            limit: l.get("limit").and_then(money).unwrap_or(0),
+        };
+        let bytes = serde_json::to_vec(&lease).unwrap_or_default();
+        set_blind(store, &lease_key(counter), &bytes).map_err(host)?;
+        leased.push(counter.clone());
+    }
+    let bytes = serde_json::to_vec(&leased).unwrap_or_default();
+    set_blind(store, LEASED_KEY, &bytes).map_err(host)?;
+
+    // The acknowledged batch leaves `pending` (it is inside `granted` now). Only the worker
+    // whose CAS clears it does this, so a batch is never subtracted twice.
+    let mut applied = Applied::default();
+    if let (Some(seq), Some(ack)) = (sent.seq, ack) {
+        if seq == ack {
+            let cleared = update_batches(store, |b| match &b.inflight {
+                Some(f) if f.seq == seq => b.inflight.take(),
+                _ => None,
+            })
+            .map_err(host)?;
+            if let Some(batch) = cleared {
+                let counters = Counters::new(store);
+                for r in &batch.usage {
+                    let amount = Micros::parse(&r.amount).unwrap_or(Micros::ZERO);
+                    for c in &r.counters {
+                        subtract_pending(&counters, store, c, amount).map_err(host)?;
+                    }
+                }
+                applied.acked = Some(seq);
+            }
+        }
+    }
+
+    // Policy.
+    if let (Some(doc), Some(version)) = (
+        v.get("policy").filter(|p| p.is_object()),
+        v.get("policyVersion").and_then(Value::as_u64),
+    ) {
+        store_policy(store, version, doc).map_err(host)?;
+        applied.new_policy_version = Some(version);
+    }
+    Ok(applied)
+}
+
+fn subtract_pending<S: SharedStore + ?Sized>(
+    _counters: &Counters<'_, S>,
+    store: &S,
+    counter: &str,
+    amount: Micros,
+) -> Result<(), HostError> {
+    let key = format!("{}{counter}", counters::KEY_PREFIX);
+    loop {
+        let (v, cas) = store.get(&key)?;
+        if v.is_none() {
+            return Ok(());
+        }
+        let next = settle_counter(counters::decode(v.as_deref()), amount, Micros::ZERO);
+        match store.set(&key, &counters::encode(next), cas) {
+            Ok(()) => return Ok(()),
+            Err(SetError::CasMismatch) => continue,
+            Err(SetError::Host(h)) => return Err(h),
+        }
+    }
+}
+
+fn money(v: &Value) -> Option<u64> {
+    Micros::from_json(v).ok().map(Micros::get)
+}
