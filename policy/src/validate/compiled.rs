@@ -1,0 +1,122 @@
+//! The compiled policy: what a request is checked against, built once per document.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+
+use crate::doc::PolicyDocument;
+use crate::hours::WorkingHours;
+use crate::matching::EndpointPattern;
+use crate::money::Micros;
+use crate::pricing::EndpointPricing;
+
+/// A validated policy, compiled for cheap per-request lookups. Immutable; `Send + Sync`.
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    pub(crate) doc: PolicyDocument,
+    pub(crate) org_id: Arc<str>,
+    pub(crate) tz: Tz,
+    pub(crate) org_monthly: Option<Micros>,
+    pub(crate) org_daily: Option<Micros>,
+    /// Most specific host first: the first match is the catalogue entry of a request.
+    pub(crate) endpoints: Vec<CompiledEndpoint>,
+    pub(crate) projects: Vec<CompiledProject>,
+    pub(crate) clients: Vec<CompiledClient>,
+    /// SHA-256 of the API key → index into `clients`, sorted for binary search.
+    pub(crate) keys: Vec<([u8; 32], usize)>,
+    /// Identifies this compilation, so a [`crate::Pending`] is never finished against
+    /// another policy (the indexes it holds would point elsewhere).
+    pub(crate) fingerprint: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledEndpoint {
+    pub(crate) pattern: EndpointPattern,
+    pub(crate) category: Arc<str>,
+    pub(crate) pricing: EndpointPricing,
+    pub(crate) cost_header: Option<Arc<str>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledProject {
+    pub(crate) id: Arc<str>,
+    pub(crate) monthly: Option<Micros>,
+    pub(crate) daily: Option<Micros>,
+    pub(crate) approval: Option<ApprovalRule>,
+}
+
+/// An enabled `approvalWorkflow`.
+#[derive(Debug)]
+pub(crate) struct ApprovalRule {
+    pub(crate) approvers: Vec<String>,
+    pub(crate) auto_approve_below: Option<Micros>,
+    pub(crate) expires_after_secs: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledClient {
+    pub(crate) id: Arc<str>,
+    pub(crate) project: usize,
+    pub(crate) rules: Effective,
+}
+
+/// Who set a rule, for deny messages.
+#[derive(Clone, Debug)]
+pub(crate) enum Level {
+    Org(Arc<str>),
+    Project(Arc<str>),
+    Client(Arc<str>),
+}
+
+/// A client's rules after org → project → client inheritance.
+#[derive(Debug, Default)]
+pub(crate) struct Effective {
+    /// Every level that has an allow-list: the request must match one entry of each.
+    pub(crate) allow_lists: Vec<(Level, Vec<EndpointPattern>)>,
+    /// The union of all block-lists.
+    pub(crate) blocked: Vec<(Level, EndpointPattern)>,
+    /// The intersection of all `allowedCategories` (None: no level restricts categories).
+    pub(crate) categories: Option<Vec<Arc<str>>>,
+    /// The lowest `maxPerRequest` and who set it.
+    pub(crate) max_per_request: Option<(Micros, Level)>,
+    /// The lowest `requireApprovalAbove` (incl. the project's enabled approval workflow).
+    pub(crate) require_approval_above: Option<Micros>,
+    /// Every level's working hours: all must contain the request time.
+    pub(crate) hours: Vec<(Level, WorkingHours)>,
+}
+
+// === impl CompiledPolicy ===
+
+impl CompiledPolicy {
+    pub fn document(&self) -> &PolicyDocument {
+        &self.doc
+    }
+
+    pub fn org_id(&self) -> &str {
+        &self.org_id
+    }
+
+    /// The org's timezone (budget periods).
+    pub fn timezone(&self) -> Tz {
+        self.tz
+    }
+
+    /// Ids of the configured clients' projects, by client id (for hosts that show them).
+    pub fn project_of_client(&self, client_id: &str) -> Option<&str> {
+        let c = self.clients.iter().find(|c| &*c.id == client_id)?;
+        self.projects.get(c.project).map(|p| &*p.id)
+    }
+}
+
+// === impl Level ===
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Level::Org(id) => write!(f, "org {id}"),
+            Level::Project(id) => write!(f, "project {id}"),
+            Level::Client(id) => write!(f, "client {id}"),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Compilation: org → project → client inheritance into each client's [`Effective`] rules.
+
+use std::sync::Arc;
+
+use super::raw::RawDocument;
+use super::{
+    ApprovalRule, CompiledClient, CompiledEndpoint, CompiledPolicy, CompiledProject, Effective,
+    Level,
+};
+use crate::doc::PolicyDocument;
+use crate::money::Micros;
+
+// === compile: effective rules ===
+
+fn min_opt(a: Option<Micros>, b: Option<Micros>) -> Option<Micros> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+impl RawDocument {
+    pub(super) fn compile(self, doc: PolicyDocument, fingerprint: u64) -> CompiledPolicy {
+        let org_id: Arc<str> = Arc::from(self.org_id.as_str());
+        let mut endpoints: Vec<CompiledEndpoint> = self
+            .endpoints
+            .into_iter()
+            .map(|e| CompiledEndpoint {
+                pattern: e.pattern,
+                category: Arc::from(e.category.as_str()),
+                pricing: e.pricing,
+                cost_header: e.cost_header.map(|h| Arc::from(h.as_str())),
+            })
+            .collect();
+        endpoints.sort_by_key(|e| std::cmp::Reverse(e.pattern.specificity()));
+
+        let projects: Vec<CompiledProject> = self
+            .projects
+            .iter()
+            .map(|p| CompiledProject {
+                id: Arc::from(p.id.as_str()),
+                monthly: p.rules.monthly,
+                daily: p.rules.daily,
+                approval: p.approval.as_ref().map(|(a, _)| ApprovalRule {
+                    approvers: a.approvers.clone(),
+                    auto_approve_below: a.auto_approve_below,
+                    expires_after_secs: a.expires_after_secs,
+                }),
+            })
+            .collect();
+
+        let mut clients = Vec::with_capacity(self.clients.len());
+        let mut keys = Vec::with_capacity(self.clients.len());
+        for c in self.clients {
+            let Some(pi) = c.project else { continue };
+            let (Some(raw_p), Some(p)) = (self.projects.get(pi), projects.get(pi)) else {
+                continue;
+            };
+            let client_id: Arc<str> = Arc::from(c.id.as_str());
+            let levels = [
+                (Level::Org(org_id.clone()), &self.global, None),
+                (
+                    Level::Project(p.id.clone()),
+                    &raw_p.rules,
+                    raw_p.approval.as_ref().map(|(_, above)| *above),
+                ),
+                (Level::Client(client_id.clone()), &c.rules, None),
+            ];
+            let mut eff = Effective::default();
+            for (level, rules, workflow_above) in levels {
+                if let Some(list) = &rules.allowed {
+                    eff.allow_lists.push((level.clone(), list.clone()));
+                }
+                for b in &rules.blocked {
+                    eff.blocked.push((level.clone(), b.clone()));
+                }
+                if let Some(cats) = &rules.categories {
+                    eff.categories = Some(match eff.categories.take() {
+                        None => cats.iter().map(|s| Arc::from(s.as_str())).collect(),
+                        Some(prev) => prev
+                            .into_iter()
+                            .filter(|p| cats.iter().any(|c| c == &**p))
+                            .collect(),
+                    });
+                }
+                if let Some(m) = rules.max_per_request {
+                    if eff.max_per_request.as_ref().is_none_or(|(cur, _)| m < *cur) {
+                        eff.max_per_request = Some((m, level.clone()));
+                    }
+                }
+                eff.require_approval_above =
+                    min_opt(eff.require_approval_above, rules.require_approval_above);
+                eff.require_approval_above =
+                    min_opt(eff.require_approval_above, workflow_above.flatten());
+                if let Some(h) = &rules.hours {
+                    eff.hours.push((level, h.clone()));
+                }
+            }
+            keys.push((c.key, clients.len()));
+            clients.push(CompiledClient {
+                id: client_id,
+                project: pi,
+                rules: eff,
+            });
+        }
+        keys.sort_by_key(|k| k.0);
+
+        CompiledPolicy {
+            doc,
+            org_id,
+            tz: self.tz,
+            org_monthly: self.global.monthly,
+            org_daily: self.global.daily,
+            endpoints,
+            projects,
+            clients,
+            keys,
+            fingerprint,
+        }
+    }
+}
