@@ -1,4 +1,4 @@
-//! Plugin counters (docs/HELPERS.md names; Envoy shows them as `wasmcustom.<name>`).
+//! Plugin counters (names listed in README "Metrics"; Envoy shows them as `wasmcustom.<name>`).
 //!
 //! Defined once per root context in `on_configure` (`define_metric` takes a lock in Envoy);
 //! requests only increment.
