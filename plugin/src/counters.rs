@@ -16,11 +16,14 @@
 //! injects CAS conflicts; `host.rs` implements it with proxy-wasm hostcalls.
 
 pub mod create;
+pub mod slices;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use pag0_policy::budget::{settle_counter, try_reserve};
 use pag0_policy::{BudgetKey, BudgetView, Micros, Reservation};
+
+pub use slices::Slices;
 
 /// Prefix of every counter key, so other shared-data users (policy cache, sync state) never
 /// collide with counters.
@@ -65,6 +68,9 @@ pub struct Counters<'s, S: ?Sized> {
     /// CAS attempt of the following update uses this read instead of reading again (if anyone
     /// wrote in between, the CAS fails and the loop reads afresh). Used at most once per entry.
     seen: RefCell<Vec<Seen>>,
+    /// Standalone mode: this worker VM's slices ([`slices`]); `None` reserves every request on
+    /// the shared counters (managed mode, where the counters are checked against leases).
+    slices: Option<&'s Slices>,
 }
 
 struct Seen {
@@ -81,6 +87,15 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
         Counters {
             store,
             seen: RefCell::new(Vec::new()),
+            slices: None,
+        }
+    }
+
+    /// Reserves from (and settles into) this worker's [`Slices`] first when `slices` is given.
+    pub fn with_slices(store: &'s S, slices: Option<&'s Slices>) -> Self {
+        Counters {
+            slices,
+            ..Counters::new(store)
         }
     }
 
@@ -94,20 +109,65 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
     /// the counters already taken are released and the error says which one failed.
     pub fn reserve_all(&self, reservations: &[Reservation]) -> Result<(), ReserveError> {
         for (index, r) in reservations.iter().enumerate() {
-            let taken = self.update(&r.key, |used| {
-                try_reserve(used, r.amount, r.limit).map_err(|_room| used)
-            });
+            let taken = match self.slices {
+                Some(slices) => self.reserve_sliced(slices, r),
+                None => self
+                    .update(&r.key, |used| {
+                        try_reserve(used, r.amount, r.limit).map_err(|_room| used)
+                    })
+                    .map(|_| ()),
+            };
             let err = match taken {
-                Ok(_) => continue,
+                Ok(()) => continue,
                 Err(UpdateError::Rejected(used)) => ReserveError::NoRoom { index, used },
                 Err(UpdateError::Host(h)) => ReserveError::Host(h),
             };
             let done = reservations.get(..index).unwrap_or_default();
-            // A rollback that hits a host error leaves that counter too high (fails closed:
-            // the budget looks more spent than it is); nothing better can be done here.
-            let _ = self.settle_all(done, Micros::ZERO);
+            match self.slices {
+                // The counters still count what was taken: it goes back into the slices
+                // (no write; given back at the next tick if unused).
+                Some(slices) => {
+                    for d in done {
+                        slices.put(&shared_key(&d.key), d.amount.get());
+                    }
+                }
+                // A rollback that hits a host error leaves that counter too high (fails
+                // closed: the budget looks more spent than it is); nothing better can be done.
+                None => {
+                    let _ = self.settle_all(done, Micros::ZERO);
+                }
+            }
             return Err(err);
         }
+        Ok(())
+    }
+
+    /// One reservation in standalone mode: from this worker's slice if it covers it, else the
+    /// rest (what the slice lacks) plus a new slice from the shared counter, in one CAS. The
+    /// limit is checked exactly as without slices: the slice this worker holds is already
+    /// counted in `used`, so the request fits iff `used − held + amount ≤ limit`.
+    fn reserve_sliced(
+        &self,
+        slices: &Slices,
+        r: &Reservation,
+    ) -> Result<(), UpdateError<Micros>> {
+        let key = shared_key(&r.key);
+        if slices.take(&key, r.amount.get()) {
+            return Ok(());
+        }
+        let own = slices.held(&key);
+        let need = Micros::new(r.amount.get().saturating_sub(own));
+        let granted = Cell::new(0u64);
+        self.update(&r.key, |used| match try_reserve(used, need, r.limit) {
+            Ok(next) => {
+                let g = slices::grant(next, r.amount, r.limit);
+                granted.set(g);
+                Ok(Micros::new(next.get().saturating_add(g)))
+            }
+            // Shown as spent: what the others hold, not this worker's own slice.
+            Err(_room) => Err(used.saturating_sub(Micros::new(own))),
+        })?;
+        slices.set(&key, granted.get());
         Ok(())
     }
 
@@ -127,9 +187,32 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
     ) -> Result<(), HostError> {
         let mut first_err = Ok(());
         for r in reservations.iter().filter(|r| r.amount != actual) {
-            let settled = self.update(&r.key, |used| {
-                Ok::<_, std::convert::Infallible>(settle_counter(used, r.amount, actual))
-            });
+            let settled = match self.slices {
+                None => self.update(&r.key, |used| {
+                    Ok::<_, std::convert::Infallible>(settle_counter(used, r.amount, actual))
+                }),
+                Some(slices) => {
+                    let key = shared_key(&r.key);
+                    if actual < r.amount {
+                        // Reserved and not spent: back into this worker's slice.
+                        slices.put(&key, r.amount.get() - actual.get());
+                        continue;
+                    }
+                    // Spent more than reserved: from the slice first, the rest charged.
+                    let extra = actual.get() - r.amount.get();
+                    let rest = extra - slices.take_up_to(&key, extra);
+                    if rest == 0 {
+                        continue;
+                    }
+                    self.update(&r.key, |used| {
+                        Ok::<_, std::convert::Infallible>(settle_counter(
+                            used,
+                            Micros::ZERO,
+                            Micros::new(rest),
+                        ))
+                    })
+                }
+            };
             if let (Err(UpdateError::Host(h)), Ok(())) = (settled, &first_err) {
                 first_err = Err(h);
             }
@@ -186,7 +269,9 @@ impl<S: SharedStore + ?Sized> BudgetView for Counters<'_, S> {
         let shared_key = shared_key(key);
         match self.store.get(&shared_key) {
             Ok((value, cas)) => {
-                let used = decode(value.as_deref());
+                // This worker's own slice is room it may use: it counts as not spent here.
+                let own = self.slices.map_or(0, |s| s.held(&shared_key));
+                let used = decode(value.as_deref()).saturating_sub(Micros::new(own));
                 if let Ok(mut seen) = self.seen.try_borrow_mut() {
                     seen.retain(|s| s.key != *key);
                     seen.push(Seen {

@@ -94,7 +94,7 @@ impl<H: Host> Filter<H> {
         let Some(policy) = shared.policy.as_deref() else {
             return self.deny(&no_policy_yet());
         };
-        let counters = Counters::new(&self.host);
+        let counters = Counters::with_slices(&self.host, shared.slices.as_deref());
         let view = match &shared.sidecar {
             None => None,
             Some(cfg) => {
@@ -252,7 +252,9 @@ impl<H: Host> Filter<H> {
             return;
         };
         let actual = r.meter.final_cost().unwrap_or(Micros::ZERO);
-        if let Err(e) = Counters::new(&self.host).settle_all(&r.reservations, actual) {
+        let slices = self.shared.as_ref().and_then(|s| s.slices.clone());
+        let counters = Counters::with_slices(&self.host, slices.as_deref());
+        if let Err(e) = counters.settle_all(&r.reservations, actual) {
             self.host.log(
                 LogLevel::Error,
                 &format!("pag0: shared data error {e:?} while settling"),

@@ -12,7 +12,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 
 use crate::config::{self, ConfigError, SidecarConfig};
-use crate::counters::{self, SharedStore};
+use crate::counters::{self, SharedStore, Slices};
 use crate::filter::Filter;
 use crate::host::{self, Host, Hostcalls};
 use crate::managed::{self, Outgoing};
@@ -32,12 +32,18 @@ pub struct Shared {
     pub metrics: Rc<Metrics>,
     /// The response cache's bounds (`cache` in the plugin configuration).
     pub cache: crate::cache::CacheConfig,
+    /// Standalone mode: this worker VM's budget slices (`counters/slices.rs`); `None` in
+    /// managed mode, where reservations are checked against the sidecar's leases.
+    pub slices: Option<Rc<Slices>>,
 }
 
 #[derive(Default)]
 pub struct Root {
     shared: Option<Rc<Shared>>,
     sync: Option<SyncLoop>,
+    /// This VM's budget slices, kept across reconfigurations so a request reserved under the
+    /// old configuration settles into the same slices (given back by the tick or `on_done`).
+    slices: Rc<Slices>,
 }
 
 /// The managed-mode state of one worker VM.
@@ -66,6 +72,7 @@ impl Root {
             max_body_bytes: c.max_body_bytes,
             cache: c.cache,
             metrics: Rc::new(Metrics::define()),
+            slices: None,
         })
     }
 
@@ -88,6 +95,7 @@ impl Root {
                     max_body_bytes: shared.max_body_bytes,
                     cache: shared.cache,
                     metrics: shared.metrics.clone(),
+                    slices: None,
                 }));
                 host::log(
                     LogLevel::Info,
@@ -99,6 +107,16 @@ impl Root {
                 LogLevel::Error,
                 &format!("pag0: sidecar policy version {version} not adopted: {e}"),
             ),
+        }
+    }
+
+    /// Gives every budget slice back to the shared counters.
+    fn return_slices(&self) {
+        if let Err(e) = self.slices.return_all(&Hostcalls) {
+            host::log(
+                LogLevel::Warn,
+                &format!("pag0: shared data error {e:?} giving budget slices back"),
+            );
         }
     }
 
@@ -189,6 +207,12 @@ fn mark_down(why: &str, now_ms: u64) {
 }
 
 impl Context for Root {
+    /// The VM stops (Envoy drains this configuration): give the budget slices back.
+    fn on_done(&mut self) -> bool {
+        self.return_slices();
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token_id: u32,
@@ -249,7 +273,7 @@ impl RootContext for Root {
             _ => Vec::new(),
         };
         match Root::load(&bytes) {
-            Ok(shared) => {
+            Ok(mut shared) => {
                 if let Err(e) = counters::create::prepare(&Hostcalls) {
                     host::log(
                         LogLevel::Error,
@@ -258,6 +282,18 @@ impl RootContext for Root {
                     return false;
                 }
                 self.sync = None;
+                if shared.sidecar.is_none() {
+                    // Standalone: budget slices, and the tick that gives idle ones back.
+                    if let Err(e) = hostcalls::set_tick_period(Duration::from_millis(
+                        counters::slices::TICK_MS,
+                    )) {
+                        host::log(LogLevel::Error, &format!("pag0: no timer: {e:?}"));
+                        return false;
+                    }
+                    shared.slices = Some(self.slices.clone());
+                } else {
+                    self.return_slices();
+                }
                 if let Some(cfg) = &shared.sidecar {
                     let instance_id = match managed::instance_id(&Hostcalls) {
                         Ok(id) => id,
@@ -297,6 +333,15 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        if self.sync.is_none() {
+            if let Err(e) = self.slices.return_idle(&Hostcalls) {
+                host::log(
+                    LogLevel::Warn,
+                    &format!("pag0: shared data error {e:?} giving budget slices back"),
+                );
+            }
+            return;
+        }
         self.refresh_policy();
         self.maybe_sync();
     }

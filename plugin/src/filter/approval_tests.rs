@@ -58,6 +58,7 @@ fn shared(sidecar: bool, mode: FailureMode) -> Rc<Shared> {
     Rc::new(Shared {
         policy: Some(Box::new(CompiledPolicy::from_value(&doc).unwrap())),
         policy_version: 7,
+        slices: None,
         sidecar: sidecar.then(|| SidecarConfig {
             cluster: "pag0_sidecar".into(),
             authority: "pag0-sidecar".into(),

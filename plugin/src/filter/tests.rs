@@ -47,6 +47,7 @@ fn shared(project_daily: &str) -> Rc<Shared> {
     Rc::new(Shared {
         policy: Some(Box::new(CompiledPolicy::from_value(&doc).unwrap())),
         policy_version: 0,
+        slices: None,
         sidecar: None,
         api_key_header: "x-pag0-api-key".into(),
         max_body_bytes: 4096,
@@ -466,6 +467,7 @@ fn managed(mode: crate::config::FailureMode) -> Rc<Shared> {
             )
         }),
         policy_version: 1,
+        slices: None,
         sidecar: Some(crate::config::SidecarConfig {
             cluster: "pag0_sidecar".into(),
             authority: "pag0-sidecar".into(),

@@ -51,6 +51,7 @@ fn shared_with(cache: CacheConfig) -> Rc<Shared> {
     Rc::new(Shared {
         policy: Some(Box::new(policy())),
         policy_version: 0,
+        slices: None,
         sidecar: None,
         api_key_header: "x-pag0-api-key".into(),
         max_body_bytes: 1 << 20,
@@ -490,6 +491,7 @@ fn a_hit_in_managed_mode_is_reported_with_its_savings() {
     let s = Rc::new(Shared {
         policy: Some(Box::new(policy())),
         policy_version: 1,
+        slices: None,
         sidecar: Some(crate::config::SidecarConfig {
             cluster: "pag0_sidecar".into(),
             authority: "pag0-sidecar".into(),
