@@ -19,6 +19,8 @@
 //! [`VARY_HEADERS`]. The pool is `shared` for projects with `sharedCache: true`, `p/<projectId>`
 //! otherwise, so a project without `sharedCache` only ever finds its own entries.
 
+use std::cell::RefCell;
+
 use pag0_policy::Micros;
 use proxy_wasm::types::{MapType, MetricType};
 use serde_json::Value;
@@ -27,6 +29,8 @@ use sha2::{Digest, Sha256};
 use crate::config::FieldError;
 use crate::counters::{HostError, SharedStore};
 use crate::host::Host;
+
+pub mod savings;
 
 /// Prefix of every cache slot key.
 pub const KEY_PREFIX: &str = "pag0/c/";
@@ -607,6 +611,9 @@ pub struct CacheMetrics {
     misses: Option<u32>,
     savings: Option<u32>,
     bytes: Option<u32>,
+    /// Hits and savings per project and cost centre of the policy in force (`savings.rs`).
+    /// Replaced by [`CacheMetrics::attribute`] when a policy is loaded; a request only reads it.
+    attribution: RefCell<savings::Attribution>,
 }
 
 /// The gauge of bytes held in the slots.
@@ -628,6 +635,7 @@ impl CacheMetrics {
             misses: define("pag0.cache.misses"),
             savings: define("pag0.cache.savings_micros"),
             bytes: define(BYTES_METRIC),
+            attribution: RefCell::default(),
         }
     }
 
@@ -637,16 +645,41 @@ impl CacheMetrics {
             misses: None,
             savings: None,
             bytes: None,
+            attribution: RefCell::default(),
         }
     }
 
-    pub fn hit(&self, host: &dyn Host, savings: Micros) {
+    /// Defines the per-project and per-cost-centre series of `policy` (those not defined for
+    /// the previous policy) and makes them the ones hits count in. Call when a policy is
+    /// loaded, never per request.
+    pub fn attribute(
+        &self,
+        policy: &pag0_policy::CompiledPolicy,
+        define: &mut impl FnMut(&str) -> Option<u32>,
+    ) {
+        let next = match self.attribution.try_borrow() {
+            Ok(previous) => savings::Attribution::build(policy.document(), &previous, define),
+            Err(_) => return,
+        };
+        if let Ok(mut a) = self.attribution.try_borrow_mut() {
+            *a = next;
+        }
+    }
+
+    /// A hit of `client_id` (of `project_id`) that avoided `savings`: counted globally and in
+    /// the project's and the client's cost centre's series.
+    pub fn hit(&self, host: &dyn Host, project_id: &str, client_id: &str, savings: Micros) {
+        let savings = i64::try_from(savings.get()).unwrap_or(i64::MAX);
         increment(host, self.hits, 1);
-        increment(
-            host,
-            self.savings,
-            i64::try_from(savings.get()).unwrap_or(i64::MAX),
-        );
+        increment(host, self.savings, savings);
+        if let Ok(a) = self.attribution.try_borrow() {
+            a.hit(host, project_id, client_id, savings);
+        }
+    }
+
+    /// The series hits count in now (tests, diagnostics).
+    pub fn attribution(&self) -> Option<std::cell::Ref<'_, savings::Attribution>> {
+        self.attribution.try_borrow().ok()
     }
 
     pub fn miss(&self, host: &dyn Host) {

@@ -1,12 +1,13 @@
 //! Plugin counters (names listed in README "Metrics"; Envoy shows them as `wasmcustom.<name>`).
 //!
 //! Defined once per root context in `on_configure` (`define_metric` takes a lock in Envoy);
-//! requests only increment.
+//! requests only increment. The cache's per-project and per-cost-centre series depend on the
+//! policy: defined when a policy is loaded ([`Metrics::attribute`]).
 //!
 //! Money counters keep `reserved = settled + released` for every request whose actual cost is
 //! at most its estimate: `released` is the part of a reservation given back without charge.
 
-use pag0_policy::{DenyCode, Micros};
+use pag0_policy::{CompiledPolicy, DenyCode, Micros};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
 
@@ -82,6 +83,22 @@ impl Metrics {
             cache: crate::cache::CacheMetrics::none(),
             approvals: crate::approval::ApprovalMetrics::none(),
         }
+    }
+
+    /// Defines the cache's per-project and per-cost-centre series of `policy` with the host
+    /// (see `cache/savings.rs`). Call once per loaded policy (`on_configure`, a sidecar policy
+    /// adopted), never per request.
+    pub fn attribute(&self, policy: &CompiledPolicy) {
+        self.attribute_with(policy, define);
+    }
+
+    /// [`Metrics::attribute`] with `define(name) -> id`; tests pass their own.
+    pub fn attribute_with(
+        &self,
+        policy: &CompiledPolicy,
+        mut define: impl FnMut(&str) -> Option<u32>,
+    ) {
+        self.cache.attribute(policy, &mut define);
     }
 
     pub fn allowed(&self, host: &dyn Host, reserved: Micros) {

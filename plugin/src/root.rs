@@ -64,6 +64,10 @@ struct SyncLoop {
 impl Root {
     fn load(bytes: &[u8]) -> Result<Shared, ConfigError> {
         let c = config::parse(bytes)?;
+        let metrics = Metrics::define();
+        if let Some(policy) = &c.policy {
+            metrics.attribute(policy);
+        }
         Ok(Shared {
             policy: c.policy,
             policy_version: 0,
@@ -71,7 +75,7 @@ impl Root {
             api_key_header: c.api_key_header,
             max_body_bytes: c.max_body_bytes,
             cache: c.cache,
-            metrics: Rc::new(Metrics::define()),
+            metrics: Rc::new(metrics),
             slices: None,
         })
     }
@@ -87,6 +91,8 @@ impl Root {
         }
         match managed::load_policy(&Hostcalls) {
             Ok(Some((version, policy))) => {
+                // The cache's per-project and per-cost-centre series of the new policy.
+                shared.metrics.attribute(&policy);
                 self.shared = Some(Rc::new(Shared {
                     policy: Some(Box::new(policy)),
                     policy_version: version,

@@ -5,7 +5,8 @@
 //! - A hit answers locally with the stored status, headers and body, plus
 //!   `x-pag0-cache: hit`, `x-pag0-decision: allow`, `x-pag0-project`,
 //!   `x-pag0-estimated-cost: 0`. It reserves and charges nothing; the stored entry's actual
-//!   cost (what the upstream charged for that answer) is counted as savings.
+//!   cost (what the upstream charged for that answer) is counted as savings: globally, for the
+//!   requesting project and for the client's cost centre (`crate::cache::savings`).
 //! - A miss reserves as usual and collects the response (`crate::cache::Fill`), stored only
 //!   when it ends normally.
 
@@ -86,7 +87,10 @@ impl<H: Host> Filter<H> {
         self.host
             .send_local_reply(u32::from(entry.status), &headers, &entry.body);
         shared.metrics.allowed(&self.host, Micros::ZERO);
-        shared.metrics.cache.hit(&self.host, savings);
+        shared
+            .metrics
+            .cache
+            .hit(&self.host, &allow.project_id, &allow.client_id, savings);
         if shared.sidecar.is_some() {
             // Savings and the hit flow to the sidecar with the usage (amount 0, no counters).
             let host = self

@@ -25,6 +25,13 @@ fn policy() -> CompiledPolicy {
         json!({ "id": id, "projectId": p, "apiKeySha256": api_key_sha256_hex(id),
                 "tags": { "costCenter": format!("CC-{p}") } })
     };
+    // Without a cost centre of its own: `kb2` falls back to project b's, `ka2` has none.
+    let untagged = |id: &str, p: &str| json!({ "id": id, "projectId": p, "apiKeySha256": api_key_sha256_hex(id) });
+    let mut b = project(
+        "b",
+        json!({ "enabled": true, "sharedCache": true, "defaultTTL": 60 }),
+    );
+    b["tags"] = json!({ "costCenter": "Sales/EMEA.1" });
     CompiledPolicy::from_value(&json!({
         "orgId": "acme", "timezone": "UTC",
         "globalPolicy": { "monthlyBudget": "100000000" },
@@ -37,17 +44,34 @@ fn policy() -> CompiledPolicy {
         ],
         "projects": [
             project("a", json!({ "enabled": true, "sharedCache": true, "defaultTTL": 60 })),
-            project("b", json!({ "enabled": true, "sharedCache": true, "defaultTTL": 60 })),
+            b,
             project("c", json!({ "enabled": true, "sharedCache": false, "defaultTTL": 60 })),
             project("d", json!({ "enabled": false })),
         ],
-        "clients": [client("ka", "a"), client("kb", "b"), client("kc", "c"), client("kd", "d")]
+        "clients": [client("ka", "a"), client("kb", "b"), client("kc", "c"), client("kd", "d"),
+                    untagged("ka2", "a"), untagged("kb2", "b")]
     }))
     .unwrap()
 }
 
+/// Every metric of the filter, then the cache's series of [`policy`], with ids in that order.
+fn metrics() -> Metrics {
+    metrics_with(|_| true)
+}
+
+/// [`metrics`] where `define` refuses the names `accept` rejects (their ids are still taken).
+fn metrics_with(accept: impl Fn(&str) -> bool) -> Metrics {
+    let next = std::cell::Cell::new(0u32);
+    let define = |n: &str| {
+        next.set(next.get() + 1);
+        accept(n).then_some(next.get() - 1)
+    };
+    let m = Metrics::define_with(define);
+    m.attribute_with(&policy(), define);
+    m
+}
+
 fn shared_with(cache: CacheConfig) -> Rc<Shared> {
-    let mut next = 0;
     Rc::new(Shared {
         policy: Some(Box::new(policy())),
         policy_version: 0,
@@ -55,10 +79,7 @@ fn shared_with(cache: CacheConfig) -> Rc<Shared> {
         sidecar: None,
         api_key_header: "x-pag0-api-key".into(),
         max_body_bytes: 1 << 20,
-        metrics: Rc::new(Metrics::define_with(|_| {
-            next += 1;
-            Some(next - 1)
-        })),
+        metrics: Rc::new(metrics()),
         cache,
     })
 }
@@ -68,12 +89,17 @@ fn shared() -> Rc<Shared> {
 }
 
 fn metric(host: &FakeHost, name: &str) -> i64 {
-    let mut names = Vec::new();
-    Metrics::define_with(|n| {
-        names.push(n.to_string());
+    let names = std::cell::RefCell::new(Vec::new());
+    let define = |n: &str| {
+        names.borrow_mut().push(n.to_string());
         None
-    });
-    let id = names.iter().position(|n| n == name).unwrap();
+    };
+    Metrics::define_with(define).attribute_with(&policy(), define);
+    let names = names.into_inner();
+    let id = names
+        .iter()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no metric {name}"));
     host.metrics
         .borrow()
         .get(&u32::try_from(id).unwrap())
@@ -248,6 +274,96 @@ fn second_identical_call_is_a_local_hit_at_no_cost_with_savings() {
     assert_eq!(metric(&host, "pag0.cache.savings_micros"), CHAT_COST);
     assert_eq!(metric(&host, "pag0.requests.allowed"), 2);
     assert_eq!(metric(&host, "pag0.cost.settled_micros"), CHAT_COST);
+}
+
+/// `(hits, savings_micros)` of one per-project or per-cost-centre series.
+fn series(host: &FakeHost, kind: &str, id: &str) -> (i64, i64) {
+    let prefix = format!("pag0.cache.{kind}.{id}");
+    (
+        metric(host, &format!("{prefix}.hits")),
+        metric(host, &format!("{prefix}.savings_micros")),
+    )
+}
+
+#[test]
+fn a_hit_credits_the_requesting_project_and_cost_centre() {
+    let host = host();
+    let s = shared();
+    // a stores the entry (a miss: no savings anywhere); b shares a's pool.
+    assert!(!post_chat(&host, &s, "ka", "q").is_hit());
+    assert_eq!(series(&host, "project", "a"), (0, 0));
+    assert_eq!(series(&host, "cost_center", "CC-a"), (0, 0));
+
+    assert!(post_chat(&host, &s, "kb", "q").is_hit());
+    assert_eq!(series(&host, "project", "b"), (1, CHAT_COST));
+    assert_eq!(series(&host, "cost_center", "CC-b"), (1, CHAT_COST));
+    assert_eq!(
+        series(&host, "project", "a"),
+        (0, 0),
+        "the storing project saved nothing"
+    );
+    assert_eq!(series(&host, "cost_center", "CC-a"), (0, 0));
+    assert_eq!(series(&host, "project", "c"), (0, 0));
+    assert_eq!(series(&host, "cost_center", "Sales_EMEA_1"), (0, 0));
+
+    // kb2 has no tag: its project's cost centre (`Sales/EMEA.1`, one stats segment).
+    assert!(post_chat(&host, &s, "kb2", "q").is_hit());
+    assert_eq!(series(&host, "project", "b"), (2, 2 * CHAT_COST));
+    assert_eq!(series(&host, "cost_center", "Sales_EMEA_1"), (1, CHAT_COST));
+    assert_eq!(
+        series(&host, "cost_center", "CC-b"),
+        (1, CHAT_COST),
+        "not kb2's"
+    );
+
+    // ka2: neither it nor project a has a cost centre; the project still counts.
+    assert!(post_chat(&host, &s, "ka2", "q").is_hit());
+    assert_eq!(series(&host, "project", "a"), (1, CHAT_COST));
+    assert_eq!(series(&host, "cost_center", "CC-a"), (0, 0));
+
+    assert_eq!(metric(&host, "pag0.cache.hits"), 3);
+    assert_eq!(metric(&host, "pag0.cache.savings_micros"), 3 * CHAT_COST);
+}
+
+#[test]
+fn only_cache_enabled_projects_and_their_cost_centres_get_series() {
+    let names = std::cell::RefCell::new(Vec::new());
+    Metrics::none().attribute_with(&policy(), |n: &str| {
+        names.borrow_mut().push(n.to_string());
+        None
+    });
+    let mut names = names.into_inner();
+    names.sort();
+    let want: Vec<String> = [
+        "cost_center.CC-a",
+        "cost_center.CC-b",
+        "cost_center.CC-c",
+        "cost_center.Sales_EMEA_1",
+        "project.a",
+        "project.b",
+        "project.c",
+    ]
+    .iter()
+    .flat_map(|s| ["hits", "savings_micros"].map(|m| format!("pag0.cache.{s}.{m}")))
+    .collect();
+    assert_eq!(names, want, "no series for d (cache off) nor its CC-d");
+}
+
+#[test]
+fn a_refused_series_is_skipped_and_the_hit_still_served_and_counted() {
+    let host = host();
+    let mut s = shared();
+    Rc::get_mut(&mut s).unwrap().metrics =
+        Rc::new(metrics_with(|n| !n.starts_with("pag0.cache.project.b.")));
+    assert!(!post_chat(&host, &s, "ka", "r").is_hit());
+    assert!(post_chat(&host, &s, "kb", "r").is_hit());
+    assert_eq!(
+        series(&host, "project", "b"),
+        (0, 0),
+        "never defined: not counted"
+    );
+    assert_eq!(series(&host, "cost_center", "CC-b"), (1, CHAT_COST));
+    assert_eq!(metric(&host, "pag0.cache.hits"), 1);
 }
 
 #[test]
