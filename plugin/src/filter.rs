@@ -317,9 +317,33 @@ fn control_plane_unavailable(project_id: &Arc<str>) -> Deny {
     d
 }
 
+/// The `x-pag0-*` response headers pag0 gives a meaning to and does not set on an allowed,
+/// uncached response (those three, `reply::allow_headers`, are replaced): an upstream's value
+/// for any of them is removed, so no upstream can forge a pag0 decision.
+const RESPONSE_HEADERS_REMOVED: [&str; 3] = [
+    "x-pag0-code",
+    "x-pag0-cache",
+    crate::approval::APPROVAL_ID_HEADER,
+];
+
+/// Reads `:status`, `content-type` and the endpoint's cost header (if any) into the meter.
+fn meter_response<H: Host + ?Sized>(
+    host: &H,
+    meter: &mut ResponseMeter,
+) -> (Option<u32>, Option<String>) {
+    let map = MapType::HttpResponseHeaders;
+    let status = host
+        .header(map, ":status")
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    let content_type = host.header(map, "content-type");
+    let cost = meter.cost_header_name().and_then(|n| host.header(map, n));
+    meter.on_headers(status, content_type.as_deref(), cost);
+    (status, content_type)
+}
+
 /// Removes every `x-pag0-*` header (and a custom API-key header): on requests, nothing the
-/// agent sends to pag0 leaks to a paid API and nothing can name a project; on responses, no
-/// upstream can forge a pag0 decision.
+/// agent sends to pag0 leaks to a paid API and nothing can name a project; on a response
+/// collected for the cache (whose headers are copied anyway), nothing `x-pag0-*` is stored.
 fn strip_pag0_headers(host: &dyn Host, map: MapType, api_key_header: Option<&str>) {
     for name in host.header_names(map) {
         let lower = name.to_ascii_lowercase();
@@ -474,23 +498,30 @@ impl<H: Host> HttpContext for Filter<H> {
         let State::Reserved(r) = &mut self.state else {
             return Action::Continue;
         };
-        // One copy of the response headers serves the reads below and the strip.
-        let resp = Snapshot::read(&self.host, MapType::HttpResponseHeaders);
-        let status = resp
-            .header(MapType::HttpResponseHeaders, ":status")
-            .and_then(|s| s.trim().parse::<u32>().ok());
-        let content_type = resp.header(MapType::HttpResponseHeaders, "content-type");
-        let cost = r
-            .meter
-            .cost_header_name()
-            .and_then(|n| resp.header(MapType::HttpResponseHeaders, n));
-        r.meter.on_headers(status, content_type.as_deref(), cost);
-        strip_pag0_headers(&resp, MapType::HttpResponseHeaders, None);
-        for (name, value) in reply::allow_headers(&r.project_id, r.estimate) {
-            resp.set_header(MapType::HttpResponseHeaders, name, &value);
-        }
-        if let Some(fill) = &mut r.cache {
-            fill.on_response_headers(&resp, status, content_type.as_deref());
+        let map = MapType::HttpResponseHeaders;
+        match &mut r.cache {
+            // A response that may be stored: its headers are copied anyway, and the one copy
+            // serves the reads below and a strip of every `x-pag0-*`.
+            Some(fill) => {
+                let resp = Snapshot::read(&self.host, map);
+                let (status, content_type) = meter_response(&resp, &mut r.meter);
+                strip_pag0_headers(&resp, map, None);
+                for (name, value) in reply::allow_headers(&r.project_id, r.estimate) {
+                    resp.set_header(map, name, &value);
+                }
+                fill.on_response_headers(&resp, status, content_type.as_deref());
+            }
+            // Otherwise no copy of the map (the most expensive host call on this path): two
+            // or three single reads, and pag0's own headers replaced or removed by name.
+            None => {
+                meter_response(&self.host, &mut r.meter);
+                for name in RESPONSE_HEADERS_REMOVED {
+                    self.host.remove_header(map, name);
+                }
+                for (name, value) in reply::allow_headers(&r.project_id, r.estimate) {
+                    self.host.set_header(map, name, &value);
+                }
+            }
         }
         if end_of_stream {
             self.store_cached();

@@ -424,6 +424,35 @@ async fn malformed_syncs_are_400_with_paths() {
     }
     let r = h.sync(json!({ "instanceId": "a", "seq": 1, "usage": [ { "amount": "1.5" } ] })).await;
     assert_eq!(r.body["error"]["code"], "BAD_JSON");
+    // `savings` is money like `amount`: a decimal string or integer, storable, else refused.
+    for bad in [json!("1.5"), json!("-3"), json!(2.5), json!("12x")] {
+        let r = h.sync(json!({ "instanceId": "a", "seq": 1, "usage": [ { "amount": "0", "cacheHit": true, "savings": bad } ] })).await;
+        assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("BAD_JSON")), "{bad}");
+    }
+    let r = h.sync(json!({ "instanceId": "a", "seq": 1, "usage": [ { "amount": "0", "cacheHit": "yes" } ] })).await;
+    assert_eq!(r.body["error"]["code"], "BAD_JSON", "cacheHit is a boolean");
+    let r = h
+        .sync(json!({ "instanceId": "a", "seq": 1, "usage": [ { "amount": "0", "cacheHit": true, "savings": "9223372036854775808" } ] }))
+        .await;
+    assert_eq!(r.body["error"]["code"], "BAD_SYNC");
+    assert!(r.body["error"]["details"].to_string().contains("usage[0].savings: above"), "{}", r.text);
+}
+
+#[test]
+fn a_hit_batch_keeps_its_pre_upgrade_digest_as_a_fallback() {
+    use crate::routes::sync::{digest, legacy_digest, UsageIn};
+    let plain = usage("1000", &[ORG_MONTH]);
+    let mut hit = usage("0", &[]);
+    let old_view: Vec<UsageIn> = serde_json::from_value(json!([plain.clone(), hit.clone()])).unwrap();
+    hit["cacheHit"] = json!(true);
+    hit["savings"] = json!("2000");
+    let new_view: Vec<UsageIn> = serde_json::from_value(json!([plain.clone(), hit])).unwrap();
+    // What an older sidecar (which ignored the two fields) stored for this batch.
+    let stored_then = digest(&old_view).unwrap();
+    assert_ne!(digest(&new_view).unwrap(), stored_then, "today's digest covers cacheHit and savings");
+    assert_eq!(legacy_digest(&new_view).unwrap(), Some(stored_then));
+    let only_plain: Vec<UsageIn> = serde_json::from_value(json!([plain])).unwrap();
+    assert_eq!(legacy_digest(&only_plain).unwrap(), None, "no cache fields: one digest, as before");
 }
 
 // === operations ===
@@ -525,6 +554,9 @@ impl crate::Store for DownStore {
         Err(down())
     }
     async fn counters(&self, _: i64) -> Result<Vec<crate::store::CounterState>, crate::store::StoreError> {
+        Err(down())
+    }
+    async fn usage_totals(&self, _: i64, _: i64) -> Result<Vec<crate::store::UsageTotals>, crate::store::StoreError> {
         Err(down())
     }
     async fn create_approval(&self, _: crate::store::Approval) -> Result<(), crate::store::StoreError> {

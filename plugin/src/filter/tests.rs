@@ -140,7 +140,13 @@ fn allowed_request_is_stripped_reserved_tagged_and_settled_once() {
     respond(
         &host,
         "200",
-        &[("x-request-cost", "700"), ("x-pag0-code", "FORGED")],
+        &[
+            ("x-request-cost", "700"),
+            ("x-pag0-code", "FORGED"),
+            ("x-pag0-cache", "hit"),
+            ("x-pag0-approval-id", "forged"),
+            ("x-pag0-decision", "deny"),
+        ],
     );
     assert_eq!(f.on_http_response_headers(3, false), Action::Continue);
     let resp = host.response_headers.borrow().clone();
@@ -154,6 +160,14 @@ fn allowed_request_is_stripped_reserved_tagged_and_settled_once() {
         header(&resp, "x-pag0-code"),
         None,
         "the upstream cannot forge pag0 headers"
+    );
+    for name in ["x-pag0-cache", "x-pag0-approval-id"] {
+        assert_eq!(header(&resp, name), None, "{name} from the upstream removed");
+    }
+    assert_eq!(
+        resp.iter().filter(|(k, _)| k == "x-pag0-decision").count(),
+        1,
+        "the upstream's x-pag0-decision replaced, not doubled"
     );
 
     *host.response_chunk.borrow_mut() = b"{}".to_vec();

@@ -53,6 +53,26 @@ pub struct UsageIn {
     /// Unix milliseconds, by the filter's clock.
     #[serde(default)]
     pub at: Option<i64>,
+    // The two fields below are skipped when absent/false, so the digest of a record without
+    // them is what older sidecars computed (see `legacy_digest`).
+    /// Served from the filter's cache (`amount` 0, no counters).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cache_hit: bool,
+    /// Micro-USD a cache hit avoided; strict like `amount` (a decimal string or integer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savings: Option<Micros>,
+}
+
+/// A record as sidecars that ignored `cacheHit`/`savings` saw it (and digested it).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LegacyUsage<'a> {
+    amount: Micros,
+    counters: &'a [String],
+    project_id: &'a Option<String>,
+    client_id: &'a Option<String>,
+    host: &'a Option<String>,
+    at: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +145,9 @@ fn check(req: &SyncRequest, max_batch: usize) -> Result<(), AppError> {
         if i64::try_from(u.amount.get()).is_err() {
             errs.push(format!("usage[{i}].amount: above {}", i64::MAX));
         }
+        if u.savings.is_some_and(|s| i64::try_from(s.get()).is_err()) {
+            errs.push(format!("usage[{i}].savings: above {}", i64::MAX));
+        }
     }
     for (i, l) in req.leases.iter().enumerate() {
         if parse_counter(&l.counter).is_none() {
@@ -139,9 +162,29 @@ fn check(req: &SyncRequest, max_batch: usize) -> Result<(), AppError> {
 }
 
 /// Digest of the usage content: a retried batch must be byte-for-byte the same records.
-fn digest(usage: &[UsageIn]) -> Result<String, AppError> {
+pub(crate) fn digest<T: Serialize + ?Sized>(usage: &T) -> Result<String, AppError> {
     let bytes = serde_json::to_vec(usage).map_err(|e| AppError::Internal(e.to_string()))?;
     Ok(hex::encode(Sha256::digest(bytes)))
+}
+
+/// The digest without `cacheHit`/`savings`, when a record has them (otherwise it equals
+/// [`digest`]): what a sidecar from before their storage recorded for the same batch.
+pub(crate) fn legacy_digest(usage: &[UsageIn]) -> Result<Option<String>, AppError> {
+    if usage.iter().all(|u| !u.cache_hit && u.savings.is_none()) {
+        return Ok(None);
+    }
+    let legacy: Vec<LegacyUsage<'_>> = usage
+        .iter()
+        .map(|u| LegacyUsage {
+            amount: u.amount,
+            counters: &u.counters,
+            project_id: &u.project_id,
+            client_id: &u.client_id,
+            host: &u.host,
+            at: u.at,
+        })
+        .collect();
+    digest(&legacy).map(Some)
 }
 
 pub async fn sync(_: Filter, State(state): State<AppState>, body: Bytes) -> Result<Json<SyncResponse>, AppError> {
@@ -185,6 +228,8 @@ pub async fn sync(_: Filter, State(state): State<AppState>, body: Bytes) -> Resu
             client_id: u.client_id.clone(),
             host: u.host.clone(),
             at_ms: u.at,
+            cache_hit: u.cache_hit,
+            savings: u.savings.map_or(0, Micros::get),
         })
         .collect();
     let now = state.clock.now_ms();
@@ -194,6 +239,7 @@ pub async fn sync(_: Filter, State(state): State<AppState>, body: Bytes) -> Resu
             instance_id: req.instance_id.clone(),
             seq,
             digest: digest(&req.usage)?,
+            legacy_digest: legacy_digest(&req.usage)?,
             usage,
             release: req.release.clone(),
             leases,

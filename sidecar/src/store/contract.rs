@@ -16,6 +16,22 @@ fn rec(amount: u64, counters: &[&str]) -> UsageRecord {
         client_id: Some("sales-agent".into()),
         host: Some("api.openai.com".into()),
         at_ms: Some(T0),
+        cache_hit: false,
+        savings: 0,
+    }
+}
+
+/// A response served from the filter's cache, as the filter reports it.
+fn hit(savings: u64, project: &str, client: &str, at_ms: Option<i64>) -> UsageRecord {
+    UsageRecord {
+        amount: 0,
+        counters: vec![],
+        project_id: Some(project.into()),
+        client_id: Some(client.into()),
+        host: Some("api.deepl.com".into()),
+        at_ms,
+        cache_hit: true,
+        savings,
     }
 }
 
@@ -25,6 +41,7 @@ fn batch(instance: &str, seq: i64, usage: Vec<UsageRecord>) -> SyncWrite {
         instance_id: instance.into(),
         seq,
         digest,
+        legacy_digest: None,
         usage,
         release: vec![],
         leases: vec![],
@@ -102,6 +119,73 @@ pub async fn a_failed_batch_leaves_no_trace(store: &dyn Store) {
     let fixed = store.sync(batch("envoy-a", 2, vec![rec(7, &[K2])])).await.unwrap();
     assert!(!fixed.duplicate, "the failed attempt did not mark seq 2 as seen");
     assert_eq!((spent(store, K).await, spent(store, K2).await), (max, 7));
+}
+
+fn totals_of<'a>(all: &'a [UsageTotals], project: &str, client: &str, host: &str) -> &'a UsageTotals {
+    all.iter()
+        .find(|t| {
+            (t.project_id.as_deref(), t.client_id.as_deref(), t.host.as_deref()) == (Some(project), Some(client), Some(host))
+        })
+        .unwrap_or_else(|| panic!("no totals for {project}/{client}/{host} in {all:?}"))
+}
+
+pub async fn cache_hits_and_savings_are_stored_and_summed(store: &dyn Store) {
+    let day = 86_400_000;
+    let mut charged = rec(700, &[K, K2]);
+    charged.at_ms = Some(T0 + 1);
+    let b = batch("envoy-a", 1, vec![charged.clone(), hit(2000, "sales-ai", "sales-agent", Some(T0 + 2)), rec(300, &[K])]);
+    store.sync(b.clone()).await.unwrap();
+    // Another client of the project, another batch; one hit settled a day later; one record
+    // without `at` counts at its commit time (T0).
+    store
+        .sync(batch("envoy-b", 1, vec![hit(50, "sales-ai", "bot", Some(T0 + 3)), hit(9, "sales-ai", "bot", None)]))
+        .await
+        .unwrap();
+    store.sync(batch("envoy-b", 2, vec![hit(70_000, "sales-ai", "bot", Some(T0 + day))])).await.unwrap();
+    // A retried batch adds nothing, its hits included.
+    assert!(store.sync(b).await.unwrap().duplicate);
+    assert_eq!(spent(store, K).await, 1000, "hits charge no counter");
+
+    let all = store.usage_totals(T0, T0 + day).await.unwrap();
+    assert_eq!(all.len(), 3, "{all:?}");
+    let agent_openai = totals_of(&all, "sales-ai", "sales-agent", "api.openai.com");
+    assert_eq!((agent_openai.requests, agent_openai.cost, agent_openai.cache_hits, agent_openai.savings), (2, 1000, 0, 0));
+    let agent_deepl = totals_of(&all, "sales-ai", "sales-agent", "api.deepl.com");
+    assert_eq!((agent_deepl.requests, agent_deepl.cost, agent_deepl.cache_hits, agent_deepl.savings), (1, 0, 1, 2000));
+    let bot = totals_of(&all, "sales-ai", "bot", "api.deepl.com");
+    assert_eq!((bot.requests, bot.cache_hits, bot.savings), (2, 2, 59), "the next day's hit is outside [T0, T0 + day)");
+
+    let next_day = store.usage_totals(T0 + day, T0 + 2 * day).await.unwrap();
+    assert_eq!(next_day.len(), 1);
+    assert_eq!((next_day[0].cache_hits, next_day[0].savings), (1, 70_000));
+    assert!(store.usage_totals(T0 - day, T0).await.unwrap().is_empty(), "the range is half-open and nothing is earlier");
+    assert_eq!(store.usage_totals(T0 + 2, T0 + 3).await.unwrap().len(), 1, "exactly the record at T0 + 2");
+}
+
+pub async fn savings_above_the_column_are_refused_whole(store: &dyn Store) {
+    let too_much = u64::try_from(i64::MAX).unwrap() + 1;
+    let bad = store.sync(batch("envoy-a", 1, vec![rec(5, &[K]), hit(too_much, "sales-ai", "bot", Some(T0))])).await;
+    assert!(matches!(bad, Err(StoreError::OutOfRange(_))), "{bad:?}");
+    assert_eq!(spent(store, K).await, 0, "rolled back");
+    assert!(store.usage_totals(0, i64::MAX).await.unwrap().is_empty());
+    assert!(!store.sync(batch("envoy-a", 1, vec![rec(5, &[K])])).await.unwrap().duplicate, "seq 1 was not marked seen");
+}
+
+pub async fn a_batch_committed_before_the_upgrade_stays_a_duplicate(store: &dyn Store) {
+    // An older sidecar committed this batch under the digest of the fields it knew; the answer
+    // was lost, and the filter resends it to the upgraded sidecar.
+    let mut old = batch("envoy-a", 1, vec![rec(10, &[K]), hit(2000, "sales-ai", "bot", Some(T0))]);
+    old.digest = "digest-without-cache-fields".into();
+    store.sync(old.clone()).await.unwrap();
+    let mut resent = old.clone();
+    resent.digest = "digest-with-cache-fields".into();
+    resent.legacy_digest = Some("digest-without-cache-fields".into());
+    assert!(store.sync(resent.clone()).await.unwrap().duplicate);
+    assert_eq!(spent(store, K).await, 10);
+    // The legacy digest is a fallback, not a wildcard: other content is still refused.
+    resent.legacy_digest = Some("something-else".into());
+    let reused = store.sync(resent).await;
+    assert!(matches!(reused, Err(StoreError::SeqReused { .. })), "{reused:?}");
 }
 
 pub async fn grants_never_exceed_the_room(store: &dyn Store) {

@@ -60,8 +60,12 @@ pub struct UsageRecord {
     pub project_id: Option<String>,
     pub client_id: Option<String>,
     pub host: Option<String>,
-    /// When the request settled, by the filter's clock (informational).
+    /// When the request settled, by the filter's clock; analytics periods read it.
     pub at_ms: Option<i64>,
+    /// Served from the filter's cache (amount 0, no counters).
+    pub cache_hit: bool,
+    /// Micro-USD the cache hit avoided (0 for other records).
+    pub savings: u64,
 }
 
 /// A lease request: "let me hold `want` micro-USD of room on `counter`".
@@ -82,6 +86,10 @@ pub struct SyncWrite {
     pub seq: i64,
     /// SHA-256 of the batch's usage, to refuse a reused `(instance, seq)` with other content.
     pub digest: String,
+    /// The digest as a sidecar that ignored `cacheHit`/`savings` computed it (set only when a
+    /// record carries them): a batch such a sidecar committed, retried after the upgrade, is a
+    /// duplicate, not `SeqReused`.
+    pub legacy_digest: Option<String>,
     pub usage: Vec<UsageRecord>,
     pub release: Vec<String>,
     pub leases: Vec<LeaseAsk>,
@@ -125,6 +133,20 @@ pub struct LeaseState {
     pub expires_at_ms: i64,
 }
 
+/// Ledger totals of one (project, client, host) over a time range, for `/v1/analytics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageTotals {
+    pub project_id: Option<String>,
+    pub client_id: Option<String>,
+    pub host: Option<String>,
+    /// Ledger rows: charged requests plus cache hits.
+    pub requests: u64,
+    /// Sum of `amount`.
+    pub cost: u64,
+    pub cache_hits: u64,
+    pub savings: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("policy version conflict: expected {expected}, latest is {latest}")]
@@ -164,6 +186,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every counter, with its unexpired leases, sorted by counter key.
     async fn counters(&self, now_ms: i64) -> Result<Vec<CounterState>, StoreError>;
+
+    /// The usage ledger summed per (project, client, host) over the records whose time
+    /// (`at_ms`, else `committed_at_ms`) is in `[from_ms, to_ms)`; in no particular order.
+    async fn usage_totals(&self, from_ms: i64, to_ms: i64) -> Result<Vec<UsageTotals>, StoreError>;
 
     // --- approvals (approval.rs, docs/approvals.md) ---
 
@@ -247,7 +273,11 @@ pub(crate) const SCHEMA: &[&str] = &[
         host TEXT,
         at_ms BIGINT,
         committed_at_ms BIGINT NOT NULL,
+        cache_hit BOOLEAN NOT NULL DEFAULT FALSE,
+        savings BIGINT NOT NULL DEFAULT 0,
         PRIMARY KEY (instance_id, seq, idx))",
+    // Analytics read one period: `LEDGER_TIME` in a range.
+    "CREATE INDEX IF NOT EXISTS usage_ledger_by_time ON usage_ledger ((COALESCE(at_ms, committed_at_ms)))",
     "CREATE TABLE IF NOT EXISTS budget_counters (
         counter_key TEXT PRIMARY KEY,
         spent BIGINT NOT NULL,
@@ -283,3 +313,18 @@ pub(crate) const SCHEMA: &[&str] = &[
         used_at_ms BIGINT)",
     "CREATE INDEX IF NOT EXISTS approvals_by_status ON approvals (status, created_at_ms)",
 ];
+
+/// Columns added after a table's first release: `(table, column, definition)`. Run after
+/// `SCHEMA` on every start; a column already there is left alone (both backends check first,
+/// SQLite having no `ADD COLUMN IF NOT EXISTS`). Rows written before the column existed get
+/// its default, which must describe them truthfully.
+pub(crate) const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    // Cache savings (issue 6): older sidecars stored no cache hits' flags (they ignored the
+    // fields), so their rows are "not a hit, no savings".
+    ("usage_ledger", "cache_hit", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("usage_ledger", "savings", "BIGINT NOT NULL DEFAULT 0"),
+];
+
+/// The time a ledger row counts at in analytics: the filter's settle time when it sent one
+/// (budget periods are the filter's too), else the commit time. Written exactly as the index.
+pub(crate) const LEDGER_TIME: &str = "COALESCE(at_ms, committed_at_ms)";

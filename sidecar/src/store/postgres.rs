@@ -15,7 +15,8 @@ use super::lease::{consume, Room};
 use super::sqlite::attach_leases;
 use super::{
     from_db, keys_to_lock, to_db, usage_per_counter, CounterState, LeaseGrant, LeaseState,
-    NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError, SyncOutcome, SyncWrite, SCHEMA,
+    NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError, SyncOutcome, SyncWrite, UsageTotals,
+    ADDED_COLUMNS, LEDGER_TIME, SCHEMA,
 };
 
 #[derive(Clone)]
@@ -89,6 +90,12 @@ impl PgStore {
         tx.execute("SELECT pg_advisory_xact_lock(7463291)", &[]).await.map_err(pg)?;
         for stmt in SCHEMA {
             tx.batch_execute(stmt).await.map_err(pg)?;
+        }
+        // Under the same lock; `IF NOT EXISTS` makes a second start a no-op.
+        for (table, column, definition) in ADDED_COLUMNS {
+            tx.batch_execute(&format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"))
+                .await
+                .map_err(pg)?;
         }
         tx.commit().await.map_err(pg)
     }
@@ -178,7 +185,7 @@ async fn sync_tx(client: &mut deadpool_postgres::Object, w: &SyncWrite) -> Resul
                 )
                 .await?;
             let digest: String = row.get(0);
-            if digest != w.digest {
+            if digest != w.digest && w.legacy_digest.as_ref() != Some(&digest) {
                 return Err(TxError::Fail(StoreError::SeqReused {
                     instance_id: w.instance_id.clone(),
                     seq: w.seq,
@@ -207,10 +214,11 @@ async fn sync_tx(client: &mut deadpool_postgres::Object, w: &SyncWrite) -> Resul
             let idx = i64::try_from(idx).map_err(backend)?;
             let amount = to_db(rec.amount)?;
             let counters = rec.counters.join(" ");
+            let savings = to_db(rec.savings)?;
             tx.execute(
                 "INSERT INTO usage_ledger (instance_id, seq, idx, amount, counters, project_id,
-                   client_id, host, at_ms, committed_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                   client_id, host, at_ms, committed_at_ms, cache_hit, savings)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 &[
                     &w.instance_id,
                     &w.seq,
@@ -222,6 +230,8 @@ async fn sync_tx(client: &mut deadpool_postgres::Object, w: &SyncWrite) -> Resul
                     &rec.host,
                     &rec.at_ms,
                     &w.now_ms,
+                    &rec.cache_hit,
+                    &savings,
                 ],
             )
             .await?;
@@ -453,6 +463,36 @@ impl Store for PgStore {
         attach_leases(&mut counters, leases);
         Ok(counters)
     }
+
+    async fn usage_totals(&self, from_ms: i64, to_ms: i64) -> Result<Vec<UsageTotals>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        // SUM(BIGINT) is NUMERIC here: the cast back fails ("bigint out of range") rather than wraps.
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT project_id, client_id, host, COUNT(*), COALESCE(SUM(amount), 0)::BIGINT,
+                       COUNT(*) FILTER (WHERE cache_hit), COALESCE(SUM(savings), 0)::BIGINT
+                     FROM usage_ledger WHERE {LEDGER_TIME} >= $1 AND {LEDGER_TIME} < $2
+                     GROUP BY project_id, client_id, host"
+                ),
+                &[&from_ms, &to_ms],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| UsageTotals {
+                project_id: r.get(0),
+                client_id: r.get(1),
+                host: r.get(2),
+                requests: from_db(r.get(3)),
+                cost: from_db(r.get(4)),
+                cache_hits: from_db(r.get(5)),
+                savings: from_db(r.get(6)),
+            })
+            .collect())
+    }
+
     async fn create_approval(&self, approval: Approval) -> Result<(), StoreError> {
         let client = self.pool.get().await.map_err(backend)?;
         approval::postgres::create(&client, &approval).await

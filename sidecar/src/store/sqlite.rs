@@ -14,7 +14,8 @@ use super::approval::{self, Approval, ApprovalDecision, ApprovalStatus, ConsumeA
 use super::lease::{consume, Room};
 use super::{
     from_db, keys_to_lock, to_db, usage_per_counter, CounterState, LeaseGrant, LeaseState,
-    NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError, SyncOutcome, SyncWrite, SCHEMA,
+    NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError, SyncOutcome, SyncWrite, UsageTotals,
+    ADDED_COLUMNS, LEDGER_TIME, SCHEMA,
 };
 
 #[derive(Clone)]
@@ -45,6 +46,7 @@ impl SqliteStore {
         for stmt in SCHEMA {
             conn.execute(stmt, []).map_err(backend)?;
         }
+        add_columns(&conn)?;
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -61,6 +63,30 @@ impl SqliteStore {
         .await
         .map_err(backend)?
     }
+}
+
+/// `ADDED_COLUMNS` that an older database lacks. Another process opening the same file may add
+/// one between the check and the `ALTER`: its "duplicate column" error means done, not failed.
+fn add_columns(conn: &Connection) -> Result<(), StoreError> {
+    for (table, column, definition) in ADDED_COLUMNS {
+        let mut st = conn.prepare(&format!("PRAGMA table_info({table})")).map_err(backend)?;
+        let present = st
+            .query_map([], |r| r.get::<_, String>(1))
+            .map_err(backend)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?
+            .iter()
+            .any(|c| c == column);
+        if present {
+            continue;
+        }
+        match conn.execute(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"), []) {
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("duplicate column name") => {}
+            Err(e) => return Err(backend(e)),
+        }
+    }
+    Ok(())
 }
 
 fn read_policy(conn: &Connection, version: Option<i64>) -> Result<Option<PolicyVersion>, StoreError> {
@@ -105,7 +131,7 @@ fn sync_tx(conn: &mut Connection, w: &SyncWrite) -> Result<SyncOutcome, StoreErr
             .optional()
             .map_err(backend)?;
         match seen {
-            Some(d) if d == w.digest => duplicate = true,
+            Some(d) if d == w.digest || w.legacy_digest.as_ref() == Some(&d) => duplicate = true,
             Some(_) => {
                 return Err(StoreError::SeqReused { instance_id: w.instance_id.clone(), seq: w.seq })
             }
@@ -133,8 +159,8 @@ fn sync_tx(conn: &mut Connection, w: &SyncWrite) -> Result<SyncOutcome, StoreErr
         for (idx, rec) in w.usage.iter().enumerate() {
             tx.execute(
                 "INSERT INTO usage_ledger (instance_id, seq, idx, amount, counters, project_id,
-                   client_id, host, at_ms, committed_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                   client_id, host, at_ms, committed_at_ms, cache_hit, savings)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     w.instance_id,
                     w.seq,
@@ -145,7 +171,9 @@ fn sync_tx(conn: &mut Connection, w: &SyncWrite) -> Result<SyncOutcome, StoreErr
                     rec.client_id,
                     rec.host,
                     rec.at_ms,
-                    w.now_ms
+                    w.now_ms,
+                    rec.cache_hit,
+                    to_db(rec.savings)?
                 ],
             )
             .map_err(backend)?;
@@ -360,6 +388,36 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn usage_totals(&self, from_ms: i64, to_ms: i64) -> Result<Vec<UsageTotals>, StoreError> {
+        self.run(move |c| {
+            let mut st = c
+                .prepare(&format!(
+                    "SELECT project_id, client_id, host, COUNT(*), COALESCE(SUM(amount), 0),
+                       COUNT(*) FILTER (WHERE cache_hit), COALESCE(SUM(savings), 0)
+                     FROM usage_ledger WHERE {LEDGER_TIME} >= ?1 AND {LEDGER_TIME} < ?2
+                     GROUP BY project_id, client_id, host"
+                ))
+                .map_err(backend)?;
+            let rows = st
+                .query_map([from_ms, to_ms], |r| {
+                    Ok(UsageTotals {
+                        project_id: r.get(0)?,
+                        client_id: r.get(1)?,
+                        host: r.get(2)?,
+                        requests: from_db(r.get(3)?),
+                        cost: from_db(r.get(4)?),
+                        cache_hits: from_db(r.get(5)?),
+                        savings: from_db(r.get(6)?),
+                    })
+                })
+                .map_err(backend)?;
+            // SQLite's SUM fails with "integer overflow" rather than wrapping.
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
     async fn create_approval(&self, approval: Approval) -> Result<(), StoreError> {
         self.run(move |c| approval::sqlite::create(c, &approval)).await
     }

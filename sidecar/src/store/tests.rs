@@ -64,6 +64,9 @@ contract_tests!(
     policy_versions_record_who_and_when,
     a_batch_counts_once,
     a_failed_batch_leaves_no_trace,
+    cache_hits_and_savings_are_stored_and_summed,
+    savings_above_the_column_are_refused_whole,
+    a_batch_committed_before_the_upgrade_stays_a_duplicate,
     grants_never_exceed_the_room,
     usage_above_the_slice_is_charged_in_full,
     expired_leases_return_their_room,
@@ -86,6 +89,7 @@ async fn postgres_two_sidecars_grant_atomically() {
         instance_id: inst.into(),
         seq: 1,
         digest: String::new(),
+        legacy_digest: None,
         usage: vec![],
         release: vec![],
         leases: vec![super::LeaseAsk { counter: "org.daily/2026-11-24".into(), limit: 500, want: 200 }],
@@ -104,6 +108,126 @@ async fn postgres_two_sidecars_grant_atomically() {
     }
     assert_eq!(total, 500);
     a.drop_schema().await.unwrap();
+}
+
+mod migration {
+    //! A database written by a sidecar from before cache savings were stored (its ledger has no
+    //! `cache_hit`/`savings`) opens, gains the columns, keeps every acknowledged record and its
+    //! exactly-once bookkeeping, and opens again without change.
+    use crate::store::{PgStore, SqliteStore, Store, SyncWrite, UsageRecord};
+
+    const T0: i64 = 1_764_000_000_000;
+    const K: &str = "org.monthly/2026-11";
+
+    /// The tables as that sidecar created them (the rest of today's schema is created on open).
+    const OLD_SCHEMA: &[&str] = &[
+        "CREATE TABLE seen_batches (instance_id TEXT NOT NULL, seq BIGINT NOT NULL, digest TEXT NOT NULL,
+            committed_at_ms BIGINT NOT NULL, PRIMARY KEY (instance_id, seq))",
+        "CREATE TABLE usage_ledger (instance_id TEXT NOT NULL, seq BIGINT NOT NULL, idx BIGINT NOT NULL,
+            amount BIGINT NOT NULL, counters TEXT NOT NULL, project_id TEXT, client_id TEXT, host TEXT,
+            at_ms BIGINT, committed_at_ms BIGINT NOT NULL, PRIMARY KEY (instance_id, seq, idx))",
+        "CREATE TABLE budget_counters (counter_key TEXT PRIMARY KEY, spent BIGINT NOT NULL, updated_at_ms BIGINT NOT NULL)",
+        // One acknowledged batch of one 500 micro-USD request.
+        "INSERT INTO seen_batches VALUES ('envoy-old', 1, 'old-digest', 1764000000000)",
+        "INSERT INTO usage_ledger VALUES ('envoy-old', 1, 0, 500, 'org.monthly/2026-11', 'sales-ai',
+            'sales-agent', 'api.openai.com', 1764000000000, 1764000000000)",
+        "INSERT INTO budget_counters VALUES ('org.monthly/2026-11', 500, 1764000000000)",
+    ];
+
+    fn write(instance: &str, digest: &str, usage: Vec<UsageRecord>) -> SyncWrite {
+        SyncWrite {
+            instance_id: instance.into(),
+            seq: 1,
+            digest: digest.into(),
+            legacy_digest: None,
+            usage,
+            release: vec![],
+            leases: vec![],
+            now_ms: T0 + 10,
+            lease_ttl_ms: 30_000,
+        }
+    }
+
+    fn old_record() -> UsageRecord {
+        UsageRecord {
+            amount: 500,
+            counters: vec![K.into()],
+            project_id: Some("sales-ai".into()),
+            client_id: Some("sales-agent".into()),
+            host: Some("api.openai.com".into()),
+            at_ms: Some(T0),
+            cache_hit: false,
+            savings: 0,
+        }
+    }
+
+    /// What must hold right after the first open of the old database.
+    async fn upgraded(store: &dyn Store) {
+        let totals = store.usage_totals(T0, T0 + 1).await.unwrap();
+        assert_eq!(totals.len(), 1, "{totals:?}");
+        let t = &totals[0];
+        assert_eq!(
+            (t.project_id.as_deref(), t.requests, t.cost, t.cache_hits, t.savings),
+            (Some("sales-ai"), 1, 500, 0, 0),
+            "the old row: a charged request, not a hit"
+        );
+        // The old batch retried: still a duplicate, not recounted.
+        assert!(store.sync(write("envoy-old", "old-digest", vec![old_record()])).await.unwrap().duplicate);
+        let hit = UsageRecord { amount: 0, counters: vec![], cache_hit: true, savings: 2000, ..old_record() };
+        assert!(!store.sync(write("envoy-new", "new", vec![hit])).await.unwrap().duplicate);
+        let spent = store.counters(T0).await.unwrap().iter().find(|c| c.counter == K).map(|c| c.spent);
+        assert_eq!(spent, Some(500));
+    }
+
+    /// And after every later open.
+    async fn reopened(store: &dyn Store) {
+        let totals = store.usage_totals(T0, T0 + 1).await.unwrap();
+        assert_eq!(totals.len(), 1, "{totals:?}");
+        assert_eq!((totals[0].requests, totals[0].cost, totals[0].cache_hits, totals[0].savings), (2, 500, 1, 2000));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_old_sqlite_database_gains_the_cache_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pag0.db");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            for stmt in OLD_SCHEMA {
+                conn.execute(stmt, []).unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        upgraded(&store).await;
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        reopened(&store).await;
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut st = conn.prepare("PRAGMA table_info(usage_ledger)").unwrap();
+        let columns: Vec<String> = st.query_map([], |r| r.get(1)).unwrap().map(Result::unwrap).collect();
+        assert_eq!(columns.iter().filter(|c| *c == "cache_hit" || *c == "savings").count(), 2, "{columns:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_old_postgres_schema_gains_the_cache_columns() {
+        let Some(fresh) = super::pg_store("an_old_postgres_schema_gains_the_cache_columns").await else { return };
+        let url = std::env::var("DATABASE_URL").unwrap();
+        let schema = fresh.schema_name().unwrap().to_string();
+        // Start again from the old tables, in this test's own schema.
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        let driver = tokio::spawn(conn);
+        client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE; CREATE SCHEMA {schema}; SET search_path = {schema}")).await.unwrap();
+        for stmt in OLD_SCHEMA {
+            client.batch_execute(stmt).await.unwrap();
+        }
+        drop(client);
+        let _ = driver.await;
+        drop(fresh);
+        let store = PgStore::connect(&url, Some(&schema)).await.unwrap();
+        upgraded(&store).await;
+        let again = PgStore::connect(&url, Some(&schema)).await.unwrap();
+        reopened(&again).await;
+        again.drop_schema().await.unwrap();
+    }
 }
 
 mod model {
@@ -160,7 +284,7 @@ mod model {
                     let base = |f: &mut Filter, inst: usize, now: i64| {
                         f.seq += 1;
                         SyncWrite {
-                            instance_id: format!("i{inst}"), seq: f.seq, digest: String::new(), usage: vec![],
+                            instance_id: format!("i{inst}"), seq: f.seq, digest: String::new(), legacy_digest: None, usage: vec![],
                             release: vec![], leases: vec![], now_ms: now, lease_ttl_ms: TTL,
                         }
                     };
@@ -180,7 +304,8 @@ mod model {
                             let mut w = base(f, inst, now);
                             w.digest = format!("{amount}");
                             w.usage = vec![UsageRecord { amount, counters: vec![K.into()], project_id: None,
-                                                         client_id: None, host: None, at_ms: None }];
+                                                         client_id: None, host: None, at_ms: None,
+                                                         cache_hit: false, savings: 0 }];
                             w.leases = vec![LeaseAsk { counter: K.into(), limit: LIMIT, want: 0 }];
                             (inst, w)
                         }
