@@ -4,6 +4,8 @@
 //!   one at a time (a client's API key is returned once, only its SHA-256 is stored).
 //! - `POST /v1/sync` for the Envoy filter: usage batches in, exactly once; policy and budget
 //!   leases out (docs/sync-protocol.md).
+//! - `GET /v1/analytics`: cost, requests, cache hits and savings per project, cost centre or
+//!   endpoint over the current day/month, from the usage ledger.
 //! - The approval workflow (`/v1/approvals…`, docs/approvals.md) and its notifications.
 //! - `/metrics`, `/healthz`, `/readyz`, `/v1/openapi.json`.
 //!
@@ -130,7 +132,7 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    use routes::{budgets, items, ops, policy, sync};
+    use routes::{analytics, budgets, items, ops, policy, sync};
 
     let ops_routes = Router::new()
         .route("/metrics", get(ops::metrics))
@@ -155,6 +157,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/clients/{id}/rotate-key", post(items::rotate_client_key))
         .route("/v1/sync", post(sync::sync))
         .route("/v1/budgets", get(budgets::list))
+        .route("/v1/analytics", get(analytics::get))
         .route("/v1/approvals", get(approvals::list).post(approvals::create))
         .route("/v1/approvals/{id}", get(approvals::get_one))
         .route("/v1/approvals/{id}/approve", post(approvals::approve))

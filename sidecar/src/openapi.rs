@@ -23,6 +23,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/clients/{id}/rotate-key"),
     ("post", "/v1/sync"),
     ("get", "/v1/budgets"),
+    ("get", "/v1/analytics"),
     ("get", "/v1/approvals"),
     ("post", "/v1/approvals"),
     ("get", "/v1/approvals/{id}"),
@@ -237,7 +238,9 @@ fn base_document() -> Value {
                         "amount": reference("Micros"),
                         "counters": { "type": "array", "items": { "type": "string" }, "description": "BudgetKey::storage_key of each counter charged" },
                         "projectId": { "type": "string" }, "clientId": { "type": "string" }, "host": { "type": "string" },
-                        "at": { "type": "integer", "description": "unix ms" } } } },
+                        "at": { "type": "integer", "description": "unix ms; the time analytics count the record at" },
+                        "cacheHit": { "type": "boolean", "default": false, "description": "served from the filter's cache (amount 0, no counters)" },
+                        "savings": { "allOf": [reference("Micros")], "description": "micro-USD the cache hit avoided; stored, reported by /v1/analytics" } } } },
                     "leases": { "type": "array", "items": { "type": "object", "required": ["counter"], "properties": {
                         "counter": { "type": "string" }, "want": reference("Micros") } } },
                     "release": { "type": "array", "items": { "type": "string" } } } },
@@ -249,7 +252,25 @@ fn base_document() -> Value {
                     "leases": { "type": "object", "additionalProperties": { "type": "object", "properties": {
                         "granted": reference("Micros"), "limit": reference("Micros"), "spent": reference("Micros"),
                         "expiresAtMs": { "type": "integer" } } } },
-                    "unlimited": { "type": "array", "items": { "type": "string" } } } }
+                    "unlimited": { "type": "array", "items": { "type": "string" } } } },
+                "UsageSums": { "type": "object", "required": ["totalCost", "totalRequests", "cacheHits", "cacheHitRate", "savings"], "properties": {
+                    "totalCost": { "allOf": [reference("Micros")], "description": "sum of the settled costs" },
+                    "totalRequests": { "type": "integer", "description": "usage records: requests with a cost above 0 plus cache hits (the filter reports no zero-cost misses)" },
+                    "cacheHits": { "type": "integer" },
+                    "cacheHitRate": { "type": ["number", "null"], "description": "cacheHits / totalRequests; null without requests" },
+                    "savings": { "allOf": [reference("Micros")], "description": "what the cache hits avoided" } } },
+                "Analytics": { "type": "object", "properties": {
+                    "period": { "enum": ["day", "month"] },
+                    "periodKey": { "type": "string", "description": "2026-11 or 2026-11-24, as in the budget counters" },
+                    "timezone": { "type": "string", "description": "the org's (policy `timezone`), UTC without a policy" },
+                    "from": { "type": "string", "format": "date-time" },
+                    "to": { "type": "string", "format": "date-time", "description": "exclusive" },
+                    "groupBy": { "enum": ["project", "costCenter", "endpoint"] },
+                    "policyVersion": { "type": "integer", "description": "the policy cost centres were read from" },
+                    "groups": { "type": "array", "description": "most expensive first", "items": { "allOf": [reference("UsageSums"),
+                        { "type": "object", "required": ["key"], "properties": { "key": { "type": "string",
+                          "description": "project id, cost centre or host; `unassigned` when the record or the policy has none" } } }] } },
+                    "total": reference("UsageSums") } }
             }
         },
         "paths": {
@@ -279,6 +300,20 @@ fn base_document() -> Value {
                 "503": err("store unavailable: retry the same batch") })) },
             "/v1/budgets": { "get": op("Budget counters: limit, spent, leased, unallocated, leases per instance", ADMIN, &[], None, json!({
                 "200": ok_json("counters", json!({ "type": "object" })) })) },
+            "/v1/analytics": { "get": {
+                "summary": "Cost, requests, cache hits and savings of the current day or month (org timezone), per group and in total. \
+                            Only what the usage ledger records: no avgLatency, budgetUtilization, violations, anomalies or recommendations.",
+                "security": [{ "adminToken": [] }],
+                "parameters": [
+                    { "name": "period", "in": "query", "required": false, "schema": { "enum": ["day", "month"], "default": "month" } },
+                    { "name": "groupBy", "in": "query", "required": false,
+                      "schema": { "enum": ["project", "costCenter", "endpoint"], "default": "project" },
+                      "description": "one dimension per call; costCenter: the client's tags.costCenter in the current policy, else its project's" } ],
+                "responses": {
+                    "200": ok_json("the sums", reference("Analytics")),
+                    "400": err("BAD_QUERY: another period or groupBy (details name it)"),
+                    "401": err("missing or unknown bearer token"),
+                    "403": err("token of another role") } } },
             "/v1/openapi.json": { "get": op("This document", None, &[], None, json!({ "200": ok_json("OpenAPI 3.1", json!({ "type": "object" })) })) },
             "/metrics": { "get": op("Prometheus text exposition (loopback only unless --public-ops)", None, &[], None, json!({
                 "200": { "description": "text/plain; version=0.0.4" }, "403": err("not loopback") })) },

@@ -1,5 +1,6 @@
 //! HTTP handlers, one file per resource.
 
+pub mod analytics;
 pub mod budgets;
 pub mod items;
 pub mod ops;
