@@ -2,7 +2,8 @@
 //! call is a local hit at cost 0 that never reaches the upstream (the mock's `/__stats` counts
 //! arrivals), pools keep a project without `sharedCache` apart, a changed body misses, an
 //! entry past its TTL misses, a streaming response is not stored, budgets are not charged for
-//! hits, and the cache's memory stays within `maxBytes` when filled with 10× that.
+//! hits (in managed mode the sidecar stores the hit and reports its savings in
+//! `/v1/analytics`), and the cache's memory stays within `maxBytes` when filled with 10× that.
 // Test crate: failing loudly is the point (clippy.toml only covers #[test] fns, not helpers).
 #![allow(
     clippy::unwrap_used,
@@ -420,6 +421,35 @@ fn managed_mode_hits_reach_the_sidecar_and_charge_nothing() {
         "savings",
         envoy.pag0_counter("pag0.cache.savings_micros"),
         2000,
+    );
+    // The sidecar keeps the hit's record: GET /v1/analytics reports it with its savings.
+    let p1 = || -> Value {
+        let v: Value = http
+            .get(sc.url("/v1/analytics?period=month&groupBy=project"))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap_or(Value::Null);
+        v["groups"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["key"] == "p1"))
+            .cloned()
+            .unwrap_or(v)
+    };
+    let t0 = Instant::now();
+    let mut g = p1();
+    while g["savings"] != "2000" && t0.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+        g = p1();
+    }
+    c.eq("analytics p1: savings", g["savings"].as_str(), Some("2000"));
+    c.eq("analytics p1: cacheHits", g["cacheHits"].as_u64(), Some(1));
+    c.eq("analytics p1: totalCost", g["totalCost"].as_str(), Some("4000"));
+    c.eq(
+        "analytics p1: totalRequests (2 charged misses + 1 hit)",
+        g["totalRequests"].as_u64(),
+        Some(3),
     );
     c.finish(&envoy);
 }
