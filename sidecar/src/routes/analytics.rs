@@ -69,7 +69,9 @@ fn parse_query(q: &AnalyticsQuery) -> Result<(Period, GroupBy), AppError> {
         "costCenter" => Some(GroupBy::CostCenter),
         "endpoint" => Some(GroupBy::Endpoint),
         other => {
-            errs.push(format!("groupBy: {other:?} is not one of project, costCenter, endpoint (one per call)"));
+            errs.push(format!(
+                "groupBy: {other:?} is not one of project, costCenter, endpoint (one per call)"
+            ));
             None
         }
     };
@@ -97,7 +99,11 @@ fn start_of<Z: TimeZone>(tz: &Z, date: NaiveDate) -> Option<DateTime<Utc>> {
 }
 
 /// `[from, to)` of the calendar day or month containing `now` in `tz`.
-pub fn bounds<Z: TimeZone>(now: DateTime<Utc>, tz: &Z, period: Period) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+pub fn bounds<Z: TimeZone>(
+    now: DateTime<Utc>,
+    tz: &Z,
+    period: Period,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     let today = now.with_timezone(tz).date_naive();
     let (first, next) = match period {
         Period::Day => (today, today.succ_opt()?),
@@ -129,7 +135,10 @@ impl Sums {
         let overflow = || AppError::Internal("analytics sum above u64".into());
         self.requests = self.requests.checked_add(t.requests).ok_or_else(overflow)?;
         self.cost = self.cost.checked_add(t.cost).ok_or_else(overflow)?;
-        self.cache_hits = self.cache_hits.checked_add(t.cache_hits).ok_or_else(overflow)?;
+        self.cache_hits = self
+            .cache_hits
+            .checked_add(t.cache_hits)
+            .ok_or_else(overflow)?;
         self.savings = self.savings.checked_add(t.savings).ok_or_else(overflow)?;
         Ok(())
     }
@@ -149,7 +158,10 @@ impl Sums {
 }
 
 fn find_by_id<'a>(doc: Option<&'a Value>, list: &str, id: &str) -> Option<&'a Value> {
-    doc?.get(list)?.as_array()?.iter().find(|v| v.get("id").and_then(Value::as_str) == Some(id))
+    doc?.get(list)?
+        .as_array()?
+        .iter()
+        .find(|v| v.get("id").and_then(Value::as_str) == Some(id))
 }
 
 fn cost_center_tag(item: Option<&Value>) -> Option<&str> {
@@ -158,7 +170,11 @@ fn cost_center_tag(item: Option<&Value>) -> Option<&str> {
 
 /// The client's `tags.costCenter` in `doc`, else its project's (the record's project, or the
 /// client's in `doc`), else [`UNASSIGNED`].
-pub fn cost_center<'a>(doc: Option<&'a Value>, project_id: Option<&str>, client_id: Option<&str>) -> &'a str {
+pub fn cost_center<'a>(
+    doc: Option<&'a Value>,
+    project_id: Option<&str>,
+    client_id: Option<&str>,
+) -> &'a str {
     let client = client_id.and_then(|id| find_by_id(doc, "clients", id));
     let project_id = project_id.or_else(|| client?.get("projectId")?.as_str());
     cost_center_tag(client)
@@ -167,14 +183,20 @@ pub fn cost_center<'a>(doc: Option<&'a Value>, project_id: Option<&str>, client_
 }
 
 /// Sums per group key (sorted by key) and the total.
-pub fn group(totals: &[UsageTotals], by: GroupBy, doc: Option<&Value>) -> Result<(BTreeMap<String, Sums>, Sums), AppError> {
+pub fn group(
+    totals: &[UsageTotals],
+    by: GroupBy,
+    doc: Option<&Value>,
+) -> Result<(BTreeMap<String, Sums>, Sums), AppError> {
     let mut groups = BTreeMap::<String, Sums>::new();
     let mut all = Sums::default();
     for t in totals {
         let key = match by {
             GroupBy::Project => t.project_id.as_deref().unwrap_or(UNASSIGNED),
             GroupBy::Endpoint => t.host.as_deref().unwrap_or(UNASSIGNED),
-            GroupBy::CostCenter => cost_center(doc, t.project_id.as_deref(), t.client_id.as_deref()),
+            GroupBy::CostCenter => {
+                cost_center(doc, t.project_id.as_deref(), t.client_id.as_deref())
+            }
         };
         groups.entry(key.to_owned()).or_default().add(t)?;
         all.add(t)?;
@@ -192,17 +214,24 @@ pub async fn get(
     let policy = state.current_policy().await?;
     let doc = policy.as_ref().map(|p| &p.value);
     // Validated on PUT, so it parses; no policy (or no field) is UTC, as in the filter.
-    let tz_name = doc.and_then(|d| d.get("timezone")).and_then(Value::as_str).unwrap_or("UTC");
+    let tz_name = doc
+        .and_then(|d| d.get("timezone"))
+        .and_then(Value::as_str)
+        .unwrap_or("UTC");
     let tz = pag0_policy::period::parse_tz(tz_name)
         .ok_or_else(|| AppError::Internal(format!("stored policy has timezone {tz_name:?}")))?;
     let now = DateTime::<Utc>::from_timestamp_millis(state.clock.now_ms())
         .ok_or_else(|| AppError::Internal("clock out of range".into()))?;
-    let (from, to) = bounds(now, &tz, period).ok_or_else(|| AppError::Internal("period out of range".into()))?;
+    let (from, to) =
+        bounds(now, &tz, period).ok_or_else(|| AppError::Internal("period out of range".into()))?;
     let key = match period {
         Period::Day => pag0_policy::period::day_key(now, tz),
         Period::Month => pag0_policy::period::month_key(now, tz),
     };
-    let totals = state.store.usage_totals(from.timestamp_millis(), to.timestamp_millis()).await?;
+    let totals = state
+        .store
+        .usage_totals(from.timestamp_millis(), to.timestamp_millis())
+        .await?;
     let (groups, all) = group(&totals, by, doc)?;
     let mut groups: Vec<(String, Sums)> = groups.into_iter().collect();
     // Most expensive first; the key breaks ties (stable output).
