@@ -7,7 +7,8 @@
 //! benchmark can price a filter's host-call pattern apart from its own logic. Keys (see
 //! [`Probe`]): request `headers` (single header reads), `map` (whole header map reads),
 //! `remove`, `time`, `shared_get`, `shared_set` (4 keys, written with the CAS of a read),
-//! `metric` (counter increments); on the response `resp_headers`, `resp_map`, `resp_set`.
+//! `metric` (counter increments); on the response `resp_headers`, `resp_map`, `resp_remove`,
+//! `resp_set`.
 //!
 //! Build: `cargo build -p pag0-passthrough --profile wasm-release --target wasm32-wasip1`.
 
@@ -36,6 +37,7 @@ pub struct Probe {
     pub metric: u32,
     pub resp_headers: u32,
     pub resp_map: u32,
+    pub resp_remove: u32,
     pub resp_set: u32,
     metric_id: Option<u32>,
 }
@@ -70,6 +72,7 @@ impl Probe {
                 "metric" => &mut p.metric,
                 "resp_headers" => &mut p.resp_headers,
                 "resp_map" => &mut p.resp_map,
+                "resp_remove" => &mut p.resp_remove,
                 "resp_set" => &mut p.resp_set,
                 other => return Err(format!("unknown probe key {other:?}")),
             };
@@ -106,6 +109,13 @@ impl Probe {
         }
         for _ in 0..self.resp_map {
             let _ = hostcalls::get_map(MapType::HttpResponseHeaders);
+        }
+        for name in ["x-pag0-code", "x-pag0-cache", "x-pag0-approval-id"]
+            .iter()
+            .cycle()
+            .take(self.resp_remove as usize)
+        {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, None);
         }
         for name in ["x-probe-a", "x-probe-b", "x-probe-c"]
             .iter()

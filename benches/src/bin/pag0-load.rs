@@ -27,7 +27,7 @@ const HELP: &str =
   --out DIR           output directory (default: benches/results)
   --probe PATTERN     host calls per request of hostcalls-probe (default: Pag0's pattern,
                       key=N list: headers,map,remove,time,shared_get,shared_set,metric,
-                      resp_headers,resp_map,resp_set)
+                      resp_headers,resp_map,resp_remove,resp_set)
   --quiet             no per-run lines
 
 Needs: Envoy (make setup), the filter (make wasm), the pass-through filter
