@@ -123,20 +123,10 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
                 Err(UpdateError::Host(h)) => ReserveError::Host(h),
             };
             let done = reservations.get(..index).unwrap_or_default();
-            match self.slices {
-                // The counters still count what was taken: it goes back into the slices
-                // (no write; given back at the next tick if unused).
-                Some(slices) => {
-                    for d in done {
-                        slices.put(&shared_key(&d.key), d.amount.get());
-                    }
-                }
-                // A rollback that hits a host error leaves that counter too high (fails
-                // closed: the budget looks more spent than it is); nothing better can be done.
-                None => {
-                    let _ = self.settle_all(done, Micros::ZERO);
-                }
-            }
+            // A rollback is a settlement at 0: into this worker's slice where it holds one,
+            // else on the counter. A rollback that hits a host error leaves that counter too
+            // high (fails closed: the budget looks more spent than it is).
+            let _ = self.settle_all(done, Micros::ZERO);
             return Err(err);
         }
         Ok(())
@@ -193,23 +183,26 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
                 }),
                 Some(slices) => {
                     let key = shared_key(&r.key);
-                    if actual < r.amount {
-                        // Reserved and not spent: back into this worker's slice.
-                        slices.put(&key, r.amount.get() - actual.get());
-                        continue;
-                    }
-                    // Spent more than reserved: from the slice first, the rest charged.
-                    let extra = actual.get() - r.amount.get();
-                    let rest = extra - slices.take_up_to(&key, extra);
-                    if rest == 0 {
-                        continue;
-                    }
+                    let (reserved, actual) = if actual < r.amount {
+                        // Reserved and not spent: back into this worker's slice while it holds
+                        // one (the counter has plenty of room); near the limit, where no slice
+                        // is granted, back to the counter at once for every worker.
+                        if slices.held(&key) > 0 {
+                            slices.put(&key, r.amount.get() - actual.get());
+                            continue;
+                        }
+                        (r.amount, actual)
+                    } else {
+                        // Spent more than reserved: from the slice first, the rest charged.
+                        let extra = actual.get() - r.amount.get();
+                        let rest = extra - slices.take_up_to(&key, extra);
+                        if rest == 0 {
+                            continue;
+                        }
+                        (Micros::ZERO, Micros::new(rest))
+                    };
                     self.update(&r.key, |used| {
-                        Ok::<_, std::convert::Infallible>(settle_counter(
-                            used,
-                            Micros::ZERO,
-                            Micros::new(rest),
-                        ))
+                        Ok::<_, std::convert::Infallible>(settle_counter(used, reserved, actual))
                     })
                 }
             };

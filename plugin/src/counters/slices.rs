@@ -15,8 +15,10 @@
 //! - a slice not used since the previous tick is given back to the shared counter
 //!   ([`Slices::return_idle`], every [`TICK_MS`]); all of them when the VM stops.
 //!
-//! Money a request reserved and did not spend goes back into its worker's slice (no write);
-//! a cost above the reservation is taken from the slice first, then charged to the counter.
+//! Money a request reserved and did not spend goes back into its worker's slice (no write)
+//! while that worker holds a slice of the counter; otherwise (near the limit) straight back to
+//! the counter, so a failed request frees the last room for every worker at once. A cost above
+//! the reservation is taken from the slice first, then charged to the counter.
 //! The slices are per worker VM (plain memory, one thread): nothing here is shared.
 
 use std::cell::RefCell;

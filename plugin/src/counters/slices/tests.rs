@@ -263,3 +263,29 @@ fn workers_with_slices_never_spend_past_the_limit_and_leave_the_counter_exact() 
         }
     }
 }
+
+/// Near the limit no worker holds a slice: a released reservation (an upstream error) and a
+/// refused request's rollback go back to the counter at once, for every worker.
+#[test]
+fn without_a_slice_a_release_frees_the_counter_for_the_other_worker_at_once() {
+    let store = FakeStore::default();
+    let (a, b) = (Slices::new(), Slices::new());
+    let ca = Counters::with_slices(&store, Some(&a));
+    let cb = Counters::with_slices(&store, Some(&b));
+    let r = [org(2_000, 2_000)];
+    ca.reserve_all(&r).unwrap();
+    assert!(cb.reserve_all(&r).is_err(), "the one request's room is taken");
+    ca.settle_all(&r, Micros::ZERO).unwrap();
+    assert_eq!(value(&store), 0);
+    assert_eq!(a.total(), 0);
+    cb.reserve_all(&r).unwrap();
+    // A rollback near the limit: the org counter fits, the project counter does not.
+    let project = Scope::ProjectMonthly("p".into());
+    let both = [org(10, 2_100), res(project, 10, 5)];
+    assert!(matches!(
+        ca.reserve_all(&both),
+        Err(ReserveError::NoRoom { index: 1, .. })
+    ));
+    assert_eq!(value(&store), 2_000, "the org reservation rolled back on the counter");
+    assert_eq!(a.total(), 0);
+}
