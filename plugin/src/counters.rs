@@ -280,6 +280,23 @@ impl<S: SharedStore + ?Sized> BudgetView for Counters<'_, S> {
             Err(_) => Micros::MAX,
         }
     }
+
+    /// With this worker's slice of the counter covering the request, it fits without reading
+    /// the counter: [`reserve_all`](Counters::reserve_all) takes it from the slice, and the
+    /// slice is room the counter already counts (so even after other requests' overruns
+    /// passed the limit, what is spent stays within the counter's value: the overshoot bound
+    /// is unchanged). Otherwise the counter is read, as always.
+    fn check(&self, key: &BudgetKey, amount: Micros, limit: Micros) -> Result<(), Micros> {
+        if let Some(slices) = self.slices {
+            if slices.held(&shared_key(key)) >= amount.get() {
+                return Ok(());
+            }
+        }
+        let used = BudgetView::used(self, key);
+        try_reserve(used, amount, limit)
+            .map(|_| ())
+            .map_err(|_room| used)
+    }
 }
 
 enum UpdateError<E> {

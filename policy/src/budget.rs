@@ -33,6 +33,15 @@ pub struct Reservation {
 /// Read access to the counters (spent + reserved) as the host currently sees them.
 pub trait BudgetView {
     fn used(&self, key: &BudgetKey) -> Micros;
+
+    /// Whether `amount` fits under `limit` on this counter; `Err(used)` (what the refusal
+    /// shows as spent) when it does not. The default reads [`used`](Self::used); a view that
+    /// knows the request fits without reading (a worker's own slice of the counter covers
+    /// it) may answer `Ok` directly.
+    fn check(&self, key: &BudgetKey, amount: Micros, limit: Micros) -> Result<(), Micros> {
+        let used = self.used(key);
+        try_reserve(used, amount, limit).map(|_| ()).map_err(|_room| used)
+    }
 }
 
 /// A view where nothing is spent: for tests and for policies without budgets.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::budget::{try_reserve, BudgetKey, BudgetView, Reservation, Scope};
+use crate::budget::{BudgetKey, BudgetView, Reservation, Scope};
 use crate::matching::RequestTarget;
 use crate::money::Micros;
 use crate::period::keys as period_keys;
@@ -467,14 +467,13 @@ impl CompiledPolicy {
                     scope,
                     period: period.clone(),
                 };
-                let used = budgets.used(&key);
-                match try_reserve(used, estimate, limit) {
-                    Ok(_) => reservations.push(Reservation {
+                match budgets.check(&key, estimate, limit) {
+                    Ok(()) => reservations.push(Reservation {
                         key,
                         amount: estimate,
                         limit,
                     }),
-                    Err(_) => {
+                    Err(used) => {
                         let who = match key.scope.project_id() {
                             Some(p) => format!("project {p}"),
                             None => format!("org {}", self.org_id),

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::budget::NothingSpent;
+use crate::budget::{try_reserve, NothingSpent};
 use crate::fixtures::{acme_api_key, acme_policy, llm_host, per_request_host};
 use crate::validate::tests::spec_example;
 
@@ -447,6 +447,54 @@ fn max_per_request_takes_the_lowest() {
         "estimated cost 240270 is above the max per request of project sales-ai (200000)"
     );
     assert_eq!(d.project_id.as_deref(), Some("sales-ai"));
+}
+
+/// A view that knows some counters fit without reading them (the plugin's worker slices):
+/// `decide` asks `check`, never `used`, for those.
+struct Covered(Spent, &'static str);
+
+impl BudgetView for Covered {
+    fn used(&self, key: &BudgetKey) -> Micros {
+        assert_ne!(key.storage_key(), self.1, "a covered counter was read");
+        self.0.used(key)
+    }
+    fn check(&self, key: &BudgetKey, amount: Micros, limit: Micros) -> Result<(), Micros> {
+        if key.storage_key() == self.1 {
+            return Ok(());
+        }
+        let used = self.used(key);
+        try_reserve(used, amount, limit).map(|_| ()).map_err(|_| used)
+    }
+}
+
+#[test]
+fn budgets_are_checked_through_the_views_check() {
+    let p = policy(&spec_example());
+    let now = tuesday_10am_ny();
+    let h = head(Some("sk-sales"), "api.salesforce.com", "/");
+    let full = "project.monthly/sales-ai/2026-11";
+    // Covered by the view: allowed although `used` would say full.
+    let a = allow_of(decide(
+        &p,
+        &h,
+        None,
+        &Covered(spent(&[(full, 15_000_000)]), full),
+        now,
+    ));
+    assert!(a.reservations.iter().any(|r| r.key.storage_key() == full));
+    // Another counter refused through the default path, with its numbers.
+    let d = deny_of(decide(
+        &p,
+        &h,
+        None,
+        &Covered(
+            spent(&[(full, 15_000_000), ("org.monthly/2026-11", 99_999_500)]),
+            full,
+        ),
+        now,
+    ));
+    assert_eq!(d.scope, Some("org.monthly"));
+    assert!(d.message.contains("99999500 spent"), "{}", d.message);
 }
 
 #[test]

@@ -289,3 +289,38 @@ fn without_a_slice_a_release_frees_the_counter_for_the_other_worker_at_once() {
     assert_eq!(value(&store), 2_000, "the org reservation rolled back on the counter");
     assert_eq!(a.total(), 0);
 }
+
+/// The budget check while deciding: a slice that covers the request answers without the
+/// counter (even one pushed past its limit by another request's overrun: the slice is room the
+/// counter already counts); a slice too small falls back to reading it, exactly.
+#[test]
+fn the_budget_check_answers_from_a_covering_slice_and_reads_otherwise() {
+    let store = FakeStore::default();
+    let slices = Slices::new();
+    let c = Counters::with_slices(&store, Some(&slices));
+    c.reserve_all(&[org(100, 10_000)]).unwrap();
+    assert_eq!(slices.held(&k()), 309);
+    // Another worker's overrun takes the counter past the limit.
+    store.set(&k(), &encode(Micros::new(12_000)), None).unwrap();
+    let key = key(Scope::OrgMonthly);
+    assert_eq!(
+        BudgetView::check(&c, &key, Micros::new(300), Micros::new(10_000)),
+        Ok(())
+    );
+    // 400 is more than the slice: the counter is read (12_000 − own 309 shown as spent).
+    assert_eq!(
+        BudgetView::check(&c, &key, Micros::new(400), Micros::new(10_000)),
+        Err(Micros::new(12_000 - 309))
+    );
+    // Without slices the check is the plain read.
+    let plain = Counters::new(&store);
+    assert_eq!(
+        BudgetView::check(&plain, &key, Micros::new(1), Micros::new(10_000)),
+        Err(Micros::new(12_000))
+    );
+    // And what the check let through is admitted from the slice, with no write.
+    let before = writes(&store);
+    c.reserve_all(&[org(300, 10_000)]).unwrap();
+    assert_eq!(writes(&store), before);
+    assert_eq!(value(&store), 12_000, "the counter already counted it");
+}
