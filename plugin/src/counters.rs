@@ -92,9 +92,10 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
     }
 
     /// Reserves from (and settles into) this worker's [`Slices`] first when `slices` is given.
+    /// Closed slices (the root context is done) count as none.
     pub fn with_slices(store: &'s S, slices: Option<&'s Slices>) -> Self {
         Counters {
-            slices,
+            slices: slices.filter(|s| !s.is_closed()),
             ..Counters::new(store)
         }
     }

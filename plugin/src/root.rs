@@ -215,7 +215,12 @@ fn mark_down(why: &str, now_ms: u64) {
 impl Context for Root {
     /// The VM stops (Envoy drains this configuration): give the budget slices back.
     fn on_done(&mut self) -> bool {
-        self.return_slices();
+        if let Err(e) = self.slices.close(&Hostcalls) {
+            host::log(
+                LogLevel::Warn,
+                &format!("pag0: shared data error {e:?} giving budget slices back"),
+            );
+        }
         true
     }
 
@@ -339,13 +344,15 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        // Also in managed mode: refunds of standalone requests still in flight when the
+        // configuration changed land in the slices and are given back here.
+        if let Err(e) = self.slices.return_idle(&Hostcalls) {
+            host::log(
+                LogLevel::Warn,
+                &format!("pag0: shared data error {e:?} giving budget slices back"),
+            );
+        }
         if self.sync.is_none() {
-            if let Err(e) = self.slices.return_idle(&Hostcalls) {
-                host::log(
-                    LogLevel::Warn,
-                    &format!("pag0: shared data error {e:?} giving budget slices back"),
-                );
-            }
             return;
         }
         self.refresh_policy();

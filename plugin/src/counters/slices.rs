@@ -39,6 +39,9 @@ pub const SLICE_SHARE: u64 = 32;
 #[derive(Default)]
 pub struct Slices {
     held: RefCell<HashMap<String, Held>>,
+    /// Set by [`close`](Slices::close) when the root context is done: requests still in
+    /// flight then settle on the counters directly (nobody would give a refund back).
+    closed: std::cell::Cell<bool>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,6 +68,16 @@ pub fn grant(next: Micros, amount: Micros, limit: Micros) -> u64 {
 impl Slices {
     pub fn new() -> Self {
         Slices::default()
+    }
+
+    /// Gives every slice back and stops taking new ones (the root context is done).
+    pub fn close<S: SharedStore + ?Sized>(&self, store: &S) -> Result<(), HostError> {
+        self.closed.set(true);
+        self.return_all(store)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
     }
 
     /// What this worker holds of one counter.

@@ -324,3 +324,28 @@ fn the_budget_check_answers_from_a_covering_slice_and_reads_otherwise() {
     assert_eq!(writes(&store), before);
     assert_eq!(value(&store), 12_000, "the counter already counted it");
 }
+
+/// After the root context is done its slices are given back and closed: a request still in
+/// flight settles on the counter (its refund would otherwise sit in slices nobody returns).
+#[test]
+fn closed_slices_give_everything_back_and_later_settlements_go_to_the_counter() {
+    let store = FakeStore::default();
+    let slices = Slices::new();
+    let r = [org(100, 1_000_000)];
+    Counters::with_slices(&store, Some(&slices))
+        .reserve_all(&r)
+        .unwrap();
+    assert_eq!(value(&store), 1_700);
+    slices.close(&store).unwrap();
+    assert_eq!(value(&store), 100, "the slice went back; the open reservation stays");
+    Counters::with_slices(&store, Some(&slices))
+        .settle_all(&r, Micros::new(30))
+        .unwrap();
+    assert_eq!(value(&store), 30, "settled on the counter");
+    assert_eq!(slices.total(), 0);
+    // And a new reservation through closed slices takes no slice.
+    Counters::with_slices(&store, Some(&slices))
+        .reserve_all(&r)
+        .unwrap();
+    assert_eq!(value(&store), 130);
+}
