@@ -133,3 +133,44 @@ fn many_requests_on_four_vms_never_overspend() {
     }
     assert_eq!(h.metric("pag0.cost.settled_micros"), 100_000);
 }
+
+/// The counter value of the first shared-data key starting with `prefix` (u64 LE).
+fn counter(h: &Host, prefix: &str) -> u64 {
+    let shared = h.shared();
+    let mut found: Vec<u64> = shared
+        .data
+        .iter()
+        .filter(|((_, k), _)| k.starts_with(prefix))
+        .map(|(_, (v, _))| <[u8; 8]>::try_from(v.as_slice()).map_or(u64::MAX, u64::from_le_bytes))
+        .collect();
+    assert_eq!(found.len(), 1, "one counter under {prefix}");
+    found.pop().unwrap_or_default()
+}
+
+/// Budget slices through the real module: the first request on a roomy counter takes a slice
+/// (16 more DeepL requests' worth), the next ones on that VM touch no counter, the other VM
+/// takes its own, and the root contexts' ticks give the idle slices back, leaving exactly what
+/// was spent.
+#[test]
+fn worker_slices_are_taken_used_and_given_back_by_the_tick() {
+    use pag0_host_tests::fixture::{DEEPL_PRICE, OPS_KEY};
+    let price = DEEPL_PRICE as u64;
+    let ops = "pag0/b/project.monthly/ops/";
+    let mut h = two_vms();
+    assert_allowed(&h.run_on(0, &deepl(OPS_KEY), &ok()));
+    assert_eq!(counter(&h, ops), price + 16 * price, "the request and VM 0's slice");
+    assert_allowed(&h.run_on(1, &deepl(OPS_KEY), &ok()));
+    assert_eq!(counter(&h, ops), 2 * 17 * price, "VM 1 took its own");
+    for _ in 0..16 {
+        assert_allowed(&h.run_on(0, &deepl(OPS_KEY), &ok()));
+    }
+    assert_eq!(counter(&h, ops), 2 * 17 * price, "16 requests from VM 0's slice");
+    // One tick keeps slices used since the last one; the next gives the idle ones back.
+    h.advance(Duration::from_millis(2_500));
+    assert_eq!(
+        counter(&h, ops),
+        18 * price,
+        "after the ticks the counter is what was spent\n{}",
+        h.log_text()
+    );
+}
