@@ -228,3 +228,30 @@ impl Checks {
         }
     }
 }
+
+/// `spent` of one counter (`project.monthly/p1/2026-11`) anywhere in a `GET /v1/budgets` answer.
+pub fn find_spent(v: &Value, counter: &str) -> Option<u64> {
+    match v {
+        Value::Object(m) => {
+            let named = ["counter", "key", "counterKey"]
+                .iter()
+                .any(|k| m.get(*k).and_then(Value::as_str) == Some(counter));
+            if named {
+                return m.get("spent").and_then(|s| {
+                    s.as_u64()
+                        .or_else(|| s.as_str().and_then(|s| s.parse().ok()))
+                });
+            }
+            if let Some(inner) = m.get(counter) {
+                if let Some(s) = inner.get("spent") {
+                    return s
+                        .as_u64()
+                        .or_else(|| s.as_str().and_then(|s| s.parse().ok()));
+                }
+            }
+            m.values().find_map(|x| find_spent(x, counter))
+        }
+        Value::Array(a) => a.iter().find_map(|x| find_spent(x, counter)),
+        _ => None,
+    }
+}
