@@ -6,14 +6,15 @@ use pag0_policy::budget::Scope;
 use super::*;
 use crate::testing::FakeStore;
 
-fn key(scope: Scope) -> BudgetKey {
+/// A counter of November 2026 (shared with the slices' tests).
+pub(super) fn key(scope: Scope) -> BudgetKey {
     BudgetKey {
         scope,
         period: "2026-11".into(),
     }
 }
 
-fn res(scope: Scope, amount: u64, limit: u64) -> Reservation {
+pub(super) fn res(scope: Scope, amount: u64, limit: u64) -> Reservation {
     Reservation {
         key: key(scope),
         amount: Micros::new(amount),

@@ -2,26 +2,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pag0_policy::budget::Scope;
-use pag0_policy::{BudgetKey, BudgetView, Reservation};
+use pag0_policy::{BudgetView, Reservation};
 
 use super::super::{shared_key, Counters, ReserveError};
 use super::*;
 use crate::testing::FakeStore;
 
-fn key(scope: Scope) -> BudgetKey {
-    BudgetKey {
-        scope,
-        period: "2026-11".into(),
-    }
-}
-
-fn res(scope: Scope, amount: u64, limit: u64) -> Reservation {
-    Reservation {
-        key: key(scope),
-        amount: Micros::new(amount),
-        limit: Micros::new(limit),
-    }
-}
+use super::super::tests::{key, res};
 
 fn org(amount: u64, limit: u64) -> Reservation {
     res(Scope::OrgMonthly, amount, limit)
