@@ -2,10 +2,11 @@
 //! hours, daily and monthly budgets at org and team level) and a request mix that every
 //! variant forwards, so all four do the same upstream work.
 //!
-//! Two changes to the fixture, both so the run measures the forwarding path rather than
-//! refusals: budgets are raised so millions of requests fit (they are still checked and
-//! reserved on every request), and the working hours of the restricted clients span the
-//! whole week (still evaluated, in America/New_York, on every request of those clients).
+//! Three changes to the fixture, all so the run measures the forwarding path rather than
+//! refusals or local answers: budgets are raised so millions of requests fit (they are still
+//! checked and reserved on every request), the working hours of the restricted clients span
+//! the whole week (still evaluated, in America/New_York, on every request of those clients),
+//! and the response cache is off (the mix repeats 50 GETs, which it would answer locally).
 
 use pag0_policy::fixtures::{
     acme_api_key, acme_policy, per_request_host, CLIENTS, CLIENTS_PER_TEAM, PER_REQUEST_ENDPOINTS,
@@ -28,6 +29,11 @@ pub fn bench_policy() -> Value {
         if let Some(pol) = p.get_mut("policy").and_then(Value::as_object_mut) {
             pol.insert("monthlyBudget".into(), json!("10000000000000"));
             pol.insert("dailyBudget".into(), json!("1000000000000"));
+        }
+        // The fixture caches every team's responses: the same 50 GETs would be answered from
+        // the cache after the first round, never reaching the upstream.
+        if let Some(p) = p.as_object_mut() {
+            p.insert("cache".into(), json!({ "enabled": false }));
         }
     }
     for c in doc
@@ -67,4 +73,52 @@ pub fn requests() -> Vec<Vec<u8>> {
             .into_bytes()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use pag0_policy::budget::NothingSpent;
+    use pag0_policy::{decide, CompiledPolicy, Decision, RequestHead};
+
+    use super::*;
+
+    /// Every request of the mix is allowed and priced, and none could be answered from the
+    /// cache: all variants forward all of them to the upstream.
+    #[test]
+    fn every_request_is_allowed_and_forwarded() {
+        let policy = CompiledPolicy::from_value(&bench_policy()).expect("the bench policy");
+        assert!(
+            policy
+                .document()
+                .projects
+                .iter()
+                .all(|p| !p.cache.as_ref().is_some_and(|c| c.enabled)),
+            "no project caches"
+        );
+        let now: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-29T03:00:00Z")
+            .expect("a timestamp")
+            .with_timezone(&Utc);
+        for (i, raw) in requests().iter().enumerate() {
+            let text = String::from_utf8(raw.clone()).expect("ASCII");
+            let field = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::to_owned)
+                    .expect("header present")
+            };
+            let path = text.split(' ').nth(1).expect("a request line");
+            let head = RequestHead {
+                api_key: Some(&field("x-pag0-api-key: ")),
+                method: "GET",
+                authority: &field("host: "),
+                path,
+                requires_approval: false,
+            };
+            match decide(&policy, &head, None, &NothingSpent, now) {
+                Decision::Allow(a) => assert!(a.estimate.get() > 0, "request {i} is priced"),
+                other => panic!("request {i}: {other:?}"),
+            }
+        }
+    }
 }
