@@ -326,16 +326,24 @@ const RESPONSE_HEADERS_REMOVED: [&str; 3] = [
     crate::approval::APPROVAL_ID_HEADER,
 ];
 
-/// Reads `:status`, `content-type` and the endpoint's cost header (if any) into the meter.
+/// Reads `:status`, `content-type` (if the meter or `read_content_type` wants it) and the
+/// endpoint's cost header (if any) into the meter.
 fn meter_response<H: Host + ?Sized>(
     host: &H,
     meter: &mut ResponseMeter,
+    read_content_type: bool,
 ) -> (Option<u32>, Option<String>) {
     let map = MapType::HttpResponseHeaders;
     let status = host
         .header(map, ":status")
         .and_then(|s| s.trim().parse::<u32>().ok());
-    let content_type = host.header(map, "content-type");
+    // Only a body that can change the cost is read, and only then does its type matter (the
+    // cache, which stores the type, reads it from its own copy of the map).
+    let content_type = if meter.reads_body() || read_content_type {
+        host.header(map, "content-type")
+    } else {
+        None
+    };
     let cost = meter.cost_header_name().and_then(|n| host.header(map, n));
     meter.on_headers(status, content_type.as_deref(), cost);
     (status, content_type)
@@ -345,11 +353,13 @@ fn meter_response<H: Host + ?Sized>(
 /// agent sends to pag0 leaks to a paid API and nothing can name a project; on a response
 /// collected for the cache (whose headers are copied anyway), nothing `x-pag0-*` is stored.
 fn strip_pag0_headers(host: &dyn Host, map: MapType, api_key_header: Option<&str>) {
-    for name in host.header_names(map) {
-        let lower = name.to_ascii_lowercase();
-        if lower.starts_with(PAG0_HEADER_PREFIX) || Some(lower.as_str()) == api_key_header {
-            host.remove_header(map, &name);
-        }
+    let is_pag0 = |name: &str| {
+        name.get(..PAG0_HEADER_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(PAG0_HEADER_PREFIX))
+            || api_key_header.is_some_and(|h| name.eq_ignore_ascii_case(h))
+    };
+    for name in host.header_names_where(map, &is_pag0) {
+        host.remove_header(map, &name);
     }
 }
 
@@ -380,9 +390,7 @@ impl<H: Host> HttpContext for Filter<H> {
         let api_key = header(&shared.api_key_header);
         let requires_approval = header("x-pag0-requires-approval")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        let method = header(":method").unwrap_or_default();
-        let authority = header(":authority").unwrap_or_default();
-        let path = header(":path").unwrap_or_default();
+        // The request line is read once, into `self.approval` (an approval binds to it).
         self.approval = crate::approval::Incoming::read(&req);
         strip_pag0_headers(
             &req,
@@ -390,11 +398,12 @@ impl<H: Host> HttpContext for Filter<H> {
             Some(&shared.api_key_header),
         );
 
+        let line = &self.approval;
         let head = RequestHead {
             api_key: api_key.as_deref(),
-            method: &method,
-            authority: &authority,
-            path: &path,
+            method: &line.method,
+            authority: &line.authority,
+            path: &line.path,
             requires_approval,
         };
         let Some(policy) = shared.policy.as_deref() else {
@@ -406,7 +415,7 @@ impl<H: Host> HttpContext for Filter<H> {
                 &req,
                 policy,
                 &p.project_id,
-                [&method, &authority, &path],
+                [&line.method, &line.authority, &line.path],
             );
         }
         if matches!(&outcome, HeadOutcome::Continue(p) if p.needs_body()) {
@@ -504,7 +513,7 @@ impl<H: Host> HttpContext for Filter<H> {
             // serves the reads below and a strip of every `x-pag0-*`.
             Some(fill) => {
                 let resp = Snapshot::read(&self.host, map);
-                let (status, content_type) = meter_response(&resp, &mut r.meter);
+                let (status, content_type) = meter_response(&resp, &mut r.meter, true);
                 strip_pag0_headers(&resp, map, None);
                 for (name, value) in reply::allow_headers(&r.project_id, r.estimate) {
                     resp.set_header(map, name, &value);
@@ -514,7 +523,7 @@ impl<H: Host> HttpContext for Filter<H> {
             // Otherwise no copy of the map (the most expensive host call on this path): two
             // or three single reads, and pag0's own headers replaced or removed by name.
             None => {
-                meter_response(&self.host, &mut r.meter);
+                meter_response(&self.host, &mut r.meter, false);
                 for name in RESPONSE_HEADERS_REMOVED {
                     self.host.remove_header(map, name);
                 }

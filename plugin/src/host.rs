@@ -19,6 +19,12 @@ use crate::counters::{HostError, SetError, SharedStore};
 pub trait Host: SharedStore {
     fn header(&self, map: MapType, name: &str) -> Option<String>;
     fn header_names(&self, map: MapType) -> Vec<String>;
+    /// The names for which `keep` is true (a copy of the map's view keeps only those).
+    fn header_names_where(&self, map: MapType, keep: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let mut names = self.header_names(map);
+        names.retain(|n| keep(n));
+        names
+    }
     /// Every `(name, value)` of a header map, in order (one host call on Envoy).
     fn headers(&self, map: MapType) -> Vec<(String, String)> {
         self.header_names(map)
@@ -62,12 +68,18 @@ pub fn log(level: LogLevel, msg: &str) {
     let _ = hostcalls::log(level, msg);
 }
 
+/// A header value as text: the host's buffer itself when it is UTF-8 (no copy), else with
+/// every invalid byte replaced by U+FFFD.
+fn utf8_lossy(v: Vec<u8>) -> String {
+    String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 // === impl Hostcalls ===
 
 impl Host for Hostcalls {
     fn header(&self, map: MapType, name: &str) -> Option<String> {
         match hostcalls::get_map_value_bytes(map, name) {
-            Ok(Some(v)) => Some(String::from_utf8_lossy(&v).into_owned()),
+            Ok(Some(v)) => Some(utf8_lossy(v)),
             _ => None,
         }
     }
@@ -83,7 +95,7 @@ impl Host for Hostcalls {
             .map(|pairs| {
                 pairs
                     .into_iter()
-                    .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                    .map(|(k, v)| (k, utf8_lossy(v)))
                     .collect()
             })
             .unwrap_or_default()

@@ -20,6 +20,10 @@ pub struct ResponseMeter {
 enum Body {
     /// Response headers not seen yet.
     NotStarted,
+    /// The request was not priced per token: a `usage` report could not change its cost
+    /// (`Settlement::final_cost` prices usage only with a model price), so the body is never
+    /// copied out of the host nor parsed.
+    Ignored,
     Sse(Box<SseUsageScanner>),
     /// A body kept for `usage_from_json`; `None` once it grew past the cap (the estimate or
     /// the cost header then stand).
@@ -45,7 +49,14 @@ impl ResponseMeter {
         self.settlement.cost_header.as_deref()
     }
 
-    /// Response headers arrived: `content_type` picks how the body is read.
+    /// Whether the response body (and so its `content-type`) can change the cost: only for a
+    /// request priced per token, whose usage report is priced with the model's price.
+    pub fn reads_body(&self) -> bool {
+        self.settlement.model_price.is_some()
+    }
+
+    /// Response headers arrived: `content_type` picks how the body is read (`None` is fine
+    /// when [`ResponseMeter::reads_body`] is false).
     pub fn on_headers(
         &mut self,
         status: Option<u32>,
@@ -59,7 +70,9 @@ impl ResponseMeter {
                 .to_ascii_lowercase()
                 .starts_with("text/event-stream")
         });
-        self.body = if sse || self.settlement.streaming {
+        self.body = if !self.reads_body() {
+            Body::Ignored
+        } else if sse || self.settlement.streaming {
             Body::Sse(Box::new(SseUsageScanner::new()))
         } else {
             Body::Buffered(Some(Vec::new()))
@@ -79,7 +92,7 @@ impl ResponseMeter {
 
     pub fn on_body(&mut self, chunk: &[u8]) {
         match &mut self.body {
-            Body::NotStarted => {}
+            Body::NotStarted | Body::Ignored => {}
             Body::Sse(scanner) => scanner.feed(chunk),
             Body::Buffered(slot) => {
                 let fits = slot
@@ -99,7 +112,7 @@ impl ResponseMeter {
     pub fn final_cost(&self) -> Option<Micros> {
         let status = self.status?;
         let usage = match &self.body {
-            Body::NotStarted => None,
+            Body::NotStarted | Body::Ignored => None,
             Body::Sse(scanner) => scanner.usage(),
             Body::Buffered(Some(buf)) => usage_from_json(buf),
             Body::Buffered(None) => None,

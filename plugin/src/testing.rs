@@ -107,6 +107,8 @@ pub struct FakeHost {
     pub call_response_body: RefCell<Vec<u8>>,
     /// How many times the filter resumed the request.
     pub resumed: Cell<usize>,
+    /// How many times the filter copied a response body chunk out of the host.
+    pub response_body_reads: Cell<usize>,
 }
 
 impl FakeHost {
@@ -149,7 +151,10 @@ impl Host for &FakeHost {
     fn body(&self, buffer: BufferType, size: usize) -> Vec<u8> {
         let b = match buffer {
             BufferType::HttpRequestBody => self.request_body.borrow(),
-            BufferType::HttpResponseBody => self.response_chunk.borrow(),
+            BufferType::HttpResponseBody => {
+                self.response_body_reads.set(self.response_body_reads.get() + 1);
+                self.response_chunk.borrow()
+            }
             BufferType::HttpCallResponseBody => self.call_response_body.borrow(),
             other => panic!("fake host has no {other:?}"),
         };

@@ -74,6 +74,17 @@ impl<H: Host> Host for Snapshot<'_, H> {
             .map(|(k, _)| k.clone())
             .collect()
     }
+    fn header_names_where(&self, map: MapType, keep: &dyn Fn(&str) -> bool) -> Vec<String> {
+        if map != self.map {
+            return self.host.header_names_where(map, keep);
+        }
+        self.headers
+            .borrow()
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
     fn remove_header(&self, map: MapType, name: &str) {
         self.host.remove_header(map, name);
         if map == self.map {

@@ -187,6 +187,39 @@ fn allowed_request_is_stripped_reserved_tagged_and_settled_once() {
 }
 
 #[test]
+fn a_flat_priced_response_body_is_never_copied_out_of_the_host() {
+    // api.deepl.com is priced per request: a `usage` report in its body cannot change the
+    // cost, so the body is neither copied nor parsed and the estimate is charged.
+    let host = host();
+    let mut f = Filter::new(&host, Some(shared("500000")));
+    request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
+    assert_eq!(f.on_http_request_headers(4, true), Action::Continue);
+    respond(&host, "200", &[("content-type", "application/json")]);
+    assert_eq!(f.on_http_response_headers(2, false), Action::Continue);
+    *host.response_chunk.borrow_mut() =
+        br#"{"usage":{"prompt_tokens":100000,"completion_tokens":100000}}"#.to_vec();
+    assert_eq!(f.on_http_response_body(60, false), Action::Continue);
+    assert_eq!(f.on_http_response_body(60, true), Action::Continue);
+    assert_eq!(host.response_body_reads.get(), 0);
+    assert_eq!(host.store.value(PROJECT_DAILY), 2000, "the per-request price");
+    assert_eq!(metric(&host, "pag0.cost.settled_micros"), 2000);
+
+    // The per-token endpoint still reads its body (the usage report prices it).
+    let host2 = self::host();
+    let mut f = Filter::new(&host2, Some(shared("500000")));
+    request(&host2, "api.openai.com", &[("x-pag0-api-key", "k1")]);
+    *host2.request_body.borrow_mut() = br#"{"model":"gpt-4","max_tokens":10}"#.to_vec();
+    assert_eq!(f.on_http_request_headers(4, false), Action::Continue);
+    assert_eq!(f.on_http_request_body(34, true), Action::Continue);
+    respond(&host2, "200", &[("content-type", "application/json")]);
+    assert_eq!(f.on_http_response_headers(2, false), Action::Continue);
+    *host2.response_chunk.borrow_mut() = br#"{"usage":{"prompt_tokens":1000}}"#.to_vec();
+    assert_eq!(f.on_http_response_body(33, true), Action::Continue);
+    assert_eq!(host2.response_body_reads.get(), 1);
+    assert_eq!(host2.store.value(PROJECT_DAILY), 30_000, "priced from usage");
+}
+
+#[test]
 fn refusal_is_a_json_local_reply_with_pag0_headers() {
     let host = host();
     let mut f = Filter::new(&host, Some(shared("500000")));

@@ -107,3 +107,27 @@ fn cost_header_wins_and_can_come_as_a_trailer() {
     m.on_cost_trailer("250".into());
     assert_eq!(m.final_cost(), Some(Micros::new(250)));
 }
+
+#[test]
+fn a_request_not_priced_per_token_never_copies_the_body() {
+    // A flat price: usage in the body cannot change the cost, so no chunk is copied out of
+    // the host and nothing is parsed, whatever the content type.
+    let flat = Settlement {
+        estimate: Micros::new(2_000),
+        cost_header: None,
+        model_price: None,
+        streaming: false,
+    };
+    for ct in [Some("application/json"), Some("text/event-stream"), None] {
+        let mut m = ResponseMeter::new(flat.clone(), 1024);
+        assert!(!m.reads_body());
+        m.on_headers(Some(200), ct, None);
+        assert!(!m.wants_body(), "{ct:?}");
+        m.on_body(JSON_BODY);
+        assert_eq!(m.final_cost(), Some(Micros::new(2_000)), "{ct:?}");
+    }
+    let mut m = ResponseMeter::new(flat, 1024);
+    m.on_headers(Some(500), None, None);
+    assert_eq!(m.final_cost(), Some(Micros::ZERO), "an error status still costs nothing");
+    assert!(ResponseMeter::new(per_token(false), 1024).reads_body());
+}
