@@ -107,3 +107,27 @@ proptest! {
         prop_assert!(month_key(a, z) <= month_key(b, z));
     }
 }
+
+#[test]
+fn digits_match_format_for_every_width() {
+    for n in [0, 1, 9, 10, 99, 100, 999, 1000, 2026, 9999, 10000, 262_143, -1, -42, -2026] {
+        for width in [2, 4] {
+            let mut s = String::new();
+            push_digits(&mut s, n, width);
+            assert_eq!(s, format!("{n:0width$}"), "{n} width {width}");
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn keys_match_format(secs in -62_000_000_000i64..250_000_000_000i64) {
+        let now = DateTime::from_timestamp(secs, 0).unwrap();
+        for zone in [Tz::UTC, tz("America/New_York"), tz("Asia/Tokyo")] {
+            let d = now.with_timezone(&zone).date_naive();
+            let (m, day) = keys(now, zone);
+            prop_assert_eq!(m, format!("{:04}-{:02}", d.year(), d.month()));
+            prop_assert_eq!(day, format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()));
+        }
+    }
+}
