@@ -142,11 +142,11 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
         slices: &Slices,
         r: &Reservation,
     ) -> Result<(), UpdateError<Micros>> {
-        let key = shared_key(&r.key);
-        if slices.take(&key, r.amount.get()) {
+        let key = &r.key;
+        if slices.take(key, r.amount.get()) {
             return Ok(());
         }
-        let own = slices.held(&key);
+        let own = slices.held(key);
         let need = Micros::new(r.amount.get().saturating_sub(own));
         let granted = Cell::new(0u64);
         self.update(&r.key, |used| match try_reserve(used, need, r.limit) {
@@ -158,7 +158,7 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
             // Shown as spent: what the others hold, not this worker's own slice.
             Err(_room) => Err(used.saturating_sub(Micros::new(own))),
         })?;
-        slices.set(&key, granted.get());
+        slices.set(key, granted.get());
         Ok(())
     }
 
@@ -183,20 +183,20 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
                     Ok::<_, std::convert::Infallible>(settle_counter(used, r.amount, actual))
                 }),
                 Some(slices) => {
-                    let key = shared_key(&r.key);
+                    let key = &r.key;
                     let (reserved, actual) = if actual < r.amount {
                         // Reserved and not spent: back into this worker's slice while it holds
                         // one (the counter has plenty of room); near the limit, where no slice
                         // is granted, back to the counter at once for every worker.
-                        if slices.held(&key) > 0 {
-                            slices.put(&key, r.amount.get() - actual.get());
+                        if slices.held(key) > 0 {
+                            slices.put(key, r.amount.get() - actual.get());
                             continue;
                         }
                         (r.amount, actual)
                     } else {
                         // Spent more than reserved: from the slice first, the rest charged.
                         let extra = actual.get() - r.amount.get();
-                        let rest = extra - slices.take_up_to(&key, extra);
+                        let rest = extra - slices.take_up_to(key, extra);
                         if rest == 0 {
                             continue;
                         }
@@ -264,7 +264,7 @@ impl<S: SharedStore + ?Sized> BudgetView for Counters<'_, S> {
         match self.store.get(&shared_key) {
             Ok((value, cas)) => {
                 // This worker's own slice is room it may use: it counts as not spent here.
-                let own = self.slices.map_or(0, |s| s.held(&shared_key));
+                let own = self.slices.map_or(0, |s| s.held(key));
                 let used = decode(value.as_deref()).saturating_sub(Micros::new(own));
                 if let Ok(mut seen) = self.seen.try_borrow_mut() {
                     seen.retain(|s| s.key != *key);
@@ -289,7 +289,7 @@ impl<S: SharedStore + ?Sized> BudgetView for Counters<'_, S> {
     /// is unchanged). Otherwise the counter is read, as always.
     fn check(&self, key: &BudgetKey, amount: Micros, limit: Micros) -> Result<(), Micros> {
         if let Some(slices) = self.slices {
-            if slices.held(&shared_key(key)) >= amount.get() {
+            if slices.held(key) >= amount.get() {
                 return Ok(());
             }
         }

@@ -22,11 +22,12 @@
 //! The slices are per worker VM (plain memory, one thread): nothing here is shared.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
-use pag0_policy::Micros;
+use rustc_hash::FxHashMap;
 
-use super::{decode, encode, HostError, SetError, SharedStore};
+use pag0_policy::{BudgetKey, Micros};
+
+use super::{decode, encode, shared_key, HostError, SetError, SharedStore};
 
 /// How often idle slices are given back (the standalone root context's tick).
 pub const TICK_MS: u64 = 1_000;
@@ -35,10 +36,12 @@ pub const SLICE_REQUESTS: u64 = 16;
 /// A slice takes at most this fraction (1/n) of the room left after the request.
 pub const SLICE_SHARE: u64 = 32;
 
-/// The slices one worker VM holds, by shared counter key.
+/// The slices one worker VM holds, by counter. Looked up several times per request, so by the
+/// policy's [`BudgetKey`] (no shared-data key string built per lookup) with a fast non-keyed
+/// hash (the keys are pag0's own counters, never chosen by a client).
 #[derive(Default)]
 pub struct Slices {
-    held: RefCell<HashMap<String, Held>>,
+    held: RefCell<FxHashMap<BudgetKey, Held>>,
     /// Set by [`close`](Slices::close) when the root context is done: requests still in
     /// flight then settle on the counters directly (nobody would give a refund back).
     closed: std::cell::Cell<bool>,
@@ -81,7 +84,7 @@ impl Slices {
     }
 
     /// What this worker holds of one counter.
-    pub fn held(&self, key: &str) -> u64 {
+    pub fn held(&self, key: &BudgetKey) -> u64 {
         self.held
             .try_borrow()
             .ok()
@@ -90,7 +93,7 @@ impl Slices {
     }
 
     /// Takes `amount` from the slice if it covers it.
-    pub fn take(&self, key: &str, amount: u64) -> bool {
+    pub fn take(&self, key: &BudgetKey, amount: u64) -> bool {
         let Ok(mut held) = self.held.try_borrow_mut() else {
             return false;
         };
@@ -105,7 +108,7 @@ impl Slices {
     }
 
     /// Takes what the slice has, up to `amount`; returns what was taken.
-    pub fn take_up_to(&self, key: &str, amount: u64) -> u64 {
+    pub fn take_up_to(&self, key: &BudgetKey, amount: u64) -> u64 {
         let Ok(mut held) = self.held.try_borrow_mut() else {
             return 0;
         };
@@ -121,19 +124,19 @@ impl Slices {
     }
 
     /// Adds room the shared counter already counts (a refund, a rolled-back reservation).
-    pub fn put(&self, key: &str, amount: u64) {
+    pub fn put(&self, key: &BudgetKey, amount: u64) {
         if amount == 0 {
             return;
         }
         if let Ok(mut held) = self.held.try_borrow_mut() {
-            let h = held.entry(key.to_string()).or_default();
+            let h = held.entry(key.clone()).or_default();
             h.amount = h.amount.saturating_add(amount);
             h.busy = true;
         }
     }
 
     /// Replaces the slice (after a reservation that used it up and took `amount` more).
-    pub fn set(&self, key: &str, amount: u64) {
+    pub fn set(&self, key: &BudgetKey, amount: u64) {
         if let Ok(mut held) = self.held.try_borrow_mut() {
             match held.get_mut(key) {
                 Some(h) => {
@@ -141,7 +144,7 @@ impl Slices {
                     h.busy = true;
                 }
                 None if amount > 0 => {
-                    held.insert(key.to_string(), Held { amount, busy: true });
+                    held.insert(key.clone(), Held { amount, busy: true });
                 }
                 None => {}
             }
@@ -160,7 +163,7 @@ impl Slices {
     }
 
     fn give_back<S: SharedStore + ?Sized>(&self, store: &S, all: bool) -> Result<(), HostError> {
-        let due: Vec<(String, u64)> = {
+        let due: Vec<(BudgetKey, u64)> = {
             let Ok(mut held) = self.held.try_borrow_mut() else {
                 return Ok(());
             };
@@ -175,7 +178,7 @@ impl Slices {
         };
         let mut first_err = Ok(());
         for (key, amount) in due {
-            match subtract(store, &key, amount) {
+            match subtract(store, &shared_key(&key), amount) {
                 Ok(()) => {
                     if let Ok(mut held) = self.held.try_borrow_mut() {
                         if let Some(h) = held.get_mut(&key) {

@@ -2,7 +2,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pag0_policy::budget::Scope;
-use pag0_policy::{BudgetView, Reservation};
+use pag0_policy::{BudgetKey, BudgetView, Reservation};
 
 use super::super::{shared_key, Counters, ReserveError};
 use super::*;
@@ -22,8 +22,8 @@ fn writes(store: &FakeStore) -> u32 {
     store.map.lock().unwrap().1
 }
 
-fn k() -> String {
-    shared_key(&key(Scope::OrgMonthly))
+fn k() -> BudgetKey {
+    key(Scope::OrgMonthly)
 }
 
 #[test]
@@ -206,7 +206,7 @@ fn a_host_error_giving_back_keeps_the_slice_for_the_next_tick() {
     assert_eq!(slices.return_all(&Broken), Err(HostError(9)));
     assert_eq!(slices.held(&k()), 500);
     let store = FakeStore::default();
-    store.set(&k(), &encode(Micros::new(800)), None).unwrap();
+    store.set(&shared_key(&k()), &encode(Micros::new(800)), None).unwrap();
     slices.return_all(&store).unwrap();
     assert_eq!(value(&store), 300);
 }
@@ -218,7 +218,7 @@ fn a_host_error_giving_back_keeps_the_slice_for_the_next_tick() {
 fn workers_with_slices_never_spend_past_the_limit_and_leave_the_counter_exact() {
     for limit in [300u64, 100_000] {
         let store = Arc::new(FakeStore::default());
-        store.set(&k(), &encode(Micros::ZERO), None).unwrap();
+        store.set(&shared_key(&k()), &encode(Micros::ZERO), None).unwrap();
         let admitted = Arc::new(AtomicUsize::new(0));
         let workers: Vec<_> = (0..2u64)
             .map(|w| {
@@ -288,7 +288,7 @@ fn the_budget_check_answers_from_a_covering_slice_and_reads_otherwise() {
     c.reserve_all(&[org(100, 10_000)]).unwrap();
     assert_eq!(slices.held(&k()), 309);
     // Another worker's overrun takes the counter past the limit.
-    store.set(&k(), &encode(Micros::new(12_000)), None).unwrap();
+    store.set(&shared_key(&k()), &encode(Micros::new(12_000)), None).unwrap();
     let key = key(Scope::OrgMonthly);
     assert_eq!(
         BudgetView::check(&c, &key, Micros::new(300), Micros::new(10_000)),
