@@ -445,7 +445,11 @@ fn managed_mode_hits_reach_the_sidecar_and_charge_nothing() {
     }
     c.eq("analytics p1: savings", g["savings"].as_str(), Some("2000"));
     c.eq("analytics p1: cacheHits", g["cacheHits"].as_u64(), Some(1));
-    c.eq("analytics p1: totalCost", g["totalCost"].as_str(), Some("4000"));
+    c.eq(
+        "analytics p1: totalCost",
+        g["totalCost"].as_str(),
+        Some("4000"),
+    );
     c.eq(
         "analytics p1: totalRequests (2 charged misses + 1 hit)",
         g["totalRequests"].as_u64(),

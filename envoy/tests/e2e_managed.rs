@@ -77,7 +77,6 @@ fn spent(sc: &Sidecar, counter: &str) -> u64 {
     find_spent(&v, counter).unwrap_or(0)
 }
 
-
 fn managed_config(
     policy: Option<Value>,
     sidecar_port: u16,

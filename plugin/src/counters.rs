@@ -137,11 +137,7 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
     /// rest (what the slice lacks) plus a new slice from the shared counter, in one CAS. The
     /// limit is checked exactly as without slices: the slice this worker holds is already
     /// counted in `used`, so the request fits iff `used − held + amount ≤ limit`.
-    fn reserve_sliced(
-        &self,
-        slices: &Slices,
-        r: &Reservation,
-    ) -> Result<(), UpdateError<Micros>> {
+    fn reserve_sliced(&self, slices: &Slices, r: &Reservation) -> Result<(), UpdateError<Micros>> {
         let key = &r.key;
         if slices.take(key, r.amount.get()) {
             return Ok(());

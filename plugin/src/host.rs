@@ -92,12 +92,7 @@ impl Host for Hostcalls {
 
     fn headers(&self, map: MapType) -> Vec<(String, String)> {
         hostcalls::get_map_bytes(map)
-            .map(|pairs| {
-                pairs
-                    .into_iter()
-                    .map(|(k, v)| (k, utf8_lossy(v)))
-                    .collect()
-            })
+            .map(|pairs| pairs.into_iter().map(|(k, v)| (k, utf8_lossy(v))).collect())
             .unwrap_or_default()
     }
 

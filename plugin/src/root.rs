@@ -295,9 +295,9 @@ impl RootContext for Root {
                 self.sync = None;
                 if shared.sidecar.is_none() {
                     // Standalone: budget slices, and the tick that gives idle ones back.
-                    if let Err(e) = hostcalls::set_tick_period(Duration::from_millis(
-                        counters::slices::TICK_MS,
-                    )) {
+                    if let Err(e) =
+                        hostcalls::set_tick_period(Duration::from_millis(counters::slices::TICK_MS))
+                    {
                         host::log(LogLevel::Error, &format!("pag0: no timer: {e:?}"));
                         return false;
                     }

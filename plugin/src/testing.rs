@@ -152,7 +152,8 @@ impl Host for &FakeHost {
         let b = match buffer {
             BufferType::HttpRequestBody => self.request_body.borrow(),
             BufferType::HttpResponseBody => {
-                self.response_body_reads.set(self.response_body_reads.get() + 1);
+                self.response_body_reads
+                    .set(self.response_body_reads.get() + 1);
                 self.response_chunk.borrow()
             }
             BufferType::HttpCallResponseBody => self.call_response_body.borrow(),

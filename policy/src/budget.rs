@@ -40,7 +40,9 @@ pub trait BudgetView {
     /// it) may answer `Ok` directly.
     fn check(&self, key: &BudgetKey, amount: Micros, limit: Micros) -> Result<(), Micros> {
         let used = self.used(key);
-        try_reserve(used, amount, limit).map(|_| ()).map_err(|_room| used)
+        try_reserve(used, amount, limit)
+            .map(|_| ())
+            .map_err(|_room| used)
     }
 }
 

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 
 use crate::error::AppError;
@@ -19,7 +19,9 @@ pub enum Role {
     Admin,
     /// An approver identified by e-mail (`--approver-token EMAIL=TOKEN`): may list, read and
     /// decide approvals of the projects that list this e-mail; nothing else.
-    Approver { email: String },
+    Approver {
+        email: String,
+    },
     Filter,
 }
 
@@ -70,8 +72,16 @@ impl Tokens {
         let (name, token) = spec
             .split_once('=')
             .filter(|(n, t)| !n.trim().is_empty() && !t.is_empty())
-            .ok_or_else(|| TokenSpecError::NotNameEqualsToken(spec.split('=').next().unwrap_or("").into()))?;
-        self.add(token.trim(), Principal { name: name.trim().to_string(), role: Role::Admin })
+            .ok_or_else(|| {
+                TokenSpecError::NotNameEqualsToken(spec.split('=').next().unwrap_or("").into())
+            })?;
+        self.add(
+            token.trim(),
+            Principal {
+                name: name.trim().to_string(),
+                role: Role::Admin,
+            },
+        )
     }
 
     /// `EMAIL=TOKEN` (one `--approver-token`, or one comma-separated item of
@@ -80,13 +90,27 @@ impl Tokens {
         let (email, token) = spec
             .split_once('=')
             .filter(|(e, t)| e.contains('@') && !t.is_empty())
-            .ok_or_else(|| TokenSpecError::NotEmailEqualsToken(spec.split('=').next().unwrap_or("").into()))?;
+            .ok_or_else(|| {
+                TokenSpecError::NotEmailEqualsToken(spec.split('=').next().unwrap_or("").into())
+            })?;
         let email = email.trim().to_ascii_lowercase();
-        self.add(token.trim(), Principal { name: email.clone(), role: Role::Approver { email } })
+        self.add(
+            token.trim(),
+            Principal {
+                name: email.clone(),
+                role: Role::Approver { email },
+            },
+        )
     }
 
     pub fn add_sync_secret(&mut self, secret: &str) -> Result<(), TokenSpecError> {
-        self.add(secret, Principal { name: "filter".into(), role: Role::Filter })
+        self.add(
+            secret,
+            Principal {
+                name: "filter".into(),
+                role: Role::Filter,
+            },
+        )
     }
 
     pub fn lookup(&self, token: &str) -> Option<&Principal> {
@@ -103,15 +127,27 @@ fn principal(parts: &Parts, state: &AppState) -> Result<Principal, AppError> {
 }
 
 /// The bearer token's principal (for handlers that accept several roles).
-pub(crate) fn principal_from(headers: &axum::http::HeaderMap, state: &AppState) -> Result<Principal, AppError> {
-    let value = headers.get(header::AUTHORIZATION).ok_or(AppError::Unauthorized)?;
+pub(crate) fn principal_from(
+    headers: &axum::http::HeaderMap,
+    state: &AppState,
+) -> Result<Principal, AppError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AppError::Unauthorized)?;
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .ok_or(AppError::Unauthorized)?;
-    state.tokens.lookup(token).cloned().ok_or(AppError::Unauthorized)
+    state
+        .tokens
+        .lookup(token)
+        .cloned()
+        .ok_or(AppError::Unauthorized)
 }
 
 /// An org admin.
@@ -123,11 +159,16 @@ pub struct Filter(pub Principal);
 impl FromRequestParts<AppState> for Admin {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let p = principal(parts, state)?;
         match p.role {
             Role::Admin => Ok(Admin(p)),
-            Role::Approver { .. } | Role::Filter => Err(AppError::Forbidden("admin token required")),
+            Role::Approver { .. } | Role::Filter => {
+                Err(AppError::Forbidden("admin token required"))
+            }
         }
     }
 }
@@ -135,11 +176,16 @@ impl FromRequestParts<AppState> for Admin {
 impl FromRequestParts<AppState> for Filter {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let p = principal(parts, state)?;
         match p.role {
             Role::Filter => Ok(Filter(p)),
-            Role::Admin | Role::Approver { .. } => Err(AppError::Forbidden("the filter's sync secret required")),
+            Role::Admin | Role::Approver { .. } => {
+                Err(AppError::Forbidden("the filter's sync secret required"))
+            }
         }
     }
 }

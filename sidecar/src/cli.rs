@@ -15,7 +15,11 @@ use crate::store::{PgStore, SqliteStore, Store};
 use crate::{app, AppState, Config};
 
 #[derive(Debug, Parser)]
-#[command(name = "pag0-sidecar", version, about = "Pag0 control service: policy API, usage sync, budget leases")]
+#[command(
+    name = "pag0-sidecar",
+    version,
+    about = "Pag0 control service: policy API, usage sync, budget leases"
+)]
 pub struct Cli {
     /// Check a policy document (JSON) and exit: 0 valid, 1 invalid (errors as `path: reason`).
     #[arg(long, value_name = "FILE")]
@@ -73,7 +77,12 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct RemoteArgs {
     /// Base URL of a running sidecar (admin subcommands).
-    #[arg(long, env = "PAG0_URL", default_value = "http://127.0.0.1:8787", global = true)]
+    #[arg(
+        long,
+        env = "PAG0_URL",
+        default_value = "http://127.0.0.1:8787",
+        global = true
+    )]
     pub url: String,
     /// Admin token for the admin subcommands.
     #[arg(long, env = "PAG0_TOKEN", hide_env_values = true, global = true)]
@@ -135,7 +144,9 @@ pub enum PolicyCmd {
 pub enum ItemCmd {
     List,
     /// Create from a JSON file holding one object.
-    Create { file: PathBuf },
+    Create {
+        file: PathBuf,
+    },
 }
 
 /// Runs the parsed command line; the binary's `main` is only this.
@@ -146,9 +157,17 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         None | Some(Command::Serve) => serve(cli.serve).await,
         Some(Command::Policy(PolicyCmd::Apply { file })) => apply(&cli.remote, &file).await,
-        Some(Command::Policy(PolicyCmd::Get)) => remote(&cli.remote, reqwest::Method::GET, "/v1/policy", None).await,
+        Some(Command::Policy(PolicyCmd::Get)) => {
+            remote(&cli.remote, reqwest::Method::GET, "/v1/policy", None).await
+        }
         Some(Command::Policy(PolicyCmd::Versions)) => {
-            remote(&cli.remote, reqwest::Method::GET, "/v1/policy/versions", None).await
+            remote(
+                &cli.remote,
+                reqwest::Method::GET,
+                "/v1/policy/versions",
+                None,
+            )
+            .await
         }
         Some(Command::Projects(cmd)) => item(&cli.remote, "/v1/projects", cmd).await,
         Some(Command::Clients(cmd)) => item(&cli.remote, "/v1/clients", cmd).await,
@@ -189,7 +208,11 @@ fn validate_file(file: &PathBuf) -> ExitCode {
             for e in &errs.0 {
                 eprintln!("{}: {e}", file.display());
             }
-            eprintln!("{}: {} error(s), policy rejected", file.display(), errs.0.len());
+            eprintln!(
+                "{}: {} error(s), policy rejected",
+                file.display(),
+                errs.0.len()
+            );
             ExitCode::FAILURE
         }
     }
@@ -216,7 +239,9 @@ pub fn tokens_from(args: &ServeArgs) -> Result<Tokens, String> {
         tokens.add_approver_spec(spec).map_err(|e| e.to_string())?;
     }
     if let Some(secret) = &args.sync_secret {
-        tokens.add_sync_secret(secret).map_err(|e| format!("sync secret: {e}"))?;
+        tokens
+            .add_sync_secret(secret)
+            .map_err(|e| format!("sync secret: {e}"))?;
     }
     Ok(tokens)
 }
@@ -249,9 +274,15 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let store = open_store(&args).await?;
     let state = AppState::new(Arc::clone(&store), tokens)
         .map_err(|e| e.to_string())?
-        .with_config(Config { lease_ttl_ms: args.lease_ttl_ms, public_ops: args.public_ops, ..Config::default() });
+        .with_config(Config {
+            lease_ttl_ms: args.lease_ttl_ms,
+            public_ops: args.public_ops,
+            ..Config::default()
+        });
     let smtp = match &args.smtp_url {
-        Some(url) => Some(crate::notify::SmtpConfig::parse(url, &args.smtp_from).map_err(|e| e.to_string())?),
+        Some(url) => Some(
+            crate::notify::SmtpConfig::parse(url, &args.smtp_from).map_err(|e| e.to_string())?,
+        ),
         None => None,
     };
     let state = state.with_notifier(crate::notify::Notifier::new(smtp));
@@ -261,11 +292,17 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // Tests and scripts wait for this line.
     println!("listening on {addr}");
-    eprintln!("pag0-sidecar: store {}, listening on {addr}", store.backend());
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "pag0-sidecar: store {}, listening on {addr}",
+        store.backend()
+    );
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| e.to_string())?;
     eprintln!("pag0-sidecar: shut down");
     Ok(())
 }
@@ -301,16 +338,25 @@ async fn send(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(reqwest::StatusCode, Value), String> {
-    let token = r.token.as_deref().ok_or("a token is needed: --token or PAG0_TOKEN")?;
+    let token = r
+        .token
+        .as_deref()
+        .ok_or("a token is needed: --token or PAG0_TOKEN")?;
     let url = format!("{}{path}", r.url.trim_end_matches('/'));
-    let mut req = reqwest::Client::new().request(method, &url).bearer_auth(token);
+    let mut req = reqwest::Client::new()
+        .request(method, &url)
+        .bearer_auth(token);
     if let Some(b) = body {
         req = req.header("content-type", "application/json").body(b);
     }
     let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
     let status = resp.status();
     let text = resp.text().await.map_err(|e| format!("{url}: {e}"))?;
-    let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
     Ok((status, value))
 }
 
@@ -318,10 +364,19 @@ fn explain(status: reqwest::StatusCode, v: &Value) -> String {
     let e = v.get("error");
     let mut msg = format!(
         "{status}: {} {}",
-        e.and_then(|e| e.get("code")).and_then(Value::as_str).unwrap_or(""),
-        e.and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or("")
+        e.and_then(|e| e.get("code"))
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        e.and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
     );
-    for d in e.and_then(|e| e.get("details")).and_then(Value::as_array).into_iter().flatten() {
+    for d in e
+        .and_then(|e| e.get("details"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         msg.push_str(&format!("\n  {}", d.as_str().unwrap_or_default()));
     }
     msg
@@ -331,7 +386,12 @@ fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-async fn remote(r: &RemoteArgs, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> Result<(), String> {
+async fn remote(
+    r: &RemoteArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(), String> {
     let (status, v) = send(r, method, path, body).await?;
     if !status.is_success() {
         return Err(explain(status, &v));
@@ -343,7 +403,11 @@ async fn remote(r: &RemoteArgs, method: reqwest::Method, path: &str, body: Optio
 async fn apply(r: &RemoteArgs, file: &PathBuf) -> Result<(), String> {
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     if let Err(errs) = pag0_policy::CompiledPolicy::compile(&bytes) {
-        return Err(format!("{} does not validate:\n  {}", file.display(), errs.to_string().replace('\n', "\n  ")));
+        return Err(format!(
+            "{} does not validate:\n  {}",
+            file.display(),
+            errs.to_string().replace('\n', "\n  ")
+        ));
     }
     let (status, v) = send(r, reqwest::Method::PUT, "/v1/policy", Some(bytes)).await?;
     if !status.is_success() {
@@ -362,7 +426,8 @@ async fn item(r: &RemoteArgs, path: &str, cmd: ItemCmd) -> Result<(), String> {
     match cmd {
         ItemCmd::List => remote(r, reqwest::Method::GET, path, None).await,
         ItemCmd::Create { file } => {
-            let bytes = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             let (status, v) = send(r, reqwest::Method::POST, path, Some(bytes)).await?;
             if !status.is_success() {
                 return Err(explain(status, &v));
@@ -381,10 +446,25 @@ async fn budgets(r: &RemoteArgs) -> Result<(), String> {
     if !status.is_success() {
         return Err(explain(status, &v));
     }
-    println!("{:<44} {:>14} {:>14} {:>14} {:>14}", "COUNTER", "LIMIT", "SPENT", "LEASED", "UNALLOCATED");
-    for c in v.get("counters").and_then(Value::as_array).into_iter().flatten() {
+    println!(
+        "{:<44} {:>14} {:>14} {:>14} {:>14}",
+        "COUNTER", "LIMIT", "SPENT", "LEASED", "UNALLOCATED"
+    );
+    for c in v
+        .get("counters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
-        println!("{:<44} {:>14} {:>14} {:>14} {:>14}", s("counter"), s("limit"), s("spent"), s("leased"), s("unallocated"));
+        println!(
+            "{:<44} {:>14} {:>14} {:>14} {:>14}",
+            s("counter"),
+            s("limit"),
+            s("spent"),
+            s("leased"),
+            s("unallocated")
+        );
     }
     Ok(())
 }
@@ -392,12 +472,26 @@ async fn budgets(r: &RemoteArgs) -> Result<(), String> {
 async fn approvals(r: &RemoteArgs, cmd: ApprovalCmd) -> Result<(), String> {
     let (method, path, body) = match cmd {
         ApprovalCmd::List { status } => {
-            let (status, v) = send(r, reqwest::Method::GET, &format!("/v1/approvals?status={status}"), None).await?;
+            let (status, v) = send(
+                r,
+                reqwest::Method::GET,
+                &format!("/v1/approvals?status={status}"),
+                None,
+            )
+            .await?;
             if !status.is_success() {
                 return Err(explain(status, &v));
             }
-            println!("{:<44} {:<9} {:<16} {:>12} {:<24} REQUEST", "ID", "STATUS", "PROJECT", "ESTIMATE", "EXPIRES");
-            for a in v.get("approvals").and_then(Value::as_array).into_iter().flatten() {
+            println!(
+                "{:<44} {:<9} {:<16} {:>12} {:<24} REQUEST",
+                "ID", "STATUS", "PROJECT", "ESTIMATE", "EXPIRES"
+            );
+            for a in v
+                .get("approvals")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
                 println!(
                     "{:<44} {:<9} {:<16} {:>12} {:<24} {} {}{} (by {})",
@@ -415,11 +509,18 @@ async fn approvals(r: &RemoteArgs, cmd: ApprovalCmd) -> Result<(), String> {
             return Ok(());
         }
         ApprovalCmd::Get { id } => (reqwest::Method::GET, format!("/v1/approvals/{id}"), None),
-        ApprovalCmd::Approve { id, comment } => {
-            (reqwest::Method::POST, format!("/v1/approvals/{id}/approve"), Some(comment))
-        }
-        ApprovalCmd::Deny { id, comment } => (reqwest::Method::POST, format!("/v1/approvals/{id}/deny"), Some(comment)),
+        ApprovalCmd::Approve { id, comment } => (
+            reqwest::Method::POST,
+            format!("/v1/approvals/{id}/approve"),
+            Some(comment),
+        ),
+        ApprovalCmd::Deny { id, comment } => (
+            reqwest::Method::POST,
+            format!("/v1/approvals/{id}/deny"),
+            Some(comment),
+        ),
     };
-    let body = body.map(|c| serde_json::to_vec(&serde_json::json!({ "comment": c })).unwrap_or_default());
+    let body =
+        body.map(|c| serde_json::to_vec(&serde_json::json!({ "comment": c })).unwrap_or_default());
     remote(r, method, &path, body).await
 }

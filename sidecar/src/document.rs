@@ -16,8 +16,9 @@ pub struct Validated {
 
 /// Validates a whole document: every problem as `path: reason`.
 pub fn validate(bytes: &[u8]) -> Result<Validated, AppError> {
-    CompiledPolicy::compile(bytes)
-        .map_err(|errs| AppError::InvalidPolicy(errs.0.iter().map(ToString::to_string).collect()))?;
+    CompiledPolicy::compile(bytes).map_err(|errs| {
+        AppError::InvalidPolicy(errs.0.iter().map(ToString::to_string).collect())
+    })?;
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| AppError::InvalidPolicy(vec![format!("$: {e}")]))?;
     let text = serde_json::to_string(&value).map_err(|e| AppError::Internal(e.to_string()))?;
@@ -41,12 +42,19 @@ pub fn parse_counter(key: &str) -> Option<CounterName<'_>> {
     let (scope, rest) = key.split_once('/')?;
     match scope {
         "org.monthly" | "org.daily" if !rest.contains('/') && !rest.is_empty() => {
-            Some(CounterName { scope, project_id: None, period: rest })
+            Some(CounterName {
+                scope,
+                project_id: None,
+                period: rest,
+            })
         }
         "project.monthly" | "project.daily" => {
             let (project, period) = rest.rsplit_once('/')?;
-            (!project.is_empty() && !period.is_empty())
-                .then_some(CounterName { scope, project_id: Some(project), period })
+            (!project.is_empty() && !period.is_empty()).then_some(CounterName {
+                scope,
+                project_id: Some(project),
+                period,
+            })
         }
         _ => None,
     }
@@ -56,7 +64,11 @@ pub fn parse_counter(key: &str) -> Option<CounterName<'_>> {
 /// project does not exist): such a counter needs no lease.
 pub fn limit_for(doc: &Value, key: &str) -> Option<u64> {
     let name = parse_counter(key)?;
-    let field = if name.scope.ends_with("monthly") { "monthlyBudget" } else { "dailyBudget" };
+    let field = if name.scope.ends_with("monthly") {
+        "monthlyBudget"
+    } else {
+        "dailyBudget"
+    };
     let policy = match name.project_id {
         None => doc.get("globalPolicy")?,
         Some(id) => doc
@@ -93,11 +105,16 @@ impl Collection {
 }
 
 pub fn items(doc: &Value, c: Collection) -> Vec<Value> {
-    doc.get(c.field()).and_then(Value::as_array).cloned().unwrap_or_default()
+    doc.get(c.field())
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }
 
 pub fn find(doc: &Value, c: Collection, id: &str) -> Option<Value> {
-    items(doc, c).into_iter().find(|v| v.get("id").and_then(Value::as_str) == Some(id))
+    items(doc, c)
+        .into_iter()
+        .find(|v| v.get("id").and_then(Value::as_str) == Some(id))
 }
 
 /// The list to edit, created if the document has none.
@@ -135,14 +152,27 @@ mod tests {
     #[test]
     fn counter_keys_parse_like_budget_key_writes_them() {
         use pag0_policy::{BudgetKey, Scope};
-        let k = BudgetKey { scope: Scope::ProjectDaily("sales-ai".into()), period: "2026-11-24".into() };
+        let k = BudgetKey {
+            scope: Scope::ProjectDaily("sales-ai".into()),
+            period: "2026-11-24".into(),
+        };
         let key = k.storage_key();
         assert_eq!(
             parse_counter(&key),
-            Some(CounterName { scope: "project.daily", project_id: Some("sales-ai"), period: "2026-11-24" })
+            Some(CounterName {
+                scope: "project.daily",
+                project_id: Some("sales-ai"),
+                period: "2026-11-24"
+            })
         );
-        let k = BudgetKey { scope: Scope::OrgMonthly, period: "2026-11".into() };
-        assert_eq!(parse_counter(&k.storage_key()).map(|c| c.project_id), Some(None));
+        let k = BudgetKey {
+            scope: Scope::OrgMonthly,
+            period: "2026-11".into(),
+        };
+        assert_eq!(
+            parse_counter(&k.storage_key()).map(|c| c.project_id),
+            Some(None)
+        );
         assert_eq!(parse_counter("org.monthly/a/b"), None);
         assert_eq!(parse_counter("project.daily/x"), None);
         assert_eq!(parse_counter("weird/x"), None);

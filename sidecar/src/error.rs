@@ -17,7 +17,11 @@ pub enum AppError {
     #[error("{0}")]
     NotFound(String),
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String, details: Vec<String> },
+    BadRequest {
+        code: &'static str,
+        message: String,
+        details: Vec<String>,
+    },
     #[error("the policy document does not validate")]
     InvalidPolicy(Vec<String>),
     #[error("{message}")]
@@ -30,7 +34,11 @@ pub enum AppError {
 
 impl AppError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        AppError::BadRequest { code, message: message.into(), details: Vec::new() }
+        AppError::BadRequest {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+        }
     }
 
     fn parts(&self) -> (StatusCode, &'static str) {
@@ -88,7 +96,8 @@ impl IntoResponse for AppError {
         let body = json!({ "error": { "code": code, "message": message, "details": details } });
         let mut resp = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }

@@ -50,7 +50,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { lease_ttl_ms: 30_000, public_ops: false, max_batch: 10_000 }
+        Config {
+            lease_ttl_ms: 30_000,
+            public_ops: false,
+            max_batch: 10_000,
+        }
     }
 }
 
@@ -112,18 +116,34 @@ impl AppState {
         if latest == 0 {
             return Ok(None);
         }
-        if let Some(p) = self.policy.read().await.as_ref().filter(|p| p.meta.version == latest) {
+        if let Some(p) = self
+            .policy
+            .read()
+            .await
+            .as_ref()
+            .filter(|p| p.meta.version == latest)
+        {
             return Ok(Some(Arc::clone(p)));
         }
         let Some(stored) = self.store.latest_policy().await? else {
             return Ok(None);
         };
-        let value = serde_json::from_str(&stored.document)
-            .map_err(|e| AppError::Internal(format!("stored policy {} is not JSON: {e}", stored.meta.version)))?;
-        let current = Arc::new(CurrentPolicy { meta: stored.meta, value });
+        let value = serde_json::from_str(&stored.document).map_err(|e| {
+            AppError::Internal(format!(
+                "stored policy {} is not JSON: {e}",
+                stored.meta.version
+            ))
+        })?;
+        let current = Arc::new(CurrentPolicy {
+            meta: stored.meta,
+            value,
+        });
         self.metrics.policy_version.set(current.meta.version);
         let mut slot = self.policy.write().await;
-        if slot.as_ref().is_none_or(|p| p.meta.version < current.meta.version) {
+        if slot
+            .as_ref()
+            .is_none_or(|p| p.meta.version < current.meta.version)
+        {
             *slot = Some(Arc::clone(&current));
         }
         Ok(Some(current))
@@ -138,27 +158,49 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), ops::loopback_only));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::loopback_only,
+        ));
 
     Router::new()
-        .route("/v1/policy", get(policy::get_policy).put(policy::put_policy))
+        .route(
+            "/v1/policy",
+            get(policy::get_policy).put(policy::put_policy),
+        )
         .route("/v1/policy/versions", get(policy::list_versions))
         .route("/v1/policy/versions/{version}", get(policy::get_version))
-        .route("/v1/projects", get(items::list_projects).post(items::create_project))
+        .route(
+            "/v1/projects",
+            get(items::list_projects).post(items::create_project),
+        )
         .route(
             "/v1/projects/{id}",
-            get(items::get_project).patch(items::patch_project).delete(items::delete_project),
+            get(items::get_project)
+                .patch(items::patch_project)
+                .delete(items::delete_project),
         )
-        .route("/v1/clients", get(items::list_clients).post(items::create_client))
+        .route(
+            "/v1/clients",
+            get(items::list_clients).post(items::create_client),
+        )
         .route(
             "/v1/clients/{id}",
-            get(items::get_client).patch(items::patch_client).delete(items::delete_client),
+            get(items::get_client)
+                .patch(items::patch_client)
+                .delete(items::delete_client),
         )
-        .route("/v1/clients/{id}/rotate-key", post(items::rotate_client_key))
+        .route(
+            "/v1/clients/{id}/rotate-key",
+            post(items::rotate_client_key),
+        )
         .route("/v1/sync", post(sync::sync))
         .route("/v1/budgets", get(budgets::list))
         .route("/v1/analytics", get(analytics::get))
-        .route("/v1/approvals", get(approvals::list).post(approvals::create))
+        .route(
+            "/v1/approvals",
+            get(approvals::list).post(approvals::create),
+        )
         .route("/v1/approvals/{id}", get(approvals::get_one))
         .route("/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/v1/approvals/{id}/deny", post(approvals::deny))
@@ -166,7 +208,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/openapi.json", get(ops::openapi))
         .merge(ops_routes)
         .merge(authz::router())
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), ops::track))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::track,
+        ))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(8 * 1024 * 1024))
         .with_state(state)

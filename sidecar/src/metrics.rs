@@ -1,6 +1,9 @@
 //! Prometheus metrics, one registry per `AppState` (no globals: tests run in parallel).
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -33,7 +36,10 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
-            Opts::new("pag0_sidecar_http_requests_total", "HTTP requests by route, method and status"),
+            Opts::new(
+                "pag0_sidecar_http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
             &["route", "method", "status"],
         )?;
         registry.register(Box::new(http_requests.clone()))?;
@@ -45,22 +51,46 @@ impl Metrics {
             &["outcome"],
         )?;
         registry.register(Box::new(sync_batches.clone()))?;
-        let policy_version = IntGauge::new("pag0_sidecar_policy_version", "Latest policy version served")?;
+        let policy_version = IntGauge::new(
+            "pag0_sidecar_policy_version",
+            "Latest policy version served",
+        )?;
         registry.register(Box::new(policy_version.clone()))?;
-        let approvals_pending = IntGauge::new("pag0_approvals_pending", "Approvals waiting for a decision (unexpired)")?;
+        let approvals_pending = IntGauge::new(
+            "pag0_approvals_pending",
+            "Approvals waiting for a decision (unexpired)",
+        )?;
         registry.register(Box::new(approvals_pending.clone()))?;
         let approvals = IntCounterVec::new(
-            Opts::new("pag0_approvals_total", "Approval events (created, approved, denied, consumed, refused)"),
+            Opts::new(
+                "pag0_approvals_total",
+                "Approval events (created, approved, denied, consumed, refused)",
+            ),
             &["event"],
         )?;
         registry.register(Box::new(approvals.clone()))?;
         let approval_decision_seconds = Histogram::with_opts(
-            HistogramOpts::new("pag0_approvals_time_to_decision_seconds", "Seconds from approval request to decision")
-                .buckets(vec![10.0, 60.0, 300.0, 900.0, 3600.0, 4.0 * 3600.0, 12.0 * 3600.0, 86400.0]),
+            HistogramOpts::new(
+                "pag0_approvals_time_to_decision_seconds",
+                "Seconds from approval request to decision",
+            )
+            .buckets(vec![
+                10.0,
+                60.0,
+                300.0,
+                900.0,
+                3600.0,
+                4.0 * 3600.0,
+                12.0 * 3600.0,
+                86400.0,
+            ]),
         )?;
         registry.register(Box::new(approval_decision_seconds.clone()))?;
         let notifications = IntCounterVec::new(
-            Opts::new("pag0_notifications_total", "Notifications by channel and outcome (sent, failed)"),
+            Opts::new(
+                "pag0_notifications_total",
+                "Notifications by channel and outcome (sent, failed)",
+            ),
             &["channel", "outcome"],
         )?;
         registry.register(Box::new(notifications.clone()))?;
@@ -71,7 +101,11 @@ impl Metrics {
             notifications,
             http_requests,
             sync_batches,
-            usage_records: counter(&registry, "pag0_sidecar_usage_records_total", "Usage records committed")?,
+            usage_records: counter(
+                &registry,
+                "pag0_sidecar_usage_records_total",
+                "Usage records committed",
+            )?,
             usage_micros: counter(
                 &registry,
                 "pag0_sidecar_usage_micros_total",
@@ -83,7 +117,11 @@ impl Metrics {
                 "Room newly handed out in lease top-ups, micro-USD",
             )?,
             policy_version,
-            policy_updates: counter(&registry, "pag0_sidecar_policy_updates_total", "Policy versions written")?,
+            policy_updates: counter(
+                &registry,
+                "pag0_sidecar_policy_updates_total",
+                "Policy versions written",
+            )?,
             registry,
         })
     }

@@ -48,7 +48,13 @@ fn reference(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
-fn op(summary: &str, security: Option<&str>, params: &[&str], body: Option<Value>, responses: Value) -> Value {
+fn op(
+    summary: &str,
+    security: Option<&str>,
+    params: &[&str],
+    body: Option<Value>,
+    responses: Value,
+) -> Value {
     let mut o = Map::new();
     o.insert("summary".into(), json!(summary));
     if let Some(s) = security {
@@ -108,10 +114,19 @@ fn item_ops(noun: &str, plural: &str, extra_created: Option<Value>) -> (Value, V
 }
 
 /// `op` with several accepted credentials.
-fn op_any(summary: &str, security: &[&str], params: &[&str], body: Option<Value>, responses: Value) -> Value {
+fn op_any(
+    summary: &str,
+    security: &[&str],
+    params: &[&str],
+    body: Option<Value>,
+    responses: Value,
+) -> Value {
     let mut o = op(summary, security.first().copied(), params, body, responses);
     if let Some(map) = o.as_object_mut() {
-        map.insert("security".into(), Value::Array(security.iter().map(|s| json!({ *s: [] })).collect()));
+        map.insert(
+            "security".into(),
+            Value::Array(security.iter().map(|s| json!({ *s: [] })).collect()),
+        );
     }
     o
 }
@@ -184,11 +199,15 @@ fn approval_schemas() -> Value {
 
 pub fn document() -> Value {
     let mut doc = base_document();
-    if let (Some(paths), Some(extra)) = (doc.get_mut("paths").and_then(Value::as_object_mut), approval_paths().as_object()) {
+    if let (Some(paths), Some(extra)) = (
+        doc.get_mut("paths").and_then(Value::as_object_mut),
+        approval_paths().as_object(),
+    ) {
         paths.extend(extra.clone());
     }
     if let (Some(schemas), Some(extra)) = (
-        doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut),
+        doc.pointer_mut("/components/schemas")
+            .and_then(Value::as_object_mut),
         approval_schemas().as_object(),
     ) {
         schemas.extend(extra.clone());

@@ -3,7 +3,12 @@
 //! below). Approvers get the e-mail and the Slack message; the requester's callback gets the
 //! decision; the CLI approves; twenty concurrent replays let exactly one through.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,13 +44,19 @@ struct Mail {
 }
 
 /// A minimal SMTP server: enough of RFC 5321 for lettre (EHLO, MAIL, RCPT, DATA, RSET, QUIT).
-async fn smtp_sink() -> (SocketAddr, mpsc::UnboundedReceiver<Mail>, tokio::task::JoinHandle<()>) {
+async fn smtp_sink() -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<Mail>,
+    tokio::task::JoinHandle<()>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((sock, _)) = listener.accept().await else { return };
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
             let tx = tx.clone();
             tokio::spawn(async move {
                 let (r, mut w) = sock.into_split();
@@ -60,7 +71,12 @@ async fn smtp_sink() -> (SocketAddr, mpsc::UnboundedReceiver<Mail>, tokio::task:
                         from = line[10..].trim().to_string();
                         b"250 OK\r\n"
                     } else if upper.starts_with("RCPT TO:") {
-                        to.push(line[8..].trim().trim_matches(|c| c == '<' || c == '>').to_string());
+                        to.push(
+                            line[8..]
+                                .trim()
+                                .trim_matches(|c| c == '<' || c == '>')
+                                .to_string(),
+                        );
                         b"250 OK\r\n"
                     } else if upper == "DATA" {
                         let _ = w.write_all(b"354 go ahead\r\n").await;
@@ -72,7 +88,11 @@ async fn smtp_sink() -> (SocketAddr, mpsc::UnboundedReceiver<Mail>, tokio::task:
                             data.push_str(&l);
                             data.push('\n');
                         }
-                        let _ = tx.send(Mail { from: std::mem::take(&mut from), to: std::mem::take(&mut to), data });
+                        let _ = tx.send(Mail {
+                            from: std::mem::take(&mut from),
+                            to: std::mem::take(&mut to),
+                            data,
+                        });
                         b"250 queued\r\n"
                     } else if upper == "QUIT" {
                         let _ = w.write_all(b"221 bye\r\n").await;
@@ -91,7 +111,11 @@ async fn smtp_sink() -> (SocketAddr, mpsc::UnboundedReceiver<Mail>, tokio::task:
 }
 
 /// Slack webhook and the requester's callback: every POST body, with its path.
-async fn http_receiver() -> (SocketAddr, mpsc::UnboundedReceiver<(String, Value)>, tokio::task::JoinHandle<()>) {
+async fn http_receiver() -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<(String, Value)>,
+    tokio::task::JoinHandle<()>,
+) {
     type Tx = mpsc::UnboundedSender<(String, Value)>;
     async fn slack(State(tx): State<Tx>, Json(v): Json<Value>) -> &'static str {
         let _ = tx.send(("/slack".into(), v));
@@ -102,7 +126,10 @@ async fn http_receiver() -> (SocketAddr, mpsc::UnboundedReceiver<(String, Value)
         "ok"
     }
     let (tx, rx) = mpsc::unbounded_channel();
-    let router = Router::new().route("/slack", post(slack)).route("/callback", post(callback)).with_state(tx);
+    let router = Router::new()
+        .route("/slack", post(slack))
+        .route("/callback", post(callback))
+        .with_state(tx);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -123,7 +150,10 @@ impl Drop for Servers {
 }
 
 async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
-    tokio::time::timeout(WAIT, rx.recv()).await.unwrap_or_else(|_| panic!("no {what} arrived")).unwrap()
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no {what} arrived"))
+        .unwrap()
 }
 
 fn binding() -> String {
@@ -146,7 +176,9 @@ async fn approvers_are_told_the_requester_gets_the_decision_and_one_replay_passe
     let mut tokens = Tokens::default();
     tokens.add_admin_spec(&format!("alice={ADMIN}")).unwrap();
     tokens.add_sync_secret(SYNC).unwrap();
-    tokens.add_approver_spec(&format!("lead@acme.com={LEAD}")).unwrap();
+    tokens
+        .add_approver_spec(&format!("lead@acme.com={LEAD}"))
+        .unwrap();
     let smtp = SmtpConfig::parse(&format!("smtp://{smtp_addr}"), "pag0@acme.com").unwrap();
     let state = AppState::new(Arc::new(SqliteStore::open_dir(dir.path()).unwrap()), tokens)
         .unwrap()
@@ -154,7 +186,11 @@ async fn approvers_are_told_the_requester_gets_the_decision_and_one_replay_passe
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sidecar = listener.local_addr().unwrap();
     let sidecar_task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).await;
+        let _ = axum::serve(
+            listener,
+            app(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
     });
     let _servers = Servers(vec![smtp_task, hook_task, sidecar_task]);
     let base = format!("http://{sidecar}");
@@ -170,7 +206,13 @@ async fn approvers_are_told_the_requester_gets_the_decision_and_one_replay_passe
         "clients": [ { "id": "sales-agent", "projectId": "sales-ai",
                        "apiKeySha256": pag0_policy::validate::api_key_sha256_hex(KEY) } ]
     });
-    let r = http.put(format!("{base}/v1/policy")).bearer_auth(ADMIN).json(&policy).send().await.unwrap();
+    let r = http
+        .put(format!("{base}/v1/policy"))
+        .bearer_auth(ADMIN)
+        .json(&policy)
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
 
     // The filter asks for an approval.
@@ -197,31 +239,63 @@ async fn approvers_are_told_the_requester_gets_the_decision_and_one_replay_passe
     let mail = next(&mut mails, "e-mail").await;
     assert_eq!(mail.to, vec!["lead@acme.com".to_string()], "{mail:?}");
     assert!(mail.from.contains("pag0@acme.com"), "{mail:?}");
-    assert!(mail.data.contains("Subject: [pag0] approval requested: sales-ai $0.600000"), "{}", mail.data);
-    assert!(mail.data.contains(&id), "the mail names the approval: {}", mail.data);
+    assert!(
+        mail.data
+            .contains("Subject: [pag0] approval requested: sales-ai $0.600000"),
+        "{}",
+        mail.data
+    );
+    assert!(
+        mail.data.contains(&id),
+        "the mail names the approval: {}",
+        mail.data
+    );
     let (path, slack) = next(&mut posts, "Slack post").await;
     assert_eq!(path, "/slack");
     let text = slack["text"].as_str().unwrap();
-    assert!(text.contains("approval requested") && text.contains(&id) && text.contains("Q4 pipeline summary"), "{text}");
+    assert!(
+        text.contains("approval requested")
+            && text.contains(&id)
+            && text.contains("Q4 pipeline summary"),
+        "{text}"
+    );
 
     // The approver approves with the CLI.
     let cli = pag0_sidecar::cli::Cli::try_parse_from([
-        "pag0-sidecar", "--url", base.as_str(), "--token", LEAD, "approvals", "approve", id.as_str(), "--comment", "fine",
+        "pag0-sidecar",
+        "--url",
+        base.as_str(),
+        "--token",
+        LEAD,
+        "approvals",
+        "approve",
+        id.as_str(),
+        "--comment",
+        "fine",
     ])
     .unwrap();
     let code = pag0_sidecar::cli::run(cli).await;
-    assert_eq!(format!("{code:?}"), format!("{:?}", std::process::ExitCode::SUCCESS));
+    assert_eq!(
+        format!("{code:?}"),
+        format!("{:?}", std::process::ExitCode::SUCCESS)
+    );
 
     // The requester's callback gets the decision (and Slack hears of it too).
     let mut got = Vec::new();
     for _ in 0..2 {
         got.push(next(&mut posts, "decision post").await);
     }
-    let callback = &got.iter().find(|(p, _)| p == "/callback").expect("callback posted").1;
+    let callback = &got
+        .iter()
+        .find(|(p, _)| p == "/callback")
+        .expect("callback posted")
+        .1;
     assert_eq!(callback["event"], "approval.approved");
     assert_eq!(callback["approval"]["approvalId"], id.as_str());
     assert_eq!(callback["approval"]["decision"]["comment"], "fine");
-    assert!(got.iter().any(|(p, v)| p == "/slack" && v["text"].as_str().unwrap().contains("approved")));
+    assert!(got
+        .iter()
+        .any(|(p, v)| p == "/slack" && v["text"].as_str().unwrap().contains("approved")));
 
     // Twenty concurrent replays: exactly one passes, the rest are APPROVAL_USED.
     let replays: Vec<_> = (0..20)
@@ -245,8 +319,19 @@ async fn approvers_are_told_the_requester_gets_the_decision_and_one_replay_passe
     for r in replays {
         outcomes.push(r.await.unwrap());
     }
-    assert_eq!(outcomes.iter().filter(|(s, _)| *s == 200).count(), 1, "{outcomes:?}");
-    assert_eq!(outcomes.iter().filter(|(s, c)| *s == 403 && c == "APPROVAL_USED").count(), 19, "{outcomes:?}");
+    assert_eq!(
+        outcomes.iter().filter(|(s, _)| *s == 200).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|(s, c)| *s == 403 && c == "APPROVAL_USED")
+            .count(),
+        19,
+        "{outcomes:?}"
+    );
 
     // A delivery is counted after the receiver answered: poll until the counters show it.
     let wanted = [
@@ -256,11 +341,21 @@ async fn approvers_are_told_the_requester_gets_the_decision_and_one_replay_passe
     ];
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         if wanted.iter().all(|w| metrics.contains(w)) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{wanted:?} not all in {metrics}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{wanted:?} not all in {metrics}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

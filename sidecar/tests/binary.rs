@@ -2,7 +2,12 @@
 //! dir, `--validate`, and the admin CLI. Every child is killed on Drop; ports are ephemeral.
 
 // A test harness: failing loudly is its job.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -23,7 +28,14 @@ struct Sidecar {
 fn command() -> Command {
     let mut cmd = Command::new(BIN);
     // The tests choose the store explicitly; never pick up the caller's environment.
-    for var in ["DATABASE_URL", "PAG0_ADMIN_TOKENS", "PAG0_SYNC_SECRET", "PAG0_TOKEN", "PAG0_URL", "PAG0_DATABASE_SCHEMA"] {
+    for var in [
+        "DATABASE_URL",
+        "PAG0_ADMIN_TOKENS",
+        "PAG0_SYNC_SECRET",
+        "PAG0_TOKEN",
+        "PAG0_URL",
+        "PAG0_DATABASE_SCHEMA",
+    ] {
         cmd.env_remove(var);
     }
     cmd
@@ -32,20 +44,37 @@ fn command() -> Command {
 impl Sidecar {
     fn start(store_args: &[&str]) -> Sidecar {
         let mut child = command()
-            .args(["--listen", "127.0.0.1:0", "--admin-token", &format!("ops={ADMIN}"), "--sync-secret", SYNC])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-token",
+                &format!("ops={ADMIN}"),
+                "--sync-secret",
+                SYNC,
+            ])
             .args(store_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start pag0-sidecar");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let Some(addr) = line.trim().strip_prefix("listening on ") else {
             let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             panic!("sidecar did not start: {line:?} {err}");
         };
-        Sidecar { base: format!("http://{addr}"), child }
+        Sidecar {
+            base: format!("http://{addr}"),
+            child,
+        }
     }
 
     fn sqlite(dir: &Path) -> Sidecar {
@@ -70,7 +99,10 @@ impl Sidecar {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 }
@@ -91,19 +123,35 @@ fn policy() -> Value {
     })
 }
 
-async fn send(method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().request(method, url).bearer_auth(token);
+async fn send(
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token);
     if let Some(b) = body {
-        req = req.header("content-type", "application/json").body(serde_json::to_vec(&b).unwrap());
+        req = req
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&b).unwrap());
     }
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn spent_of(budgets: &Value, counter: &str) -> Option<String> {
-    budgets["counters"].as_array()?.iter().find(|c| c["counter"] == counter).map(|c| c["spent"].as_str().unwrap().to_string())
+    budgets["counters"]
+        .as_array()?
+        .iter()
+        .find(|c| c["counter"] == counter)
+        .map(|c| c["spent"].as_str().unwrap().to_string())
 }
 
 const ORG_MONTH: &str = "org.monthly/2026-11";
@@ -123,7 +171,12 @@ async fn sigterm_shuts_down_cleanly() {
     let status = s.wait_exit();
     assert_eq!(status.code(), Some(0), "graceful exit after SIGTERM");
     let mut err = String::new();
-    s.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    s.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(err.contains("shut down"), "{err}");
 }
 
@@ -131,19 +184,45 @@ async fn sigterm_shuts_down_cleanly() {
 async fn acknowledged_batches_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let s = Sidecar::sqlite(dir.path());
-    let (st, _) = send(reqwest::Method::PUT, &s.url("/v1/policy"), ADMIN, Some(policy())).await;
+    let (st, _) = send(
+        reqwest::Method::PUT,
+        &s.url("/v1/policy"),
+        ADMIN,
+        Some(policy()),
+    )
+    .await;
     assert_eq!(st, 200);
-    let (st, ack) = send(reqwest::Method::POST, &s.url("/v1/sync"), SYNC, Some(batch(1))).await;
-    assert_eq!((st, ack["ack"].as_u64(), ack["duplicate"].as_bool()), (200, Some(1), Some(false)), "{ack}");
+    let (st, ack) = send(
+        reqwest::Method::POST,
+        &s.url("/v1/sync"),
+        SYNC,
+        Some(batch(1)),
+    )
+    .await;
+    assert_eq!(
+        (st, ack["ack"].as_u64(), ack["duplicate"].as_bool()),
+        (200, Some(1), Some(false)),
+        "{ack}"
+    );
 
     s.signal("-KILL");
     drop(s);
 
     let s = Sidecar::sqlite(dir.path());
     let (_, budgets) = send(reqwest::Method::GET, &s.url("/v1/budgets"), ADMIN, None).await;
-    assert_eq!(spent_of(&budgets, ORG_MONTH).as_deref(), Some("4200"), "{budgets}");
+    assert_eq!(
+        spent_of(&budgets, ORG_MONTH).as_deref(),
+        Some("4200"),
+        "{budgets}"
+    );
     // The filter never got the ack (say) and resends: recognised, not counted again.
-    let (_, again) = send(reqwest::Method::POST, &s.url("/v1/sync"), SYNC, Some(batch(1))).await;
+    let (_, again) = send(
+        reqwest::Method::POST,
+        &s.url("/v1/sync"),
+        SYNC,
+        Some(batch(1)),
+    )
+    .await;
     assert_eq!(again["duplicate"], true);
     let (_, budgets) = send(reqwest::Method::GET, &s.url("/v1/budgets"), ADMIN, None).await;
     assert_eq!(spent_of(&budgets, ORG_MONTH).as_deref(), Some("4200"));
@@ -157,7 +236,11 @@ fn validate_flag_checks_a_file_and_exits() {
     let good = dir.path().join("good.json");
     std::fs::write(&good, serde_json::to_vec(&policy()).unwrap()).unwrap();
     let out = command().arg("--validate").arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid policy for acme-corp"));
 
     let mut bad = policy();
@@ -173,7 +256,11 @@ fn validate_flag_checks_a_file_and_exits() {
 }
 
 fn cli(base: &str, token: &str, args: &[&str]) -> std::process::Output {
-    command().args(["--url", base, "--token", token]).args(args).output().unwrap()
+    command()
+        .args(["--url", base, "--token", token])
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -184,7 +271,11 @@ async fn admin_cli_applies_and_lists() {
     let file = dir.path().join("policy.json");
     std::fs::write(&file, serde_json::to_vec(&policy()).unwrap()).unwrap();
     let client = dir.path().join("client.json");
-    std::fs::write(&client, br#"{"id": "sales-agent", "projectId": "sales-ai"}"#).unwrap();
+    std::fs::write(
+        &client,
+        br#"{"id": "sales-agent", "projectId": "sales-ai"}"#,
+    )
+    .unwrap();
     let f = file.to_str().unwrap().to_string();
     let c = client.to_str().unwrap().to_string();
 
@@ -200,12 +291,27 @@ async fn admin_cli_applies_and_lists() {
     .await
     .unwrap();
     let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(outs.0.status.success(), "{}", String::from_utf8_lossy(&outs.0.stderr));
-    assert!(text(&outs.0).contains("policy version 1 (author ops)"), "{}", text(&outs.0));
-    assert!(outs.1.status.success(), "{}", String::from_utf8_lossy(&outs.1.stderr));
+    assert!(
+        outs.0.status.success(),
+        "{}",
+        String::from_utf8_lossy(&outs.0.stderr)
+    );
+    assert!(
+        text(&outs.0).contains("policy version 1 (author ops)"),
+        "{}",
+        text(&outs.0)
+    );
+    assert!(
+        outs.1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&outs.1.stderr)
+    );
     let created: Value = serde_json::from_str(&text(&outs.1)).unwrap();
     let key = created["apiKey"].as_str().unwrap();
-    assert_eq!(created["client"]["apiKeySha256"], pag0_policy::validate::api_key_sha256_hex(key));
+    assert_eq!(
+        created["client"]["apiKeySha256"],
+        pag0_policy::validate::api_key_sha256_hex(key)
+    );
     assert!(text(&outs.2).contains("sales-ai"));
     assert!(text(&outs.3).contains("COUNTER"));
     assert_eq!(outs.4.status.code(), Some(1));
@@ -217,20 +323,41 @@ async fn admin_cli_applies_and_lists() {
 async fn the_binary_serves_from_postgres() {
     let Ok(url) = std::env::var("DATABASE_URL") else {
         assert!(
-            std::env::var("CI").map_or(true, |v| v != "true") && std::env::var("PAG0_REQUIRE_PG").map_or(true, |v| v != "1"),
+            std::env::var("CI").map_or(true, |v| v != "true")
+                && std::env::var("PAG0_REQUIRE_PG").map_or(true, |v| v != "1"),
             "DATABASE_URL unset but CI/PAG0_REQUIRE_PG demands the PostgreSQL tests"
         );
         use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "NOT RUN: the_binary_serves_from_postgres (DATABASE_URL unset)");
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOT RUN: the_binary_serves_from_postgres (DATABASE_URL unset)"
+        );
         return;
     };
     let schema = format!("pag0_bin{}", std::process::id());
     let s = Sidecar::start(&["--database-url", &url, "--database-schema", &schema]);
-    let (st, _) = send(reqwest::Method::PUT, &s.url("/v1/policy"), ADMIN, Some(policy())).await;
+    let (st, _) = send(
+        reqwest::Method::PUT,
+        &s.url("/v1/policy"),
+        ADMIN,
+        Some(policy()),
+    )
+    .await;
     assert_eq!(st, 200);
-    let (_, ack) = send(reqwest::Method::POST, &s.url("/v1/sync"), SYNC, Some(batch(1))).await;
+    let (_, ack) = send(
+        reqwest::Method::POST,
+        &s.url("/v1/sync"),
+        SYNC,
+        Some(batch(1)),
+    )
+    .await;
     assert_eq!(ack["duplicate"], false, "{ack}");
-    let r = reqwest::get(s.url("/readyz")).await.unwrap().json::<Value>().await.unwrap();
+    let r = reqwest::get(s.url("/readyz"))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
     assert_eq!(r["store"], "postgres");
     s.signal("-KILL");
     drop(s);
@@ -238,18 +365,33 @@ async fn the_binary_serves_from_postgres() {
     let (_, budgets) = send(reqwest::Method::GET, &s.url("/v1/budgets"), ADMIN, None).await;
     assert_eq!(spent_of(&budgets, ORG_MONTH).as_deref(), Some("4200"));
     drop(s);
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
 }
 
 /// Two sidecar processes on one store hand out one budget's room once, not twice.
 async fn two_sidecars_share_one_room(a: &Sidecar, b: &Sidecar) {
-    let (st, _) = send(reqwest::Method::PUT, &a.url("/v1/policy"), ADMIN, Some(policy())).await;
+    let (st, _) = send(
+        reqwest::Method::PUT,
+        &a.url("/v1/policy"),
+        ADMIN,
+        Some(policy()),
+    )
+    .await;
     assert_eq!(st, 200);
     let mut tasks = Vec::new();
     for i in 0..10 {
-        let url = if i % 2 == 0 { a.url("/v1/sync") } else { b.url("/v1/sync") };
+        let url = if i % 2 == 0 {
+            a.url("/v1/sync")
+        } else {
+            b.url("/v1/sync")
+        };
         tasks.push(tokio::spawn(async move {
             let body = json!({ "instanceId": format!("envoy-{i}"), "seq": 1,
                                "leases": [ { "counter": "org.daily/2026-11-24", "want": "1200000" } ] });
@@ -262,7 +404,10 @@ async fn two_sidecars_share_one_room(a: &Sidecar, b: &Sidecar) {
     for t in tasks {
         total += t.await.unwrap();
     }
-    assert_eq!(total, 5_000_000, "the org's daily budget, handed out exactly once");
+    assert_eq!(
+        total, 5_000_000,
+        "the org's daily budget, handed out exactly once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,8 +422,14 @@ async fn two_sidecar_processes_on_one_sqlite_file() {
 async fn two_sidecar_processes_on_one_postgres() {
     let Ok(url) = std::env::var("DATABASE_URL") else {
         use std::io::Write;
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "DATABASE_URL unset on CI");
-        let _ = writeln!(std::io::stderr(), "NOT RUN: two_sidecar_processes_on_one_postgres (DATABASE_URL unset)");
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "DATABASE_URL unset on CI"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOT RUN: two_sidecar_processes_on_one_postgres (DATABASE_URL unset)"
+        );
         return;
     };
     let schema = format!("pag0_fleet{}", std::process::id());
@@ -286,7 +437,12 @@ async fn two_sidecar_processes_on_one_postgres() {
     let b = Sidecar::start(&["--database-url", &url, "--database-schema", &schema]);
     two_sidecars_share_one_room(&a, &b).await;
     drop((a, b));
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
 }

@@ -158,13 +158,21 @@ fn worker_slices_are_taken_used_and_given_back_by_the_tick() {
     let ops = "pag0/b/project.monthly/ops/";
     let mut h = two_vms();
     assert_allowed(&h.run_on(0, &deepl(OPS_KEY), &ok()));
-    assert_eq!(counter(&h, ops), price + 16 * price, "the request and VM 0's slice");
+    assert_eq!(
+        counter(&h, ops),
+        price + 16 * price,
+        "the request and VM 0's slice"
+    );
     assert_allowed(&h.run_on(1, &deepl(OPS_KEY), &ok()));
     assert_eq!(counter(&h, ops), 2 * 17 * price, "VM 1 took its own");
     for _ in 0..16 {
         assert_allowed(&h.run_on(0, &deepl(OPS_KEY), &ok()));
     }
-    assert_eq!(counter(&h, ops), 2 * 17 * price, "16 requests from VM 0's slice");
+    assert_eq!(
+        counter(&h, ops),
+        2 * 17 * price,
+        "16 requests from VM 0's slice"
+    );
     // One tick keeps slices used since the last one; the next gives the idle ones back.
     h.advance(Duration::from_millis(2_500));
     assert_eq!(

@@ -162,7 +162,11 @@ fn allowed_request_is_stripped_reserved_tagged_and_settled_once() {
         "the upstream cannot forge pag0 headers"
     );
     for name in ["x-pag0-cache", "x-pag0-approval-id"] {
-        assert_eq!(header(&resp, name), None, "{name} from the upstream removed");
+        assert_eq!(
+            header(&resp, name),
+            None,
+            "{name} from the upstream removed"
+        );
     }
     assert_eq!(
         resp.iter().filter(|(k, _)| k == "x-pag0-decision").count(),
@@ -201,7 +205,11 @@ fn a_flat_priced_response_body_is_never_copied_out_of_the_host() {
     assert_eq!(f.on_http_response_body(60, false), Action::Continue);
     assert_eq!(f.on_http_response_body(60, true), Action::Continue);
     assert_eq!(host.response_body_reads.get(), 0);
-    assert_eq!(host.store.value(PROJECT_DAILY), 2000, "the per-request price");
+    assert_eq!(
+        host.store.value(PROJECT_DAILY),
+        2000,
+        "the per-request price"
+    );
     assert_eq!(metric(&host, "pag0.cost.settled_micros"), 2000);
 
     // The per-token endpoint still reads its body (the usage report prices it).
@@ -216,7 +224,11 @@ fn a_flat_priced_response_body_is_never_copied_out_of_the_host() {
     *host2.response_chunk.borrow_mut() = br#"{"usage":{"prompt_tokens":1000}}"#.to_vec();
     assert_eq!(f.on_http_response_body(33, true), Action::Continue);
     assert_eq!(host2.response_body_reads.get(), 1);
-    assert_eq!(host2.store.value(PROJECT_DAILY), 30_000, "priced from usage");
+    assert_eq!(
+        host2.store.value(PROJECT_DAILY),
+        30_000,
+        "priced from usage"
+    );
 }
 
 #[test]

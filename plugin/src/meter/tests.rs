@@ -128,6 +128,10 @@ fn a_request_not_priced_per_token_never_copies_the_body() {
     }
     let mut m = ResponseMeter::new(flat, 1024);
     m.on_headers(Some(500), None, None);
-    assert_eq!(m.final_cost(), Some(Micros::ZERO), "an error status still costs nothing");
+    assert_eq!(
+        m.final_cost(),
+        Some(Micros::ZERO),
+        "an error status still costs nothing"
+    );
     assert!(ResponseMeter::new(per_token(false), 1024).reads_body());
 }

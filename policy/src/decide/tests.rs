@@ -463,7 +463,9 @@ impl BudgetView for Covered {
             return Ok(());
         }
         let used = self.used(key);
-        try_reserve(used, amount, limit).map(|_| ()).map_err(|_| used)
+        try_reserve(used, amount, limit)
+            .map(|_| ())
+            .map_err(|_| used)
     }
 }
 

@@ -110,7 +110,9 @@ proptest! {
 
 #[test]
 fn digits_match_format_for_every_width() {
-    for n in [0, 1, 9, 10, 99, 100, 999, 1000, 2026, 9999, 10000, 262_143, -1, -42, -2026] {
+    for n in [
+        0, 1, 9, 10, 99, 100, 999, 1000, 2026, 9999, 10000, 262_143, -1, -42, -2026,
+    ] {
         for width in [2, 4] {
             let mut s = String::new();
             push_digits(&mut s, n, width);

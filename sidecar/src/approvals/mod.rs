@@ -26,7 +26,9 @@ use crate::auth::{self, Filter, Principal, Role};
 use crate::clock::rfc3339;
 use crate::error::AppError;
 use crate::notify::{targets, Notification, Target};
-use crate::store::{Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome, Refusal};
+use crate::store::{
+    Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome, Refusal,
+};
 use crate::AppState;
 
 /// `approvalWorkflow.expiresAfter` when the project does not set it: one day.
@@ -137,7 +139,9 @@ fn same_email(a: &str, b: &str) -> bool {
 }
 
 fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 async fn document(state: &AppState) -> Result<(PolicyDocument, i64), AppError> {
@@ -163,11 +167,21 @@ fn approvers(doc: &PolicyDocument, project_id: &str) -> Vec<String> {
 }
 
 fn may_decide(doc: &PolicyDocument, a: &Approval, email: &str) -> Result<(), AppError> {
-    if !approvers(doc, &a.project_id).iter().any(|x| same_email(x, email)) {
-        return Err(AppError::Forbidden("only an approver listed on the approval's project may decide it"));
+    if !approvers(doc, &a.project_id)
+        .iter()
+        .any(|x| same_email(x, email))
+    {
+        return Err(AppError::Forbidden(
+            "only an approver listed on the approval's project may decide it",
+        ));
     }
-    if a.requested_by.as_deref().is_some_and(|r| same_email(r, email)) {
-        return Err(AppError::Forbidden("the requester may not decide their own request"));
+    if a.requested_by
+        .as_deref()
+        .is_some_and(|r| same_email(r, email))
+    {
+        return Err(AppError::Forbidden(
+            "the requester may not decide their own request",
+        ));
     }
     Ok(())
 }
@@ -175,7 +189,10 @@ fn may_decide(doc: &PolicyDocument, a: &Approval, email: &str) -> Result<(), App
 /// Keeps `pag0_approvals_pending` right (also on a fleet: it is read from the store).
 pub async fn refresh_pending(state: &AppState) {
     if let Ok(n) = state.store.pending_approvals(state.clock.now_ms()).await {
-        state.metrics.approvals_pending.set(i64::try_from(n).unwrap_or(i64::MAX));
+        state
+            .metrics
+            .approvals_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 }
 
@@ -188,7 +205,11 @@ fn parse<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Ap
 
 // --- filter: create and consume ---
 
-pub async fn create(_: Filter, State(state): State<AppState>, body: Bytes) -> Result<Response, AppError> {
+pub async fn create(
+    _: Filter,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, AppError> {
     let req: CreateApproval = crate::routes::parse_json(&body)?;
     let mut errs = Vec::new();
     let mut check = |ok: bool, msg: &str| {
@@ -196,31 +217,77 @@ pub async fn create(_: Filter, State(state): State<AppState>, body: Bytes) -> Re
             errs.push(msg.to_string());
         }
     };
-    check(!req.method.is_empty() && req.method.len() <= 16, "method: 1-16 characters");
-    check(!req.authority.is_empty() && req.authority.len() <= 255, "authority: 1-255 characters");
-    check(req.path.starts_with('/') && req.path.len() <= 8_192, "path: starts with /, at most 8192 characters");
-    check(is_hex64(&req.body_sha256), "bodySha256: 64 lower-case hex digits");
-    check(is_hex64(&req.binding), "binding: 64 lower-case hex digits (pag0_policy::approval::request_binding)");
-    check(i64::try_from(req.estimated_cost.get()).is_ok(), "estimatedCost: above the largest storable amount");
-    check(req.policy_version >= 1, "policyVersion: ≥ 1");
-    check(req.justification.as_ref().is_none_or(|s| s.chars().count() <= MAX_TEXT), "justification: at most 2000 characters");
-    check(req.requested_by.as_ref().is_none_or(|s| s.chars().count() <= 256), "requestedBy: at most 256 characters");
     check(
-        req.callback_url
+        !req.method.is_empty() && req.method.len() <= 16,
+        "method: 1-16 characters",
+    );
+    check(
+        !req.authority.is_empty() && req.authority.len() <= 255,
+        "authority: 1-255 characters",
+    );
+    check(
+        req.path.starts_with('/') && req.path.len() <= 8_192,
+        "path: starts with /, at most 8192 characters",
+    );
+    check(
+        is_hex64(&req.body_sha256),
+        "bodySha256: 64 lower-case hex digits",
+    );
+    check(
+        is_hex64(&req.binding),
+        "binding: 64 lower-case hex digits (pag0_policy::approval::request_binding)",
+    );
+    check(
+        i64::try_from(req.estimated_cost.get()).is_ok(),
+        "estimatedCost: above the largest storable amount",
+    );
+    check(req.policy_version >= 1, "policyVersion: ≥ 1");
+    check(
+        req.justification
             .as_ref()
-            .is_none_or(|u| u.len() <= MAX_URL && (u.starts_with("http://") || u.starts_with("https://"))),
+            .is_none_or(|s| s.chars().count() <= MAX_TEXT),
+        "justification: at most 2000 characters",
+    );
+    check(
+        req.requested_by
+            .as_ref()
+            .is_none_or(|s| s.chars().count() <= 256),
+        "requestedBy: at most 256 characters",
+    );
+    check(
+        req.callback_url.as_ref().is_none_or(|u| {
+            u.len() <= MAX_URL && (u.starts_with("http://") || u.starts_with("https://"))
+        }),
         "callbackUrl: an http:// or https:// URL of at most 2048 characters",
     );
     let (doc, _) = document(&state).await?;
     let Some(proj) = project(&doc, &req.project_id) else {
-        errs.push(format!("projectId: no project {:?} in the current policy", req.project_id));
-        return Err(AppError::BadRequest { code: "BAD_APPROVAL", message: "the approval request does not validate".into(), details: errs });
+        errs.push(format!(
+            "projectId: no project {:?} in the current policy",
+            req.project_id
+        ));
+        return Err(AppError::BadRequest {
+            code: "BAD_APPROVAL",
+            message: "the approval request does not validate".into(),
+            details: errs,
+        });
     };
-    if !doc.clients.iter().any(|c| c.id == req.client_id && c.project_id == req.project_id) {
-        errs.push(format!("clientId: no client {:?} of project {:?} in the current policy", req.client_id, req.project_id));
+    if !doc
+        .clients
+        .iter()
+        .any(|c| c.id == req.client_id && c.project_id == req.project_id)
+    {
+        errs.push(format!(
+            "clientId: no client {:?} of project {:?} in the current policy",
+            req.client_id, req.project_id
+        ));
     }
     if !errs.is_empty() {
-        return Err(AppError::BadRequest { code: "BAD_APPROVAL", message: "the approval request does not validate".into(), details: errs });
+        return Err(AppError::BadRequest {
+            code: "BAD_APPROVAL",
+            message: "the approval request does not validate".into(),
+            details: errs,
+        });
     }
     let workflow = proj.policy.approval_workflow.as_ref();
     let expires_after_ms = workflow
@@ -251,12 +318,21 @@ pub async fn create(_: Filter, State(state): State<AppState>, body: Bytes) -> Re
         used_at_ms: None,
     };
     state.store.create_approval(a.clone()).await?;
-    state.metrics.approvals.with_label_values(&["created"]).inc();
+    state
+        .metrics
+        .approvals
+        .with_label_values(&["created"])
+        .inc();
     refresh_pending(&state).await;
 
     let people = approvers(&doc, &a.project_id);
     let n = Notification {
-        subject: format!("[pag0] approval requested: {} {} on {}", a.project_id, usd(a.estimated_cost), a.authority),
+        subject: format!(
+            "[pag0] approval requested: {} {} on {}",
+            a.project_id,
+            usd(a.estimated_cost),
+            a.authority
+        ),
         text: format!(
             "Client {} of project {} asks to spend an estimated {} ({} micro-USD) on\n  {} {}{}\n\
              Requested by: {}\nJustification: {}\nApproval id: {}\nExpires: {}\n\n\
@@ -279,7 +355,11 @@ pub async fn create(_: Filter, State(state): State<AppState>, body: Bytes) -> Re
         payload: json!({ "event": "approval.requested", "approval": view(&a, now) }),
     };
     // Detached: the answer does not wait for (or fail with) the delivery.
-    drop(state.notifier.dispatch(targets(doc.alerts.as_ref(), &people), n));
+    drop(
+        state
+            .notifier
+            .dispatch(targets(doc.alerts.as_ref(), &people), n),
+    );
 
     Ok((StatusCode::CREATED, Json(view(&a, now))).into_response())
 }
@@ -288,11 +368,23 @@ pub async fn create(_: Filter, State(state): State<AppState>, body: Bytes) -> Re
 fn refused(r: Refusal, a: Option<&Approval>) -> Response {
     let (code, message) = match r {
         Refusal::Unknown => ("APPROVAL_MISMATCH", "no approval with this id".to_string()),
-        Refusal::Mismatch(why) => ("APPROVAL_MISMATCH", format!("this approval is for another request: {why}")),
-        Refusal::Used => ("APPROVAL_USED", "this approval was already used by a replay".into()),
+        Refusal::Mismatch(why) => (
+            "APPROVAL_MISMATCH",
+            format!("this approval is for another request: {why}"),
+        ),
+        Refusal::Used => (
+            "APPROVAL_USED",
+            "this approval was already used by a replay".into(),
+        ),
         Refusal::Denied => ("APPROVAL_DENIED", "an approver denied this request".into()),
-        Refusal::Expired => ("APPROVAL_EXPIRED", "this approval expired; send the request again to ask anew".into()),
-        Refusal::Pending => ("APPROVAL_PENDING", "no approver has decided yet; poll GET /v1/approvals/{id}".into()),
+        Refusal::Expired => (
+            "APPROVAL_EXPIRED",
+            "this approval expired; send the request again to ask anew".into(),
+        ),
+        Refusal::Pending => (
+            "APPROVAL_PENDING",
+            "no approver has decided yet; poll GET /v1/approvals/{id}".into(),
+        ),
     };
     let body = json!({ "error": {
         "code": code,
@@ -323,11 +415,19 @@ pub async fn consume(
         .await?;
     match out {
         ConsumeOutcome::Consumed(a) => {
-            state.metrics.approvals.with_label_values(&["consumed"]).inc();
+            state
+                .metrics
+                .approvals
+                .with_label_values(&["consumed"])
+                .inc();
             Ok((StatusCode::OK, Json(view(&a, now))).into_response())
         }
         ConsumeOutcome::Refused(r, a) => {
-            state.metrics.approvals.with_label_values(&["refused"]).inc();
+            state
+                .metrics
+                .approvals
+                .with_label_values(&["refused"])
+                .inc();
             Ok(refused(r, a.as_ref()))
         }
     }
@@ -339,19 +439,40 @@ fn approver(headers: &HeaderMap, state: &AppState) -> Result<String, AppError> {
     let p = auth::principal_from(headers, state)?;
     match p.role {
         Role::Approver { email } => Ok(email),
-        Role::Admin => Err(AppError::Forbidden("deciding needs an approver token (--approver-token EMAIL=TOKEN)")),
-        Role::Filter => Err(AppError::Forbidden("the filter's sync secret may not decide approvals")),
+        Role::Admin => Err(AppError::Forbidden(
+            "deciding needs an approver token (--approver-token EMAIL=TOKEN)",
+        )),
+        Role::Filter => Err(AppError::Forbidden(
+            "the filter's sync secret may not decide approvals",
+        )),
     }
 }
 
-async fn decide(state: AppState, headers: HeaderMap, id: String, body: Bytes, approve: bool) -> Result<Response, AppError> {
+async fn decide(
+    state: AppState,
+    headers: HeaderMap,
+    id: String,
+    body: Bytes,
+    approve: bool,
+) -> Result<Response, AppError> {
     let email = approver(&headers, &state)?;
     let req: DecisionBody = parse(&body)?;
-    if req.comment.as_ref().is_some_and(|c| c.chars().count() > MAX_TEXT) {
-        return Err(AppError::bad_request("BAD_JSON", "comment: at most 2000 characters"));
+    if req
+        .comment
+        .as_ref()
+        .is_some_and(|c| c.chars().count() > MAX_TEXT)
+    {
+        return Err(AppError::bad_request(
+            "BAD_JSON",
+            "comment: at most 2000 characters",
+        ));
     }
     let not_found = || AppError::NotFound(format!("no approval {id:?}"));
-    let a = state.store.approval(id.clone()).await?.ok_or_else(not_found)?;
+    let a = state
+        .store
+        .approval(id.clone())
+        .await?
+        .ok_or_else(not_found)?;
     let (doc, _) = document(&state).await?;
     may_decide(&doc, &a, &email)?;
     let now = state.clock.now_ms();
@@ -366,26 +487,41 @@ async fn decide(state: AppState, headers: HeaderMap, id: String, body: Bytes, ap
         })
         .await?;
     let Some(a) = decided else {
-        let a = state.store.approval(id.clone()).await?.ok_or_else(not_found)?;
+        let a = state
+            .store
+            .approval(id.clone())
+            .await?
+            .ok_or_else(not_found)?;
         return Err(match a.status {
-            ApprovalStatus::Pending | ApprovalStatus::Approved if a.is_expired(now) => AppError::Conflict {
-                code: "APPROVAL_EXPIRED",
-                message: format!("approval {id} expired at {}", rfc3339(a.expires_at_ms)),
-            },
+            ApprovalStatus::Pending | ApprovalStatus::Approved if a.is_expired(now) => {
+                AppError::Conflict {
+                    code: "APPROVAL_EXPIRED",
+                    message: format!("approval {id} expired at {}", rfc3339(a.expires_at_ms)),
+                }
+            }
             s => AppError::Conflict {
                 code: "ALREADY_DECIDED",
                 message: format!("approval {id} is {} already", s.as_str()),
             },
         });
     };
-    state.metrics.approvals.with_label_values(&[if approve { "approved" } else { "denied" }]).inc();
+    state
+        .metrics
+        .approvals
+        .with_label_values(&[if approve { "approved" } else { "denied" }])
+        .inc();
     let secs = (now.saturating_sub(a.created_at_ms)).max(0) as f64 / 1000.0;
     state.metrics.approval_decision_seconds.observe(secs);
     refresh_pending(&state).await;
 
     let verdict = if approve { "approved" } else { "denied" };
     let n = Notification {
-        subject: format!("[pag0] approval {verdict}: {} {} on {}", a.project_id, usd(a.estimated_cost), a.authority),
+        subject: format!(
+            "[pag0] approval {verdict}: {} {} on {}",
+            a.project_id,
+            usd(a.estimated_cost),
+            a.authority
+        ),
         text: format!(
             "{} {verdict} approval {} ({} {}{}, {}).{}\n",
             a.decided_by.as_deref().unwrap_or("?"),
@@ -394,7 +530,10 @@ async fn decide(state: AppState, headers: HeaderMap, id: String, body: Bytes, ap
             a.authority,
             a.path,
             usd(a.estimated_cost),
-            a.decision_comment.as_deref().map(|c| format!("\nComment: {c}")).unwrap_or_default()
+            a.decision_comment
+                .as_deref()
+                .map(|c| format!("\nComment: {c}"))
+                .unwrap_or_default()
         ),
         payload: json!({ "event": format!("approval.{verdict}"), "approval": view(&a, now) }),
     };
@@ -436,7 +575,11 @@ enum Reader {
     Client(String),
 }
 
-fn reader(headers: &HeaderMap, state: &AppState, doc: Option<&PolicyDocument>) -> Result<Reader, AppError> {
+fn reader(
+    headers: &HeaderMap,
+    state: &AppState,
+    doc: Option<&PolicyDocument>,
+) -> Result<Reader, AppError> {
     if headers.contains_key(axum::http::header::AUTHORIZATION) {
         let Principal { role, .. } = auth::principal_from(headers, state)?;
         return Ok(match role {
@@ -450,24 +593,40 @@ fn reader(headers: &HeaderMap, state: &AppState, doc: Option<&PolicyDocument>) -
         .filter(|k| !k.is_empty())
         .ok_or(AppError::Unauthorized)?;
     let hash = pag0_policy::validate::api_key_sha256_hex(key);
-    doc.and_then(|d| d.clients.iter().find(|c| c.api_key_sha256.eq_ignore_ascii_case(&hash)))
-        .map(|c| Reader::Client(c.id.clone()))
-        .ok_or(AppError::Unauthorized)
+    doc.and_then(|d| {
+        d.clients
+            .iter()
+            .find(|c| c.api_key_sha256.eq_ignore_ascii_case(&hash))
+    })
+    .map(|c| Reader::Client(c.id.clone()))
+    .ok_or(AppError::Unauthorized)
 }
 
 fn may_read(r: &Reader, doc: Option<&PolicyDocument>, a: &Approval) -> bool {
     match r {
         Reader::All => true,
-        Reader::ApproverOf(email) => doc.is_some_and(|d| approvers(d, &a.project_id).iter().any(|x| same_email(x, email))),
+        Reader::ApproverOf(email) => doc.is_some_and(|d| {
+            approvers(d, &a.project_id)
+                .iter()
+                .any(|x| same_email(x, email))
+        }),
         Reader::Client(id) => *id == a.client_id,
     }
 }
 
-pub async fn get_one(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, AppError> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
     let doc = document(&state).await.ok().map(|(d, _)| d);
     let who = reader(&headers, &state, doc.as_ref())?;
     let not_found = || AppError::NotFound(format!("no approval {id:?}"));
-    let a = state.store.approval(id.clone()).await?.ok_or_else(not_found)?;
+    let a = state
+        .store
+        .approval(id.clone())
+        .await?
+        .ok_or_else(not_found)?;
     if !may_read(&who, doc.as_ref(), &a) {
         // Not 403: an id that is not yours is indistinguishable from one that does not exist.
         return Err(not_found());
@@ -484,7 +643,9 @@ pub async fn list(
     let doc = document(&state).await.ok().map(|(d, _)| d);
     let who = reader(&headers, &state, doc.as_ref())?;
     if matches!(who, Reader::Client(_)) {
-        return Err(AppError::Forbidden("agents read their own approval by id only"));
+        return Err(AppError::Forbidden(
+            "agents read their own approval by id only",
+        ));
     }
     let stored = match q.status.as_deref() {
         None | Some("expired") => None,
@@ -504,7 +665,11 @@ pub async fn list(
     let rows = state.store.approvals(stored, limit).await?;
     let items: Vec<Value> = rows
         .iter()
-        .filter(|a| q.status.as_deref().is_none_or(|s| a.effective_status(now) == s))
+        .filter(|a| {
+            q.status
+                .as_deref()
+                .is_none_or(|s| a.effective_status(now) == s)
+        })
         .filter(|a| q.project_id.as_deref().is_none_or(|p| a.project_id == p))
         .filter(|a| may_read(&who, doc.as_ref(), a))
         .map(|a| view(a, now))

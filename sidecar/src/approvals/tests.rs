@@ -62,13 +62,27 @@ async fn harness() -> H {
     let mut tokens = Tokens::default();
     tokens.add_admin_spec(&format!("alice={ADMIN}")).unwrap();
     tokens.add_sync_secret(SYNC).unwrap();
-    tokens.add_approver_spec(&format!("lead@acme.com={LEAD}")).unwrap();
-    tokens.add_approver_spec(&format!("agent@acme.com={AGENT_APPROVER}")).unwrap();
-    tokens.add_approver_spec(&format!("boss@other.com={BOSS}")).unwrap();
+    tokens
+        .add_approver_spec(&format!("lead@acme.com={LEAD}"))
+        .unwrap();
+    tokens
+        .add_approver_spec(&format!("agent@acme.com={AGENT_APPROVER}"))
+        .unwrap();
+    tokens
+        .add_approver_spec(&format!("boss@other.com={BOSS}"))
+        .unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let state = AppState::new(Arc::new(store), tokens).unwrap().with_clock(clock.clone());
-    let h = H { app: app(state), clock, _dir: dir };
-    let r = h.call(Method::PUT, "/v1/policy", Some(ADMIN), Some(policy())).await;
+    let state = AppState::new(Arc::new(store), tokens)
+        .unwrap()
+        .with_clock(clock.clone());
+    let h = H {
+        app: app(state),
+        clock,
+        _dir: dir,
+    };
+    let r = h
+        .call(Method::PUT, "/v1/policy", Some(ADMIN), Some(policy()))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     h
 }
@@ -104,11 +118,24 @@ impl H {
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8_lossy(&bytes).to_string();
-        Resp { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), text }
+        Resp {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            text,
+        }
     }
 
-    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
-        let mut b = Request::builder().method(method).uri(path).header(header::CONTENT_TYPE, "application/json");
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json");
         if let Some(t) = token {
             b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
@@ -117,17 +144,36 @@ impl H {
     }
 
     async fn create(&self) -> String {
-        let r = self.call(Method::POST, "/v1/approvals", Some(SYNC), Some(create_body())).await;
+        let r = self
+            .call(
+                Method::POST,
+                "/v1/approvals",
+                Some(SYNC),
+                Some(create_body()),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         r.body["approvalId"].as_str().unwrap().to_string()
     }
 
     async fn decide(&self, id: &str, verb: &str, token: &str) -> Resp {
-        self.call(Method::POST, &format!("/v1/approvals/{id}/{verb}"), Some(token), Some(json!({ "comment": "go" }))).await
+        self.call(
+            Method::POST,
+            &format!("/v1/approvals/{id}/{verb}"),
+            Some(token),
+            Some(json!({ "comment": "go" })),
+        )
+        .await
     }
 
     async fn consume(&self, id: &str, body: Value) -> Resp {
-        self.call(Method::POST, &format!("/v1/approvals/{id}/consume"), Some(SYNC), Some(body)).await
+        self.call(
+            Method::POST,
+            &format!("/v1/approvals/{id}/consume"),
+            Some(SYNC),
+            Some(body),
+        )
+        .await
     }
 
     async fn as_agent(&self, id: &str, key: &str) -> Resp {
@@ -147,34 +193,95 @@ fn code(r: &Resp) -> &str {
 #[tokio::test]
 async fn create_approve_replay_once_then_used() {
     let h = harness().await;
-    let r = h.call(Method::POST, "/v1/approvals", Some(SYNC), Some(create_body())).await;
+    let r = h
+        .call(
+            Method::POST,
+            "/v1/approvals",
+            Some(SYNC),
+            Some(create_body()),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let id = r.body["approvalId"].as_str().unwrap().to_string();
-    assert!(id.starts_with("apr_") && id.len() == 44, "160 random bits in hex: {id}");
+    assert!(
+        id.starts_with("apr_") && id.len() == 44,
+        "160 random bits in hex: {id}"
+    );
     assert_eq!(r.body["status"], "pending");
     assert_eq!(r.body["projectId"], "sales-ai");
     assert_eq!(r.body["estimatedCost"], "600000");
     // The project's expiresAfter (3600 s), not the default day.
     assert_eq!(r.body["expiresAt"], crate::clock::rfc3339(T0 + 3_600_000));
-    assert_eq!((r.body["justification"].as_str(), r.body["requestedBy"].as_str()), (Some("Q4 report"), Some("agent@acme.com")));
+    assert_eq!(
+        (
+            r.body["justification"].as_str(),
+            r.body["requestedBy"].as_str()
+        ),
+        (Some("Q4 report"), Some("agent@acme.com"))
+    );
 
     // The agent polls with its own API key; another client's key cannot see it.
     let polled = h.as_agent(&id, KEY).await;
-    assert_eq!((polled.status, polled.body["status"].as_str()), (StatusCode::OK, Some("pending")), "{}", polled.text);
-    assert_eq!(h.as_agent(&id, OTHER_KEY).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(h.as_agent(&id, "not-a-key").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        (polled.status, polled.body["status"].as_str()),
+        (StatusCode::OK, Some("pending")),
+        "{}",
+        polled.text
+    );
+    assert_eq!(
+        h.as_agent(&id, OTHER_KEY).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        h.as_agent(&id, "not-a-key").await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     // The queue: the project's approver sees it, another project's approver does not.
-    let q = h.call(Method::GET, "/v1/approvals?status=pending", Some(LEAD), None).await;
-    assert_eq!(q.body["approvals"].as_array().unwrap().len(), 1, "{}", q.text);
-    let q = h.call(Method::GET, "/v1/approvals?status=pending", Some(BOSS), None).await;
-    assert_eq!(q.body["approvals"].as_array().unwrap().len(), 0, "{}", q.text);
-    let q = h.call(Method::GET, "/v1/approvals?status=pending", Some(ADMIN), None).await;
+    let q = h
+        .call(
+            Method::GET,
+            "/v1/approvals?status=pending",
+            Some(LEAD),
+            None,
+        )
+        .await;
+    assert_eq!(
+        q.body["approvals"].as_array().unwrap().len(),
+        1,
+        "{}",
+        q.text
+    );
+    let q = h
+        .call(
+            Method::GET,
+            "/v1/approvals?status=pending",
+            Some(BOSS),
+            None,
+        )
+        .await;
+    assert_eq!(
+        q.body["approvals"].as_array().unwrap().len(),
+        0,
+        "{}",
+        q.text
+    );
+    let q = h
+        .call(
+            Method::GET,
+            "/v1/approvals?status=pending",
+            Some(ADMIN),
+            None,
+        )
+        .await;
     assert_eq!(q.body["approvals"][0]["approvalId"], id.as_str());
 
     // Replaying before a decision is refused, with its own code.
     let early = h.consume(&id, replay(BODY)).await;
-    assert_eq!((early.status, code(&early)), (StatusCode::FORBIDDEN, "APPROVAL_PENDING"));
+    assert_eq!(
+        (early.status, code(&early)),
+        (StatusCode::FORBIDDEN, "APPROVAL_PENDING")
+    );
 
     h.clock.advance_ms(90_000);
     let ok = h.decide(&id, "approve", LEAD).await;
@@ -183,20 +290,35 @@ async fn create_approve_replay_once_then_used() {
     assert_eq!(ok.body["decision"]["by"], "lead@acme.com");
     assert_eq!(ok.body["decision"]["comment"], "go");
     let twice = h.decide(&id, "deny", LEAD).await;
-    assert_eq!((twice.status, code(&twice)), (StatusCode::CONFLICT, "ALREADY_DECIDED"));
+    assert_eq!(
+        (twice.status, code(&twice)),
+        (StatusCode::CONFLICT, "ALREADY_DECIDED")
+    );
 
     let used = h.consume(&id, replay(BODY)).await;
     assert_eq!(used.status, StatusCode::OK, "{}", used.text);
     assert_eq!(used.body["status"], "used");
     let again = h.consume(&id, replay(BODY)).await;
-    assert_eq!((again.status, code(&again)), (StatusCode::FORBIDDEN, "APPROVAL_USED"));
+    assert_eq!(
+        (again.status, code(&again)),
+        (StatusCode::FORBIDDEN, "APPROVAL_USED")
+    );
     assert_eq!(again.body["error"]["projectId"], "sales-ai");
 
     let m = h.call(Method::GET, "/metrics", None, None).await.text;
-    assert!(m.contains("pag0_approvals_time_to_decision_seconds_count 1"), "{m}");
-    assert!(m.contains("pag0_approvals_time_to_decision_seconds_bucket{le=\"300\"} 1"), "90 s to decide: {m}");
+    assert!(
+        m.contains("pag0_approvals_time_to_decision_seconds_count 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("pag0_approvals_time_to_decision_seconds_bucket{le=\"300\"} 1"),
+        "90 s to decide: {m}"
+    );
     assert!(m.contains("pag0_approvals_pending 0"), "{m}");
-    assert!(m.contains("pag0_approvals_total{event=\"consumed\"} 1"), "{m}");
+    assert!(
+        m.contains("pag0_approvals_total{event=\"consumed\"} 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -206,10 +328,18 @@ async fn a_denied_approval_cannot_be_replayed() {
     let m = h.call(Method::GET, "/metrics", None, None).await.text;
     assert!(m.contains("pag0_approvals_pending 1"), "{m}");
     let r = h.decide(&id, "deny", LEAD).await;
-    assert_eq!((r.status, r.body["status"].as_str()), (StatusCode::OK, Some("denied")), "{}", r.text);
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (StatusCode::OK, Some("denied")),
+        "{}",
+        r.text
+    );
     assert_eq!(r.body["decision"]["approved"], false);
     let r = h.consume(&id, replay(BODY)).await;
-    assert_eq!((r.status, code(&r)), (StatusCode::FORBIDDEN, "APPROVAL_DENIED"));
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::FORBIDDEN, "APPROVAL_DENIED")
+    );
 }
 
 #[tokio::test]
@@ -217,13 +347,31 @@ async fn another_body_or_id_is_a_mismatch_and_leaves_the_approval_usable() {
     let h = harness().await;
     let id = h.create().await;
     assert_eq!(h.decide(&id, "approve", LEAD).await.status, StatusCode::OK);
-    let other = h.consume(&id, replay(br#"{"model":"gpt-4o","max_tokens":8000}"#)).await;
-    assert_eq!((other.status, code(&other)), (StatusCode::FORBIDDEN, "APPROVAL_MISMATCH"), "{}", other.text);
-    let dearer = h.consume(&id, json!({ "binding": binding(BODY), "estimatedCost": "600001", "policyVersion": 1 })).await;
+    let other = h
+        .consume(&id, replay(br#"{"model":"gpt-4o","max_tokens":8000}"#))
+        .await;
+    assert_eq!(
+        (other.status, code(&other)),
+        (StatusCode::FORBIDDEN, "APPROVAL_MISMATCH"),
+        "{}",
+        other.text
+    );
+    let dearer = h
+        .consume(
+            &id,
+            json!({ "binding": binding(BODY), "estimatedCost": "600001", "policyVersion": 1 }),
+        )
+        .await;
     assert_eq!(code(&dearer), "APPROVAL_MISMATCH");
-    let unknown = h.consume("apr_0000000000000000000000000000000000000000", replay(BODY)).await;
+    let unknown = h
+        .consume("apr_0000000000000000000000000000000000000000", replay(BODY))
+        .await;
     assert_eq!(code(&unknown), "APPROVAL_MISMATCH");
-    assert_eq!(h.consume(&id, replay(BODY)).await.status, StatusCode::OK, "the real replay still passes");
+    assert_eq!(
+        h.consume(&id, replay(BODY)).await.status,
+        StatusCode::OK,
+        "the real replay still passes"
+    );
 }
 
 #[tokio::test]
@@ -231,18 +379,58 @@ async fn approvals_expire_by_the_sidecar_clock() {
     let h = harness().await;
     let approved = h.create().await;
     let pending = h.create().await;
-    assert_eq!(h.decide(&approved, "approve", LEAD).await.status, StatusCode::OK);
+    assert_eq!(
+        h.decide(&approved, "approve", LEAD).await.status,
+        StatusCode::OK
+    );
     h.clock.advance_ms(3_600_000);
     let r = h.consume(&approved, replay(BODY)).await;
-    assert_eq!((r.status, code(&r)), (StatusCode::FORBIDDEN, "APPROVAL_EXPIRED"));
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::FORBIDDEN, "APPROVAL_EXPIRED")
+    );
     let r = h.decide(&pending, "approve", LEAD).await;
-    assert_eq!((r.status, code(&r)), (StatusCode::CONFLICT, "APPROVAL_EXPIRED"));
-    let r = h.call(Method::GET, &format!("/v1/approvals/{pending}"), Some(ADMIN), None).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::CONFLICT, "APPROVAL_EXPIRED")
+    );
+    let r = h
+        .call(
+            Method::GET,
+            &format!("/v1/approvals/{pending}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
     assert_eq!(r.body["status"], "expired");
-    let r = h.call(Method::GET, "/v1/approvals?status=expired", Some(ADMIN), None).await;
-    assert_eq!(r.body["approvals"].as_array().unwrap().len(), 2, "{}", r.text);
-    let r = h.call(Method::GET, "/v1/approvals?status=pending", Some(ADMIN), None).await;
-    assert_eq!(r.body["approvals"].as_array().unwrap().len(), 0, "{}", r.text);
+    let r = h
+        .call(
+            Method::GET,
+            "/v1/approvals?status=expired",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.body["approvals"].as_array().unwrap().len(),
+        2,
+        "{}",
+        r.text
+    );
+    let r = h
+        .call(
+            Method::GET,
+            "/v1/approvals?status=pending",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.body["approvals"].as_array().unwrap().len(),
+        0,
+        "{}",
+        r.text
+    );
 }
 
 #[tokio::test]
@@ -257,18 +445,43 @@ async fn only_listed_approvers_other_than_the_requester_decide() {
     ] {
         for verb in ["approve", "deny"] {
             let r = h.decide(&id, verb, token).await;
-            assert_eq!((r.status, code(&r)), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{why}: {}", r.text);
+            assert_eq!(
+                (r.status, code(&r)),
+                (StatusCode::FORBIDDEN, "FORBIDDEN"),
+                "{why}: {}",
+                r.text
+            );
         }
     }
-    assert_eq!(h.decide(&id, "approve", "no-such-token-000000").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.decide(&id, "approve", "no-such-token-000000")
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
     // Nothing was decided by the refused calls.
-    let r = h.call(Method::GET, &format!("/v1/approvals/{id}"), Some(LEAD), None).await;
+    let r = h
+        .call(
+            Method::GET,
+            &format!("/v1/approvals/{id}"),
+            Some(LEAD),
+            None,
+        )
+        .await;
     assert_eq!(r.body["status"], "pending");
     // Removing the lead from the project's approvers in the CURRENT policy takes effect at once.
     let mut doc = policy();
     doc["projects"][0]["policy"]["approvalWorkflow"]["approvers"] = json!(["boss@other.com"]);
-    assert_eq!(h.call(Method::PUT, "/v1/policy", Some(ADMIN), Some(doc)).await.status, StatusCode::OK);
-    assert_eq!(h.decide(&id, "approve", LEAD).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        h.call(Method::PUT, "/v1/policy", Some(ADMIN), Some(doc))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.decide(&id, "approve", LEAD).await.status,
+        StatusCode::FORBIDDEN
+    );
     assert_eq!(h.decide(&id, "approve", BOSS).await.status, StatusCode::OK);
 }
 
@@ -276,12 +489,31 @@ async fn only_listed_approvers_other_than_the_requester_decide() {
 async fn only_the_filter_creates_and_consumes() {
     let h = harness().await;
     for token in [ADMIN, LEAD] {
-        let r = h.call(Method::POST, "/v1/approvals", Some(token), Some(create_body())).await;
+        let r = h
+            .call(
+                Method::POST,
+                "/v1/approvals",
+                Some(token),
+                Some(create_body()),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::FORBIDDEN);
-        let r = h.call(Method::POST, "/v1/approvals/apr_x/consume", Some(token), Some(replay(BODY))).await;
+        let r = h
+            .call(
+                Method::POST,
+                "/v1/approvals/apr_x/consume",
+                Some(token),
+                Some(replay(BODY)),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::FORBIDDEN);
     }
-    assert_eq!(h.call(Method::GET, "/v1/approvals", None, None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.call(Method::GET, "/v1/approvals", None, None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -291,13 +523,22 @@ async fn a_bad_create_lists_every_problem() {
     body["binding"] = json!("xyz");
     body["clientId"] = json!("other-agent");
     body["callbackUrl"] = json!("file:///etc/passwd");
-    let r = h.call(Method::POST, "/v1/approvals", Some(SYNC), Some(body)).await;
-    assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, "BAD_APPROVAL"), "{}", r.text);
+    let r = h
+        .call(Method::POST, "/v1/approvals", Some(SYNC), Some(body))
+        .await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::BAD_REQUEST, "BAD_APPROVAL"),
+        "{}",
+        r.text
+    );
     let details = r.body["error"]["details"].to_string();
     for field in ["binding:", "clientId:", "callbackUrl:"] {
         assert!(details.contains(field), "{field} in {details}");
     }
-    let r = h.call(Method::GET, "/v1/approvals?status=bogus", Some(ADMIN), None).await;
+    let r = h
+        .call(Method::GET, "/v1/approvals?status=bogus", Some(ADMIN), None)
+        .await;
     assert_eq!(code(&r), "BAD_QUERY");
 }
 
@@ -308,7 +549,14 @@ async fn approver_tokens_reach_the_approval_routes_only() {
         let r = h.call(Method::GET, path, Some(LEAD), None).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}");
     }
-    let r = h.call(Method::POST, "/v1/sync", Some(LEAD), Some(json!({ "instanceId": "x", "seq": 1 }))).await;
+    let r = h
+        .call(
+            Method::POST,
+            "/v1/sync",
+            Some(LEAD),
+            Some(json!({ "instanceId": "x", "seq": 1 })),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
 
@@ -323,9 +571,19 @@ fn approver_token_flags() {
     .unwrap();
     let tokens = crate::cli::tokens_from(&cli.serve).unwrap();
     let p = tokens.lookup(LEAD).unwrap();
-    assert_eq!(p.role, crate::Role::Approver { email: "lead@acme.com".into() });
-    for bad in ["lead=lead-approver-token-0004", "lead@acme.com=short", "lead@acme.com"] {
-        let cli = crate::cli::Cli::try_parse_from(["pag0-sidecar", "--approver-token", bad]).unwrap();
+    assert_eq!(
+        p.role,
+        crate::Role::Approver {
+            email: "lead@acme.com".into()
+        }
+    );
+    for bad in [
+        "lead=lead-approver-token-0004",
+        "lead@acme.com=short",
+        "lead@acme.com",
+    ] {
+        let cli =
+            crate::cli::Cli::try_parse_from(["pag0-sidecar", "--approver-token", bad]).unwrap();
         assert!(crate::cli::tokens_from(&cli.serve).is_err(), "{bad}");
     }
 }
@@ -335,8 +593,14 @@ async fn a_failing_notification_never_fails_the_call() {
     let h = harness().await;
     let mut doc = policy();
     // Nothing listens on the discard port, and this sidecar has no SMTP relay.
-    doc["alerts"] = json!({ "channels": ["email", "slack"], "slackWebhookUrl": "http://127.0.0.1:9/slack" });
-    assert_eq!(h.call(Method::PUT, "/v1/policy", Some(ADMIN), Some(doc)).await.status, StatusCode::OK);
+    doc["alerts"] =
+        json!({ "channels": ["email", "slack"], "slackWebhookUrl": "http://127.0.0.1:9/slack" });
+    assert_eq!(
+        h.call(Method::PUT, "/v1/policy", Some(ADMIN), Some(doc))
+            .await
+            .status,
+        StatusCode::OK
+    );
     let id = h.create().await;
     assert_eq!(h.decide(&id, "approve", LEAD).await.status, StatusCode::OK);
     // Both deliveries were tried and counted as failed (bounded wait: they run detached).
@@ -351,5 +615,8 @@ async fn a_failing_notification_never_fails_the_call() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("failures not counted: {}", h.call(Method::GET, "/metrics", None, None).await.text);
+    panic!(
+        "failures not counted: {}",
+        h.call(Method::GET, "/metrics", None, None).await.text
+    );
 }

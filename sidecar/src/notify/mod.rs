@@ -55,10 +55,14 @@ pub fn targets(alerts: Option<&Alerts>, people: &[String]) -> Vec<Target> {
     let has = |c: &str| a.channels.iter().any(|x| x.eq_ignore_ascii_case(c));
     let mut out = Vec::new();
     if has("email") && !people.is_empty() {
-        out.push(Target::Email { to: people.to_vec() });
+        out.push(Target::Email {
+            to: people.to_vec(),
+        });
     }
     if let Some(url) = a.slack_webhook_url.as_ref().filter(|_| has("slack")) {
-        out.push(Target::Slack { webhook_url: url.clone() });
+        out.push(Target::Slack {
+            webhook_url: url.clone(),
+        });
     }
     if let Some(url) = a.webhook_url.as_ref().filter(|_| has("webhook")) {
         out.push(Target::Webhook { url: url.clone() });
@@ -90,15 +94,16 @@ pub enum NotifyError {
 
 impl SmtpConfig {
     pub fn parse(url: &str, from: &str) -> Result<Self, NotifyError> {
-        let rest = url
-            .strip_prefix("smtp://")
-            .ok_or_else(|| NotifyError::Config(format!("--smtp-url {url:?}: expected smtp://host[:port]")))?;
+        let rest = url.strip_prefix("smtp://").ok_or_else(|| {
+            NotifyError::Config(format!("--smtp-url {url:?}: expected smtp://host[:port]"))
+        })?;
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) => (
                 h,
-                p.parse::<u16>()
-                    .map_err(|_| NotifyError::Config(format!("--smtp-url {url:?}: port {p:?} is not a number")))?,
+                p.parse::<u16>().map_err(|_| {
+                    NotifyError::Config(format!("--smtp-url {url:?}: port {p:?} is not a number"))
+                })?,
             ),
             None => (rest, 25),
         };
@@ -108,7 +113,11 @@ impl SmtpConfig {
         let from = from
             .parse::<Mailbox>()
             .map_err(|e| NotifyError::Config(format!("--smtp-from {from:?}: {e}")))?;
-        Ok(SmtpConfig { host: host.to_string(), port, from })
+        Ok(SmtpConfig {
+            host: host.to_string(),
+            port,
+            from,
+        })
     }
 }
 
@@ -131,8 +140,15 @@ impl Notifier {
                 .build();
             (transport, c.from)
         });
-        let http = reqwest::Client::builder().timeout(SEND_TIMEOUT).build().unwrap_or_default();
-        Notifier { smtp, http, counted: None }
+        let http = reqwest::Client::builder()
+            .timeout(SEND_TIMEOUT)
+            .build()
+            .unwrap_or_default();
+        Notifier {
+            smtp,
+            http,
+            counted: None,
+        }
     }
 
     /// Count deliveries in `pag0_notifications_total{channel,outcome=sent|failed}`.
@@ -154,7 +170,11 @@ impl Notifier {
             for t in &targets {
                 let r = me.deliver(t, &n).await;
                 if let Err(e) = &r {
-                    eprintln!("pag0-sidecar: notification {:?} via {} failed: {e}", n.subject, t.channel());
+                    eprintln!(
+                        "pag0-sidecar: notification {:?} via {} failed: {e}",
+                        n.subject,
+                        t.channel()
+                    );
                 }
                 if let Some(c) = &me.counted {
                     let outcome = if r.is_ok() { "sent" } else { "failed" };
@@ -170,20 +190,32 @@ impl Notifier {
     pub async fn deliver(&self, target: &Target, n: &Notification) -> Result<(), NotifyError> {
         match target {
             Target::Email { to } => self.email(to, n).await,
-            Target::Slack { webhook_url } => self.post(webhook_url, &json!({ "text": slack_text(n) })).await,
+            Target::Slack { webhook_url } => {
+                self.post(webhook_url, &json!({ "text": slack_text(n) }))
+                    .await
+            }
             Target::Webhook { url } => self.post(url, &n.payload).await,
         }
     }
 
     async fn email(&self, to: &[String], n: &Notification) -> Result<(), NotifyError> {
         let (transport, from) = self.smtp.as_ref().ok_or(NotifyError::NoSmtp)?;
-        let mut b = Message::builder().from(from.clone()).subject(n.subject.clone());
+        let mut b = Message::builder()
+            .from(from.clone())
+            .subject(n.subject.clone());
         for addr in to {
-            let mb = addr.parse::<Mailbox>().map_err(|e| NotifyError::Email(format!("recipient {addr:?}: {e}")))?;
+            let mb = addr
+                .parse::<Mailbox>()
+                .map_err(|e| NotifyError::Email(format!("recipient {addr:?}: {e}")))?;
             b = b.to(mb);
         }
-        let msg = b.body(n.text.clone()).map_err(|e| NotifyError::Email(e.to_string()))?;
-        transport.send(msg).await.map_err(|e| NotifyError::Email(e.to_string()))?;
+        let msg = b
+            .body(n.text.clone())
+            .map_err(|e| NotifyError::Email(e.to_string()))?;
+        transport
+            .send(msg)
+            .await
+            .map_err(|e| NotifyError::Email(e.to_string()))?;
         Ok(())
     }
 
@@ -196,7 +228,10 @@ impl Notifier {
             .await
             .map_err(|e| NotifyError::Http(format!("{url}: {e}")))?;
         if !resp.status().is_success() {
-            return Err(NotifyError::Http(format!("{url}: answered {}", resp.status())));
+            return Err(NotifyError::Http(format!(
+                "{url}: answered {}",
+                resp.status()
+            )));
         }
         Ok(())
     }

@@ -20,19 +20,33 @@ fn targets_follow_the_policy_channels() {
         targets(Some(&alerts(&["email", "slack"])), &people),
         vec![
             Target::Email { to: people.clone() },
-            Target::Slack { webhook_url: "http://127.0.0.1:9/slack".into() }
+            Target::Slack {
+                webhook_url: "http://127.0.0.1:9/slack".into()
+            }
         ]
     );
     assert_eq!(targets(Some(&alerts(&["slack"])), &people).len(), 1);
-    assert_eq!(targets(Some(&alerts(&["email"])), &[]), vec![], "no people, no e-mail");
-    assert_eq!(targets(Some(&alerts(&["webhook"])), &[])[0].channel(), "webhook");
+    assert_eq!(
+        targets(Some(&alerts(&["email"])), &[]),
+        vec![],
+        "no people, no e-mail"
+    );
+    assert_eq!(
+        targets(Some(&alerts(&["webhook"])), &[])[0].channel(),
+        "webhook"
+    );
 }
 
 #[test]
 fn smtp_urls() {
     let c = SmtpConfig::parse("smtp://127.0.0.1:2525", "pag0@acme.com").unwrap();
     assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 2525));
-    assert_eq!(SmtpConfig::parse("smtp://relay", "pag0@acme.com").unwrap().port, 25);
+    assert_eq!(
+        SmtpConfig::parse("smtp://relay", "pag0@acme.com")
+            .unwrap()
+            .port,
+        25
+    );
     for bad in ["http://x", "smtp://:25", "smtp://h:x"] {
         assert!(SmtpConfig::parse(bad, "pag0@acme.com").is_err(), "{bad}");
     }
@@ -41,12 +55,27 @@ fn smtp_urls() {
 
 #[tokio::test]
 async fn failures_are_counted_not_raised() {
-    let counter = IntCounterVec::new(prometheus::Opts::new("n", "n"), &["channel", "outcome"]).unwrap();
+    let counter =
+        IntCounterVec::new(prometheus::Opts::new("n", "n"), &["channel", "outcome"]).unwrap();
     let n = Notifier::new(None).with_counter(counter.clone());
     // Nothing listens on the discard port; there is no SMTP relay.
-    let note = Notification { subject: "s".into(), text: "t".into(), payload: json!({}) };
+    let note = Notification {
+        subject: "s".into(),
+        text: "t".into(),
+        payload: json!({}),
+    };
     let results = n
-        .dispatch(vec![Target::Webhook { url: "http://127.0.0.1:9/x".into() }, Target::Email { to: vec!["a@b.c".into()] }], note)
+        .dispatch(
+            vec![
+                Target::Webhook {
+                    url: "http://127.0.0.1:9/x".into(),
+                },
+                Target::Email {
+                    to: vec!["a@b.c".into()],
+                },
+            ],
+            note,
+        )
         .await
         .unwrap();
     assert!(results.iter().all(Result::is_err), "{results:?}");

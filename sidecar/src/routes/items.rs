@@ -68,16 +68,23 @@ async fn edit<T>(
 
 fn id_of(item: &Value, c: Collection) -> Result<String, AppError> {
     if !item.is_object() {
-        return Err(AppError::bad_request("BAD_JSON", format!("a {} is a JSON object", c.noun())));
+        return Err(AppError::bad_request(
+            "BAD_JSON",
+            format!("a {} is a JSON object", c.noun()),
+        ));
     }
     match item.get("id").and_then(Value::as_str) {
         Some(id) if !id.is_empty() => Ok(id.to_string()),
-        _ => Err(AppError::InvalidPolicy(vec![format!("{}.id: required, a non-empty string", c.noun())])),
+        _ => Err(AppError::InvalidPolicy(vec![format!(
+            "{}.id: required, a non-empty string",
+            c.noun()
+        )])),
     }
 }
 
 fn position(list: &[Value], id: &str) -> Option<usize> {
-    list.iter().position(|v| v.get("id").and_then(Value::as_str) == Some(id))
+    list.iter()
+        .position(|v| v.get("id").and_then(Value::as_str) == Some(id))
 }
 
 async fn list(state: AppState, c: Collection) -> Result<Json<Value>, AppError> {
@@ -87,10 +94,17 @@ async fn list(state: AppState, c: Collection) -> Result<Json<Value>, AppError> {
 
 async fn get_one(state: AppState, c: Collection, id: String) -> Result<Json<Value>, AppError> {
     let doc = state.current_policy().await?.ok_or_else(no_policy)?;
-    find(&doc.value, c, &id).map(Json).ok_or_else(|| not_found(c, &id))
+    find(&doc.value, c, &id)
+        .map(Json)
+        .ok_or_else(|| not_found(c, &id))
 }
 
-async fn create(state: AppState, who: Principal, c: Collection, item: Value) -> Result<(Value, PolicyMeta), AppError> {
+async fn create(
+    state: AppState,
+    who: Principal,
+    c: Collection,
+    item: Value,
+) -> Result<(Value, PolicyMeta), AppError> {
     let id = id_of(&item, c)?;
     edit(&state, &who, |doc| {
         let list = items_mut(doc, c)?;
@@ -114,10 +128,19 @@ async fn patch(
     patch: Value,
 ) -> Result<(Value, PolicyMeta), AppError> {
     if !patch.is_object() {
-        return Err(AppError::bad_request("BAD_JSON", "a PATCH body is a JSON merge patch (an object)"));
+        return Err(AppError::bad_request(
+            "BAD_JSON",
+            "a PATCH body is a JSON merge patch (an object)",
+        ));
     }
-    if patch.get("id").is_some_and(|v| v.as_str() != Some(id.as_str())) {
-        return Err(AppError::bad_request("ID_IMMUTABLE", format!("a {}'s id cannot change", c.noun())));
+    if patch
+        .get("id")
+        .is_some_and(|v| v.as_str() != Some(id.as_str()))
+    {
+        return Err(AppError::bad_request(
+            "ID_IMMUTABLE",
+            format!("a {}'s id cannot change", c.noun()),
+        ));
     }
     if matches!(c, Collection::Clients) && patch.get(API_KEY_HASH).is_some() {
         return Err(AppError::bad_request(
@@ -127,14 +150,21 @@ async fn patch(
     }
     edit(&state, &who, |doc| {
         let list = items_mut(doc, c)?;
-        let item = position(list, &id).and_then(|i| list.get_mut(i)).ok_or_else(|| not_found(c, &id))?;
+        let item = position(list, &id)
+            .and_then(|i| list.get_mut(i))
+            .ok_or_else(|| not_found(c, &id))?;
         merge_patch(item, &patch);
         Ok(item.clone())
     })
     .await
 }
 
-async fn delete(state: AppState, who: Principal, c: Collection, id: String) -> Result<PolicyMeta, AppError> {
+async fn delete(
+    state: AppState,
+    who: Principal,
+    c: Collection,
+    id: String,
+) -> Result<PolicyMeta, AppError> {
     let ((), meta) = edit(&state, &who, |doc| {
         let list = items_mut(doc, c)?;
         let i = position(list, &id).ok_or_else(|| not_found(c, &id))?;
@@ -146,7 +176,11 @@ async fn delete(state: AppState, who: Principal, c: Collection, id: String) -> R
 }
 
 fn written(status: StatusCode, meta: &PolicyMeta, body: Value) -> impl IntoResponse {
-    (status, [(VERSION_HEADER, HeaderValue::from(meta.version))], Json(body))
+    (
+        status,
+        [(VERSION_HEADER, HeaderValue::from(meta.version))],
+        Json(body),
+    )
 }
 
 /// A new API key: 256 random bits. Shown once; the document keeps only its SHA-256.
@@ -162,7 +196,11 @@ pub async fn list_projects(_: Admin, State(s): State<AppState>) -> Result<Json<V
     list(s, Collection::Projects).await
 }
 
-pub async fn get_project(_: Admin, State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AppError> {
+pub async fn get_project(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
     get_one(s, Collection::Projects, id).await
 }
 
@@ -191,7 +229,10 @@ pub async fn delete_project(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
     let meta = delete(s, who, Collection::Projects, id).await?;
-    Ok((StatusCode::NO_CONTENT, [(VERSION_HEADER, HeaderValue::from(meta.version))]))
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(VERSION_HEADER, HeaderValue::from(meta.version))],
+    ))
 }
 
 // --- clients ---
@@ -200,7 +241,11 @@ pub async fn list_clients(_: Admin, State(s): State<AppState>) -> Result<Json<Va
     list(s, Collection::Clients).await
 }
 
-pub async fn get_client(_: Admin, State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AppError> {
+pub async fn get_client(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
     get_one(s, Collection::Clients, id).await
 }
 
@@ -218,10 +263,17 @@ pub async fn create_client(
     }
     let key = new_api_key();
     if let Some(obj) = item.as_object_mut() {
-        obj.insert(API_KEY_HASH.into(), Value::String(pag0_policy::validate::api_key_sha256_hex(&key)));
+        obj.insert(
+            API_KEY_HASH.into(),
+            Value::String(pag0_policy::validate::api_key_sha256_hex(&key)),
+        );
     }
     let (client, meta) = create(s, who, Collection::Clients, item).await?;
-    Ok(written(StatusCode::CREATED, &meta, json!({ "client": client, "apiKey": key })))
+    Ok(written(
+        StatusCode::CREATED,
+        &meta,
+        json!({ "client": client, "apiKey": key }),
+    ))
 }
 
 pub async fn patch_client(
@@ -240,7 +292,10 @@ pub async fn delete_client(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
     let meta = delete(s, who, Collection::Clients, id).await?;
-    Ok((StatusCode::NO_CONTENT, [(VERSION_HEADER, HeaderValue::from(meta.version))]))
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(VERSION_HEADER, HeaderValue::from(meta.version))],
+    ))
 }
 
 /// A new key for an existing client; the old one stops working at the next policy sync.
@@ -261,5 +316,9 @@ pub async fn rotate_client_key(
         Ok(Value::Object(item.clone()))
     })
     .await?;
-    Ok(written(StatusCode::OK, &meta, json!({ "client": client, "apiKey": key })))
+    Ok(written(
+        StatusCode::OK,
+        &meta,
+        json!({ "client": client, "apiKey": key }),
+    ))
 }

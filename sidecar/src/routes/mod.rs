@@ -13,5 +13,6 @@ use crate::error::AppError;
 
 /// JSON body with our error shape (axum's own rejection is plain text).
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
-    serde_json::from_slice(bytes).map_err(|e| AppError::bad_request("BAD_JSON", format!("request body: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| AppError::bad_request("BAD_JSON", format!("request body: {e}")))
 }

@@ -16,10 +16,14 @@ use crate::AppState;
 /// SPEC §7: "anyone on loopback". Peers elsewhere get 403 unless `--public-ops`.
 /// (Requests without a peer address — in-process tests — count as local.)
 pub async fn loopback_only(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     match peer {
         Some(addr) if !addr.ip().is_loopback() && !state.config.public_ops => {
-            AppError::Forbidden("operations endpoints answer loopback only (see --public-ops)").into_response()
+            AppError::Forbidden("operations endpoints answer loopback only (see --public-ops)")
+                .into_response()
         }
         _ => next.run(req).await,
     }
@@ -47,8 +51,18 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, AppError
         state.metrics.policy_version.set(v);
     }
     crate::approvals::refresh_pending(&state).await;
-    let text = state.metrics.render().map_err(|e| AppError::Internal(e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+    let text = state
+        .metrics
+        .render()
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 pub async fn healthz() -> Json<Value> {
@@ -57,9 +71,14 @@ pub async fn healthz() -> Json<Value> {
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
-        Ok(()) => Json(json!({ "status": "ready", "store": state.store.backend() })).into_response(),
+        Ok(()) => {
+            Json(json!({ "status": "ready", "store": state.store.backend() })).into_response()
+        }
         Err(e) => {
-            eprintln!("pag0-sidecar: readyz: store {} not reachable: {e}", state.store.backend());
+            eprintln!(
+                "pag0-sidecar: readyz: store {} not reachable: {e}",
+                state.store.backend()
+            );
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({ "status": "unavailable", "store": state.store.backend() })),

@@ -21,8 +21,9 @@ pub(crate) fn meta_json(m: &PolicyMeta) -> Value {
 }
 
 fn document_response(p: &PolicyVersion) -> Result<Response, AppError> {
-    let doc: Value = serde_json::from_str(&p.document)
-        .map_err(|e| AppError::Internal(format!("stored policy {} is not JSON: {e}", p.meta.version)))?;
+    let doc: Value = serde_json::from_str(&p.document).map_err(|e| {
+        AppError::Internal(format!("stored policy {} is not JSON: {e}", p.meta.version))
+    })?;
     let mut resp = Json(doc).into_response();
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", p.meta.version)) {
@@ -49,13 +50,20 @@ pub async fn get_policy(_: Admin, State(state): State<AppState>) -> Result<Respo
 
 /// `If-Match: "3"` (or `3`): write only if version 3 is still the latest.
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, AppError> {
-    let Some(v) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
     v.to_str()
         .ok()
         .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
         .and_then(|s| s.parse::<i64>().ok())
         .map(Some)
-        .ok_or_else(|| AppError::bad_request("BAD_IF_MATCH", "If-Match must be a policy version, e.g. \"3\""))
+        .ok_or_else(|| {
+            AppError::bad_request(
+                "BAD_IF_MATCH",
+                "If-Match must be a policy version, e.g. \"3\"",
+            )
+        })
 }
 
 pub async fn put_policy(
@@ -68,12 +76,17 @@ pub async fn put_policy(
     let doc = validate(&body)?;
     // Re-applying the same document (a CI loop running `policy apply`) is not a change.
     if let Some(latest) = state.store.latest_policy().await? {
-        if latest.document == doc.text && expected_version.is_none_or(|v| v == latest.meta.version) {
+        if latest.document == doc.text && expected_version.is_none_or(|v| v == latest.meta.version)
+        {
             let mut body = meta_json(&latest.meta);
             if let Some(obj) = body.as_object_mut() {
                 obj.insert("unchanged".into(), Value::Bool(true));
             }
-            return Ok((StatusCode::OK, [(VERSION_HEADER, HeaderValue::from(latest.meta.version))], Json(body)));
+            return Ok((
+                StatusCode::OK,
+                [(VERSION_HEADER, HeaderValue::from(latest.meta.version))],
+                Json(body),
+            ));
         }
     }
     let meta = state
@@ -87,12 +100,21 @@ pub async fn put_policy(
         .await?;
     state.metrics.policy_updates.inc();
     state.metrics.policy_version.set(meta.version);
-    Ok((StatusCode::OK, [(VERSION_HEADER, HeaderValue::from(meta.version))], Json(meta_json(&meta))))
+    Ok((
+        StatusCode::OK,
+        [(VERSION_HEADER, HeaderValue::from(meta.version))],
+        Json(meta_json(&meta)),
+    ))
 }
 
-pub async fn list_versions(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+pub async fn list_versions(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, AppError> {
     let versions = state.store.policy_history(1000).await?;
-    Ok(Json(json!({ "versions": versions.iter().map(meta_json).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "versions": versions.iter().map(meta_json).collect::<Vec<_>>() }),
+    ))
 }
 
 pub async fn get_version(
@@ -100,9 +122,12 @@ pub async fn get_version(
     State(state): State<AppState>,
     Path(version): Path<String>,
 ) -> Result<Response, AppError> {
-    let v: i64 = version
-        .parse()
-        .map_err(|_| AppError::bad_request("BAD_VERSION", format!("{version:?} is not a version number")))?;
+    let v: i64 = version.parse().map_err(|_| {
+        AppError::bad_request(
+            "BAD_VERSION",
+            format!("{version:?} is not a version number"),
+        )
+    })?;
     let p = state
         .store
         .policy_version(v)

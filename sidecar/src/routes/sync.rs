@@ -113,25 +113,39 @@ const DB_MAX: u64 = i64::MAX as u64;
 const MAX_COUNTERS: usize = 64;
 
 fn bad(details: Vec<String>) -> AppError {
-    AppError::BadRequest { code: "BAD_SYNC", message: "the sync request is malformed".into(), details }
+    AppError::BadRequest {
+        code: "BAD_SYNC",
+        message: "the sync request is malformed".into(),
+        details,
+    }
 }
 
 fn check(req: &SyncRequest, max_batch: usize) -> Result<(), AppError> {
     let mut errs = Vec::new();
     if req.instance_id.is_empty()
         || req.instance_id.len() > MAX_ID
-        || !req.instance_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        || !req
+            .instance_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
     {
-        errs.push(format!("instanceId: 1-{MAX_ID} characters of A-Z a-z 0-9 - _ . :"));
+        errs.push(format!(
+            "instanceId: 1-{MAX_ID} characters of A-Z a-z 0-9 - _ . :"
+        ));
     }
     if req.seq == 0 || i64::try_from(req.seq).is_err() {
         errs.push("seq: a positive integer below 2^63".into());
     }
     if req.usage.len() > max_batch {
-        errs.push(format!("usage: at most {max_batch} records per batch, got {}", req.usage.len()));
+        errs.push(format!(
+            "usage: at most {max_batch} records per batch, got {}",
+            req.usage.len()
+        ));
     }
     if req.leases.len() > MAX_COUNTERS || req.release.len() > MAX_COUNTERS {
-        errs.push(format!("leases, release: at most {MAX_COUNTERS} counters each"));
+        errs.push(format!(
+            "leases, release: at most {MAX_COUNTERS} counters each"
+        ));
     }
     for (i, u) in req.usage.iter().enumerate() {
         if u.counters.len() > 8 {
@@ -139,7 +153,9 @@ fn check(req: &SyncRequest, max_batch: usize) -> Result<(), AppError> {
         }
         for (j, c) in u.counters.iter().enumerate() {
             if parse_counter(c).is_none() {
-                errs.push(format!("usage[{i}].counters[{j}]: {c:?} is not a counter key"));
+                errs.push(format!(
+                    "usage[{i}].counters[{j}]: {c:?} is not a counter key"
+                ));
             }
         }
         if i64::try_from(u.amount.get()).is_err() {
@@ -151,7 +167,10 @@ fn check(req: &SyncRequest, max_batch: usize) -> Result<(), AppError> {
     }
     for (i, l) in req.leases.iter().enumerate() {
         if parse_counter(&l.counter).is_none() {
-            errs.push(format!("leases[{i}].counter: {:?} is not a counter key", l.counter));
+            errs.push(format!(
+                "leases[{i}].counter: {:?} is not a counter key",
+                l.counter
+            ));
         }
     }
     if errs.is_empty() {
@@ -187,10 +206,18 @@ pub(crate) fn legacy_digest(usage: &[UsageIn]) -> Result<Option<String>, AppErro
     digest(&legacy).map(Some)
 }
 
-pub async fn sync(_: Filter, State(state): State<AppState>, body: Bytes) -> Result<Json<SyncResponse>, AppError> {
+pub async fn sync(
+    _: Filter,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<SyncResponse>, AppError> {
     let req: SyncRequest = parse_json(&body)?;
     if let Err(e) = check(&req, state.config.max_batch) {
-        state.metrics.sync_batches.with_label_values(&["rejected"]).inc();
+        state
+            .metrics
+            .sync_batches
+            .with_label_values(&["rejected"])
+            .inc();
         return Err(e);
     }
     let seq = i64::try_from(req.seq).map_err(|_| bad(vec!["seq: too large".into()]))?;
@@ -200,7 +227,10 @@ pub async fn sync(_: Filter, State(state): State<AppState>, body: Bytes) -> Resu
     let mut unlimited = Vec::new();
     let mut limits = BTreeMap::new();
     for ask in &req.leases {
-        match policy.as_ref().and_then(|p| limit_for(&p.value, &ask.counter)) {
+        match policy
+            .as_ref()
+            .and_then(|p| limit_for(&p.value, &ask.counter))
+        {
             Some(limit) => {
                 // The store keeps BIGINT micro-USD: a budget above ~9.2e12 USD is as good as
                 // unlimited, clamp rather than refuse every sync.
@@ -250,7 +280,11 @@ pub async fn sync(_: Filter, State(state): State<AppState>, body: Bytes) -> Resu
     let outcome = match outcome {
         Ok(o) => o,
         Err(e @ StoreError::SeqReused { .. }) => {
-            state.metrics.sync_batches.with_label_values(&["rejected"]).inc();
+            state
+                .metrics
+                .sync_batches
+                .with_label_values(&["rejected"])
+                .inc();
             return Err(e.into());
         }
         Err(e) => return Err(e.into()),
@@ -265,9 +299,20 @@ pub async fn sync(_: Filter, State(state): State<AppState>, body: Bytes) -> Resu
     m.sync_batches.with_label_values(&[label]).inc();
     if !outcome.duplicate {
         m.usage_records.inc_by(req.usage.len() as u64);
-        m.usage_micros.inc_by(req.usage.iter().map(|u| u.amount.get()).fold(0, u64::saturating_add));
+        m.usage_micros.inc_by(
+            req.usage
+                .iter()
+                .map(|u| u.amount.get())
+                .fold(0, u64::saturating_add),
+        );
     }
-        m.lease_granted_micros.inc_by(outcome.leases.iter().map(|g| g.added).fold(0, u64::saturating_add));
+    m.lease_granted_micros.inc_by(
+        outcome
+            .leases
+            .iter()
+            .map(|g| g.added)
+            .fold(0, u64::saturating_add),
+    );
 
     let leases = outcome
         .leases

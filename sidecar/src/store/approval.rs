@@ -78,7 +78,9 @@ impl Approval {
     /// What a caller sees: a stored `pending`/`approved` past its expiry reads as `expired`.
     pub fn effective_status(&self, now_ms: i64) -> &'static str {
         match self.status {
-            ApprovalStatus::Pending | ApprovalStatus::Approved if self.is_expired(now_ms) => "expired",
+            ApprovalStatus::Pending | ApprovalStatus::Approved if self.is_expired(now_ms) => {
+                "expired"
+            }
             s => s.as_str(),
         }
     }
@@ -129,7 +131,9 @@ pub enum ConsumeOutcome {
 /// Why the conditional update did not match (read after it, so a replay that lost a race
 /// reads `used`).
 pub(crate) fn classify(found: Option<&Approval>, ask: &ConsumeAsk) -> Refusal {
-    let Some(a) = found else { return Refusal::Unknown };
+    let Some(a) = found else {
+        return Refusal::Unknown;
+    };
     if a.binding != ask.binding {
         return Refusal::Mismatch("the request (client, method, host, path or body) differs");
     }
@@ -149,7 +153,8 @@ pub(crate) fn classify(found: Option<&Approval>, ask: &ConsumeAsk) -> Refusal {
     }
 }
 
-pub(crate) const COLUMNS: &str = "id, project_id, client_id, method, authority, path, body_sha256, \
+pub(crate) const COLUMNS: &str =
+    "id, project_id, client_id, method, authority, path, body_sha256, \
     binding, estimated_cost, policy_version, status, justification, requested_by, callback_url, \
     created_at_ms, expires_at_ms, decided_by, decision_comment, decided_at_ms, used_at_ms";
 
@@ -224,24 +229,41 @@ pub(crate) mod sqlite {
     }
 
     pub(crate) fn get(c: &Connection, id: &str) -> Result<Option<Approval>, StoreError> {
-        c.query_row(&format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"), [id], row)
-            .optional()
-            .map_err(backend)
+        c.query_row(
+            &format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"),
+            [id],
+            row,
+        )
+        .optional()
+        .map_err(backend)
     }
 
-    pub(crate) fn list(c: &Connection, status: Option<ApprovalStatus>, limit: u32) -> Result<Vec<Approval>, StoreError> {
+    pub(crate) fn list(
+        c: &Connection,
+        status: Option<ApprovalStatus>,
+        limit: u32,
+    ) -> Result<Vec<Approval>, StoreError> {
         let mut st = c
             .prepare(&format!(
                 "SELECT {COLUMNS} FROM approvals WHERE (?1 IS NULL OR status = ?1)
                  ORDER BY created_at_ms DESC, id LIMIT ?2"
             ))
             .map_err(backend)?;
-        let rows = st.query_map(params![status.map(ApprovalStatus::as_str), limit], row).map_err(backend)?;
+        let rows = st
+            .query_map(params![status.map(ApprovalStatus::as_str), limit], row)
+            .map_err(backend)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(backend)
     }
 
-    pub(crate) fn decide(c: &Connection, d: &ApprovalDecision) -> Result<Option<Approval>, StoreError> {
-        let status = if d.approve { ApprovalStatus::Approved } else { ApprovalStatus::Denied };
+    pub(crate) fn decide(
+        c: &Connection,
+        d: &ApprovalDecision,
+    ) -> Result<Option<Approval>, StoreError> {
+        let status = if d.approve {
+            ApprovalStatus::Approved
+        } else {
+            ApprovalStatus::Denied
+        };
         c.query_row(
             &format!(
                 "UPDATE approvals SET status = ?2, decided_by = ?3, decision_comment = ?4, decided_at_ms = ?5
@@ -263,7 +285,13 @@ pub(crate) mod sqlite {
                        AND policy_version = ?4 AND estimated_cost >= ?5
                      RETURNING {COLUMNS}"
                 ),
-                params![ask.id, ask.now_ms, ask.binding, ask.policy_version, to_db(ask.estimated_cost)?],
+                params![
+                    ask.id,
+                    ask.now_ms,
+                    ask.binding,
+                    ask.policy_version,
+                    to_db(ask.estimated_cost)?
+                ],
                 row,
             )
             .optional()
@@ -272,7 +300,10 @@ pub(crate) mod sqlite {
             return Ok(ConsumeOutcome::Consumed(a));
         }
         let found = get(c, &ask.id)?;
-        Ok(ConsumeOutcome::Refused(classify(found.as_ref(), ask), found))
+        Ok(ConsumeOutcome::Refused(
+            classify(found.as_ref(), ask),
+            found,
+        ))
     }
 
     pub(crate) fn pending(c: &Connection, now_ms: i64) -> Result<u64, StoreError> {
@@ -298,7 +329,9 @@ pub(crate) mod postgres {
 
     fn pg(e: tokio_postgres::Error) -> StoreError {
         match e.as_db_error() {
-            Some(db) => StoreError::Backend(format!("postgres {}: {}", db.code().code(), db.message())),
+            Some(db) => {
+                StoreError::Backend(format!("postgres {}: {}", db.code().code(), db.message()))
+            }
             None => StoreError::Backend(e.to_string()),
         }
     }
@@ -367,13 +400,20 @@ pub(crate) mod postgres {
 
     pub(crate) async fn get(c: &Client, id: &str) -> Result<Option<Approval>, StoreError> {
         let r = c
-            .query_opt(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"), &[&id])
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"),
+                &[&id],
+            )
             .await
             .map_err(pg)?;
         Ok(r.as_ref().map(row))
     }
 
-    pub(crate) async fn list(c: &Client, status: Option<ApprovalStatus>, limit: u32) -> Result<Vec<Approval>, StoreError> {
+    pub(crate) async fn list(
+        c: &Client,
+        status: Option<ApprovalStatus>,
+        limit: u32,
+    ) -> Result<Vec<Approval>, StoreError> {
         let status = status.map(ApprovalStatus::as_str);
         let rows = c
             .query(
@@ -388,8 +428,16 @@ pub(crate) mod postgres {
         Ok(rows.iter().map(row).collect())
     }
 
-    pub(crate) async fn decide(c: &Client, d: &ApprovalDecision) -> Result<Option<Approval>, StoreError> {
-        let status = if d.approve { ApprovalStatus::Approved } else { ApprovalStatus::Denied }.as_str();
+    pub(crate) async fn decide(
+        c: &Client,
+        d: &ApprovalDecision,
+    ) -> Result<Option<Approval>, StoreError> {
+        let status = if d.approve {
+            ApprovalStatus::Approved
+        } else {
+            ApprovalStatus::Denied
+        }
+        .as_str();
         let r = c
             .query_opt(
                 &format!(
@@ -403,7 +451,10 @@ pub(crate) mod postgres {
         Ok(r.as_ref().map(row))
     }
 
-    pub(crate) async fn consume(c: &Client, ask: &ConsumeAsk) -> Result<ConsumeOutcome, StoreError> {
+    pub(crate) async fn consume(
+        c: &Client,
+        ask: &ConsumeAsk,
+    ) -> Result<ConsumeOutcome, StoreError> {
         // READ COMMITTED: concurrent UPDATEs of the row queue on its lock and re-check the
         // WHERE clause on the committed row, so only the first sees status = 'approved'.
         let cost = to_db(ask.estimated_cost)?;
@@ -415,7 +466,13 @@ pub(crate) mod postgres {
                        AND policy_version = $4 AND estimated_cost >= $5
                      RETURNING {COLUMNS}"
                 ),
-                &[&ask.id, &ask.now_ms, &ask.binding, &ask.policy_version, &cost],
+                &[
+                    &ask.id,
+                    &ask.now_ms,
+                    &ask.binding,
+                    &ask.policy_version,
+                    &cost,
+                ],
             )
             .await
             .map_err(pg)?;
@@ -423,7 +480,10 @@ pub(crate) mod postgres {
             return Ok(ConsumeOutcome::Consumed(row(&a)));
         }
         let found = get(c, &ask.id).await?;
-        Ok(ConsumeOutcome::Refused(classify(found.as_ref(), ask), found))
+        Ok(ConsumeOutcome::Refused(
+            classify(found.as_ref(), ask),
+            found,
+        ))
     }
 
     pub(crate) async fn pending(c: &Client, now_ms: i64) -> Result<u64, StoreError> {

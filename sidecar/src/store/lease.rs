@@ -62,7 +62,12 @@ mod tests {
 
     #[test]
     fn grant_tops_up_from_free_room_only() {
-        let r = Room { limit: 100, spent: 30, others: 50, mine: 5 };
+        let r = Room {
+            limit: 100,
+            spent: 30,
+            others: 50,
+            mine: 5,
+        };
         assert_eq!(r.free(), 15);
         assert_eq!(r.grant(10), 10, "already above want: keep, no top-up");
         assert_eq!(r.grant(12), 12);

@@ -18,7 +18,9 @@ pub(crate) mod contract;
 #[cfg(test)]
 mod tests;
 
-pub use approval::{Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome, Refusal};
+pub use approval::{
+    Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome, Refusal,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -198,11 +200,18 @@ pub trait Store: Send + Sync + 'static {
     async fn approval(&self, id: String) -> Result<Option<Approval>, StoreError>;
 
     /// Newest first, at most `limit`; `status` filters on the stored status.
-    async fn approvals(&self, status: Option<ApprovalStatus>, limit: u32) -> Result<Vec<Approval>, StoreError>;
+    async fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: u32,
+    ) -> Result<Vec<Approval>, StoreError>;
 
     /// `pending → approved|denied` iff still pending and unexpired at `at_ms`; the updated
     /// row, or `None` when the approval is missing, decided or expired.
-    async fn decide_approval(&self, decision: ApprovalDecision) -> Result<Option<Approval>, StoreError>;
+    async fn decide_approval(
+        &self,
+        decision: ApprovalDecision,
+    ) -> Result<Option<Approval>, StoreError>;
 
     /// `approved → used` iff unexpired and the replay matches; exactly one of concurrent
     /// replays wins.
@@ -243,7 +252,9 @@ pub(crate) fn usage_per_counter(
     for rec in usage {
         for key in &rec.counters {
             let slot = sums.entry(key.clone()).or_insert(0);
-            *slot = slot.checked_add(rec.amount).ok_or(StoreError::OutOfRange(rec.amount))?;
+            *slot = slot
+                .checked_add(rec.amount)
+                .ok_or(StoreError::OutOfRange(rec.amount))?;
         }
     }
     Ok(sums)
@@ -321,7 +332,11 @@ pub(crate) const SCHEMA: &[&str] = &[
 pub(crate) const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // Cache savings (issue 6): older sidecars stored no cache hits' flags (they ignored the
     // fields), so their rows are "not a hit, no savings".
-    ("usage_ledger", "cache_hit", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    (
+        "usage_ledger",
+        "cache_hit",
+        "BOOLEAN NOT NULL DEFAULT FALSE",
+    ),
     ("usage_ledger", "savings", "BIGINT NOT NULL DEFAULT 0"),
 ];
 

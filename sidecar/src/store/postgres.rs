@@ -10,7 +10,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-use super::approval::{self, Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome};
+use super::approval::{
+    self, Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome,
+};
 use super::lease::{consume, Room};
 use super::sqlite::attach_leases;
 use super::{
@@ -47,7 +49,8 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
 fn valid_schema_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         && !s.as_bytes().first().is_some_and(u8::is_ascii_digit)
 }
 
@@ -75,10 +78,21 @@ impl PgStore {
             let _ = driver.await;
             config.options(format!("-c search_path={s}"));
         }
-        let manager =
-            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager).max_size(16).build().map_err(backend)?;
-        let store = PgStore { pool, schema: schema.map(str::to_owned) };
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .build()
+            .map_err(backend)?;
+        let store = PgStore {
+            pool,
+            schema: schema.map(str::to_owned),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -87,15 +101,19 @@ impl PgStore {
         let mut client = self.pool.get().await.map_err(backend)?;
         let tx = client.transaction().await.map_err(pg)?;
         // Sidecars starting together must not race on CREATE TABLE IF NOT EXISTS.
-        tx.execute("SELECT pg_advisory_xact_lock(7463291)", &[]).await.map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock(7463291)", &[])
+            .await
+            .map_err(pg)?;
         for stmt in SCHEMA {
             tx.batch_execute(stmt).await.map_err(pg)?;
         }
         // Under the same lock; `IF NOT EXISTS` makes a second start a no-op.
         for (table, column, definition) in ADDED_COLUMNS {
-            tx.batch_execute(&format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"))
-                .await
-                .map_err(pg)?;
+            tx.batch_execute(&format!(
+                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"
+            ))
+            .await
+            .map_err(pg)?;
         }
         tx.commit().await.map_err(pg)
     }
@@ -138,7 +156,11 @@ async fn read_policy(
     }
     .map_err(pg)?;
     Ok(row.map(|r| PolicyVersion {
-        meta: PolicyMeta { version: r.get(0), author: r.get(2), created_at_ms: r.get(3) },
+        meta: PolicyMeta {
+            version: r.get(0),
+            author: r.get(2),
+            created_at_ms: r.get(3),
+        },
         document: r.get(1),
     }))
 }
@@ -164,7 +186,10 @@ impl From<StoreError> for TxError {
     }
 }
 
-async fn sync_tx(client: &mut deadpool_postgres::Object, w: &SyncWrite) -> Result<SyncOutcome, TxError> {
+async fn sync_tx(
+    client: &mut deadpool_postgres::Object,
+    w: &SyncWrite,
+) -> Result<SyncOutcome, TxError> {
     let tx = client.transaction().await?;
 
     // 1. Exactly once.
@@ -204,8 +229,11 @@ async fn sync_tx(client: &mut deadpool_postgres::Object, w: &SyncWrite) -> Resul
             &[&key, &w.now_ms],
         )
         .await?;
-        tx.query_one("SELECT spent FROM budget_counters WHERE counter_key = $1 FOR UPDATE", &[&key])
-            .await?;
+        tx.query_one(
+            "SELECT spent FROM budget_counters WHERE counter_key = $1 FOR UPDATE",
+            &[&key],
+        )
+        .await?;
     }
 
     // 2. Ledger and counters.
@@ -238,9 +266,14 @@ async fn sync_tx(client: &mut deadpool_postgres::Object, w: &SyncWrite) -> Resul
         }
         for (key, amount) in usage_per_counter(&w.usage)? {
             let row = tx
-                .query_one("SELECT spent FROM budget_counters WHERE counter_key = $1", &[&key])
+                .query_one(
+                    "SELECT spent FROM budget_counters WHERE counter_key = $1",
+                    &[&key],
+                )
                 .await?;
-            let next = from_db(row.get(0)).checked_add(amount).ok_or(StoreError::OutOfRange(amount))?;
+            let next = from_db(row.get(0))
+                .checked_add(amount)
+                .ok_or(StoreError::OutOfRange(amount))?;
             tx.execute(
                 "UPDATE budget_counters SET spent = $2, updated_at_ms = $3 WHERE counter_key = $1",
                 &[&key, &to_db(next)?, &w.now_ms],
@@ -283,7 +316,10 @@ async fn sync_tx(client: &mut deadpool_postgres::Object, w: &SyncWrite) -> Resul
         )
         .await?;
         let spent: i64 = tx
-            .query_one("SELECT spent FROM budget_counters WHERE counter_key = $1", &[&ask.counter])
+            .query_one(
+                "SELECT spent FROM budget_counters WHERE counter_key = $1",
+                &[&ask.counter],
+            )
             .await?
             .get(0);
         let others: i64 = tx
@@ -326,7 +362,10 @@ async fn sync_tx(client: &mut deadpool_postgres::Object, w: &SyncWrite) -> Resul
     }
 
     tx.commit().await?;
-    Ok(SyncOutcome { duplicate, leases: grants })
+    Ok(SyncOutcome {
+        duplicate,
+        leases: grants,
+    })
 }
 
 #[async_trait]
@@ -344,7 +383,10 @@ impl Store for PgStore {
     async fn latest_policy_version(&self) -> Result<i64, StoreError> {
         let client = self.pool.get().await.map_err(backend)?;
         let row = client
-            .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM policy_versions", &[])
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM policy_versions",
+                &[],
+            )
             .await
             .map_err(pg)?;
         Ok(row.get(0))
@@ -371,7 +413,11 @@ impl Store for PgStore {
             .map_err(pg)?;
         Ok(rows
             .iter()
-            .map(|r| PolicyMeta { version: r.get(0), author: r.get(1), created_at_ms: r.get(2) })
+            .map(|r| PolicyMeta {
+                version: r.get(0),
+                author: r.get(1),
+                created_at_ms: r.get(2),
+            })
             .collect())
     }
 
@@ -382,7 +428,10 @@ impl Store for PgStore {
         for _ in 0..5 {
             let tx = client.transaction().await.map_err(pg)?;
             let latest: i64 = tx
-                .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM policy_versions", &[])
+                .query_one(
+                    "SELECT COALESCE(MAX(version), 0)::BIGINT FROM policy_versions",
+                    &[],
+                )
                 .await
                 .map_err(pg)?
                 .get(0);
@@ -402,14 +451,23 @@ impl Store for PgStore {
                 .map_err(pg)?;
             if inserted == 1 {
                 tx.commit().await.map_err(pg)?;
-                return Ok(PolicyMeta { version, author: new.author, created_at_ms: new.at_ms });
+                return Ok(PolicyMeta {
+                    version,
+                    author: new.author,
+                    created_at_ms: new.at_ms,
+                });
             }
             drop(tx);
             if let Some(expected) = new.expected_version {
-                return Err(StoreError::VersionConflict { expected, latest: version });
+                return Err(StoreError::VersionConflict {
+                    expected,
+                    latest: version,
+                });
             }
         }
-        Err(StoreError::Backend("policy version kept conflicting".into()))
+        Err(StoreError::Backend(
+            "policy version kept conflicting".into(),
+        ))
     }
 
     async fn sync(&self, write: SyncWrite) -> Result<SyncOutcome, StoreError> {
@@ -456,7 +514,11 @@ impl Store for PgStore {
             .map(|r| {
                 (
                     r.get::<_, String>(0),
-                    LeaseState { instance_id: r.get(1), granted: from_db(r.get(2)), expires_at_ms: r.get(3) },
+                    LeaseState {
+                        instance_id: r.get(1),
+                        granted: from_db(r.get(2)),
+                        expires_at_ms: r.get(3),
+                    },
                 )
             })
             .collect();
@@ -503,12 +565,19 @@ impl Store for PgStore {
         approval::postgres::get(&client, &id).await
     }
 
-    async fn approvals(&self, status: Option<ApprovalStatus>, limit: u32) -> Result<Vec<Approval>, StoreError> {
+    async fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: u32,
+    ) -> Result<Vec<Approval>, StoreError> {
         let client = self.pool.get().await.map_err(backend)?;
         approval::postgres::list(&client, status, limit).await
     }
 
-    async fn decide_approval(&self, decision: ApprovalDecision) -> Result<Option<Approval>, StoreError> {
+    async fn decide_approval(
+        &self,
+        decision: ApprovalDecision,
+    ) -> Result<Option<Approval>, StoreError> {
         let client = self.pool.get().await.map_err(backend)?;
         approval::postgres::decide(&client, &decision).await
     }

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::approval::{self, Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome};
+use super::approval::{
+    self, Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome,
+};
 use super::lease::{consume, Room};
 use super::{
     from_db, keys_to_lock, to_db, usage_per_counter, CounterState, LeaseGrant, LeaseState,
@@ -32,22 +34,29 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 impl SqliteStore {
     /// Opens (creating if needed) `<data_dir>/pag0.db`.
     pub fn open_dir(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Backend(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
         Self::open(&data_dir.join("pag0.db"))
     }
 
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(backend)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend)?;
         for stmt in SCHEMA {
             conn.execute(stmt, []).map_err(backend)?;
         }
         add_columns(&conn)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -57,7 +66,9 @@ impl SqliteStore {
     {
         let conn = Arc::clone(&self.conn);
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| backend("sqlite connection lock poisoned"))?;
+            let mut guard = conn
+                .lock()
+                .map_err(|_| backend("sqlite connection lock poisoned"))?;
             f(&mut guard)
         })
         .await
@@ -69,7 +80,9 @@ impl SqliteStore {
 /// one between the check and the `ALTER`: its "duplicate column" error means done, not failed.
 fn add_columns(conn: &Connection) -> Result<(), StoreError> {
     for (table, column, definition) in ADDED_COLUMNS {
-        let mut st = conn.prepare(&format!("PRAGMA table_info({table})")).map_err(backend)?;
+        let mut st = conn
+            .prepare(&format!("PRAGMA table_info({table})"))
+            .map_err(backend)?;
         let present = st
             .query_map([], |r| r.get::<_, String>(1))
             .map_err(backend)?
@@ -80,7 +93,10 @@ fn add_columns(conn: &Connection) -> Result<(), StoreError> {
         if present {
             continue;
         }
-        match conn.execute(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"), []) {
+        match conn.execute(
+            &format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"),
+            [],
+        ) {
             Ok(_) => {}
             Err(e) if e.to_string().contains("duplicate column name") => {}
             Err(e) => return Err(backend(e)),
@@ -89,10 +105,17 @@ fn add_columns(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn read_policy(conn: &Connection, version: Option<i64>) -> Result<Option<PolicyVersion>, StoreError> {
+fn read_policy(
+    conn: &Connection,
+    version: Option<i64>,
+) -> Result<Option<PolicyVersion>, StoreError> {
     let row = |r: &rusqlite::Row<'_>| {
         Ok(PolicyVersion {
-            meta: PolicyMeta { version: r.get(0)?, author: r.get(2)?, created_at_ms: r.get(3)? },
+            meta: PolicyMeta {
+                version: r.get(0)?,
+                author: r.get(2)?,
+                created_at_ms: r.get(3)?,
+            },
             document: r.get(1)?,
         })
     };
@@ -117,7 +140,9 @@ fn read_policy(conn: &Connection, version: Option<i64>) -> Result<Option<PolicyV
 }
 
 fn sync_tx(conn: &mut Connection, w: &SyncWrite) -> Result<SyncOutcome, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend)?;
 
     // 1. Exactly once: a batch is applied only the first time its (instance, seq) is seen.
     let mut duplicate = false;
@@ -133,7 +158,10 @@ fn sync_tx(conn: &mut Connection, w: &SyncWrite) -> Result<SyncOutcome, StoreErr
         match seen {
             Some(d) if d == w.digest || w.legacy_digest.as_ref() == Some(&d) => duplicate = true,
             Some(_) => {
-                return Err(StoreError::SeqReused { instance_id: w.instance_id.clone(), seq: w.seq })
+                return Err(StoreError::SeqReused {
+                    instance_id: w.instance_id.clone(),
+                    seq: w.seq,
+                })
             }
             None => {
                 tx.execute(
@@ -180,9 +208,15 @@ fn sync_tx(conn: &mut Connection, w: &SyncWrite) -> Result<SyncOutcome, StoreErr
         }
         for (key, amount) in usage_per_counter(&w.usage)? {
             let spent: i64 = tx
-                .query_row("SELECT spent FROM budget_counters WHERE counter_key = ?1", [&key], |r| r.get(0))
+                .query_row(
+                    "SELECT spent FROM budget_counters WHERE counter_key = ?1",
+                    [&key],
+                    |r| r.get(0),
+                )
                 .map_err(backend)?;
-            let next = from_db(spent).checked_add(amount).ok_or(StoreError::OutOfRange(amount))?;
+            let next = from_db(spent)
+                .checked_add(amount)
+                .ok_or(StoreError::OutOfRange(amount))?;
             tx.execute(
                 "UPDATE budget_counters SET spent = ?2, updated_at_ms = ?3 WHERE counter_key = ?1",
                 params![key, to_db(next)?, w.now_ms],
@@ -226,9 +260,11 @@ fn sync_tx(conn: &mut Connection, w: &SyncWrite) -> Result<SyncOutcome, StoreErr
         )
         .map_err(backend)?;
         let spent: i64 = tx
-            .query_row("SELECT spent FROM budget_counters WHERE counter_key = ?1", [&ask.counter], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT spent FROM budget_counters WHERE counter_key = ?1",
+                [&ask.counter],
+                |r| r.get(0),
+            )
             .map_err(backend)?;
         let others: i64 = tx
             .query_row(
@@ -272,7 +308,10 @@ fn sync_tx(conn: &mut Connection, w: &SyncWrite) -> Result<SyncOutcome, StoreErr
     }
 
     tx.commit().map_err(backend)?;
-    Ok(SyncOutcome { duplicate, leases: grants })
+    Ok(SyncOutcome {
+        duplicate,
+        leases: grants,
+    })
 }
 
 #[async_trait]
@@ -282,13 +321,18 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.run(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend)).await
+        self.run(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
+            .await
     }
 
     async fn latest_policy_version(&self) -> Result<i64, StoreError> {
         self.run(|c| {
-            c.query_row("SELECT COALESCE(MAX(version), 0) FROM policy_versions", [], |r| r.get(0))
-                .map_err(backend)
+            c.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM policy_versions",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)
         })
         .await
     }
@@ -311,7 +355,11 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             let rows = st
                 .query_map([limit], |r| {
-                    Ok(PolicyMeta { version: r.get(0)?, author: r.get(1)?, created_at_ms: r.get(2)? })
+                    Ok(PolicyMeta {
+                        version: r.get(0)?,
+                        author: r.get(1)?,
+                        created_at_ms: r.get(2)?,
+                    })
                 })
                 .map_err(backend)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(backend)
@@ -419,19 +467,29 @@ impl Store for SqliteStore {
     }
 
     async fn create_approval(&self, approval: Approval) -> Result<(), StoreError> {
-        self.run(move |c| approval::sqlite::create(c, &approval)).await
+        self.run(move |c| approval::sqlite::create(c, &approval))
+            .await
     }
 
     async fn approval(&self, id: String) -> Result<Option<Approval>, StoreError> {
         self.run(move |c| approval::sqlite::get(c, &id)).await
     }
 
-    async fn approvals(&self, status: Option<ApprovalStatus>, limit: u32) -> Result<Vec<Approval>, StoreError> {
-        self.run(move |c| approval::sqlite::list(c, status, limit)).await
+    async fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: u32,
+    ) -> Result<Vec<Approval>, StoreError> {
+        self.run(move |c| approval::sqlite::list(c, status, limit))
+            .await
     }
 
-    async fn decide_approval(&self, decision: ApprovalDecision) -> Result<Option<Approval>, StoreError> {
-        self.run(move |c| approval::sqlite::decide(c, &decision)).await
+    async fn decide_approval(
+        &self,
+        decision: ApprovalDecision,
+    ) -> Result<Option<Approval>, StoreError> {
+        self.run(move |c| approval::sqlite::decide(c, &decision))
+            .await
     }
 
     async fn consume_approval(&self, ask: ConsumeAsk) -> Result<ConsumeOutcome, StoreError> {
@@ -441,15 +499,19 @@ impl Store for SqliteStore {
     }
 
     async fn pending_approvals(&self, now_ms: i64) -> Result<u64, StoreError> {
-        self.run(move |c| approval::sqlite::pending(c, now_ms)).await
+        self.run(move |c| approval::sqlite::pending(c, now_ms))
+            .await
     }
 }
 
 /// Puts each lease under its counter (both backends return them in their own collation order,
 /// so match by key, not by position).
 pub(crate) fn attach_leases(counters: &mut [CounterState], leases: Vec<(String, LeaseState)>) {
-    let index: std::collections::HashMap<String, usize> =
-        counters.iter().enumerate().map(|(i, c)| (c.counter.clone(), i)).collect();
+    let index: std::collections::HashMap<String, usize> = counters
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.counter.clone(), i))
+        .collect();
     for (key, lease) in leases {
         if let Some(c) = index.get(&key).and_then(|&i| counters.get_mut(i)) {
             c.leases.push(lease);

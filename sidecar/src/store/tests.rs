@@ -14,13 +14,22 @@ pub(crate) fn sqlite_store() -> (SqliteStore, tempfile::TempDir) {
 }
 
 fn pg_required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") || std::env::var("PAG0_REQUIRE_PG").is_ok_and(|v| v == "1")
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+        || std::env::var("PAG0_REQUIRE_PG").is_ok_and(|v| v == "1")
 }
 
 pub(crate) fn unique_schema() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("pag0_t{}_{}_{}", std::process::id(), nanos, N.fetch_add(1, Ordering::SeqCst))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "pag0_t{}_{}_{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A store in a fresh schema, or None (with a notice) when DATABASE_URL is unset.
@@ -28,12 +37,22 @@ pub(crate) async fn pg_store(test: &str) -> Option<PgStore> {
     let url = match std::env::var("DATABASE_URL") {
         Ok(u) if !u.is_empty() => u,
         _ => {
-            assert!(!pg_required(), "DATABASE_URL is unset but CI/PAG0_REQUIRE_PG demands the PostgreSQL suite");
-            let _ = writeln!(std::io::stderr(), "NOT RUN: postgres contract test {test} (DATABASE_URL unset)");
+            assert!(
+                !pg_required(),
+                "DATABASE_URL is unset but CI/PAG0_REQUIRE_PG demands the PostgreSQL suite"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "NOT RUN: postgres contract test {test} (DATABASE_URL unset)"
+            );
             return None;
         }
     };
-    Some(PgStore::connect(&url, Some(&unique_schema())).await.unwrap())
+    Some(
+        PgStore::connect(&url, Some(&unique_schema()))
+            .await
+            .unwrap(),
+    )
 }
 
 macro_rules! contract_tests {
@@ -82,9 +101,13 @@ contract_tests!(
 /// Two sidecars on one PostgreSQL (two pools, same schema) grant from one room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_two_sidecars_grant_atomically() {
-    let Some(a) = pg_store("postgres_two_sidecars_grant_atomically").await else { return };
+    let Some(a) = pg_store("postgres_two_sidecars_grant_atomically").await else {
+        return;
+    };
     let schema = a.schema_name().unwrap().to_string();
-    let b = PgStore::connect(&std::env::var("DATABASE_URL").unwrap(), Some(&schema)).await.unwrap();
+    let b = PgStore::connect(&std::env::var("DATABASE_URL").unwrap(), Some(&schema))
+        .await
+        .unwrap();
     let mk = |inst: &str| super::SyncWrite {
         instance_id: inst.into(),
         seq: 1,
@@ -92,7 +115,11 @@ async fn postgres_two_sidecars_grant_atomically() {
         legacy_digest: None,
         usage: vec![],
         release: vec![],
-        leases: vec![super::LeaseAsk { counter: "org.daily/2026-11-24".into(), limit: 500, want: 200 }],
+        leases: vec![super::LeaseAsk {
+            counter: "org.daily/2026-11-24".into(),
+            limit: 500,
+            want: 200,
+        }],
         now_ms: 1,
         lease_ttl_ms: 1000,
     };
@@ -100,7 +127,9 @@ async fn postgres_two_sidecars_grant_atomically() {
     for i in 0..8 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         let w = mk(&format!("inst{i}"));
-        futs.push(tokio::spawn(async move { store.sync(w).await.unwrap().leases[0].granted }));
+        futs.push(tokio::spawn(async move {
+            store.sync(w).await.unwrap().leases[0].granted
+        }));
     }
     let mut total = 0;
     for f in futs {
@@ -167,15 +196,45 @@ mod migration {
         assert_eq!(totals.len(), 1, "{totals:?}");
         let t = &totals[0];
         assert_eq!(
-            (t.project_id.as_deref(), t.requests, t.cost, t.cache_hits, t.savings),
+            (
+                t.project_id.as_deref(),
+                t.requests,
+                t.cost,
+                t.cache_hits,
+                t.savings
+            ),
             (Some("sales-ai"), 1, 500, 0, 0),
             "the old row: a charged request, not a hit"
         );
         // The old batch retried: still a duplicate, not recounted.
-        assert!(store.sync(write("envoy-old", "old-digest", vec![old_record()])).await.unwrap().duplicate);
-        let hit = UsageRecord { amount: 0, counters: vec![], cache_hit: true, savings: 2000, ..old_record() };
-        assert!(!store.sync(write("envoy-new", "new", vec![hit])).await.unwrap().duplicate);
-        let spent = store.counters(T0).await.unwrap().iter().find(|c| c.counter == K).map(|c| c.spent);
+        assert!(
+            store
+                .sync(write("envoy-old", "old-digest", vec![old_record()]))
+                .await
+                .unwrap()
+                .duplicate
+        );
+        let hit = UsageRecord {
+            amount: 0,
+            counters: vec![],
+            cache_hit: true,
+            savings: 2000,
+            ..old_record()
+        };
+        assert!(
+            !store
+                .sync(write("envoy-new", "new", vec![hit]))
+                .await
+                .unwrap()
+                .duplicate
+        );
+        let spent = store
+            .counters(T0)
+            .await
+            .unwrap()
+            .iter()
+            .find(|c| c.counter == K)
+            .map(|c| c.spent);
         assert_eq!(spent, Some(500));
     }
 
@@ -183,7 +242,15 @@ mod migration {
     async fn reopened(store: &dyn Store) {
         let totals = store.usage_totals(T0, T0 + 1).await.unwrap();
         assert_eq!(totals.len(), 1, "{totals:?}");
-        assert_eq!((totals[0].requests, totals[0].cost, totals[0].cache_hits, totals[0].savings), (2, 500, 1, 2000));
+        assert_eq!(
+            (
+                totals[0].requests,
+                totals[0].cost,
+                totals[0].cache_hits,
+                totals[0].savings
+            ),
+            (2, 500, 1, 2000)
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,19 +270,40 @@ mod migration {
         reopened(&store).await;
         let conn = rusqlite::Connection::open(&path).unwrap();
         let mut st = conn.prepare("PRAGMA table_info(usage_ledger)").unwrap();
-        let columns: Vec<String> = st.query_map([], |r| r.get(1)).unwrap().map(Result::unwrap).collect();
-        assert_eq!(columns.iter().filter(|c| *c == "cache_hit" || *c == "savings").count(), 2, "{columns:?}");
+        let columns: Vec<String> = st
+            .query_map([], |r| r.get(1))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            columns
+                .iter()
+                .filter(|c| *c == "cache_hit" || *c == "savings")
+                .count(),
+            2,
+            "{columns:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_old_postgres_schema_gains_the_cache_columns() {
-        let Some(fresh) = super::pg_store("an_old_postgres_schema_gains_the_cache_columns").await else { return };
+        let Some(fresh) = super::pg_store("an_old_postgres_schema_gains_the_cache_columns").await
+        else {
+            return;
+        };
         let url = std::env::var("DATABASE_URL").unwrap();
         let schema = fresh.schema_name().unwrap().to_string();
         // Start again from the old tables, in this test's own schema.
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
         let driver = tokio::spawn(conn);
-        client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE; CREATE SCHEMA {schema}; SET search_path = {schema}")).await.unwrap();
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA {schema} CASCADE; CREATE SCHEMA {schema}; SET search_path = {schema}"
+            ))
+            .await
+            .unwrap();
         for stmt in OLD_SCHEMA {
             client.batch_execute(stmt).await.unwrap();
         }

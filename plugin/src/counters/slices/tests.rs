@@ -35,12 +35,20 @@ fn grant_is_bounded_by_requests_and_by_a_share_of_the_room_and_none_near_the_lim
     );
     // Less room: 1/SLICE_SHARE of what is left after the request.
     assert_eq!(
-        grant(Micros::new(100), Micros::new(100), Micros::new(100 + 32 * 300)),
+        grant(
+            Micros::new(100),
+            Micros::new(100),
+            Micros::new(100 + 32 * 300)
+        ),
         300
     );
     // Under one more request's worth of share: no slice, exact admission.
     assert_eq!(
-        grant(Micros::new(100), Micros::new(100), Micros::new(100 + 32 * 99)),
+        grant(
+            Micros::new(100),
+            Micros::new(100),
+            Micros::new(100 + 32 * 99)
+        ),
         0
     );
     assert_eq!(grant(Micros::new(0), Micros::ZERO, Micros::new(1_000)), 0);
@@ -59,7 +67,11 @@ fn a_slice_serves_the_next_requests_without_a_shared_write() {
     for _ in 0..16 {
         c.reserve_all(&[org(100, 1_000_000)]).unwrap();
     }
-    assert_eq!(writes(&store), before, "16 requests from the slice: no write");
+    assert_eq!(
+        writes(&store),
+        before,
+        "16 requests from the slice: no write"
+    );
     assert_eq!(slices.held(&k()), 0);
     // The 18th takes a new slice: one write.
     c.reserve_all(&[org(100, 1_000_000)]).unwrap();
@@ -134,10 +146,7 @@ fn a_refused_second_counter_puts_the_first_back_into_the_slice() {
     let org_key = k();
     assert_eq!(value(&store), 60 + 960);
     assert_eq!(slices.held(&org_key), 60 + 960);
-    assert_eq!(
-        BudgetView::used(&c, &key(Scope::OrgMonthly)),
-        Micros::ZERO
-    );
+    assert_eq!(BudgetView::used(&c, &key(Scope::OrgMonthly)), Micros::ZERO);
     // Given back at the tick after next (idle), the counter is exactly what was spent: 0.
     slices.return_idle(&store).unwrap();
     slices.return_idle(&store).unwrap();
@@ -206,7 +215,9 @@ fn a_host_error_giving_back_keeps_the_slice_for_the_next_tick() {
     assert_eq!(slices.return_all(&Broken), Err(HostError(9)));
     assert_eq!(slices.held(&k()), 500);
     let store = FakeStore::default();
-    store.set(&shared_key(&k()), &encode(Micros::new(800)), None).unwrap();
+    store
+        .set(&shared_key(&k()), &encode(Micros::new(800)), None)
+        .unwrap();
     slices.return_all(&store).unwrap();
     assert_eq!(value(&store), 300);
 }
@@ -218,7 +229,9 @@ fn a_host_error_giving_back_keeps_the_slice_for_the_next_tick() {
 fn workers_with_slices_never_spend_past_the_limit_and_leave_the_counter_exact() {
     for limit in [300u64, 100_000] {
         let store = Arc::new(FakeStore::default());
-        store.set(&shared_key(&k()), &encode(Micros::ZERO), None).unwrap();
+        store
+            .set(&shared_key(&k()), &encode(Micros::ZERO), None)
+            .unwrap();
         let admitted = Arc::new(AtomicUsize::new(0));
         let workers: Vec<_> = (0..2u64)
             .map(|w| {
@@ -244,9 +257,17 @@ fn workers_with_slices_never_spend_past_the_limit_and_leave_the_counter_exact() 
             .collect();
         let spent: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
         assert!(spent <= limit, "spent {spent} of {limit}");
-        assert_eq!(value(&store), spent, "limit {limit}: the counter is what was spent");
+        assert_eq!(
+            value(&store),
+            spent,
+            "limit {limit}: the counter is what was spent"
+        );
         if limit == 100_000 {
-            assert_eq!(admitted.load(Ordering::SeqCst), 80, "plenty of room: all admitted");
+            assert_eq!(
+                admitted.load(Ordering::SeqCst),
+                80,
+                "plenty of room: all admitted"
+            );
         }
     }
 }
@@ -261,7 +282,10 @@ fn without_a_slice_a_release_frees_the_counter_for_the_other_worker_at_once() {
     let cb = Counters::with_slices(&store, Some(&b));
     let r = [org(2_000, 2_000)];
     ca.reserve_all(&r).unwrap();
-    assert!(cb.reserve_all(&r).is_err(), "the one request's room is taken");
+    assert!(
+        cb.reserve_all(&r).is_err(),
+        "the one request's room is taken"
+    );
     ca.settle_all(&r, Micros::ZERO).unwrap();
     assert_eq!(value(&store), 0);
     assert_eq!(a.total(), 0);
@@ -273,7 +297,11 @@ fn without_a_slice_a_release_frees_the_counter_for_the_other_worker_at_once() {
         ca.reserve_all(&both),
         Err(ReserveError::NoRoom { index: 1, .. })
     ));
-    assert_eq!(value(&store), 2_000, "the org reservation rolled back on the counter");
+    assert_eq!(
+        value(&store),
+        2_000,
+        "the org reservation rolled back on the counter"
+    );
     assert_eq!(a.total(), 0);
 }
 
@@ -288,7 +316,9 @@ fn the_budget_check_answers_from_a_covering_slice_and_reads_otherwise() {
     c.reserve_all(&[org(100, 10_000)]).unwrap();
     assert_eq!(slices.held(&k()), 309);
     // Another worker's overrun takes the counter past the limit.
-    store.set(&shared_key(&k()), &encode(Micros::new(12_000)), None).unwrap();
+    store
+        .set(&shared_key(&k()), &encode(Micros::new(12_000)), None)
+        .unwrap();
     let key = key(Scope::OrgMonthly);
     assert_eq!(
         BudgetView::check(&c, &key, Micros::new(300), Micros::new(10_000)),
@@ -324,7 +354,11 @@ fn closed_slices_give_everything_back_and_later_settlements_go_to_the_counter() 
         .unwrap();
     assert_eq!(value(&store), 1_700);
     slices.close(&store).unwrap();
-    assert_eq!(value(&store), 100, "the slice went back; the open reservation stays");
+    assert_eq!(
+        value(&store),
+        100,
+        "the slice went back; the open reservation stays"
+    );
     Counters::with_slices(&store, Some(&slices))
         .settle_all(&r, Micros::new(30))
         .unwrap();
