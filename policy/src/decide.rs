@@ -306,10 +306,7 @@ impl CompiledPolicy {
                 );
             }
         }
-        let endpoint = self
-            .endpoints
-            .iter()
-            .position(|e| e.pattern.matches_target(&target, false));
+        let endpoint = self.endpoint_of(&target);
         let ep: Option<&CompiledEndpoint> = endpoint.and_then(|i| self.endpoints.get(i));
         if let Some(cats) = &rules.categories {
             match ep {

@@ -7,7 +7,7 @@ use chrono_tz::Tz;
 
 use crate::doc::PolicyDocument;
 use crate::hours::WorkingHours;
-use crate::matching::EndpointPattern;
+use crate::matching::{EndpointPattern, RequestTarget};
 use crate::money::Micros;
 use crate::pricing::EndpointPricing;
 
@@ -21,6 +21,9 @@ pub struct CompiledPolicy {
     pub(crate) org_daily: Option<Micros>,
     /// Most specific host first: the first match is the catalogue entry of a request.
     pub(crate) endpoints: Vec<CompiledEndpoint>,
+    /// Each catalogue host (lower-case) → the indexes into `endpoints` with that host, in
+    /// order; sorted by host for binary search ([`CompiledPolicy::endpoint_of`]).
+    pub(crate) endpoint_hosts: Vec<(Box<str>, Vec<usize>)>,
     pub(crate) projects: Vec<CompiledProject>,
     pub(crate) clients: Vec<CompiledClient>,
     /// SHA-256 of the API key → index into `clients`, sorted for binary search.
@@ -100,6 +103,51 @@ impl CompiledPolicy {
     /// The org's timezone (budget periods).
     pub fn timezone(&self) -> Tz {
         self.tz
+    }
+
+    /// The catalogue entry of a request: the first endpoint (most specific first) whose pattern
+    /// covers it. A rule covers its host and every subdomain, so only the entries filed under
+    /// the request's host or one of its parent domains can match: a few binary searches
+    /// instead of matching the whole catalogue. Same answer as [`Self::endpoint_by_scan`].
+    pub(crate) fn endpoint_of(&self, target: &RequestTarget<'_>) -> Option<usize> {
+        if target.host.bytes().any(|b| b.is_ascii_uppercase()) {
+            // The index holds lower-case hosts; rules compare case-insensitively.
+            return self.endpoint_by_scan(target);
+        }
+        let covers = |i: usize| {
+            self.endpoints
+                .get(i)
+                .is_some_and(|e| e.pattern.matches_target(target, false))
+        };
+        let mut best: Option<usize> = None;
+        let mut domain = target.host;
+        loop {
+            let filed = self
+                .endpoint_hosts
+                .binary_search_by(|(h, _)| (**h).cmp(domain))
+                .ok()
+                .and_then(|i| self.endpoint_hosts.get(i));
+            if let Some((_, list)) = filed {
+                if let Some(&i) = list
+                    .iter()
+                    .take_while(|&&i| best.is_none_or(|b| i < b))
+                    .find(|&&i| covers(i))
+                {
+                    best = Some(i);
+                }
+            }
+            match domain.split_once('.') {
+                Some((_, parent)) if !parent.is_empty() => domain = parent,
+                _ => return best,
+            }
+        }
+    }
+
+    /// [`Self::endpoint_of`] by matching every catalogue entry in order.
+    pub(crate) fn endpoint_by_scan(&self, target: &RequestTarget<'_>) -> Option<usize> {
+        self.endpoints
+            .iter()
+            .position(|e| e.pattern.matches_target(target, false))
     }
 
     /// Ids of the configured clients' projects, by client id (for hosts that show them).

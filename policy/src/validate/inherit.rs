@@ -33,6 +33,11 @@ impl RawDocument {
             })
             .collect();
         endpoints.sort_by_key(|e| std::cmp::Reverse(e.pattern.specificity()));
+        let mut by_host: std::collections::BTreeMap<Box<str>, Vec<usize>> = Default::default();
+        for (i, e) in endpoints.iter().enumerate() {
+            by_host.entry(e.pattern.host().into()).or_default().push(i);
+        }
+        let endpoint_hosts: Vec<(Box<str>, Vec<usize>)> = by_host.into_iter().collect();
 
         let projects: Vec<CompiledProject> = self
             .projects
@@ -112,6 +117,7 @@ impl RawDocument {
             org_monthly: self.global.monthly,
             org_daily: self.global.daily,
             endpoints,
+            endpoint_hosts,
             projects,
             clients,
             keys,

@@ -477,3 +477,96 @@ fn api_key_hash_is_lower_hex_sha256() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
 }
+
+mod endpoint_index {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::spec_example;
+    use crate::matching::RequestTarget;
+    use crate::CompiledPolicy;
+
+    /// A catalogue of nested domains: a request may be covered by several entries.
+    fn nested() -> CompiledPolicy {
+        let mut doc = spec_example();
+        let ep = |host: &str, cat: &str| json!({ "host": host, "category": cat, "pricing": { "perRequest": "10" } });
+        doc["endpoints"] = json!([
+            ep("example.com", "search"),
+            ep("api.example.com", "llm"),
+            ep("b.api.example.com", "translation"),
+            ep("other.org", "translation"),
+            ep("com", "data-analysis"),
+            ep("api.openai.com", "llm"),
+            ep("api.deepl.com", "translation"),
+            ep("api.salesforce.com", "data-analysis"),
+        ]);
+        CompiledPolicy::from_value(&doc).expect("the nested catalogue compiles")
+    }
+
+    fn authority() -> impl Strategy<Value = String> {
+        let sub =
+            prop::sample::select(vec!["", "a.", "api.", "x.api.", "b.api.", "API.", "Api.b."]);
+        let base = prop::sample::select(vec![
+            "example.com",
+            "api.example.com",
+            "other.org",
+            "example.co",
+            "com",
+            "le.com",
+            "EXAMPLE.com",
+            "api.openai.com",
+            "openai.com",
+            "",
+        ]);
+        let tail = prop::sample::select(vec!["", ":443", ".", ".:8080"]);
+        (sub, base, tail).prop_map(|(s, b, t)| format!("{s}{b}{t}"))
+    }
+
+    fn path() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "/",
+            "",
+            "/v1",
+            "/v1/",
+            "/v1/chat/completions",
+            "/v2/chat",
+            "/a",
+            "/a/b?q=1",
+            "/x",
+            "/x/y",
+            "/%2e%2e/v1",
+            "/v1/../x",
+            "//v1//chat",
+        ])
+    }
+
+    #[test]
+    fn nested_hosts_pick_the_most_specific_entry() {
+        let p = nested();
+        let cat = |authority: &str, path: &str| {
+            p.endpoint_of(&RequestTarget::new(authority, path))
+                .and_then(|i| p.endpoints.get(i))
+                .map(|e| e.category.to_string())
+        };
+        assert_eq!(cat("api.example.com", "/v1").as_deref(), Some("llm"));
+        assert_eq!(
+            cat("x.b.api.example.com", "/").as_deref(),
+            Some("translation")
+        );
+        assert_eq!(cat("www.example.com:443", "/a").as_deref(), Some("search"));
+        assert_eq!(cat("API.Example.com", "/").as_deref(), Some("llm"));
+        assert_eq!(cat("anything.com.", "/").as_deref(), Some("data-analysis"));
+        assert_eq!(cat("nowhere.net", "/"), None);
+        assert_eq!(cat("xapi.example.com", "/").as_deref(), Some("search"));
+    }
+
+    proptest! {
+        #[test]
+        fn the_index_answers_like_a_scan_of_the_catalogue(a in authority(), path in path()) {
+            for p in [nested(), CompiledPolicy::from_value(&crate::fixtures::acme_policy()).unwrap()] {
+                let t = RequestTarget::new(&a, path);
+                prop_assert_eq!(p.endpoint_of(&t), p.endpoint_by_scan(&t), "{} {}", a, path);
+            }
+        }
+    }
+}
