@@ -272,7 +272,12 @@ impl<H: Host> Filter<H> {
                     cache_hit: false,
                     savings: None,
                 };
-                if let Err(e) = managed::record(&self.host, record) {
+                let usage = self.shared.as_ref().and_then(|s| s.usage.clone());
+                let recorded = match &usage {
+                    Some(u) => u.push(&self.host, record),
+                    None => managed::record(&self.host, record),
+                };
+                if let Err(e) = recorded {
                     self.host.log(
                         LogLevel::Error,
                         &format!("pag0: shared data error {e:?} recording usage"),

@@ -35,6 +35,8 @@ pub struct Shared {
     /// Standalone mode: this worker VM's budget slices (`counters/slices.rs`); `None` in
     /// managed mode, where reservations are checked against the sidecar's leases.
     pub slices: Option<Rc<Slices>>,
+    /// Managed mode: this worker VM's usage records waiting for the tick (`managed/batches.rs`).
+    pub usage: Option<Rc<managed::UsageBuffer>>,
 }
 
 #[derive(Default)]
@@ -44,6 +46,9 @@ pub struct Root {
     /// This VM's budget slices, kept across reconfigurations so a request reserved under the
     /// old configuration settles into the same slices (given back by the tick or `on_done`).
     slices: Rc<Slices>,
+    /// This VM's usage records not yet in shared data, kept across reconfigurations; appended
+    /// by the tick and in `on_done`.
+    usage: Rc<managed::UsageBuffer>,
 }
 
 /// The managed-mode state of one worker VM.
@@ -77,6 +82,7 @@ impl Root {
             cache: c.cache,
             metrics: Rc::new(metrics),
             slices: None,
+            usage: None,
         })
     }
 
@@ -102,6 +108,7 @@ impl Root {
                     cache: shared.cache,
                     metrics: shared.metrics.clone(),
                     slices: None,
+                    usage: shared.usage.clone(),
                 }));
                 host::log(
                     LogLevel::Info,
@@ -113,6 +120,20 @@ impl Root {
                 LogLevel::Error,
                 &format!("pag0: sidecar policy version {version} not adopted: {e}"),
             ),
+        }
+    }
+
+    /// Appends this worker's waiting usage records to the shared batch state; on error they
+    /// stay in the buffer for the next tick.
+    fn flush_usage(&self) {
+        if let Err(e) = self.usage.flush(&Hostcalls) {
+            host::log(
+                LogLevel::Error,
+                &format!(
+                    "pag0: shared data error {e:?} recording usage ({} records kept for the next tick)",
+                    self.usage.len()
+                ),
+            );
         }
     }
 
@@ -221,6 +242,7 @@ impl Context for Root {
                 &format!("pag0: shared data error {e:?} giving budget slices back"),
             );
         }
+        self.flush_usage();
         true
     }
 
@@ -304,6 +326,7 @@ impl RootContext for Root {
                     shared.slices = Some(self.slices.clone());
                 } else {
                     self.return_slices();
+                    shared.usage = Some(self.usage.clone());
                 }
                 if let Some(cfg) = &shared.sidecar {
                     let instance_id = match managed::instance_id(&Hostcalls) {
@@ -352,6 +375,8 @@ impl RootContext for Root {
                 &format!("pag0: shared data error {e:?} giving budget slices back"),
             );
         }
+        // Before the sync, so what this worker settled since the last tick goes with it.
+        self.flush_usage();
         if self.sync.is_none() {
             return;
         }

@@ -59,6 +59,7 @@ fn shared(sidecar: bool, mode: FailureMode) -> Rc<Shared> {
         policy: Some(Box::new(CompiledPolicy::from_value(&doc).unwrap())),
         policy_version: 7,
         slices: None,
+        usage: None,
         sidecar: sidecar.then(|| SidecarConfig {
             cluster: "pag0_sidecar".into(),
             authority: "pag0-sidecar".into(),

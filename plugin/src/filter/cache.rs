@@ -108,7 +108,11 @@ impl<H: Host> Filter<H> {
                 cache_hit: true,
                 savings: Some(savings.get().to_string()),
             };
-            if let Err(e) = managed::record(&self.host, record) {
+            let recorded = match &shared.usage {
+                Some(u) => u.push(&self.host, record),
+                None => managed::record(&self.host, record),
+            };
+            if let Err(e) = recorded {
                 self.host.log(
                     LogLevel::Error,
                     &format!("pag0: shared data error {e:?} recording a cache hit"),

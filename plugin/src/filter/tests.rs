@@ -48,6 +48,7 @@ fn shared(project_daily: &str) -> Rc<Shared> {
         policy: Some(Box::new(CompiledPolicy::from_value(&doc).unwrap())),
         policy_version: 0,
         slices: None,
+        usage: None,
         sidecar: None,
         api_key_header: "x-pag0-api-key".into(),
         max_body_bytes: 4096,
@@ -527,6 +528,7 @@ fn managed(mode: crate::config::FailureMode) -> Rc<Shared> {
         }),
         policy_version: 1,
         slices: None,
+        usage: Some(Rc::new(crate::managed::UsageBuffer::new())),
         sidecar: Some(crate::config::SidecarConfig {
             cluster: "pag0_sidecar".into(),
             authority: "pag0-sidecar".into(),
@@ -543,6 +545,23 @@ fn managed(mode: crate::config::FailureMode) -> Rc<Shared> {
 }
 
 /// Leases as an answer would leave them: `granted` on each counter, valid until `until_ms`.
+/// The shared batch state once the workers' waiting usage records are appended, as the root
+/// context's tick does before it syncs; nothing is appended before that.
+fn flushed(host: &FakeHost, workers: &[&Rc<Shared>]) -> crate::managed::Batches {
+    let before = crate::managed::batches(&host).unwrap().unsent.len();
+    for w in workers {
+        let usage = w
+            .usage
+            .as_ref()
+            .expect("a managed worker buffers its usage");
+        usage.flush(&host).unwrap();
+        assert!(usage.is_empty());
+    }
+    let b = crate::managed::batches(&host).unwrap();
+    assert!(b.unsent.len() > before, "the records waited for the tick");
+    b
+}
+
 fn lease_all(host: &FakeHost, granted: u64, until_ms: u64) {
     lease_all_fleet(host, granted, until_ms, 0, 0);
 }
@@ -617,7 +636,7 @@ fn managed_admission_is_against_the_lease_and_names_the_scope() {
     );
     // Settled usage is pending (4000) and queued for the next batch, and an early sync asked.
     assert_eq!(host.store.value(PROJECT_DAILY), 4000);
-    let b = crate::managed::batches(&&host).unwrap();
+    let b = flushed(&host, &[&s]);
     assert_eq!(b.unsent.len(), 2);
     assert_eq!(b.unsent[0].amount, "2000");
     assert_eq!(
@@ -651,7 +670,7 @@ fn managed_sidecar_down_closed_refuses_past_the_lease_open_admits() {
         Action::Continue,
         "open: admitted and recorded"
     );
-    assert_eq!(crate::managed::batches(&&host).unwrap().unsent.len(), 2);
+    assert_eq!(flushed(&host, &[&closed, &open]).unsent.len(), 2);
     // An expired lease with the sidecar up is no lease either (closed).
     crate::managed::set_down(&&host, false, 2).unwrap();
     lease_all(&host, 100_000, now_ms(&host));

@@ -1,6 +1,8 @@
 //! Usage batches, stop-and-wait: the unsent records and the one batch in flight, resent
 //! byte-for-byte until the sidecar acknowledges its seq.
 
+use std::cell::RefCell;
+
 use serde::{Deserialize, Serialize};
 
 use crate::counters::{create, HostError, SetError, SharedStore};
@@ -91,4 +93,78 @@ pub fn record<S: SharedStore + ?Sized>(store: &S, r: UsageRecord) -> Result<(), 
 
 pub fn batches<S: SharedStore + ?Sized>(store: &S) -> Result<Batches, HostError> {
     Ok(read_batches(store)?.0.unwrap_or_default())
+}
+
+/// At most this many records wait in a worker's [`UsageBuffer`] before they are appended
+/// without waiting for the tick (bounds its memory at high request rates).
+pub const FLUSH_RECORDS: usize = 256;
+
+/// Usage records settled on this worker VM and not yet in the shared batch state.
+///
+/// The batch state is one JSON value in shared data: appending one record reads, parses and
+/// rewrites every unsent record of the whole Envoy, which per request grows with the request
+/// rate times the sync interval. A worker therefore appends what it collected once per tick
+/// (a quarter of `syncIntervalMs`, before the sync that would send it), when
+/// [`FLUSH_RECORDS`] are waiting, and when its VM stops. A record whose append fails stays
+/// here, in order, for the next attempt: nothing is dropped.
+#[derive(Default)]
+pub struct UsageBuffer {
+    records: RefCell<Vec<UsageRecord>>,
+}
+
+impl UsageBuffer {
+    pub fn new() -> Self {
+        UsageBuffer::default()
+    }
+
+    /// Keeps `r` for the next flush; flushes now if [`FLUSH_RECORDS`] are waiting.
+    pub fn push<S: SharedStore + ?Sized>(
+        &self,
+        store: &S,
+        r: UsageRecord,
+    ) -> Result<(), HostError> {
+        let full = match self.records.try_borrow_mut() {
+            Ok(mut v) => {
+                v.push(r);
+                v.len() >= FLUSH_RECORDS
+            }
+            // Not reachable on one thread; append directly rather than lose the record.
+            Err(_) => return record(store, r),
+        };
+        if full {
+            self.flush(store)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Appends every waiting record to the unsent usage, in one shared-data write.
+    pub fn flush<S: SharedStore + ?Sized>(&self, store: &S) -> Result<(), HostError> {
+        let waiting = match self.records.try_borrow_mut() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(_) => return Ok(()),
+        };
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        match update_batches(store, |b| b.unsent.extend(waiting.iter().cloned())) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Ok(mut v) = self.records.try_borrow_mut() {
+                    let newer = std::mem::replace(&mut *v, waiting);
+                    v.extend(newer);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Records waiting for the next flush.
+    pub fn len(&self) -> usize {
+        self.records.try_borrow().map_or(0, |v| v.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }

@@ -11,7 +11,8 @@
 //! - [`OWNER_KEY`]: which worker syncs: `worker id LE ++ stamp ms LE`, taken by CAS when free,
 //!   stale (no renewal for 3 sync intervals + timeout) or already ours.
 //! - [`BATCH_KEY`]: [`Batches`] (JSON): the next seq, the batch in flight (resent byte-for-byte
-//!   until acknowledged) and the unsent usage records.
+//!   until acknowledged) and the unsent usage records. Each worker collects its records in a
+//!   [`UsageBuffer`] and appends them here once per tick, not once per request.
 //! - [`DOWN_KEY`]: 0 while the sidecar answers, else the ms time it stopped answering.
 //! - `pag0/m/l/<counter>`: [`Lease`] (JSON) per counter; [`LEASED_KEY`]: the counters holding one.
 //!
@@ -33,7 +34,7 @@ mod room;
 mod sync;
 
 pub use admission::{CounterState, LeaseView};
-pub use batches::{batches, record, Batch, Batches, UsageRecord};
+pub use batches::{batches, record, Batch, Batches, UsageBuffer, UsageRecord, FLUSH_RECORDS};
 pub use election::{instance_id, random_u64, try_own};
 pub use lease::{admit, down_since, lease, lease_key, presented_used, set_down, Admit, Lease};
 pub use policy::{load_policy, policy_counters, policy_version};

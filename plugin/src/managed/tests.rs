@@ -273,3 +273,88 @@ fn a_request_larger_than_its_slice_gets_a_slice_that_fits_at_the_next_sync() {
     let out = prepare_sync(&s, "i", 0, &counters, 3).unwrap();
     assert_eq!(body(&out)["leases"][0]["want"], "100000");
 }
+
+/// A store whose writes fail while `broken` is set.
+struct Flaky {
+    store: FakeStore,
+    broken: std::cell::Cell<bool>,
+}
+
+impl SharedStore for Flaky {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        self.store.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        if self.broken.get() {
+            return Err(SetError::Host(HostError(10)));
+        }
+        self.store.set(key, value, cas)
+    }
+    fn now_nanos(&self) -> u64 {
+        self.store.now_nanos()
+    }
+}
+
+fn amounts(b: &Batches) -> Vec<String> {
+    b.unsent.iter().map(|r| r.amount.clone()).collect()
+}
+
+#[test]
+fn a_worker_buffers_usage_and_appends_it_in_one_write_per_flush() {
+    let s = FakeStore::default();
+    let buf = UsageBuffer::new();
+    // The batch state exists (created by an earlier flush).
+    buf.push(&s, record(0)).unwrap();
+    buf.flush(&s).unwrap();
+    let writes = s.map.lock().unwrap().1;
+    for a in 1..=3 {
+        buf.push(&s, record(a)).unwrap();
+    }
+    assert_eq!(buf.len(), 3);
+    assert_eq!(
+        s.map.lock().unwrap().1,
+        writes,
+        "nothing written per request"
+    );
+    buf.flush(&s).unwrap();
+    assert!(buf.is_empty());
+    assert_eq!(amounts(&batches(&s).unwrap()), ["0", "1", "2", "3"]);
+    assert_eq!(
+        s.map.lock().unwrap().1,
+        writes + 1,
+        "one write for the three"
+    );
+    buf.flush(&s).unwrap();
+    assert_eq!(
+        s.map.lock().unwrap().1,
+        writes + 1,
+        "an empty flush writes nothing"
+    );
+
+    // A full buffer appends without waiting for the tick (bounded memory).
+    for _ in 0..FLUSH_RECORDS {
+        buf.push(&s, record(9)).unwrap();
+    }
+    assert!(buf.is_empty());
+    assert_eq!(batches(&s).unwrap().unsent.len(), 4 + FLUSH_RECORDS);
+}
+
+#[test]
+fn records_whose_append_fails_are_kept_in_order_for_the_next_flush() {
+    let s = Flaky {
+        store: FakeStore::default(),
+        broken: std::cell::Cell::new(false),
+    };
+    let buf = UsageBuffer::new();
+    buf.push(&s, record(1)).unwrap();
+    buf.flush(&s).unwrap();
+    buf.push(&s, record(2)).unwrap();
+    buf.push(&s, record(3)).unwrap();
+    s.broken.set(true);
+    assert_eq!(buf.flush(&s), Err(HostError(10)));
+    assert_eq!(buf.len(), 2, "kept");
+    buf.push(&s, record(4)).unwrap();
+    s.broken.set(false);
+    buf.flush(&s).unwrap();
+    assert_eq!(amounts(&batches(&s).unwrap()), ["1", "2", "3", "4"]);
+}

@@ -76,6 +76,7 @@ fn shared_with(cache: CacheConfig) -> Rc<Shared> {
         policy: Some(Box::new(policy())),
         policy_version: 0,
         slices: None,
+        usage: None,
         sidecar: None,
         api_key_header: "x-pag0-api-key".into(),
         max_body_bytes: 1 << 20,
@@ -608,6 +609,7 @@ fn a_hit_in_managed_mode_is_reported_with_its_savings() {
         policy: Some(Box::new(policy())),
         policy_version: 1,
         slices: None,
+        usage: Some(Rc::new(crate::managed::UsageBuffer::new())),
         sidecar: Some(crate::config::SidecarConfig {
             cluster: "pag0_sidecar".into(),
             authority: "pag0-sidecar".into(),
@@ -625,6 +627,9 @@ fn a_hit_in_managed_mode_is_reported_with_its_savings() {
     assert!(!post_chat(&host, &base, "ka", "m").is_hit());
     let hit = post_chat(&host, &s, "ka", "m");
     assert!(hit.is_hit(), "{hit:?}");
+    let usage = s.usage.as_ref().unwrap();
+    assert_eq!(usage.len(), 1, "the hit's record waits for the tick");
+    usage.flush(&&host).unwrap();
     let b = crate::managed::batches(&&host).unwrap();
     let rec = b.unsent.last().expect("a usage record for the hit");
     assert!(rec.cache_hit);
