@@ -10,6 +10,13 @@
 //! - [`meter`]: reads the upstream's cost report off the response as it passes.
 //! - [`host`], [`reply`], [`metrics`]: host calls, local replies, counters for Envoy stats.
 
+/// Talc instead of wasi-libc's dlmalloc: a request allocates and frees a few dozen small
+/// values (header copies, keys, reservations). Guest instructions per allowed request,
+/// measured in docs/performance.md.
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static TALC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 pub mod approval;
 pub mod cache;
 pub mod config;
