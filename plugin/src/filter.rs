@@ -414,7 +414,7 @@ impl<H: Host> HttpContext for Filter<H> {
         let Some(policy) = shared.policy.as_deref() else {
             return self.deny(&no_policy_yet());
         };
-        let outcome = policy.check_head(&head, self.host.now());
+        let outcome = policy.check_head_with(&head, self.host.now(), |k| shared.keys.digest(k));
         if let HeadOutcome::Continue(p) = &outcome {
             self.cache_head = crate::cache::RequestHead::capture(
                 &req,

@@ -15,6 +15,7 @@ use crate::config::{self, ConfigError, SidecarConfig};
 use crate::counters::{self, SharedStore, Slices};
 use crate::filter::Filter;
 use crate::host::{self, Host, Hostcalls};
+use crate::keys::KeyDigests;
 use crate::managed::{self, Outgoing};
 use crate::metrics::Metrics;
 
@@ -37,6 +38,8 @@ pub struct Shared {
     pub slices: Option<Rc<Slices>>,
     /// Managed mode: this worker VM's usage records waiting for the tick (`managed/batches.rs`).
     pub usage: Option<Rc<managed::UsageBuffer>>,
+    /// This worker VM's cache of API-key digests (`keys.rs`), kept across reconfigurations.
+    pub keys: Rc<KeyDigests>,
 }
 
 #[derive(Default)]
@@ -49,6 +52,8 @@ pub struct Root {
     /// This VM's usage records not yet in shared data, kept across reconfigurations; appended
     /// by the tick and in `on_done`.
     usage: Rc<managed::UsageBuffer>,
+    /// This VM's API-key digests, kept across reconfigurations and policies.
+    keys: Rc<KeyDigests>,
 }
 
 /// The managed-mode state of one worker VM.
@@ -83,6 +88,7 @@ impl Root {
             metrics: Rc::new(metrics),
             slices: None,
             usage: None,
+            keys: Rc::default(),
         })
     }
 
@@ -109,6 +115,7 @@ impl Root {
                     metrics: shared.metrics.clone(),
                     slices: None,
                     usage: shared.usage.clone(),
+                    keys: shared.keys.clone(),
                 }));
                 host::log(
                     LogLevel::Info,
@@ -307,6 +314,7 @@ impl RootContext for Root {
         };
         match Root::load(&bytes) {
             Ok(mut shared) => {
+                shared.keys = self.keys.clone();
                 if let Err(e) = counters::create::prepare(&Hostcalls) {
                     host::log(
                         LogLevel::Error,

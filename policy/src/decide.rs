@@ -240,6 +240,18 @@ impl ApprovalNeeded {
 impl CompiledPolicy {
     /// Request headers: identity, block/allow lists, categories, working hours (in this order).
     pub fn check_head(&self, head: &RequestHead<'_>, now: DateTime<Utc>) -> HeadOutcome {
+        self.check_head_with(head, now, api_key_sha256)
+    }
+
+    /// [`CompiledPolicy::check_head`] with the caller's `sha256(key)` of the (trimmed,
+    /// non-empty) API key: a host that remembers the digests of keys it has seen passes its
+    /// cache here. The digest must be [`api_key_sha256`] of the key it is given.
+    pub fn check_head_with(
+        &self,
+        head: &RequestHead<'_>,
+        now: DateTime<Utc>,
+        sha256: impl FnOnce(&str) -> [u8; 32],
+    ) -> HeadOutcome {
         let key = match head.api_key.map(str::trim) {
             Some(k) if !k.is_empty() => k,
             _ => {
@@ -249,7 +261,7 @@ impl CompiledPolicy {
                 ))
             }
         };
-        let hash = api_key_sha256(key);
+        let hash = sha256(key);
         let Some(client_idx) = self
             .keys
             .binary_search_by(|(k, _)| k.cmp(&hash))

@@ -60,6 +60,7 @@ fn shared(sidecar: bool, mode: FailureMode) -> Rc<Shared> {
         policy_version: 7,
         slices: None,
         usage: None,
+        keys: Default::default(),
         sidecar: sidecar.then(|| SidecarConfig {
             cluster: "pag0_sidecar".into(),
             authority: "pag0-sidecar".into(),

@@ -49,6 +49,7 @@ fn shared(project_daily: &str) -> Rc<Shared> {
         policy_version: 0,
         slices: None,
         usage: None,
+        keys: Default::default(),
         sidecar: None,
         api_key_header: "x-pag0-api-key".into(),
         max_body_bytes: 4096,
@@ -529,6 +530,7 @@ fn managed(mode: crate::config::FailureMode) -> Rc<Shared> {
         policy_version: 1,
         slices: None,
         usage: Some(Rc::new(crate::managed::UsageBuffer::new())),
+        keys: Default::default(),
         sidecar: Some(crate::config::SidecarConfig {
             cluster: "pag0_sidecar".into(),
             authority: "pag0-sidecar".into(),
@@ -695,4 +697,33 @@ fn managed_a_spent_slice_while_the_fleet_has_room_is_503_not_402() {
     lease_all_fleet(&host, 2000, now_ms(&host) + 30_000, 8000, 10_000);
     assert_eq!(deepl(&host, &s), Action::Pause);
     assert_eq!(reply(&host).0, 402);
+}
+
+#[test]
+fn the_api_key_is_hashed_once_per_vm_and_a_wrong_key_is_still_refused() {
+    let host = host();
+    let s = shared("500000");
+    for _ in 0..3 {
+        let mut f = Filter::new(&host, Some(s.clone()));
+        request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
+        assert_eq!(f.on_http_request_headers(2, true), Action::Continue);
+        f.on_log();
+    }
+    assert_eq!(s.keys.len(), 1, "one digest cached for three requests");
+    let mut f = Filter::new(&host, Some(s.clone()));
+    request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1 ")]);
+    assert_eq!(
+        f.on_http_request_headers(2, true),
+        Action::Continue,
+        "the key is trimmed before it is hashed or cached"
+    );
+    assert_eq!(s.keys.len(), 1);
+    let mut f = Filter::new(&host, Some(s.clone()));
+    request(&host, "api.deepl.com", &[("x-pag0-api-key", "k2")]);
+    assert_eq!(f.on_http_request_headers(2, true), Action::Pause);
+    let (status, _, body) = reply(&host);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("UNKNOWN_API_KEY"))
+    );
 }

@@ -54,7 +54,8 @@ pub fn api_key_sha256_hex(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-pub(crate) fn api_key_sha256(key: &str) -> [u8; 32] {
+/// SHA-256 of an API key, the form in which `apiKeySha256` matches it.
+pub fn api_key_sha256(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 

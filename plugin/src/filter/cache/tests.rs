@@ -77,6 +77,7 @@ fn shared_with(cache: CacheConfig) -> Rc<Shared> {
         policy_version: 0,
         slices: None,
         usage: None,
+        keys: Default::default(),
         sidecar: None,
         api_key_header: "x-pag0-api-key".into(),
         max_body_bytes: 1 << 20,
@@ -610,6 +611,7 @@ fn a_hit_in_managed_mode_is_reported_with_its_savings() {
         policy_version: 1,
         slices: None,
         usage: Some(Rc::new(crate::managed::UsageBuffer::new())),
+        keys: Default::default(),
         sidecar: Some(crate::config::SidecarConfig {
             cluster: "pag0_sidecar".into(),
             authority: "pag0-sidecar".into(),
