@@ -15,6 +15,10 @@ pub fn engine() -> &'static Engine {
     ENGINE.get_or_init(|| {
         let mut config = Config::new();
         config.consume_fuel(true);
+        if std::env::var_os("PAG0_PERFMAP").is_some() {
+            // /tmp/perf-<pid>.map names the compiled guest functions (host-tests/profile/).
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         config.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(64));
         match Engine::new(&config) {
             Ok(e) => e,
