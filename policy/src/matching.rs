@@ -184,17 +184,25 @@ fn strip_query(path: &str) -> &str {
     path.get(..end).unwrap_or(path)
 }
 
+/// One pass over the bytes (this runs on every request): a backslash or a percent-encoded
+/// `.`, `/` or `\` anywhere, or a `.`/`..` segment, makes the path ambiguous.
 fn classify(path: &str) -> PathClass {
-    if path.contains('\\') {
-        return PathClass::Ambiguous;
-    }
-    let lower_has = |needle: &str| {
-        path.as_bytes()
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-    };
-    if lower_has("%2e") || lower_has("%2f") || lower_has("%5c") {
-        return PathClass::Ambiguous;
+    let bytes = path.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'\\' => return PathClass::Ambiguous,
+            b'%' => {
+                if let Some(&[hi, lo]) = bytes.get(i + 1..i + 3) {
+                    if matches!(
+                        (hi, lo.to_ascii_lowercase()),
+                        (b'2', b'e' | b'f') | (b'5', b'c')
+                    ) {
+                        return PathClass::Ambiguous;
+                    }
+                }
+            }
+            _ => {}
+        }
     }
     if path.split('/').any(|seg| seg == "." || seg == "..") {
         return PathClass::Ambiguous;

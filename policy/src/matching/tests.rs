@@ -91,3 +91,45 @@ fn display_and_specificity() {
     assert!(pat("a.example.com").specificity() > pat("example.com").specificity());
     assert!(pat("example.com/v1").specificity() > pat("example.com").specificity());
 }
+
+/// The three-pass classification `classify` replaced: the oracle for the one-pass version.
+fn classify_by_windows(path: &str) -> PathClass {
+    if path.contains('\\') {
+        return PathClass::Ambiguous;
+    }
+    let lower_has = |needle: &str| {
+        path.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    };
+    if lower_has("%2e") || lower_has("%2f") || lower_has("%5c") {
+        return PathClass::Ambiguous;
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return PathClass::Ambiguous;
+    }
+    PathClass::Plain
+}
+
+#[test]
+fn percent_encodings_at_the_end_and_in_either_case() {
+    for (path, ambiguous) in [
+        ("/a%2E", true),
+        ("/a%2f", true),
+        ("/a%5C", true),
+        ("/a%2", false),
+        ("/a%", false),
+        ("/a%25", false),
+        ("/a%e2%80%a6", false),
+        ("/%%2e", true),
+    ] {
+        assert_eq!(classify(path) == PathClass::Ambiguous, ambiguous, "{path}");
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn one_pass_classify_agrees_with_the_windows(path in "[/a.%25cCeEfF\\\\]{0,24}") {
+        proptest::prop_assert_eq!(classify(&path), classify_by_windows(&path));
+    }
+}
