@@ -1,5 +1,6 @@
 //! Local replies and the headers of allowed responses (SPEC §5).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use pag0_policy::{BudgetKey, Deny, DenyCode, Micros, Reservation};
@@ -60,12 +61,13 @@ pub fn counters_unavailable(project_id: &Arc<str>) -> Deny {
     }
 }
 
-/// Headers added to an allowed response.
-pub fn allow_headers(project_id: &str, estimate: Micros) -> [(&'static str, String); 3] {
+/// Headers added to an allowed response (on every allowed request: only the amount is
+/// formatted, the rest is borrowed).
+pub fn allow_headers(project_id: &str, estimate: Micros) -> [(&'static str, Cow<'_, str>); 3] {
     [
-        ("x-pag0-decision", "allow".to_string()),
-        ("x-pag0-project", project_id.to_string()),
-        ("x-pag0-estimated-cost", estimate.to_string()),
+        ("x-pag0-decision", Cow::Borrowed("allow")),
+        ("x-pag0-project", Cow::Borrowed(project_id)),
+        ("x-pag0-estimated-cost", Cow::Owned(estimate.to_string())),
     ]
 }
 
