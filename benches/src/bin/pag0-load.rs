@@ -28,11 +28,15 @@ const HELP: &str =
   --probe PATTERN     host calls per request of hostcalls-probe (default: Pag0's pattern,
                       key=N list: headers,map,remove,time,shared_get,shared_set,metric,
                       resp_headers,resp_map,resp_remove,resp_set)
+  --propagation N     policy PUTs timed per worker count in managed mode, API PUT to
+                      enforced on every worker (default: 10; 0 skips it)
+  --sync-interval-ms N  the managed filter's syncIntervalMs there (default: 1000)
   --quiet             no per-run lines
 
 Needs: Envoy (make setup), the filter (make wasm), the pass-through filter
 (cargo build -p pag0-passthrough --profile wasm-release --target wasm32-wasip1) and
-the release sidecar (cargo build --release -p pag0-sidecar) for ext-authz-sidecar.";
+the release sidecar (cargo build --release -p pag0-sidecar) for ext-authz-sidecar and the
+propagation measurement.";
 
 fn list<T>(v: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>> {
     v.split(',')
@@ -64,6 +68,8 @@ fn parse(args: &[String]) -> Result<Options> {
             "--rate-connections" => o.rate_connections = value()?.parse()?,
             "--out" => o.out_dir = Some(PathBuf::from(value()?)),
             "--quiet" => o.verbose = false,
+            "--propagation" => o.propagation_trials = value()?.parse()?,
+            "--sync-interval-ms" => o.sync_interval_ms = value()?.parse()?,
             "--probe" => o.hostcall_pattern = value()?,
             "--pag0-wasm" => o.pag0_wasm = Some(PathBuf::from(value()?)),
             "--pag0-before-wasm" => o.pag0_before_wasm = Some(PathBuf::from(value()?)),

@@ -8,10 +8,12 @@
 //! drift hits all alike. Reported per proxy: requests/s at saturation, p50/p99 latency at
 //! fixed open-loop rates (fractions of the no-filter proxy's saturation rate), and CPU time
 //! per request of every process on the request path (from `/proc/<pid>/stat`) — the figure
-//! that survives a noisy machine.
+//! that survives a noisy machine. Then, with every proxy idle, the policy propagation time
+//! of managed mode: sidecar `PUT /v1/policy` → enforced on every worker (`propagation`).
 
 pub mod driver;
 pub mod procs;
+pub mod propagation;
 pub mod report;
 pub mod workload;
 pub mod yaml;
@@ -112,6 +114,12 @@ pub struct Options {
     pub pag0_before_wasm: Option<PathBuf>,
     /// The filter build of the `pag0` variant (default: the workspace's wasm-release build).
     pub pag0_wasm: Option<PathBuf>,
+    /// Policy PUTs timed per worker count (0: no propagation measurement).
+    pub propagation_trials: usize,
+    /// The managed filter's `syncIntervalMs` in the propagation measurement.
+    pub sync_interval_ms: u64,
+    /// The sidecar executable (default: the release build, [`procs::sidecar_binary`]).
+    pub sidecar_bin: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -129,6 +137,9 @@ impl Default for Options {
             hostcall_pattern: HOSTCALL_PATTERN.to_owned(),
             pag0_before_wasm: None,
             pag0_wasm: None,
+            propagation_trials: 10,
+            sync_interval_ms: 1000,
+            sidecar_bin: None,
         }
     }
 }
@@ -179,6 +190,8 @@ pub struct Report {
     pub memory: BTreeMap<(Variant, u32), Memory>,
     pub wasm_sizes: BTreeMap<String, u64>,
     pub sidecar_rss: Option<u64>,
+    /// Policy propagation trials (managed mode), every worker count.
+    pub propagation: Vec<propagation::Trial>,
 }
 
 struct Proxy {
@@ -203,8 +216,12 @@ pub fn run(opts: &Options) -> Result<Report> {
     let requests = Arc::new(workload::requests());
 
     let upstream = EnvoyProc::start("upstream", &yaml::upstream_yaml(), 1)?;
-    let sidecar = if opts.variants.contains(&Variant::ExtAuthz) {
-        Some(SidecarProc::start(&policy)?)
+    let sidecar = if opts.variants.contains(&Variant::ExtAuthz) || opts.propagation_trials > 0 {
+        let bin = opts
+            .sidecar_bin
+            .clone()
+            .unwrap_or_else(procs::sidecar_binary);
+        Some(SidecarProc::start(&policy, &bin)?)
     } else {
         None
     };
@@ -414,12 +431,47 @@ pub fn run(opts: &Options) -> Result<Report> {
         );
     }
     let sidecar_rss = sidecar.as_ref().and_then(|s| rss_bytes(s.pid()).ok());
+
+    let mut trials = Vec::new();
+    if let (Some(sc), true) = (&sidecar, opts.propagation_trials > 0) {
+        let first = requests
+            .first()
+            .ok_or_else(|| anyhow!("no request in the mix"))?;
+        let (probe, host) = propagation::probe_request(first)?;
+        let wasm = plugin_wasm.display().to_string();
+        let setup = propagation::Setup {
+            sidecar: sc,
+            upstream_port: upstream.port,
+            wasm: &wasm,
+            policy: &policy,
+            sync_interval_ms: opts.sync_interval_ms,
+            trials: opts.propagation_trials,
+        };
+        for &workers in &opts.workers {
+            say(format!(
+                "propagation: {} policy PUTs, managed Pag0 with {workers} worker(s), syncIntervalMs {}",
+                opts.propagation_trials, opts.sync_interval_ms
+            ));
+            for t in propagation::measure(&setup, workers, &probe, &host)? {
+                say(format!(
+                    "propagation {workers}w trial {}: PUT {:.1} ms, first {:.0} ms, every worker {:.0} ms ({} probes)",
+                    t.trial,
+                    t.put.as_secs_f64() * 1e3,
+                    t.first.as_secs_f64() * 1e3,
+                    t.every_worker.as_secs_f64() * 1e3,
+                    t.probes
+                ));
+                trials.push(t);
+            }
+        }
+    }
     Ok(Report {
         options: opts.clone(),
         runs,
         memory,
         wasm_sizes,
         sidecar_rss,
+        propagation: trials,
     })
 }
 

@@ -230,11 +230,12 @@ pub struct SidecarProc {
     _dir: tempfile::TempDir,
     pub port: u16,
     pub sync_secret: String,
+    admin_token: String,
 }
 
 impl SidecarProc {
-    pub fn start(policy: &Value) -> Result<Self> {
-        let bin = sidecar_binary();
+    /// `bin`: the sidecar executable ([`sidecar_binary`] for a benchmark).
+    pub fn start(policy: &Value, bin: &Path) -> Result<Self> {
         if !bin.exists() {
             bail!(
                 "sidecar not built: {} is missing — run `cargo build --release -p pag0-sidecar` (or set PAG0_SIDECAR)",
@@ -246,7 +247,7 @@ impl SidecarProc {
             .tempdir()?;
         let admin = "bench-admin-token";
         let sync_secret = "bench-sync-secret".to_owned();
-        let mut child = Command::new(&bin)
+        let mut child = Command::new(bin)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
@@ -277,11 +278,18 @@ impl SidecarProc {
             _dir: dir,
             port: 0,
             sync_secret,
+            admin_token: admin.to_owned(),
         };
         proc.port = port.ok_or_else(|| anyhow!("sidecar did not print its address: {line:?}"))?;
+        proc.put_policy(policy)?;
+        Ok(proc)
+    }
+
+    /// `PUT /v1/policy` (a new version); returns once the sidecar has stored it.
+    pub fn put_policy(&self, policy: &Value) -> Result<()> {
         let resp = http()?
-            .put(format!("http://127.0.0.1:{}/v1/policy", proc.port))
-            .bearer_auth(admin)
+            .put(format!("http://127.0.0.1:{}/v1/policy", self.port))
+            .bearer_auth(&self.admin_token)
             .json(policy)
             .send()?;
         if !resp.status().is_success() {
@@ -291,7 +299,7 @@ impl SidecarProc {
                 resp.text().unwrap_or_default()
             );
         }
-        Ok(proc)
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {

@@ -281,7 +281,68 @@ pub fn markdown(report: &Report, meta: &Meta) -> String {
             );
         }
     }
+    propagation_section(&mut s, report);
     s
+}
+
+/// Per worker count: (trials, PUT median, first median, every-worker median, every-worker max), in ms.
+pub fn propagation_summary(report: &Report) -> Vec<(u32, usize, f64, f64, f64, f64)> {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    report
+        .options
+        .workers
+        .iter()
+        .filter_map(|&w| {
+            let mine: Vec<_> = report
+                .propagation
+                .iter()
+                .filter(|t| t.workers == w)
+                .collect();
+            if mine.is_empty() {
+                return None;
+            }
+            let mut put: Vec<f64> = mine.iter().map(|t| ms(t.put)).collect();
+            let mut first: Vec<f64> = mine.iter().map(|t| ms(t.first)).collect();
+            let mut all: Vec<f64> = mine.iter().map(|t| ms(t.every_worker)).collect();
+            let max = all.iter().copied().fold(0.0, f64::max);
+            Some((
+                w,
+                mine.len(),
+                median(&mut put),
+                median(&mut first),
+                median(&mut all),
+                max,
+            ))
+        })
+        .collect()
+}
+
+fn propagation_section(s: &mut String, report: &Report) {
+    let rows = propagation_summary(report);
+    if rows.is_empty() {
+        return;
+    }
+    let interval = report.options.sync_interval_ms;
+    let _ = writeln!(s, "\n## Policy propagation (managed mode)\n");
+    let _ = writeln!(
+        s,
+        "`PUT /v1/policy` at the sidecar → the new policy enforced by every worker of a running Envoy (Pag0 managed, `syncIntervalMs` {interval}). Each trial blocks or unblocks one endpoint and probes it on fresh connections every {} ms; \"every worker\" is the first reply of the final run of {} in a row under the new policy. PUTs land at spread phases of the sync timer.\n",
+        super::propagation::PROBE_GAP.as_millis(),
+        super::propagation::STREAK
+    );
+    let _ = writeln!(s, "| workers | trials | PUT ms (median) | first enforced ms (median) | every worker ms (median) | every worker ms (max) |\n|---:|---:|---:|---:|---:|---:|");
+    for (w, n, put, first, all, max) in &rows {
+        let _ = writeln!(
+            s,
+            "| {w} | {n} | {put:.1} | {first:.0} | {all:.0} | {max:.0} |"
+        );
+    }
+    let worst = rows.iter().map(|r| r.5).fold(0.0, f64::max);
+    let _ = writeln!(
+        s,
+        "\n- {} SPEC §7: a PUT reaches every filter within one sync interval (worst trial {worst:.0} ms, interval {interval} ms)",
+        if worst <= interval as f64 { "MET" } else { "MISSED" }
+    );
 }
 
 fn mib(b: u64) -> f64 {
@@ -313,8 +374,19 @@ pub fn json(report: &Report, meta: &Meta) -> Value {
                     "proxy_cpu_s": r.proxy_cpu.as_secs_f64(), "sidecar_cpu_s": r.sidecar_cpu.as_secs_f64() })
         })
         .collect();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let propagation: Vec<Value> = report
+        .propagation
+        .iter()
+        .map(|t| {
+            json!({ "workers": t.workers, "trial": t.trial, "blocking": t.blocking,
+                    "put_ms": ms(t.put), "first_ms": ms(t.first),
+                    "every_worker_ms": ms(t.every_worker), "probes": t.probes })
+        })
+        .collect();
     json!({ "commit": meta.commit, "date": meta.date, "machine": meta.machine, "command": meta.command,
-            "rows": rows, "runs": runs, "wasm_sizes": report.wasm_sizes })
+            "rows": rows, "runs": runs, "wasm_sizes": report.wasm_sizes,
+            "sync_interval_ms": report.options.sync_interval_ms, "propagation": propagation })
 }
 
 /// Two bar charts side by side: CPU µs per request (at the first fixed rate) and req/s at

@@ -121,6 +121,16 @@ static_resources:
     )
 }
 
+/// The Pag0 filter in managed mode (`p.plugin_config` names the `pag0_sidecar` cluster):
+/// the pag0 proxy with the sidecar's cluster added.
+pub fn managed_yaml(p: &ProxyParams<'_>) -> String {
+    let mut y = proxy_yaml(Variant::Pag0, p);
+    if let Some((port, _)) = p.sidecar {
+        y.push_str(&cluster("pag0_sidecar", port));
+    }
+    y
+}
+
 fn wasm_filter(name: &str, wasm_quoted: &str, config_quoted: &str) -> String {
     format!(
         r#"          - name: envoy.filters.http.wasm
