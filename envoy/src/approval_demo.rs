@@ -191,6 +191,16 @@ pub fn run(mock: &MockUpstream, mut policy: Value) -> Result<()> {
         summary(&r),
     );
 
+    // The filter adds its counts to Envoy's stats on its tick (≤ 1 s later): wait for them.
+    let printed = [
+        "pag0.approvals.requested",
+        "pag0.approvals.replayed",
+        "pag0.requests.denied.APPROVAL_PENDING",
+        "pag0.requests.denied.APPROVAL_USED",
+    ];
+    for name in printed {
+        envoy.wait_counter(name, Duration::from_secs(3), |v| v >= 1);
+    }
     let c = envoy.pag0_counters();
     let get = |k: &str| c.get(k).copied().unwrap_or(0);
     println!(

@@ -535,7 +535,7 @@ fn held_approved_replayed_once_and_every_refusal() {
 
     // Every refusal reached no upstream; counters name each code.
     assert_eq!(s.mock.served_on("/v2/translate"), served0 + 2);
-    let c = s.envoy.pag0_counters();
+    // Counters reach Envoy's stats on the filter's tick: wait (bounded) for each value.
     for (name, want) in [
         ("pag0.approvals.requested", 5),
         ("pag0.approvals.replayed", 2),
@@ -544,12 +544,12 @@ fn held_approved_replayed_once_and_every_refusal() {
         ("pag0.requests.denied.APPROVAL_DENIED", 1),
         ("pag0.requests.denied.APPROVAL_EXPIRED", 1),
     ] {
-        assert_eq!(c.get(name).copied().unwrap_or(0), want, "{name}: {c:?}");
+        let v = s.envoy.wait_counter(name, WAIT, |v| v >= want);
+        assert_eq!(v, want, "{name}: {:?}", s.envoy.pag0_counters());
     }
     assert!(
-        c.get("pag0.requests.denied.APPROVAL_PENDING")
-            .copied()
-            .unwrap_or(0)
+        s.envoy
+            .wait_counter("pag0.requests.denied.APPROVAL_PENDING", WAIT, |v| v >= 1)
             >= 1
     );
 }

@@ -360,6 +360,27 @@ impl Host {
         self.dispatch();
     }
 
+    /// Fire `on_tick` on every VM now, in VM order. The filter adds what it counted to the
+    /// host's counters on its tick, not per request: a test reads them after this.
+    pub fn tick_all(&mut self) {
+        for vm in 0..self.vms.len() {
+            self.tick(vm);
+        }
+    }
+
+    /// The VM stops, as when Envoy drains its configuration: the root context's `on_done`.
+    /// Send that VM nothing afterwards.
+    pub fn stop(&mut self, vm: usize) {
+        let root = self.vms[vm].vm.state().root_context;
+        self.expect(vm, "proxy_on_done", |v| {
+            v.call_as::<i32, i32>(root, "proxy_on_done", root as i32)
+        });
+        // Envoy stops the VM's timer with it.
+        self.vms[vm].vm.state_mut().tick_period_ms = 0;
+        self.vms[vm].next_tick_nanos = None;
+        self.dispatch();
+    }
+
     /// Calls the guest made that nobody answered yet.
     pub fn pending_calls(&self) -> Vec<HttpCall> {
         self.vms

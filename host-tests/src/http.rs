@@ -259,6 +259,8 @@ pub struct Exchange {
     /// Neither forwarded nor answered: the request hangs in Envoy.
     pub paused: bool,
     pub upstream_reset: bool,
+    /// The host's metrics when the stream ended. The filter adds its counters' increments on
+    /// its tick: for counters read [`crate::Host::metric`] after [`crate::Host::tick_all`].
     pub metrics: BTreeMap<String, i64>,
     pub log: Vec<LogLine>,
 }

@@ -62,8 +62,9 @@ fn hit(host: &mut Host, key: &str, q: &str) -> bool {
     ex.header("x-pag0-cache") == Some("hit")
 }
 
-/// `(hits, savings_micros)` of a series.
-fn series(host: &Host, kind: &str, id: &str) -> (i64, i64) {
+/// `(hits, savings_micros)` of a series, once every VM's tick has added what it counted.
+fn series(host: &mut Host, kind: &str, id: &str) -> (i64, i64) {
+    host.tick_all();
     let p = format!("pag0.cache.{kind}.{id}");
     (
         host.metric(&format!("{p}.hits")),
@@ -111,27 +112,27 @@ fn standalone_hits_count_for_the_requesting_project_and_cost_centre() {
 
     assert!(!hit(&mut host, "s1", "a"));
     assert_eq!(
-        series(&host, "project", "sales_ai"),
+        series(&mut host, "project", "sales_ai"),
         (0, 0),
         "a miss saves nothing"
     );
     assert!(hit(&mut host, "s1", "a"));
-    assert_eq!(series(&host, "project", "sales_ai"), (1, PRICE));
-    assert_eq!(series(&host, "cost_center", "CC_42_x"), (1, PRICE));
-    assert_eq!(series(&host, "cost_center", "CC-1000"), (0, 0));
-    assert_eq!(series(&host, "project", "ops"), (0, 0));
+    assert_eq!(series(&mut host, "project", "sales_ai"), (1, PRICE));
+    assert_eq!(series(&mut host, "cost_center", "CC_42_x"), (1, PRICE));
+    assert_eq!(series(&mut host, "cost_center", "CC-1000"), (0, 0));
+    assert_eq!(series(&mut host, "project", "ops"), (0, 0));
 
     // s2 has no tag: its project's cost centre.
     assert!(hit(&mut host, "s2", "a"));
-    assert_eq!(series(&host, "project", "sales_ai"), (2, 2 * PRICE));
-    assert_eq!(series(&host, "cost_center", "CC-1000"), (1, PRICE));
-    assert_eq!(series(&host, "cost_center", "CC_42_x"), (1, PRICE));
+    assert_eq!(series(&mut host, "project", "sales_ai"), (2, 2 * PRICE));
+    assert_eq!(series(&mut host, "cost_center", "CC-1000"), (1, PRICE));
+    assert_eq!(series(&mut host, "cost_center", "CC_42_x"), (1, PRICE));
 
     // ops keeps its own pool; its hit counts for ops and no cost centre.
     assert!(!hit(&mut host, "o1", "a"));
     assert!(hit(&mut host, "o1", "a"));
-    assert_eq!(series(&host, "project", "ops"), (1, PRICE));
-    assert_eq!(series(&host, "project", "sales_ai"), (2, 2 * PRICE));
+    assert_eq!(series(&mut host, "project", "ops"), (1, PRICE));
+    assert_eq!(series(&mut host, "project", "sales_ai"), (2, 2 * PRICE));
     assert_eq!(host.metric("pag0.cache.hits"), 3);
     assert_eq!(host.metric("pag0.cache.savings_micros"), 3 * PRICE);
     assert_eq!(
@@ -189,8 +190,8 @@ fn managed_mode_defines_the_series_of_each_policy_the_sidecar_sends() {
     );
     assert!(!hit(&mut host, "s2", "m"));
     assert!(hit(&mut host, "s2", "m"));
-    assert_eq!(series(&host, "project", "sales_ai"), (1, PRICE));
-    assert_eq!(series(&host, "cost_center", "CC-1000"), (1, PRICE));
+    assert_eq!(series(&mut host, "project", "sales_ai"), (1, PRICE));
+    assert_eq!(series(&mut host, "cost_center", "CC-1000"), (1, PRICE));
 
     // Version 2: ops leaves, a new project with a new cost centre arrives; s2 moves to it.
     let second = policy(
@@ -213,17 +214,17 @@ fn managed_mode_defines_the_series_of_each_policy_the_sidecar_sends() {
     }
     assert!(!hit(&mut host, "s2", "m"), "project new has its own pool");
     assert!(hit(&mut host, "s2", "m"), "{}", host.log_text());
-    assert_eq!(series(&host, "project", "new"), (1, PRICE));
-    assert_eq!(series(&host, "cost_center", "CC-2"), (1, PRICE));
+    assert_eq!(series(&mut host, "project", "new"), (1, PRICE));
+    assert_eq!(series(&mut host, "cost_center", "CC-2"), (1, PRICE));
     assert_eq!(
-        series(&host, "project", "sales_ai"),
+        series(&mut host, "project", "sales_ai"),
         (1, PRICE),
         "s2 is not in sales.ai now"
     );
-    assert_eq!(series(&host, "cost_center", "CC-1000"), (1, PRICE));
+    assert_eq!(series(&mut host, "cost_center", "CC-1000"), (1, PRICE));
     // s1 lost its own tag: its hits now count for its project's cost centre.
     assert!(!hit(&mut host, "s1", "n"));
     assert!(hit(&mut host, "s1", "n"));
-    assert_eq!(series(&host, "cost_center", "CC-1000"), (2, 2 * PRICE));
-    assert_eq!(series(&host, "cost_center", "CC_42_x"), (0, 0));
+    assert_eq!(series(&mut host, "cost_center", "CC-1000"), (2, 2 * PRICE));
+    assert_eq!(series(&mut host, "cost_center", "CC_42_x"), (0, 0));
 }

@@ -3,11 +3,14 @@
 //! the agent-facing `202` (SPEC §5). Pure functions and data; the request lifecycle that uses
 //! them is `filter/approval.rs`.
 
+use std::rc::Rc;
+
 use pag0_policy::{BudgetKey, BudgetView, DenyCode, Micros};
 use serde_json::{json, Map, Value};
 
 use crate::config::SidecarConfig;
 use crate::host::Host;
+use crate::metrics::Increments;
 
 /// The agent's header naming the approval it replays.
 pub const APPROVAL_ID_HEADER: &str = "x-pag0-approval-id";
@@ -296,14 +299,20 @@ impl BudgetView for NothingSpent {
 /// `pag0.approvals.requested` (approvals created at the sidecar), `pag0.approvals.replayed`
 /// (replays the sidecar let through), `pag0.requests.denied.APPROVAL_PENDING`.
 pub struct ApprovalMetrics {
+    /// Where the increments wait for the tick (`metrics.rs`).
+    increments: Rc<Increments>,
     requested: Option<u32>,
     replayed: Option<u32>,
     pending: Option<u32>,
 }
 
 impl ApprovalMetrics {
-    pub fn define_with(mut define: impl FnMut(&str) -> Option<u32>) -> Self {
+    pub fn define_with(
+        increments: Rc<Increments>,
+        mut define: impl FnMut(&str) -> Option<u32>,
+    ) -> Self {
         ApprovalMetrics {
+            increments,
             requested: define("pag0.approvals.requested"),
             replayed: define("pag0.approvals.replayed"),
             pending: define("pag0.requests.denied.APPROVAL_PENDING"),
@@ -312,6 +321,7 @@ impl ApprovalMetrics {
 
     pub fn none() -> Self {
         ApprovalMetrics {
+            increments: Rc::default(),
             requested: None,
             replayed: None,
             pending: None,
@@ -319,21 +329,15 @@ impl ApprovalMetrics {
     }
 
     pub fn requested(&self, host: &dyn Host) {
-        inc(host, self.requested);
+        self.increments.add(host, self.requested, 1);
     }
 
     pub fn replayed(&self, host: &dyn Host) {
-        inc(host, self.replayed);
+        self.increments.add(host, self.replayed, 1);
     }
 
     pub fn still_pending(&self, host: &dyn Host) {
-        inc(host, self.pending);
-    }
-}
-
-fn inc(host: &dyn Host, id: Option<u32>) {
-    if let Some(id) = id {
-        host.increment_metric(id, 1);
+        self.increments.add(host, self.pending, 1);
     }
 }
 

@@ -20,6 +20,7 @@
 //! otherwise, so a project without `sharedCache` only ever finds its own entries.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use pag0_policy::Micros;
 use proxy_wasm::types::{MapType, MetricType};
@@ -29,6 +30,7 @@ use sha2::{Digest, Sha256};
 use crate::config::FieldError;
 use crate::counters::{HostError, SharedStore};
 use crate::host::Host;
+use crate::metrics::Increments;
 
 pub mod savings;
 
@@ -607,6 +609,8 @@ pub fn parse_config(v: Option<&Value>, errors: &mut Vec<FieldError>) -> CacheCon
 
 /// Metric ids of the cache (`None` where the host refused to define one).
 pub struct CacheMetrics {
+    /// Where the counters' increments wait for the tick (`metrics.rs`).
+    increments: Rc<Increments>,
     hits: Option<u32>,
     misses: Option<u32>,
     savings: Option<u32>,
@@ -629,8 +633,12 @@ pub fn metric_type(name: &str) -> MetricType {
 }
 
 impl CacheMetrics {
-    pub fn define_with(define: &mut impl FnMut(&str) -> Option<u32>) -> Self {
+    pub fn define_with(
+        increments: Rc<Increments>,
+        define: &mut impl FnMut(&str) -> Option<u32>,
+    ) -> Self {
         CacheMetrics {
+            increments,
             hits: define("pag0.cache.hits"),
             misses: define("pag0.cache.misses"),
             savings: define("pag0.cache.savings_micros"),
@@ -641,6 +649,7 @@ impl CacheMetrics {
 
     pub fn none() -> Self {
         CacheMetrics {
+            increments: Rc::default(),
             hits: None,
             misses: None,
             savings: None,
@@ -670,10 +679,10 @@ impl CacheMetrics {
     /// the project's and the client's cost centre's series.
     pub fn hit(&self, host: &dyn Host, project_id: &str, client_id: &str, savings: Micros) {
         let savings = i64::try_from(savings.get()).unwrap_or(i64::MAX);
-        increment(host, self.hits, 1);
-        increment(host, self.savings, savings);
+        self.increments.add(host, self.hits, 1);
+        self.increments.add(host, self.savings, savings);
         if let Ok(a) = self.attribution.try_borrow() {
-            a.hit(host, project_id, client_id, savings);
+            a.hit(&self.increments, host, project_id, client_id, savings);
         }
     }
 
@@ -683,20 +692,18 @@ impl CacheMetrics {
     }
 
     pub fn miss(&self, host: &dyn Host) {
-        increment(host, self.misses, 1);
+        self.increments.add(host, self.misses, 1);
     }
 
+    /// Moves the gauge of bytes held at once: unlike the counters it is not batched (it says
+    /// what the slots hold now).
     pub fn stored(&self, host: &dyn Host, s: Stored) {
         let delta = i64::try_from(s.stored_bytes)
             .unwrap_or(i64::MAX)
             .saturating_sub(i64::try_from(s.replaced_bytes).unwrap_or(i64::MAX));
-        increment(host, self.bytes, delta);
-    }
-}
-
-fn increment(host: &dyn Host, id: Option<u32>, by: i64) {
-    if let (Some(id), true) = (id, by != 0) {
-        host.increment_metric(id, by);
+        if let (Some(id), true) = (self.bytes, delta != 0) {
+            host.increment_metric(id, delta);
+        }
     }
 }
 

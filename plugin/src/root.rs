@@ -17,7 +17,7 @@ use crate::filter::Filter;
 use crate::host::{self, Host, Hostcalls};
 use crate::keys::KeyDigests;
 use crate::managed::{self, Outgoing};
-use crate::metrics::Metrics;
+use crate::metrics::{Increments, Metrics};
 
 /// What every request of one plugin configuration reads. Rebuilt, never mutated, on reconfigure
 /// or when a new policy arrives from the sidecar.
@@ -54,6 +54,9 @@ pub struct Root {
     usage: Rc<managed::UsageBuffer>,
     /// This VM's API-key digests, kept across reconfigurations and policies.
     keys: Rc<KeyDigests>,
+    /// This VM's counter increments not yet added to Envoy's counters, kept across
+    /// reconfigurations; added by the tick and in `on_done`.
+    increments: Rc<Increments>,
 }
 
 /// The managed-mode state of one worker VM.
@@ -72,9 +75,9 @@ struct SyncLoop {
 // === impl Root ===
 
 impl Root {
-    fn load(bytes: &[u8]) -> Result<Shared, ConfigError> {
+    fn load(bytes: &[u8], increments: Rc<Increments>) -> Result<Shared, ConfigError> {
         let c = config::parse(bytes)?;
-        let metrics = Metrics::define();
+        let metrics = Metrics::define(increments);
         if let Some(policy) = &c.policy {
             metrics.attribute(policy);
         }
@@ -241,8 +244,10 @@ fn mark_down(why: &str, now_ms: u64) {
 }
 
 impl Context for Root {
-    /// The VM stops (Envoy drains this configuration): give the budget slices back.
+    /// The VM stops (Envoy drains this configuration): give the budget slices back, add the
+    /// counts since the last tick to Envoy's counters.
     fn on_done(&mut self) -> bool {
+        self.increments.close(&Hostcalls);
         if let Err(e) = self.slices.close(&Hostcalls) {
             host::log(
                 LogLevel::Warn,
@@ -312,7 +317,7 @@ impl RootContext for Root {
             Ok(Some(b)) => b,
             _ => Vec::new(),
         };
-        match Root::load(&bytes) {
+        match Root::load(&bytes, self.increments.clone()) {
             Ok(mut shared) => {
                 shared.keys = self.keys.clone();
                 if let Err(e) = counters::create::prepare(&Hostcalls) {
@@ -375,6 +380,10 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        // What this worker counted since the last tick, one host call per counter. Every
+        // configuration that serves requests sets a tick (standalone and managed); one that
+        // failed serves none and counts nothing.
+        self.increments.flush(&Hostcalls);
         // Also in managed mode: refunds of standalone requests still in flight when the
         // configuration changed land in the slices and are given back here.
         if let Err(e) = self.slices.return_idle(&Hostcalls) {

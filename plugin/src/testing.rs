@@ -97,6 +97,8 @@ pub struct FakeHost {
     pub response_chunk: RefCell<Vec<u8>>,
     pub local_reply: RefCell<Option<LocalReply>>,
     pub metrics: RefCell<HashMap<u32, i64>>,
+    /// Every `increment_metric` call, in order: `(id, by)`.
+    pub metric_calls: RefCell<Vec<(u32, i64)>>,
     pub logs: RefCell<Vec<String>>,
     /// Calls the filter dispatched (token = index + 1).
     pub calls: RefCell<Vec<Call>>,
@@ -180,6 +182,7 @@ impl Host for &FakeHost {
         self.logs.borrow_mut().push(msg.to_string());
     }
     fn increment_metric(&self, id: u32, by: i64) {
+        self.metric_calls.borrow_mut().push((id, by));
         *self.metrics.borrow_mut().entry(id).or_default() += by;
     }
     fn dispatch_http_call(

@@ -295,14 +295,24 @@ impl Demo {
     }
 
     /// Settlement happens when the response stream ends; wait (bounded) until every
-    /// reservation is closed so the next decision sees the settled spend.
+    /// reservation is closed so the next decision sees the settled spend. The filter adds its
+    /// counts to Envoy's stats on its tick (≤ 1 s later), so also until every request so far
+    /// is counted (allowed or denied): only then do the money counters include them.
     fn wait_settled(&self) {
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
             let c = self.envoy.pag0_counters();
             let get = |k: &str| c.get(k).copied().unwrap_or(0);
-            if get("pag0.cost.settled_micros") + get("pag0.cost.released_micros")
-                >= get("pag0.cost.reserved_micros")
+            let counted: u64 = c
+                .iter()
+                .filter(|(k, _)| {
+                    *k == "pag0.requests.allowed" || k.starts_with("pag0.requests.denied.")
+                })
+                .map(|(_, v)| *v)
+                .sum();
+            if counted >= self.rows.len() as u64
+                && get("pag0.cost.settled_micros") + get("pag0.cost.released_micros")
+                    >= get("pag0.cost.reserved_micros")
             {
                 return;
             }
@@ -404,6 +414,7 @@ impl Demo {
     }
 
     fn print_totals(&self, mock: &MockUpstream) -> Result<()> {
+        self.wait_settled();
         let c = self.envoy.pag0_counters();
         let get = |k: &str| c.get(k).copied().unwrap_or(0);
         println!("\nTotals from Envoy's stats (wasmcustom.pag0.*):");

@@ -15,15 +15,17 @@ fn padded_chat(len: usize) -> String {
 #[test]
 fn body_over_the_cap_in_many_chunks_is_413() {
     let body = padded_chat(MAX_BODY as usize + 500);
-    let ex = host().run(&openai(SALES_KEY, &body).chunked(300), &ok());
-    assert_denied_on_body(&ex, 413, "BODY_TOO_LARGE");
+    let mut h = host();
+    let ex = h.run(&openai(SALES_KEY, &body).chunked(300), &ok());
+    assert_denied_on_body(&mut h, &ex, 413, "BODY_TOO_LARGE");
 }
 
 #[test]
 fn body_just_under_the_cap_is_priced_and_forwarded_whole() {
     let body = padded_chat(MAX_BODY as usize - 10);
     assert!(body.len() <= MAX_BODY as usize);
-    let ex = host().run(&openai(SALES_KEY, &body).chunked(100), &ok());
+    let mut h = host();
+    let ex = h.run(&openai(SALES_KEY, &body).chunked(100), &ok());
     assert_allowed(&ex);
     let up = ex
         .upstream
@@ -68,18 +70,20 @@ fn no_body_byte_reaches_the_upstream_before_the_decision() {
 
 #[test]
 fn a_body_that_is_not_json_is_400() {
-    let ex = host().run(&openai(SALES_KEY, "model=gpt-4&max_tokens=10"), &ok());
-    assert_denied_on_body(&ex, 400, "BAD_REQUEST_BODY");
+    let mut h = host();
+    let ex = h.run(&openai(SALES_KEY, "model=gpt-4&max_tokens=10"), &ok());
+    assert_denied_on_body(&mut h, &ex, 400, "BAD_REQUEST_BODY");
 }
 
 #[test]
 fn a_json_body_cut_short_is_400() {
     let body = chat("gpt-4o-mini", 10);
-    let ex = host().run(
+    let mut h = host();
+    let ex = h.run(
         &openai(SALES_KEY, &body[..body.len() - 5]).chunked(7),
         &ok(),
     );
-    assert_denied_on_body(&ex, 400, "BAD_REQUEST_BODY");
+    assert_denied_on_body(&mut h, &ex, 400, "BAD_REQUEST_BODY");
 }
 
 #[test]
@@ -89,7 +93,8 @@ fn a_body_pricing_does_not_need_passes_even_when_large() {
         .api_key(SALES_KEY)
         .body(&big)
         .chunked(1000);
-    let ex = host().run(&req, &ok());
+    let mut h = host();
+    let ex = h.run(&req, &ok());
     assert_allowed(&ex);
     assert_eq!(ex.upstream.as_ref().map(|u| u.body.len()), Some(big.len()));
 }
@@ -98,7 +103,8 @@ fn a_body_pricing_does_not_need_passes_even_when_large() {
 fn request_trailers_do_not_lose_the_body() {
     let body = chat("gpt-4o-mini", 10);
     let req = openai(SALES_KEY, &body).chunked(20).trailer("x-trace", "1");
-    let ex = host().run(&req, &ok());
+    let mut h = host();
+    let ex = h.run(&req, &ok());
     assert_allowed(&ex);
     let up = ex.upstream.clone().unwrap_or_default();
     assert_eq!(up.body, body.as_bytes());

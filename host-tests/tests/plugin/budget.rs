@@ -5,7 +5,7 @@ use std::time::Duration;
 use pag0_host_tests::fixture::{self, DAILY_KEY, RACE_KEY};
 use pag0_host_tests::{Action, Host, Response};
 
-use super::{assert_allowed, assert_denied, deepl, ok};
+use super::{assert_allowed, assert_denied, counted, deepl, ok};
 
 fn two_vms() -> Host {
     match Host::builder(fixture::config(4096)).vms(2).build() {
@@ -18,7 +18,8 @@ fn two_vms() -> Host {
 fn budget_exceeded_is_402() {
     let mut h = super::host();
     assert_allowed(&h.run(&deepl(RACE_KEY), &ok()));
-    assert_denied(&h.run(&deepl(RACE_KEY), &ok()), 402, "BUDGET_EXCEEDED");
+    let ex = h.run(&deepl(RACE_KEY), &ok());
+    assert_denied(&mut h, &ex, 402, "BUDGET_EXCEEDED");
 }
 
 /// Race project: 2000 µ$, one DeepL request. Both VMs decide before either hears back from the
@@ -48,8 +49,8 @@ fn race(order_b_first: bool) {
         h.send_response(id, &ok());
         h.finish(id);
     }
-    assert_eq!(h.metric("pag0.requests.allowed"), 1);
-    assert_eq!(h.metric("pag0.requests.denied.BUDGET_EXCEEDED"), 1);
+    assert_eq!(counted(&mut h, "pag0.requests.allowed"), 1);
+    assert_eq!(counted(&mut h, "pag0.requests.denied.BUDGET_EXCEEDED"), 1);
 }
 
 #[test]
@@ -73,7 +74,7 @@ fn a_reservation_counts_before_the_response_arrives() {
         Some(Action::Continue)
     );
     let ex = h.run_on(1, &deepl(RACE_KEY), &ok());
-    assert_denied(&ex, 402, "BUDGET_EXCEEDED");
+    assert_denied(&mut h, &ex, 402, "BUDGET_EXCEEDED");
     h.send_response(a, &ok());
     h.finish(a);
 }
@@ -88,7 +89,7 @@ fn a_released_reservation_frees_the_budget_for_the_other_vm() {
     );
     assert!(ex.forwarded());
     assert_eq!(
-        ex.metric("pag0.cost.settled_micros"),
+        counted(&mut h, "pag0.cost.settled_micros"),
         0,
         "an upstream error without a report costs 0"
     );
@@ -101,7 +102,7 @@ fn a_daily_budget_renews_at_midnight_in_the_org_timezone() {
     h.set_unix_time(1_767_657_000); // 2026-01-05 23:50 UTC
     assert_allowed(&h.run(&deepl(DAILY_KEY), &ok()));
     let ex = h.run(&deepl(DAILY_KEY), &ok());
-    assert_denied(&ex, 402, "BUDGET_EXCEEDED");
+    assert_denied(&mut h, &ex, 402, "BUDGET_EXCEEDED");
     assert_eq!(ex.body_json()["error"]["scope"], "project.daily");
     h.advance(Duration::from_secs(15 * 60)); // 00:05 the next day
     assert_allowed(&h.run(&deepl(DAILY_KEY), &ok()));
@@ -131,7 +132,7 @@ fn many_requests_on_four_vms_never_overspend() {
         h.send_response(id, &ok());
         h.finish(id);
     }
-    assert_eq!(h.metric("pag0.cost.settled_micros"), 100_000);
+    assert_eq!(counted(&mut h, "pag0.cost.settled_micros"), 100_000);
 }
 
 /// The counter value of the first shared-data key starting with `prefix` (u64 LE).

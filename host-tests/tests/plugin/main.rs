@@ -7,6 +7,8 @@ mod config;
 mod settle;
 mod wire;
 
+use std::time::Duration;
+
 use pag0_host_tests::fixture::{self, SALES_KEY};
 use pag0_host_tests::{Exchange, Host, Request, Response};
 
@@ -34,10 +36,17 @@ pub fn ok() -> Response {
     Response::json(200, r#"{"ok":true}"#)
 }
 
+/// A counter as the host shows it once every VM's tick has run: the filter adds what it counted
+/// to the host's counters on its tick, not per request.
+pub fn counted(h: &mut Host, name: &str) -> i64 {
+    h.tick_all();
+    h.metric(name)
+}
+
 /// A refusal as SPEC §5 words it: status, `x-pag0-decision: deny`, `x-pag0-code`, a JSON body
-/// with the same code, and nothing sent upstream.
+/// with the same code, and nothing sent upstream; counted once (the first of its code in `h`).
 #[track_caller]
-pub fn assert_denied(ex: &Exchange, status: u16, code: &str) {
+pub fn assert_denied(h: &mut Host, ex: &Exchange, status: u16, code: &str) {
     let ctx = || format!("\nexchange: {ex:?}\nlog:\n{}", ex.log_text());
     assert_eq!(ex.status(), Some(status), "status{}", ctx());
     assert_eq!(ex.code(), Some(code), "x-pag0-code{}", ctx());
@@ -69,7 +78,7 @@ pub fn assert_denied(ex: &Exchange, status: u16, code: &str) {
     );
     assert_eq!(ex.local_replies_sent, 1, "one local reply{}", ctx());
     assert_eq!(
-        ex.metric(&format!("pag0.requests.denied.{code}")),
+        counted(h, &format!("pag0.requests.denied.{code}")),
         1,
         "denied metric{}",
         ctx()
@@ -81,7 +90,7 @@ pub fn assert_denied(ex: &Exchange, status: u16, code: &str) {
 /// turns `Pause` there into `StopAllIterationAndWatermark`), so the upstream may have seen the
 /// headers, but never a byte of the body nor the end of the request.
 #[track_caller]
-pub fn assert_denied_on_body(ex: &Exchange, status: u16, code: &str) {
+pub fn assert_denied_on_body(h: &mut Host, ex: &Exchange, status: u16, code: &str) {
     if let Some(up) = &ex.upstream {
         assert!(
             up.body.is_empty() && !up.end_of_stream,
@@ -91,7 +100,7 @@ pub fn assert_denied_on_body(ex: &Exchange, status: u16, code: &str) {
     }
     let mut strict = ex.clone();
     strict.upstream = None;
-    assert_denied(&strict, status, code);
+    assert_denied(h, &strict, status, code);
 }
 
 #[track_caller]
@@ -107,6 +116,40 @@ pub fn assert_allowed(ex: &Exchange) {
     );
 }
 
+/// The filter counts in its VM and adds that to the host's counters on its tick (standalone:
+/// every second) and when the VM stops: not per request, and nothing twice.
+#[test]
+fn counters_reach_the_host_on_the_tick_and_when_the_vm_stops() {
+    let mut h = host();
+    for _ in 0..2 {
+        assert_allowed(&h.run(&deepl(SALES_KEY), &ok()));
+    }
+    assert_eq!(
+        h.metric("pag0.requests.allowed"),
+        0,
+        "no increment per request"
+    );
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.metric("pag0.requests.allowed"), 2, "{}", h.log_text());
+    assert_eq!(
+        h.metric("pag0.cost.reserved_micros"),
+        2 * fixture::DEEPL_PRICE
+    );
+    h.advance(Duration::from_secs(3));
+    assert_eq!(h.metric("pag0.requests.allowed"), 2, "nothing added twice");
+    assert_allowed(&h.run(&deepl(SALES_KEY), &ok()));
+    h.stop(0);
+    assert_eq!(
+        h.metric("pag0.requests.allowed"),
+        3,
+        "on_done adds what no tick did"
+    );
+    assert_eq!(
+        h.metric("pag0.cost.settled_micros"),
+        3 * fixture::DEEPL_PRICE
+    );
+}
+
 #[test]
 fn an_allowed_request_reaches_the_upstream_and_is_labelled() {
     let mut h = host();
@@ -116,6 +159,9 @@ fn an_allowed_request_reaches_the_upstream_and_is_labelled() {
     assert_eq!(ex.header("x-pag0-project"), Some("sales-ai"));
     assert_eq!(ex.header("x-pag0-estimated-cost"), Some("2000"));
     assert_eq!(ex.downstream.body, br#"{"ok":true}"#);
-    assert_eq!(ex.metric("pag0.requests.allowed"), 1);
-    assert_eq!(ex.metric("pag0.cost.reserved_micros"), fixture::DEEPL_PRICE);
+    assert_eq!(counted(&mut h, "pag0.requests.allowed"), 1);
+    assert_eq!(
+        counted(&mut h, "pag0.cost.reserved_micros"),
+        fixture::DEEPL_PRICE
+    );
 }

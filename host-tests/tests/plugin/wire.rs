@@ -7,59 +7,66 @@ use super::{assert_allowed, assert_denied, deepl, host, ok};
 
 #[test]
 fn missing_api_key_is_401() {
-    let ex = host().run(&Request::get("api.deepl.com", "/v2/translate"), &ok());
-    assert_denied(&ex, 401, "MISSING_API_KEY");
+    let mut h = host();
+    let ex = h.run(&Request::get("api.deepl.com", "/v2/translate"), &ok());
+    assert_denied(&mut h, &ex, 401, "MISSING_API_KEY");
 }
 
 #[test]
 fn unknown_api_key_is_401() {
-    let ex = host().run(&deepl("not-a-key"), &ok());
-    assert_denied(&ex, 401, "UNKNOWN_API_KEY");
+    let mut h = host();
+    let ex = h.run(&deepl("not-a-key"), &ok());
+    assert_denied(&mut h, &ex, 401, "UNKNOWN_API_KEY");
 }
 
 #[test]
 fn blocked_endpoint_is_403() {
-    let ex = host().run(
+    let mut h = host();
+    let ex = h.run(
         &Request::get("suspicious-api.com", "/x").api_key(OPS_KEY),
         &ok(),
     );
-    assert_denied(&ex, 403, "ENDPOINT_BLOCKED");
+    assert_denied(&mut h, &ex, 403, "ENDPOINT_BLOCKED");
 }
 
 #[test]
 fn a_block_rule_covers_subdomains_and_ignores_ports() {
-    let ex = host().run(
+    let mut h = host();
+    let ex = h.run(
         &Request::get("eu.suspicious-api.com:8443", "/x").api_key(OPS_KEY),
         &ok(),
     );
-    assert_denied(&ex, 403, "ENDPOINT_BLOCKED");
+    assert_denied(&mut h, &ex, 403, "ENDPOINT_BLOCKED");
 }
 
 #[test]
 fn endpoint_not_on_the_allow_list_is_403() {
-    let ex = host().run(
+    let mut h = host();
+    let ex = h.run(
         &Request::get("api.search.example", "/q").api_key(SALES_KEY),
         &ok(),
     );
-    assert_denied(&ex, 403, "ENDPOINT_NOT_ALLOWED");
+    assert_denied(&mut h, &ex, 403, "ENDPOINT_NOT_ALLOWED");
 }
 
 #[test]
 fn category_not_allowed_is_403() {
-    let ex = host().run(
+    let mut h = host();
+    let ex = h.run(
         &Request::get("api.images.example", "/gen").api_key(OPS_KEY),
         &ok(),
     );
-    assert_denied(&ex, 403, "CATEGORY_NOT_ALLOWED");
+    assert_denied(&mut h, &ex, 403, "CATEGORY_NOT_ALLOWED");
 }
 
 #[test]
 fn a_host_outside_the_catalogue_has_no_category() {
-    let ex = host().run(
+    let mut h = host();
+    let ex = h.run(
         &Request::get("unknown.example.org", "/").api_key(OPS_KEY),
         &ok(),
     );
-    assert_denied(&ex, 403, "CATEGORY_NOT_ALLOWED");
+    assert_denied(&mut h, &ex, 403, "CATEGORY_NOT_ALLOWED");
 }
 
 // 2026-01-05 is a Monday. New York is UTC-5 in January, UTC-4 in July.
@@ -72,7 +79,7 @@ fn outside_working_hours_is_403() {
     let mut h = host();
     h.set_unix_time(MON_JAN_12_00_UTC); // 07:00 in New York
     let ex = h.run(&deepl(NIGHT_KEY), &ok());
-    assert_denied(&ex, 403, "OUTSIDE_WORKING_HOURS");
+    assert_denied(&mut h, &ex, 403, "OUTSIDE_WORKING_HOURS");
 }
 
 #[test]
@@ -86,11 +93,8 @@ fn inside_working_hours_passes() {
 fn working_days_are_checked_in_the_clients_timezone() {
     let mut h = host();
     h.set_unix_time(SAT_JAN_10_15_00_UTC); // Saturday 10:00 in New York
-    assert_denied(
-        &h.run(&deepl(NIGHT_KEY), &ok()),
-        403,
-        "OUTSIDE_WORKING_HOURS",
-    );
+    let ex = h.run(&deepl(NIGHT_KEY), &ok());
+    assert_denied(&mut h, &ex, 403, "OUTSIDE_WORKING_HOURS");
 }
 
 #[test]
@@ -102,36 +106,41 @@ fn working_hours_follow_daylight_saving_time() {
 
 #[test]
 fn max_per_request_exceeded_is_403() {
-    let ex = host().run(
+    let mut h = host();
+    let ex = h.run(
         &Request::get("api.pricey.example", "/").api_key(SALES_KEY),
         &ok(),
     );
-    assert_denied(&ex, 403, "MAX_PER_REQUEST_EXCEEDED");
+    assert_denied(&mut h, &ex, 403, "MAX_PER_REQUEST_EXCEEDED");
 }
 
 #[test]
 fn max_per_request_uses_the_token_estimate() {
     // gpt-4, 10k output tokens: 600000 µ$ for output alone, above sales-ai's 200000.
-    let ex = host().run(
+    let mut h = host();
+    let ex = h.run(
         &super::openai(SALES_KEY, &super::chat("gpt-4", 10_000)),
         &ok(),
     );
-    super::assert_denied_on_body(&ex, 403, "MAX_PER_REQUEST_EXCEEDED");
+    super::assert_denied_on_body(&mut h, &ex, 403, "MAX_PER_REQUEST_EXCEEDED");
 }
 
 #[test]
 fn approval_required_in_standalone_mode_is_403() {
-    let ex = host().run(
+    let mut h = host();
+    let ex = h.run(
         &Request::get("api.approval.example", "/").api_key(OPS_KEY),
         &ok(),
     );
-    assert_denied(&ex, 403, "APPROVAL_REQUIRED");
+    assert_denied(&mut h, &ex, 403, "APPROVAL_REQUIRED");
 }
 
 #[test]
 fn asking_for_approval_in_standalone_mode_is_403() {
     let req = deepl(OPS_KEY).header("x-pag0-requires-approval", "true");
-    assert_denied(&host().run(&req, &ok()), 403, "APPROVAL_REQUIRED");
+    let mut h = host();
+    let ex = h.run(&req, &ok());
+    assert_denied(&mut h, &ex, 403, "APPROVAL_REQUIRED");
 }
 
 #[test]
@@ -151,7 +160,7 @@ fn control_plane_unavailable_is_503_when_failing_closed() {
     };
     host.advance(std::time::Duration::from_secs(2));
     let ex = host.run(&deepl(SALES_KEY), &ok());
-    assert_denied(&ex, 503, "CONTROL_PLANE_UNAVAILABLE");
+    assert_denied(&mut host, &ex, 503, "CONTROL_PLANE_UNAVAILABLE");
 }
 
 #[test]
@@ -162,7 +171,8 @@ fn every_x_pag0_header_is_stripped_before_the_upstream() {
         .header("x-pag0-project", "ops")
         .header("X-Pag0-Anything", "1")
         .header("x-other", "kept");
-    let ex = host().run(&req, &ok());
+    let mut h = host();
+    let ex = h.run(&req, &ok());
     assert_allowed(&ex);
     let up = ex
         .upstream
@@ -196,7 +206,7 @@ fn a_refusal_names_project_and_scope() {
         assert_allowed(&h.run(&deepl(fixture::RACE_KEY), &ok()));
     }
     let ex = h.run(&deepl(fixture::RACE_KEY), &ok());
-    assert_denied(&ex, 402, "BUDGET_EXCEEDED");
+    assert_denied(&mut h, &ex, 402, "BUDGET_EXCEEDED");
     let body = ex.body_json();
     assert_eq!(body["error"]["projectId"], "race", "{body}");
     assert_eq!(body["error"]["scope"], "project.monthly", "{body}");
@@ -222,7 +232,8 @@ fn the_api_key_header_name_is_configurable() {
 
 #[test]
 fn a_response_without_body_or_trailers_is_labelled_too() {
-    let ex = host().run(&deepl(SALES_KEY), &Response::status(204));
+    let mut h = host();
+    let ex = h.run(&deepl(SALES_KEY), &Response::status(204));
     assert_allowed(&ex);
     assert_eq!(ex.status(), Some(204));
 }
@@ -272,9 +283,15 @@ fn managed_mode_decides_on_the_policy_the_sidecar_sends() {
         path.as_deref().is_some_and(|p| p.starts_with("/v1/sync")),
         "{calls:?}"
     );
-    assert_denied(
-        &host.run(&deepl("not-a-key"), &ok()),
-        401,
-        "UNKNOWN_API_KEY",
+    let ex = host.run(&deepl("not-a-key"), &ok());
+    // Managed mode has its own tick (syncIntervalMs / 4), which adds the filter's counts too.
+    let denied = "pag0.requests.denied.UNKNOWN_API_KEY";
+    assert_eq!(
+        host.metric(denied),
+        0,
+        "counted on the tick, not per request"
     );
+    host.advance(std::time::Duration::from_millis(250));
+    assert_eq!(host.metric(denied), 1, "{}", host.log_text());
+    assert_denied(&mut host, &ex, 401, "UNKNOWN_API_KEY");
 }

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use pag0_policy::doc::{Client, PolicyDocument, Project};
 
 use crate::host::Host;
+use crate::metrics::Increments;
 
 /// The tag naming a client's (or project's) cost centre.
 pub const COST_CENTER_TAG: &str = "costCenter";
@@ -141,8 +142,16 @@ impl Attribution {
         }
     }
 
-    /// A hit by `client_id` of `project_id` that avoided `savings` micro-USD.
-    pub fn hit(&self, host: &dyn Host, project_id: &str, client_id: &str, savings: i64) {
+    /// A hit by `client_id` of `project_id` that avoided `savings` micro-USD, counted in
+    /// `increments` (flushed to `host` on the tick).
+    pub fn hit(
+        &self,
+        increments: &Increments,
+        host: &dyn Host,
+        project_id: &str,
+        client_id: &str,
+        savings: i64,
+    ) {
         for s in [
             find(&self.projects, project_id),
             find(&self.clients, client_id),
@@ -150,8 +159,8 @@ impl Attribution {
         .into_iter()
         .flatten()
         {
-            increment(host, s.hits, 1);
-            increment(host, s.savings, savings);
+            increments.add(host, s.hits, 1);
+            increments.add(host, s.savings, savings);
         }
     }
 
@@ -177,12 +186,6 @@ fn find(table: &[(Box<str>, Series)], id: &str) -> Option<Series> {
         .ok()
         .and_then(|i| table.get(i))
         .map(|(_, s)| *s)
-}
-
-fn increment(host: &dyn Host, id: Option<u32>, by: i64) {
-    if let (Some(id), true) = (id, by != 0) {
-        host.increment_metric(id, by);
-    }
 }
 
 #[cfg(test)]

@@ -22,13 +22,20 @@ const ID: &str = "apr_0123456789abcdef0123456789abcdef01234567";
 
 fn metric_names() -> Vec<String> {
     let mut names = Vec::new();
-    Metrics::define_with(|n| {
+    Metrics::define_with(Rc::default(), |n| {
         names.push(n.to_string());
         None
     });
     names
 }
 
+/// The root context's tick: what the filter counted reaches the host's metrics.
+fn tick(host: &FakeHost, f: &Filter<&FakeHost>) {
+    let s = f.shared.as_ref().expect("a configured filter");
+    s.metrics.increments().flush(&host);
+}
+
+/// A metric as the host shows it (counters: what the ticks so far added).
 fn metric(host: &FakeHost, name: &str) -> i64 {
     let id = metric_names().iter().position(|n| n == name).unwrap();
     host.metrics
@@ -72,7 +79,7 @@ fn shared(sidecar: bool, mode: FailureMode) -> Rc<Shared> {
         api_key_header: "x-pag0-api-key".into(),
         max_body_bytes: 4096,
         cache: crate::cache::CacheConfig::default(),
-        metrics: Rc::new(Metrics::define_with(|_| {
+        metrics: Rc::new(Metrics::define_with(Rc::default(), |_| {
             next += 1;
             Some(next - 1)
         })),
@@ -234,6 +241,7 @@ fn needs_approval_creates_it_at_the_sidecar_and_answers_202() {
         json!({ "approvalId": ID, "status": "pending", "projectId": "sales-ai",
                 "estimatedCost": "2000", "expiresAt": "2026-11-25T12:00:00.000Z" })
     );
+    tick(&host, &f);
     assert_eq!(metric(&host, "pag0.approvals.requested"), 1);
     assert_eq!(metric(&host, "pag0.requests.allowed"), 0);
     f.on_log();
@@ -283,6 +291,7 @@ fn create_failure_is_503_in_both_failure_modes_and_never_forwards() {
             assert_eq!(body["error"]["code"], "CONTROL_PLANE_UNAVAILABLE");
             assert_eq!(header(&headers, "x-pag0-approval-id"), None);
             assert_eq!(host.resumed.get(), 0);
+            tick(&host, &f);
             assert_eq!(metric(&host, "pag0.approvals.requested"), 0);
         }
     }
@@ -320,6 +329,7 @@ fn approved_replay_is_consumed_then_reserved_forwarded_and_settled() {
     deliver(&mut f, &host, 1);
     assert_eq!(host.resumed.get(), 1);
     assert!(host.local_reply.borrow().is_none());
+    tick(&host, &f);
     assert_eq!(metric(&host, "pag0.approvals.replayed"), 1);
     assert_eq!(metric(&host, "pag0.requests.allowed"), 1);
 
@@ -360,6 +370,7 @@ fn refused_replays_get_the_sidecars_code_and_release_the_reservation() {
         assert_eq!(body["error"]["projectId"], "sales-ai");
         assert_eq!(host.store.value(PROJECT_DAILY), 0, "{code}: released");
         assert_eq!(host.resumed.get(), 0);
+        tick(&host, &f);
         assert_eq!(metric(&host, &format!("pag0.requests.denied.{code}")), 1);
         assert_eq!(metric(&host, "pag0.requests.allowed"), 0);
         f.on_log();
@@ -385,6 +396,7 @@ fn a_replay_before_the_decision_is_403_approval_pending() {
         Some("APPROVAL_PENDING")
     );
     assert_eq!(body["error"]["code"], "APPROVAL_PENDING");
+    tick(&host, &f);
     assert_eq!(metric(&host, "pag0.requests.denied.APPROVAL_PENDING"), 1);
     assert_eq!(host.store.value(PROJECT_DAILY), 0);
 }

@@ -20,7 +20,7 @@ const ORG_MONTHLY: &str = "pag0/b/org.monthly/2026-11";
 /// Metric names in definition order: the id of a name is its index.
 fn metric_names() -> Vec<String> {
     let mut names = Vec::new();
-    Metrics::define_with(|n| {
+    Metrics::define_with(Rc::default(), |n| {
         names.push(n.to_string());
         None
     });
@@ -54,7 +54,7 @@ fn shared(project_daily: &str) -> Rc<Shared> {
         api_key_header: "x-pag0-api-key".into(),
         max_body_bytes: 4096,
         cache: crate::cache::CacheConfig::default(),
-        metrics: Rc::new(Metrics::define_with(|_| {
+        metrics: Rc::new(Metrics::define_with(Rc::default(), |_| {
             next += 1;
             Some(next - 1)
         })),
@@ -84,6 +84,13 @@ fn respond(host: &FakeHost, status: &str, extra: &[(&str, &str)]) {
     *host.response_headers.borrow_mut() = h;
 }
 
+/// The root context's tick: what the filter counted reaches the host's metrics.
+fn tick(host: &FakeHost, f: &Filter<&FakeHost>) {
+    let s = f.shared.as_ref().expect("a configured filter");
+    s.metrics.increments().flush(&host);
+}
+
+/// A metric as the host shows it (counters: what the ticks so far added).
 fn metric(host: &FakeHost, name: &str) -> i64 {
     let id = metric_names().iter().position(|n| n == name).unwrap();
     host.metrics
@@ -185,6 +192,7 @@ fn allowed_request_is_stripped_reserved_tagged_and_settled_once() {
         "cost header replaced the reservation, once"
     );
     assert_eq!(host.store.value(ORG_MONTHLY), 700);
+    tick(&host, &f);
     assert_eq!(metric(&host, "pag0.requests.allowed"), 1);
     assert_eq!(metric(&host, "pag0.cost.reserved_micros"), 1000);
     assert_eq!(metric(&host, "pag0.cost.settled_micros"), 700);
@@ -212,6 +220,7 @@ fn a_flat_priced_response_body_is_never_copied_out_of_the_host() {
         2000,
         "the per-request price"
     );
+    tick(&host, &f);
     assert_eq!(metric(&host, "pag0.cost.settled_micros"), 2000);
 
     // The per-token endpoint still reads its body (the usage report prices it).
@@ -255,6 +264,7 @@ fn refusal_is_a_json_local_reply_with_pag0_headers() {
         Some("MISSING_API_KEY")
     );
     assert_eq!(body["error"]["code"], "MISSING_API_KEY");
+    tick(&host, &f);
     assert_eq!(metric(&host, "pag0.requests.denied.MISSING_API_KEY"), 1);
     // Our own local reply passes the response callbacks: nothing to settle or tag.
     respond(&host, "401", &[]);
@@ -264,6 +274,7 @@ fn refusal_is_a_json_local_reply_with_pag0_headers() {
         header(&host.response_headers.borrow(), "x-pag0-decision"),
         None
     );
+    tick(&host, &f);
     assert_eq!(metric(&host, "pag0.requests.allowed"), 0);
 }
 
@@ -325,6 +336,7 @@ fn per_token_request_buffers_the_body_then_settles_on_usage() {
     f.on_http_response_body(0, true);
     // 1000 × 30000/1k + 10 × 60000/1k
     assert_eq!(host.store.value(PROJECT_DAILY), 30_600);
+    tick(&host, &f);
     assert_eq!(metric(&host, "pag0.cost.settled_micros"), 30_600);
 }
 
@@ -344,6 +356,7 @@ fn a_body_over_max_body_bytes_is_refused_with_413() {
     assert_eq!(body["error"]["projectId"], "sales-ai");
     assert_eq!(host.store.value(PROJECT_DAILY), 0);
     f.on_log();
+    tick(&host, &f);
     assert_eq!(metric(&host, "pag0.requests.denied.BODY_TOO_LARGE"), 1);
 }
 
@@ -420,6 +433,7 @@ fn no_response_at_all_releases_the_reservation_in_on_log() {
     f.on_log(); // upstream reset / client gone before any response
     f.on_log();
     assert_eq!(host.store.value(PROJECT_DAILY), 0);
+    tick(&host, &f);
     assert_eq!(metric(&host, "pag0.cost.released_micros"), 2000);
     assert_eq!(metric(&host, "pag0.cost.settled_micros"), 0);
 }
@@ -497,6 +511,7 @@ fn an_upstream_answer_before_the_priced_body_is_replaced_by_a_refusal() {
     assert_eq!(f.on_http_request_body(17, true), Action::Continue);
     f.on_log();
     assert_eq!(host.store.value(PROJECT_DAILY), 0);
+    tick(&host, &f);
     assert_eq!(metric(&host, "pag0.requests.allowed"), 0);
 }
 
@@ -726,4 +741,45 @@ fn the_api_key_is_hashed_once_per_vm_and_a_wrong_key_is_still_refused() {
         (status, body["error"]["code"].as_str()),
         (401, Some("UNKNOWN_API_KEY"))
     );
+}
+
+#[test]
+fn requests_count_in_the_vm_and_one_tick_sends_each_counter_once() {
+    let host = host();
+    let s = shared("500000");
+    let id = |name: &str| u32::try_from(metric_names().iter().position(|n| n == name).unwrap());
+    for _ in 0..5 {
+        let mut f = Filter::new(&host, Some(s.clone()));
+        request(&host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
+        assert_eq!(f.on_http_request_headers(4, true), Action::Continue);
+        respond(&host, "200", &[]);
+        f.on_http_response_headers(1, false);
+        *host.response_chunk.borrow_mut() = b"{}".to_vec();
+        f.on_http_response_body(2, true);
+        f.on_log();
+    }
+    let mut f = Filter::new(&host, Some(s.clone()));
+    request(&host, "api.deepl.com", &[]);
+    assert_eq!(f.on_http_request_headers(3, true), Action::Pause);
+    f.on_log();
+    assert_eq!(host.store.value(PROJECT_DAILY), 5 * 2000);
+    assert!(
+        host.metric_calls.borrow().is_empty(),
+        "no increment_metric per request"
+    );
+
+    tick(&host, &f);
+    let mut calls = host.metric_calls.borrow().clone();
+    calls.sort();
+    let mut want = vec![
+        (id("pag0.requests.allowed").unwrap(), 5),
+        (id("pag0.requests.denied.MISSING_API_KEY").unwrap(), 1),
+        (id("pag0.cost.reserved_micros").unwrap(), 5 * 2000),
+        (id("pag0.cost.settled_micros").unwrap(), 5 * 2000),
+    ];
+    want.sort();
+    assert_eq!(calls, want, "one call per counter touched, with the sum");
+    tick(&host, &f);
+    assert_eq!(host.metric_calls.borrow().len(), 4, "nothing sent twice");
+    assert_eq!(metric(&host, "pag0.cost.released_micros"), 0);
 }

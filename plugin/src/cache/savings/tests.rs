@@ -145,7 +145,9 @@ fn a_refused_define_skips_that_series_only() {
         (!n.starts_with("pag0.cache.project.ops.")).then_some(7)
     });
     let host = FakeHost::default();
-    a.hit(&&host, "ops", "o1", 500);
+    let counts = Increments::default();
+    a.hit(&counts, &&host, "ops", "o1", 500);
+    counts.flush(&&host);
     assert_eq!(a.project("ops"), Some(Series::default()));
     assert_eq!(
         *host.metrics.borrow().get(&7).unwrap(),
@@ -163,8 +165,10 @@ fn a_hit_counts_in_its_project_and_cost_centre_only() {
         &mut recorder(&mut names),
     );
     let host = FakeHost::default();
-    a.hit(&&host, "sales.ai", "s2", 1500);
-    a.hit(&&host, "sales.ai", "s2", 0);
+    let counts = Increments::default();
+    a.hit(&counts, &&host, "sales.ai", "s2", 1500);
+    a.hit(&counts, &&host, "sales.ai", "s2", 0);
+    counts.flush(&&host);
     let value = |name: &str| {
         let id = u32::try_from(names.iter().position(|n| n == name).unwrap()).unwrap() + 100;
         host.metrics.borrow().get(&id).copied().unwrap_or(0)
@@ -179,7 +183,8 @@ fn a_hit_counts_in_its_project_and_cost_centre_only() {
     assert_eq!(value("pag0.cache.project.ops.hits"), 0);
     assert_eq!(value("pag0.cache.cost_center.CC-1.hits"), 0);
     // Unknown ids (a request of a policy since replaced) count nowhere.
-    a.hit(&&host, "gone", "gone", 10);
+    a.hit(&counts, &&host, "gone", "gone", 10);
+    assert!(counts.is_empty());
     assert_eq!(
         host.metrics.borrow().values().sum::<i64>(),
         2 + 1500 + 2 + 1500

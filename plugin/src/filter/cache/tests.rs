@@ -66,7 +66,7 @@ fn metrics_with(accept: impl Fn(&str) -> bool) -> Metrics {
         next.set(next.get() + 1);
         accept(n).then_some(next.get() - 1)
     };
-    let m = Metrics::define_with(define);
+    let m = Metrics::define_with(Rc::default(), define);
     m.attribute_with(&policy(), define);
     m
 }
@@ -90,13 +90,19 @@ fn shared() -> Rc<Shared> {
     shared_with(CacheConfig::default())
 }
 
+/// The root context's tick: what the filter counted reaches the host's metrics.
+fn tick(host: &FakeHost, s: &Shared) {
+    s.metrics.increments().flush(&host);
+}
+
+/// A metric as the host shows it (counters: what the ticks so far added).
 fn metric(host: &FakeHost, name: &str) -> i64 {
     let names = std::cell::RefCell::new(Vec::new());
     let define = |n: &str| {
         names.borrow_mut().push(n.to_string());
         None
     };
-    Metrics::define_with(define).attribute_with(&policy(), define);
+    Metrics::define_with(Rc::default(), define).attribute_with(&policy(), define);
     let names = names.into_inner();
     let id = names
         .iter()
@@ -271,6 +277,7 @@ fn second_identical_call_is_a_local_hit_at_no_cost_with_savings() {
     assert_eq!(h("x-pag0-estimated-cost"), Some("0"));
     assert_eq!(h("content-type"), Some("application/json"));
     assert_eq!(host.store.value(A_DAILY), spent, "a hit charges nothing");
+    tick(&host, &s);
     assert_eq!(metric(&host, "pag0.cache.hits"), 1);
     assert_eq!(metric(&host, "pag0.cache.misses"), 1);
     assert_eq!(metric(&host, "pag0.cache.savings_micros"), CHAT_COST);
@@ -293,10 +300,12 @@ fn a_hit_credits_the_requesting_project_and_cost_centre() {
     let s = shared();
     // a stores the entry (a miss: no savings anywhere); b shares a's pool.
     assert!(!post_chat(&host, &s, "ka", "q").is_hit());
+    tick(&host, &s);
     assert_eq!(series(&host, "project", "a"), (0, 0));
     assert_eq!(series(&host, "cost_center", "CC-a"), (0, 0));
 
     assert!(post_chat(&host, &s, "kb", "q").is_hit());
+    tick(&host, &s);
     assert_eq!(series(&host, "project", "b"), (1, CHAT_COST));
     assert_eq!(series(&host, "cost_center", "CC-b"), (1, CHAT_COST));
     assert_eq!(
@@ -310,6 +319,7 @@ fn a_hit_credits_the_requesting_project_and_cost_centre() {
 
     // kb2 has no tag: its project's cost centre (`Sales/EMEA.1`, one stats segment).
     assert!(post_chat(&host, &s, "kb2", "q").is_hit());
+    tick(&host, &s);
     assert_eq!(series(&host, "project", "b"), (2, 2 * CHAT_COST));
     assert_eq!(series(&host, "cost_center", "Sales_EMEA_1"), (1, CHAT_COST));
     assert_eq!(
@@ -320,6 +330,7 @@ fn a_hit_credits_the_requesting_project_and_cost_centre() {
 
     // ka2: neither it nor project a has a cost centre; the project still counts.
     assert!(post_chat(&host, &s, "ka2", "q").is_hit());
+    tick(&host, &s);
     assert_eq!(series(&host, "project", "a"), (1, CHAT_COST));
     assert_eq!(series(&host, "cost_center", "CC-a"), (0, 0));
 
@@ -359,6 +370,7 @@ fn a_refused_series_is_skipped_and_the_hit_still_served_and_counted() {
         Rc::new(metrics_with(|n| !n.starts_with("pag0.cache.project.b.")));
     assert!(!post_chat(&host, &s, "ka", "r").is_hit());
     assert!(post_chat(&host, &s, "kb", "r").is_hit());
+    tick(&host, &s);
     assert_eq!(
         series(&host, "project", "b"),
         (0, 0),
