@@ -254,7 +254,15 @@ impl Context for Root {
                 &format!("pag0: shared data error {e:?} giving budget slices back"),
             );
         }
-        self.flush_usage();
+        if let Err(e) = self.usage.close(&Hostcalls) {
+            host::log(
+                LogLevel::Error,
+                &format!(
+                    "pag0: shared data error {e:?} recording usage as the VM stops ({} records not appended)",
+                    self.usage.len()
+                ),
+            );
+        }
         true
     }
 

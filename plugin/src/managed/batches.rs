@@ -106,10 +106,13 @@ pub const FLUSH_RECORDS: usize = 256;
 /// rate times the sync interval. A worker therefore appends what it collected once per tick
 /// (a quarter of `syncIntervalMs`, before the sync that would send it), when
 /// [`FLUSH_RECORDS`] are waiting, and when its VM stops. A record whose append fails stays
-/// here, in order, for the next attempt: nothing is dropped.
+/// here, in order, for the next attempt: nothing is dropped. Once [`UsageBuffer::close`]d
+/// (the root context's `on_done`), a request still finishing appends its record directly:
+/// no tick would come to flush it.
 #[derive(Default)]
 pub struct UsageBuffer {
     records: RefCell<Vec<UsageRecord>>,
+    closed: std::cell::Cell<bool>,
 }
 
 impl UsageBuffer {
@@ -123,6 +126,9 @@ impl UsageBuffer {
         store: &S,
         r: UsageRecord,
     ) -> Result<(), HostError> {
+        if self.closed.get() {
+            return record(store, r);
+        }
         let full = match self.records.try_borrow_mut() {
             Ok(mut v) => {
                 v.push(r);
@@ -157,6 +163,12 @@ impl UsageBuffer {
                 Err(e)
             }
         }
+    }
+
+    /// Flushes, and from now on [`UsageBuffer::push`] appends each record at once.
+    pub fn close<S: SharedStore + ?Sized>(&self, store: &S) -> Result<(), HostError> {
+        self.closed.set(true);
+        self.flush(store)
     }
 
     /// Records waiting for the next flush.

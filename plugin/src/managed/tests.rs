@@ -358,3 +358,16 @@ fn records_whose_append_fails_are_kept_in_order_for_the_next_flush() {
     buf.flush(&s).unwrap();
     assert_eq!(amounts(&batches(&s).unwrap()), ["1", "2", "3", "4"]);
 }
+
+#[test]
+fn after_close_a_record_is_appended_at_once() {
+    let s = FakeStore::default();
+    let buf = UsageBuffer::new();
+    buf.push(&s, record(1)).unwrap();
+    buf.close(&s).unwrap();
+    assert_eq!(amounts(&batches(&s).unwrap()), ["1"], "close flushes");
+    // A request that settles after the root context stopped: no tick will come.
+    buf.push(&s, record(2)).unwrap();
+    assert!(buf.is_empty());
+    assert_eq!(amounts(&batches(&s).unwrap()), ["1", "2"]);
+}
