@@ -8,7 +8,7 @@
 //! [`Probe`]): request `headers` (single header reads), `map` (whole header map reads),
 //! `remove`, `time`, `shared_get`, `shared_set` (4 keys, written with the CAS of a read),
 //! `metric` (counter increments); on the response `resp_headers`, `resp_map`, `resp_remove`,
-//! `resp_set`.
+//! `resp_set` (replace), `resp_add` (append; the same three names as `resp_set`).
 //!
 //! Build: `cargo build -p pag0-passthrough --profile wasm-release --target wasm32-wasip1`.
 
@@ -39,6 +39,7 @@ pub struct Probe {
     pub resp_map: u32,
     pub resp_remove: u32,
     pub resp_set: u32,
+    pub resp_add: u32,
     metric_id: Option<u32>,
 }
 
@@ -74,6 +75,7 @@ impl Probe {
                 "resp_map" => &mut p.resp_map,
                 "resp_remove" => &mut p.resp_remove,
                 "resp_set" => &mut p.resp_set,
+                "resp_add" => &mut p.resp_add,
                 other => return Err(format!("unknown probe key {other:?}")),
             };
             *slot = n;
@@ -123,6 +125,13 @@ impl Probe {
             .take(self.resp_set as usize)
         {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some("team-3"));
+        }
+        for name in ["x-probe-a", "x-probe-b", "x-probe-c"]
+            .iter()
+            .cycle()
+            .take(self.resp_add as usize)
+        {
+            let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, "team-3");
         }
         self.shared(
             self.shared_get - self.shared_get / 2,

@@ -82,17 +82,18 @@ impl Variant {
 /// request — 1 header-map read (every value the filter needs, and the `x-pag0-*` names to
 /// strip) + 1 removal (the API key header), 1 clock read, no counter read and no CAS write
 /// (the worker's budget slices cover the request; one read and one write per counter every 17
-/// requests take a new slice, left out here), 2 metric increments; response — 1 single
-/// header read (`:status`; the body and its `content-type` are read only for a request priced
-/// per token), 3 removals and 3 writes of `x-pag0-*` headers, no settle (the actual cost
-/// equals the reservation), 1 metric increment.
-/// Until commit de49fb7 the response also read `content-type` and copied each body chunk
+/// requests take a new slice, left out here); response — 1 single header read (`:status`; the
+/// body and its `content-type` are read only for a request priced per token), 3 removals and
+/// 3 writes of `x-pag0-*` headers, no settle (the actual cost equals the reservation). Counter
+/// increments are summed per worker VM and added to Envoy once per tick (commit c8fbd27),
+/// not per request.
+/// Until c8fbd27 it was `map=1,remove=1,time=1,metric=3,resp_headers=1,resp_remove=3,resp_set=3`;
+/// until commit de49fb7 the response also read `content-type` and copied each body chunk
 /// (`resp_headers=2`, the body copy not modelled by the probe).
 /// Before the slices (commit 7b0f0df) it was `map=1,remove=1,time=1,shared_get=4,shared_set=4,metric=3,resp_map=1,resp_set=3`;
 /// before commit 6c115f4 it was 39 calls:
 /// `headers=5,map=1,remove=1,time=1,shared_get=12,shared_set=8,metric=4,resp_headers=2,resp_map=1,resp_set=3`.
-pub const HOSTCALL_PATTERN: &str =
-    "map=1,remove=1,time=1,metric=3,resp_headers=1,resp_remove=3,resp_set=3";
+pub const HOSTCALL_PATTERN: &str = "map=1,remove=1,time=1,resp_headers=1,resp_remove=3,resp_set=3";
 
 /// Flags of `pag0-load` (see `--help`).
 #[derive(Clone, Debug)]
