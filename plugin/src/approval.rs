@@ -26,7 +26,8 @@ pub const APPROVAL_PENDING: &str = "APPROVAL_PENDING";
 /// Longest header value kept for the sidecar (it validates lengths itself; this bounds memory).
 const MAX_TEXT: usize = 2000;
 
-/// What the request headers said about approvals, read before `x-pag0-*` is stripped.
+/// What the request headers said about approvals, read before `x-pag0-*` is stripped
+/// (`filter/request.rs`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Incoming {
     /// `x-pag0-approval-id`: this request is a replay.
@@ -40,26 +41,20 @@ pub struct Incoming {
     pub path: String,
 }
 
-impl Incoming {
-    /// Reads the approval headers and the request line from the host's request headers.
-    pub fn read(host: &dyn Host) -> Self {
-        use proxy_wasm::types::MapType::HttpRequestHeaders as M;
-        let text = |name: &str| {
-            host.header(M, name)
-                .map(|v| v.trim().chars().take(MAX_TEXT).collect::<String>())
-                .filter(|v| !v.is_empty())
-        };
-        Incoming {
-            approval_id: text(APPROVAL_ID_HEADER),
-            justification: text(JUSTIFICATION_HEADER),
-            requested_by: text(REQUESTED_BY_HEADER),
-            callback_url: text(CALLBACK_URL_HEADER),
-            method: host.header(M, ":method").unwrap_or_default(),
-            authority: host.header(M, ":authority").unwrap_or_default(),
-            path: host.header(M, ":path").unwrap_or_default(),
-        }
+/// An approval header's value as kept for the sidecar: trimmed, at most [`MAX_TEXT`]
+/// characters, `None` when empty.
+pub fn header_text(mut v: String) -> Option<String> {
+    let end = v.trim_end().len();
+    v.truncate(end);
+    let start = v.len() - v.trim_start().len();
+    v.drain(..start);
+    if let Some((cut, _)) = v.char_indices().nth(MAX_TEXT) {
+        v.truncate(cut);
     }
+    (!v.is_empty()).then_some(v)
+}
 
+impl Incoming {
     /// The binding of this request (docs/approvals.md, "The binding").
     pub fn binding(&self, client_id: &str, body: &[u8]) -> String {
         let head = pag0_policy::RequestHead {
@@ -344,6 +339,15 @@ impl ApprovalMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_text_is_trimmed_cut_to_max_text_characters_and_none_when_empty() {
+        assert_eq!(header_text(" \t a b \t".into()).as_deref(), Some("a b"));
+        assert_eq!(header_text("   ".into()), None);
+        assert_eq!(header_text(String::new()), None);
+        let long = format!("  {}  ", "é".repeat(MAX_TEXT + 5));
+        assert_eq!(header_text(long), Some("é".repeat(MAX_TEXT)));
+    }
 
     #[test]
     fn ids_that_could_bend_a_path_are_not_valid() {

@@ -23,6 +23,7 @@ use crate::managed::{self, LeaseView, UsageRecord};
 use crate::meter::ResponseMeter;
 use crate::reply;
 use crate::root::Shared;
+use request::RequestHeaders;
 use snapshot::Snapshot;
 
 /// Every request header with this prefix is the agent talking to pag0, never to the upstream.
@@ -354,14 +355,13 @@ fn meter_response<H: Host + ?Sized>(
     (status, content_type)
 }
 
-/// Removes every `x-pag0-*` header (and a custom API-key header): on requests, nothing the
-/// agent sends to pag0 leaks to a paid API and nothing can name a project; on a response
-/// collected for the cache (whose headers are copied anyway), nothing `x-pag0-*` is stored.
-fn strip_pag0_headers(host: &dyn Host, map: MapType, api_key_header: Option<&str>) {
+/// Removes every `x-pag0-*` header: from a request refused for want of a configuration, and
+/// from a response collected for the cache (whose headers are copied anyway), so nothing
+/// `x-pag0-*` is stored. (An allowed request's are found by `RequestHeaders::take`.)
+fn strip_pag0_headers(host: &dyn Host, map: MapType) {
     let is_pag0 = |name: &str| {
         name.get(..PAG0_HEADER_PREFIX.len())
             .is_some_and(|p| p.eq_ignore_ascii_case(PAG0_HEADER_PREFIX))
-            || api_key_header.is_some_and(|h| name.eq_ignore_ascii_case(h))
     };
     for name in host.header_names_where(map, &is_pag0) {
         host.remove_header(map, &name);
@@ -383,7 +383,7 @@ impl<H: Host> Context for Filter<H> {
 impl<H: Host> HttpContext for Filter<H> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
-            strip_pag0_headers(&self.host, MapType::HttpRequestHeaders, None);
+            strip_pag0_headers(&self.host, MapType::HttpRequestHeaders);
             return self.deny(&Deny::new(
                 DenyCode::ControlPlaneUnavailable,
                 "the pag0 filter has no valid configuration (see Envoy's log)",
@@ -391,17 +391,18 @@ impl<H: Host> HttpContext for Filter<H> {
         };
         // One copy of the request headers serves every read below and the strip.
         let req = Snapshot::read(&self.host, MapType::HttpRequestHeaders);
-        let header = |name: &str| req.header(MapType::HttpRequestHeaders, name);
-        let api_key = header(&shared.api_key_header);
-        let requires_approval = header("x-pag0-requires-approval")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        // The request line is read once, into `self.approval` (an approval binds to it).
-        self.approval = crate::approval::Incoming::read(&req);
-        strip_pag0_headers(
-            &req,
-            MapType::HttpRequestHeaders,
-            Some(&shared.api_key_header),
-        );
+        let RequestHeaders {
+            api_key,
+            requires_approval,
+            approval,
+            strip,
+        } = RequestHeaders::take(&req, &shared.api_key_header);
+        // The request line is kept in `self.approval` (an approval binds to it).
+        self.approval = approval;
+        // Already gone from `req`: removed from the host's map only.
+        for name in &strip {
+            self.host.remove_header(MapType::HttpRequestHeaders, name);
+        }
 
         let line = &self.approval;
         let head = RequestHead {
@@ -519,7 +520,7 @@ impl<H: Host> HttpContext for Filter<H> {
             Some(fill) => {
                 let resp = Snapshot::read(&self.host, map);
                 let (status, content_type) = meter_response(&resp, &mut r.meter, true);
-                strip_pag0_headers(&resp, map, None);
+                strip_pag0_headers(&resp, map);
                 for (name, value) in reply::allow_headers(&r.project_id, r.estimate) {
                     resp.set_header(map, name, &value);
                 }
@@ -590,6 +591,7 @@ mod approval_tests;
 
 mod cache;
 
+mod request;
 mod snapshot;
 
 #[cfg(test)]

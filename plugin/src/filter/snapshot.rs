@@ -32,6 +32,12 @@ impl<'h, H: Host> Snapshot<'h, H> {
             headers: RefCell::new(host.headers(map)),
         }
     }
+
+    /// One pass over the copy, in the host's order: `f` may move a pair's name and value out
+    /// and says whether the pair stays in the copy. The host's map is left as it is.
+    pub fn retain_mut(&self, f: impl FnMut(&mut (String, String)) -> bool) {
+        self.headers.borrow_mut().retain_mut(f);
+    }
 }
 
 impl<H: Host> SharedStore for Snapshot<'_, H> {
