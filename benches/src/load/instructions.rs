@@ -263,3 +263,48 @@ pub fn markdown(counts: &[Count], command: &str, commit: &str) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dump_gives_its_total_and_an_incomplete_one_none() {
+        let dir = tempfile::tempdir().expect("a tempdir");
+        let full = dir.path().join("callgrind.out.1");
+        std::fs::write(
+            &full,
+            "version: 1\ncreator: callgrind-3.19.0\nevents: Ir\nsummary: 35035490\n\nfn=main\n1 2\ntotals: 35035490\n",
+        )
+        .expect("written");
+        assert_eq!(totals(&full), Some(35_035_490));
+        let partial = dir.path().join("callgrind.out.2");
+        std::fs::write(&partial, "version: 1\nevents: Ir\n").expect("written");
+        assert_eq!(totals(&partial), None);
+        // Only `<out>.N` files of this run count as its dumps.
+        std::fs::write(dir.path().join("other.out.1"), "totals: 1\n").expect("written");
+        let mut found = dumps(&dir.path().join("callgrind.out")).expect("listed");
+        found.sort();
+        assert_eq!(found, vec![full, partial]);
+    }
+
+    #[test]
+    fn the_table_is_relative_to_the_floor() {
+        let count = |variant, per: &[f64]| Count {
+            variant,
+            per_request: per.to_vec(),
+            idle_per_s: 0.0,
+            requests: Vec::new(),
+        };
+        let md = markdown(
+            &[
+                count(Variant::Passthrough, &[180_000.0, 180_400.0]),
+                count(Variant::Pag0, &[260_700.0]),
+            ],
+            "pag0-instructions",
+            "abc",
+        );
+        assert!(md.contains("| passthrough-wasm | 180.4k | +0.0k |"), "{md}");
+        assert!(md.contains("| pag0 | 260.7k | +80.3k | 260.7k |"), "{md}");
+    }
+}
