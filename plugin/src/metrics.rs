@@ -6,9 +6,10 @@
 //!
 //! A counter increment is not a host call per request: it is added to this worker VM's
 //! [`Increments`], and the root context adds those to Envoy's counters with one
-//! `increment_metric` per touched counter on every tick and when the VM stops (a host call
-//! costs about 1 µs of Envoy CPU; an allowed request touches three or four counters). Envoy's
-//! stats are therefore up to one tick behind. The one gauge (`pag0.cache.bytes`) is not batched.
+//! `increment_metric` per touched counter on every tick and when the VM stops (an increment
+//! costs Envoy ~1.1k instructions, measured with `make bench-instructions`; an allowed request
+//! touches three or four counters). Envoy's stats are therefore up to one tick behind. The
+//! one gauge (`pag0.cache.bytes`) is not batched.
 //!
 //! Money counters keep `reserved = settled + released` for every request whose actual cost is
 //! at most its estimate: `released` is the part of a reservation given back without charge.
