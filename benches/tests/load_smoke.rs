@@ -29,8 +29,16 @@ fn one_second_of_load_on_the_plain_proxy_produces_a_row() {
     assert!(row.saturation_rps > 0.0, "{row:?}");
     assert!(row.rates[0].achieved_rps > 0.0, "{row:?}");
     assert!(row.ok_share > 0.99, "the upstream answers 200: {row:?}");
+    // A second of saturation is many 10 ms ticks of the proxy's own user time.
+    assert!(row.saturation_user_us > 0.0, "{row:?}");
+    assert!(row.saturation_system_us >= 0.0, "{row:?}");
+    assert!(
+        row.saturation_user_us + row.saturation_system_us <= row.saturation_cpu_us * 1.5,
+        "the split is of the proxy's own CPU: {row:?}"
+    );
     let md = report::markdown(&rep, &report::meta("test".into()));
     assert!(md.contains("| no-filter | 1 |"), "{md}");
+    assert!(md.contains("## User space and kernel"), "{md}");
     assert!(report::svg(&rep, &report::meta("test".into())).starts_with("<svg"));
 }
 

@@ -28,7 +28,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 
 use driver::{Driver, Pace, RunResult};
-use procs::{cpu_time, rss_bytes, EnvoyProc, SidecarProc};
+use procs::{cpu_time, cpu_times, rss_bytes, EnvoyProc, SidecarProc};
 
 /// The proxy variants, in table order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -158,6 +158,8 @@ pub struct Run {
     pub result: RunResult,
     /// CPU time of the proxy during the run.
     pub proxy_cpu: Duration,
+    /// The part of `proxy_cpu` in user space (the rest is the kernel's).
+    pub proxy_user_cpu: Duration,
     /// CPU time of the sidecar during the run (ext_authz only).
     pub sidecar_cpu: Duration,
 }
@@ -171,6 +173,11 @@ impl Run {
 
     pub fn proxy_cpu_us_per_request(&self) -> f64 {
         self.proxy_cpu.as_secs_f64() * 1e6 / (self.result.completed.max(1) as f64)
+    }
+
+    /// The proxy's user-space CPU µs per request.
+    pub fn proxy_user_us_per_request(&self) -> f64 {
+        self.proxy_user_cpu.as_secs_f64() * 1e6 / (self.result.completed.max(1) as f64)
     }
 }
 
@@ -310,30 +317,21 @@ pub fn run(opts: &Options) -> Result<Report> {
     }
 
     let sidecar_pid = sidecar.as_ref().map(SidecarProc::pid);
+    // The proxy's CPU split user/system; the sidecar's in total.
     let measure =
-        |p: &Proxy, pace: Pace, conns: usize| -> Result<(RunResult, Duration, Duration)> {
+        |p: &Proxy, pace: Pace, conns: usize| -> Result<(RunResult, procs::CpuTimes, Duration)> {
             let c = driver.connect(p.addr, conns)?;
             let pid = p.envoy.pid();
-            let side = |pid: Option<u32>| pid.map_or(Ok(Duration::ZERO), cpu_time);
-            let with_sidecar = p.variant == Variant::ExtAuthz;
-            let (p0, s0) = (
-                cpu_time(pid)?,
-                if with_sidecar {
-                    side(sidecar_pid)?
-                } else {
-                    Duration::ZERO
-                },
-            );
+            let side = || -> Result<Duration> {
+                match sidecar_pid {
+                    Some(pid) if p.variant == Variant::ExtAuthz => cpu_time(pid),
+                    _ => Ok(Duration::ZERO),
+                }
+            };
+            let (p0, s0) = (cpu_times(pid)?, side()?);
             let r = driver.run(c, Arc::clone(&requests), pace, opts.duration);
-            let (p1, s1) = (
-                cpu_time(pid)?,
-                if with_sidecar {
-                    side(sidecar_pid)?
-                } else {
-                    Duration::ZERO
-                },
-            );
-            Ok((r, p1.saturating_sub(p0), s1.saturating_sub(s0)))
+            let (p1, s1) = (cpu_times(pid)?, side()?);
+            Ok((r, p1.since(p0), s1.saturating_sub(s0)))
         };
 
     let mut runs = Vec::new();
@@ -344,7 +342,7 @@ pub fn run(opts: &Options) -> Result<Report> {
             let Some(p) = proxies.get((k + round) % proxies.len()) else {
                 continue;
             };
-            let (result, proxy_cpu, sidecar_cpu) =
+            let (result, proxy, sidecar_cpu) =
                 measure(p, Pace::Closed, opts.saturation_connections)?;
             let run = Run {
                 variant: p.variant,
@@ -353,7 +351,8 @@ pub fn run(opts: &Options) -> Result<Report> {
                 rate: None,
                 fraction: None,
                 result,
-                proxy_cpu,
+                proxy_cpu: proxy.total(),
+                proxy_user_cpu: proxy.user,
                 sidecar_cpu,
             };
             say(format!(
@@ -389,7 +388,7 @@ pub fn run(opts: &Options) -> Result<Report> {
                 };
                 let rate =
                     (capacities.get(&p.workers).copied().unwrap_or(1000.0) * fraction).max(1.0);
-                let (result, proxy_cpu, sidecar_cpu) =
+                let (result, proxy, sidecar_cpu) =
                     measure(p, Pace::Open { rate }, opts.rate_connections)?;
                 let mut lat = result.latencies_us.clone();
                 lat.sort_unstable();
@@ -401,7 +400,7 @@ pub fn run(opts: &Options) -> Result<Report> {
                     result.rps(),
                     driver::quantile(&lat, 0.5),
                     driver::quantile(&lat, 0.99),
-                    (proxy_cpu + sidecar_cpu).as_secs_f64() * 1e6 / result.completed.max(1) as f64,
+                    (proxy.total() + sidecar_cpu).as_secs_f64() * 1e6 / result.completed.max(1) as f64,
                 ));
                 runs.push(Run {
                     variant: p.variant,
@@ -410,7 +409,8 @@ pub fn run(opts: &Options) -> Result<Report> {
                     rate: Some(rate),
                     fraction: Some(fraction),
                     result,
-                    proxy_cpu,
+                    proxy_cpu: proxy.total(),
+                    proxy_user_cpu: proxy.user,
                     sidecar_cpu,
                 });
             }

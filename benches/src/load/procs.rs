@@ -21,27 +21,55 @@ fn http() -> Result<reqwest::blocking::Client> {
 
 // === CPU and memory from /proc ===
 
-/// User + system CPU time of a whole process (every thread, live or exited), from
-/// `/proc/<pid>/stat` fields 14 and 15.
-pub fn cpu_time(pid: u32) -> Result<Duration> {
+/// CPU time of a whole process (every thread, live or exited), split as the kernel accounts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// In user space (Envoy, V8, the wasm code): what `pag0-instructions` counts.
+    pub user: Duration,
+    /// In the kernel on the process's behalf (sockets, epoll, syscalls).
+    pub system: Duration,
+}
+
+impl CpuTimes {
+    pub fn total(self) -> Duration {
+        self.user + self.system
+    }
+
+    /// What was spent between `earlier` and `self`.
+    pub fn since(self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+/// User and system CPU time of a whole process, from `/proc/<pid>/stat` fields 14 and 15.
+pub fn cpu_times(pid: u32) -> Result<CpuTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name (field 2) may contain spaces; the fields after it are plain.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| anyhow!("odd /proc/{pid}/stat"))?;
+    parse_cpu_times(&stat, clock_ticks_per_sec()).ok_or_else(|| anyhow!("odd /proc/{pid}/stat"))
+}
+
+/// User + system CPU time of a whole process.
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    Ok(cpu_times(pid)?.total())
+}
+
+fn parse_cpu_times(stat: &str, ticks_per_sec: u64) -> Option<CpuTimes> {
+    // The command name (field 2) may contain spaces and parentheses; the fields after the
+    // last `)` are plain, starting at field 3 (state): utime is field 14 → index 11.
+    let (_, rest) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state): utime is field 14 → index 11.
-    let tick = |i: usize| -> Result<u64> {
-        Ok(fields
-            .get(i)
-            .ok_or_else(|| anyhow!("short /proc/{pid}/stat"))?
-            .parse()?)
+    let tick = |i: usize| -> Option<Duration> {
+        let t: u64 = fields.get(i)?.parse().ok()?;
+        Some(Duration::from_nanos(
+            t.checked_mul(1_000_000_000)? / ticks_per_sec.max(1),
+        ))
     };
-    let ticks = tick(11)? + tick(12)?;
-    Ok(Duration::from_nanos(
-        ticks * 1_000_000_000 / clock_ticks_per_sec(),
-    ))
+    Some(CpuTimes {
+        user: tick(11)?,
+        system: tick(12)?,
+    })
 }
 
 /// `getconf CLK_TCK` (100 on every Linux we know; asked once).
@@ -357,5 +385,33 @@ impl Drop for SidecarProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_times_split_user_and_system_after_a_command_name_with_spaces() {
+        // pid (comm) state ppid … utime(14) stime(15) …
+        let stat = "4242 (envoy (wrk) 1) S 1 4242 4242 0 -1 4194560 10 0 0 0 250 130 0 0 20 0 3";
+        let t = parse_cpu_times(stat, 100).unwrap();
+        assert_eq!(t.user, Duration::from_millis(2500));
+        assert_eq!(t.system, Duration::from_millis(1300));
+        assert_eq!(t.total(), Duration::from_millis(3800));
+        let earlier = CpuTimes {
+            user: Duration::from_millis(500),
+            system: Duration::from_millis(2000),
+        };
+        let d = t.since(earlier);
+        assert_eq!(d.user, Duration::from_millis(2000));
+        assert_eq!(d.system, Duration::ZERO, "never negative");
+    }
+
+    #[test]
+    fn a_truncated_stat_is_an_error_not_a_zero() {
+        assert_eq!(parse_cpu_times("4242 (envoy) S 1 2 3", 100), None);
+        assert_eq!(parse_cpu_times("no parenthesis", 100), None);
     }
 }

@@ -19,6 +19,10 @@ pub struct Row {
     pub saturation_rps: f64,
     /// CPU µs per request at saturation (proxy + sidecar), median over rounds.
     pub saturation_cpu_us: f64,
+    /// The proxy's CPU µs per request at saturation in user space and in the kernel, medians
+    /// over rounds (so they need not add up to the total's median).
+    pub saturation_user_us: f64,
+    pub saturation_system_us: f64,
     /// Per fixed rate (fraction of the no-filter capacity), in option order.
     pub rates: Vec<RateRow>,
     /// Share of answers that were 2xx, over every run.
@@ -100,6 +104,18 @@ pub fn rows(report: &Report) -> Vec<Row> {
                     &mut sat
                         .iter()
                         .map(|r| r.cpu_us_per_request())
+                        .collect::<Vec<_>>(),
+                ),
+                saturation_user_us: median(
+                    &mut sat
+                        .iter()
+                        .map(|r| r.proxy_user_us_per_request())
+                        .collect::<Vec<_>>(),
+                ),
+                saturation_system_us: median(
+                    &mut sat
+                        .iter()
+                        .map(|r| r.proxy_cpu_us_per_request() - r.proxy_user_us_per_request())
                         .collect::<Vec<_>>(),
                 ),
                 rates,
@@ -232,6 +248,24 @@ pub fn markdown(report: &Report, meta: &Meta) -> String {
             .collect();
         let _ = writeln!(s, "{:.0}% = {}.", f * 100.0, rates.join(", "));
     }
+    let _ = writeln!(s, "\n## User space and kernel\n");
+    let _ = writeln!(s, "The proxy's CPU per request at saturation, split as the kernel accounts it (`/proc/<pid>/stat` utime, stime). A filter's own work is user time; `pag0-instructions` counts user space only.\n");
+    let _ = writeln!(
+        s,
+        "| proxy | workers | user µs/req | kernel µs/req | user share |\n|---|---:|---:|---:|---:|"
+    );
+    for r in &rows {
+        let all = r.saturation_user_us + r.saturation_system_us;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.1} | {:.1} | {:.0}% |",
+            r.variant.name(),
+            r.workers,
+            r.saturation_user_us,
+            r.saturation_system_us,
+            100.0 * r.saturation_user_us / all.max(1e-9)
+        );
+    }
     let _ = writeln!(s, "\n## Goals\n");
     for (text, met) in goals(&rows, &o.workers) {
         let _ = writeln!(s, "- {} {text}", if met { "MET" } else { "MISSED" });
@@ -356,6 +390,8 @@ pub fn json(report: &Report, meta: &Meta) -> Value {
             json!({
                 "proxy": r.variant.name(), "workers": r.workers,
                 "saturation_rps": r.saturation_rps, "saturation_cpu_us_per_request": r.saturation_cpu_us,
+                "saturation_proxy_user_us_per_request": r.saturation_user_us,
+                "saturation_proxy_system_us_per_request": r.saturation_system_us,
                 "ok_share": r.ok_share,
                 "fixed_rates": r.rates.iter().map(|x| json!({
                     "fraction": x.fraction, "target_rps": x.target_rps, "achieved_rps": x.achieved_rps,
@@ -371,7 +407,7 @@ pub fn json(report: &Report, meta: &Meta) -> Value {
             json!({ "proxy": r.variant.name(), "workers": r.workers, "round": r.round, "target_rps": r.rate,
                     "completed": r.result.completed, "ok": r.result.ok, "errors": r.result.errors,
                     "elapsed_s": r.result.elapsed.as_secs_f64(), "rps": r.result.rps(),
-                    "proxy_cpu_s": r.proxy_cpu.as_secs_f64(), "sidecar_cpu_s": r.sidecar_cpu.as_secs_f64() })
+                    "proxy_cpu_s": r.proxy_cpu.as_secs_f64(), "proxy_user_cpu_s": r.proxy_user_cpu.as_secs_f64(), "sidecar_cpu_s": r.sidecar_cpu.as_secs_f64() })
         })
         .collect();
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
