@@ -11,8 +11,8 @@ use pag0_benches::load::{instructions, report, Variant, HOSTCALL_PATTERN};
 
 const HELP: &str = "pag0-instructions: instructions per request of Envoy under callgrind
 
-  --variants LIST          no-filter,passthrough-wasm,hostcalls-probe,pag0,pag0-before
-                           (default: no-filter,passthrough-wasm,hostcalls-probe,pag0)
+  --variants LIST          no-filter,passthrough-wasm,spec-minimum-probe,hostcalls-probe,
+                           pag0,pag0-before (default: the first five)
   --pag0-wasm PATH         the pag0 variant's .wasm (default: the wasm-release build)
   --pag0-before-wasm PATH  the pag0-before variant's .wasm
   --probe PATTERN          host calls of hostcalls-probe (default: Pag0's pattern)
@@ -41,6 +41,7 @@ fn run(args: &[String]) -> Result<()> {
         variants: vec![
             Variant::Baseline,
             Variant::Passthrough,
+            Variant::SpecMinimum,
             Variant::HostCalls,
             Variant::Pag0,
         ],

@@ -11,8 +11,9 @@ use pag0_benches::load::{self, report, Options, Variant};
 const HELP: &str =
     "pag0-load: Pag0 vs baseline Envoy under load (writes load.md, load.json, load.svg)
 
-  --variants LIST     comma-separated: no-filter,passthrough-wasm,hostcalls-probe,pag0,
-                      ext-authz-sidecar (default: all), and pag0-before: the filter
+  --variants LIST     comma-separated: no-filter,passthrough-wasm,spec-minimum-probe,
+                      hostcalls-probe,pag0,ext-authz-sidecar (default: all), and
+                      pag0-before: the filter
                       built from another commit (needs --pag0-before-wasm)
   --pag0-wasm PATH    the .wasm of the pag0 variant (default: the workspace's wasm-release
                       build, which a concurrent build may replace mid-run)

@@ -40,6 +40,10 @@ pub enum Variant {
     /// The pass-through filter making Pag0's per-request host calls (see [`HOSTCALL_PATTERN`])
     /// and nothing else: prices the host-call pattern apart from Pag0's own logic.
     HostCalls,
+    /// The pass-through filter making only the host calls SPEC §5 needs of any filter that
+    /// honours the wire contract ([`SPEC_MINIMUM_PATTERN`]): the ABI's floor under the
+    /// contract, whatever the filter's code.
+    SpecMinimum,
     /// The Pag0 filter, standalone, on the bench policy.
     Pag0,
     /// Envoy's ext_authz filter calling the sidecar's `/v1/authz` per request.
@@ -50,9 +54,10 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 5] = [
+    pub const ALL: [Variant; 6] = [
         Variant::Baseline,
         Variant::Passthrough,
+        Variant::SpecMinimum,
         Variant::HostCalls,
         Variant::Pag0,
         Variant::ExtAuthz,
@@ -63,6 +68,7 @@ impl Variant {
             Variant::Baseline => "no-filter",
             Variant::Passthrough => "passthrough-wasm",
             Variant::HostCalls => "hostcalls-probe",
+            Variant::SpecMinimum => "spec-minimum-probe",
             Variant::Pag0 => "pag0",
             Variant::ExtAuthz => "ext-authz-sidecar",
             Variant::Pag0Before => "pag0-before",
@@ -94,6 +100,14 @@ impl Variant {
 /// before commit 6c115f4 it was 39 calls:
 /// `headers=5,map=1,remove=1,time=1,shared_get=12,shared_set=8,metric=4,resp_headers=2,resp_map=1,resp_set=3`.
 pub const HOSTCALL_PATTERN: &str = "map=1,remove=1,time=1,resp_headers=1,resp_remove=3,resp_set=3";
+
+/// The host calls SPEC §4–5 need of any filter for an allowed request, whatever its code:
+/// read the request header map (the API key, and every agent `x-pag0-*` name to strip: no
+/// single read can list them), remove the key header, read the clock (working hours, budget
+/// periods), read `:status` (an upstream error costs 0), and set the three allow headers
+/// (`x-pag0-decision`, `x-pag0-project`, `x-pag0-estimated-cost`). Pag0's own extra: the
+/// removal of three `x-pag0-*` names an upstream might send.
+pub const SPEC_MINIMUM_PATTERN: &str = "map=1,remove=1,time=1,resp_headers=1,resp_set=3";
 
 /// Flags of `pag0-load` (see `--help`).
 #[derive(Clone, Debug)]
@@ -251,6 +265,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         (Variant::Pag0Before, &before_wasm),
         (Variant::Passthrough, &passthrough_wasm),
         (Variant::HostCalls, &passthrough_wasm),
+        (Variant::SpecMinimum, &passthrough_wasm),
     ] {
         if opts.variants.contains(&v) {
             let meta = std::fs::metadata(path).map_err(|e| {
@@ -269,7 +284,9 @@ pub fn run(opts: &Options) -> Result<Report> {
     for &workers in &opts.workers {
         for &variant in &opts.variants {
             let wasm = match variant {
-                Variant::Passthrough | Variant::HostCalls => passthrough_wasm.display().to_string(),
+                Variant::Passthrough | Variant::HostCalls | Variant::SpecMinimum => {
+                    passthrough_wasm.display().to_string()
+                }
                 Variant::Pag0Before => before_wasm.display().to_string(),
                 _ => plugin_wasm.display().to_string(),
             };

@@ -172,6 +172,36 @@ pub fn goals(rows: &[Row], workers: &[u32]) -> Vec<(String, bool)> {
     out
 }
 
+/// What the host calls SPEC §5 needs cost on their own (the `spec-minimum-probe` variant),
+/// per worker count: the part of the goals no filter honouring the wire contract can go under.
+pub fn contract_floor(rows: &[Row], workers: &[u32]) -> Vec<String> {
+    let mut out = Vec::new();
+    for &w in workers {
+        let (Some(pass), Some(min)) = (
+            find(rows, Variant::Passthrough, w),
+            find(rows, Variant::SpecMinimum, w),
+        ) else {
+            continue;
+        };
+        let added = min.cpu_us() - pass.cpu_us();
+        let share = min.saturation_rps / pass.saturation_rps.max(1e-9);
+        let user = min.saturation_user_us - pass.saturation_user_us;
+        let mut line = format!(
+            "{w}w: the host calls SPEC §5 needs, alone (`spec-minimum-probe`), add {added:.1} µs of proxy CPU per request over the pass-through floor ({user:.1} µs of user time at saturation) and keep {:.1}% of its saturation throughput",
+            share * 100.0
+        );
+        if let Some(pag0) = find(rows, Variant::Pag0, w) {
+            let _ = write!(
+                line,
+                "; Pag0 adds {:.1} µs over them",
+                pag0.cpu_us() - min.cpu_us()
+            );
+        }
+        out.push(line);
+    }
+    out
+}
+
 pub struct Meta {
     pub commit: String,
     pub date: String,
@@ -269,6 +299,9 @@ pub fn markdown(report: &Report, meta: &Meta) -> String {
     let _ = writeln!(s, "\n## Goals\n");
     for (text, met) in goals(&rows, &o.workers) {
         let _ = writeln!(s, "- {} {text}", if met { "MET" } else { "MISSED" });
+    }
+    for text in contract_floor(&rows, &o.workers) {
+        let _ = writeln!(s, "- floor of the wire contract, {text}");
     }
     let _ = writeln!(s, "\n## Size and memory\n");
     for (name, size) in &report.wasm_sizes {
@@ -615,5 +648,59 @@ pub fn meta(command: String) -> Meta {
             .collect::<Vec<_>>()
             .join(", "),
         command,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(variant: Variant, rps: f64, cpu: f64, user: f64) -> Row {
+        Row {
+            variant,
+            workers: 1,
+            saturation_rps: rps,
+            saturation_cpu_us: cpu,
+            saturation_user_us: user,
+            saturation_system_us: cpu - user,
+            rates: vec![RateRow {
+                fraction: 0.5,
+                target_rps: rps / 2.0,
+                achieved_rps: rps / 2.0,
+                p50_us: 1000,
+                p99_us: 2000,
+                cpu_us: cpu,
+                proxy_cpu_us: cpu,
+            }],
+            ok_share: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_contract_floor_is_priced_against_the_empty_filter_and_pag0_against_it() {
+        let rows = [
+            row(Variant::Passthrough, 20_000.0, 40.0, 20.0),
+            row(Variant::SpecMinimum, 18_000.0, 45.5, 25.0),
+            row(Variant::Pag0, 16_000.0, 49.0, 28.5),
+        ];
+        let lines = contract_floor(&rows, &[1, 2]);
+        assert_eq!(lines.len(), 1, "no 2-worker rows: {lines:?}");
+        let l = &lines[0];
+        assert!(l.contains("add 5.5 µs"), "{l}");
+        assert!(l.contains("(5.0 µs of user time"), "{l}");
+        assert!(l.contains("keep 90.0%"), "{l}");
+        assert!(l.contains("Pag0 adds 3.5 µs over them"), "{l}");
+        assert!(contract_floor(&rows[..1], &[1]).is_empty());
+    }
+
+    #[test]
+    fn variants_parse_by_name() {
+        for v in Variant::ALL {
+            assert_eq!(Variant::parse(v.name()), Some(v));
+        }
+        assert_eq!(
+            Variant::parse("spec-minimum-probe"),
+            Some(Variant::SpecMinimum)
+        );
     }
 }

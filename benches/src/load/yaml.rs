@@ -60,6 +60,11 @@ pub fn proxy_yaml(variant: Variant, p: &ProxyParams<'_>) -> String {
         Variant::HostCalls => {
             wasm_filter("hostcalls", &quoted(p.wasm), &quoted(p.hostcall_pattern))
         }
+        Variant::SpecMinimum => wasm_filter(
+            "spec_minimum",
+            &quoted(p.wasm),
+            &quoted(super::SPEC_MINIMUM_PATTERN),
+        ),
         Variant::Pag0 | Variant::Pag0Before => {
             let config = serde_json::to_string(p.plugin_config).unwrap_or_default();
             wasm_filter("pag0", &quoted(p.wasm), &quoted(&config))
@@ -165,4 +170,33 @@ fn cluster(name: &str, port: u16) -> String {
               socket_address: {{ address: 127.0.0.1, port_value: {port} }}
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_minimum_probe_is_the_empty_filter_configured_with_the_contracts_calls() {
+        let config = serde_json::json!({});
+        let p = ProxyParams {
+            upstream_port: 1,
+            wasm: "/x/pag0_passthrough.wasm",
+            plugin_config: &config,
+            hostcall_pattern: "map=9",
+            sidecar: None,
+        };
+        let y = proxy_yaml(Variant::SpecMinimum, &p);
+        assert!(y.contains("/x/pag0_passthrough.wasm"), "{y}");
+        assert!(
+            y.contains(&format!(
+                "value: \"{}\"",
+                super::super::SPEC_MINIMUM_PATTERN
+            )),
+            "{y}"
+        );
+        assert!(!y.contains("map=9"), "not the --probe pattern: {y}");
+        let probe = proxy_yaml(Variant::HostCalls, &p);
+        assert!(probe.contains("value: \"map=9\""), "{probe}");
+    }
 }
