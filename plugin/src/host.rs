@@ -5,7 +5,11 @@
 //! (`self.get_http_request_header(..)`, …) `unwrap` host results and `String::from_utf8(..)`
 //! header values: one non-UTF-8 header byte from an agent would panic and trap the whole
 //! worker VM. Here values are read as bytes and converted lossily, and host errors become
-//! values the caller handles.
+//! values the caller handles where the SDK returns them. (The SDK's header-map calls still
+//! trap on a status other than `Ok`/`NotFound`; Envoy answers those with `BadArgument` only
+//! for a map that does not exist in the current callback, and the filter reads and writes each
+//! map only in its own callback: request headers in `on_http_request_headers`, response
+//! headers in `on_http_response_headers`, a call's answer in `on_http_call_response`.)
 
 use std::time::Duration;
 

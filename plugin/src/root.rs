@@ -328,6 +328,8 @@ impl RootContext for Root {
         match Root::load(&bytes, self.increments.clone()) {
             Ok(mut shared) => {
                 shared.keys = self.keys.clone();
+                // Everything that can fail comes first: a configuration refused here leaves
+                // the running one (its policy, its sync loop, its timer) exactly as it was.
                 if let Err(e) = counters::create::prepare(&Hostcalls) {
                     host::log(
                         LogLevel::Error,
@@ -335,23 +337,11 @@ impl RootContext for Root {
                     );
                     return false;
                 }
-                self.sync = None;
-                if shared.sidecar.is_none() {
-                    // Standalone: budget slices, and the tick that gives idle ones back.
-                    if let Err(e) =
-                        hostcalls::set_tick_period(Duration::from_millis(counters::slices::TICK_MS))
-                    {
-                        host::log(LogLevel::Error, &format!("pag0: no timer: {e:?}"));
-                        return false;
-                    }
-                    shared.slices = Some(self.slices.clone());
-                } else {
-                    self.return_slices();
-                    shared.usage = Some(self.usage.clone());
-                }
-                if let Some(cfg) = &shared.sidecar {
-                    let instance_id = match managed::instance_id(&Hostcalls) {
-                        Ok(id) => id,
+                // Managed: the sidecar settings and this Envoy's instance id.
+                let managed = match &shared.sidecar {
+                    None => None,
+                    Some(cfg) => match managed::instance_id(&Hostcalls) {
+                        Ok(id) => Some((cfg.clone(), id)),
                         Err(e) => {
                             host::log(
                                 LogLevel::Error,
@@ -359,20 +349,32 @@ impl RootContext for Root {
                             );
                             return false;
                         }
-                    };
-                    let tick = tick_ms(cfg);
-                    if let Err(e) = hostcalls::set_tick_period(Duration::from_millis(tick)) {
-                        host::log(LogLevel::Error, &format!("pag0: no timer: {e:?}"));
-                        return false;
+                    },
+                };
+                // Standalone: the tick flushes counters and gives idle budget slices back;
+                // managed: it also drives the sync.
+                let tick = managed
+                    .as_ref()
+                    .map_or(counters::slices::TICK_MS, |(cfg, _)| tick_ms(cfg));
+                if let Err(e) = hostcalls::set_tick_period(Duration::from_millis(tick)) {
+                    host::log(LogLevel::Error, &format!("pag0: no timer: {e:?}"));
+                    return false;
+                }
+                self.sync = None;
+                match managed {
+                    Some((cfg, instance_id)) => {
+                        self.return_slices();
+                        shared.usage = Some(self.usage.clone());
+                        self.sync = Some(SyncLoop {
+                            cfg,
+                            worker: managed::random_u64(Hostcalls.now_nanos()),
+                            instance_id,
+                            inflight: None,
+                            last_sent_ms: 0,
+                            again: false,
+                        });
                     }
-                    self.sync = Some(SyncLoop {
-                        cfg: cfg.clone(),
-                        worker: managed::random_u64(Hostcalls.now_nanos()),
-                        instance_id,
-                        inflight: None,
-                        last_sent_ms: 0,
-                        again: false,
-                    });
+                    None => shared.slices = Some(self.slices.clone()),
                 }
                 self.shared = Some(Rc::new(shared));
                 self.refresh_policy();
