@@ -57,7 +57,7 @@ standalone:
 	$(CARGO) run -q -p pag0-envoy --bin pag0-render-standalone > envoy/standalone.yaml.tmp
 	mv envoy/standalone.yaml.tmp envoy/standalone.yaml
 
-## bench: criterion benches, then the load benchmark against baseline Envoy (~10 min; writes
+## bench: criterion benches, then the load benchmark against baseline Envoy (~20 min; writes
 ## benches/results/load.{md,json,svg}; flags via BENCH_ARGS, see `pag0-load --help`)
 BENCH_ARGS ?=
 bench: setup wasm
