@@ -141,9 +141,7 @@ pub fn run(o: &Options) -> Result<Vec<Count>> {
     let mut out = Vec::new();
     for &variant in &o.variants {
         let wasm = match variant {
-            Variant::Passthrough | Variant::HostCalls | Variant::SpecMinimum => {
-                o.passthrough_wasm.clone()
-            }
+            v if v.runs_passthrough_wasm() => o.passthrough_wasm.clone(),
             Variant::Pag0Before => o
                 .pag0_before_wasm
                 .clone()

@@ -75,6 +75,14 @@ impl Variant {
         }
     }
 
+    /// The probes and the empty filter all run `pag0_passthrough.wasm` (configured apart).
+    pub fn runs_passthrough_wasm(self) -> bool {
+        matches!(
+            self,
+            Variant::Passthrough | Variant::HostCalls | Variant::SpecMinimum
+        )
+    }
+
     pub fn parse(s: &str) -> Option<Variant> {
         Variant::ALL
             .into_iter()
@@ -264,10 +272,13 @@ pub fn run(opts: &Options) -> Result<Report> {
         (Variant::Pag0, &plugin_wasm),
         (Variant::Pag0Before, &before_wasm),
         (Variant::Passthrough, &passthrough_wasm),
-        (Variant::HostCalls, &passthrough_wasm),
-        (Variant::SpecMinimum, &passthrough_wasm),
     ] {
-        if opts.variants.contains(&v) {
+        let wanted = if v == Variant::Passthrough {
+            opts.variants.iter().any(|x| x.runs_passthrough_wasm())
+        } else {
+            opts.variants.contains(&v)
+        };
+        if wanted {
             let meta = std::fs::metadata(path).map_err(|e| {
                 anyhow!("{}: {e} — build it with `make wasm` / `cargo build -p pag0-passthrough --profile wasm-release --target wasm32-wasip1`", path.display())
             })?;
@@ -284,9 +295,7 @@ pub fn run(opts: &Options) -> Result<Report> {
     for &workers in &opts.workers {
         for &variant in &opts.variants {
             let wasm = match variant {
-                Variant::Passthrough | Variant::HostCalls | Variant::SpecMinimum => {
-                    passthrough_wasm.display().to_string()
-                }
+                v if v.runs_passthrough_wasm() => passthrough_wasm.display().to_string(),
                 Variant::Pag0Before => before_wasm.display().to_string(),
                 _ => plugin_wasm.display().to_string(),
             };

@@ -75,23 +75,11 @@ pub fn rows(report: &Report) -> Vec<Row> {
                 rates.push(RateRow {
                     fraction,
                     target_rps: median(&mut at.iter().filter_map(|r| r.rate).collect::<Vec<_>>()),
-                    achieved_rps: median(
-                        &mut at.iter().map(|r| r.result.rps()).collect::<Vec<_>>(),
-                    ),
+                    achieved_rps: median_of(&at, |r| r.result.rps()),
                     p50_us: quantile(&lat, 0.5),
                     p99_us: quantile(&lat, 0.99),
-                    cpu_us: median(
-                        &mut at
-                            .iter()
-                            .map(|r| r.cpu_us_per_request())
-                            .collect::<Vec<_>>(),
-                    ),
-                    proxy_cpu_us: median(
-                        &mut at
-                            .iter()
-                            .map(|r| r.proxy_cpu_us_per_request())
-                            .collect::<Vec<_>>(),
-                    ),
+                    cpu_us: median_of(&at, Run::cpu_us_per_request),
+                    proxy_cpu_us: median_of(&at, Run::proxy_cpu_us_per_request),
                 });
             }
             let completed: u64 = mine.iter().map(|r| r.result.completed).sum();
@@ -99,31 +87,23 @@ pub fn rows(report: &Report) -> Vec<Row> {
             out.push(Row {
                 variant,
                 workers,
-                saturation_rps: median(&mut sat.iter().map(|r| r.result.rps()).collect::<Vec<_>>()),
-                saturation_cpu_us: median(
-                    &mut sat
-                        .iter()
-                        .map(|r| r.cpu_us_per_request())
-                        .collect::<Vec<_>>(),
-                ),
-                saturation_user_us: median(
-                    &mut sat
-                        .iter()
-                        .map(|r| r.proxy_user_us_per_request())
-                        .collect::<Vec<_>>(),
-                ),
-                saturation_system_us: median(
-                    &mut sat
-                        .iter()
-                        .map(|r| r.proxy_cpu_us_per_request() - r.proxy_user_us_per_request())
-                        .collect::<Vec<_>>(),
-                ),
+                saturation_rps: median_of(&sat, |r| r.result.rps()),
+                saturation_cpu_us: median_of(&sat, Run::cpu_us_per_request),
+                saturation_user_us: median_of(&sat, Run::proxy_user_us_per_request),
+                saturation_system_us: median_of(&sat, |r| {
+                    r.proxy_cpu_us_per_request() - r.proxy_user_us_per_request()
+                }),
                 rates,
                 ok_share: ok as f64 / completed.max(1) as f64,
             });
         }
     }
     out
+}
+
+/// The median over `runs` of one figure per run.
+fn median_of(runs: &[&&Run], figure: impl Fn(&Run) -> f64) -> f64 {
+    median(&mut runs.iter().map(|r| figure(r)).collect::<Vec<_>>())
 }
 
 fn find(rows: &[Row], v: Variant, w: u32) -> Option<&Row> {
