@@ -189,3 +189,6 @@ impl FromRequestParts<AppState> for Filter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

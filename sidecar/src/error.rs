@@ -102,3 +102,6 @@ impl IntoResponse for AppError {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests;

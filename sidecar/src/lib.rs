@@ -152,7 +152,7 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    use routes::{analytics, budgets, items, ops, policy, sync};
+    use routes::{analytics, approvals, budgets, items, ops, policy, sync};
 
     let ops_routes = Router::new()
         .route("/metrics", get(ops::metrics))
@@ -218,4 +218,4 @@ pub fn app(state: AppState) -> Router {
 }
 
 #[cfg(test)]
-mod tests;
+mod testing;

@@ -342,3 +342,6 @@ fn base_document() -> Value {
         }
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -322,3 +322,6 @@ pub async fn rotate_client_key(
         json!({ "client": client, "apiKey": key }),
     ))
 }
+
+#[cfg(test)]
+mod tests;

@@ -95,3 +95,6 @@ pub async fn openapi() -> Json<Value> {
 pub async fn not_found() -> AppError {
     AppError::NotFound("no such route; see /v1/openapi.json".into())
 }
+
+#[cfg(test)]
+mod tests;

@@ -135,3 +135,6 @@ pub async fn get_version(
         .ok_or_else(|| AppError::NotFound(format!("no policy version {v}")))?;
     document_response(&p)
 }
+
+#[cfg(test)]
+mod tests;

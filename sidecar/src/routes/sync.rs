@@ -347,3 +347,6 @@ pub async fn sync(
         unlimited,
     }))
 }
+
+#[cfg(test)]
+mod tests;

@@ -223,3 +223,242 @@ fn rates_and_money_in_json() {
         "overflow is an error, not a wrap"
     );
 }
+
+// === over the router ===
+
+mod router {
+    use axum::http::{Method, StatusCode};
+    use serde_json::{json, Value};
+
+    use crate::testing::{harness, ALICE, ORG_MONTH, SYNC, T0};
+
+    fn analytics_policy() -> Value {
+        let hash = |c: char| c.to_string().repeat(64);
+        json!({
+            "orgId": "acme-corp",
+            // UTC+14: T0 (2025-11-24T16:00Z) is 06:00 on 2025-11-25 there.
+            "timezone": "Pacific/Kiritimati",
+            "globalPolicy": { "monthlyBudget": "100000000" },
+            "endpoints": [ { "host": "api.openai.com", "category": "llm", "pricing": { "perRequest": "1000" } },
+                           { "host": "api.deepl.com", "category": "translation", "pricing": { "perRequest": "250" } } ],
+            "projects": [ { "id": "sales-ai", "name": "Sales AI", "tags": { "costCenter": "CC-SALES" } },
+                          { "id": "support", "name": "Support" } ],
+            "clients": [
+                { "id": "sales-agent", "projectId": "sales-ai", "apiKeySha256": hash('a'), "tags": { "costCenter": "CC-1001" } },
+                { "id": "sales-bot", "projectId": "sales-ai", "apiKeySha256": hash('b') },
+                { "id": "support-bot", "projectId": "support", "apiKeySha256": hash('c') } ]
+        })
+    }
+
+    fn record(amount: &str, project: &str, client: &str, host: &str, at: i64) -> Value {
+        json!({ "amount": amount, "counters": if amount == "0" { json!([]) } else { json!([ORG_MONTH]) },
+                "projectId": project, "clientId": client, "host": host, "at": at })
+    }
+
+    fn cache_hit(savings: &str, project: &str, client: &str, host: &str, at: i64) -> Value {
+        let mut r = record("0", project, client, host, at);
+        r["cacheHit"] = json!(true);
+        r["savings"] = json!(savings);
+        r
+    }
+
+    fn group<'a>(body: &'a Value, key: &str) -> &'a Value {
+        body["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["key"] == key)
+            .unwrap_or_else(|| panic!("no group {key}: {body}"))
+    }
+
+    /// (totalCost, totalRequests, cacheHits, savings, cacheHitRate) of one group or the total.
+    fn sums(g: &Value) -> (&str, u64, u64, &str, Option<f64>) {
+        (
+            g["totalCost"].as_str().unwrap(),
+            g["totalRequests"].as_u64().unwrap(),
+            g["cacheHits"].as_u64().unwrap(),
+            g["savings"].as_str().unwrap(),
+            g["cacheHitRate"].as_f64(),
+        )
+    }
+
+    #[tokio::test]
+    async fn analytics_sum_cost_hits_and_savings_per_group() {
+        let h = harness();
+        let r = h.put_policy(ALICE, &analytics_policy()).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let hour = 3_600_000;
+        let batch = json!({ "instanceId": "envoy-a", "seq": 1, "usage": [
+            record("1000", "sales-ai", "sales-agent", "api.openai.com", T0),
+            cache_hit("1000", "sales-ai", "sales-agent", "api.openai.com", T0 + 1),
+            cache_hit("250", "sales-ai", "sales-bot", "api.deepl.com", T0 + 2),
+            record("300", "support", "support-bot", "api.openai.com", T0 + 3),
+            // 2025-11-24 23:00 in Kiritimati: yesterday there, though the same UTC day as T0.
+            record("5000", "sales-ai", "sales-agent", "api.openai.com", T0 - 7 * hour),
+            // Last month.
+            record("777", "sales-ai", "sales-agent", "api.openai.com", T0 - 30 * 24 * hour),
+        ] });
+        let r = h.sync(batch.clone()).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert!(
+            h.sync(batch).await.body["duplicate"].as_bool().unwrap(),
+            "a resent batch is not counted again"
+        );
+
+        let month = h.analytics("period=month&groupBy=project").await;
+        assert_eq!(month.status, StatusCode::OK, "{}", month.text);
+        let b = &month.body;
+        assert_eq!(
+            (
+                b["period"].as_str(),
+                b["periodKey"].as_str(),
+                b["timezone"].as_str(),
+                b["groupBy"].as_str()
+            ),
+            (
+                Some("month"),
+                Some("2025-11"),
+                Some("Pacific/Kiritimati"),
+                Some("project")
+            )
+        );
+        assert_eq!(
+            (b["from"].as_str(), b["to"].as_str()),
+            (
+                Some("2025-10-31T10:00:00.000Z"),
+                Some("2025-11-30T10:00:00.000Z")
+            )
+        );
+        assert_eq!(b["groups"][0]["key"], "sales-ai", "most expensive first");
+        assert_eq!(
+            sums(group(b, "sales-ai")),
+            ("6000", 4, 2, "1250", Some(0.5))
+        );
+        assert_eq!(sums(group(b, "support")), ("300", 1, 0, "0", Some(0.0)));
+        assert_eq!(sums(&b["total"]), ("6300", 5, 2, "1250", Some(0.4)));
+        for absent in [
+            "avgLatency",
+            "budgetUtilization",
+            "violations",
+            "anomalies",
+            "recommendations",
+        ] {
+            assert!(
+                !month.text.contains(absent),
+                "{absent} is not computed, so not reported"
+            );
+        }
+
+        let day = h.analytics("period=day&groupBy=project").await;
+        assert_eq!(
+            (day.body["periodKey"].as_str(), day.body["from"].as_str()),
+            (Some("2025-11-25"), Some("2025-11-24T10:00:00.000Z"))
+        );
+        assert_eq!(
+            sums(group(&day.body, "sales-ai")),
+            ("1000", 3, 2, "1250", Some(2.0 / 3.0))
+        );
+
+        let cc = h.analytics("period=month&groupBy=costCenter").await;
+        assert_eq!(cc.status, StatusCode::OK, "{}", cc.text);
+        assert_eq!(
+            sums(group(&cc.body, "CC-1001")),
+            ("6000", 3, 1, "1000", Some(1.0 / 3.0)),
+            "the client's tag"
+        );
+        assert_eq!(
+            sums(group(&cc.body, "CC-SALES")),
+            ("0", 1, 1, "250", Some(1.0)),
+            "untagged client: its project's tag"
+        );
+        assert_eq!(
+            sums(group(&cc.body, "unassigned")),
+            ("300", 1, 0, "0", Some(0.0)),
+            "no tag anywhere"
+        );
+        assert_eq!(cc.body["groups"].as_array().unwrap().len(), 3);
+
+        let ep = h.analytics("groupBy=endpoint").await;
+        assert_eq!(ep.body["period"], "month", "month by default");
+        assert_eq!(
+            sums(group(&ep.body, "api.deepl.com")),
+            ("0", 1, 1, "250", Some(1.0))
+        );
+        assert_eq!(sums(group(&ep.body, "api.openai.com")).0, "6300");
+
+        // A day later (there) the day is empty: no groups, no rate.
+        h.clock.advance_ms(24 * hour);
+        let next = h.analytics("period=day").await;
+        assert_eq!(
+            (
+                next.body["groupBy"].as_str(),
+                next.body["groups"].as_array().map(Vec::len)
+            ),
+            (Some("project"), Some(0))
+        );
+        assert_eq!(sums(&next.body["total"]), ("0", 0, 0, "0", None));
+    }
+
+    #[tokio::test]
+    async fn analytics_is_for_admins_and_refuses_what_it_cannot_group_by() {
+        let h = harness();
+        let r = h
+            .call(
+                Method::GET,
+                "/v1/analytics?period=month&groupBy=project",
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        let r = h
+            .call(
+                Method::GET,
+                "/v1/analytics?period=month&groupBy=project",
+                Some(SYNC),
+                None,
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "the filter's secret reads no analytics"
+        );
+        let r = h
+            .call(Method::GET, "/v1/analytics", Some(ALICE), None)
+            .await;
+        assert_eq!(
+            (r.status, r.body["total"]["totalRequests"].as_u64()),
+            (StatusCode::OK, Some(0)),
+            "no policy, no usage: zeros"
+        );
+        assert_eq!(r.body["timezone"], "UTC");
+        for (q, needle) in [
+            ("period=month&groupBy=team", "groupBy: \"team\""),
+            ("period=month&groupBy=project,costCenter", "groupBy:"),
+            ("period=year&groupBy=project", "period: \"year\""),
+        ] {
+            let r = h
+                .call(
+                    Method::GET,
+                    &format!("/v1/analytics?{q}"),
+                    Some(ALICE),
+                    None,
+                )
+                .await;
+            assert_eq!(
+                (r.status, r.body["error"]["code"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("BAD_QUERY")),
+                "{q}"
+            );
+            let details = r.body["error"]["details"].as_array().unwrap();
+            assert!(
+                details
+                    .iter()
+                    .any(|d| d.as_str().unwrap().starts_with(needle)),
+                "{q}: {}",
+                r.text
+            );
+        }
+    }
+}

@@ -2,40 +2,20 @@
 //! manual clock. The store contract (both backends, concurrency) is in store/contract.rs; real
 //! Slack/SMTP receivers are in tests/approvals.rs.
 
-use std::sync::Arc;
-
 use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
-use axum::Router;
-use http_body_util::BodyExt;
+use axum::http::{Method, Request, StatusCode};
 use pag0_policy::approval::{body_sha256_hex, request_binding};
 use pag0_policy::RequestHead;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-use crate::{app, AppState, ManualClock, SqliteStore, Tokens};
+use crate::testing::{code, tokens, Harness, Resp, ALICE, SYNC, T0};
 
-const ADMIN: &str = "alice-admin-token-0001";
-const SYNC: &str = "filter-sync-secret-0003";
 const LEAD: &str = "lead-approver-token-0004";
 const AGENT_APPROVER: &str = "agent-approver-token-0005";
 const BOSS: &str = "boss-other-project-0006";
 const KEY: &str = "pag0_sales_agent_key_0001";
 const OTHER_KEY: &str = "pag0_other_agent_key_0002";
-const T0: i64 = 1_764_000_000_000;
 const BODY: &[u8] = br#"{"model":"gpt-4o","max_tokens":4000}"#;
-
-struct H {
-    app: Router,
-    clock: Arc<ManualClock>,
-    _dir: tempfile::TempDir,
-}
-
-struct Resp {
-    status: StatusCode,
-    body: Value,
-    text: String,
-}
 
 fn policy() -> Value {
     let hash = pag0_policy::validate::api_key_sha256_hex;
@@ -56,12 +36,8 @@ fn policy() -> Value {
     })
 }
 
-async fn harness() -> H {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open_dir(dir.path()).unwrap();
-    let mut tokens = Tokens::default();
-    tokens.add_admin_spec(&format!("alice={ADMIN}")).unwrap();
-    tokens.add_sync_secret(SYNC).unwrap();
+async fn harness() -> Harness {
+    let mut tokens = tokens();
     tokens
         .add_approver_spec(&format!("lead@acme.com={LEAD}"))
         .unwrap();
@@ -71,17 +47,9 @@ async fn harness() -> H {
     tokens
         .add_approver_spec(&format!("boss@other.com={BOSS}"))
         .unwrap();
-    let clock = Arc::new(ManualClock::new(T0));
-    let state = AppState::new(Arc::new(store), tokens)
-        .unwrap()
-        .with_clock(clock.clone());
-    let h = H {
-        app: app(state),
-        clock,
-        _dir: dir,
-    };
+    let h = Harness::new(tokens);
     let r = h
-        .call(Method::PUT, "/v1/policy", Some(ADMIN), Some(policy()))
+        .call(Method::PUT, "/v1/policy", Some(ALICE), Some(policy()))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     h
@@ -112,37 +80,7 @@ fn replay(body: &[u8]) -> Value {
     json!({ "binding": binding(body), "estimatedCost": "600000", "policyVersion": 1 })
 }
 
-impl H {
-    async fn send(&self, req: Request<Body>) -> Resp {
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8_lossy(&bytes).to_string();
-        Resp {
-            status,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            text,
-        }
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Resp {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::CONTENT_TYPE, "application/json");
-        if let Some(t) = token {
-            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let body = body.map_or_else(Body::empty, |v| Body::from(serde_json::to_vec(&v).unwrap()));
-        self.send(b.body(body).unwrap()).await
-    }
-
+impl Harness {
     async fn create(&self) -> String {
         let r = self
             .call(
@@ -184,10 +122,6 @@ impl H {
             .unwrap();
         self.send(req).await
     }
-}
-
-fn code(r: &Resp) -> &str {
-    r.body["error"]["code"].as_str().unwrap_or("")
 }
 
 #[tokio::test]
@@ -270,7 +204,7 @@ async fn create_approve_replay_once_then_used() {
         .call(
             Method::GET,
             "/v1/approvals?status=pending",
-            Some(ADMIN),
+            Some(ALICE),
             None,
         )
         .await;
@@ -398,7 +332,7 @@ async fn approvals_expire_by_the_sidecar_clock() {
         .call(
             Method::GET,
             &format!("/v1/approvals/{pending}"),
-            Some(ADMIN),
+            Some(ALICE),
             None,
         )
         .await;
@@ -407,7 +341,7 @@ async fn approvals_expire_by_the_sidecar_clock() {
         .call(
             Method::GET,
             "/v1/approvals?status=expired",
-            Some(ADMIN),
+            Some(ALICE),
             None,
         )
         .await;
@@ -421,7 +355,7 @@ async fn approvals_expire_by_the_sidecar_clock() {
         .call(
             Method::GET,
             "/v1/approvals?status=pending",
-            Some(ADMIN),
+            Some(ALICE),
             None,
         )
         .await;
@@ -440,7 +374,7 @@ async fn only_listed_approvers_other_than_the_requester_decide() {
     for (token, why) in [
         (BOSS, "approver of another project"),
         (AGENT_APPROVER, "listed approver, but the requester"),
-        (ADMIN, "admins list and read, approver tokens decide"),
+        (ALICE, "admins list and read, approver tokens decide"),
         (SYNC, "the filter"),
     ] {
         for verb in ["approve", "deny"] {
@@ -473,7 +407,7 @@ async fn only_listed_approvers_other_than_the_requester_decide() {
     let mut doc = policy();
     doc["projects"][0]["policy"]["approvalWorkflow"]["approvers"] = json!(["boss@other.com"]);
     assert_eq!(
-        h.call(Method::PUT, "/v1/policy", Some(ADMIN), Some(doc))
+        h.call(Method::PUT, "/v1/policy", Some(ALICE), Some(doc))
             .await
             .status,
         StatusCode::OK
@@ -488,7 +422,7 @@ async fn only_listed_approvers_other_than_the_requester_decide() {
 #[tokio::test]
 async fn only_the_filter_creates_and_consumes() {
     let h = harness().await;
-    for token in [ADMIN, LEAD] {
+    for token in [ALICE, LEAD] {
         let r = h
             .call(
                 Method::POST,
@@ -537,7 +471,7 @@ async fn a_bad_create_lists_every_problem() {
         assert!(details.contains(field), "{field} in {details}");
     }
     let r = h
-        .call(Method::GET, "/v1/approvals?status=bogus", Some(ADMIN), None)
+        .call(Method::GET, "/v1/approvals?status=bogus", Some(ALICE), None)
         .await;
     assert_eq!(code(&r), "BAD_QUERY");
 }
@@ -596,7 +530,7 @@ async fn a_failing_notification_never_fails_the_call() {
     doc["alerts"] =
         json!({ "channels": ["email", "slack"], "slackWebhookUrl": "http://127.0.0.1:9/slack" });
     assert_eq!(
-        h.call(Method::PUT, "/v1/policy", Some(ADMIN), Some(doc))
+        h.call(Method::PUT, "/v1/policy", Some(ALICE), Some(doc))
             .await
             .status,
         StatusCode::OK
