@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
 use crate::auth::{Role, Tokens};
+use crate::logging::LogFormat;
 use crate::store::{PgStore, SqliteStore, Store};
 use crate::{app, AppState, Config};
 
@@ -72,6 +73,13 @@ pub struct ServeArgs {
     /// Serve /metrics, /healthz, /readyz to non-loopback peers too.
     #[arg(long, env = "PAG0_PUBLIC_OPS")]
     pub public_ops: bool,
+    /// Log lines on stderr: `human` (the default) or `json` (one object per line).
+    #[arg(long, env = "PAG0_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// What to log, in RUST_LOG syntax: `info` (the default: start, stop, refused and failed
+    /// requests), `debug` (every request), `warn`, `pag0_sidecar=debug,warn`.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_level: String,
 }
 
 #[derive(Debug, Args)]
@@ -155,7 +163,20 @@ pub async fn run(cli: Cli) -> ExitCode {
         return validate_file(file);
     }
     let result = match cli.command {
-        None | Some(Command::Serve) => serve(cli.serve).await,
+        None | Some(Command::Serve) => {
+            if let Err(e) = crate::logging::init(cli.serve.log_format, &cli.serve.log_level) {
+                eprintln!("pag0-sidecar: {e}");
+                return ExitCode::FAILURE;
+            }
+            // A failed start is a log event like the rest (JSON when the logs are).
+            return match serve(cli.serve).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(msg) => {
+                    tracing::error!("{msg}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some(Command::Policy(PolicyCmd::Apply { file })) => apply(&cli.remote, &file).await,
         Some(Command::Policy(PolicyCmd::Get)) => {
             remote(&cli.remote, reqwest::Method::GET, "/v1/policy", None).await
@@ -266,10 +287,10 @@ async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, String> {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let tokens = tokens_from(&args)?;
     if !tokens.has_role(|r| *r == Role::Admin) {
-        eprintln!("pag0-sidecar: warning: no admin token (--admin-token NAME=TOKEN): the admin API answers 401");
+        tracing::warn!("no admin token (--admin-token NAME=TOKEN): the admin API answers 401");
     }
     if !tokens.has_role(|r| *r == Role::Filter) {
-        eprintln!("pag0-sidecar: warning: no sync secret (--sync-secret): filters cannot sync");
+        tracing::warn!("no sync secret (--sync-secret): filters cannot sync");
     }
     let store = open_store(&args).await?;
     let state = AppState::new(Arc::clone(&store), tokens)
@@ -290,12 +311,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    // Tests and scripts wait for this line.
+    // Tests and scripts wait for this line (stdout is not a log: it is never JSON).
     println!("listening on {addr}");
-    eprintln!(
-        "pag0-sidecar: store {}, listening on {addr}",
-        store.backend()
-    );
+    tracing::info!(store = store.backend(), %addr, "listening");
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),
@@ -303,7 +321,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     .with_graceful_shutdown(shutdown_signal())
     .await
     .map_err(|e| e.to_string())?;
-    eprintln!("pag0-sidecar: shut down");
+    tracing::info!("shut down");
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! One error type for every handler: a status, a stable code and a message the caller can act
-//! on. Store and internal failures are logged here and answered with a generic 500/503, never
-//! with their text (it can name tables, hosts or file paths).
+//! on. Store and internal failures are answered with a generic 500/503, never with their text
+//! (it can name tables, hosts or file paths); the text goes to the log only, through the
+//! request's log line (crate::routes::ops::track).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -81,12 +82,22 @@ impl From<StoreError> for AppError {
     }
 }
 
+/// What the request's log line says about an error answer. A response extension, so it never
+/// reaches the wire.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    pub code: &'static str,
+    /// The cause of a 500/503, which the answer does not carry.
+    pub internal: Option<String>,
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
+        let mut internal = None;
         let (message, details) = match &self {
-            AppError::Unavailable(internal) | AppError::Internal(internal) => {
-                eprintln!("pag0-sidecar: {code}: {internal}");
+            AppError::Unavailable(cause) | AppError::Internal(cause) => {
+                internal = Some(cause.clone());
                 (self.to_string(), Vec::new())
             }
             AppError::BadRequest { details, .. } => (self.to_string(), details.clone()),
@@ -95,6 +106,7 @@ impl IntoResponse for AppError {
         };
         let body = json!({ "error": { "code": code, "message": message, "details": details } });
         let mut resp = (status, axum::Json(body)).into_response();
+        resp.extensions_mut().insert(Logged { code, internal });
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

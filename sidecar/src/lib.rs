@@ -26,6 +26,7 @@ pub mod cli;
 pub mod clock;
 pub mod document;
 pub mod error;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod openapi;

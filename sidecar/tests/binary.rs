@@ -35,6 +35,8 @@ fn command() -> Command {
         "PAG0_TOKEN",
         "PAG0_URL",
         "PAG0_DATABASE_SCHEMA",
+        "PAG0_LOG_FORMAT",
+        "RUST_LOG",
     ] {
         cmd.env_remove(var);
     }
@@ -43,7 +45,12 @@ fn command() -> Command {
 
 impl Sidecar {
     fn start(store_args: &[&str]) -> Sidecar {
+        Self::start_with(store_args, &[])
+    }
+
+    fn start_with(store_args: &[&str], env: &[(&str, &str)]) -> Sidecar {
         let mut child = command()
+            .envs(env.iter().copied())
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -96,6 +103,20 @@ impl Sidecar {
             assert!(Instant::now() < deadline, "sidecar did not exit");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGTERM, the exit, and everything the process wrote to stderr.
+    fn stop(&mut self) -> String {
+        self.signal("-TERM");
+        assert_eq!(self.wait_exit().code(), Some(0));
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        err
     }
 
     fn signal(&self, sig: &str) {
@@ -178,6 +199,97 @@ async fn sigterm_shuts_down_cleanly() {
         .read_to_string(&mut err)
         .unwrap();
     assert!(err.contains("shut down"), "{err}");
+}
+
+/// A refused request and an answered one, then SIGTERM: what the log says about them.
+async fn log_of(extra: &[&str], env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--data-dir", dir.path().to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let mut s = Sidecar::start_with(&args, env);
+    let (st, _) = send(
+        reqwest::Method::GET,
+        &s.url("/v1/policy"),
+        "not-a-token-xxxxxxxx",
+        None,
+    )
+    .await;
+    assert_eq!(st, 401);
+    assert_eq!(reqwest::get(s.url("/healthz")).await.unwrap().status(), 200);
+    s.stop()
+}
+
+#[tokio::test]
+async fn logs_are_human_lines_by_default_and_json_on_a_flag() {
+    let human = log_of(&[], &[]).await;
+    assert!(
+        human
+            .lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_err()),
+        "{human}"
+    );
+    let refused = human
+        .lines()
+        .find(|l| l.contains("request refused"))
+        .unwrap_or_else(|| panic!("no line for the 401: {human}"));
+    assert!(
+        refused.contains(" INFO ")
+            && refused.contains("route=\"/v1/policy\"")
+            && refused.contains("status=401")
+            && refused.contains("code=\"UNAUTHORIZED\""),
+        "{refused}"
+    );
+    assert!(
+        !human.contains("route=\"/healthz\""),
+        "an answered request is a debug line: {human}"
+    );
+
+    let json = log_of(&["--log-format", "json", "--log-level", "debug"], &[]).await;
+    let events: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let field = |e: &Value, k: &str| e["fields"][k].clone();
+    let refused = events
+        .iter()
+        .find(|e| field(e, "message") == "request refused")
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(
+        (
+            refused["level"].as_str(),
+            field(refused, "route"),
+            field(refused, "status"),
+            field(refused, "code")
+        ),
+        (
+            Some("INFO"),
+            json!("/v1/policy"),
+            json!(401),
+            json!("UNAUTHORIZED")
+        )
+    );
+    assert!(
+        events.iter().any(|e| e["level"] == "DEBUG"
+            && field(e, "route") == "/healthz"
+            && field(e, "status") == 200),
+        "--log-level debug shows every request: {json}"
+    );
+    assert!(events.iter().any(|e| field(e, "message") == "shut down"));
+
+    // The same from the environment; `warn` keeps every info line out.
+    let quiet = log_of(&[], &[("PAG0_LOG_FORMAT", "json"), ("RUST_LOG", "warn")]).await;
+    assert!(
+        !quiet.contains("request refused") && !quiet.contains("\"INFO\""),
+        "{quiet}"
+    );
+    let env_json = log_of(&[], &[("PAG0_LOG_FORMAT", "json")]).await;
+    assert!(
+        env_json.lines().count() >= 3
+            && env_json
+                .lines()
+                .all(|l| serde_json::from_str::<Value>(l).is_ok()),
+        "{env_json}"
+    );
 }
 
 #[tokio::test]

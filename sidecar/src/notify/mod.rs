@@ -170,10 +170,11 @@ impl Notifier {
             for t in &targets {
                 let r = me.deliver(t, &n).await;
                 if let Err(e) = &r {
-                    eprintln!(
-                        "pag0-sidecar: notification {:?} via {} failed: {e}",
-                        n.subject,
-                        t.channel()
+                    tracing::warn!(
+                        subject = %n.subject,
+                        channel = t.channel(),
+                        error = %e,
+                        "notification failed"
                     );
                 }
                 if let Some(c) = &me.counted {

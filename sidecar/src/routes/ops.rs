@@ -2,6 +2,7 @@
 //! the JSON 404.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
@@ -10,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::error::AppError;
+use crate::error::{AppError, Logged};
 use crate::AppState;
 
 /// SPEC §7: "anyone on loopback". Peers elsewhere get 403 unless `--public-ops`.
@@ -29,19 +30,43 @@ pub async fn loopback_only(State(state): State<AppState>, req: Request, next: Ne
     }
 }
 
-/// Counts requests by matched route (never by raw path: ids would explode the label set).
+/// Counts requests by matched route (never by raw path: ids would explode the label set) and
+/// logs one line per request: failures (5xx, with their cause) as errors, refusals (4xx, with
+/// their code) as info, the rest as debug.
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = req.method().as_str().to_string();
+    let started = Instant::now();
     let resp = next.run(req).await;
+    let status = resp.status();
     state
         .metrics
         .http_requests
-        .with_label_values(&[route.as_str(), method.as_str(), resp.status().as_str()])
+        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
         .inc();
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let logged = resp.extensions().get::<Logged>();
+    let code = logged.map(|l| l.code);
+    let cause = logged.and_then(|l| l.internal.as_deref());
+    let status = status.as_u16();
+    if status >= 500 {
+        tracing::error!(
+            method,
+            route,
+            status,
+            code,
+            cause,
+            latency_ms,
+            "request failed"
+        );
+    } else if status >= 400 {
+        tracing::info!(method, route, status, code, latency_ms, "request refused");
+    } else {
+        tracing::debug!(method, route, status, latency_ms, "request");
+    }
     resp
 }
 
@@ -75,10 +100,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             Json(json!({ "status": "ready", "store": state.store.backend() })).into_response()
         }
         Err(e) => {
-            eprintln!(
-                "pag0-sidecar: readyz: store {} not reachable: {e}",
-                state.store.backend()
-            );
+            tracing::warn!(store = state.store.backend(), error = %e, "readyz: store not reachable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({ "status": "unavailable", "store": state.store.backend() })),
