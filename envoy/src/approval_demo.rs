@@ -18,8 +18,9 @@ const SECRET: &str = "demo-sync-secret-0123456789";
 const LEAD: &str = "product-lead@acme.com";
 const LEAD_TOKEN: &str = "demo-product-lead-token-0123456789";
 
-/// Runs the story; `Err` when a step did not go as scripted.
-pub fn run(mock: &MockUpstream, mut policy: Value) -> Result<()> {
+/// Runs the story; `Err` when a step did not go as scripted. With `serve_console`, the
+/// sidecar, its console and the managed Envoy then stay up until the process is stopped.
+pub fn run(mock: &MockUpstream, mut policy: Value, serve_console: bool) -> Result<()> {
     println!("\n== Approvals (managed mode: Envoy + pag0-sidecar) ==\n");
     let slack = SlackReceiver::start()?;
     // Notifications: Slack only (the demo has no SMTP relay), to the receiver below.
@@ -217,6 +218,18 @@ pub fn run(mock: &MockUpstream, mut policy: Value) -> Result<()> {
         );
     }
     println!("\nThe approval went as scripted: held, approved by the team lead, replayed once.");
+    if serve_console {
+        println!(
+            "\n== The Organization Console ==\n\n  {}\n  admin token:    {ADMIN}\n  approver token: {LEAD_TOKEN} ({LEAD})\n  \
+             agents reach the managed Envoy on 127.0.0.1:{} (e.g. x-pag0-api-key: sk-demo-marketing)\n\n\
+             Running until Ctrl-C.",
+            sidecar.url("/console/"),
+            envoy.port
+        );
+        loop {
+            std::thread::park();
+        }
+    }
     Ok(())
 }
 

@@ -524,6 +524,11 @@ pub struct SidecarConfig {
 
 impl Sidecar {
     pub fn start(c: &SidecarConfig) -> Result<Self> {
+        Self::start_with_args(c, &[])
+    }
+
+    /// [`Sidecar::start`] with more flags (`--approver-token …`, `--public-url …`).
+    pub fn start_with_args(c: &SidecarConfig, extra: &[String]) -> Result<Self> {
         let bin = sidecar_binary();
         if !bin.exists() {
             bail!(
@@ -541,6 +546,7 @@ impl Sidecar {
             .arg(&c.data_dir)
             .arg("--lease-ttl-ms")
             .arg(c.lease_ttl_ms.to_string())
+            .args(extra)
             .env("PAG0_ADMIN_TOKENS", format!("admin={}", c.admin_token))
             .env("PAG0_SYNC_SECRET", &c.sync_secret)
             .env_remove("DATABASE_URL")

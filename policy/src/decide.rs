@@ -68,6 +68,9 @@ pub struct Pending {
     pub(crate) policy: u64,
     pub project_id: Arc<str>,
     pub client_id: Arc<str>,
+    /// Set only by [`CompiledPolicy::redecide`]: the estimate recorded for a token-priced
+    /// request whose body is gone (the body is never stored). `None` on the filter's path.
+    pub(crate) known_estimate: Option<Micros>,
 }
 
 // === impl Pending ===
@@ -364,6 +367,7 @@ impl CompiledPolicy {
             policy: self.fingerprint,
             project_id,
             client_id: client.id.clone(),
+            known_estimate: None,
         })
     }
 
@@ -406,9 +410,13 @@ impl CompiledPolicy {
 
         // Estimate.
         let mut streaming = false;
-        let (estimate, model_price) = match ep {
-            None => (Micros::ZERO, None),
-            Some(e) => {
+        let recorded = pending
+            .known_estimate
+            .filter(|_| ep.is_some_and(|e| e.pricing.needs_body()));
+        let (estimate, model_price) = match (ep, recorded) {
+            (_, Some(known)) => (known, None),
+            (None, None) => (Micros::ZERO, None),
+            (Some(e), None) => {
                 let facts = if e.pricing.needs_body() {
                     match parse_request_body(body.unwrap_or_default()) {
                         Ok(f) => Some(f),

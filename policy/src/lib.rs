@@ -23,6 +23,7 @@ pub mod matching;
 pub mod money;
 pub mod period;
 pub mod pricing;
+pub mod replay;
 pub mod settle;
 pub mod validate;
 
@@ -35,5 +36,6 @@ pub use decide::{
     HeadOutcome, Pending, RequestHead,
 };
 pub use money::{Micros, MoneyError};
+pub use replay::RecordedRequest;
 pub use settle::{Settlement, SseUsageScanner, Usage};
 pub use validate::{CompiledPolicy, FieldError, ValidationErrors};

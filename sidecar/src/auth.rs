@@ -126,14 +126,19 @@ fn principal(parts: &Parts, state: &AppState) -> Result<Principal, AppError> {
     principal_from(&parts.headers, state)
 }
 
-/// The bearer token's principal (for handlers that accept several roles).
+/// The bearer token's principal, else the console session's (for handlers that accept
+/// several roles).
 pub(crate) fn principal_from(
     headers: &axum::http::HeaderMap,
     state: &AppState,
 ) -> Result<Principal, AppError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(AppError::Unauthorized)?;
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        // A console session stands for the token it was signed in with (same Principal).
+        return state
+            .sessions
+            .principal(headers, state.clock.now_ms())
+            .ok_or(AppError::Unauthorized);
+    };
     let token = value
         .to_str()
         .ok()

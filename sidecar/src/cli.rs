@@ -80,6 +80,11 @@ pub struct ServeArgs {
     /// requests), `debug` (every request), `warn`, `pag0_sidecar=debug,warn`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
+    /// The URL people reach this sidecar at (https://pag0.example.com): approval
+    /// notifications link to <URL>/console/#/approvals/<id>; https makes the console's
+    /// session cookie Secure.
+    #[arg(long, env = "PAG0_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +272,25 @@ pub fn tokens_from(args: &ServeArgs) -> Result<Tokens, String> {
     Ok(tokens)
 }
 
+/// `--public-url`: an absolute http(s) URL, kept without a trailing `/`.
+fn public_url(url: Option<&str>) -> Result<Option<String>, String> {
+    let Some(u) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"))
+        .ok_or_else(|| {
+            format!("--public-url {u:?}: expected http://HOST[:PORT][/PATH] or https://…")
+        })?;
+    if rest.is_empty() || rest.starts_with('/') || u.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "--public-url {u:?}: expected http(s)://HOST[:PORT][/PATH], no query"
+        ));
+    }
+    Ok(Some(u.trim_end_matches('/').to_string()))
+}
+
 async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, String> {
     match &args.database_url {
         Some(url) => PgStore::connect(url, args.database_schema.as_deref())
@@ -298,6 +322,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .with_config(Config {
             lease_ttl_ms: args.lease_ttl_ms,
             public_ops: args.public_ops,
+            public_url: public_url(args.public_url.as_deref())?,
             ..Config::default()
         });
     let smtp = match &args.smtp_url {
@@ -314,6 +339,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // Tests and scripts wait for this line (stdout is not a log: it is never JSON).
     println!("listening on {addr}");
     tracing::info!(store = store.backend(), %addr, "listening");
+    if crate::console::assets::engine_embedded() {
+        tracing::info!("console at http://{addr}/console/");
+    } else {
+        tracing::warn!(
+            "console at http://{addr}/console/; {}",
+            crate::console::assets::ENGINE_MISSING
+        );
+    }
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),

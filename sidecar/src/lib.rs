@@ -8,6 +8,8 @@
 //!   endpoint over the current day/month, from the usage ledger.
 //! - The approval workflow (`/v1/approvals…`, docs/approvals.md) and its notifications.
 //! - `/metrics`, `/healthz`, `/readyz`, `/v1/openapi.json`.
+//! - The Organization Console at `/console` (crate::console): session sign-in over the same
+//!   `/v1` handlers.
 //!
 //! [`app`] builds the router over an [`AppState`]; the binary only parses flags, opens the
 //! store and serves it.
@@ -24,6 +26,7 @@ pub mod auth;
 pub mod authz;
 pub mod cli;
 pub mod clock;
+pub mod console;
 pub mod document;
 pub mod error;
 pub mod logging;
@@ -47,6 +50,9 @@ pub struct Config {
     pub public_ops: bool,
     /// Most usage records one sync may carry.
     pub max_batch: usize,
+    /// Where people reach this sidecar (`--public-url`): notifications link to the console
+    /// there, and an `https://` URL makes the session cookie `Secure`.
+    pub public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -55,6 +61,7 @@ impl Default for Config {
             lease_ttl_ms: 30_000,
             public_ops: false,
             max_batch: 10_000,
+            public_url: None,
         }
     }
 }
@@ -75,6 +82,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// E-mail / Slack / webhook sender (approvals now, alerts later).
     pub notifier: notify::Notifier,
+    /// Console sign-ins (in this process).
+    pub sessions: console::Sessions,
     policy: Arc<RwLock<Option<Arc<CurrentPolicy>>>>,
 }
 
@@ -90,6 +99,7 @@ impl AppState {
             notifier: notify::Notifier::new(None).with_counter(metrics.notifications.clone()),
             metrics,
             config: Arc::new(Config::default()),
+            sessions: console::Sessions::default(),
             policy: Arc::new(RwLock::new(None)),
         })
     }
@@ -209,6 +219,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/openapi.json", get(ops::openapi))
         .merge(ops_routes)
         .merge(authz::router())
+        .merge(console::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            console::session::csrf_guard,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ops::track,

@@ -34,6 +34,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("get", "/healthz"),
     ("get", "/readyz"),
+    ("get", "/console"),
+    ("get", "/console/api/session"),
+    ("post", "/console/api/session"),
+    ("delete", "/console/api/session"),
 ];
 
 fn err(desc: &str) -> Value {
@@ -205,6 +209,12 @@ pub fn document() -> Value {
     ) {
         paths.extend(extra.clone());
     }
+    if let (Some(paths), Some(extra)) = (
+        doc.get_mut("paths").and_then(Value::as_object_mut),
+        crate::console::openapi_paths().as_object(),
+    ) {
+        paths.extend(extra.clone());
+    }
     if let (Some(schemas), Some(extra)) = (
         doc.pointer_mut("/components/schemas")
             .and_then(Value::as_object_mut),
@@ -235,7 +245,9 @@ fn base_document() -> Value {
                 "adminToken": { "type": "http", "scheme": "bearer", "description": "--admin-token NAME=TOKEN" },
                 "syncSecret": { "type": "http", "scheme": "bearer", "description": "--sync-secret, held by the Envoy filter" },
                 "approverToken": { "type": "http", "scheme": "bearer", "description": "--approver-token EMAIL=TOKEN" },
-                "apiKey": { "type": "apiKey", "in": "header", "name": "x-pag0-api-key", "description": "a client's API key (its own approvals)" }
+                "apiKey": { "type": "apiKey", "in": "header", "name": "x-pag0-api-key", "description": "a client's API key (its own approvals)" },
+                "sessionCookie": { "type": "apiKey", "in": "cookie", "name": "pag0_session",
+                    "description": "a console session (POST /console/api/session); stands for the admin or approver token it was signed in with on every route that token may call; state-changing requests also send x-pag0-csrf" }
             },
             "schemas": {
                 "Error": { "type": "object", "required": ["error"], "properties": { "error": {

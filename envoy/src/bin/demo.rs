@@ -7,8 +7,11 @@
 //! an agent outside its working hours, the per-request cap, a request that needs approval,
 //! and the Sales team spending its daily budget. Prints a table and Envoy's pag0 counters.
 //! Then the approval story in managed mode (`pag0_envoy::approval_demo`): a `pag0-sidecar`, a
-//! second Envoy, a request held (`202`), approved by the team lead, replayed once.
+//! second Envoy, a request held (`202`), approved by the team lead, replayed once. Run from a
+//! terminal, it then leaves the sidecar's console running (URL and tokens printed) until
+//! Ctrl-C.
 
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -233,7 +236,10 @@ fn main() -> Result<()> {
     demo.print_totals(&mock)?;
     // Both stories run (and print) even if the first went wrong; either failing fails the demo.
     let standalone = demo.verdict();
-    let approvals = pag0_envoy::approval_demo::run(&mock, policy);
+    // In a terminal (`make demo`) the console stays up afterwards; piped or with
+    // PAG0_DEMO_EXIT set (tests, CI) the demo exits when the story is told.
+    let serve = std::io::stdin().is_terminal() && std::env::var_os("PAG0_DEMO_EXIT").is_none();
+    let approvals = pag0_envoy::approval_demo::run(&mock, policy, serve);
     standalone.and(approvals)
 }
 

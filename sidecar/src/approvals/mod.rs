@@ -292,6 +292,7 @@ pub(crate) fn new_approval(
 /// Detached: the answer does not wait for (or fail with) the delivery.
 pub(crate) fn notify_requested(state: &AppState, doc: &PolicyDocument, a: &Approval, now_ms: i64) {
     let people = approvers(doc, &a.project_id);
+    let link = crate::console::approval_link(state.config.public_url.as_deref(), &a.id);
     let n = Notification {
         subject: format!(
             "[pag0] approval requested: {} {} on {}",
@@ -303,7 +304,7 @@ pub(crate) fn notify_requested(state: &AppState, doc: &PolicyDocument, a: &Appro
             "Client {} of project {} asks to spend an estimated {} ({} micro-USD) on\n  {} {}{}\n\
              Requested by: {}\nJustification: {}\nApproval id: {}\nExpires: {}\n\n\
              Approve: pag0-sidecar approvals approve {} [--comment …]\n\
-             Deny:    pag0-sidecar approvals deny {} [--comment …]\n",
+             Deny:    pag0-sidecar approvals deny {} [--comment …]\n{}",
             a.client_id,
             a.project_id,
             usd(a.estimated_cost),
@@ -316,9 +317,13 @@ pub(crate) fn notify_requested(state: &AppState, doc: &PolicyDocument, a: &Appro
             a.id,
             rfc3339(a.expires_at_ms),
             a.id,
-            a.id
+            a.id,
+            link.as_deref()
+                .map(|l| format!("Open in the console: {l}\n"))
+                .unwrap_or_default()
         ),
-        payload: json!({ "event": "approval.requested", "approval": view(a, now_ms) }),
+        payload: json!({ "event": "approval.requested", "approval": view(a, now_ms),
+                         "consoleUrl": link }),
     };
     drop(
         state

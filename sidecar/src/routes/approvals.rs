@@ -257,7 +257,9 @@ fn reader(
     state: &AppState,
     doc: Option<&PolicyDocument>,
 ) -> Result<Reader, AppError> {
-    if headers.contains_key(axum::http::header::AUTHORIZATION) {
+    if headers.contains_key(axum::http::header::AUTHORIZATION)
+        || crate::console::session::cookie(headers).is_some()
+    {
         let Principal { role, .. } = auth::principal_from(headers, state)?;
         return Ok(match role {
             Role::Admin | Role::Filter => Reader::All,

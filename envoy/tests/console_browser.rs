@@ -1,0 +1,572 @@
+//! The Organization Console in a real browser: Debian's Chromium driven by playwright-core
+//! (`console/tests/console.mjs`) against a real `pag0-sidecar` (SQLite, approver tokens,
+//! `--public-url`), a real Envoy (2 workers, managed mode) and the mock upstream.
+//!
+//! - the approval link of the Slack notification opens that approval; the approver signs in,
+//!   sees only its project's queue, gets 403 on admin routes, approves with a comment, and the
+//!   agent's replay then passes through Envoy once;
+//! - requests without the session cookie get 401; the admin signs in and the Overview's team
+//!   spend equals `/v1/analytics`; a bad edit shows `projects[1].policy.dailyBudget: …`
+//!   inline (the same lines `PUT /v1/policy` answers) and cannot be applied; a good one is
+//!   diffed and applied with If-Match;
+//! - the What-if page, given recorded decisions, lists exactly the Salesforce calls as
+//!   allow → deny under a draft that blocks api.salesforce.com, and the wasm engine answers
+//!   exactly what the native `pag0_whatif` does. (The same check over decisions recorded from
+//!   real traffic waits for the decision log, issue 15.)
+//!
+//! Screenshots of every page: `target/console-shots/`.
+// Test crate: failing loudly is the point (clippy.toml only covers #[test] fns, not helpers).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{client, endpoints};
+use pag0_envoy::harness::{repo_root, Sidecar, SidecarConfig};
+use pag0_envoy::{Agent, Call, Envoy, EnvoyConfig, MockUpstream, Reply};
+use serde_json::{json, Value};
+
+const ADMIN: &str = "console-admin-token-0123456789";
+const SECRET: &str = "console-sync-secret-0123456789";
+const LEAD: &str = "sales-lead@acme.com";
+const LEAD_TOKEN: &str = "console-sales-lead-token-0123456789";
+const OTHER: &str = "marketing-lead@acme.com";
+const OTHER_TOKEN: &str = "console-marketing-lead-token-01234";
+const SALES_KEY: &str = "sk-console-sales";
+const MKT_KEY: &str = "sk-console-marketing";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn policy(slack: SocketAddr) -> Value {
+    json!({
+        "orgId": "acme-corp",
+        "timezone": "UTC",
+        "globalPolicy": { "monthlyBudget": "1000000000", "dailyBudget": "500000000" },
+        "alerts": { "channels": ["slack"], "slackWebhookUrl": format!("http://{slack}/slack") },
+        "endpoints": endpoints(),
+        "projects": [
+            { "id": "sales-ai", "name": "Sales AI",
+              "policy": { "monthlyBudget": "100000000", "dailyBudget": "50000000",
+                          "approvalWorkflow": { "enabled": true, "approvers": [LEAD], "requireApprovalAbove": "1500" } } },
+            { "id": "marketing", "name": "Marketing",
+              "policy": { "monthlyBudget": "100000000", "dailyBudget": "40000000",
+                          "approvalWorkflow": { "enabled": true, "approvers": [OTHER], "requireApprovalAbove": "5000" } } }
+        ],
+        "clients": [ client("sales-agent", "sales-ai", SALES_KEY), client("marketing-agent", "marketing", MKT_KEY) ]
+    })
+}
+
+/// Slack-style receiver: the `text` of every POST.
+fn slack_receiver(got: Arc<Mutex<Vec<String>>>) -> (SocketAddr, tokio::runtime::Runtime) {
+    use axum::extract::State;
+    use axum::routing::post;
+    use axum::{Json, Router};
+    async fn slack(
+        State(got): State<Arc<Mutex<Vec<String>>>>,
+        Json(v): Json<Value>,
+    ) -> &'static str {
+        got.lock()
+            .unwrap()
+            .push(v["text"].as_str().unwrap_or_default().to_string());
+        "ok"
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = Router::new().route("/slack", post(slack)).with_state(got);
+    rt.spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (addr, rt)
+}
+
+/// The sidecar on a port known before it starts (its `--public-url` names it). A port taken
+/// by someone else between the probe and the bind is retried with another.
+fn start_sidecar(dir: &std::path::Path) -> Sidecar {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = SidecarConfig {
+            data_dir: dir.to_path_buf(),
+            database_url: None,
+            database_schema: None,
+            admin_token: ADMIN.into(),
+            sync_secret: SECRET.into(),
+            lease_ttl_ms: 30_000,
+            port,
+        };
+        let args: Vec<String> = [
+            "--approver-token",
+            &format!("{LEAD}={LEAD_TOKEN}"),
+            "--approver-token",
+            &format!("{OTHER}={OTHER_TOKEN}"),
+            "--public-url",
+            &format!("http://127.0.0.1:{port}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        match Sidecar::start_with_args(&cfg, &args) {
+            Ok(s) => return s,
+            Err(e) => last = format!("{e:#}"),
+        }
+    }
+    panic!("the sidecar did not start: {last}");
+}
+
+/// Everything the pages need is there, or the one command that provides it.
+fn prerequisites() -> (PathBuf, PathBuf) {
+    pag0_envoy::harness::check_prerequisites().unwrap_or_else(|e| panic!("{e}"));
+    let root = repo_root();
+    let engine = root.join("console/web/pkg/pag0_whatif_bg.wasm");
+    assert!(
+        engine.exists(),
+        "{} is missing: run `make console` (then the sidecar is rebuilt with it)",
+        engine.display()
+    );
+    let tests = root.join("console/tests");
+    assert!(
+        tests.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run `make browser`"
+    );
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Chromium is missing: run `make browser` (apt-get install -y chromium)"
+    );
+    (tests.join("console.mjs"), root.join("target/console-shots"))
+}
+
+/// Runs one phase of the browser script; its `RESULT` line.
+fn browser(script: &PathBuf, dir: &std::path::Path, phase: &str, input: Value) -> Value {
+    let path = dir.join(format!("browser-{phase}.json"));
+    std::fs::write(&path, input.to_string()).unwrap();
+    let t0 = Instant::now();
+    let out = Command::new("node")
+        .arg(script)
+        .arg(&path)
+        .current_dir(script.parent().unwrap())
+        .output()
+        .expect("run node (Node 20 or later)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser phase {phase} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    eprintln!("browser phase {phase}: {:.1} s", t0.elapsed().as_secs_f64());
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line:\n{stdout}\n{stderr}"));
+    let v: Value = serde_json::from_str(line).unwrap();
+    let errors: Vec<&str> = v["consoleErrors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        // The browser logs every refused fetch (the 401 before sign-in, the 403s probed).
+        .filter(|e| !e.starts_with("Failed to load resource"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "page errors in phase {phase}: {errors:?}"
+    );
+    v
+}
+
+struct Api {
+    http: reqwest::blocking::Client,
+    base: String,
+}
+
+impl Api {
+    fn get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().unwrap()
+    }
+}
+
+fn send(agent: &Agent, call: &Call) -> Reply {
+    agent.send(call).unwrap()
+}
+
+/// Recorded decisions for the What-if page (a day in the past, so no live counter is
+/// involved and the page's opening spend is empty, as in the native run below).
+fn recorded() -> Value {
+    let d = |id: &str, at: &str, client: &str, host: &str, estimate: &str, outcome: &str| {
+        json!({ "id": id, "at": at, "clientId": client, "method": "GET", "authority": host,
+                "path": "/cost", "estimate": estimate, "outcome": outcome, "actualCost": estimate })
+    };
+    json!([
+        d("rec-1", "2026-11-24T09:00:00Z", "sales-agent", "api.salesforce.com", "1000", "allow"),
+        d("rec-2", "2026-11-24T09:01:00Z", "marketing-agent", "api.deepl.com", "2000", "allow"),
+        d("rec-3", "2026-11-24T09:02:00Z", "sales-agent", "api.salesforce.com", "1000", "allow"),
+        d("rec-4", "2026-11-24T09:03:00Z", "sales-agent", "api.openai.com", "1200", "allow"),
+        d("rec-5", "2026-11-24T09:04:00Z", "marketing-agent", "api.salesforce.com", "1000", "allow"),
+        { "id": "rec-6", "at": "2026-11-24T09:05:00Z", "clientId": "sales-agent", "method": "GET",
+          "authority": "api.replicate.com", "path": "/v1/run", "estimate": "5000", "outcome": "deny",
+          "code": "ENDPOINT_BLOCKED" }
+    ])
+}
+
+#[test]
+fn the_console_in_a_real_browser() {
+    let (script, shots) = prerequisites();
+    let _ = std::fs::remove_dir_all(&shots);
+    let dir = tempfile::tempdir().unwrap();
+    let slack_got = Arc::new(Mutex::new(Vec::new()));
+    let (slack, _slack_rt) = slack_receiver(slack_got.clone());
+    let sidecar = start_sidecar(dir.path());
+    let api = Api {
+        http: reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        base: sidecar.url(""),
+    };
+    let mut live = policy(slack);
+    // api.replicate.com blocked org-wide, so rec-6 above is a refusal under the live policy.
+    live["globalPolicy"]["blockedEndpoints"] = json!(["api.replicate.com"]);
+    let r = api
+        .http
+        .put(sidecar.url("/v1/policy"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(live.to_string())
+        .send()
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "PUT /v1/policy: {}",
+        r.text().unwrap()
+    );
+
+    let mock = MockUpstream::start().unwrap();
+    let mut cfg = EnvoyConfig::new(
+        json!({ "sidecar": { "cluster": "pag0_sidecar", "authority": "pag0-sidecar",
+                             "syncIntervalMs": 500, "timeoutMs": 1000,
+                             "failureMode": "closed", "syncSecret": SECRET } }),
+        mock.port(),
+    );
+    cfg.sidecar_port = Some(sidecar.port);
+    let envoy = Envoy::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let agent = Agent::new(envoy.port).unwrap();
+
+    // Traffic: the first syncs bring policy and leases; then two teams spend.
+    let t0 = Instant::now();
+    while send(
+        &agent,
+        &Call::get("api.salesforce.com", "/echo").key(SALES_KEY),
+    )
+    .status
+        != 200
+    {
+        assert!(t0.elapsed() < WAIT, "never admitted:\n{}", sidecar.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut allowed = 1;
+    for i in 0..3 {
+        let r = send(
+            &agent,
+            &Call::get("api.salesforce.com", &format!("/cost?cost=3500&q={i}")).key(SALES_KEY),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        allowed += 1;
+    }
+    for _ in 0..2 {
+        let r = send(
+            &agent,
+            &Call::post("api.deepl.com", "/v2/translate")
+                .key(MKT_KEY)
+                .body("text=hello&target_lang=DE"),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        allowed += 1;
+    }
+    // Held: sales-ai's threshold is 1500, DeepL costs 2000.
+    let held = || {
+        Call::post("api.deepl.com", "/v2/translate")
+            .key(SALES_KEY)
+            .header("x-pag0-requested-by", "agent@acme.com")
+            .header("x-pag0-justification", "Q4 pipeline summary")
+            .body("text=quarterly pipeline&target_lang=FR")
+    };
+    let r = send(&agent, &held());
+    assert_eq!(r.status, 202, "{}", r.body);
+    let approval = r.header("x-pag0-approval-id").unwrap().to_string();
+    // And one of marketing's, which the sales lead must not see.
+    let r = send(
+        &agent,
+        &Call::post("api.deepl.com", "/v2/translate")
+            .key(MKT_KEY)
+            .header("x-pag0-requires-approval", "true")
+            .body("text=campaign&target_lang=IT"),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let other_approval = r.header("x-pag0-approval-id").unwrap().to_string();
+
+    // The notification carries the console link.
+    let t0 = Instant::now();
+    let link = loop {
+        let found = slack_got.lock().unwrap().iter().find_map(|t| {
+            t.contains(&approval)
+                .then(|| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("Open in the console: "))
+                        .map(str::to_string)
+                })
+                .flatten()
+        });
+        if let Some(l) = found {
+            break l;
+        }
+        assert!(
+            t0.elapsed() < WAIT,
+            "no Slack message with a console link: {:?}",
+            slack_got.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        link,
+        sidecar.url(&format!("/console/#/approvals/{approval}"))
+    );
+
+    // --- the approver, from the link ---
+    let a = browser(
+        &script,
+        dir.path(),
+        "approver",
+        json!({ "phase": "approver", "base": sidecar.url(""), "approvalLink": link,
+                "approverToken": LEAD_TOKEN, "comment": "ok for Q4", "shots": shots }),
+    );
+    assert_eq!(a["landedOn"], format!("#/approvals/{approval}"));
+    assert_eq!(a["shownId"], approval);
+    assert_eq!(a["role"], "approver");
+    assert_eq!(
+        (&a["budgetsStatus"], &a["putStatus"], &a["putNoCsrfStatus"]),
+        (&json!(403), &json!(403), &json!(403)),
+        "an approver session on admin routes"
+    );
+    assert_eq!(
+        a["queue"],
+        json!([approval]),
+        "only its own project's approvals"
+    );
+    assert!(!a["queueAll"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(other_approval)));
+    assert_eq!(a["nav"], json!(["Approvals"]));
+    assert_eq!(a["statusAfter"], "approved");
+    assert!(a["decisionText"].as_str().unwrap().contains("ok for Q4"));
+    let stored = api.get(&format!("/v1/approvals/{approval}"));
+    assert_eq!(stored["decision"]["by"], LEAD);
+    assert_eq!(stored["decision"]["comment"], "ok for Q4");
+
+    // The agent's replay passes through Envoy, once.
+    let served = mock.served_on("/v2/translate");
+    let r = send(&agent, &held().header("x-pag0-approval-id", &approval));
+    assert_eq!((r.status, r.decision()), (200, "allow"), "{}", r.body);
+    allowed += 1;
+    assert_eq!(mock.served_on("/v2/translate"), served + 1);
+    let r = send(&agent, &held().header("x-pag0-approval-id", &approval));
+    assert_eq!((r.status, r.code()), (403, "APPROVAL_USED"));
+    assert_eq!(
+        api.get(&format!("/v1/approvals/{approval}"))["status"],
+        "used"
+    );
+
+    // Every allowed request has reached the ledger before the admin looks.
+    let t0 = Instant::now();
+    while api.get("/v1/analytics?period=month&groupBy=project")["total"]["totalRequests"]
+        .as_u64()
+        .unwrap()
+        < allowed
+    {
+        assert!(t0.elapsed() < WAIT, "usage never reached the sidecar");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // --- the admin ---
+    let mut bad = live.clone();
+    bad["projects"][1]["policy"]["dailyBudget"] = json!("12x");
+    let refused = api
+        .http
+        .put(sidecar.url("/v1/policy"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(serde_json::to_string_pretty(&bad).unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    let details = refused.json::<Value>().unwrap()["error"]["details"].clone();
+    let mut good = live.clone();
+    good["projects"][1]["policy"]["monthlyBudget"] = json!("120000000");
+    let mut draft = live.clone();
+    draft["globalPolicy"]["blockedEndpoints"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("api.salesforce.com"));
+    let draft_text = serde_json::to_string_pretty(&draft).unwrap();
+    let b = browser(
+        &script,
+        dir.path(),
+        "admin",
+        json!({ "phase": "admin", "base": sidecar.url(""), "adminToken": ADMIN, "shots": shots,
+                "badPolicy": serde_json::to_string_pretty(&bad).unwrap(),
+                "badPath": "projects[1].policy.dailyBudget: ",
+                "goodPolicy": serde_json::to_string_pretty(&good).unwrap(),
+                "whatifDraft": draft_text, "whatifDecisions": recorded() }),
+    );
+    assert_eq!(
+        b["noCookie"],
+        json!({ "budgets": 401, "analytics": 401, "session": 401, "approvals": 401 })
+    );
+    assert_eq!(b["omitCookie"], 401);
+    assert_eq!(b["landedOn"], "#/overview");
+
+    // The Overview shows /v1/analytics' numbers, team by team.
+    let month = api.get("/v1/analytics?period=month&groupBy=project");
+    let day = api.get("/v1/analytics?period=day&groupBy=project");
+    let of = |a: &Value, team: &str, field: &str| {
+        a["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["key"] == team)
+            .map_or(json!("0"), |g| g[field].clone())
+    };
+    let rows = b["overview"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for row in rows {
+        let team = row["team"].as_str().unwrap();
+        assert_eq!(row["monthSpend"], of(&month, team, "totalCost"), "{team}");
+        assert_eq!(row["daySpend"], of(&day, team, "totalCost"), "{team}");
+        assert_eq!(row["savings"], of(&month, team, "savings"), "{team}");
+        assert_eq!(
+            row["requests"],
+            of(&month, team, "totalRequests").to_string(),
+            "{team}"
+        );
+    }
+    assert_eq!(b["orgMonth"], month["total"]["totalCost"]);
+    // 1000 (warm-up) + 3 × 3500 reported by Salesforce + the approved 2000 replay.
+    assert_eq!(of(&month, "sales-ai", "totalCost"), "13500");
+    assert_eq!(of(&month, "marketing", "totalCost"), "4000");
+    let sales_row = rows.iter().find(|r| r["team"] == "sales-ai").unwrap();
+    assert_eq!(sales_row["shownMonthSpend"], "$0.0135");
+
+    // Budgets: the page's counters are the API's.
+    let counters = api.get("/v1/budgets")["counters"].clone();
+    let want: Vec<Value> = counters
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| json!({ "counter": c["counter"], "spent": c["spent"] }))
+        .collect();
+    assert_eq!(b["counters"], json!(want));
+    assert!(
+        b["adminQueue"].as_array().unwrap().len() >= 2,
+        "the admin sees every approval"
+    );
+
+    // The bad edit: the same `path: reason` lines as PUT /v1/policy, and no apply.
+    assert_eq!(b["inlineErrors"], details);
+    assert!(details.as_array().unwrap().iter().any(|d| d
+        .as_str()
+        .unwrap()
+        .starts_with("projects[1].policy.dailyBudget: ")));
+    assert_eq!(b["applyDisabledWhenBad"], true);
+    assert_eq!(b["editorInvalid"], "true");
+    // The good edit was diffed and applied with If-Match; the bad one never reached the store.
+    assert!(b["diff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l.as_str().unwrap().contains("120000000")));
+    assert_eq!(b["applied"], "Applied as version 2 by admin.");
+    assert_eq!(b["history"], json!([2, 1]));
+    assert_eq!(
+        api.get("/v1/policy")["projects"][1]["policy"]["monthlyBudget"],
+        "120000000"
+    );
+
+    // What-if: exactly the recorded Salesforce calls go allow → deny.
+    let a2d: Vec<&str> = b["whatifRows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "allow → deny")
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(a2d, ["rec-1", "rec-3", "rec-5"]);
+    assert_eq!(b["whatifAllowToDeny"], "3");
+    assert!(b["whatifSource"]
+        .as_str()
+        .unwrap()
+        .contains("no decision log yet"));
+    // The wasm build answers what the native crate answers.
+    let input = json!({ "decisions": recorded(), "openingSpend": {} }).to_string();
+    let native = pag0_whatif::replay(&draft_text, &input);
+    assert_eq!(
+        serde_json::from_str::<Value>(b["wasm"]["replay"].as_str().unwrap()).unwrap(),
+        serde_json::from_str::<Value>(&native).unwrap()
+    );
+    let native_errors =
+        pag0_whatif::validation_errors(&serde_json::to_string_pretty(&bad).unwrap());
+    assert_eq!(
+        serde_json::from_str::<Value>(b["wasm"]["validate"].as_str().unwrap()).unwrap(),
+        json!(native_errors)
+    );
+    assert_eq!(json!(native_errors), details);
+    assert_eq!(b["afterSignOut"], 401);
+
+    for name in [
+        "sign-in",
+        "approval",
+        "approval-approved",
+        "approvals-approver",
+        "overview",
+        "team",
+        "budgets",
+        "approvals",
+        "policy-error",
+        "policy-diff",
+        "policy-applied",
+        "whatif",
+    ] {
+        assert!(
+            shots.join(format!("{name}.png")).exists(),
+            "screenshot {name}"
+        );
+    }
+    drop(envoy);
+}
