@@ -85,7 +85,8 @@ async function approverPhase() {
   step = 'the approver\'s queue';
   await gotoPage('approvals');
   await page.locator('#status').selectOption('all');
-  await page.locator('#queue').waitFor(WAIT);
+  // The list re-renders on change: wait for the 'all' table, not the 'pending' one it replaces.
+  await page.locator('#queue[data-status="all"]').waitFor(WAIT);
   result.queueAll = await page.locator('#queue tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.approval));
   result.nav = await page.locator('#nav a').allTextContents();
   await shot('approvals-approver');
@@ -127,7 +128,8 @@ async function adminPhase() {
   step = 'approvals page';
   await gotoPage('approvals');
   await page.locator('#status').selectOption('all');
-  await page.locator('#queue').waitFor(WAIT);
+  // The list re-renders on change: wait for the 'all' table, not the 'pending' one it replaces.
+  await page.locator('#queue[data-status="all"]').waitFor(WAIT);
   result.adminQueue = await page.locator('#queue tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.approval));
   await shot('approvals');
 

@@ -23,8 +23,8 @@ async function list(root, ctx, status) {
   put(root, h('h1', {}, 'Approvals'),
     h('div', { class: 'row' }, h('label', { for: 'status' }, 'Status'), picker),
     ctx.session.role === 'admin' ? h('p', { class: 'muted' }, 'Admins see every approval; deciding needs an approver listed on the project.') : null,
-    approvals.length === 0 ? h('p', { id: 'empty' }, `No ${status === 'all' ? '' : status + ' '}approvals.`)
-      : table(['Id', 'Status', 'Team', 'Client', h('th', { class: 'num', scope: 'col' }, 'Estimate'), 'Request', 'Requested by', 'Expires'], rows, { id: 'queue' }));
+    approvals.length === 0 ? h('p', { id: 'empty', dataset: { status } }, `No ${status === 'all' ? '' : status + ' '}approvals.`)
+      : table(['Id', 'Status', 'Team', 'Client', h('th', { class: 'num', scope: 'col' }, 'Estimate'), 'Request', 'Requested by', 'Expires'], rows, { id: 'queue', dataset: { status } }));
 }
 
 async function one(root, ctx, id) {

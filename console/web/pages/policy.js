@@ -63,11 +63,13 @@ export async function render(root, ctx) {
     apply.disabled = true;
     try {
       const r = await api('PUT', '/v1/policy', { body: editor.value, headers: { 'if-match': `"${version}"` } });
-      result.className = 'ok-note';
-      result.textContent = `Applied as version ${r.body.version} by ${r.body.author}.`;
+      // Said only on the re-rendered page, so "Applied" is never shown beside the old history.
+      const said = `Applied as version ${r.body.version} by ${r.body.author}.`;
       draft.text = null;
       await render(root, ctx);
-      root.querySelector('#apply-result').textContent = result.textContent;
+      const fresh = root.querySelector('#apply-result');
+      fresh.className = 'ok-note';
+      fresh.textContent = said;
     } catch (e) {
       result.className = 'error';
       result.textContent = e.code === 'VERSION_CONFLICT'
