@@ -36,6 +36,18 @@ def test_allowed_call_passes_untouched(stack):
         assert r.headers.get("x-pag0-decision") == "allow"
 
 
+def test_streamed_answer_is_streamed_untouched(stack):
+    chat = {"model": "gpt-4", "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with pag0.client(proxy_url=stack.proxy_url, api_key=stack.key_open) as http:
+        with http.stream("POST", "https://api.openai.com/v1/chat/completions", json=chat) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            events = [line for line in r.iter_lines() if line.startswith("data: ")]
+    # The mock's 4 content events, the usage event, [DONE].
+    assert len(events) == 6 and events[-1] == "data: [DONE]", events
+    assert '"usage"' in events[-2]
+
+
 def test_held_call_is_approved_while_waiting_and_replayed(stack, approver):
     a = approver("approve")
     before = stack.arrived("/v2/translate")

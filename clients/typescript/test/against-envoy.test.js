@@ -75,6 +75,29 @@ test("an allowed call passes untouched", async () => {
   assert.equal(teapot.status, 418, "an upstream error is returned, not thrown");
 });
 
+test("a streamed answer is streamed untouched", async () => {
+  const s = stack();
+  const f = pag0.createPag0Fetch({ proxyUrl: s.PAG0_PROXY_URL, apiKey: s.PAG0_KEY_OPEN });
+  const r = await f("https://api.openai.com/v1/chat/completions", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ model: "gpt-4", max_tokens: 5, stream: true, messages: [{ role: "user", content: "hi" }] }),
+  });
+  assert.equal(r.status, 200);
+  assert.match(r.headers.get("content-type"), /^text\/event-stream/);
+  let chunks = 0;
+  let text = "";
+  const decoder = new TextDecoder();
+  for await (const c of r.body) {
+    chunks += 1;
+    text += decoder.decode(c, { stream: true });
+  }
+  const events = text.split("\n").filter((l) => l.startsWith("data: "));
+  assert.equal(events.length, 6, text);
+  assert.equal(events.at(-1), "data: [DONE]");
+  assert.ok(chunks >= 2, `a stream arrives in pieces, got ${chunks} chunk(s)`);
+});
+
 test("a held call is approved while the client waits, and the replay's answer comes back", async () => {
   const s = stack();
   const a = approver("approve");
