@@ -266,7 +266,10 @@ class Pag0Transport(httpx.BaseTransport):
         ext = {k: v for k, v in request.extensions.items() if k != "pag0"}
         make = type(request)
 
-        resp = self._inner.handle_request(make(request.method, url, headers=headers, content=body, extensions=ext))
+        def build() -> Any:
+            return make(request.method, url, headers=headers, content=body, extensions=ext)
+
+        resp = self._inner.handle_request(build())
         if c.is_pending(resp.status_code, resp.headers):
             resp.read()
             resp.close()
@@ -275,7 +278,7 @@ class Pag0Transport(httpx.BaseTransport):
                 c.on_pending(p)
             self._wait(make, url, p, o.wait)
             headers[APPROVAL_ID] = p.approval_id
-            resp = self._inner.handle_request(make(request.method, url, headers=headers, content=body, extensions=ext))
+            resp = self._inner.handle_request(build())
         if errors.is_refusal(resp.status_code, resp.headers):
             resp.read()
             resp.close()
@@ -293,7 +296,12 @@ class Pag0Transport(httpx.BaseTransport):
                 raise c.timeout(p, wait)
             time.sleep(min(delay, left))
             delay = _next_delay(delay, wait)
-            req = make("GET", status_url, headers={API_KEY: c.api_key, "accept": "application/json"}, extensions={"timeout": _POLL_TIMEOUT})
+            req = make(
+                "GET",
+                status_url,
+                headers={API_KEY: c.api_key, "accept": "application/json"},
+                extensions={"timeout": _POLL_TIMEOUT},
+            )
             try:
                 r = self._inner.handle_request(req)
                 r.read()
@@ -346,7 +354,10 @@ class AsyncPag0Transport(httpx.AsyncBaseTransport):
         ext = {k: v for k, v in request.extensions.items() if k != "pag0"}
         make = type(request)
 
-        resp = await self._inner.handle_async_request(make(request.method, url, headers=headers, content=body, extensions=ext))
+        def build() -> Any:
+            return make(request.method, url, headers=headers, content=body, extensions=ext)
+
+        resp = await self._inner.handle_async_request(build())
         if c.is_pending(resp.status_code, resp.headers):
             await resp.aread()
             await resp.aclose()
@@ -355,7 +366,7 @@ class AsyncPag0Transport(httpx.AsyncBaseTransport):
                 c.on_pending(p)
             await self._wait(make, url, p, o.wait)
             headers[APPROVAL_ID] = p.approval_id
-            resp = await self._inner.handle_async_request(make(request.method, url, headers=headers, content=body, extensions=ext))
+            resp = await self._inner.handle_async_request(build())
         if errors.is_refusal(resp.status_code, resp.headers):
             await resp.aread()
             await resp.aclose()
@@ -373,7 +384,12 @@ class AsyncPag0Transport(httpx.AsyncBaseTransport):
                 raise c.timeout(p, wait)
             await anyio.sleep(min(delay, left))
             delay = _next_delay(delay, wait)
-            req = make("GET", status_url, headers={API_KEY: c.api_key, "accept": "application/json"}, extensions={"timeout": _POLL_TIMEOUT})
+            req = make(
+                "GET",
+                status_url,
+                headers={API_KEY: c.api_key, "accept": "application/json"},
+                extensions={"timeout": _POLL_TIMEOUT},
+            )
             try:
                 r = await self._inner.handle_async_request(req)
                 await r.aread()
