@@ -161,6 +161,7 @@ impl Stack {
     /// Runs a test command against the stack: `Ok(output)` on exit 0, else `Err(report)`.
     fn run(&self, label: &str, mut cmd: Command) -> Result<String, String> {
         cmd.current_dir(repo_root())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .envs(self.env())
             .env_remove("HTTP_PROXY")
             .env_remove("HTTPS_PROXY")
