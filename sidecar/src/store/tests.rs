@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{PgStore, SqliteStore, Store};
+use super::{PgStore, SqliteStore, Store, UsageRecord};
 
 pub(crate) fn sqlite_store() -> (SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -96,6 +96,10 @@ contract_tests!(
     approvals_expire,
     concurrent_replays_let_exactly_one_through,
     concurrent_decisions_have_one_winner,
+    budget_alerts_fire_once_per_crossing,
+    a_high_cost_record_raises_one_alert,
+    alert_claims_are_exclusive_and_retried,
+    concurrent_claims_hand_each_alert_to_one,
 );
 
 /// Two sidecars on one PostgreSQL (two pools, same schema) grant from one room.
@@ -429,4 +433,89 @@ mod model {
             })?;
         }
     }
+}
+
+/// Two sidecars on one PostgreSQL (two pools, same schema): eight filters' batches cross 80 %
+/// and 100 % of one counter concurrently through both, and each crossing is stored once;
+/// both sidecars then claim at once, and each alert goes to exactly one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_sidecars_raise_and_claim_each_alert_once() {
+    let Some(a) = pg_store("postgres_two_sidecars_raise_and_claim_each_alert_once").await else {
+        return;
+    };
+    let schema = a.schema_name().unwrap().to_string();
+    let b = PgStore::connect(&std::env::var("DATABASE_URL").unwrap(), Some(&schema))
+        .await
+        .unwrap();
+    let counter = "project.daily/team/2026-11-24";
+    let rules = crate::alerts::AlertRules {
+        threshold_ppm: Some(800_000),
+        high_cost: None,
+        limits: [(counter.to_string(), 1000)].into_iter().collect(),
+        targets: vec![crate::alerts::AlertTarget {
+            channel: "slack".into(),
+            target: "http://127.0.0.1:9/slack".into(),
+        }],
+    };
+    let mut futs = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let rules = rules.clone();
+        futs.push(tokio::spawn(async move {
+            let mut raised = 0;
+            for seq in 1..=5 {
+                let usage = vec![UsageRecord {
+                    amount: 30,
+                    counters: vec![counter.into()],
+                    project_id: Some("team".into()),
+                    client_id: Some(format!("c{i}")),
+                    host: None,
+                    at_ms: Some(1),
+                    cache_hit: false,
+                    savings: 0,
+                }];
+                let w = super::SyncWrite {
+                    instance_id: format!("inst{i}"),
+                    seq,
+                    digest: format!("{seq}"),
+                    legacy_digest: None,
+                    usage,
+                    release: vec![],
+                    leases: vec![],
+                    now_ms: 1,
+                    lease_ttl_ms: 1000,
+                };
+                raised += store
+                    .sync_alerting(w, rules.clone())
+                    .await
+                    .unwrap()
+                    .alerts_raised
+                    .len();
+            }
+            raised
+        }));
+    }
+    let mut raised = 0;
+    for f in futs {
+        raised += f.await.unwrap();
+    }
+    // 8 × 5 × 30 = 1200: past both marks, two alerts in all.
+    assert_eq!(raised, 2, "each crossing raised once across both sidecars");
+    assert_eq!(a.alerts(10).await.unwrap().len(), 2);
+    assert_eq!(b.alerts(10).await.unwrap().len(), 2);
+
+    let (ca, cb) = tokio::join!(
+        a.claim_alerts("sidecar-a".into(), 2, 60_000, 10),
+        b.claim_alerts("sidecar-b".into(), 2, 60_000, 10)
+    );
+    let mut keys: Vec<String> = ca
+        .unwrap()
+        .into_iter()
+        .chain(cb.unwrap())
+        .map(|c| c.key)
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    keys.dedup();
+    assert_eq!(keys.len(), 2, "one alert claimed by both sidecars");
+    a.drop_schema().await.unwrap();
 }
