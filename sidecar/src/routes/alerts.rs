@@ -67,3 +67,47 @@ pub async fn list(
 
 #[cfg(test)]
 mod tests;
+
+/// The OpenAPI operations of this file (merged into crate::openapi's document).
+pub(crate) fn openapi_paths() -> Value {
+    let err = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    json!({
+        "/v1/alerts": { "get": {
+            "summary": "Alert history, newest first: budgetThreshold and highCostRequest alerts with their numbers and each channel's delivery status",
+            "security": [{ "adminToken": [] }],
+            "parameters": [ { "name": "limit", "in": "query", "required": false,
+                              "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } } ],
+            "responses": {
+                "200": { "description": "alerts", "content": { "application/json": { "schema": {
+                    "type": "object", "properties": { "alerts": { "type": "array",
+                        "items": { "$ref": "#/components/schemas/Alert" } } } } } } },
+                "400": err("BAD_QUERY"),
+                "401": err("missing or unknown bearer token"),
+                "403": err("token of another role") } } }
+    })
+}
+
+pub(crate) fn openapi_schemas() -> Value {
+    let micros =
+        json!({ "type": ["string", "null"], "pattern": "^[0-9]+$", "description": "micro-USD" });
+    json!({
+        "Alert": { "type": "object", "properties": {
+            "key": { "type": "string", "description": "unique across the fleet: kind/counter/thresholdPpm/limit, or kind/usage|approval/…" },
+            "kind": { "enum": ["budgetThreshold", "highCostRequest"] },
+            "counter": { "type": ["string", "null"], "description": "the budget counter (its key carries the period)" },
+            "projectId": { "type": ["string", "null"] }, "clientId": { "type": ["string", "null"] },
+            "threshold": { "type": ["string", "null"], "description": "80.0% or 100.0%" },
+            "thresholdPpm": { "type": ["integer", "null"] },
+            "spent": micros, "limit": micros,
+            "amount": { "allOf": [micros], "description": "the single request's cost or the approval's estimate" },
+            "subject": { "type": "string" },
+            "createdAt": { "type": "string", "format": "date-time" },
+            "state": { "enum": ["pending", "done"] },
+            "deliveries": { "type": "array", "items": { "type": "object", "properties": {
+                "channel": { "enum": ["email", "slack", "webhook"] },
+                "status": { "enum": ["pending", "sent", "retrying", "failed"] },
+                "attempts": { "type": "integer" }, "lastError": { "type": ["string", "null"] },
+                "sentBy": { "type": ["string", "null"], "description": "the sidecar that delivered it" },
+                "updatedAt": { "type": ["string", "null"], "format": "date-time" } } } } } }
+    })
+}
