@@ -385,8 +385,10 @@ pub fn for_approval(doc: &PolicyDocument, a: &crate::store::Approval) -> Option<
 
 /// Tries per channel before it is marked `failed` for good.
 pub const MAX_ATTEMPTS: u32 = 8;
-/// How long a claim keeps other sidecars off an alert (longer than a delivery's timeouts).
+/// How long a claim keeps other sidecars off an alert (longer than its deliveries' timeouts).
 pub const CLAIM_MS: i64 = 60_000;
+/// Most alerts one worker round handles before it sleeps again.
+const ROUND: usize = 16;
 
 /// Backoff before try `attempts + 1`: 1 s, 2 s, 4 s … capped at 5 min.
 pub fn backoff_ms(attempts: u32) -> i64 {
@@ -413,13 +415,20 @@ pub fn spawn_worker(
 
 /// One round: claim, deliver, record. The number of alerts handled.
 pub async fn run_once(state: &AppState, claimer: &str) -> Result<usize, crate::store::StoreError> {
-    let now = state.clock.now_ms();
-    let claimed = state
-        .store
-        .claim_alerts(claimer.to_owned(), now, CLAIM_MS, 16)
-        .await?;
-    let n = claimed.len();
-    for alert in claimed {
+    let mut n = 0;
+    // One alert per claim: its lease (CLAIM_MS) outlasts its own deliveries (≤ 3 channels ×
+    // the notifier's 10 s timeout), never a queue of others behind it.
+    while n < ROUND {
+        let now = state.clock.now_ms();
+        let Some(alert) = state
+            .store
+            .claim_alerts(claimer.to_owned(), now, CLAIM_MS, 1)
+            .await?
+            .pop()
+        else {
+            break;
+        };
+        n += 1;
         let note = Notification {
             subject: alert.subject.clone(),
             text: alert.text.clone(),

@@ -519,3 +519,120 @@ async fn postgres_two_sidecars_raise_and_claim_each_alert_once() {
     assert_eq!(keys.len(), 2, "one alert claimed by both sidecars");
     a.drop_schema().await.unwrap();
 }
+
+/// Two sidecars' delivery workers (two pools, one schema) drain 12 alerts at the same time:
+/// the Slack receiver gets each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_delivery_workers_send_each_alert_once() {
+    use std::sync::{Arc, Mutex};
+
+    use axum::routing::post;
+    use axum::{extract::State, Json, Router};
+
+    let Some(a) = pg_store("postgres_two_delivery_workers_send_each_alert_once").await else {
+        return;
+    };
+    let schema = a.schema_name().unwrap().to_string();
+    let b = PgStore::connect(&std::env::var("DATABASE_URL").unwrap(), Some(&schema))
+        .await
+        .unwrap();
+
+    type Got = Arc<Mutex<Vec<serde_json::Value>>>;
+    async fn hook(State(got): State<Got>, Json(v): Json<serde_json::Value>) -> &'static str {
+        got.lock().unwrap().push(v);
+        "ok"
+    }
+    let got: Got = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/slack", listener.local_addr().unwrap());
+    let app = Router::new()
+        .route("/slack", post(hook))
+        .with_state(got.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let rules = crate::alerts::AlertRules {
+        high_cost: Some(1),
+        targets: vec![crate::alerts::AlertTarget {
+            channel: "slack".into(),
+            target: url,
+        }],
+        ..Default::default()
+    };
+    let usage: Vec<UsageRecord> = (0..12)
+        .map(|i| UsageRecord {
+            amount: 10 + i,
+            counters: vec![],
+            project_id: Some("team".into()),
+            client_id: None,
+            host: Some(format!("h{i}")),
+            at_ms: None,
+            cache_hit: false,
+            savings: 0,
+        })
+        .collect();
+    let w = super::SyncWrite {
+        instance_id: "i".into(),
+        seq: 1,
+        digest: "d".into(),
+        legacy_digest: None,
+        usage,
+        release: vec![],
+        leases: vec![],
+        now_ms: 1,
+        lease_ttl_ms: 1000,
+    };
+    assert_eq!(
+        a.sync_alerting(w, rules).await.unwrap().alerts_raised.len(),
+        12
+    );
+
+    let state = |s: PgStore| {
+        crate::AppState::new(Arc::new(s), crate::Tokens::default())
+            .unwrap()
+            .with_clock(Arc::new(crate::ManualClock::new(1_000)))
+    };
+    let (sa, sb) = (state(a.clone()), state(b));
+    let drain = |st: crate::AppState, me: &'static str| async move {
+        let mut handled = 0;
+        loop {
+            let n = crate::alerts::run_once(&st, me).await.unwrap();
+            if n == 0 {
+                return handled;
+            }
+            handled += n;
+        }
+    };
+    let (ha, hb) = tokio::join!(
+        tokio::spawn(drain(sa, "sidecar-a")),
+        tokio::spawn(drain(sb, "sidecar-b"))
+    );
+    let (ha, hb) = (ha.unwrap(), hb.unwrap());
+    assert_eq!(ha + hb, 12, "handled {ha} + {hb}");
+    let texts: Vec<String> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| v["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts.len(), 12, "{texts:#?}");
+    let mut hosts: Vec<&str> = texts
+        .iter()
+        .map(|t| {
+            t.split("a request to ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    assert_eq!(hosts.len(), 12, "a message was sent twice: {texts:#?}");
+    let list = a.alerts(100).await.unwrap();
+    assert!(list
+        .iter()
+        .all(|x| x.state == "done" && x.deliveries[0].status == "sent"));
+    println!("two workers: sidecar-a sent {ha}, sidecar-b sent {hb}");
+    a.drop_schema().await.unwrap();
+}
