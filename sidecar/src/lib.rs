@@ -21,6 +21,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::RwLock;
 
+pub mod alerts;
 pub mod approvals;
 pub mod auth;
 pub mod authz;
@@ -84,6 +85,8 @@ pub struct AppState {
     pub notifier: notify::Notifier,
     /// Console sign-ins (in this process).
     pub sessions: console::Sessions,
+    /// Woken when a request raised an alert, so the delivery worker runs now.
+    pub alert_wake: alerts::Wake,
     policy: Arc<RwLock<Option<Arc<CurrentPolicy>>>>,
 }
 
@@ -100,6 +103,7 @@ impl AppState {
             metrics,
             config: Arc::new(Config::default()),
             sessions: console::Sessions::default(),
+            alert_wake: alerts::Wake::default(),
             policy: Arc::new(RwLock::new(None)),
         })
     }
@@ -163,7 +167,7 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    use routes::{analytics, approvals, budgets, items, ops, policy, sync};
+    use routes::{alerts, analytics, approvals, budgets, items, ops, policy, sync};
 
     let ops_routes = Router::new()
         .route("/metrics", get(ops::metrics))
@@ -208,6 +212,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sync", post(sync::sync))
         .route("/v1/budgets", get(budgets::list))
         .route("/v1/analytics", get(analytics::get))
+        .route("/v1/alerts", get(alerts::list))
         .route(
             "/v1/approvals",
             get(approvals::list).post(approvals::create),
