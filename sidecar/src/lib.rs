@@ -22,6 +22,7 @@ use axum::Router;
 use tokio::sync::RwLock;
 
 pub mod approvals;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod cli;
