@@ -164,7 +164,7 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    use routes::{analytics, approvals, budgets, items, ops, policy, sync};
+    use routes::{analytics, approvals, audit, budgets, items, ops, policy, sync};
 
     let ops_routes = Router::new()
         .route("/metrics", get(ops::metrics))
@@ -217,6 +217,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/v1/approvals/{id}/deny", post(approvals::deny))
         .route("/v1/approvals/{id}/consume", post(approvals::consume))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/head", get(audit::head))
+        .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/openapi.json", get(ops::openapi))
         .merge(ops_routes)
         .merge(authz::router())

@@ -2,6 +2,7 @@
 
 pub mod analytics;
 pub mod approvals;
+pub mod audit;
 pub mod budgets;
 pub mod items;
 pub mod ops;
