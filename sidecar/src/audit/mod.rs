@@ -394,5 +394,91 @@ pub fn policy_change_summary(before: Option<&Value>, after: &Value) -> Value {
     Value::Object(out)
 }
 
+// --- the periodic job: expired approvals and retention ---
+
+pub const DAY_MS: i64 = 86_400_000;
+
+/// EU AI Act Art. 19(1) / 26(6): at least six months of logs for high-risk systems.
+pub const EU_AI_ACT_MIN_DAYS: u64 = 183;
+
+/// The retention in force: the policy's `globalPolicy.auditLog.retention` (days), else the
+/// `--audit-retention-days` flag; `None` keeps everything.
+pub fn retention_days(policy: Option<&Value>, flag: Option<u64>) -> Option<u64> {
+    policy
+        .and_then(|p| p.pointer("/globalPolicy/auditLog/retention"))
+        .and_then(Value::as_u64)
+        .or(flag)
+}
+
+/// Why a retention is too short for the policy's compliance mode, if it is.
+pub fn retention_warning(policy: Option<&Value>, days: Option<u64>) -> Option<String> {
+    let mode = policy
+        .and_then(|p| p.pointer("/globalPolicy/complianceMode"))
+        .and_then(Value::as_str)?;
+    match days {
+        Some(d) if mode == "EU_AI_ACT" && d < EU_AI_ACT_MIN_DAYS => Some(format!(
+            "audit retention of {d} days is under {EU_AI_ACT_MIN_DAYS} (six months): EU AI Act \
+             Art. 19(1) and 26(6) ask at least six months of logs for high-risk systems"
+        )),
+        _ => None,
+    }
+}
+
+/// One run: `approval.expired` entries, then retention (which never touches the usage ledger).
+/// Returns the retention entry when rows were pruned.
+pub async fn run_once(
+    store: &dyn crate::store::Store,
+    now_ms: i64,
+    retention_days: Option<u64>,
+) -> Result<Option<AuditRow>, StoreError> {
+    store.audit_sweep_expired(now_ms).await?;
+    let Some(days) = retention_days else {
+        return Ok(None);
+    };
+    let keep_ms = i64::try_from(days)
+        .ok()
+        .and_then(|d| d.checked_mul(DAY_MS))
+        .unwrap_or(i64::MAX);
+    let entry = AuditEvent::new(crate::store::audit::RETENTION_KIND, now_ms)
+        .actor("system")
+        .details(json!({ "retentionDays": days }));
+    store
+        .audit_prune(now_ms.saturating_sub(keep_ms), entry)
+        .await
+}
+
+/// Runs [`run_once`] every `every`, for as long as the sidecar runs; failures are logged
+/// and retried at the next tick.
+pub async fn run_job(state: crate::AppState, flag_days: Option<u64>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    let mut warned_version = -1;
+    loop {
+        tick.tick().await;
+        let policy = match state.current_policy().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("audit job: {e}");
+                continue;
+            }
+        };
+        let doc = policy.as_ref().map(|p| &p.value);
+        let days = retention_days(doc, flag_days);
+        let version = policy.as_ref().map_or(0, |p| p.meta.version);
+        if version != warned_version {
+            if let Some(w) = retention_warning(doc, days) {
+                tracing::warn!("{w}");
+            }
+            warned_version = version;
+        }
+        match run_once(state.store.as_ref(), state.clock.now_ms(), days).await {
+            Ok(Some(r)) => {
+                tracing::info!(seq = r.seq, details = %r.event.details, "audit retention run")
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("audit job: {e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

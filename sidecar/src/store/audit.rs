@@ -239,12 +239,16 @@ pub(crate) fn with_prune_details(
     deleted: i64,
     before_ms: i64,
 ) -> AuditEvent {
-    entry.details = serde_json::json!({
-        "prunedThroughSeq": through,
-        "prunedThroughHash": hash,
-        "deleted": deleted,
-        "beforeMs": before_ms,
-    });
+    let mut details = entry.details.as_object().cloned().unwrap_or_default();
+    for (k, v) in [
+        ("prunedThroughSeq", serde_json::json!(through)),
+        ("prunedThroughHash", serde_json::json!(hash)),
+        ("deleted", serde_json::json!(deleted)),
+        ("beforeMs", serde_json::json!(before_ms)),
+    ] {
+        details.insert(k.into(), v);
+    }
+    entry.details = serde_json::Value::Object(details);
     entry
 }
 

@@ -17,7 +17,7 @@ pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod contract;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use crate::audit::{AuditEvent, AuditHead, AuditQuery, AuditRow};
 pub use approval::{
