@@ -218,7 +218,11 @@ async fn filters_and_cursor_pages() {
 
 #[tokio::test]
 async fn only_admins_read_the_audit() {
-    let h = harness();
+    let mut tokens = crate::testing::tokens();
+    tokens
+        .add_approver_spec("lead@acme.com=lead-approver-token-0004")
+        .unwrap();
+    let h = Harness::new(tokens);
     for path in ["/v1/audit", "/v1/audit/head", "/v1/audit/verify"] {
         assert_eq!(
             get(&h, path, None).await.status,
