@@ -89,6 +89,13 @@ pub struct ServeArgs {
     /// session cookie Secure.
     #[arg(long, env = "PAG0_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Keep audit entries this many days (docs/audit.md); the policy's
+    /// `globalPolicy.auditLog.retention` wins when set. Default: keep everything.
+    #[arg(long, env = "PAG0_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u64>,
+    /// How often the audit job runs (expired approvals, retention), in seconds.
+    #[arg(long, env = "PAG0_AUDIT_JOB_SECS", default_value_t = 60)]
+    pub audit_job_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +131,58 @@ pub enum Command {
     /// The approval queue; approve/deny need an approver token (--token).
     #[command(subcommand)]
     Approvals(ApprovalCmd),
+    /// The tamper-evident audit log (docs/audit.md).
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Entries in seq order (one page; --cursor for the next).
+    List {
+        #[command(flatten)]
+        filter: AuditFilter,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Recompute the chain: exit 0 when intact, 1 with the first bad row.
+    Verify,
+    /// The chain's head (to anchor externally) and the retention checkpoint.
+    Head,
+    /// Every matching entry, all pages, as JSON lines or CSV.
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        filter: AuditFilter,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditFilter {
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub project: Option<String>,
+    #[arg(long)]
+    pub client: Option<String>,
+    /// RFC 3339 or unix ms (inclusive).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// RFC 3339 or unix ms (exclusive).
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,6 +262,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Some(Command::Clients(cmd)) => item(&cli.remote, "/v1/clients", cmd).await,
         Some(Command::Budgets) => budgets(&cli.remote).await,
         Some(Command::Approvals(cmd)) => approvals(&cli.remote, cmd).await,
+        Some(Command::Audit(cmd)) => audit(&cli.remote, cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -343,6 +403,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         claimer,
         std::time::Duration::from_millis(args.alert_poll_ms),
     );
+    tokio::spawn(crate::audit::run_job(
+        state.clone(),
+        args.audit_retention_days,
+        std::time::Duration::from_secs(args.audit_job_secs.max(1)),
+    ));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -585,4 +650,182 @@ async fn approvals(r: &RemoteArgs, cmd: ApprovalCmd) -> Result<(), String> {
     let body =
         body.map(|c| serde_json::to_vec(&serde_json::json!({ "comment": c })).unwrap_or_default());
     remote(r, method, &path, body).await
+}
+
+// --- audit ---
+
+impl AuditFilter {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        [
+            ("kind", &self.kind),
+            ("projectId", &self.project),
+            ("clientId", &self.client),
+            ("since", &self.since),
+            ("until", &self.until),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .collect()
+    }
+}
+
+fn audit_path(params: &[(&str, String)]) -> Result<String, String> {
+    let mut url = reqwest::Url::parse("http://x/v1/audit").map_err(|e| e.to_string())?;
+    url.query_pairs_mut()
+        .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+    Ok(match url.query() {
+        Some(q) if !q.is_empty() => format!("/v1/audit?{q}"),
+        _ => "/v1/audit".into(),
+    })
+}
+
+/// The CSV columns of an export: the hashed fields in order, `details` as its canonical JSON.
+pub const CSV_COLUMNS: &[&str] = &[
+    "seq",
+    "atMs",
+    "at",
+    "kind",
+    "actor",
+    "projectId",
+    "clientId",
+    "host",
+    "model",
+    "decision",
+    "code",
+    "estimate",
+    "cost",
+    "latencyMs",
+    "policyVersion",
+    "approvalId",
+    "details",
+    "prevHash",
+    "hash",
+];
+
+fn csv_cell(v: &Value) -> Result<String, String> {
+    Ok(match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Object(_) | Value::Array(_) => crate::audit::canonical(v)
+            .map_err(|e| e.to_string())
+            .and_then(|b| String::from_utf8(b).map_err(|e| e.to_string()))?,
+        other => other.to_string(),
+    })
+}
+
+enum Sink {
+    Jsonl(Box<dyn std::io::Write>),
+    Csv(Box<csv::Writer<Box<dyn std::io::Write>>>),
+}
+
+impl Sink {
+    fn write(&mut self, e: &Value) -> Result<(), String> {
+        match self {
+            Sink::Jsonl(out) => {
+                let line = serde_json::to_string(e).map_err(|e| e.to_string())?;
+                writeln!(out, "{line}").map_err(|e| e.to_string())
+            }
+            Sink::Csv(w) => {
+                let cells = CSV_COLUMNS
+                    .iter()
+                    .map(|c| csv_cell(e.get(*c).unwrap_or(&Value::Null)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                w.write_record(&cells).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        match self {
+            Sink::Jsonl(out) => out.flush(),
+            Sink::Csv(w) => w.flush(),
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
+async fn audit(r: &RemoteArgs, cmd: AuditCmd) -> Result<(), String> {
+    match cmd {
+        AuditCmd::List {
+            filter,
+            limit,
+            cursor,
+        } => {
+            let mut q = filter.query();
+            q.push(("limit", limit.to_string()));
+            if let Some(c) = cursor {
+                q.push(("cursor", c));
+            }
+            remote(r, reqwest::Method::GET, &audit_path(&q)?, None).await
+        }
+        AuditCmd::Head => remote(r, reqwest::Method::GET, "/v1/audit/head", None).await,
+        AuditCmd::Verify => {
+            let (status, v) = send(r, reqwest::Method::GET, "/v1/audit/verify", None).await?;
+            if !status.is_success() {
+                return Err(explain(status, &v));
+            }
+            print_json(&v);
+            if v.get("ok") == Some(&Value::Bool(true)) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the audit chain is broken at row {}: {}",
+                    v.get("firstBadRow").unwrap_or(&Value::Null),
+                    v.get("reason").and_then(Value::as_str).unwrap_or("?")
+                ))
+            }
+        }
+        AuditCmd::Export {
+            format,
+            output,
+            filter,
+        } => {
+            let out: Box<dyn std::io::Write> = match &output {
+                Some(p) => Box::new(
+                    std::fs::File::create(p)
+                        .map_err(|e| format!("cannot write {}: {e}", p.display()))?,
+                ),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let mut sink = match format {
+                ExportFormat::Jsonl => Sink::Jsonl(out),
+                ExportFormat::Csv => {
+                    let mut w = csv::Writer::from_writer(out);
+                    w.write_record(CSV_COLUMNS).map_err(|e| e.to_string())?;
+                    Sink::Csv(Box::new(w))
+                }
+            };
+            let mut cursor: Option<String> = None;
+            let mut n = 0u64;
+            loop {
+                let mut q = filter.query();
+                q.push(("limit", "1000".into()));
+                if let Some(c) = &cursor {
+                    q.push(("cursor", c.clone()));
+                }
+                let (status, page) = send(r, reqwest::Method::GET, &audit_path(&q)?, None).await?;
+                if !status.is_success() {
+                    return Err(explain(status, &page));
+                }
+                for e in page
+                    .get("entries")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    n += 1;
+                    sink.write(e)?;
+                }
+                match page.get("nextCursor").and_then(Value::as_str) {
+                    Some(c) => cursor = Some(c.to_string()),
+                    None => break,
+                }
+            }
+            sink.flush()?;
+            if output.is_some() {
+                eprintln!("pag0-sidecar: exported {n} audit entries");
+            }
+            Ok(())
+        }
+    }
 }

@@ -23,6 +23,7 @@ use tokio::sync::RwLock;
 
 pub mod alerts;
 pub mod approvals;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod cli;
@@ -167,7 +168,7 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    use routes::{alerts, analytics, approvals, budgets, items, ops, policy, sync};
+    use routes::{alerts, analytics, approvals, audit, budgets, items, ops, policy, sync};
 
     let ops_routes = Router::new()
         .route("/metrics", get(ops::metrics))
@@ -221,6 +222,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/v1/approvals/{id}/deny", post(approvals::deny))
         .route("/v1/approvals/{id}/consume", post(approvals::consume))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/head", get(audit::head))
+        .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/openapi.json", get(ops::openapi))
         .merge(ops_routes)
         .merge(authz::router())

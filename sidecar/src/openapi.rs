@@ -31,6 +31,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/approvals/{id}/approve"),
     ("post", "/v1/approvals/{id}/deny"),
     ("post", "/v1/approvals/{id}/consume"),
+    ("get", "/v1/audit"),
+    ("get", "/v1/audit/head"),
+    ("get", "/v1/audit/verify"),
     ("get", "/v1/openapi.json"),
     ("get", "/metrics"),
     ("get", "/healthz"),
@@ -172,6 +175,58 @@ fn approval_paths() -> Value {
     })
 }
 
+fn audit_paths() -> Value {
+    let q = |name: &str, desc: &str| json!({ "name": name, "in": "query", "required": false, "description": desc, "schema": { "type": "string" } });
+    let mut list = op(
+        "The audit log in seq order, filtered, a page at a time (docs/audit.md)",
+        ADMIN,
+        &[],
+        None,
+        json!({
+        "200": ok_json("a page; nextCursor is null on the last one", json!({ "type": "object", "required": ["entries", "nextCursor"], "properties": {
+            "entries": { "type": "array", "items": reference("AuditEntry") },
+            "nextCursor": { "type": ["string", "null"], "description": "pass as ?cursor= for the next page" } } })),
+        "400": err("BAD_QUERY with `name: reason` details") }),
+    );
+    if let Some(o) = list.as_object_mut() {
+        o.insert("parameters".into(), json!([
+            q("kind", "policy.updated, project.created, client.key_rotated, approval.decided, audit.retention, …"),
+            q("projectId", "exact"), q("clientId", "exact"), q("decision", "exact"), q("code", "exact"),
+            q("from", "inclusive; RFC 3339 or unix ms (alias: since)"), q("since", "alias of from"),
+            q("to", "exclusive; RFC 3339 or unix ms (alias: until)"), q("until", "alias of to"),
+            q("cursor", "nextCursor of the previous page"), q("limit", "1 to 1000, default 100")]));
+    }
+    json!({
+        "/v1/audit": { "get": list },
+        "/v1/audit/head": { "get": op("The chain's head (seq and hash of the last entry) and the retention checkpoint, for external anchoring",
+            ADMIN, &[], None, json!({ "200": ok_json("the head", reference("AuditHead")) })) },
+        "/v1/audit/verify": { "get": op("Recompute the whole chain from the checkpoint: ok, or the first bad row and why",
+            ADMIN, &[], None, json!({ "200": ok_json("the result (200 also when the chain is broken)", json!({
+                "type": "object", "required": ["ok", "rowsChecked", "head", "firstBadRow"], "properties": {
+                "ok": { "type": "boolean" }, "rowsChecked": { "type": "integer" }, "head": reference("AuditHead"),
+                "firstBadRow": { "type": ["integer", "null"], "description": "seq of the first row that is missing, moved or edited" },
+                "reason": { "type": ["string", "null"] } } })) })) }
+    })
+}
+
+fn audit_schemas() -> Value {
+    let hex = json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" });
+    let s = json!({ "type": ["string", "null"] });
+    let i = json!({ "type": ["integer", "null"] });
+    json!({
+        "AuditEntry": { "type": "object", "description": "hash = SHA-256(prevHash ‖ JCS(the entry without prevHash, hash and at)); money here is an integer (micro-USD, < 2^53) because it is hashed as such",
+            "required": ["seq", "atMs", "kind", "details", "prevHash", "hash"], "properties": {
+            "seq": { "type": "integer" }, "atMs": { "type": "integer" }, "at": { "type": "string", "format": "date-time", "description": "atMs for people; not hashed" },
+            "kind": { "type": "string" }, "actor": s, "projectId": s, "clientId": s, "host": s, "model": s,
+            "decision": s, "code": s, "estimate": i, "cost": i, "latencyMs": i, "policyVersion": i, "approvalId": s,
+            "details": { "type": "object" }, "prevHash": hex, "hash": hex } },
+        "AuditHead": { "type": "object", "properties": {
+            "seq": { "type": "integer" }, "hash": hex,
+            "checkpoint": { "type": "object", "properties": {
+                "prunedThroughSeq": { "type": "integer" }, "prunedThroughHash": hex, "prunedCount": { "type": "integer" } } } } }
+    })
+}
+
 fn approval_schemas() -> Value {
     let hex = json!({ "type": "string", "pattern": "^[0-9a-f]{64}$" });
     json!({
@@ -209,6 +264,19 @@ pub fn document() -> Value {
         approval_paths().as_object(),
     ) {
         paths.extend(extra.clone());
+    }
+    if let (Some(paths), Some(extra)) = (
+        doc.get_mut("paths").and_then(Value::as_object_mut),
+        audit_paths().as_object(),
+    ) {
+        paths.extend(extra.clone());
+    }
+    if let (Some(schemas), Some(extra)) = (
+        doc.pointer_mut("/components/schemas")
+            .and_then(Value::as_object_mut),
+        audit_schemas().as_object(),
+    ) {
+        schemas.extend(extra.clone());
     }
     if let (Some(paths), Some(extra)) = (
         doc.get_mut("paths").and_then(Value::as_object_mut),

@@ -104,6 +104,37 @@ impl crate::Store for DownStore {
     async fn pending_approvals(&self, _: i64) -> Result<u64, crate::store::StoreError> {
         Err(down())
     }
+    async fn audit_append(
+        &self,
+        _: Vec<crate::audit::AuditEvent>,
+    ) -> Result<Vec<crate::audit::AuditRow>, crate::store::StoreError> {
+        Err(down())
+    }
+    async fn audit_list(
+        &self,
+        _: crate::audit::AuditQuery,
+    ) -> Result<Vec<crate::audit::AuditRow>, crate::store::StoreError> {
+        Err(down())
+    }
+    async fn audit_head(&self) -> Result<crate::audit::AuditHead, crate::store::StoreError> {
+        Err(down())
+    }
+    async fn audit_prune(
+        &self,
+        _: i64,
+        _: crate::audit::AuditEvent,
+    ) -> Result<Option<crate::audit::AuditRow>, crate::store::StoreError> {
+        Err(down())
+    }
+    async fn audit_sweep_expired(
+        &self,
+        _: i64,
+    ) -> Result<Vec<crate::audit::AuditRow>, crate::store::StoreError> {
+        Err(down())
+    }
+    async fn exec_raw(&self, _: &str) -> Result<(), crate::store::StoreError> {
+        Err(down())
+    }
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::parse_json;
 use super::policy::VERSION_HEADER;
+use crate::audit::{policy_change_summary, AuditEvent};
 use crate::auth::{Admin, Principal};
 use crate::document::{find, items, items_mut, merge_patch, validate_value, Collection};
 use crate::error::AppError;
@@ -30,11 +31,23 @@ fn not_found(c: Collection, id: &str) -> AppError {
     AppError::NotFound(format!("no {} with id {id:?}", c.noun()))
 }
 
-/// Read the latest document, apply `edit`, validate, write as the next version; redo on a
-/// version conflict.
+/// The audit entry of an edit of item `id` (`project.created`, `client.key_rotated`, …).
+fn audit_event(c: Collection, verb: &str, id: &str) -> AuditEvent {
+    let mut e = AuditEvent::new(&format!("{}.{verb}", c.noun()), 0);
+    match c {
+        Collection::Projects => e.project_id = Some(id.to_string()),
+        Collection::Clients => e.client_id = Some(id.to_string()),
+    }
+    e
+}
+
+/// Read the latest document, apply `edit`, validate, write as the next version with its audit
+/// entry (`event`: actor, time and a summary of the change filled in here; never key
+/// material, only which fields changed); redo on a version conflict.
 async fn edit<T>(
     state: &AppState,
     who: &Principal,
+    event: AuditEvent,
     edit: impl Fn(&mut Value) -> Result<T, AppError>,
 ) -> Result<(T, PolicyMeta), AppError> {
     let mut attempts = 0;
@@ -43,15 +56,33 @@ async fn edit<T>(
         let current = state.store.latest_policy().await?.ok_or_else(no_policy)?;
         let mut doc: Value = serde_json::from_str(&current.document)
             .map_err(|e| AppError::Internal(format!("stored policy is not JSON: {e}")))?;
+        let before = doc.clone();
         let out = edit(&mut doc)?;
         let valid = validate_value(&doc)?;
+        let at_ms = state.clock.now_ms();
+        let mut event = event.clone().actor(who.name.clone());
+        event.at_ms = at_ms;
+        if event.project_id.is_none() {
+            // A client's project, as the document says after (or, deleted, before) the edit.
+            event.project_id = event.client_id.as_deref().and_then(|id| {
+                find(&doc, Collection::Clients, id)
+                    .or_else(|| find(&before, Collection::Clients, id))
+                    .and_then(|c| {
+                        c.get("projectId")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+            });
+        }
+        event.details = json!({ "changed": policy_change_summary(Some(&before), &doc) });
         let put = state
             .store
             .put_policy(NewPolicy {
                 document: valid.text,
                 author: who.name.clone(),
-                at_ms: state.clock.now_ms(),
+                at_ms,
                 expected_version: Some(current.meta.version),
+                audit: vec![event],
             })
             .await;
         match put {
@@ -106,7 +137,7 @@ async fn create(
     item: Value,
 ) -> Result<(Value, PolicyMeta), AppError> {
     let id = id_of(&item, c)?;
-    edit(&state, &who, |doc| {
+    edit(&state, &who, audit_event(c, "created", &id), |doc| {
         let list = items_mut(doc, c)?;
         if position(list, &id).is_some() {
             return Err(AppError::Conflict {
@@ -148,7 +179,7 @@ async fn patch(
             "apiKeySha256 is set by the sidecar: POST /v1/clients/{id}/rotate-key for a new key",
         ));
     }
-    edit(&state, &who, |doc| {
+    edit(&state, &who, audit_event(c, "updated", &id), |doc| {
         let list = items_mut(doc, c)?;
         let item = position(list, &id)
             .and_then(|i| list.get_mut(i))
@@ -165,7 +196,7 @@ async fn delete(
     c: Collection,
     id: String,
 ) -> Result<PolicyMeta, AppError> {
-    let ((), meta) = edit(&state, &who, |doc| {
+    let ((), meta) = edit(&state, &who, audit_event(c, "deleted", &id), |doc| {
         let list = items_mut(doc, c)?;
         let i = position(list, &id).ok_or_else(|| not_found(c, &id))?;
         list.remove(i);
@@ -306,7 +337,8 @@ pub async fn rotate_client_key(
 ) -> Result<impl IntoResponse, AppError> {
     let key = new_api_key();
     let hash = pag0_policy::validate::api_key_sha256_hex(&key);
-    let (client, meta) = edit(&s, &who, |doc| {
+    let event = audit_event(Collection::Clients, "key_rotated", &id);
+    let (client, meta) = edit(&s, &who, event, |doc| {
         let list = items_mut(doc, Collection::Clients)?;
         let item = position(list, &id)
             .and_then(|i| list.get_mut(i))

@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod analytics;
 pub mod approvals;
+pub mod audit;
 pub mod budgets;
 pub mod items;
 pub mod ops;

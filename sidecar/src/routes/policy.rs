@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::audit::{policy_change_summary, AuditEvent};
 use crate::auth::Admin;
 use crate::clock::rfc3339;
 use crate::document::validate;
@@ -75,7 +76,8 @@ pub async fn put_policy(
     let expected_version = if_match(&headers)?;
     let doc = validate(&body)?;
     // Re-applying the same document (a CI loop running `policy apply`) is not a change.
-    if let Some(latest) = state.store.latest_policy().await? {
+    let latest = state.store.latest_policy().await?;
+    if let Some(latest) = &latest {
         if latest.document == doc.text && expected_version.is_none_or(|v| v == latest.meta.version)
         {
             let mut body = meta_json(&latest.meta);
@@ -89,13 +91,22 @@ pub async fn put_policy(
             ));
         }
     }
+    // The audit entry says what changed against the latest version (a write racing another
+    // one fails on If-Match, or is summarised against the version it read).
+    let before = latest.and_then(|p| serde_json::from_str::<Value>(&p.document).ok());
+    let after: Value = serde_json::from_str(&doc.text).unwrap_or(Value::Null);
+    let at_ms = state.clock.now_ms();
+    let event = AuditEvent::new("policy.updated", at_ms)
+        .actor(who.name.clone())
+        .details(json!({ "changed": policy_change_summary(before.as_ref(), &after) }));
     let meta = state
         .store
         .put_policy(NewPolicy {
             document: doc.text,
             author: who.name,
-            at_ms: state.clock.now_ms(),
+            at_ms,
             expected_version,
+            audit: vec![event],
         })
         .await?;
     state.metrics.policy_updates.inc();

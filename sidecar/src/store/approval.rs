@@ -322,7 +322,7 @@ pub(crate) mod sqlite {
 
 pub(crate) mod postgres {
     use tokio_postgres::types::ToSql;
-    use tokio_postgres::Client;
+    use tokio_postgres::GenericClient as Client;
 
     use super::*;
     use crate::store::{from_db, to_db, StoreError};
@@ -361,7 +361,7 @@ pub(crate) mod postgres {
         }
     }
 
-    pub(crate) async fn create(c: &Client, a: &Approval) -> Result<(), StoreError> {
+    pub(crate) async fn create(c: &impl Client, a: &Approval) -> Result<(), StoreError> {
         let cost = to_db(a.estimated_cost)?;
         let status = a.status.as_str();
         let params: [&(dyn ToSql + Sync); 20] = [
@@ -398,7 +398,7 @@ pub(crate) mod postgres {
         Ok(())
     }
 
-    pub(crate) async fn get(c: &Client, id: &str) -> Result<Option<Approval>, StoreError> {
+    pub(crate) async fn get(c: &impl Client, id: &str) -> Result<Option<Approval>, StoreError> {
         let r = c
             .query_opt(
                 &format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"),
@@ -410,7 +410,7 @@ pub(crate) mod postgres {
     }
 
     pub(crate) async fn list(
-        c: &Client,
+        c: &impl Client,
         status: Option<ApprovalStatus>,
         limit: u32,
     ) -> Result<Vec<Approval>, StoreError> {
@@ -429,7 +429,7 @@ pub(crate) mod postgres {
     }
 
     pub(crate) async fn decide(
-        c: &Client,
+        c: &impl Client,
         d: &ApprovalDecision,
     ) -> Result<Option<Approval>, StoreError> {
         let status = if d.approve {
@@ -452,7 +452,7 @@ pub(crate) mod postgres {
     }
 
     pub(crate) async fn consume(
-        c: &Client,
+        c: &impl Client,
         ask: &ConsumeAsk,
     ) -> Result<ConsumeOutcome, StoreError> {
         // READ COMMITTED: concurrent UPDATEs of the row queue on its lock and re-check the
@@ -486,7 +486,7 @@ pub(crate) mod postgres {
         ))
     }
 
-    pub(crate) async fn pending(c: &Client, now_ms: i64) -> Result<u64, StoreError> {
+    pub(crate) async fn pending(c: &impl Client, now_ms: i64) -> Result<u64, StoreError> {
         let r = c
             .query_one(
                 "SELECT COUNT(*)::BIGINT FROM approvals WHERE status = 'pending' AND expires_at_ms > $1",

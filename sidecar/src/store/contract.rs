@@ -87,6 +87,7 @@ pub async fn policy_versions_record_who_and_when(store: &dyn Store) {
         author: author.into(),
         at_ms: at,
         expected_version: expected,
+        audit: vec![],
     };
     let m1 = store
         .put_policy(put("{\"v\":1}", "alice", T0, Some(0)))
@@ -1127,4 +1128,425 @@ pub async fn concurrent_claims_hand_each_alert_to_one(store: &dyn Store) {
     keys.dedup();
     assert_eq!(claimed, keys.len(), "an alert was claimed twice");
     assert_eq!(claimed, 20, "8 claimers × 4 cover all 20");
+}
+
+// --- the audit log ---
+
+fn ev(kind: &str, at_ms: i64, cost: Option<u64>) -> AuditEvent {
+    AuditEvent {
+        project_id: Some("sales-ai".into()),
+        client_id: Some("sales-agent".into()),
+        cost,
+        ..AuditEvent::new(kind, at_ms)
+    }
+    .actor("alice")
+    .details(serde_json::json!({ "note": "ünïcode \"quoted\"", "n": 1 }))
+}
+
+async fn append_n(store: &dyn Store, n: i64) {
+    for i in 1..=n {
+        let u = u64::try_from(i).unwrap();
+        store
+            .audit_append(vec![ev("test.entry", T0 + i * 1000, Some(u * 100))])
+            .await
+            .unwrap();
+    }
+}
+
+async fn verify(store: &dyn Store) -> serde_json::Value {
+    crate::audit::verify(store).await.unwrap()
+}
+
+fn first_bad(v: &serde_json::Value) -> Option<i64> {
+    v["firstBadRow"].as_i64()
+}
+
+pub async fn audit_appends_a_chain_and_pages(store: &dyn Store) {
+    let empty = store.audit_head().await.unwrap();
+    assert_eq!((empty.seq, empty.hash.as_str()), (0, crate::audit::GENESIS));
+    assert_eq!(verify(store).await["ok"], true);
+    append_n(store, 4).await;
+    let two = store
+        .audit_append(vec![
+            ev("other", T0 + 5000, None),
+            ev("other", T0 + 6000, None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(two.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5, 6]);
+    let all = store
+        .audit_list(AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=6).collect::<Vec<_>>()
+    );
+    assert_eq!(all[0].prev_hash, crate::audit::GENESIS);
+    for w in all.windows(2) {
+        assert_eq!(w[1].prev_hash, w[0].hash);
+    }
+    // What was stored reads back exactly (details round-trip through their canonical text).
+    assert_eq!(all[2].event, ev("test.entry", T0 + 3000, Some(300)));
+    let head = store.audit_head().await.unwrap();
+    assert_eq!((head.seq, &head.hash), (6, &all[5].hash));
+    // Pages: cursor = the last seq seen.
+    let page = |after, limit| AuditQuery {
+        after_seq: after,
+        limit,
+        ..AuditQuery::default()
+    };
+    let p1 = store.audit_list(page(0, 4)).await.unwrap();
+    let p2 = store.audit_list(page(p1[3].seq, 4)).await.unwrap();
+    assert_eq!(
+        (p1.len(), p2.iter().map(|r| r.seq).collect::<Vec<_>>()),
+        (4, vec![5, 6])
+    );
+    // Filters.
+    let kind = store
+        .audit_list(AuditQuery {
+            kind: Some("other".into()),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(kind.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5, 6]);
+    let range = store
+        .audit_list(AuditQuery {
+            from_ms: Some(T0 + 2000),
+            to_ms: Some(T0 + 4000),
+            project_id: Some("sales-ai".into()),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(range.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3]);
+    let none = store
+        .audit_list(AuditQuery {
+            client_id: Some("nobody".into()),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let v = verify(store).await;
+    assert_eq!(
+        (v["ok"].as_bool(), v["rowsChecked"].as_u64()),
+        (Some(true), Some(6)),
+        "{v}"
+    );
+}
+
+pub async fn audit_refuses_an_inexact_amount_whole(store: &dyn Store) {
+    append_n(store, 1).await;
+    let big = store
+        .audit_append(vec![
+            ev("ok", T0, Some(1)),
+            ev("too.big", T0, Some(crate::audit::MAX_EXACT + 1)),
+        ])
+        .await;
+    assert!(matches!(big, Err(StoreError::OutOfRange(_))), "{big:?}");
+    assert_eq!(store.audit_head().await.unwrap().seq, 1);
+    assert_eq!(verify(store).await["ok"], true);
+}
+
+pub async fn audit_logs_policy_versions_and_approvals(store: &dyn Store) {
+    let meta = store
+        .put_policy(NewPolicy {
+            document: "{\"v\":1}".into(),
+            author: "alice".into(),
+            at_ms: T0,
+            expected_version: None,
+            audit: vec![AuditEvent::new("policy.updated", T0).actor("alice")],
+        })
+        .await
+        .unwrap();
+    // A refused write leaves no entry.
+    let stale = store
+        .put_policy(NewPolicy {
+            document: "{\"v\":2}".into(),
+            author: "bob".into(),
+            at_ms: T0,
+            expected_version: Some(0),
+            audit: vec![AuditEvent::new("policy.updated", T0).actor("bob")],
+        })
+        .await;
+    assert!(stale.is_err());
+    store
+        .create_approval(approval("ap1", "b1", T0 + 60_000))
+        .await
+        .unwrap();
+    store
+        .decide_approval(decision("ap1", true, T0 + 1))
+        .await
+        .unwrap()
+        .unwrap();
+    // A second decision loses and logs nothing.
+    assert!(store
+        .decide_approval(decision("ap1", false, T0 + 2))
+        .await
+        .unwrap()
+        .is_none());
+    let used = store
+        .consume_approval(ask_use("ap1", "b1", T0 + 3))
+        .await
+        .unwrap();
+    assert!(matches!(used, ConsumeOutcome::Consumed(_)));
+    let again = store
+        .consume_approval(ask_use("ap1", "b1", T0 + 4))
+        .await
+        .unwrap();
+    assert!(matches!(again, ConsumeOutcome::Refused(..)));
+    // Two that expire: one pending, one approved but never used.
+    store
+        .create_approval(approval("ap2", "b2", T0 + 10))
+        .await
+        .unwrap();
+    store
+        .create_approval(approval("ap3", "b3", T0 + 10))
+        .await
+        .unwrap();
+    store
+        .decide_approval(decision("ap3", true, T0 + 5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.audit_sweep_expired(T0 + 9).await.unwrap().is_empty());
+    let swept = store.audit_sweep_expired(T0 + 10).await.unwrap();
+    assert_eq!(swept.len(), 2);
+    assert!(
+        store.audit_sweep_expired(T0 + 99).await.unwrap().is_empty(),
+        "logged once"
+    );
+
+    let rows = store
+        .audit_list(AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let seen: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.event.kind.as_str(),
+                r.event.actor.as_deref(),
+                r.event.approval_id.as_deref(),
+                r.event.decision.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("policy.updated", Some("alice"), None, None),
+            (
+                "approval.created",
+                Some("agent@acme.com"),
+                Some("ap1"),
+                Some("pending")
+            ),
+            (
+                "approval.decided",
+                Some("lead@acme.com"),
+                Some("ap1"),
+                Some("approved")
+            ),
+            (
+                "approval.consumed",
+                Some("sales-agent"),
+                Some("ap1"),
+                Some("used")
+            ),
+            (
+                "approval.created",
+                Some("agent@acme.com"),
+                Some("ap2"),
+                Some("pending")
+            ),
+            (
+                "approval.created",
+                Some("agent@acme.com"),
+                Some("ap3"),
+                Some("pending")
+            ),
+            (
+                "approval.decided",
+                Some("lead@acme.com"),
+                Some("ap3"),
+                Some("approved")
+            ),
+            (
+                "approval.expired",
+                Some("system"),
+                Some("ap2"),
+                Some("expired")
+            ),
+            (
+                "approval.expired",
+                Some("system"),
+                Some("ap3"),
+                Some("expired")
+            ),
+        ]
+    );
+    assert_eq!(rows[0].event.policy_version, Some(meta.version));
+    assert_eq!(rows[1].event.estimate, Some(600_000));
+    assert_eq!(verify(store).await["ok"], true);
+}
+
+pub async fn audit_verify_names_an_edited_row(store: &dyn Store) {
+    append_n(store, 5).await;
+    store
+        .exec_raw("UPDATE audit_log SET cost = 999999 WHERE seq = 3")
+        .await
+        .unwrap();
+    let v = verify(store).await;
+    assert_eq!(
+        (v["ok"].as_bool(), first_bad(&v)),
+        (Some(false), Some(3)),
+        "{v}"
+    );
+    assert_eq!(v["rowsChecked"], 2);
+    assert!(v["reason"].as_str().unwrap().contains("edited"), "{v}");
+}
+
+pub async fn audit_verify_names_a_deleted_row(store: &dyn Store) {
+    append_n(store, 5).await;
+    store
+        .exec_raw("DELETE FROM audit_log WHERE seq = 3")
+        .await
+        .unwrap();
+    let v = verify(store).await;
+    assert_eq!(
+        (v["ok"].as_bool(), first_bad(&v)),
+        (Some(false), Some(3)),
+        "{v}"
+    );
+    assert!(v["reason"].as_str().unwrap().contains("missing"), "{v}");
+}
+
+pub async fn audit_verify_names_swapped_rows(store: &dyn Store) {
+    append_n(store, 5).await;
+    store
+        .exec_raw(
+            "UPDATE audit_log SET seq = -2 WHERE seq = 2;
+             UPDATE audit_log SET seq = 2 WHERE seq = 4;
+             UPDATE audit_log SET seq = 4 WHERE seq = -2;",
+        )
+        .await
+        .unwrap();
+    let v = verify(store).await;
+    assert_eq!(
+        (v["ok"].as_bool(), first_bad(&v)),
+        (Some(false), Some(2)),
+        "{v}"
+    );
+}
+
+pub async fn audit_verify_names_a_cut_tail(store: &dyn Store) {
+    append_n(store, 5).await;
+    store
+        .exec_raw("DELETE FROM audit_log WHERE seq = 5")
+        .await
+        .unwrap();
+    let v = verify(store).await;
+    assert_eq!(
+        (v["ok"].as_bool(), first_bad(&v)),
+        (Some(false), Some(5)),
+        "{v}"
+    );
+}
+
+pub async fn audit_concurrent_appends_make_one_chain(store: &dyn Store) {
+    let futs = (0..24_i64)
+        .map(|i| {
+            store.audit_append(vec![
+                ev("parallel", T0 + i, Some(1)),
+                ev("parallel", T0 + i, Some(2)),
+            ])
+        })
+        .collect();
+    for r in join_all(futs).await {
+        r.unwrap();
+    }
+    let rows = store
+        .audit_list(AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=48).collect::<Vec<_>>()
+    );
+    let v = verify(store).await;
+    assert_eq!(
+        (v["ok"].as_bool(), v["rowsChecked"].as_u64()),
+        (Some(true), Some(48)),
+        "{v}"
+    );
+}
+
+pub async fn audit_retention_keeps_the_chain_verifiable(store: &dyn Store) {
+    append_n(store, 6).await; // at T0+1000 … T0+6000
+    let run = |at| AuditEvent::new(crate::store::audit::RETENTION_KIND, at).actor("system");
+    let pruned = store
+        .audit_prune(T0 + 3500, run(T0 + 9000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pruned.seq, 7);
+    assert_eq!(pruned.event.details["prunedThroughSeq"], 3);
+    assert_eq!(pruned.event.details["deleted"], 3);
+    let head = store.audit_head().await.unwrap();
+    assert_eq!(
+        (head.seq, head.pruned_through_seq, head.pruned_count),
+        (7, 3, 3)
+    );
+    let rows = store
+        .audit_list(AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![4, 5, 6, 7]
+    );
+    assert_eq!(rows[0].prev_hash, head.pruned_through_hash);
+    let v = verify(store).await;
+    assert_eq!(
+        (v["ok"].as_bool(), v["rowsChecked"].as_u64()),
+        (Some(true), Some(4)),
+        "{v}"
+    );
+    // Nothing older left: no run, no entry.
+    assert!(store
+        .audit_prune(T0 + 3500, run(T0 + 9500))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.audit_head().await.unwrap().seq, 7);
+    // A second run prunes on from the checkpoint; tampering after it is still caught.
+    store
+        .audit_prune(T0 + 5500, run(T0 + 9900))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(verify(store).await["ok"], true);
+    store
+        .exec_raw("UPDATE audit_log SET actor = 'mallory' WHERE seq = 6")
+        .await
+        .unwrap();
+    assert_eq!(first_bad(&verify(store).await), Some(6));
 }

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 pub mod alert;
 pub mod approval;
+pub mod audit;
 pub mod lease;
 pub mod postgres;
 pub mod sqlite;
@@ -17,11 +18,12 @@ pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod contract;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use alert::{
     AlertRecord, ClaimedAlert, DeliveryOutcome, DeliveryState, DeliveryUpdate, PendingDelivery,
 };
+pub use crate::audit::{AuditEvent, AuditHead, AuditQuery, AuditRow};
 pub use approval::{
     Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome, Refusal,
 };
@@ -55,6 +57,23 @@ pub struct NewPolicy {
     /// Optimistic concurrency: append only if the latest version is exactly this
     /// (0 = no policy yet). `None` appends after whatever is latest.
     pub expected_version: Option<i64>,
+    /// Audit entries written in the same transaction (their `policy_version`, when unset,
+    /// becomes the new version).
+    pub audit: Vec<AuditEvent>,
+}
+
+impl NewPolicy {
+    /// The audit entries, numbered with the version they created.
+    pub(crate) fn audit_for(&self, version: i64) -> Vec<AuditEvent> {
+        self.audit
+            .iter()
+            .cloned()
+            .map(|mut e| {
+                e.policy_version.get_or_insert(version);
+                e
+            })
+            .collect()
+    }
 }
 
 /// One usage record: the settled cost of one request, charged to every counter it reserved.
@@ -275,6 +294,32 @@ pub trait Store: Send + Sync + 'static {
         let _ = limit;
         Err(StoreError::Backend("no alert store".into()))
     }
+    // --- the audit log (audit.rs, docs/audit.md). `put_policy`, `create_approval`,
+    // `decide_approval` and `consume_approval` append their entries themselves, in their
+    // own transaction. ---
+
+    /// Appends entries (one transaction, contiguous seqs).
+    async fn audit_append(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditRow>, StoreError>;
+
+    /// Rows after `q.after_seq` matching the filters, in seq order, at most `q.limit`.
+    async fn audit_list(&self, q: AuditQuery) -> Result<Vec<AuditRow>, StoreError>;
+
+    async fn audit_head(&self) -> Result<AuditHead, StoreError>;
+
+    /// Deletes the rows older than `before_ms` (the oldest prefix of the chain), keeps the
+    /// checkpoint, appends `entry` (details filled in); `None` when nothing was old enough.
+    async fn audit_prune(
+        &self,
+        before_ms: i64,
+        entry: AuditEvent,
+    ) -> Result<Option<AuditRow>, StoreError>;
+
+    /// Writes `approval.expired` once for each approval expired at `now_ms`.
+    async fn audit_sweep_expired(&self, now_ms: i64) -> Result<Vec<AuditRow>, StoreError>;
+
+    /// Raw SQL, for the tamper tests.
+    #[cfg(test)]
+    async fn exec_raw(&self, sql: &str) -> Result<(), StoreError>;
 }
 
 pub(crate) fn to_db(amount: u64) -> Result<i64, StoreError> {
@@ -379,6 +424,40 @@ pub(crate) const SCHEMA: &[&str] = &[
         decided_at_ms BIGINT,
         used_at_ms BIGINT)",
     "CREATE INDEX IF NOT EXISTS approvals_by_status ON approvals (status, created_at_ms)",
+    // The audit log (audit.rs): append-only, seq contiguous from the retention checkpoint.
+    "CREATE TABLE IF NOT EXISTS audit_log (
+        seq BIGINT PRIMARY KEY,
+        at_ms BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        actor TEXT,
+        project_id TEXT,
+        client_id TEXT,
+        host TEXT,
+        model TEXT,
+        decision TEXT,
+        code TEXT,
+        estimate BIGINT,
+        cost BIGINT,
+        latency_ms BIGINT,
+        policy_version BIGINT,
+        approval_id TEXT,
+        details TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS audit_log_by_time ON audit_log (at_ms)",
+    "CREATE INDEX IF NOT EXISTS audit_log_by_approval ON audit_log (approval_id, kind)",
+    // One row: the chain's head (locked by every append) and the retention checkpoint.
+    "CREATE TABLE IF NOT EXISTS audit_head (
+        id BIGINT PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        hash TEXT NOT NULL,
+        pruned_through_seq BIGINT NOT NULL,
+        pruned_through_hash TEXT NOT NULL,
+        pruned_count BIGINT NOT NULL)",
+    "INSERT INTO audit_head (id, seq, hash, pruned_through_seq, pruned_through_hash, pruned_count)
+     VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000', 0,
+             '0000000000000000000000000000000000000000000000000000000000000000', 0)
+     ON CONFLICT (id) DO NOTHING",
 ];
 
 /// Columns added after a table's first release: `(table, column, definition)`. Run after

@@ -14,12 +14,13 @@ use super::alert;
 use super::approval::{
     self, Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome,
 };
+use super::audit;
 use super::lease::{consume, Room};
 use super::sqlite::attach_leases;
 use super::{
-    from_db, keys_to_lock, to_db, usage_per_counter, CounterState, LeaseGrant, LeaseState,
-    NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError, SyncOutcome, SyncWrite, UsageTotals,
-    ADDED_COLUMNS, LEDGER_TIME, SCHEMA,
+    from_db, keys_to_lock, to_db, usage_per_counter, AuditEvent, AuditHead, AuditQuery, AuditRow,
+    CounterState, LeaseGrant, LeaseState, NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError,
+    SyncOutcome, SyncWrite, UsageTotals, ADDED_COLUMNS, LEDGER_TIME, SCHEMA,
 };
 use super::{AlertRecord, ClaimedAlert, DeliveryUpdate};
 use crate::alerts::{detect, AlertRules, NewAlert};
@@ -40,6 +41,11 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
         Some(db) => StoreError::Backend(format!("postgres {}: {}", db.code().code(), db.message())),
         None => StoreError::Backend(e.to_string()),
     }
+}
+
+/// The pooled connection as a `tokio_postgres::Client` (a `GenericClient`).
+fn pgc(o: &deadpool_postgres::Object) -> &tokio_postgres::Client {
+    o
 }
 
 fn retryable(e: &tokio_postgres::Error) -> bool {
@@ -464,6 +470,7 @@ impl Store for PgStore {
                 .await
                 .map_err(pg)?;
             if inserted == 1 {
+                audit::postgres::append(&*tx, new.audit_for(version)).await?;
                 tx.commit().await.map_err(pg)?;
                 return Ok(PolicyMeta {
                     version,
@@ -578,13 +585,16 @@ impl Store for PgStore {
     }
 
     async fn create_approval(&self, approval: Approval) -> Result<(), StoreError> {
-        let client = self.pool.get().await.map_err(backend)?;
-        approval::postgres::create(&client, &approval).await
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        approval::postgres::create(&*tx, &approval).await?;
+        audit::postgres::append(&*tx, vec![audit::approval_created(&approval)]).await?;
+        tx.commit().await.map_err(pg)
     }
 
     async fn approval(&self, id: String) -> Result<Option<Approval>, StoreError> {
         let client = self.pool.get().await.map_err(backend)?;
-        approval::postgres::get(&client, &id).await
+        approval::postgres::get(pgc(&client), &id).await
     }
 
     async fn approvals(
@@ -593,25 +603,81 @@ impl Store for PgStore {
         limit: u32,
     ) -> Result<Vec<Approval>, StoreError> {
         let client = self.pool.get().await.map_err(backend)?;
-        approval::postgres::list(&client, status, limit).await
+        approval::postgres::list(pgc(&client), status, limit).await
     }
 
     async fn decide_approval(
         &self,
         decision: ApprovalDecision,
     ) -> Result<Option<Approval>, StoreError> {
-        let client = self.pool.get().await.map_err(backend)?;
-        approval::postgres::decide(&client, &decision).await
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let decided = approval::postgres::decide(&*tx, &decision).await?;
+        if let Some(a) = &decided {
+            audit::postgres::append(&*tx, vec![audit::approval_decided(a)]).await?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(decided)
     }
 
     async fn consume_approval(&self, ask: ConsumeAsk) -> Result<ConsumeOutcome, StoreError> {
-        let client = self.pool.get().await.map_err(backend)?;
-        approval::postgres::consume(&client, &ask).await
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let out = approval::postgres::consume(&*tx, &ask).await?;
+        if let ConsumeOutcome::Consumed(a) = &out {
+            audit::postgres::append(&*tx, vec![audit::approval_consumed(a)]).await?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(out)
     }
 
     async fn pending_approvals(&self, now_ms: i64) -> Result<u64, StoreError> {
         let client = self.pool.get().await.map_err(backend)?;
-        approval::postgres::pending(&client, now_ms).await
+        approval::postgres::pending(pgc(&client), now_ms).await
+    }
+
+    async fn audit_append(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditRow>, StoreError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let rows = audit::postgres::append(&*tx, events).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(rows)
+    }
+
+    async fn audit_list(&self, q: AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        audit::postgres::list(pgc(&client), &q).await
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        audit::postgres::head(pgc(&client)).await
+    }
+
+    async fn audit_prune(
+        &self,
+        before_ms: i64,
+        entry: AuditEvent,
+    ) -> Result<Option<AuditRow>, StoreError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let row = audit::postgres::prune(&*tx, before_ms, entry).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(row)
+    }
+
+    async fn audit_sweep_expired(&self, now_ms: i64) -> Result<Vec<AuditRow>, StoreError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let rows = audit::postgres::sweep_expired(&*tx, now_ms).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(rows)
+    }
+
+    #[cfg(test)]
+    async fn exec_raw(&self, sql: &str) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        client.batch_execute(sql).await.map_err(pg)
     }
 
     async fn raise_alert(&self, a: NewAlert) -> Result<bool, StoreError> {

@@ -14,11 +14,12 @@ use super::alert;
 use super::approval::{
     self, Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome,
 };
+use super::audit;
 use super::lease::{consume, Room};
 use super::{
-    from_db, keys_to_lock, to_db, usage_per_counter, CounterState, LeaseGrant, LeaseState,
-    NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError, SyncOutcome, SyncWrite, UsageTotals,
-    ADDED_COLUMNS, LEDGER_TIME, SCHEMA,
+    from_db, keys_to_lock, to_db, usage_per_counter, AuditEvent, AuditHead, AuditQuery, AuditRow,
+    CounterState, LeaseGrant, LeaseState, NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError,
+    SyncOutcome, SyncWrite, UsageTotals, ADDED_COLUMNS, LEDGER_TIME, SCHEMA,
 };
 use super::{AlertRecord, ClaimedAlert, DeliveryUpdate};
 use crate::alerts::{detect, AlertRules, NewAlert};
@@ -401,6 +402,7 @@ impl Store for SqliteStore {
                 params![version, new.document, new.author, new.at_ms],
             )
             .map_err(backend)?;
+            audit::sqlite::append(&tx, new.audit_for(version))?;
             tx.commit().map_err(backend)?;
             Ok(PolicyMeta { version, author: new.author, created_at_ms: new.at_ms })
         })
@@ -516,8 +518,13 @@ impl Store for SqliteStore {
     }
 
     async fn create_approval(&self, approval: Approval) -> Result<(), StoreError> {
-        self.run(move |c| approval::sqlite::create(c, &approval))
-            .await
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            approval::sqlite::create(&tx, &approval)?;
+            audit::sqlite::append(&tx, vec![audit::approval_created(&approval)])?;
+            tx.commit().map_err(backend)
+        })
+        .await
     }
 
     async fn approval(&self, id: String) -> Result<Option<Approval>, StoreError> {
@@ -537,20 +544,92 @@ impl Store for SqliteStore {
         &self,
         decision: ApprovalDecision,
     ) -> Result<Option<Approval>, StoreError> {
-        self.run(move |c| approval::sqlite::decide(c, &decision))
-            .await
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let decided = approval::sqlite::decide(&tx, &decision)?;
+            if let Some(a) = &decided {
+                audit::sqlite::append(&tx, vec![audit::approval_decided(a)])?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(decided)
+        })
+        .await
     }
 
     async fn consume_approval(&self, ask: ConsumeAsk) -> Result<ConsumeOutcome, StoreError> {
         // One connection under a mutex: the UPDATE and the read that explains a refusal are
         // never interleaved with another replay.
-        self.run(move |c| approval::sqlite::consume(c, &ask)).await
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let out = approval::sqlite::consume(&tx, &ask)?;
+            if let ConsumeOutcome::Consumed(a) = &out {
+                audit::sqlite::append(&tx, vec![audit::approval_consumed(a)])?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(out)
+        })
+        .await
     }
 
     async fn pending_approvals(&self, now_ms: i64) -> Result<u64, StoreError> {
         self.run(move |c| approval::sqlite::pending(c, now_ms))
             .await
     }
+
+    async fn audit_append(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditRow>, StoreError> {
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let rows = audit::sqlite::append(&tx, events)?;
+            tx.commit().map_err(backend)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn audit_list(&self, q: AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        self.run(move |c| audit::sqlite::list(c, &q)).await
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        self.run(|c| audit::sqlite::head(c)).await
+    }
+
+    async fn audit_prune(
+        &self,
+        before_ms: i64,
+        entry: AuditEvent,
+    ) -> Result<Option<AuditRow>, StoreError> {
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let row = audit::sqlite::prune(&tx, before_ms, entry)?;
+            tx.commit().map_err(backend)?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn audit_sweep_expired(&self, now_ms: i64) -> Result<Vec<AuditRow>, StoreError> {
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let rows = audit::sqlite::sweep_expired(&tx, now_ms)?;
+            tx.commit().map_err(backend)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    #[cfg(test)]
+    async fn exec_raw(&self, sql: &str) -> Result<(), StoreError> {
+        let sql = sql.to_string();
+        self.run(move |c| c.execute_batch(&sql).map_err(backend))
+            .await
+    }
+}
+
+/// A write transaction that takes SQLite's write lock up front (the audit head's lock).
+fn immediate(c: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
+    c.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend)
 }
 
 /// Puts each lease under its counter (both backends return them in their own collation order,

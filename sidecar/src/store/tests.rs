@@ -100,7 +100,55 @@ contract_tests!(
     a_high_cost_record_raises_one_alert,
     alert_claims_are_exclusive_and_retried,
     concurrent_claims_hand_each_alert_to_one,
+    audit_appends_a_chain_and_pages,
+    audit_refuses_an_inexact_amount_whole,
+    audit_logs_policy_versions_and_approvals,
+    audit_verify_names_an_edited_row,
+    audit_verify_names_a_deleted_row,
+    audit_verify_names_swapped_rows,
+    audit_verify_names_a_cut_tail,
+    audit_concurrent_appends_make_one_chain,
+    audit_retention_keeps_the_chain_verifiable,
 );
+
+/// Two sidecars on one PostgreSQL append to one chain: contiguous seqs, no fork.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_sidecars_append_one_chain() {
+    let Some(a) = pg_store("postgres_two_sidecars_append_one_chain").await else {
+        return;
+    };
+    let schema = a.schema_name().unwrap().to_string();
+    let b = PgStore::connect(&std::env::var("DATABASE_URL").unwrap(), Some(&schema))
+        .await
+        .unwrap();
+    let mut futs = Vec::new();
+    for i in 0..16_i64 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        futs.push(tokio::spawn(async move {
+            store
+                .audit_append(vec![crate::audit::AuditEvent::new("fleet", i)])
+                .await
+                .unwrap()
+        }));
+    }
+    for f in futs {
+        f.await.unwrap();
+    }
+    let rows = a
+        .audit_list(crate::audit::AuditQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=16).collect::<Vec<_>>()
+    );
+    let v = crate::audit::verify(&b).await.unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    a.drop_schema().await.unwrap();
+}
 
 /// Two sidecars on one PostgreSQL (two pools, same schema) grant from one room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
