@@ -21,6 +21,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::RwLock;
 
+pub mod anomaly;
 pub mod approvals;
 pub mod auth;
 pub mod authz;

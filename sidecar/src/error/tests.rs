@@ -104,6 +104,25 @@ impl crate::Store for DownStore {
     async fn pending_approvals(&self, _: i64) -> Result<u64, crate::store::StoreError> {
         Err(down())
     }
+    async fn usage_hourly(
+        &self,
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<crate::store::HourlyUsage>, crate::store::StoreError> {
+        Err(down())
+    }
+    async fn put_anomalies(
+        &self,
+        _: Vec<crate::store::Anomaly>,
+    ) -> Result<u64, crate::store::StoreError> {
+        Err(down())
+    }
+    async fn anomalies(
+        &self,
+        _: crate::store::AnomalyQuery,
+    ) -> Result<Vec<crate::store::Anomaly>, crate::store::StoreError> {
+        Err(down())
+    }
 }
 
 #[tokio::test]

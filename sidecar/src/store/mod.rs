@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 
+pub mod anomaly;
 pub mod approval;
 pub mod lease;
 pub mod postgres;
@@ -18,6 +19,7 @@ pub(crate) mod contract;
 #[cfg(test)]
 mod tests;
 
+pub use anomaly::{Anomaly, AnomalyKind, AnomalyQuery, HourlyUsage, Unit};
 pub use approval::{
     Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome, Refusal,
 };
@@ -219,6 +221,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Approvals pending and unexpired at `now_ms`.
     async fn pending_approvals(&self, now_ms: i64) -> Result<u64, StoreError>;
+
+    // --- anomalies (anomaly.rs, docs/anomalies.md) ---
+
+    /// The ledger per (project, client, host, hour) over `[from_ms, to_ms)`, by `LEDGER_TIME`.
+    async fn usage_hourly(&self, from_ms: i64, to_ms: i64) -> Result<Vec<HourlyUsage>, StoreError>;
+
+    /// Stores the anomalies not stored yet (by kind, project, client, subject, window start);
+    /// returns how many were new.
+    async fn put_anomalies(&self, found: Vec<Anomaly>) -> Result<u64, StoreError>;
+
+    /// Newest window first, at most `query.limit`.
+    async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<Anomaly>, StoreError>;
 }
 
 pub(crate) fn to_db(amount: u64) -> Result<i64, StoreError> {

@@ -10,6 +10,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
+use super::anomaly::{self, Anomaly, AnomalyQuery, HourlyUsage};
 use super::approval::{
     self, Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome,
 };
@@ -108,6 +109,9 @@ impl PgStore {
             tx.batch_execute(stmt).await.map_err(pg)?;
         }
         // Under the same lock; `IF NOT EXISTS` makes a second start a no-op.
+        for stmt in anomaly::SCHEMA {
+            tx.batch_execute(stmt).await.map_err(pg)?;
+        }
         for (table, column, definition) in ADDED_COLUMNS {
             tx.batch_execute(&format!(
                 "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"
@@ -590,5 +594,20 @@ impl Store for PgStore {
     async fn pending_approvals(&self, now_ms: i64) -> Result<u64, StoreError> {
         let client = self.pool.get().await.map_err(backend)?;
         approval::postgres::pending(&client, now_ms).await
+    }
+
+    async fn usage_hourly(&self, from_ms: i64, to_ms: i64) -> Result<Vec<HourlyUsage>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        anomaly::postgres::hourly(&client, from_ms, to_ms).await
+    }
+
+    async fn put_anomalies(&self, found: Vec<Anomaly>) -> Result<u64, StoreError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        anomaly::postgres::put(&mut client, &found).await
+    }
+
+    async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<Anomaly>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        anomaly::postgres::list(&client, &query).await
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::anomaly::{self, Anomaly, AnomalyQuery, HourlyUsage};
 use super::approval::{
     self, Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome,
 };
@@ -54,6 +55,9 @@ impl SqliteStore {
             conn.execute(stmt, []).map_err(backend)?;
         }
         add_columns(&conn)?;
+        for stmt in super::anomaly::SCHEMA {
+            conn.execute(stmt, []).map_err(backend)?;
+        }
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -501,6 +505,19 @@ impl Store for SqliteStore {
     async fn pending_approvals(&self, now_ms: i64) -> Result<u64, StoreError> {
         self.run(move |c| approval::sqlite::pending(c, now_ms))
             .await
+    }
+
+    async fn usage_hourly(&self, from_ms: i64, to_ms: i64) -> Result<Vec<HourlyUsage>, StoreError> {
+        self.run(move |c| anomaly::sqlite::hourly(c, from_ms, to_ms))
+            .await
+    }
+
+    async fn put_anomalies(&self, found: Vec<Anomaly>) -> Result<u64, StoreError> {
+        self.run(move |c| anomaly::sqlite::put(c, &found)).await
+    }
+
+    async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<Anomaly>, StoreError> {
+        self.run(move |c| anomaly::sqlite::list(c, &query)).await
     }
 }
 
