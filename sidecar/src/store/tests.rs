@@ -96,6 +96,8 @@ contract_tests!(
     approvals_expire,
     concurrent_replays_let_exactly_one_through,
     concurrent_decisions_have_one_winner,
+    // anomalies (issue 16)
+    detection_over_the_ledger_finds_an_injected_spike,
 );
 
 /// Two sidecars on one PostgreSQL (two pools, same schema) grant from one room.
