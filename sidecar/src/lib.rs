@@ -164,7 +164,7 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    use routes::{analytics, approvals, budgets, items, ops, policy, sync};
+    use routes::{analytics, anomalies, approvals, budgets, items, ops, policy, sync};
 
     let ops_routes = Router::new()
         .route("/metrics", get(ops::metrics))
@@ -209,6 +209,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sync", post(sync::sync))
         .route("/v1/budgets", get(budgets::list))
         .route("/v1/analytics", get(analytics::get))
+        .route("/v1/anomalies", get(anomalies::list))
         .route(
             "/v1/approvals",
             get(approvals::list).post(approvals::create),

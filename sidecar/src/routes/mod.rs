@@ -1,6 +1,7 @@
 //! HTTP handlers, one file per resource.
 
 pub mod analytics;
+pub mod anomalies;
 pub mod approvals;
 pub mod budgets;
 pub mod items;
