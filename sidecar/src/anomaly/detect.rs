@@ -111,7 +111,7 @@ fn name(s: &Option<String>) -> String {
 
 /// Runs every kind over the input; sorted by window, then kind, project, client.
 pub fn detect(input: &Input<'_>, params: &Params) -> Vec<Anomaly> {
-    let n = usize::try_from((input.to_ms - input.from_ms) / HOUR_MS).unwrap_or(0);
+    let n = usize::try_from(input.to_ms.saturating_sub(input.from_ms) / HOUR_MS).unwrap_or(0);
     if n == 0 {
         return Vec::new();
     }
@@ -149,8 +149,10 @@ pub fn detect(input: &Input<'_>, params: &Params) -> Vec<Anomaly> {
     let ctx = Ctx {
         input,
         params,
-        report_from: usize::try_from((input.report_from_ms - input.from_ms).max(0) / HOUR_MS)
-            .unwrap_or(0),
+        report_from: usize::try_from(
+            input.report_from_ms.saturating_sub(input.from_ms).max(0) / HOUR_MS,
+        )
+        .unwrap_or(0),
     };
     let mut out = Vec::new();
     for ((project, client), s) in &series {
@@ -181,7 +183,7 @@ fn hour_index(from_ms: i64, hour_ms: i64, n: usize) -> Option<usize> {
     if hour_ms < from_ms {
         return None;
     }
-    usize::try_from((hour_ms - from_ms) / HOUR_MS)
+    usize::try_from(hour_ms.checked_sub(from_ms)? / HOUR_MS)
         .ok()
         .filter(|&i| i < n)
 }
@@ -478,7 +480,8 @@ impl Ctx<'_> {
                 }
             }
         }
-        let other_days = days - 1;
+        // ≥ 1: `days` ≥ 2 unless min_history_days is 0.
+        let other_days = days.saturating_sub(1).max(1);
         let usual = usual_hours(&active, days);
         let typical = median(s.requests.iter().copied().filter(|&r| r > 0).collect()).unwrap_or(0);
         for (i, &r) in s.requests.iter().enumerate() {
@@ -567,10 +570,10 @@ fn times(observed: u64, baseline: u64) -> String {
 /// Micro-USD as dollars: "$4.10" (cents, rounded), "$0.0042" under a cent.
 pub fn usd(micros: u64) -> String {
     if micros < 10_000 {
-        let hundredths = (micros + 50) / 100;
+        let hundredths = micros / 100 + u64::from(micros % 100 >= 50);
         format!("${}.{:04}", hundredths / 10_000, hundredths % 10_000)
     } else {
-        let cents = (micros + 5_000) / 10_000;
+        let cents = micros / 10_000 + u64::from(micros % 10_000 >= 5_000);
         format!("${}.{:02}", cents / 100, cents % 100)
     }
 }

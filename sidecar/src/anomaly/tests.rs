@@ -399,6 +399,8 @@ fn money_is_printed_from_integers() {
     assert_eq!(usd(339_999), "$0.34");
     assert_eq!(usd(4_200), "$0.0042");
     assert_eq!(usd(0), "$0.0000");
+    assert_eq!(usd(9_999), "$0.0100");
+    assert_eq!(usd(u64::MAX), "$18446744073709.55");
     assert_eq!(median(vec![3, 1, 2]), Some(2));
     assert_eq!(median(vec![u64::MAX, u64::MAX]), Some(u64::MAX));
     assert_eq!(median(vec![]), None);
@@ -458,5 +460,44 @@ fn under_two_weeks_the_baseline_is_the_hour_of_day() {
         assert_eq!(a.window_from_ms, hour(spike));
         assert!((2_000_000..=2_040_000).contains(&a.baseline), "{a:?}");
         assert!(a.explanation.ends_with("for 15:00"), "{}", a.explanation);
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Any rows — outside the window, huge amounts, no project — and any history length: no
+    /// panic, and every anomaly lies in the reported window with its window one hour long.
+    #[test]
+    fn arbitrary_rows_never_panic(
+        rows in proptest::collection::vec(
+            (-48i64..24 * 20, 0u64..200, proptest::num::u64::ANY, 0usize..3, 0usize..4),
+            0..300,
+        ),
+        days in 1i64..20,
+        min_history_days in 0usize..3,
+    ) {
+        let rows: Vec<HourlyUsage> = rows
+            .into_iter()
+            .map(|(h, requests, cost, c, host)| HourlyUsage {
+                project_id: (c > 0).then(|| "p".to_string()),
+                client_id: Some(format!("c{c}")),
+                host: Some(format!("h{host}")),
+                hour_ms: T0 + h * HOUR_MS,
+                requests,
+                cost,
+                max_amount: cost / 2,
+            })
+            .collect();
+        let to_ms = T0 + days * 24 * HOUR_MS;
+        let report_from_ms = to_ms - 24 * HOUR_MS;
+        let found = detect(
+            &Input { rows: &rows, from_ms: T0, to_ms, report_from_ms, now_ms: to_ms },
+            &Params { min_history_days, ..Params::default() },
+        );
+        for a in found {
+            proptest::prop_assert!(a.window_from_ms >= report_from_ms.max(T0) && a.window_to_ms <= to_ms, "{a:?}");
+            proptest::prop_assert_eq!(a.window_to_ms - a.window_from_ms, HOUR_MS);
+            proptest::prop_assert!(a.score.is_finite());
+        }
     }
 }

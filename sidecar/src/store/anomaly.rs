@@ -164,6 +164,12 @@ fn list_sql(q: &AnomalyQuery) -> (String, Vec<String>) {
     )
 }
 
+/// A reported number above the column (only from sums near 2^63 µ$) is stored as the largest
+/// one rather than refusing the whole batch of findings.
+fn clamp(x: u64) -> i64 {
+    i64::try_from(x).unwrap_or(i64::MAX)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn row_to_anomaly(
     kind: String,
@@ -201,8 +207,9 @@ fn row_to_anomaly(
 pub(crate) mod sqlite {
     use rusqlite::{params, Connection, ToSql};
 
+    use super::clamp;
     use super::{hourly_sql, list_sql, row_to_anomaly, Anomaly, AnomalyQuery, HourlyUsage};
-    use crate::store::{from_db, to_db, StoreError};
+    use crate::store::{from_db, StoreError};
 
     fn backend(e: impl std::fmt::Display) -> StoreError {
         StoreError::Backend(e.to_string())
@@ -250,8 +257,8 @@ pub(crate) mod sqlite {
                         a.window_from_ms,
                         a.window_to_ms,
                         a.score,
-                        to_db(a.baseline)?,
-                        to_db(a.observed)?,
+                        clamp(a.baseline),
+                        clamp(a.observed),
                         a.unit.as_str(),
                         a.explanation,
                         a.detected_at_ms
@@ -306,8 +313,9 @@ pub(crate) mod sqlite {
 pub(crate) mod postgres {
     use tokio_postgres::types::ToSql;
 
+    use super::clamp;
     use super::{hourly_sql, list_sql, row_to_anomaly, Anomaly, AnomalyQuery, HourlyUsage};
-    use crate::store::{from_db, to_db, StoreError};
+    use crate::store::{from_db, StoreError};
 
     fn pg(e: tokio_postgres::Error) -> StoreError {
         match e.as_db_error() {
@@ -363,8 +371,8 @@ pub(crate) mod postgres {
                         &a.window_from_ms,
                         &a.window_to_ms,
                         &a.score,
-                        &to_db(a.baseline)?,
-                        &to_db(a.observed)?,
+                        &clamp(a.baseline),
+                        &clamp(a.observed),
                         &a.unit.as_str(),
                         &a.explanation,
                         &a.detected_at_ms,
