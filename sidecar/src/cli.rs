@@ -1,6 +1,7 @@
 //! The binary's command line: serve (the default), `--validate FILE`, and admin subcommands
 //! that call a running sidecar's API (`policy apply`, `projects list|create`,
-//! `clients list|create`, `budgets`). Kept in the library so it is tested like the rest.
+//! `clients list|create`, `budgets`, `approvals …`, `anomalies`). Kept in the library so it is
+//! tested like the rest.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -7,6 +7,8 @@
 //! - `GET /v1/analytics`: cost, requests, cache hits and savings per project, cost centre or
 //!   endpoint over the current day/month, from the usage ledger.
 //! - The approval workflow (`/v1/approvals…`, docs/approvals.md) and its notifications.
+//! - Anomaly detection over the ledger every `--anomaly-interval-ms` (crate::anomaly,
+//!   docs/anomalies.md); `GET /v1/anomalies`.
 //! - `/metrics`, `/healthz`, `/readyz`, `/v1/openapi.json`.
 //! - The Organization Console at `/console` (crate::console): session sign-in over the same
 //!   `/v1` handlers.
