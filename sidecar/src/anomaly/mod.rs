@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::store::{Store, StoreError};
+use crate::store::{Anomaly, Store, StoreError};
 
 pub mod detect;
 
@@ -36,13 +36,13 @@ impl Default for Schedule {
     }
 }
 
-/// One detection pass over the completed hours before `now_ms`; returns how many anomalies were
-/// new (stored).
+/// One detection pass over the completed hours before `now_ms`; returns the anomalies that were
+/// new (stored by this pass).
 pub async fn run_once(
     store: &dyn Store,
     now_ms: i64,
     schedule: &Schedule,
-) -> Result<u64, StoreError> {
+) -> Result<Vec<Anomaly>, StoreError> {
     let to_ms = now_ms - now_ms.rem_euclid(HOUR_MS);
     let from_ms = to_ms - i64::from(schedule.lookback_days) * 24 * HOUR_MS;
     let report_from_ms = to_ms - i64::from(schedule.report_hours) * HOUR_MS;
@@ -58,7 +58,7 @@ pub async fn run_once(
         &schedule.params,
     );
     if found.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     store.put_anomalies(found).await
 }
@@ -75,8 +75,12 @@ pub fn spawn(store: Arc<dyn Store>, clock: Arc<dyn Clock>, schedule: Schedule) {
         loop {
             tick.tick().await;
             match run_once(store.as_ref(), clock.now_ms(), &schedule).await {
-                Ok(0) => tracing::debug!("anomaly detection: nothing new"),
-                Ok(n) => tracing::info!(new = n, "anomaly detection: new anomalies stored"),
+                Ok(new) if new.is_empty() => tracing::debug!("anomaly detection: nothing new"),
+                Ok(new) => {
+                    for a in &new {
+                        tracing::info!(kind = a.kind.as_str(), project = %a.project_id, "anomaly: {}", a.explanation);
+                    }
+                }
                 Err(e) => tracing::warn!("anomaly detection failed: {e}"),
             }
         }

@@ -114,7 +114,7 @@ impl crate::Store for DownStore {
     async fn put_anomalies(
         &self,
         _: Vec<crate::store::Anomaly>,
-    ) -> Result<u64, crate::store::StoreError> {
+    ) -> Result<Vec<crate::store::Anomaly>, crate::store::StoreError> {
         Err(down())
     }
     async fn anomalies(

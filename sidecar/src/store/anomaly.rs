@@ -239,12 +239,12 @@ pub(crate) mod sqlite {
         rows.collect::<Result<Vec<_>, _>>().map_err(backend)
     }
 
-    pub(crate) fn put(c: &mut Connection, found: &[Anomaly]) -> Result<u64, StoreError> {
+    pub(crate) fn put(c: &mut Connection, found: &[Anomaly]) -> Result<Vec<Anomaly>, StoreError> {
         let tx = c.transaction().map_err(backend)?;
-        let mut inserted = 0u64;
+        let mut new = Vec::new();
         for a in found {
-            inserted += u64::try_from(
-                tx.execute(
+            let inserted = tx
+                .execute(
                     "INSERT INTO anomalies (kind, project_id, client_id, subject, window_from_ms,
                        window_to_ms, score, baseline, observed, unit, explanation, detected_at_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
@@ -264,12 +264,13 @@ pub(crate) mod sqlite {
                         a.detected_at_ms
                     ],
                 )
-                .map_err(backend)?,
-            )
-            .unwrap_or(0);
+                .map_err(backend)?;
+            if inserted > 0 {
+                new.push(a.clone());
+            }
         }
         tx.commit().map_err(backend)?;
-        Ok(inserted)
+        Ok(new)
     }
 
     pub(crate) fn list(c: &Connection, q: &AnomalyQuery) -> Result<Vec<Anomaly>, StoreError> {
@@ -353,11 +354,11 @@ pub(crate) mod postgres {
     pub(crate) async fn put(
         c: &mut deadpool_postgres::Object,
         found: &[Anomaly],
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<Anomaly>, StoreError> {
         let tx = c.transaction().await.map_err(pg)?;
-        let mut inserted = 0u64;
+        let mut new = Vec::new();
         for a in found {
-            inserted += tx
+            let inserted = tx
                 .execute(
                     "INSERT INTO anomalies (kind, project_id, client_id, subject, window_from_ms,
                        window_to_ms, score, baseline, observed, unit, explanation, detected_at_ms)
@@ -380,9 +381,12 @@ pub(crate) mod postgres {
                 )
                 .await
                 .map_err(pg)?;
+            if inserted > 0 {
+                new.push(a.clone());
+            }
         }
         tx.commit().await.map_err(pg)?;
-        Ok(inserted)
+        Ok(new)
     }
 
     pub(crate) async fn list(

@@ -227,9 +227,10 @@ pub trait Store: Send + Sync + 'static {
     /// The ledger per (project, client, host, hour) over `[from_ms, to_ms)`, by `LEDGER_TIME`.
     async fn usage_hourly(&self, from_ms: i64, to_ms: i64) -> Result<Vec<HourlyUsage>, StoreError>;
 
-    /// Stores the anomalies not stored yet (by kind, project, client, subject, window start);
-    /// returns how many were new.
-    async fn put_anomalies(&self, found: Vec<Anomaly>) -> Result<u64, StoreError>;
+    /// Stores the anomalies not stored yet (by kind, project, client, subject, window start) and
+    /// returns those: each anomaly is new to exactly one caller, also among sidecars sharing a
+    /// PostgreSQL (what an alert sends once).
+    async fn put_anomalies(&self, found: Vec<Anomaly>) -> Result<Vec<Anomaly>, StoreError>;
 
     /// Newest window first, at most `query.limit`.
     async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<Anomaly>, StoreError>;

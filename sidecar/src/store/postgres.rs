@@ -601,7 +601,7 @@ impl Store for PgStore {
         anomaly::postgres::hourly(&client, from_ms, to_ms).await
     }
 
-    async fn put_anomalies(&self, found: Vec<Anomaly>) -> Result<u64, StoreError> {
+    async fn put_anomalies(&self, found: Vec<Anomaly>) -> Result<Vec<Anomaly>, StoreError> {
         let mut client = self.pool.get().await.map_err(backend)?;
         anomaly::postgres::put(&mut client, &found).await
     }

@@ -512,7 +512,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn put_anomalies(&self, found: Vec<Anomaly>) -> Result<u64, StoreError> {
+    async fn put_anomalies(&self, found: Vec<Anomaly>) -> Result<Vec<Anomaly>, StoreError> {
         self.run(move |c| anomaly::sqlite::put(c, &found)).await
     }
 

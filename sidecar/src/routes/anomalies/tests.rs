@@ -37,7 +37,7 @@ async fn harness() -> Harness {
         ])
         .await
         .unwrap();
-    assert_eq!(stored, 3);
+    assert_eq!(stored.len(), 3);
     Harness::over(store, tokens(), dir)
 }
 
