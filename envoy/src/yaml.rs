@@ -86,7 +86,7 @@ static_resources:
             - name: all_hosts
               domains: ["*"]
               routes:
-              - match: {{ prefix: "/" }}
+{agent_routes}              - match: {{ prefix: "/" }}
                 route: {{ cluster: paid_apis, timeout: 60s }}
           http_filters:
           - name: envoy.filters.http.wasm
@@ -133,8 +133,39 @@ static_resources:
         up_port = p.upstream.1,
         buffer_bytes = p.buffer_bytes,
         wasm = serde_json::to_string(&p.wasm_path).unwrap_or_default(),
+        agent_routes = if p.sidecar.is_some() {
+            AGENT_ROUTES
+        } else {
+            ""
+        },
     ) + &sidecar_cluster(p.sidecar.as_ref())
 }
+
+/// Managed mode: agents read their own approval through the proxy they already talk to.
+/// `GET /pag0/approvals/{id}` on the listener (any host) goes to the sidecar as
+/// `GET /v1/approvals/{id}`, with the pag0 filter off for this route (it is not a paid call)
+/// and `authorization`/`cookie` removed, so only the agent's `x-pag0-api-key` read
+/// (its own approvals, by id) is reachable this way — no admin or approver API. The shipped
+/// `envoy/managed.yaml` carries this block verbatim (checked by `envoy/tests/clients.rs`).
+pub const AGENT_ROUTES: &str = r#"              # Agents poll their own approval here (GET only, by id; see docs/clients.md).
+              - match:
+                  safe_regex: { regex: "^/pag0/approvals/[A-Za-z0-9_-]+$" }
+                  headers:
+                  - name: ":method"
+                    string_match: { exact: GET }
+                route:
+                  cluster: pag0_sidecar
+                  timeout: 5s
+                  host_rewrite_literal: pag0-sidecar
+                  regex_rewrite:
+                    pattern: { regex: "^/pag0/approvals/" }
+                    substitution: /v1/approvals/
+                request_headers_to_remove: [authorization, cookie]
+                typed_per_filter_config:
+                  envoy.filters.http.wasm:
+                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                    disabled: true
+"#;
 
 /// The `pag0_sidecar` cluster of managed mode (HTTP/1.1: no `http2_protocol_options`).
 fn sidecar_cluster(sidecar: Option<&(String, u16)>) -> String {

@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// Lease time-to-live: an instance that does not sync for this long loses its slices.
     #[arg(long, env = "PAG0_LEASE_TTL_MS", default_value_t = 30_000)]
     pub lease_ttl_ms: i64,
+    /// How often the alert delivery worker looks for due alerts (a sync that raises one wakes
+    /// it at once; this paces retries and alerts raised by other sidecars of a fleet).
+    #[arg(long, env = "PAG0_ALERT_POLL_MS", default_value_t = 1_000)]
+    pub alert_poll_ms: u64,
     /// Serve /metrics, /healthz, /readyz to non-loopback peers too.
     #[arg(long, env = "PAG0_PUBLIC_OPS")]
     pub public_ops: bool,
@@ -369,6 +373,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             lookback_days: args.anomaly_lookback_days,
             ..crate::anomaly::Schedule::default()
         },
+    );
+    // Alert delivery after commit (crate::alerts): claims with a lease, so a fleet sends once.
+    let claimer = format!("{}-{}", std::process::id(), rand::random::<u32>());
+    crate::alerts::spawn_worker(
+        state.clone(),
+        claimer,
+        std::time::Duration::from_millis(args.alert_poll_ms),
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

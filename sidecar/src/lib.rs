@@ -23,6 +23,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::RwLock;
 
+pub mod alerts;
 pub mod anomaly;
 pub mod approvals;
 pub mod auth;
@@ -87,6 +88,8 @@ pub struct AppState {
     pub notifier: notify::Notifier,
     /// Console sign-ins (in this process).
     pub sessions: console::Sessions,
+    /// Woken when a request raised an alert, so the delivery worker runs now.
+    pub alert_wake: alerts::Wake,
     policy: Arc<RwLock<Option<Arc<CurrentPolicy>>>>,
 }
 
@@ -103,6 +106,7 @@ impl AppState {
             metrics,
             config: Arc::new(Config::default()),
             sessions: console::Sessions::default(),
+            alert_wake: alerts::Wake::default(),
             policy: Arc::new(RwLock::new(None)),
         })
     }
@@ -166,7 +170,7 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    use routes::{analytics, anomalies, approvals, budgets, items, ops, policy, sync};
+    use routes::{alerts, analytics, anomalies, approvals, budgets, items, ops, policy, sync};
 
     let ops_routes = Router::new()
         .route("/metrics", get(ops::metrics))
@@ -212,6 +216,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/budgets", get(budgets::list))
         .route("/v1/analytics", get(analytics::get))
         .route("/v1/anomalies", get(anomalies::list))
+        .route("/v1/alerts", get(alerts::list))
         .route(
             "/v1/approvals",
             get(approvals::list).post(approvals::create),

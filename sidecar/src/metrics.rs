@@ -22,6 +22,23 @@ pub struct Metrics {
     pub approval_decision_seconds: Histogram,
     /// Notifications by channel (email, slack, webhook) and outcome (sent, failed).
     pub notifications: IntCounterVec,
+    /// Alerts raised (inserted once per fleet) by kind.
+    pub alerts_raised: IntCounterVec,
+    /// Alert deliveries that succeeded, by kind and channel.
+    pub alerts_delivered: IntCounterVec,
+    /// Alert delivery tries that failed, by kind and channel (each retry counts).
+    pub alerts_failed: IntCounterVec,
+}
+
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
@@ -95,6 +112,24 @@ impl Metrics {
         )?;
         registry.register(Box::new(notifications.clone()))?;
         Ok(Metrics {
+            alerts_raised: counter_vec(
+                &registry,
+                "pag0_alerts_raised_total",
+                "Alerts raised, once per fleet, by kind",
+                &["kind"],
+            )?,
+            alerts_delivered: counter_vec(
+                &registry,
+                "pag0_alerts_delivered_total",
+                "Alert deliveries sent, by kind and channel",
+                &["kind", "channel"],
+            )?,
+            alerts_failed: counter_vec(
+                &registry,
+                "pag0_alerts_failed_total",
+                "Alert delivery tries that failed, by kind and channel",
+                &["kind", "channel"],
+            )?,
             approvals_pending,
             approvals,
             approval_decision_seconds,

@@ -25,6 +25,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/budgets"),
     ("get", "/v1/analytics"),
     ("get", "/v1/anomalies"),
+    ("get", "/v1/alerts"),
     ("get", "/v1/approvals"),
     ("post", "/v1/approvals"),
     ("get", "/v1/approvals/{id}"),
@@ -242,6 +243,20 @@ pub fn document() -> Value {
         approval_schemas().as_object(),
     ) {
         schemas.extend(extra.clone());
+    }
+    // Alerts (routes/alerts.rs).
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        if let Some(extra) = crate::routes::alerts::openapi_paths().as_object() {
+            paths.extend(extra.clone());
+        }
+    }
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        if let Some(extra) = crate::routes::alerts::openapi_schemas().as_object() {
+            schemas.extend(extra.clone());
+        }
     }
     doc
 }

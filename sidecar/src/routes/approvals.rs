@@ -74,6 +74,7 @@ pub async fn create(
         .inc();
     refresh_pending(&state).await;
     approvals::notify_requested(&state, &doc, &a, now);
+    crate::alerts::on_approval(&state, &doc, &a).await;
     Ok((StatusCode::CREATED, Json(view(&a, now))).into_response())
 }
 

@@ -1,5 +1,6 @@
 //! HTTP handlers, one file per resource.
 
+pub mod alerts;
 pub mod analytics;
 pub mod anomalies;
 pub mod approvals;

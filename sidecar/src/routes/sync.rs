@@ -263,19 +263,26 @@ pub async fn sync(
         })
         .collect();
     let now = state.clock.now_ms();
+    let rules = crate::alerts::rules_for(
+        policy.as_ref().map(|p| &p.value),
+        usage.iter().flat_map(|u| u.counters.iter().cloned()),
+    );
     let outcome = state
         .store
-        .sync(SyncWrite {
-            instance_id: req.instance_id.clone(),
-            seq,
-            digest: digest(&req.usage)?,
-            legacy_digest: legacy_digest(&req.usage)?,
-            usage,
-            release: req.release.clone(),
-            leases,
-            now_ms: now,
-            lease_ttl_ms: state.config.lease_ttl_ms,
-        })
+        .sync_alerting(
+            SyncWrite {
+                instance_id: req.instance_id.clone(),
+                seq,
+                digest: digest(&req.usage)?,
+                legacy_digest: legacy_digest(&req.usage)?,
+                usage,
+                release: req.release.clone(),
+                leases,
+                now_ms: now,
+                lease_ttl_ms: state.config.lease_ttl_ms,
+            },
+            rules,
+        )
         .await;
     let outcome = match outcome {
         Ok(o) => o,
@@ -290,6 +297,7 @@ pub async fn sync(
         Err(e) => return Err(e.into()),
     };
 
+    crate::alerts::raised(&state, &outcome.alerts_raised);
     let m = &state.metrics;
     let label = match (req.usage.is_empty(), outcome.duplicate) {
         (true, _) => "empty",

@@ -887,3 +887,359 @@ pub async fn detection_over_the_ledger_finds_an_injected_spike(store: &dyn Store
         .unwrap();
     assert_eq!(one.len(), 1);
 }
+
+// --- alerts (alert.rs, crate::alerts) ---
+
+fn slack() -> crate::alerts::AlertTarget {
+    crate::alerts::AlertTarget {
+        channel: "slack".into(),
+        target: "http://127.0.0.1:9/slack".into(),
+    }
+}
+
+fn email() -> crate::alerts::AlertTarget {
+    crate::alerts::AlertTarget {
+        channel: "email".into(),
+        target: "cfo@acme.com".into(),
+    }
+}
+
+/// 80 % of `limit` on `counter`, alerts to Slack.
+fn budget_rules(counter: &str, limit: u64) -> crate::alerts::AlertRules {
+    crate::alerts::AlertRules {
+        threshold_ppm: Some(800_000),
+        high_cost: None,
+        limits: [(counter.to_string(), limit)].into_iter().collect(),
+        targets: vec![slack()],
+    }
+}
+
+async fn alert_keys(store: &dyn Store) -> Vec<String> {
+    let mut keys: Vec<String> = store
+        .alerts(1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.key)
+        .collect();
+    keys.sort();
+    keys
+}
+
+pub async fn budget_alerts_fire_once_per_crossing(store: &dyn Store) {
+    let rules = budget_rules(K, 1000);
+    let go = |w: SyncWrite| store.sync_alerting(w, rules.clone());
+    // Below the mark: nothing, however many requests.
+    assert!(go(batch("a", 1, vec![rec(500, &[K, K2])]))
+        .await
+        .unwrap()
+        .alerts_raised
+        .is_empty());
+    assert!(go(batch("a", 2, vec![rec(200, &[K]), rec(99, &[K])]))
+        .await
+        .unwrap()
+        .alerts_raised
+        .is_empty());
+    // 799 → 800: the batch that reaches 80 % raises one.
+    let out = go(batch("a", 3, vec![rec(1, &[K, K2])])).await.unwrap();
+    assert_eq!(out.alerts_raised, vec!["budgetThreshold".to_string()]);
+    // Its retry is a duplicate: nothing new.
+    let again = go(batch("a", 3, vec![rec(1, &[K, K2])])).await.unwrap();
+    assert!(again.duplicate && again.alerts_raised.is_empty());
+    // Between the marks, another instance: nothing.
+    assert!(go(batch("b", 1, vec![rec(199, &[K])]))
+        .await
+        .unwrap()
+        .alerts_raised
+        .is_empty());
+    // 999 → 1000: the 100 % alert, separate from the 80 % one.
+    let out = go(batch("b", 2, vec![rec(1, &[K])])).await.unwrap();
+    assert_eq!(out.alerts_raised.len(), 1);
+    // Past the limit: nothing more.
+    assert!(go(batch("b", 3, vec![rec(5000, &[K])]))
+        .await
+        .unwrap()
+        .alerts_raised
+        .is_empty());
+
+    let list = store.alerts(100).await.unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let mut by_ppm: Vec<_> = list
+        .iter()
+        .map(|a| (a.threshold_ppm, a.spent, a.limit))
+        .collect();
+    by_ppm.sort();
+    assert_eq!(
+        by_ppm,
+        vec![
+            (Some(800_000), Some(800), Some(1000)),
+            (Some(1_000_000), Some(1000), Some(1000))
+        ]
+    );
+    for a in &list {
+        assert_eq!(a.counter.as_deref(), Some(K));
+        assert_eq!(a.state, "pending");
+        assert_eq!(a.deliveries.len(), 1);
+        assert_eq!(
+            (
+                a.deliveries[0].channel.as_str(),
+                a.deliveries[0].status.as_str()
+            ),
+            ("slack", "pending")
+        );
+    }
+    // K2 has no budget in the rules: never an alert for it.
+    assert!(list.iter().all(|a| a.counter.as_deref() != Some(K2)));
+
+    // A new period is a new counter: it re-arms, and one batch jumping past both marks
+    // raises both (two alerts, not one).
+    let next = "org.monthly/2026-12";
+    let out = store
+        .sync_alerting(
+            batch("a", 4, vec![rec(1200, &[next])]),
+            budget_rules(next, 1000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.alerts_raised.len(), 2);
+    assert_eq!(alert_keys(store).await.len(), 4);
+}
+
+pub async fn a_high_cost_record_raises_one_alert(store: &dyn Store) {
+    let rules = crate::alerts::AlertRules {
+        high_cost: Some(1000),
+        targets: vec![slack(), email()],
+        ..Default::default()
+    };
+    let w = batch(
+        "a",
+        1,
+        vec![rec(999, &[K]), rec(1000, &[K]), rec(5000, &[])],
+    );
+    let out = store.sync_alerting(w.clone(), rules.clone()).await.unwrap();
+    assert_eq!(out.alerts_raised, vec!["highCostRequest".to_string(); 2]);
+    assert!(store
+        .sync_alerting(w, rules)
+        .await
+        .unwrap()
+        .alerts_raised
+        .is_empty());
+    let list = store.alerts(100).await.unwrap();
+    let mut amounts: Vec<_> = list.iter().map(|a| a.amount).collect();
+    amounts.sort();
+    assert_eq!(amounts, vec![Some(1000), Some(5000)]);
+    assert!(list.iter().all(|a| a.deliveries.len() == 2));
+
+    // Raised outside a sync (an approval's estimate): once per key.
+    let mut alert = crate::alerts::detect(
+        &crate::alerts::AlertRules {
+            high_cost: Some(1),
+            ..Default::default()
+        },
+        &[],
+        &[rec(7, &[])],
+        "x",
+        1,
+        T0,
+    )
+    .remove(0);
+    alert.key = "highCostRequest/approval/apr_1".into();
+    assert!(store.raise_alert(alert.clone()).await.unwrap());
+    assert!(!store.raise_alert(alert).await.unwrap());
+    let list = store.alerts(100).await.unwrap();
+    assert_eq!(list.len(), 3);
+    let no_targets = list.iter().find(|a| a.key.ends_with("apr_1")).unwrap();
+    assert_eq!(no_targets.state, "done", "no channel: nothing to deliver");
+    assert_eq!(
+        store
+            .claim_alerts("s".into(), T0, 1000, 10)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "only the alerts with channels are claimed"
+    );
+}
+
+pub async fn alert_claims_are_exclusive_and_retried(store: &dyn Store) {
+    let mut rules = budget_rules(K, 1000);
+    rules.targets = vec![slack(), email()];
+    store
+        .sync_alerting(batch("a", 1, vec![rec(800, &[K])]), rules)
+        .await
+        .unwrap();
+
+    let c1 = store
+        .claim_alerts("s1".into(), T0, 10_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(c1.len(), 1);
+    let key = c1[0].key.clone();
+    let channels: Vec<_> = c1[0]
+        .pending
+        .iter()
+        .map(|p| p.target.channel.as_str())
+        .collect();
+    assert_eq!(channels, vec!["email", "slack"]);
+    assert!(c1[0].text.contains("Spent: $0.000800"), "{}", c1[0].text);
+    // Held by s1: s2 gets nothing, now or before the lease ends.
+    assert!(store
+        .claim_alerts("s2".into(), T0, 10_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .claim_alerts("s2".into(), T0 + 9_999, 10_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Slack sent, e-mail failed: due again in 1 s, only e-mail.
+    store
+        .record_delivery(DeliveryUpdate {
+            key: key.clone(),
+            claimer: "s1".into(),
+            now_ms: T0 + 10,
+            next_attempt_ms: Some(T0 + 1_010),
+            outcomes: vec![
+                DeliveryOutcome {
+                    channel: "slack".into(),
+                    status: "sent".into(),
+                    attempts: 1,
+                    error: None,
+                },
+                DeliveryOutcome {
+                    channel: "email".into(),
+                    status: "retrying".into(),
+                    attempts: 1,
+                    error: Some("e-mail: connection refused".into()),
+                },
+            ],
+        })
+        .await
+        .unwrap();
+    assert!(store
+        .claim_alerts("s2".into(), T0 + 1_009, 10_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let c2 = store
+        .claim_alerts("s2".into(), T0 + 1_010, 10_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(c2.len(), 1);
+    assert_eq!(c2[0].pending.len(), 1);
+    assert_eq!(
+        (
+            c2[0].pending[0].target.channel.as_str(),
+            c2[0].pending[0].attempts
+        ),
+        ("email", 1)
+    );
+    let listed = store.alerts(10).await.unwrap();
+    let email_state = listed[0]
+        .deliveries
+        .iter()
+        .find(|d| d.channel == "email")
+        .unwrap();
+    assert_eq!(email_state.status, "retrying");
+    assert_eq!(
+        email_state.last_error.as_deref(),
+        Some("e-mail: connection refused")
+    );
+    store
+        .record_delivery(DeliveryUpdate {
+            key: key.clone(),
+            claimer: "s2".into(),
+            now_ms: T0 + 1_020,
+            next_attempt_ms: None,
+            outcomes: vec![DeliveryOutcome {
+                channel: "email".into(),
+                status: "sent".into(),
+                attempts: 2,
+                error: None,
+            }],
+        })
+        .await
+        .unwrap();
+    assert!(store
+        .claim_alerts("s3".into(), T0 + 100_000, 10_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let a = &store.alerts(10).await.unwrap()[0];
+    assert_eq!(a.state, "done");
+    let got: Vec<_> = a
+        .deliveries
+        .iter()
+        .map(|d| {
+            (
+                d.channel.as_str(),
+                d.status.as_str(),
+                d.attempts,
+                d.sent_by.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("email", "sent", 2, Some("s2")),
+            ("slack", "sent", 1, Some("s1"))
+        ]
+    );
+
+    // A claimer that dies holding a claim: after its lease another sidecar delivers.
+    store
+        .sync_alerting(batch("a", 2, vec![rec(200, &[K])]), budget_rules(K, 1000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_alerts("s1".into(), T0, 100, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store
+        .claim_alerts("s2".into(), T0 + 99, 100, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .claim_alerts("s2".into(), T0 + 100, 100, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+pub async fn concurrent_claims_hand_each_alert_to_one(store: &dyn Store) {
+    let rules = crate::alerts::AlertRules {
+        high_cost: Some(1),
+        targets: vec![slack()],
+        ..Default::default()
+    };
+    let usage: Vec<UsageRecord> = (0..20).map(|_| rec(5, &[])).collect();
+    let out = store
+        .sync_alerting(batch("a", 1, usage), rules)
+        .await
+        .unwrap();
+    assert_eq!(out.alerts_raised.len(), 20);
+    let futs: Vec<_> = (0..8)
+        .map(|i| store.claim_alerts(format!("s{i}"), T0, 60_000, 4))
+        .collect();
+    let mut keys: Vec<String> = join_all(futs)
+        .await
+        .into_iter()
+        .flat_map(|r| r.unwrap().into_iter().map(|c| c.key))
+        .collect();
+    let claimed = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(claimed, keys.len(), "an alert was claimed twice");
+    assert_eq!(claimed, 20, "8 claimers × 4 cover all 20");
+}

@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 
+pub mod alert;
 pub mod anomaly;
 pub mod approval;
 pub mod lease;
@@ -19,6 +20,9 @@ pub(crate) mod contract;
 #[cfg(test)]
 mod tests;
 
+pub use alert::{
+    AlertRecord, ClaimedAlert, DeliveryOutcome, DeliveryState, DeliveryUpdate, PendingDelivery,
+};
 pub use anomaly::{Anomaly, AnomalyKind, AnomalyQuery, HourlyUsage, Unit};
 pub use approval::{
     Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome, Refusal,
@@ -119,6 +123,8 @@ pub struct SyncOutcome {
     /// The batch had been committed before; its usage was not counted again.
     pub duplicate: bool,
     pub leases: Vec<LeaseGrant>,
+    /// Kinds of the alerts this sync raised (inserted for the first time), for metrics.
+    pub alerts_raised: Vec<String>,
 }
 
 /// One budget counter with the leases currently outstanding on it.
@@ -234,6 +240,56 @@ pub trait Store: Send + Sync + 'static {
 
     /// Newest window first, at most `query.limit`.
     async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<Anomaly>, StoreError>;
+
+    // --- alerts (alert.rs, crate::alerts, docs/alerts.md) ---
+    // Both backends implement all of these; the defaults serve test doubles only (a store
+    // without an `alerts` table raises nothing and has nothing to deliver).
+
+    /// [`Store::sync`], and in the same transaction the alerts `rules` detect in the applied
+    /// usage (`crate::alerts::detect`), each inserted once per key across the fleet.
+    async fn sync_alerting(
+        &self,
+        write: SyncWrite,
+        rules: crate::alerts::AlertRules,
+    ) -> Result<SyncOutcome, StoreError> {
+        let _ = rules;
+        self.sync(write).await
+    }
+
+    /// Inserts an alert unless its key exists; `true` when this call inserted it.
+    async fn raise_alert(&self, alert: crate::alerts::NewAlert) -> Result<bool, StoreError> {
+        Err(StoreError::Backend(format!(
+            "no alert store for {}",
+            alert.key
+        )))
+    }
+
+    /// Claims up to `limit` due, unclaimed alerts for `lease_ms` (no other claimer gets them
+    /// meanwhile), with their channels still to send.
+    async fn claim_alerts(
+        &self,
+        claimer: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedAlert>, StoreError> {
+        let _ = (claimer, now_ms, lease_ms, limit);
+        Ok(Vec::new())
+    }
+
+    /// Stores one delivery round's outcome and releases the claim.
+    async fn record_delivery(&self, update: DeliveryUpdate) -> Result<(), StoreError> {
+        Err(StoreError::Backend(format!(
+            "no alert store for {}",
+            update.key
+        )))
+    }
+
+    /// Newest first, at most `limit`, with per-channel delivery state.
+    async fn alerts(&self, limit: u32) -> Result<Vec<AlertRecord>, StoreError> {
+        let _ = limit;
+        Err(StoreError::Backend("no alert store".into()))
+    }
 }
 
 pub(crate) fn to_db(amount: u64) -> Result<i64, StoreError> {

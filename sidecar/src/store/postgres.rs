@@ -10,6 +10,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
+use super::alert;
 use super::anomaly::{self, Anomaly, AnomalyQuery, HourlyUsage};
 use super::approval::{
     self, Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome,
@@ -21,6 +22,8 @@ use super::{
     NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError, SyncOutcome, SyncWrite, UsageTotals,
     ADDED_COLUMNS, LEDGER_TIME, SCHEMA,
 };
+use super::{AlertRecord, ClaimedAlert, DeliveryUpdate};
+use crate::alerts::{detect, AlertRules, NewAlert};
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -105,7 +108,7 @@ impl PgStore {
         tx.execute("SELECT pg_advisory_xact_lock(7463291)", &[])
             .await
             .map_err(pg)?;
-        for stmt in SCHEMA {
+        for stmt in SCHEMA.iter().chain(alert::SCHEMA) {
             tx.batch_execute(stmt).await.map_err(pg)?;
         }
         // Under the same lock; `IF NOT EXISTS` makes a second start a no-op.
@@ -193,6 +196,7 @@ impl From<StoreError> for TxError {
 async fn sync_tx(
     client: &mut deadpool_postgres::Object,
     w: &SyncWrite,
+    rules: &AlertRules,
 ) -> Result<SyncOutcome, TxError> {
     let tx = client.transaction().await?;
 
@@ -241,7 +245,9 @@ async fn sync_tx(
     }
 
     // 2. Ledger and counters.
+    let mut alerts_raised = Vec::new();
     if !duplicate {
+        let mut moved = Vec::new();
         for (idx, rec) in w.usage.iter().enumerate() {
             let idx = i64::try_from(idx).map_err(backend)?;
             let amount = to_db(rec.amount)?;
@@ -283,6 +289,7 @@ async fn sync_tx(
                 &[&key, &to_db(next)?, &w.now_ms],
             )
             .await?;
+            moved.push((key.clone(), from_db(row.get(0)), next));
             let held = tx
                 .query_opt(
                     "SELECT granted FROM leases WHERE instance_id = $1 AND counter_key = $2",
@@ -296,6 +303,12 @@ async fn sync_tx(
                     &[&w.instance_id, &key, &left],
                 )
                 .await?;
+            }
+        }
+        // Alerts this batch raised, once per key across the fleet (crate::alerts).
+        for a in detect(rules, &moved, &w.usage, &w.instance_id, w.seq, w.now_ms) {
+            if alert::postgres::insert(&tx, &a).await? {
+                alerts_raised.push(a.kind);
             }
         }
     }
@@ -369,6 +382,7 @@ async fn sync_tx(
     Ok(SyncOutcome {
         duplicate,
         leases: grants,
+        alerts_raised,
     })
 }
 
@@ -475,10 +489,18 @@ impl Store for PgStore {
     }
 
     async fn sync(&self, write: SyncWrite) -> Result<SyncOutcome, StoreError> {
+        self.sync_alerting(write, AlertRules::default()).await
+    }
+
+    async fn sync_alerting(
+        &self,
+        write: SyncWrite,
+        rules: AlertRules,
+    ) -> Result<SyncOutcome, StoreError> {
         let mut client = self.pool.get().await.map_err(backend)?;
         let mut last = None;
         for _ in 0..5 {
-            match sync_tx(&mut client, &write).await {
+            match sync_tx(&mut client, &write, &rules).await {
                 Ok(out) => return Ok(out),
                 Err(TxError::Fail(e)) => return Err(e),
                 Err(TxError::Retry(e)) => last = Some(e),
@@ -609,5 +631,42 @@ impl Store for PgStore {
     async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<Anomaly>, StoreError> {
         let client = self.pool.get().await.map_err(backend)?;
         anomaly::postgres::list(&client, &query).await
+    }
+
+    async fn raise_alert(&self, a: NewAlert) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let inserted = alert::postgres::insert(&tx, &a).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(inserted)
+    }
+
+    async fn claim_alerts(
+        &self,
+        claimer: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedAlert>, StoreError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let claimed = alert::postgres::claim(&tx, &claimer, now_ms, lease_ms, limit).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(claimed)
+    }
+
+    async fn record_delivery(&self, update: DeliveryUpdate) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        alert::postgres::record(&tx, &update).await?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn alerts(&self, limit: u32) -> Result<Vec<AlertRecord>, StoreError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let list = alert::postgres::list(&tx, limit).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(list)
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::alert;
 use super::anomaly::{self, Anomaly, AnomalyQuery, HourlyUsage};
 use super::approval::{
     self, Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome,
@@ -20,6 +21,8 @@ use super::{
     NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError, SyncOutcome, SyncWrite, UsageTotals,
     ADDED_COLUMNS, LEDGER_TIME, SCHEMA,
 };
+use super::{AlertRecord, ClaimedAlert, DeliveryUpdate};
+use crate::alerts::{detect, AlertRules, NewAlert};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -51,7 +54,7 @@ impl SqliteStore {
             .map_err(backend)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(backend)?;
-        for stmt in SCHEMA {
+        for stmt in SCHEMA.iter().chain(alert::SCHEMA) {
             conn.execute(stmt, []).map_err(backend)?;
         }
         add_columns(&conn)?;
@@ -143,7 +146,11 @@ fn read_policy(
     found.map_err(backend)
 }
 
-fn sync_tx(conn: &mut Connection, w: &SyncWrite) -> Result<SyncOutcome, StoreError> {
+fn sync_tx(
+    conn: &mut Connection,
+    w: &SyncWrite,
+    rules: &AlertRules,
+) -> Result<SyncOutcome, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(backend)?;
@@ -187,7 +194,9 @@ fn sync_tx(conn: &mut Connection, w: &SyncWrite) -> Result<SyncOutcome, StoreErr
     }
 
     // 2. The ledger and the counters, in the same transaction as the seen-batch row.
+    let mut alerts_raised = Vec::new();
     if !duplicate {
+        let mut moved = Vec::new();
         for (idx, rec) in w.usage.iter().enumerate() {
             tx.execute(
                 "INSERT INTO usage_ledger (instance_id, seq, idx, amount, counters, project_id,
@@ -226,6 +235,7 @@ fn sync_tx(conn: &mut Connection, w: &SyncWrite) -> Result<SyncOutcome, StoreErr
                 params![key, to_db(next)?, w.now_ms],
             )
             .map_err(backend)?;
+            moved.push((key.clone(), from_db(spent), next));
             let held: Option<i64> = tx
                 .query_row(
                     "SELECT granted FROM leases WHERE instance_id = ?1 AND counter_key = ?2",
@@ -240,6 +250,12 @@ fn sync_tx(conn: &mut Connection, w: &SyncWrite) -> Result<SyncOutcome, StoreErr
                     params![w.instance_id, key, to_db(consume(from_db(held), amount))?],
                 )
                 .map_err(backend)?;
+            }
+        }
+        // Alerts this batch raised, once per key (crate::alerts).
+        for a in detect(rules, &moved, &w.usage, &w.instance_id, w.seq, w.now_ms) {
+            if alert::sqlite::insert(&tx, &a)? {
+                alerts_raised.push(a.kind);
             }
         }
     }
@@ -315,6 +331,7 @@ fn sync_tx(conn: &mut Connection, w: &SyncWrite) -> Result<SyncOutcome, StoreErr
     Ok(SyncOutcome {
         duplicate,
         leases: grants,
+        alerts_raised,
     })
 }
 
@@ -395,7 +412,39 @@ impl Store for SqliteStore {
     }
 
     async fn sync(&self, write: SyncWrite) -> Result<SyncOutcome, StoreError> {
-        self.run(move |c| sync_tx(c, &write)).await
+        self.run(move |c| sync_tx(c, &write, &AlertRules::default()))
+            .await
+    }
+
+    async fn sync_alerting(
+        &self,
+        write: SyncWrite,
+        rules: AlertRules,
+    ) -> Result<SyncOutcome, StoreError> {
+        self.run(move |c| sync_tx(c, &write, &rules)).await
+    }
+
+    async fn raise_alert(&self, a: NewAlert) -> Result<bool, StoreError> {
+        self.run(move |c| alert::sqlite::raise(c, &a)).await
+    }
+
+    async fn claim_alerts(
+        &self,
+        claimer: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedAlert>, StoreError> {
+        self.run(move |c| alert::sqlite::claim(c, &claimer, now_ms, lease_ms, limit))
+            .await
+    }
+
+    async fn record_delivery(&self, update: DeliveryUpdate) -> Result<(), StoreError> {
+        self.run(move |c| alert::sqlite::record(c, &update)).await
+    }
+
+    async fn alerts(&self, limit: u32) -> Result<Vec<AlertRecord>, StoreError> {
+        self.run(move |c| alert::sqlite::list(c, limit)).await
     }
 
     async fn counters(&self, now_ms: i64) -> Result<Vec<CounterState>, StoreError> {

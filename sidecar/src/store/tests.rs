@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{PgStore, SqliteStore, Store};
+use super::{PgStore, SqliteStore, Store, UsageRecord};
 
 pub(crate) fn sqlite_store() -> (SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -96,6 +96,10 @@ contract_tests!(
     approvals_expire,
     concurrent_replays_let_exactly_one_through,
     concurrent_decisions_have_one_winner,
+    budget_alerts_fire_once_per_crossing,
+    a_high_cost_record_raises_one_alert,
+    alert_claims_are_exclusive_and_retried,
+    concurrent_claims_hand_each_alert_to_one,
     // anomalies (issue 16)
     detection_over_the_ledger_finds_an_injected_spike,
 );
@@ -431,6 +435,208 @@ mod model {
             })?;
         }
     }
+}
+
+/// Two sidecars on one PostgreSQL (two pools, same schema): eight filters' batches cross 80 %
+/// and 100 % of one counter concurrently through both, and each crossing is stored once;
+/// both sidecars then claim at once, and each alert goes to exactly one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_sidecars_raise_and_claim_each_alert_once() {
+    let Some(a) = pg_store("postgres_two_sidecars_raise_and_claim_each_alert_once").await else {
+        return;
+    };
+    let schema = a.schema_name().unwrap().to_string();
+    let b = PgStore::connect(&std::env::var("DATABASE_URL").unwrap(), Some(&schema))
+        .await
+        .unwrap();
+    let counter = "project.daily/team/2026-11-24";
+    let rules = crate::alerts::AlertRules {
+        threshold_ppm: Some(800_000),
+        high_cost: None,
+        limits: [(counter.to_string(), 1000)].into_iter().collect(),
+        targets: vec![crate::alerts::AlertTarget {
+            channel: "slack".into(),
+            target: "http://127.0.0.1:9/slack".into(),
+        }],
+    };
+    let mut futs = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let rules = rules.clone();
+        futs.push(tokio::spawn(async move {
+            let mut raised = 0;
+            for seq in 1..=5 {
+                let usage = vec![UsageRecord {
+                    amount: 30,
+                    counters: vec![counter.into()],
+                    project_id: Some("team".into()),
+                    client_id: Some(format!("c{i}")),
+                    host: None,
+                    at_ms: Some(1),
+                    cache_hit: false,
+                    savings: 0,
+                }];
+                let w = super::SyncWrite {
+                    instance_id: format!("inst{i}"),
+                    seq,
+                    digest: format!("{seq}"),
+                    legacy_digest: None,
+                    usage,
+                    release: vec![],
+                    leases: vec![],
+                    now_ms: 1,
+                    lease_ttl_ms: 1000,
+                };
+                raised += store
+                    .sync_alerting(w, rules.clone())
+                    .await
+                    .unwrap()
+                    .alerts_raised
+                    .len();
+            }
+            raised
+        }));
+    }
+    let mut raised = 0;
+    for f in futs {
+        raised += f.await.unwrap();
+    }
+    // 8 × 5 × 30 = 1200: past both marks, two alerts in all.
+    assert_eq!(raised, 2, "each crossing raised once across both sidecars");
+    assert_eq!(a.alerts(10).await.unwrap().len(), 2);
+    assert_eq!(b.alerts(10).await.unwrap().len(), 2);
+
+    let (ca, cb) = tokio::join!(
+        a.claim_alerts("sidecar-a".into(), 2, 60_000, 10),
+        b.claim_alerts("sidecar-b".into(), 2, 60_000, 10)
+    );
+    let mut keys: Vec<String> = ca
+        .unwrap()
+        .into_iter()
+        .chain(cb.unwrap())
+        .map(|c| c.key)
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    keys.dedup();
+    assert_eq!(keys.len(), 2, "one alert claimed by both sidecars");
+    a.drop_schema().await.unwrap();
+}
+
+/// Two sidecars' delivery workers (two pools, one schema) drain 12 alerts at the same time:
+/// the Slack receiver gets each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_delivery_workers_send_each_alert_once() {
+    use std::sync::{Arc, Mutex};
+
+    use axum::routing::post;
+    use axum::{extract::State, Json, Router};
+
+    let Some(a) = pg_store("postgres_two_delivery_workers_send_each_alert_once").await else {
+        return;
+    };
+    let schema = a.schema_name().unwrap().to_string();
+    let b = PgStore::connect(&std::env::var("DATABASE_URL").unwrap(), Some(&schema))
+        .await
+        .unwrap();
+
+    type Got = Arc<Mutex<Vec<serde_json::Value>>>;
+    async fn hook(State(got): State<Got>, Json(v): Json<serde_json::Value>) -> &'static str {
+        got.lock().unwrap().push(v);
+        "ok"
+    }
+    let got: Got = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/slack", listener.local_addr().unwrap());
+    let app = Router::new()
+        .route("/slack", post(hook))
+        .with_state(got.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let rules = crate::alerts::AlertRules {
+        high_cost: Some(1),
+        targets: vec![crate::alerts::AlertTarget {
+            channel: "slack".into(),
+            target: url,
+        }],
+        ..Default::default()
+    };
+    let usage: Vec<UsageRecord> = (0..12)
+        .map(|i| UsageRecord {
+            amount: 10 + i,
+            counters: vec![],
+            project_id: Some("team".into()),
+            client_id: None,
+            host: Some(format!("h{i}")),
+            at_ms: None,
+            cache_hit: false,
+            savings: 0,
+        })
+        .collect();
+    let w = super::SyncWrite {
+        instance_id: "i".into(),
+        seq: 1,
+        digest: "d".into(),
+        legacy_digest: None,
+        usage,
+        release: vec![],
+        leases: vec![],
+        now_ms: 1,
+        lease_ttl_ms: 1000,
+    };
+    assert_eq!(
+        a.sync_alerting(w, rules).await.unwrap().alerts_raised.len(),
+        12
+    );
+
+    let state = |s: PgStore| {
+        crate::AppState::new(Arc::new(s), crate::Tokens::default())
+            .unwrap()
+            .with_clock(Arc::new(crate::ManualClock::new(1_000)))
+    };
+    let (sa, sb) = (state(a.clone()), state(b));
+    let drain = |st: crate::AppState, me: &'static str| async move {
+        let mut handled = 0;
+        loop {
+            let n = crate::alerts::run_once(&st, me).await.unwrap();
+            if n == 0 {
+                return handled;
+            }
+            handled += n;
+        }
+    };
+    let (ha, hb) = tokio::join!(
+        tokio::spawn(drain(sa, "sidecar-a")),
+        tokio::spawn(drain(sb, "sidecar-b"))
+    );
+    let (ha, hb) = (ha.unwrap(), hb.unwrap());
+    assert_eq!(ha + hb, 12, "handled {ha} + {hb}");
+    let texts: Vec<String> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| v["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts.len(), 12, "{texts:#?}");
+    let mut hosts: Vec<&str> = texts
+        .iter()
+        .map(|t| {
+            t.split("a request to ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    assert_eq!(hosts.len(), 12, "a message was sent twice: {texts:#?}");
+    let list = a.alerts(100).await.unwrap();
+    assert!(list
+        .iter()
+        .all(|x| x.state == "done" && x.deliveries[0].status == "sent"));
+    println!("two workers: sidecar-a sent {ha}, sidecar-b sent {hb}");
+    a.drop_schema().await.unwrap();
 }
 
 /// Two sidecars on one PostgreSQL storing the same findings at once: each anomaly is new to
