@@ -1,6 +1,7 @@
 //! The binary's command line: serve (the default), `--validate FILE`, and admin subcommands
 //! that call a running sidecar's API (`policy apply`, `projects list|create`,
-//! `clients list|create`, `budgets`). Kept in the library so it is tested like the rest.
+//! `clients list|create`, `budgets`, `approvals …`, `anomalies`). Kept in the library so it is
+//! tested like the rest.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,6 +97,13 @@ pub struct ServeArgs {
     /// How often the audit job runs (expired approvals, retention), in seconds.
     #[arg(long, env = "PAG0_AUDIT_JOB_SECS", default_value_t = 60)]
     pub audit_job_secs: u64,
+    /// How often anomaly detection runs over the ledger (docs/anomalies.md); 0 turns it off.
+    #[arg(long, env = "PAG0_ANOMALY_INTERVAL_MS", default_value_t = 300_000)]
+    pub anomaly_interval_ms: u64,
+    /// Days of ledger history the anomaly baselines learn from.
+    #[arg(long, env = "PAG0_ANOMALY_LOOKBACK_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=366))]
+    pub anomaly_lookback_days: u32,
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +139,21 @@ pub enum Command {
     /// The approval queue; approve/deny need an approver token (--token).
     #[command(subcommand)]
     Approvals(ApprovalCmd),
+    /// Anomalies found over the ledger, newest first.
+    Anomalies {
+        /// Only this project's.
+        #[arg(long)]
+        project: Option<String>,
+        /// Only windows ending after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many (1..=1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print the JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The tamper-evident audit log (docs/audit.md).
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -263,6 +286,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         Some(Command::Budgets) => budgets(&cli.remote).await,
         Some(Command::Approvals(cmd)) => approvals(&cli.remote, cmd).await,
         Some(Command::Audit(cmd)) => audit(&cli.remote, cmd).await,
+        Some(Command::Anomalies {
+            project,
+            since,
+            limit,
+            json,
+        }) => anomalies(&cli.remote, project, since, limit, json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -396,6 +425,15 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         None => None,
     };
     let state = state.with_notifier(crate::notify::Notifier::new(smtp));
+    crate::anomaly::spawn(
+        Arc::clone(&store),
+        Arc::clone(&state.clock),
+        crate::anomaly::Schedule {
+            interval_ms: args.anomaly_interval_ms,
+            lookback_days: args.anomaly_lookback_days,
+            ..crate::anomaly::Schedule::default()
+        },
+    );
     // Alert delivery after commit (crate::alerts): claims with a lease, so a fleet sends once.
     let claimer = format!("{}-{}", std::process::id(), rand::random::<u32>());
     crate::alerts::spawn_worker(
@@ -828,4 +866,67 @@ async fn audit(r: &RemoteArgs, cmd: AuditCmd) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// The `since`/`project` query string, percent-encoded.
+pub fn anomalies_path(project: Option<&str>, since: Option<&str>, limit: u32) -> String {
+    let mut q = vec![format!("limit={limit}")];
+    if let Some(p) = project {
+        q.push(format!("project={}", encode(p)));
+    }
+    if let Some(s) = since {
+        q.push(format!("since={}", encode(s)));
+    }
+    format!("/v1/anomalies?{}", q.join("&"))
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn anomalies(
+    r: &RemoteArgs,
+    project: Option<String>,
+    since: Option<String>,
+    limit: u32,
+    json: bool,
+) -> Result<(), String> {
+    let path = anomalies_path(project.as_deref(), since.as_deref(), limit);
+    let (status, v) = send(r, reqwest::Method::GET, &path, None).await?;
+    if !status.is_success() {
+        return Err(explain(status, &v));
+    }
+    if json {
+        print_json(&v);
+        return Ok(());
+    }
+    println!(
+        "{:<21} {:<16} {:<16} {:<20} {:>7}  EXPLANATION",
+        "WINDOW", "KIND", "PROJECT", "CLIENT", "SCORE"
+    );
+    for a in v
+        .get("anomalies")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+        println!(
+            "{:<21} {:<16} {:<16} {:<20} {:>7.1}  {}",
+            s("windowFrom"),
+            s("kind"),
+            s("projectId"),
+            s("clientId"),
+            a.get("score").and_then(Value::as_f64).unwrap_or(0.0),
+            s("explanation")
+        );
+    }
+    Ok(())
 }

@@ -7,6 +7,8 @@
 //! - `GET /v1/analytics`: cost, requests, cache hits and savings per project, cost centre or
 //!   endpoint over the current day/month, from the usage ledger.
 //! - The approval workflow (`/v1/approvals…`, docs/approvals.md) and its notifications.
+//! - Anomaly detection over the ledger every `--anomaly-interval-ms` (crate::anomaly,
+//!   docs/anomalies.md); `GET /v1/anomalies`.
 //! - `/metrics`, `/healthz`, `/readyz`, `/v1/openapi.json`.
 //! - The Organization Console at `/console` (crate::console): session sign-in over the same
 //!   `/v1` handlers.
@@ -22,6 +24,7 @@ use axum::Router;
 use tokio::sync::RwLock;
 
 pub mod alerts;
+pub mod anomaly;
 pub mod approvals;
 pub mod audit;
 pub mod auth;
@@ -168,7 +171,9 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    use routes::{alerts, analytics, approvals, audit, budgets, items, ops, policy, sync};
+    use routes::{
+        alerts, analytics, anomalies, approvals, audit, budgets, items, ops, policy, sync,
+    };
 
     let ops_routes = Router::new()
         .route("/metrics", get(ops::metrics))
@@ -213,6 +218,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sync", post(sync::sync))
         .route("/v1/budgets", get(budgets::list))
         .route("/v1/analytics", get(analytics::get))
+        .route("/v1/anomalies", get(anomalies::list))
         .route("/v1/alerts", get(alerts::list))
         .route(
             "/v1/approvals",

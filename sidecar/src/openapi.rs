@@ -24,6 +24,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/sync"),
     ("get", "/v1/budgets"),
     ("get", "/v1/analytics"),
+    ("get", "/v1/anomalies"),
     ("get", "/v1/alerts"),
     ("get", "/v1/approvals"),
     ("post", "/v1/approvals"),
@@ -50,6 +51,26 @@ fn err(desc: &str) -> Value {
 
 fn ok_json(desc: &str, schema: Value) -> Value {
     json!({ "description": desc, "content": { "application/json": { "schema": schema } } })
+}
+
+/// `GET /v1/anomalies`'s answer.
+fn anomalies_schema() -> Value {
+    json!({ "type": "object", "required": ["anomalies"], "properties": {
+                        "anomalies": { "type": "array", "items": { "type": "object",
+                            "required": ["kind", "projectId", "clientId", "subject", "score", "unit", "baseline", "observed", "windowFrom", "windowTo", "explanation", "detectedAt"],
+                            "properties": {
+                                "kind": { "enum": ["spend_spike", "request_spike", "costly_request", "new_endpoint", "off_hours_burst"] },
+                                "projectId": { "type": "string" },
+                                "clientId": { "type": ["string", "null"], "description": "null: the project as a whole" },
+                                "subject": { "type": ["string", "null"], "description": "the host of a new_endpoint" },
+                                "score": { "type": "number" },
+                                "unit": { "enum": ["usd_micros", "requests"] },
+                                "baseline": { "type": "string", "description": "integer, in unit" },
+                                "observed": { "type": "string", "description": "integer, in unit" },
+                                "windowFrom": { "type": "string", "format": "date-time" },
+                                "windowTo": { "type": "string", "format": "date-time" },
+                                "explanation": { "type": "string" },
+                                "detectedAt": { "type": "string", "format": "date-time" } } } } } })
 }
 
 fn reference(name: &str) -> Value {
@@ -426,6 +447,20 @@ fn base_document() -> Value {
                 "responses": {
                     "200": ok_json("the sums", reference("Analytics")),
                     "400": err("BAD_QUERY: another period or groupBy (details name it)"),
+                    "401": err("missing or unknown bearer token"),
+                    "403": err("token of another role") } } },
+            "/v1/anomalies": { "get": {
+                "summary": "Anomalies found by the periodic detection (docs/anomalies.md), newest window first: kind, project, client, \
+                            score, baseline, observed, window and a one-line explanation.",
+                "security": [{ "adminToken": [] }],
+                "parameters": [
+                    { "name": "project", "in": "query", "required": false, "schema": { "type": "string" } },
+                    { "name": "since", "in": "query", "required": false, "schema": { "type": "string", "format": "date-time" },
+                      "description": "only windows ending after this time" },
+                    { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } } ],
+                "responses": {
+                    "200": ok_json("the anomalies", anomalies_schema()),
+                    "400": err("BAD_QUERY: bad since or limit, or an unknown parameter (details name it)"),
                     "401": err("missing or unknown bearer token"),
                     "403": err("token of another role") } } },
             "/v1/openapi.json": { "get": op("This document", None, &[], None, json!({ "200": ok_json("OpenAPI 3.1", json!({ "type": "object" })) })) },

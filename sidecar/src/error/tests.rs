@@ -135,6 +135,25 @@ impl crate::Store for DownStore {
     async fn exec_raw(&self, _: &str) -> Result<(), crate::store::StoreError> {
         Err(down())
     }
+    async fn usage_hourly(
+        &self,
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<crate::store::HourlyUsage>, crate::store::StoreError> {
+        Err(down())
+    }
+    async fn put_anomalies(
+        &self,
+        _: Vec<crate::store::Anomaly>,
+    ) -> Result<Vec<crate::store::Anomaly>, crate::store::StoreError> {
+        Err(down())
+    }
+    async fn anomalies(
+        &self,
+        _: crate::store::AnomalyQuery,
+    ) -> Result<Vec<crate::store::Anomaly>, crate::store::StoreError> {
+        Err(down())
+    }
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod analytics;
+pub mod anomalies;
 pub mod approvals;
 pub mod audit;
 pub mod budgets;

@@ -774,6 +774,121 @@ pub async fn concurrent_decisions_have_one_winner(store: &dyn Store) {
     );
 }
 
+// --- anomalies (anomaly.rs; issue 16) ---
+
+/// Ten days of usage synced through the store, a steady $0.50/h per hour of the day, then one
+/// $6 hour: detection over what the store returns finds the spike, and a second run stores
+/// nothing twice.
+pub async fn detection_over_the_ledger_finds_an_injected_spike(store: &dyn Store) {
+    use crate::anomaly::{run_once, Schedule, HOUR_MS};
+    let start = T0 - T0.rem_euclid(HOUR_MS);
+    let hours = 10 * 24;
+    let mut seq = 0;
+    for h in 0..hours {
+        let at = start + h * HOUR_MS;
+        // Five requests of $0.10 (the last hour: five of $1.20).
+        let each = if h == hours - 1 { 1_200_000 } else { 100_000 };
+        let usage = (0..5)
+            .map(|i| UsageRecord {
+                at_ms: Some(at + i * 60_000),
+                ..rec(each, &[K])
+            })
+            .collect();
+        seq += 1;
+        store.sync(batch("anomaly-test", seq, usage)).await.unwrap();
+    }
+    let hourly = store
+        .usage_hourly(start, start + hours * HOUR_MS)
+        .await
+        .unwrap();
+    assert_eq!(hourly.len(), usize::try_from(hours).unwrap());
+    let last = hourly
+        .iter()
+        .find(|r| r.hour_ms == start + (hours - 1) * HOUR_MS)
+        .unwrap();
+    assert_eq!(
+        (last.requests, last.cost, last.max_amount),
+        (5, 6_000_000, 1_200_000)
+    );
+
+    let now = start + hours * HOUR_MS + 60_000;
+    let schedule = Schedule::default();
+    let stored = run_once(store, now, &schedule).await.unwrap();
+    assert!(!stored.is_empty(), "the spike is stored");
+    let found = store
+        .anomalies(AnomalyQuery {
+            project_id: Some("sales-ai".into()),
+            since_ms: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let spike = found
+        .iter()
+        .find(|a| a.kind == AnomalyKind::SpendSpike && a.client_id.is_none())
+        .expect("a project spend spike");
+    assert_eq!(spike.window_from_ms, start + (hours - 1) * HOUR_MS);
+    assert_eq!((spike.observed, spike.baseline), (6_000_000, 500_000));
+    assert_eq!(spike.unit, Unit::UsdMicros);
+    assert!(
+        spike.explanation.contains("spent $6.00"),
+        "{}",
+        spike.explanation
+    );
+    assert!(spike.score > 0.0);
+    // Nothing else in the steady hours.
+    assert!(
+        found
+            .iter()
+            .all(|a| a.window_from_ms == spike.window_from_ms),
+        "{found:?}"
+    );
+
+    // Again: nothing new, nothing duplicated.
+    assert_eq!(
+        run_once(store, now + 1_000, &schedule).await.unwrap(),
+        vec![]
+    );
+    let again = store
+        .anomalies(AnomalyQuery {
+            project_id: None,
+            since_ms: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.len(), found.len());
+    assert_eq!(stored.len(), found.len());
+    // Filters: another project, and a `since` after the window.
+    let none = store
+        .anomalies(AnomalyQuery {
+            project_id: Some("other".into()),
+            since_ms: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let later = store
+        .anomalies(AnomalyQuery {
+            project_id: None,
+            since_ms: Some(spike.window_to_ms),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert!(later.is_empty());
+    let one = store
+        .anomalies(AnomalyQuery {
+            project_id: None,
+            since_ms: Some(spike.window_from_ms),
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+}
+
 // --- alerts (alert.rs, crate::alerts) ---
 
 fn slack() -> crate::alerts::AlertTarget {

@@ -9,6 +9,7 @@
 use async_trait::async_trait;
 
 pub mod alert;
+pub mod anomaly;
 pub mod approval;
 pub mod audit;
 pub mod lease;
@@ -20,10 +21,11 @@ pub(crate) mod contract;
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub use crate::audit::{AuditEvent, AuditHead, AuditQuery, AuditRow};
 pub use alert::{
     AlertRecord, ClaimedAlert, DeliveryOutcome, DeliveryState, DeliveryUpdate, PendingDelivery,
 };
-pub use crate::audit::{AuditEvent, AuditHead, AuditQuery, AuditRow};
+pub use anomaly::{Anomaly, AnomalyKind, AnomalyQuery, HourlyUsage, Unit};
 pub use approval::{
     Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome, Refusal,
 };
@@ -244,6 +246,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Approvals pending and unexpired at `now_ms`.
     async fn pending_approvals(&self, now_ms: i64) -> Result<u64, StoreError>;
+
+    // --- anomalies (anomaly.rs, docs/anomalies.md) ---
+
+    /// The ledger per (project, client, host, hour) over `[from_ms, to_ms)`, by `LEDGER_TIME`.
+    async fn usage_hourly(&self, from_ms: i64, to_ms: i64) -> Result<Vec<HourlyUsage>, StoreError>;
+
+    /// Stores the anomalies not stored yet (by kind, project, client, subject, window start) and
+    /// returns those: each anomaly is new to exactly one caller, also among sidecars sharing a
+    /// PostgreSQL (what an alert sends once).
+    async fn put_anomalies(&self, found: Vec<Anomaly>) -> Result<Vec<Anomaly>, StoreError>;
+
+    /// Newest window first, at most `query.limit`.
+    async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<Anomaly>, StoreError>;
 
     // --- alerts (alert.rs, crate::alerts, docs/alerts.md) ---
     // Both backends implement all of these; the defaults serve test doubles only (a store

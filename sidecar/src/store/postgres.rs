@@ -11,6 +11,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use super::alert;
+use super::anomaly::{self, Anomaly, AnomalyQuery, HourlyUsage};
 use super::approval::{
     self, Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome,
 };
@@ -117,6 +118,9 @@ impl PgStore {
             tx.batch_execute(stmt).await.map_err(pg)?;
         }
         // Under the same lock; `IF NOT EXISTS` makes a second start a no-op.
+        for stmt in anomaly::SCHEMA {
+            tx.batch_execute(stmt).await.map_err(pg)?;
+        }
         for (table, column, definition) in ADDED_COLUMNS {
             tx.batch_execute(&format!(
                 "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"
@@ -678,6 +682,21 @@ impl Store for PgStore {
     async fn exec_raw(&self, sql: &str) -> Result<(), StoreError> {
         let client = self.pool.get().await.map_err(backend)?;
         client.batch_execute(sql).await.map_err(pg)
+    }
+
+    async fn usage_hourly(&self, from_ms: i64, to_ms: i64) -> Result<Vec<HourlyUsage>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        anomaly::postgres::hourly(&client, from_ms, to_ms).await
+    }
+
+    async fn put_anomalies(&self, found: Vec<Anomaly>) -> Result<Vec<Anomaly>, StoreError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        anomaly::postgres::put(&mut client, &found).await
+    }
+
+    async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<Anomaly>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        anomaly::postgres::list(&client, &query).await
     }
 
     async fn raise_alert(&self, a: NewAlert) -> Result<bool, StoreError> {

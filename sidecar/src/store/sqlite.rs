@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::alert;
+use super::anomaly::{self, Anomaly, AnomalyQuery, HourlyUsage};
 use super::approval::{
     self, Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome,
 };
@@ -58,6 +59,9 @@ impl SqliteStore {
             conn.execute(stmt, []).map_err(backend)?;
         }
         add_columns(&conn)?;
+        for stmt in super::anomaly::SCHEMA {
+            conn.execute(stmt, []).map_err(backend)?;
+        }
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -623,6 +627,19 @@ impl Store for SqliteStore {
         let sql = sql.to_string();
         self.run(move |c| c.execute_batch(&sql).map_err(backend))
             .await
+    }
+
+    async fn usage_hourly(&self, from_ms: i64, to_ms: i64) -> Result<Vec<HourlyUsage>, StoreError> {
+        self.run(move |c| anomaly::sqlite::hourly(c, from_ms, to_ms))
+            .await
+    }
+
+    async fn put_anomalies(&self, found: Vec<Anomaly>) -> Result<Vec<Anomaly>, StoreError> {
+        self.run(move |c| anomaly::sqlite::put(c, &found)).await
+    }
+
+    async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<Anomaly>, StoreError> {
+        self.run(move |c| anomaly::sqlite::list(c, &query)).await
     }
 }
 

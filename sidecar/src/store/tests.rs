@@ -109,6 +109,8 @@ contract_tests!(
     audit_verify_names_a_cut_tail,
     audit_concurrent_appends_make_one_chain,
     audit_retention_keeps_the_chain_verifiable,
+    // anomalies (issue 16)
+    detection_over_the_ledger_finds_an_injected_spike,
 );
 
 /// Two sidecars on one PostgreSQL append to one chain: contiguous seqs, no fork.
@@ -682,5 +684,50 @@ async fn postgres_two_delivery_workers_send_each_alert_once() {
         .iter()
         .all(|x| x.state == "done" && x.deliveries[0].status == "sent"));
     println!("two workers: sidecar-a sent {ha}, sidecar-b sent {hb}");
+    a.drop_schema().await.unwrap();
+}
+
+/// Two sidecars on one PostgreSQL storing the same findings at once: each anomaly is new to
+/// exactly one of them (what lets an alert go out once per fleet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_sidecars_store_each_anomaly_once() {
+    use super::{Anomaly, AnomalyKind, Unit};
+    let Some(a) = pg_store("postgres_two_sidecars_store_each_anomaly_once").await else {
+        return;
+    };
+    let schema = a.schema_name().unwrap().to_string();
+    let b = PgStore::connect(&std::env::var("DATABASE_URL").unwrap(), Some(&schema))
+        .await
+        .unwrap();
+    let found: Vec<Anomaly> = (0..50)
+        .map(|h| Anomaly {
+            kind: AnomalyKind::SpendSpike,
+            project_id: "sales-ai".into(),
+            client_id: None,
+            subject: None,
+            score: 7.0,
+            baseline: 1,
+            observed: 10,
+            unit: Unit::UsdMicros,
+            window_from_ms: h * 3_600_000,
+            window_to_ms: (h + 1) * 3_600_000,
+            explanation: format!("hour {h}"),
+            detected_at_ms: 0,
+        })
+        .collect();
+    let mut futs = Vec::new();
+    for i in 0..6 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let found = found.clone();
+        futs.push(tokio::spawn(async move {
+            store.put_anomalies(found).await.unwrap()
+        }));
+    }
+    let mut new = Vec::new();
+    for f in futs {
+        new.extend(f.await.unwrap());
+    }
+    new.sort_by_key(|x| x.window_from_ms);
+    assert_eq!(new, found);
     a.drop_schema().await.unwrap();
 }
