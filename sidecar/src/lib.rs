@@ -7,6 +7,7 @@
 //! - `GET /v1/analytics`: cost, requests, cache hits and savings per project, cost centre or
 //!   endpoint over the current day/month, from the usage ledger.
 //! - The approval workflow (`/v1/approvals…`, docs/approvals.md) and its notifications.
+//! - `GET /v1/reports`, `POST /v1/reports/send`: the EU AI Act compliance report (crate::report).
 //! - `/metrics`, `/healthz`, `/readyz`, `/v1/openapi.json`.
 //! - The Organization Console at `/console` (crate::console): session sign-in over the same
 //!   `/v1` handlers.
@@ -33,6 +34,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod openapi;
+pub mod report;
 mod routes;
 pub mod store;
 
@@ -163,7 +165,7 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    use routes::{analytics, approvals, budgets, items, ops, policy, sync};
+    use routes::{analytics, approvals, budgets, items, ops, policy, reports, sync};
 
     let ops_routes = Router::new()
         .route("/metrics", get(ops::metrics))
@@ -216,6 +218,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/v1/approvals/{id}/deny", post(approvals::deny))
         .route("/v1/approvals/{id}/consume", post(approvals::consume))
+        .route("/v1/reports", get(reports::get))
+        .route("/v1/reports/send", post(reports::send))
         .route("/v1/openapi.json", get(ops::openapi))
         .merge(ops_routes)
         .merge(authz::router())
