@@ -284,3 +284,40 @@ async fn send_without_smtp_or_with_a_bad_recipient_says_why() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(v["error"]["code"], "BAD_JSON");
 }
+
+#[tokio::test]
+async fn the_cli_writes_the_report_to_a_file() {
+    use clap::Parser;
+    let (app, _d) = send_app(None).await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(l, app).await });
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("report.pdf");
+    let run = |args: Vec<String>| async move {
+        let cli = crate::cli::Cli::try_parse_from(args).unwrap();
+        format!("{:?}", crate::cli::run(cli).await)
+    };
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["pag0-sidecar", "--url", &base, "--token", ALICE, "report"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let ok = format!("{:?}", std::process::ExitCode::SUCCESS);
+    let code = run(args(&["--format", "pdf", "-o", file.to_str().unwrap()])).await;
+    assert_eq!(code, ok);
+    let (text, info) = read_pdf(&std::fs::read(&file).unwrap(), out.path());
+    assert!(
+        text.contains("acme-corp") && text.contains("8.740568"),
+        "{text}"
+    );
+    assert!(info.contains("(A4)"));
+    // An error answer is a failure exit, and nothing is written.
+    let bad = out.path().join("bad.pdf");
+    let code = run(args(&["--format", "docx", "-o", bad.to_str().unwrap()])).await;
+    assert_ne!(code, ok);
+    assert!(!bad.exists());
+    server.abort();
+}
