@@ -10,9 +10,19 @@
 use serde_json::Value;
 use typst::foundations::{Dict, IntoValue};
 use typst::layout::PagedDocument;
-use typst_as_lib::TypstEngine;
+use typst_as_lib::{TypstEngine, TypstTemplateMainFile};
+
+use std::sync::LazyLock;
 
 const TEMPLATE_SRC: &str = include_str!("report.typ");
+
+/// The template with its fonts parsed once per process (a compilation reads it, never writes it).
+static ENGINE: LazyLock<TypstEngine<TypstTemplateMainFile>> = LazyLock::new(|| {
+    TypstEngine::builder()
+        .main_file(TEMPLATE_SRC)
+        .fonts(typst_assets::fonts())
+        .build()
+});
 
 // serde_json's `Value[&str]` yields `Null` for a missing key or a non-object: it cannot panic.
 #[allow(clippy::indexing_slicing)]
@@ -132,10 +142,7 @@ pub fn csv(report: &Value) -> Result<Vec<u8>, String> {
 /// The PDF (A4, title page, tables, spend-against-budget chart, page numbers). CPU-bound:
 /// call it from a blocking task.
 pub fn pdf(report: &Value) -> Result<Vec<u8>, String> {
-    let engine = TypstEngine::builder()
-        .main_file(TEMPLATE_SRC)
-        .fonts(typst_assets::fonts())
-        .build();
+    let engine = &*ENGINE;
     let data = serde_json::to_string(report).map_err(|e| format!("report JSON: {e}"))?;
     let mut inputs = Dict::new();
     inputs.insert("data".into(), data.into_value());
