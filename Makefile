@@ -15,7 +15,7 @@ WASM_BINDGEN_VERSION := 0.2.129
 WHATIF_WASM := target/$(WHATIF_TARGET)/wasm-release/pag0_whatif.wasm
 CONSOLE_PKG := console/web/pkg
 
-.PHONY: setup wasm console browser clients-setup build demo test clippy lint yaml bench bench-instructions fuzz standalone clean
+.PHONY: setup wasm console browser clients-setup report-tools build demo test clippy lint yaml bench bench-instructions fuzz standalone clean
 
 ## setup: wasm targets + Envoy $(ENVOY_VERSION) in ./.venv (skipped when already there)
 setup:
@@ -60,6 +60,14 @@ clients-setup:
 	fi
 	node -e 'if (+process.versions.node.split(".")[0] < 20) { console.error("clients/typescript needs Node >= 20, found " + process.version); process.exit(1) }'
 
+## report-tools: poppler-utils (pdftotext, pdfinfo, pdftoppm) for the compliance report's PDF
+## tests, installed (Debian) when pdftotext is missing
+report-tools:
+	if ! command -v pdftotext >/dev/null; then \
+	  if command -v apt-get >/dev/null; then apt-get update && apt-get install -y poppler-utils; \
+	  else echo "install poppler-utils (pdftotext, pdfinfo, pdftoppm)" >&2; exit 1; fi; \
+	fi
+
 ## build: every native crate and binary
 build:
 	$(CARGO) build --workspace --bins
@@ -69,7 +77,7 @@ demo: setup wasm console build
 	$(CARGO) run -p pag0-envoy --bin pag0-demo
 
 ## test: unit, host and real-Envoy tests, clippy (native + wasm32), shipped YAML validated
-test: setup wasm console browser clients-setup
+test: setup wasm console browser clients-setup report-tools
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) clippy
 	$(MAKE) yaml

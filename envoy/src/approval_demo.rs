@@ -218,6 +218,7 @@ pub fn run(mock: &MockUpstream, mut policy: Value, serve_console: bool) -> Resul
         );
     }
     println!("\nThe approval went as scripted: held, approved by the team lead, replayed once.");
+    write_report(&http, &sidecar)?;
     if serve_console {
         println!(
             "\n== The Organization Console ==\n\n  {}\n  admin token:    {ADMIN}\n  approver token: {LEAD_TOKEN} ({LEAD})\n  \
@@ -230,6 +231,41 @@ pub fn run(mock: &MockUpstream, mut policy: Value, serve_console: bool) -> Resul
             std::thread::park();
         }
     }
+    Ok(())
+}
+
+/// The EU AI Act report of this month (issue 17) as a PDF: once the sidecar has the usage the
+/// filter syncs (every 500 ms), `GET /v1/reports?format=pdf` to target/demo/acme-eu-ai-act.pdf.
+fn write_report(http: &reqwest::blocking::Client, sidecar: &Sidecar) -> Result<()> {
+    let get = |format: &str| {
+        http.get(sidecar.url(&format!(
+            "/v1/reports?template=EU_AI_ACT_COMPLIANCE&period=month&format={format}"
+        )))
+        .bearer_auth(ADMIN)
+        .send()
+        .and_then(reqwest::blocking::Response::error_for_status)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let report: Value = loop {
+        let r: Value = get("json")?.json()?;
+        let spent = r.pointer("/aiSystems/total/spend").and_then(Value::as_str);
+        if spent != Some("0") || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let dir = crate::harness::repo_root().join("target/demo");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("acme-eu-ai-act.pdf");
+    std::fs::write(&path, get("pdf")?.bytes()?)?;
+    let path = path.canonicalize().unwrap_or(path);
+    println!(
+        "\n== EU AI Act compliance report ==\n\n  {}\n  spend this month {} USD, status {} (failing: {})",
+        path.display(),
+        report.pointer("/aiSystems/total/spendUsd").and_then(Value::as_str).unwrap_or("?"),
+        report.get("complianceStatus").and_then(Value::as_str).unwrap_or("?"),
+        report.get("failingChecks").unwrap_or(&Value::Null)
+    );
     Ok(())
 }
 

@@ -27,4 +27,13 @@ fn the_acme_demo_runs_as_scripted() {
         stdout.contains("BUDGET_EXCEEDED (project.daily)"),
         "{stdout}"
     );
+    // The compliance report of the managed part: its path printed, a PDF there.
+    let path = stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.ends_with("target/demo/acme-eu-ai-act.pdf"))
+        .unwrap_or_else(|| panic!("no report path printed:\n{stdout}"));
+    let pdf = std::fs::read(path).unwrap();
+    assert!(pdf.starts_with(b"%PDF-"), "{path} is not a PDF");
+    assert!(stdout.contains("status NOT_COMPLIANT"), "{stdout}");
 }

@@ -139,6 +139,8 @@ pub enum Command {
     /// The approval queue; approve/deny need an approver token (--token).
     #[command(subcommand)]
     Approvals(ApprovalCmd),
+    /// The EU AI Act compliance report (GET /v1/reports), written to -o or stdout.
+    Report(ReportArgs),
     /// Anomalies found over the ledger, newest first.
     Anomalies {
         /// Only this project's.
@@ -206,6 +208,25 @@ pub struct AuditFilter {
 pub enum ExportFormat {
     Jsonl,
     Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// json, csv or pdf.
+    #[arg(long, default_value = "pdf")]
+    pub format: String,
+    /// Where to write it (default: stdout).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// `month` (the current one) or YYYY-MM; or give --from and --to.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub period: Option<String>,
+    /// RFC 3339 or YYYY-MM-DD, with --to.
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// Exclusive end, RFC 3339 or YYYY-MM-DD, with --from.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,6 +313,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             limit,
             json,
         }) => anomalies(&cli.remote, project, since, limit, json).await,
+        Some(Command::Report(args)) => report(&cli.remote, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -929,4 +951,53 @@ async fn anomalies(
         );
     }
     Ok(())
+}
+
+/// `report`: the report's bytes from a running sidecar, to a file or stdout.
+async fn report(r: &RemoteArgs, args: ReportArgs) -> Result<(), String> {
+    let token = r
+        .token
+        .as_deref()
+        .ok_or("a token is needed: --token or PAG0_TOKEN")?;
+    let mut query = vec![
+        ("template", crate::report::TEMPLATE.to_string()),
+        ("format", args.format),
+    ];
+    for (k, v) in [
+        ("period", args.period),
+        ("from", args.from),
+        ("to", args.to),
+    ] {
+        if let Some(v) = v {
+            query.push((k, v));
+        }
+    }
+    let url = format!("{}/v1/reports", r.url.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .query(&query)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    if !status.is_success() {
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        return Err(explain(status, &v));
+    }
+    match args.output {
+        Some(path) => {
+            std::fs::write(&path, &bytes)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            eprintln!("wrote {} ({} bytes)", path.display(), bytes.len());
+            Ok(())
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&bytes)
+                .map_err(|e| format!("stdout: {e}"))
+        }
+    }
 }

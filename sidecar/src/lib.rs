@@ -9,6 +9,7 @@
 //! - The approval workflow (`/v1/approvals…`, docs/approvals.md) and its notifications.
 //! - Anomaly detection over the ledger every `--anomaly-interval-ms` (crate::anomaly,
 //!   docs/anomalies.md); `GET /v1/anomalies`.
+//! - `GET /v1/reports`, `POST /v1/reports/send`: the EU AI Act compliance report (crate::report).
 //! - `/metrics`, `/healthz`, `/readyz`, `/v1/openapi.json`.
 //! - The Organization Console at `/console` (crate::console): session sign-in over the same
 //!   `/v1` handlers.
@@ -38,6 +39,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod openapi;
+pub mod report;
 mod routes;
 pub mod store;
 
@@ -172,7 +174,7 @@ impl AppState {
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
     use routes::{
-        alerts, analytics, anomalies, approvals, audit, budgets, items, ops, policy, sync,
+        alerts, analytics, anomalies, approvals, audit, budgets, items, ops, policy, reports, sync,
     };
 
     let ops_routes = Router::new()
@@ -231,6 +233,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/head", get(audit::head))
         .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/reports", get(reports::get))
+        .route("/v1/reports/send", post(reports::send))
         .route("/v1/openapi.json", get(ops::openapi))
         .merge(ops_routes)
         .merge(authz::router())

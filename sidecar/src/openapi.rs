@@ -35,6 +35,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/audit"),
     ("get", "/v1/audit/head"),
     ("get", "/v1/audit/verify"),
+    ("get", "/v1/reports"),
+    ("post", "/v1/reports/send"),
     ("get", "/v1/openapi.json"),
     ("get", "/metrics"),
     ("get", "/healthz"),
@@ -463,6 +465,41 @@ fn base_document() -> Value {
                     "400": err("BAD_QUERY: bad since or limit, or an unknown parameter (details name it)"),
                     "401": err("missing or unknown bearer token"),
                     "403": err("token of another role") } } },
+            "/v1/reports": { "get": {
+                "summary": "The EU AI Act compliance report (docs/reports.md): policy versions in force, AI systems and spend per team \
+                            against budget, human oversight, record-keeping, risk events, and complianceStatus from listed checks.",
+                "security": [{ "adminToken": [] }],
+                "parameters": [
+                    { "name": "template", "in": "query", "required": false, "schema": { "enum": ["EU_AI_ACT_COMPLIANCE"], "default": "EU_AI_ACT_COMPLIANCE" } },
+                    { "name": "format", "in": "query", "required": false, "schema": { "enum": ["json", "csv", "pdf"], "default": "json" } },
+                    { "name": "period", "in": "query", "required": false, "schema": { "type": "string", "default": "month" },
+                      "description": "month (the current calendar month, org timezone) or YYYY-MM; not with from/to" },
+                    { "name": "from", "in": "query", "required": false, "schema": { "type": "string" }, "description": "RFC 3339 or YYYY-MM-DD (UTC), with to" },
+                    { "name": "to", "in": "query", "required": false, "schema": { "type": "string" }, "description": "exclusive end, RFC 3339 or YYYY-MM-DD (UTC)" } ],
+                "responses": {
+                    "200": { "description": "the report",
+                             "content": { "application/json": { "schema": { "type": "object" } },
+                                          "text/csv": { "schema": { "type": "string" } },
+                                          "application/pdf": { "schema": { "type": "string", "format": "binary" } } } },
+                    "400": err("BAD_QUERY: unknown template, format or parameter, bad period"),
+                    "401": err("missing or unknown bearer token"),
+                    "403": err("token of another role") } } },
+            "/v1/reports/send": { "post": {
+                "summary": "Mail the report's PDF as an attachment to recipient, else the policy's alerts.recipients, over --smtp-url",
+                "security": [{ "adminToken": [] }],
+                "requestBody": { "required": false, "content": { "application/json": { "schema": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": { "recipient": { "type": "string" }, "template": { "type": "string" },
+                                    "period": { "type": "string" }, "from": { "type": "string" }, "to": { "type": "string" } } } } } },
+                "responses": {
+                    "200": ok_json("sent", json!({ "type": "object", "properties": {
+                        "sent": { "type": "boolean" }, "to": { "type": "array", "items": { "type": "string" } },
+                        "attachment": { "type": "string" }, "bytes": { "type": "integer" }, "complianceStatus": { "type": "string" } } })),
+                    "400": err("BAD_JSON, BAD_QUERY, NO_RECIPIENT or BAD_RECIPIENT"),
+                    "401": err("missing or unknown bearer token"),
+                    "403": err("token of another role"),
+                    "502": err("DELIVERY_FAILED: the SMTP relay refused or failed"),
+                    "503": err("SMTP_NOT_CONFIGURED: no --smtp-url") } } },
             "/v1/openapi.json": { "get": op("This document", None, &[], None, json!({ "200": ok_json("OpenAPI 3.1", json!({ "type": "object" })) })) },
             "/metrics": { "get": op("Prometheus text exposition (loopback only unless --public-ops)", None, &[], None, json!({
                 "200": { "description": "text/plain; version=0.0.4" }, "403": err("not loopback") })) },

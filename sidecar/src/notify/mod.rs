@@ -9,7 +9,8 @@
 
 use std::time::Duration;
 
-use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MessageBuilder, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use pag0_policy::doc::Alerts;
 use prometheus::IntCounterVec;
@@ -199,8 +200,8 @@ impl Notifier {
         }
     }
 
-    async fn email(&self, to: &[String], n: &Notification) -> Result<(), NotifyError> {
-        let (transport, from) = self.smtp.as_ref().ok_or(NotifyError::NoSmtp)?;
+    fn message_to(&self, to: &[String], n: &Notification) -> Result<MessageBuilder, NotifyError> {
+        let (_, from) = self.smtp.as_ref().ok_or(NotifyError::NoSmtp)?;
         let mut b = Message::builder()
             .from(from.clone())
             .subject(n.subject.clone());
@@ -210,9 +211,40 @@ impl Notifier {
                 .map_err(|e| NotifyError::Email(format!("recipient {addr:?}: {e}")))?;
             b = b.to(mb);
         }
-        let msg = b
+        Ok(b)
+    }
+
+    async fn email(&self, to: &[String], n: &Notification) -> Result<(), NotifyError> {
+        let msg = self
+            .message_to(to, n)?
             .body(n.text.clone())
             .map_err(|e| NotifyError::Email(e.to_string()))?;
+        self.send_email(msg).await
+    }
+
+    /// One e-mail with `n.text` and a file attached, awaited (the compliance report).
+    pub async fn email_with_attachment(
+        &self,
+        to: &[String],
+        n: &Notification,
+        filename: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), NotifyError> {
+        let ct = ContentType::parse(content_type)
+            .map_err(|e| NotifyError::Email(format!("content type {content_type:?}: {e}")))?;
+        let parts = MultiPart::mixed()
+            .singlepart(SinglePart::plain(n.text.clone()))
+            .singlepart(Attachment::new(filename.to_owned()).body(bytes, ct));
+        let msg = self
+            .message_to(to, n)?
+            .multipart(parts)
+            .map_err(|e| NotifyError::Email(e.to_string()))?;
+        self.send_email(msg).await
+    }
+
+    async fn send_email(&self, msg: Message) -> Result<(), NotifyError> {
+        let (transport, _) = self.smtp.as_ref().ok_or(NotifyError::NoSmtp)?;
         transport
             .send(msg)
             .await

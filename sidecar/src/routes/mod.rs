@@ -9,6 +9,7 @@ pub mod budgets;
 pub mod items;
 pub mod ops;
 pub mod policy;
+pub mod reports;
 pub mod sync;
 
 use serde::de::DeserializeOwned;
