@@ -557,6 +557,11 @@ impl CompiledPolicy {
             }
         }
 
+        let bound = Settlement::bound_for(
+            estimate,
+            client.rules.max_per_request.as_ref().map(|(cap, _)| *cap),
+            reservations.iter().map(|r| r.limit),
+        );
         Decision::Allow(Allow {
             project_id: pending.project_id.clone(),
             client_id: client.id.clone(),
@@ -567,6 +572,7 @@ impl CompiledPolicy {
                 cost_header: ep.and_then(|e| e.cost_header.clone()),
                 model_price,
                 streaming,
+                bound,
             },
         })
     }

@@ -12,6 +12,7 @@ fn per_token(streaming: bool) -> Settlement {
             output_per_1k: Micros::new(60_000),
         }),
         streaming,
+        bound: Micros::new(10_000_000),
     }
 }
 
@@ -21,6 +22,7 @@ fn per_request_with_header() -> Settlement {
         cost_header: Some("x-request-cost".into()),
         model_price: None,
         streaming: false,
+        bound: Micros::new(10_000_000),
     }
 }
 
@@ -117,6 +119,7 @@ fn a_request_not_priced_per_token_never_copies_the_body() {
         cost_header: None,
         model_price: None,
         streaming: false,
+        bound: Micros::new(10_000_000),
     };
     for ct in [Some("application/json"), Some("text/event-stream"), None] {
         let mut m = ResponseMeter::new(flat.clone(), 1024);
