@@ -187,7 +187,7 @@ fn approval_schemas() -> Value {
                 "comment": { "type": ["string", "null"] }, "at": { "type": "string", "format": "date-time" } } },
             "usedAt": { "type": ["string", "null"], "format": "date-time" } } },
         "CreateApproval": { "type": "object",
-            "required": ["projectId", "clientId", "method", "authority", "path", "bodySha256", "binding", "estimatedCost", "policyVersion"],
+            "required": ["projectId", "clientId", "method", "authority", "path", "bodySha256", "binding", "estimatedCost", "policyVersion", "requestedBy"],
             "properties": {
             "projectId": { "type": "string" }, "clientId": { "type": "string" }, "method": { "type": "string" },
             "authority": { "type": "string" }, "path": { "type": "string", "description": "with the query string" },

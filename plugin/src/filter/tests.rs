@@ -236,11 +236,7 @@ fn a_flat_priced_response_body_is_never_copied_out_of_the_host() {
     *host2.response_chunk.borrow_mut() = br#"{"usage":{"prompt_tokens":200}}"#.to_vec();
     assert_eq!(f.on_http_response_body(32, true), Action::Continue);
     assert_eq!(host2.response_body_reads.get(), 1);
-    assert_eq!(
-        host2.store.value(PROJECT_DAILY),
-        6_000,
-        "priced from usage"
-    );
+    assert_eq!(host2.store.value(PROJECT_DAILY), 6_000, "priced from usage");
 }
 
 #[test]
