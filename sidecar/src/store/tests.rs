@@ -96,6 +96,7 @@ contract_tests!(
     approvals_expire,
     concurrent_replays_let_exactly_one_through,
     concurrent_decisions_have_one_winner,
+    exceptions_are_kept_once_with_their_batch,
 );
 
 /// Two sidecars on one PostgreSQL (two pools, same schema) grant from one room.
@@ -109,6 +110,7 @@ async fn postgres_two_sidecars_grant_atomically() {
         .await
         .unwrap();
     let mk = |inst: &str| super::SyncWrite {
+        exceptions: Vec::new(),
         instance_id: inst.into(),
         seq: 1,
         digest: String::new(),
@@ -165,6 +167,7 @@ mod migration {
 
     fn write(instance: &str, digest: &str, usage: Vec<UsageRecord>) -> SyncWrite {
         SyncWrite {
+            exceptions: Vec::new(),
             instance_id: instance.into(),
             seq: 1,
             digest: digest.into(),
@@ -372,6 +375,7 @@ mod model {
                     let base = |f: &mut Filter, inst: usize, now: i64| {
                         f.seq += 1;
                         SyncWrite {
+                            exceptions: Vec::new(),
                             instance_id: format!("i{inst}"), seq: f.seq, digest: String::new(), legacy_digest: None, usage: vec![],
                             release: vec![], leases: vec![], now_ms: now, lease_ttl_ms: TTL,
                         }
