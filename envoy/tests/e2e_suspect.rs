@@ -230,6 +230,38 @@ fn managed_one_absurd_report_leaves_other_projects_served_and_reaches_the_sideca
         (10_000..2_000_000).contains(&a_spent),
         format!("{counter} spent {a_spent}"),
     );
+    // The sidecar keeps the suspect records with their raw reports.
+    let listed = |sc: &Sidecar| -> Vec<Value> {
+        let r = http()
+            .get(sc.url("/v1/usage/exceptions"))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap();
+        let v: Value = r.json().unwrap_or(Value::Null);
+        v["exceptions"].as_array().cloned().unwrap_or_default()
+    };
+    let t0 = Instant::now();
+    while listed(&sc).len() < 2 && t0.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let exceptions = listed(&sc);
+    c.eq(
+        "managed: suspect records listed at the sidecar",
+        exceptions.len(),
+        2,
+    );
+    for e in &exceptions {
+        c.eq(
+            "managed: exception kind",
+            e["kind"].as_str(),
+            Some("suspect"),
+        );
+        c.that(
+            "managed: the raw report is kept",
+            e["reason"].as_str().is_some_and(|r| r.contains(HUGE)),
+            e.to_string(),
+        );
+    }
     let refused = envoy.pag0_counter("pag0.sync.refused_batches");
     c.eq("managed: no batch refused", refused, 0);
     c.that(
