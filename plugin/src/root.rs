@@ -330,6 +330,11 @@ impl Context for Root {
                 if applied.new_policy_version.is_some() {
                     s.again = true;
                 }
+                // A backlog (a sidecar restart under load) drains one bounded batch per tick,
+                // not one per sync interval.
+                if applied.acked.is_some() && managed::backlog(&Hostcalls) {
+                    s.again = true;
+                }
             }
             Err(e) => mark_down(&e, now_ms),
         }

@@ -433,3 +433,17 @@ fn a_backlog_is_sent_in_bounded_batches() {
     }
     assert_eq!(sizes, [MAX_BATCH_RECORDS, MAX_BATCH_RECORDS, 7]);
 }
+
+#[test]
+fn a_backlog_is_half_a_batch_waiting() {
+    let s = FakeStore::default();
+    assert!(!backlog(&s));
+    super::batches::update_batches(&s, |b| {
+        b.unsent
+            .extend((0..MAX_BATCH_RECORDS / 2 - 1).map(|i| record(i as u64 + 1)));
+    })
+    .unwrap();
+    assert!(!backlog(&s));
+    record_into(&s, 7);
+    assert!(backlog(&s));
+}
