@@ -160,7 +160,7 @@ async fn delay(query: &HashMap<String, String>) {
 }
 
 fn usage_json(prompt: u64, completion: u64) -> Value {
-    json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion })
+    json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt.saturating_add(completion) })
 }
 
 async fn chat_completions(

@@ -407,6 +407,11 @@ fn translate(key: &str, text: &str) -> Call {
         .json(&json!({ "text": [text], "target_lang": "EN" }))
 }
 
+/// An agent's request that may need approval names its requester.
+fn asked(call: Call) -> Call {
+    call.header("x-pag0-requested-by", "agent@acme.com")
+}
+
 fn replay(call: Call, id: &str) -> Call {
     call.header("x-pag0-approval-id", id)
 }
@@ -499,7 +504,7 @@ fn held_approved_replayed_once_and_every_refusal() {
     assert_eq!(s.mock.served_on("/v2/translate"), served0 + 1);
 
     // 6. Another body at replay → APPROVAL_MISMATCH; the real request still passes afterwards.
-    let id2 = s.ask(&translate("sk-test-1", "zwei"));
+    let id2 = s.ask(&asked(translate("sk-test-1", "zwei")));
     assert_eq!(s.decide(&id2, "approve", LEAD_TOKEN).0, 200);
     let r = s.send(&replay(translate("sk-test-1", "zwei!"), &id2));
     assert_eq!(
@@ -512,13 +517,13 @@ fn held_approved_replayed_once_and_every_refusal() {
     assert_eq!(r.status, 200, "{}", r.body);
 
     // 7. Denied → APPROVAL_DENIED.
-    let id3 = s.ask(&translate("sk-test-1", "drei"));
+    let id3 = s.ask(&asked(translate("sk-test-1", "drei")));
     assert_eq!(s.decide(&id3, "deny", LEAD_TOKEN).0, 200);
     let r = s.send(&replay(translate("sk-test-1", "drei"), &id3));
     assert_eq!((r.status, r.code()), (403, "APPROVAL_DENIED"), "{}", r.body);
 
     // 8. Expired (p3: expiresAfter 1 s) → APPROVAL_EXPIRED, and too late to approve.
-    let id4 = s.ask(&translate("sk-test-3", "vier"));
+    let id4 = s.ask(&asked(translate("sk-test-3", "vier")));
     let t0 = Instant::now();
     let mut r = s.send(&replay(translate("sk-test-3", "vier"), &id4));
     while r.code() == "APPROVAL_PENDING" && t0.elapsed() < WAIT {
@@ -558,7 +563,7 @@ fn held_approved_replayed_once_and_every_refusal() {
 fn twenty_concurrent_replays_of_one_approval_let_exactly_one_through() {
     let s = Stack::start();
     let served0 = s.mock.served_on("/v2/translate");
-    let id = s.ask(&translate("sk-test-1", "parallel"));
+    let id = s.ask(&asked(translate("sk-test-1", "parallel")));
     assert_eq!(s.decide(&id, "approve", LEAD_TOKEN).0, 200);
     let barrier = Arc::new(std::sync::Barrier::new(20));
     let threads: Vec<_> = (0..20)

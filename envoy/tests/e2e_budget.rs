@@ -142,11 +142,15 @@ fn cost_header_settles_and_can_exceed_the_estimate() {
         let settled = s.counter_at_least(SETTLED, 250 * i);
         c.eq(&format!("settled after cheap call {i}"), settled, 250 * i);
     }
-    // 1500 spent: one more 1000 reservation fits; it reports 5000, spending past the limit.
-    let r = s.send(&Call::get("api.salesforce.com", "/cost?cost=5000").key("sk-test-1"));
+    // 1500 spent: one more 1000 reservation fits; it reports 1800, spending past the limit.
+    let r = s.send(&Call::get("api.salesforce.com", "/cost?cost=1800").key("sk-test-1"));
     c.allow("expensive call", &r, "p1");
-    let settled = s.counter_at_least(SETTLED, 1500 + 5000);
-    c.eq("reported cost above the estimate is charged", settled, 6500);
+    let settled = s.counter_at_least(SETTLED, 1500 + 1800);
+    c.eq("reported cost above the estimate is charged", settled, 3300);
+    // A report above the whole budget (5000 on 2500) is suspect: charged the bound, the
+    // lowest limit (docs/policy.md "Suspect reports").
+    let r = s.send(&Call::get("api.salesforce.com", "/cost?cost=5000").key("sk-test-1"));
+    c.deny("over the limit now", &r, 402, "BUDGET_EXCEEDED");
     let r = s.send(&Call::get("api.salesforce.com", "/cost?cost=1").key("sk-test-1"));
     c.deny("budget spent", &r, 402, "BUDGET_EXCEEDED");
     c.eq(

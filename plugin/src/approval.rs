@@ -39,6 +39,9 @@ pub struct Incoming {
     pub authority: String,
     /// With the query.
     pub path: String,
+    /// SHA-256 of the upstream credential headers (`pag0_policy::approval::credential_sha256`):
+    /// part of the binding, so a replay with another credential does not match.
+    pub credential: Option<[u8; 32]>,
 }
 
 /// An approval header's value as kept for the sidecar: trimmed, at most [`MAX_TEXT`]
@@ -64,7 +67,12 @@ impl Incoming {
             path: &self.path,
             requires_approval: false,
         };
-        pag0_policy::approval::request_binding(client_id, &head, body)
+        pag0_policy::approval::request_binding_with_credential(
+            client_id,
+            &head,
+            body,
+            self.credential.as_ref(),
+        )
     }
 }
 

@@ -252,7 +252,23 @@ impl<H: Host> Filter<H> {
         let State::Reserved(r) = std::mem::replace(&mut self.state, State::Done) else {
             return;
         };
-        let actual = r.meter.final_cost().unwrap_or(Micros::ZERO);
+        let charge = r.meter.final_charge();
+        let actual = charge.as_ref().map_or(Micros::ZERO, |c| c.amount);
+        let suspect = charge.and_then(|c| c.suspect);
+        if let Some(s) = &suspect {
+            self.host.log(
+                LogLevel::Warn,
+                &format!(
+                    "pag0: suspect cost report for project {} ({}: {:?}); charged the bound {actual}",
+                    r.project_id,
+                    s.reason.as_str(),
+                    s.raw
+                ),
+            );
+            if let Some(sh) = &self.shared {
+                sh.metrics.suspect(&self.host);
+            }
+        }
         let slices = self.shared.as_ref().and_then(|s| s.slices.clone());
         let counters = Counters::with_slices(&self.host, slices.as_deref());
         if let Err(e) = counters.settle_all(&r.reservations, actual) {
@@ -262,7 +278,7 @@ impl<H: Host> Filter<H> {
             );
         }
         if let Some(host) = &r.host {
-            if actual > Micros::ZERO {
+            if actual > Micros::ZERO || suspect.is_some() {
                 let record = UsageRecord {
                     amount: actual.get().to_string(),
                     counters: r.reservations.iter().map(|x| x.key.storage_key()).collect(),
@@ -272,6 +288,10 @@ impl<H: Host> Filter<H> {
                     at: u64::try_from(self.host.now().timestamp_millis()).unwrap_or(0),
                     cache_hit: false,
                     savings: None,
+                    suspect: suspect.map(|s| managed::SuspectReport {
+                        raw: s.raw,
+                        reason: s.reason.as_str().to_string(),
+                    }),
                 };
                 let usage = self.shared.as_ref().and_then(|s| s.usage.clone());
                 let recorded = match &usage {

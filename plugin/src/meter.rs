@@ -5,7 +5,7 @@
 //! memory); other bodies are kept up to a cap for an OpenAI-style `usage` object. Whatever was
 //! seen when the stream ends — or breaks — is priced by [`Settlement::final_cost`].
 
-use pag0_policy::settle::{usage_from_json, Settlement, SseUsageScanner};
+use pag0_policy::settle::{usage_from_json, Charge, Settlement, SseUsageScanner};
 use pag0_policy::Micros;
 
 pub struct ResponseMeter {
@@ -110,6 +110,12 @@ impl ResponseMeter {
     /// (connection failure, client gone before the upstream answered): the reservation is
     /// released rather than charged.
     pub fn final_cost(&self) -> Option<Micros> {
+        self.final_charge().map(|c| c.amount)
+    }
+
+    /// [`ResponseMeter::final_cost`] with the suspect report, if the upstream's report was not
+    /// believed (docs/policy.md "Suspect reports").
+    pub fn final_charge(&self) -> Option<Charge> {
         let status = self.status?;
         let usage = match &self.body {
             Body::NotStarted | Body::Ignored => None,
@@ -119,7 +125,7 @@ impl ResponseMeter {
         };
         Some(
             self.settlement
-                .final_cost(status, self.cost_header.as_deref(), usage),
+                .charge(status, self.cost_header.as_deref(), usage),
         )
     }
 

@@ -25,7 +25,7 @@ use crate::host::{self, Host};
 
 /// Every SPEC §5 code, so each has its counter from the start (a dashboard sees zeros,
 /// not missing series).
-pub const DENY_CODES: [DenyCode; 16] = [
+pub const DENY_CODES: [DenyCode; 17] = [
     DenyCode::MissingApiKey,
     DenyCode::UnknownApiKey,
     DenyCode::EndpointBlocked,
@@ -42,6 +42,7 @@ pub const DENY_CODES: [DenyCode; 16] = [
     DenyCode::ControlPlaneUnavailable,
     DenyCode::BodyTooLarge,
     DenyCode::BadRequestBody,
+    DenyCode::RequestedByInvalid,
 ];
 
 /// Metric ids; `None` where the host refused to define one (then that count is skipped,
@@ -54,6 +55,12 @@ pub struct Metrics {
     reserved: Option<u32>,
     settled: Option<u32>,
     released: Option<u32>,
+    /// `pag0.cost.suspect_reports`: upstream cost reports charged at the bound.
+    suspect: Option<u32>,
+    /// `pag0.sync.refused_batches` / `pag0.sync.refused_records`: batches the sidecar
+    /// refused as invalid (4xx), dropped rather than resent.
+    pub refused_batches: Option<u32>,
+    pub refused_records: Option<u32>,
     /// `pag0.cache.*` (see `cache.rs`).
     pub cache: crate::cache::CacheMetrics,
     /// `pag0.approvals.*` and `pag0.requests.denied.APPROVAL_PENDING`.
@@ -83,6 +90,9 @@ impl Metrics {
             reserved: define("pag0.cost.reserved_micros"),
             settled: define("pag0.cost.settled_micros"),
             released: define("pag0.cost.released_micros"),
+            suspect: define("pag0.cost.suspect_reports"),
+            refused_batches: define("pag0.sync.refused_batches"),
+            refused_records: define("pag0.sync.refused_records"),
             cache: crate::cache::CacheMetrics::define_with(increments.clone(), &mut define),
             approvals: crate::approval::ApprovalMetrics::define_with(
                 increments.clone(),
@@ -101,6 +111,9 @@ impl Metrics {
             reserved: None,
             settled: None,
             released: None,
+            suspect: None,
+            refused_batches: None,
+            refused_records: None,
             cache: crate::cache::CacheMetrics::none(),
             approvals: crate::approval::ApprovalMetrics::none(),
         }
@@ -140,6 +153,18 @@ impl Metrics {
             .find(|(c, _)| *c == code)
             .and_then(|(_, id)| *id);
         self.increments.add(host, id, 1);
+    }
+
+    /// One upstream cost report was not believed (charged the request's bound).
+    pub fn suspect(&self, host: &dyn Host) {
+        self.increments.add(host, self.suspect, 1);
+    }
+
+    /// The sidecar refused a usage batch of `records` as invalid; it was dropped.
+    pub fn refused_batch(&self, host: &dyn Host, records: usize) {
+        self.increments.add(host, self.refused_batches, 1);
+        let n = i64::try_from(records).unwrap_or(i64::MAX);
+        self.increments.add(host, self.refused_records, n);
     }
 
     pub fn settled(&self, host: &dyn Host, reserved: Micros, actual: Micros) {

@@ -297,6 +297,28 @@ impl Context for Root {
         };
         if !status.starts_with('2') {
             let text = String::from_utf8_lossy(body.get(..300).unwrap_or(&body)).into_owned();
+            if managed::refused_as_invalid(&status) {
+                // Never resent: the same bytes would be refused again, forever.
+                match managed::drop_refused(&Hostcalls, &sent) {
+                    Ok(Some(n)) => {
+                        host::log(
+                            LogLevel::Error,
+                            &format!(
+                                "pag0: the sidecar refused usage batch {} ({n} records) as invalid, dropped: status {status}: {text}",
+                                sent.seq.unwrap_or(0)
+                            ),
+                        );
+                        if let Some(shared) = &self.shared {
+                            shared.metrics.refused_batch(&Hostcalls, n);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => host::log(
+                        LogLevel::Error,
+                        &format!("pag0: shared data error {e:?} dropping a refused batch"),
+                    ),
+                }
+            }
             mark_down(&format!("status {status}: {text}"), now_ms);
             return;
         }
@@ -306,6 +328,11 @@ impl Context for Root {
                     host::log(LogLevel::Info, "pag0: sidecar reachable again");
                 }
                 if applied.new_policy_version.is_some() {
+                    s.again = true;
+                }
+                // A backlog (a sidecar restart under load) drains one bounded batch per tick,
+                // not one per sync interval.
+                if applied.acked.is_some() && managed::backlog(&Hostcalls) {
                     s.again = true;
                 }
             }

@@ -43,6 +43,9 @@ pub enum DenyCode {
     ControlPlaneUnavailable,
     BodyTooLarge,
     BadRequestBody,
+    /// A request that needs approval without a `x-pag0-requested-by` that names one e-mail
+    /// address: the approver could not be told apart from the requester.
+    RequestedByInvalid,
 }
 
 /// A refusal: becomes a local reply with `x-pag0-decision: deny`, `x-pag0-code`, JSON body.
@@ -168,6 +171,7 @@ impl DenyCode {
             DenyCode::ControlPlaneUnavailable => "CONTROL_PLANE_UNAVAILABLE",
             DenyCode::BodyTooLarge => "BODY_TOO_LARGE",
             DenyCode::BadRequestBody => "BAD_REQUEST_BODY",
+            DenyCode::RequestedByInvalid => "REQUESTED_BY_INVALID",
         }
     }
 
@@ -178,7 +182,7 @@ impl DenyCode {
             DenyCode::BudgetExceeded => 402,
             DenyCode::ControlPlaneUnavailable => 503,
             DenyCode::BodyTooLarge => 413,
-            DenyCode::BadRequestBody => 400,
+            DenyCode::BadRequestBody | DenyCode::RequestedByInvalid => 400,
             DenyCode::EndpointBlocked
             | DenyCode::EndpointNotAllowed
             | DenyCode::CategoryNotAllowed
@@ -557,6 +561,11 @@ impl CompiledPolicy {
             }
         }
 
+        let bound = Settlement::bound_for(
+            estimate,
+            client.rules.max_per_request.as_ref().map(|(cap, _)| *cap),
+            reservations.iter().map(|r| r.limit),
+        );
         Decision::Allow(Allow {
             project_id: pending.project_id.clone(),
             client_id: client.id.clone(),
@@ -567,6 +576,7 @@ impl CompiledPolicy {
                 cost_header: ep.and_then(|e| e.cost_header.clone()),
                 model_price,
                 streaming,
+                bound,
             },
         })
     }

@@ -8,9 +8,14 @@
 //!     never make a request look cheaper than it is;
 //!   - input tokens: `ceil(body bytes / 4)` (about four bytes per token for English text and
 //!     JSON; the body includes the prompt and a little framing, so this leans high);
-//!   - output tokens: `max_tokens` or `max_completion_tokens` (the larger if both are sent);
-//!     absent → the endpoint's `defaultMaxTokens` (default 1024);
-//!   - cost = `ceil(inputPer1k × in / 1000) + ceil(outputPer1k × out / 1000)`, checked.
+//!   - output tokens per choice: the largest of `max_tokens`, `max_completion_tokens` and
+//!     `max_output_tokens` (Responses API) that is sent; none sent → the endpoint's
+//!     `defaultMaxTokens` (default 1024) — such a request is priced, not refused;
+//!   - choices: the larger of `n` and `best_of` (default 1; `0` counts as 1): every choice
+//!     (and every `best_of` candidate) is billed for its output, so the output allowance is
+//!     multiplied by it — the estimate stays an upper bound of what the request can cost;
+//!   - cost = `ceil(inputPer1k × in / 1000) + ceil(outputPer1k × out × choices / 1000)`,
+//!     checked: a product that overflows is refused as `BAD_REQUEST_BODY`.
 //! - A host that is not in `endpoints` costs 0 (it is still subject to allow/block lists).
 
 use serde::Deserialize;
@@ -25,8 +30,12 @@ pub const DEFAULT_MAX_TOKENS: u64 = 1024;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BodyFacts {
     pub model: Option<String>,
-    /// `max_tokens`, or `max_completion_tokens`, the larger if both.
+    /// Output tokens per choice: the largest of `max_tokens`, `max_completion_tokens`,
+    /// `max_output_tokens` that the body sends.
     pub max_tokens: Option<u64>,
+    /// Choices the upstream generates and bills: the larger of `n` and `best_of`; `None`
+    /// when the body sends neither (one choice).
+    pub choices: Option<u64>,
     pub stream: bool,
     pub body_len: usize,
 }
@@ -67,10 +76,18 @@ struct RawBody {
     #[serde(default)]
     max_completion_tokens: Option<u64>,
     #[serde(default)]
+    max_output_tokens: Option<u64>,
+    #[serde(default)]
+    n: Option<u64>,
+    #[serde(default)]
+    best_of: Option<u64>,
+    #[serde(default)]
     stream: Option<bool>,
 }
 
-/// Reads `model`, `max_tokens`/`max_completion_tokens` and `stream` from a JSON body.
+/// Reads `model`, `max_tokens`/`max_completion_tokens`/`max_output_tokens`, `n`/`best_of`
+/// and `stream` from a JSON body. A field of the wrong type (`"n": -1`, `"n": "128"`,
+/// `"max_tokens": 1.5`) is an error, never a silent default.
 /// An empty (or all-whitespace) body gives empty facts: no model, no token limit.
 pub fn parse_request_body(body: &[u8]) -> Result<BodyFacts, BodyError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
@@ -85,13 +102,19 @@ pub fn parse_request_body(body: &[u8]) -> Result<BodyFacts, BodyError> {
         Some(_) => return Err(BodyError::NotAnObject),
     }
     let raw: RawBody = serde_json::from_slice(body)?;
-    let max_tokens = match (raw.max_tokens, raw.max_completion_tokens) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    };
+    let max_tokens = [
+        raw.max_tokens,
+        raw.max_completion_tokens,
+        raw.max_output_tokens,
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    let choices = [raw.n, raw.best_of].into_iter().flatten().max();
     Ok(BodyFacts {
         model: raw.model,
         max_tokens,
+        choices,
         stream: raw.stream.unwrap_or(false),
         body_len: body.len(),
     })
@@ -196,7 +219,11 @@ impl TokenPricing {
         let facts = facts.unwrap_or(&empty);
         let price = self.price_of(facts.model.as_deref());
         let input = estimate_input_tokens(facts.body_len);
-        let output = facts.max_tokens.unwrap_or(self.default_max_tokens);
+        let per_choice = facts.max_tokens.unwrap_or(self.default_max_tokens);
+        let choices = facts.choices.unwrap_or(1).max(1);
+        let output = per_choice
+            .checked_mul(choices)
+            .ok_or(MoneyError::Overflow)?;
         Ok(Estimate {
             cost: token_cost(price, input, output)?,
             model_price: Some(price),

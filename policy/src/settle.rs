@@ -28,7 +28,43 @@ pub struct Settlement {
     pub model_price: Option<ModelPrice>,
     /// The request asked for `stream: true` (SSE expected).
     pub streaming: bool,
+    /// The most this request is charged whatever the upstream reports: a report above it is
+    /// *suspect* (see [`Settlement::bound_for`]).
+    pub bound: Micros,
 }
+
+/// How much more than its estimate a request may plausibly cost before a report is suspect.
+pub const SUSPECT_FACTOR: u64 = 10;
+
+/// Reports at or above 2^63 micro-USD are always suspect (and never stored raw in a counter).
+pub const SUSPECT_ABSOLUTE: Micros = Micros::new(1 << 63);
+
+/// What settling one request charges, and why a report was not believed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Charge {
+    pub amount: Micros,
+    pub suspect: Option<Suspect>,
+}
+
+/// A cost report that was not charged as reported: what it said, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suspect {
+    /// The report as received: the cost header's value (at most [`MAX_RAW_REPORT_BYTES`]),
+    /// or `prompt_tokens=…,completion_tokens=…` for a usage report.
+    pub raw: String,
+    pub reason: SuspectReason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SuspectReason {
+    /// The cost header is not a whole number of micro-USD (the next rule applies).
+    Unparsable,
+    /// The report is above what the request could plausibly cost (the bound is charged).
+    AboveBound,
+}
+
+/// The longest raw report kept with a suspect record (longer values are cut, on a char boundary).
+pub const MAX_RAW_REPORT_BYTES: usize = 256;
 
 /// Longest SSE event (all its `data:` lines) the scanner keeps; longer events are skipped.
 /// A usage event is a few hundred bytes; content events can be long, but never carry usage
@@ -40,38 +76,129 @@ const MAX_SSE_LINE_BYTES: usize = MAX_SSE_EVENT_BYTES + 16;
 
 // === impl Settlement ===
 
+impl SuspectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuspectReason::Unparsable => "unparsable",
+            SuspectReason::AboveBound => "above_bound",
+        }
+    }
+}
+
 impl Settlement {
+    /// The most a request is charged, whatever the upstream reports:
+    /// `max(SUSPECT_FACTOR × estimate, cap)` where `cap` is the lowest `maxPerRequest` that
+    /// applies — the operator's own "no single request costs more" — and, when both are 0 (a
+    /// free endpoint that reports a cost), the lowest budget limit; never above the lowest
+    /// budget `limit` the request reserved against (one report cannot charge more than one
+    /// whole budget) and always below 2^63. Saturating: no input overflows.
+    pub fn bound_for(
+        estimate: Micros,
+        cap: Option<Micros>,
+        limits: impl IntoIterator<Item = Micros>,
+    ) -> Micros {
+        let lowest_limit = limits.into_iter().min();
+        let plausible = Micros::new(estimate.get().saturating_mul(SUSPECT_FACTOR))
+            .max(cap.unwrap_or(Micros::ZERO));
+        let plausible = if plausible == Micros::ZERO {
+            lowest_limit.unwrap_or(Micros::MAX)
+        } else {
+            plausible
+        };
+        let bounded = match lowest_limit {
+            Some(l) => plausible.min(l),
+            None => plausible,
+        };
+        let top = Micros::new(SUSPECT_ABSOLUTE.get() - 1);
+        bounded.min(top).max(estimate.min(top))
+    }
+
     /// A cost header's value: a whole number of micro-USD (`"1500"`). Anything else is ignored.
     pub fn cost_header_value(v: &str) -> Option<Micros> {
         Micros::parse(v.trim()).ok()
     }
 
-    /// The actual cost (SPEC §4.2), in this order:
-    /// 1. the endpoint's cost header, if it has one and the value parses;
-    /// 2. reported usage priced with the request's model price (ceil per 1k tokens);
-    /// 3. an upstream error status (>= 400) without a report costs 0;
-    /// 4. otherwise the estimate stands.
-    ///
-    /// Usage that cannot be priced without overflow is charged at `Micros::MAX` (the
-    /// conservative side; budgets will refuse further requests).
+    /// The amount of [`Settlement::charge`].
     pub fn final_cost(
         &self,
         status: u32,
         cost_header: Option<&str>,
         usage: Option<Usage>,
     ) -> Micros {
-        if self.cost_header.is_some() {
-            if let Some(c) = cost_header.and_then(Settlement::cost_header_value) {
-                return c;
+        self.charge(status, cost_header, usage).amount
+    }
+
+    /// The charge for the request (SPEC §4.2), in this order:
+    /// 1. the endpoint's cost header, if it has one and the value parses;
+    /// 2. reported usage priced with the request's model price (ceil per 1k tokens);
+    /// 3. an upstream error status (>= 400) without a report costs 0;
+    /// 4. otherwise the estimate stands.
+    ///
+    /// A report above [`Settlement::bound`] (a number at or above 2^63, one that overflows,
+    /// usage that cannot be priced without overflow) is charged the bound and returned as
+    /// [`Suspect`] with the raw report. A cost header that does not parse is suspect too, and
+    /// the next rule decides the amount.
+    pub fn charge(&self, status: u32, cost_header: Option<&str>, usage: Option<Usage>) -> Charge {
+        let mut suspect = None;
+        if let (Some(_), Some(raw)) = (&self.cost_header, cost_header) {
+            match Micros::parse(raw.trim()) {
+                Ok(c) if c <= self.bound => return Charge::plain(c),
+                Ok(_) | Err(crate::money::MoneyError::Overflow) => {
+                    return self.suspect(raw, SuspectReason::AboveBound)
+                }
+                Err(_) => suspect = Some(Suspect::new(raw, SuspectReason::Unparsable)),
             }
         }
-        if let (Some(price), Some(u)) = (self.model_price, usage) {
-            return crate::pricing::usage_cost(price, u).unwrap_or(Micros::MAX);
+        let amount = if let (Some(price), Some(u)) = (self.model_price, usage) {
+            match crate::pricing::usage_cost(price, u) {
+                Ok(c) if c <= self.bound => c,
+                _ => {
+                    let raw = format!(
+                        "prompt_tokens={},completion_tokens={}",
+                        u.prompt_tokens, u.completion_tokens
+                    );
+                    return self.suspect(&raw, SuspectReason::AboveBound);
+                }
+            }
+        } else if status >= 400 {
+            Micros::ZERO
+        } else {
+            self.estimate
+        };
+        Charge { amount, suspect }
+    }
+
+    fn suspect(&self, raw: &str, reason: SuspectReason) -> Charge {
+        Charge {
+            amount: self.bound,
+            suspect: Some(Suspect::new(raw, reason)),
         }
-        if status >= 400 {
-            return Micros::ZERO;
+    }
+}
+
+// === impl Charge ===
+
+impl Charge {
+    pub fn plain(amount: Micros) -> Self {
+        Charge {
+            amount,
+            suspect: None,
         }
-        self.estimate
+    }
+}
+
+// === impl Suspect ===
+
+impl Suspect {
+    pub fn new(raw: &str, reason: SuspectReason) -> Self {
+        let mut end = raw.len().min(MAX_RAW_REPORT_BYTES);
+        while !raw.is_char_boundary(end) {
+            end -= 1;
+        }
+        Suspect {
+            raw: raw.get(..end).unwrap_or_default().to_string(),
+            reason,
+        }
     }
 }
 

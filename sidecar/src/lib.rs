@@ -218,6 +218,7 @@ pub fn app(state: AppState) -> Router {
             post(items::rotate_client_key),
         )
         .route("/v1/sync", post(sync::sync))
+        .route("/v1/usage/exceptions", get(sync::exceptions))
         .route("/v1/budgets", get(budgets::list))
         .route("/v1/analytics", get(analytics::get))
         .route("/v1/anomalies", get(anomalies::list))

@@ -23,6 +23,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/clients/{id}/rotate-key"),
     ("post", "/v1/sync"),
     ("get", "/v1/budgets"),
+    ("get", "/v1/usage/exceptions"),
     ("get", "/v1/analytics"),
     ("get", "/v1/anomalies"),
     ("get", "/v1/alerts"),
@@ -266,7 +267,7 @@ fn approval_schemas() -> Value {
                 "comment": { "type": ["string", "null"] }, "at": { "type": "string", "format": "date-time" } } },
             "usedAt": { "type": ["string", "null"], "format": "date-time" } } },
         "CreateApproval": { "type": "object",
-            "required": ["projectId", "clientId", "method", "authority", "path", "bodySha256", "binding", "estimatedCost", "policyVersion"],
+            "required": ["projectId", "clientId", "method", "authority", "path", "bodySha256", "binding", "estimatedCost", "policyVersion", "requestedBy"],
             "properties": {
             "projectId": { "type": "string" }, "clientId": { "type": "string" }, "method": { "type": "string" },
             "authority": { "type": "string" }, "path": { "type": "string", "description": "with the query string" },
@@ -435,6 +436,8 @@ fn base_document() -> Value {
                 "200": ok_json("acknowledged: the batch is durably committed", reference("SyncResponse")),
                 "400": err("BAD_SYNC with details"), "409": err("SEQ_REUSED: same seq, different usage"),
                 "503": err("store unavailable: retry the same batch") })) },
+            "/v1/usage/exceptions": { "get": op("Usage records kept aside: quarantined (malformed, applied to no counter) and suspect (charged at the bound), newest first; ?limit=1-1000 (default 100)", ADMIN, &[], None, json!({
+                "200": ok_json("exceptions", json!({ "type": "object" })), "400": err("BAD_QUERY") })) },
             "/v1/budgets": { "get": op("Budget counters: limit, spent, leased, unallocated, leases per instance", ADMIN, &[], None, json!({
                 "200": ok_json("counters", json!({ "type": "object" })) })) },
             "/v1/analytics": { "get": {

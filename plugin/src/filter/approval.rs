@@ -57,6 +57,30 @@ impl<H: Host> Filter<H> {
         needed: &ApprovalNeeded,
         body: &[u8],
     ) -> Action {
+        // "Never the requester" needs a requester: one parseable address (docs/approvals.md).
+        let Some(requester) = self
+            .approval
+            .requested_by
+            .as_deref()
+            .and_then(pag0_policy::approval::normalise_email)
+        else {
+            let mut deny = Deny::new(
+                DenyCode::RequestedByInvalid,
+                match &self.approval.requested_by {
+                    None => "this request needs approval: send x-pag0-requested-by with the \
+                             requester's e-mail address"
+                        .to_string(),
+                    Some(v) => format!(
+                        "this request needs approval: x-pag0-requested-by {:?} is not one e-mail \
+                         address",
+                        v.chars().take(80).collect::<String>()
+                    ),
+                },
+            );
+            deny.project_id = Some(needed.project_id.clone());
+            return self.deny(&deny);
+        };
+        self.approval.requested_by = Some(requester);
         let payload = approval::create_body(&CreateRequest {
             incoming: &self.approval,
             project_id: &needed.project_id,

@@ -118,7 +118,16 @@ fn request(host: &FakeHost, authority: &str, extra: &[(&str, &str)]) {
         (":path".to_string(), "/v2/translate?x=1".to_string()),
         ("x-pag0-api-key".to_string(), "k1".to_string()),
     ];
-    h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    // A request that may need approval names its requester (REQUESTED_BY_INVALID otherwise).
+    if !extra.iter().any(|(k, _)| *k == "x-pag0-requested-by") {
+        h.push(("x-pag0-requested-by".into(), "agent@acme.com".into()));
+    }
+    h.extend(
+        extra
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     *host.request_headers.borrow_mut() = h;
 }
 
@@ -566,4 +575,71 @@ fn a_replay_is_never_answered_from_the_response_cache() {
     );
     let (path, _) = last_call(&host);
     assert_eq!(path, format!("/v1/approvals/{ID}/consume"));
+}
+
+/// Issue 20 item 4: a request that needs approval without one parseable requester address is
+/// refused with `400 REQUESTED_BY_INVALID` and nothing is asked of the sidecar; any spelling
+/// of an address reaches the sidecar normalised.
+#[test]
+fn approval_needs_one_requester_address_sent_normalised() {
+    // An empty value in `request` means "no header at all".
+    for bad in [
+        "",
+        "Agent E",
+        "agent-e@x.com, lead@acme.com",
+        "@x.com",
+        "<>",
+    ] {
+        let host = host();
+        request(&host, "api.deepl.com", &[("x-pag0-requested-by", bad)]);
+        let mut f = Filter::new(&host, Some(shared(true, FailureMode::Closed)));
+        let _ = send_with_body(&mut f, &host, b"{}");
+        let (status, headers, body) = reply(&host);
+        assert_eq!(status, 400, "{bad:?}: {body}");
+        assert_eq!(body["error"]["code"], "REQUESTED_BY_INVALID", "{bad:?}");
+        assert_eq!(
+            header(&headers, "x-pag0-code").as_deref(),
+            Some("REQUESTED_BY_INVALID")
+        );
+        assert!(
+            host.calls.borrow().is_empty(),
+            "{bad:?}: no approval asked for"
+        );
+    }
+    for spelling in [
+        "Agent E <Agent-E@X.com.>",
+        "agent-e@x.com.",
+        "AGENT-E@x.com",
+    ] {
+        let host = host();
+        request(&host, "api.deepl.com", &[("x-pag0-requested-by", spelling)]);
+        let mut f = Filter::new(&host, Some(shared(true, FailureMode::Closed)));
+        assert_eq!(send_with_body(&mut f, &host, b"{}"), Action::Pause);
+        let (_, sent) = last_call(&host);
+        assert_eq!(sent["requestedBy"], "agent-e@x.com", "{spelling:?}");
+    }
+}
+
+/// Issue 20 (smaller items): the binding covers the upstream credential, so a replay with
+/// another `authorization` (who pays upstream) does not match the approval. Asked and
+/// replayed requests both go through `Incoming::binding`.
+#[test]
+fn the_binding_covers_the_upstream_credential() {
+    let bind = |extra: &[(&str, &str)]| {
+        let host = host();
+        request(&host, "api.deepl.com", extra);
+        let mut f = Filter::new(&host, Some(shared(true, FailureMode::Closed)));
+        assert_eq!(send_with_body(&mut f, &host, b"{}"), Action::Pause);
+        let (_, sent) = last_call(&host);
+        sent["binding"].as_str().unwrap().to_string()
+    };
+    let none = bind(&[]);
+    assert_eq!(none, binding(b"{}"), "no credential: the binding as before");
+    let a = bind(&[("authorization", "Bearer sk-a")]);
+    let b = bind(&[("authorization", "Bearer sk-b")]);
+    let key = bind(&[("x-api-key", "sk-a")]);
+    assert_ne!(a, none);
+    assert_ne!(a, b);
+    assert_ne!(a, key);
+    assert_eq!(a, bind(&[("authorization", "Bearer sk-a")]));
 }

@@ -107,6 +107,7 @@ impl<H: Host> Filter<H> {
                 at: u64::try_from(self.host.now().timestamp_millis()).unwrap_or(0),
                 cache_hit: true,
                 savings: Some(savings.get().to_string()),
+                suspect: None,
             };
             let recorded = match &shared.usage {
                 Some(u) => u.push(&self.host, record),

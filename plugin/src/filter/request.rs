@@ -49,6 +49,12 @@ impl RequestHeaders {
                 method: pass.method.unwrap_or_default(),
                 authority: pass.authority.unwrap_or_default(),
                 path: pass.path.unwrap_or_default(),
+                credential: pag0_policy::approval::credential_sha256(|name| {
+                    pass.credentials
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map(|(_, v)| v.clone())
+                }),
             },
             strip: pass.strip,
         }
@@ -67,6 +73,8 @@ struct Pass {
     method: Option<String>,
     authority: Option<String>,
     path: Option<String>,
+    /// First value of each of `pag0_policy::approval::CREDENTIAL_HEADERS` (left in place).
+    credentials: Vec<(&'static str, String)>,
     strip: Vec<String>,
 }
 
@@ -79,6 +87,14 @@ impl Pass {
         } else {
             Cow::Borrowed(name.as_str())
         };
+        if let Some(&cred) = pag0_policy::approval::CREDENTIAL_HEADERS
+            .iter()
+            .find(|c| **c == &*lower)
+        {
+            if !self.credentials.iter().any(|(n, _)| *n == cred) {
+                self.credentials.push((cred, value.clone()));
+            }
+        }
         let slot = match &*lower {
             ":method" => Some(&mut self.method),
             ":authority" => Some(&mut self.authority),
@@ -173,6 +189,7 @@ mod tests {
                 method: "POST".into(),
                 authority: "api.openai.com".into(),
                 path: "/v1/chat?x=1".into(),
+                credential: None,
             }
         );
         assert_eq!(

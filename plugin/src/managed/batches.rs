@@ -27,6 +27,19 @@ pub struct UsageRecord {
     /// Micro-USD the cache hit avoided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub savings: Option<String>,
+    /// The upstream's cost report was not believed: `amount` is the request's bound, this is
+    /// what the upstream said (docs/policy.md "Suspect reports").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspect: Option<SuspectReport>,
+}
+
+/// A cost report charged at the bound instead of as reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspectReport {
+    /// The report as received (at most 256 bytes).
+    pub raw: String,
+    /// `above_bound` or `unparsable`.
+    pub reason: String,
 }
 
 /// The batch state (value of [`BATCH_KEY`]).

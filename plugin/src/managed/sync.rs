@@ -181,6 +181,31 @@ pub fn apply_response<S: SharedStore + ?Sized>(
     Ok(applied)
 }
 
+/// The sidecar refused the batch `sent` carried as invalid (a 4xx other than 408/429):
+/// resending the same bytes can only be refused again and would hold every later record
+/// back, so the batch is dropped and the next sync sends the next one. Returns how many
+/// records were dropped (`None` if that batch is no longer in flight). Their amounts stay in
+/// this Envoy's `pending` counters until the period ends: the fleet never saw them, this
+/// Envoy keeps counting them (the conservative side).
+pub fn drop_refused<S: SharedStore + ?Sized>(
+    store: &S,
+    sent: &Outgoing,
+) -> Result<Option<usize>, HostError> {
+    let Some(seq) = sent.seq else {
+        return Ok(None);
+    };
+    update_batches(store, |b| match &b.inflight {
+        Some(f) if f.seq == seq => b.inflight.take().map(|f| f.usage.len()),
+        _ => None,
+    })
+}
+
+/// Whether an HTTP status from the sidecar means "this request is invalid, do not resend":
+/// 4xx except 408 (timeout) and 429 (back-pressure), which are worth retrying.
+pub fn refused_as_invalid(status: &str) -> bool {
+    status.len() == 3 && status.starts_with('4') && status != "408" && status != "429"
+}
+
 fn subtract_pending<S: SharedStore + ?Sized>(
     _counters: &Counters<'_, S>,
     store: &S,

@@ -17,6 +17,7 @@ fn record(amount: u64) -> UsageRecord {
         at: 1,
         cache_hit: false,
         savings: None,
+        suspect: None,
     }
 }
 
@@ -370,4 +371,79 @@ fn after_close_a_record_is_appended_at_once() {
     buf.push(&s, record(2)).unwrap();
     assert!(buf.is_empty());
     assert_eq!(amounts(&batches(&s).unwrap()), ["1", "2"]);
+}
+
+/// Issue 20: a batch the sidecar refused as invalid was resent forever and held every later
+/// record back. A 4xx (not 408/429) drops it; the next sync carries the next batch.
+#[test]
+fn a_batch_refused_as_invalid_is_dropped_not_resent() {
+    let s = FakeStore::default();
+    record_usage(&s, 100);
+    let first = prepare_sync(&s, "i", 0, &[], 10).unwrap();
+    assert_eq!(first.seq, Some(1));
+    record_usage(&s, 300);
+    assert_eq!(drop_refused(&s, &first).unwrap(), Some(1));
+    // Dropping twice (another worker saw the same answer) drops nothing more.
+    assert_eq!(drop_refused(&s, &first).unwrap(), None);
+    let next = prepare_sync(&s, "i", 0, &[], 20).unwrap();
+    assert_eq!(next.seq, Some(2));
+    assert_eq!(body(&next)["usage"][0]["amount"], "300");
+    assert_eq!(body(&next)["usage"].as_array().unwrap().len(), 1);
+    // The dropped amount stays pending here (the fleet never saw it): conservative.
+    assert_eq!(s.value("pag0/b/org.monthly/2026-11"), 400);
+    for (status, invalid) in [
+        ("400", true),
+        ("409", true),
+        ("413", true),
+        ("422", true),
+        ("408", false),
+        ("429", false),
+        ("500", false),
+        ("503", false),
+        ("504", false),
+        ("200", false),
+        ("", false),
+        ("4", false),
+    ] {
+        assert_eq!(refused_as_invalid(status), invalid, "{status:?}");
+    }
+}
+
+/// One sync carries at most MAX_BATCH_RECORDS records: a backlog drains in fast batches.
+#[test]
+fn a_backlog_is_sent_in_bounded_batches() {
+    let s = FakeStore::default();
+    let backlog = MAX_BATCH_RECORDS * 2 + 7;
+    super::batches::update_batches(&s, |b| {
+        b.unsent.extend((0..backlog).map(|i| record(i as u64 + 1)));
+    })
+    .unwrap();
+    let mut sizes = Vec::new();
+    for seq in 1..=3u64 {
+        let out = prepare_sync(&s, "i", 0, &[], seq).unwrap();
+        assert_eq!(out.seq, Some(seq));
+        sizes.push(body(&out)["usage"].as_array().unwrap().len());
+        // A batch's JSON stays small enough to commit well inside timeoutMs.
+        assert!(out.body.len() < 400 * 1024, "{} bytes", out.body.len());
+        let ack = format!(r#"{{"ack": {seq}, "leaseTtlMs": 1000}}"#);
+        assert_eq!(
+            apply_response(&s, &out, ack.as_bytes()).unwrap().acked,
+            Some(seq)
+        );
+    }
+    assert_eq!(sizes, [MAX_BATCH_RECORDS, MAX_BATCH_RECORDS, 7]);
+}
+
+#[test]
+fn a_backlog_is_half_a_batch_waiting() {
+    let s = FakeStore::default();
+    assert!(!backlog(&s));
+    super::batches::update_batches(&s, |b| {
+        b.unsent
+            .extend((0..MAX_BATCH_RECORDS / 2 - 1).map(|i| record(i as u64 + 1)));
+    })
+    .unwrap();
+    assert!(!backlog(&s));
+    record_into(&s, 7);
+    assert!(backlog(&s));
 }

@@ -12,6 +12,7 @@ fn per_token(streaming: bool) -> Settlement {
             output_per_1k: Micros::new(60_000),
         }),
         streaming,
+        bound: Micros::new(10_000_000),
     }
 }
 
@@ -21,6 +22,7 @@ fn per_request_with_header() -> Settlement {
         cost_header: Some("x-request-cost".into()),
         model_price: None,
         streaming: false,
+        bound: Micros::new(10_000_000),
     }
 }
 
@@ -117,6 +119,7 @@ fn a_request_not_priced_per_token_never_copies_the_body() {
         cost_header: None,
         model_price: None,
         streaming: false,
+        bound: Micros::new(10_000_000),
     };
     for ct in [Some("application/json"), Some("text/event-stream"), None] {
         let mut m = ResponseMeter::new(flat.clone(), 1024);
@@ -134,4 +137,35 @@ fn a_request_not_priced_per_token_never_copies_the_body() {
         "an error status still costs nothing"
     );
     assert!(ResponseMeter::new(per_token(false), 1024).reads_body());
+}
+
+/// Issue 20 item 2: `u64::MAX` in the cost header (or a cost trailer) is charged the bound
+/// and handed on as suspect with the raw value, never stored raw.
+#[test]
+fn an_absurd_cost_report_is_charged_the_bound_and_kept_raw() {
+    for trailer in [false, true] {
+        let mut m = ResponseMeter::new(per_request_with_header(), 1024);
+        let raw = "18446744073709551615".to_string();
+        if trailer {
+            m.on_headers(Some(200), None, None);
+            m.on_cost_trailer(raw.clone());
+        } else {
+            m.on_headers(Some(200), None, Some(raw.clone()));
+        }
+        let c = m.final_charge().unwrap();
+        assert_eq!(c.amount, Micros::new(10_000_000));
+        assert_eq!(c.suspect.map(|s| s.raw), Some(raw));
+        assert_eq!(m.final_cost(), Some(Micros::new(10_000_000)));
+    }
+    // Usage whose price overflows, in a JSON body.
+    let mut m = ResponseMeter::new(per_token(false), 1024);
+    m.on_headers(Some(200), Some("application/json"), None);
+    m.on_body(br#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":1}}"#);
+    let c = m.final_charge().unwrap();
+    assert_eq!(c.amount, Micros::new(10_000_000));
+    assert!(c
+        .suspect
+        .unwrap()
+        .raw
+        .starts_with("prompt_tokens=18446744073709551615"));
 }

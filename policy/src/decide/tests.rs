@@ -826,3 +826,46 @@ fn deny_codes_have_spec_strings_and_statuses() {
         r#"{"error":{"code":"MISSING_API_KEY","message":"m"}}"#
     );
 }
+
+/// Issue 20 item 3: `{"model":"gpt-4","max_tokens":700,"n":128}` was estimated at 42330 (one
+/// choice) and slipped under a 50000 cap and the approval threshold. Every choice is billed:
+/// the estimate is 128 × 700 output tokens, so the cap refuses it and, without a cap, the
+/// approval threshold holds it.
+#[test]
+fn n_choices_cannot_slip_under_the_cap_or_the_approval_threshold() {
+    let body = br#"{"model":"gpt-4","max_tokens":700,"n":128}"#;
+    let mut v = spec_example();
+    v["projects"][0]["policy"]["maxPerRequest"] = json!("50000");
+    let d = deny_of(decide(
+        &policy(&v),
+        &head(Some("sk-sales"), "api.openai.com", "/v1/chat/completions"),
+        Some(body),
+        &NothingSpent,
+        tuesday_10am_ny(),
+    ));
+    assert_eq!(d.code, DenyCode::MaxPerRequestExceeded);
+    // 60000 × 700 × 128 / 1000 output + ceil(43 / 4) = 11 input tokens at 30000/1k.
+    assert!(
+        d.message.contains("estimated cost 5376330 "),
+        "{}",
+        d.message
+    );
+    // No cap: the approval threshold (100000) holds it.
+    let mut v = spec_example();
+    v["projects"][0]["policy"]["maxPerRequest"] = json!("100000000");
+    v["globalPolicy"]["maxPerRequest"] = json!("100000000");
+    v["projects"][0]["policy"]["monthlyBudget"] = json!("15000000");
+    v["projects"][0]["policy"]["dailyBudget"] = json!("15000000");
+    v["globalPolicy"]["dailyBudget"] = json!("15000000");
+    let decision = decide(
+        &policy(&v),
+        &head(Some("sk-sales"), "api.openai.com", "/v1/chat/completions"),
+        Some(body),
+        &NothingSpent,
+        tuesday_10am_ny(),
+    );
+    let Decision::NeedsApproval(n) = decision else {
+        panic!("expected approval, got {decision:?}");
+    };
+    assert_eq!(n.estimate, Micros::new(5_376_330));
+}

@@ -12,6 +12,7 @@
 //! - Approvers are notified of a new request, the requester's callback of the decision
 //!   (crate::notify), without ever blocking the API call.
 
+use pag0_policy::approval::normalise_email;
 use pag0_policy::doc::{PolicyDocument, Project};
 use pag0_policy::Micros;
 use rand::RngCore;
@@ -109,8 +110,14 @@ fn usd(micros: u64) -> String {
     format!("${}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }
 
+/// Whether two spellings name the same address (`pag0_policy::approval::normalise_email`:
+/// case, a display name, a trailing dot do not matter). What does not parse is compared as
+/// trimmed text, case-insensitively.
 fn same_email(a: &str, b: &str) -> bool {
-    a.trim().eq_ignore_ascii_case(b.trim())
+    match (normalise_email(a), normalise_email(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a.trim().eq_ignore_ascii_case(b.trim()),
+    }
 }
 
 fn is_hex64(s: &str) -> bool {
@@ -150,12 +157,28 @@ pub(crate) fn may_decide(doc: &PolicyDocument, a: &Approval, email: &str) -> Res
             "only an approver listed on the approval's project may decide it",
         ));
     }
-    if a.requested_by
-        .as_deref()
-        .is_some_and(|r| same_email(r, email))
-    {
+    match a.requested_by.as_deref() {
+        Some(r) if same_email(r, email) => {
+            return Err(AppError::Forbidden(
+                "the requester may not decide their own request",
+            ))
+        }
+        Some(_) => {}
+        // Stored before a requester was required: nobody can show they are not the requester.
+        None => {
+            return Err(AppError::Forbidden(
+                "the approval names no requester, so no approver can be told apart from it",
+            ))
+        }
+    }
+    let owner = doc
+        .clients
+        .iter()
+        .find(|c| c.id == a.client_id)
+        .and_then(|c| c.tags.get("owner"));
+    if owner.is_some_and(|o| same_email(o, email)) {
         return Err(AppError::Forbidden(
-            "the requester may not decide their own request",
+            "the owner of the requesting client (tags.owner) may not decide its requests",
         ));
     }
     Ok(())
@@ -225,11 +248,10 @@ pub(crate) fn new_approval(
             .is_none_or(|s| s.chars().count() <= MAX_TEXT),
         "justification: at most 2000 characters",
     );
+    let requested_by = req.requested_by.as_deref().and_then(normalise_email);
     check(
-        req.requested_by
-            .as_ref()
-            .is_none_or(|s| s.chars().count() <= 256),
-        "requestedBy: at most 256 characters",
+        requested_by.is_some(),
+        "requestedBy: required, one e-mail address (the agent's x-pag0-requested-by)",
     );
     check(
         req.callback_url.as_ref().is_none_or(|u| {
@@ -275,7 +297,7 @@ pub(crate) fn new_approval(
         policy_version: req.policy_version,
         status: ApprovalStatus::Pending,
         justification: req.justification.filter(|s| !s.is_empty()),
-        requested_by: req.requested_by.filter(|s| !s.is_empty()),
+        requested_by,
         callback_url: req.callback_url.filter(|s| !s.is_empty()),
         created_at_ms: now_ms,
         expires_at_ms: now_ms.saturating_add(i64::try_from(expires_after_ms).unwrap_or(i64::MAX)),

@@ -317,7 +317,7 @@ async fn create_approval(h: &H, project: &str, client: &str) -> String {
                 "projectId": project, "clientId": client, "method": "POST",
                 "authority": "api.deepl.com", "path": "/v2/translate",
                 "bodySha256": "a".repeat(64), "binding": "b".repeat(64),
-                "estimatedCost": "2000", "policyVersion": 1
+                "estimatedCost": "2000", "policyVersion": 1, "requestedBy": "agent@acme.com"
             })),
         )
         .await;

@@ -63,6 +63,13 @@ impl crate::Store for DownStore {
     ) -> Result<Vec<crate::store::CounterState>, crate::store::StoreError> {
         Err(down())
     }
+    async fn usage_exceptions(
+        &self,
+        _: u32,
+    ) -> Result<Vec<crate::store::UsageException>, crate::store::StoreError> {
+        Err(crate::store::StoreError::Backend("down".into()))
+    }
+
     async fn usage_totals(
         &self,
         _: i64,

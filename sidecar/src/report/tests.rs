@@ -137,6 +137,7 @@ pub async fn scripted(store: &dyn Store) {
     });
     store
         .sync(SyncWrite {
+            exceptions: Vec::new(),
             instance_id: "envoy-1".into(),
             seq: 1,
             digest: "d1".into(),

@@ -328,7 +328,13 @@ pub async fn list(
             ))
         }
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIST);
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_LIST).contains(&limit) {
+        return Err(AppError::bad_request(
+            "BAD_QUERY",
+            format!("limit {limit}: between 1 and {MAX_LIST}"),
+        ));
+    }
     let now = state.clock.now_ms();
     let rows = state.store.approvals(stored, limit).await?;
     let items: Vec<Value> = rows

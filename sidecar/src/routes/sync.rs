@@ -17,7 +17,9 @@ use crate::auth::Filter;
 use crate::document::{limit_for, parse_counter};
 use crate::error::AppError;
 use crate::store::lease::default_want;
-use crate::store::{LeaseAsk, StoreError, SyncWrite, UsageRecord};
+use crate::store::{
+    LeaseAsk, StoreError, SyncWrite, UsageException, UsageRecord, MAX_EXCEPTION_RECORD,
+};
 use crate::AppState;
 
 /// Unknown fields are ignored here (unlike in the policy document): a newer filter may send
@@ -30,8 +32,10 @@ pub struct SyncRequest {
     /// The policy version the filter runs; 0 = none yet.
     #[serde(default)]
     pub policy_version: i64,
+    /// Read one record at a time (see [`classify`]): a malformed record is quarantined, it
+    /// never refuses the batch.
     #[serde(default)]
-    pub usage: Vec<UsageIn>,
+    pub usage: Vec<Value>,
     #[serde(default)]
     pub leases: Vec<LeaseIn>,
     #[serde(default)]
@@ -61,6 +65,17 @@ pub struct UsageIn {
     /// Micro-USD a cache hit avoided; strict like `amount` (a decimal string or integer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub savings: Option<Micros>,
+    /// The filter charged the request's bound, not the upstream's report (kept here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspect: Option<SuspectIn>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct SuspectIn {
+    #[serde(default)]
+    pub raw: String,
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// A record as sidecars that ignored `cacheHit`/`savings` saw it (and digested it).
@@ -147,24 +162,6 @@ fn check(req: &SyncRequest, max_batch: usize) -> Result<(), AppError> {
             "leases, release: at most {MAX_COUNTERS} counters each"
         ));
     }
-    for (i, u) in req.usage.iter().enumerate() {
-        if u.counters.len() > 8 {
-            errs.push(format!("usage[{i}].counters: at most 8"));
-        }
-        for (j, c) in u.counters.iter().enumerate() {
-            if parse_counter(c).is_none() {
-                errs.push(format!(
-                    "usage[{i}].counters[{j}]: {c:?} is not a counter key"
-                ));
-            }
-        }
-        if i64::try_from(u.amount.get()).is_err() {
-            errs.push(format!("usage[{i}].amount: above {}", i64::MAX));
-        }
-        if u.savings.is_some_and(|s| i64::try_from(s.get()).is_err()) {
-            errs.push(format!("usage[{i}].savings: above {}", i64::MAX));
-        }
-    }
     for (i, l) in req.leases.iter().enumerate() {
         if parse_counter(&l.counter).is_none() {
             errs.push(format!(
@@ -177,6 +174,84 @@ fn check(req: &SyncRequest, max_batch: usize) -> Result<(), AppError> {
         Ok(())
     } else {
         Err(bad(errs))
+    }
+}
+
+/// What is wrong with one record (empty: nothing).
+fn record_problems(u: &UsageIn) -> Vec<String> {
+    let mut errs = Vec::new();
+    if u.counters.len() > 8 {
+        errs.push("counters: at most 8".to_string());
+    }
+    for (j, c) in u.counters.iter().enumerate() {
+        if parse_counter(c).is_none() {
+            errs.push(format!("counters[{j}]: {c:?} is not a counter key"));
+        }
+    }
+    if i64::try_from(u.amount.get()).is_err() {
+        errs.push(format!("amount: above {}", i64::MAX));
+    }
+    if u.savings.is_some_and(|s| i64::try_from(s.get()).is_err()) {
+        errs.push(format!("savings: above {}", i64::MAX));
+    }
+    errs
+}
+
+/// A batch's records sorted out: the ones to apply (with their index in the batch) and the
+/// quarantined ones (index, reason). One bad record never refuses the batch.
+pub(crate) struct Classified {
+    pub good: Vec<(usize, UsageIn)>,
+    pub quarantined: Vec<(usize, String)>,
+}
+
+pub(crate) fn classify(raw: &[Value]) -> Classified {
+    let mut out = Classified {
+        good: Vec::new(),
+        quarantined: Vec::new(),
+    };
+    for (i, v) in raw.iter().enumerate() {
+        match serde_json::from_value::<UsageIn>(v.clone()) {
+            Err(e) => out.quarantined.push((i, format!("usage[{i}]: {e}"))),
+            Ok(u) => {
+                let errs = record_problems(&u);
+                if errs.is_empty() {
+                    out.good.push((i, u));
+                } else {
+                    let errs: Vec<String> =
+                        errs.iter().map(|e| format!("usage[{i}].{e}")).collect();
+                    out.quarantined.push((i, errs.join("; ")));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn cut(s: String) -> String {
+    if s.len() <= MAX_EXCEPTION_RECORD {
+        return s;
+    }
+    let mut end = MAX_EXCEPTION_RECORD;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default().to_string()
+}
+
+fn clone_usage(u: &UsageIn) -> UsageIn {
+    UsageIn {
+        amount: u.amount,
+        counters: u.counters.clone(),
+        project_id: u.project_id.clone(),
+        client_id: u.client_id.clone(),
+        host: u.host.clone(),
+        at: u.at,
+        cache_hit: u.cache_hit,
+        savings: u.savings,
+        suspect: u.suspect.as_ref().map(|s| SuspectIn {
+            raw: s.raw.clone(),
+            reason: s.reason.clone(),
+        }),
     }
 }
 
@@ -204,6 +279,43 @@ pub(crate) fn legacy_digest(usage: &[UsageIn]) -> Result<Option<String>, AppErro
         })
         .collect();
     digest(&legacy).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExceptionsQuery {
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `GET /v1/usage/exceptions?limit=` (admin): quarantined and suspect usage records, newest
+/// first; `limit` 1–1000 (default 100).
+pub async fn exceptions(
+    _: crate::auth::Admin,
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<ExceptionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, AppError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| AppError::bad_request("BAD_QUERY", e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(AppError::bad_request(
+            "BAD_QUERY",
+            format!("limit {limit}: between 1 and 1000"),
+        ));
+    }
+    let rows = state.store.usage_exceptions(limit).await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "kind": e.kind, "instanceId": e.instance_id, "seq": e.seq, "index": e.idx,
+                "reason": e.reason,
+                "record": serde_json::from_str::<Value>(&e.record).unwrap_or(Value::String(e.record.clone())),
+                "committedAt": crate::clock::rfc3339(e.committed_at_ms),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "exceptions": items })))
 }
 
 pub async fn sync(
@@ -248,8 +360,14 @@ pub async fn sync(
     leases.sort_by(|a, b| a.counter.cmp(&b.counter));
     leases.dedup_by(|a, b| a.counter == b.counter);
 
-    let usage: Vec<UsageRecord> = req
-        .usage
+    let classified = classify(&req.usage);
+    let good: Vec<UsageIn> = classified
+        .good
+        .iter()
+        .map(|(_, u)| u)
+        .map(clone_usage)
+        .collect();
+    let usage: Vec<UsageRecord> = good
         .iter()
         .map(|u| UsageRecord {
             amount: u.amount.get(),
@@ -267,14 +385,51 @@ pub async fn sync(
         policy.as_ref().map(|p| &p.value),
         usage.iter().flat_map(|u| u.counters.iter().cloned()),
     );
+    let seq_i64 = seq;
+    let raw_of = |i: usize| cut(req.usage.get(i).map(Value::to_string).unwrap_or_default());
+    let mut exceptions: Vec<UsageException> = Vec::new();
+    for (i, why) in &classified.quarantined {
+        tracing::warn!(instance = %req.instance_id, seq, "usage record quarantined: {why}");
+        exceptions.push(UsageException {
+            instance_id: req.instance_id.clone(),
+            seq: seq_i64,
+            idx: i64::try_from(*i).unwrap_or(i64::MAX),
+            kind: "quarantined".into(),
+            record: raw_of(*i),
+            reason: why.clone(),
+            committed_at_ms: now,
+        });
+    }
+    for (i, u) in &classified.good {
+        if let Some(s) = &u.suspect {
+            exceptions.push(UsageException {
+                instance_id: req.instance_id.clone(),
+                seq: seq_i64,
+                idx: i64::try_from(*i).unwrap_or(i64::MAX),
+                kind: "suspect".into(),
+                record: raw_of(*i),
+                reason: cut(format!("{}: {}", s.reason, s.raw)),
+                committed_at_ms: now,
+            });
+        }
+    }
+    exceptions.sort_by_key(|e| e.idx);
+    // A batch of good records digests as it always did; one with a quarantined record digests
+    // its raw records (a resend is byte-for-byte the same, so the same digest).
+    let (batch_digest, batch_legacy) = if classified.quarantined.is_empty() {
+        (digest(&good)?, legacy_digest(&good)?)
+    } else {
+        (digest(&req.usage)?, None)
+    };
     let outcome = state
         .store
         .sync_alerting(
             SyncWrite {
+                exceptions,
                 instance_id: req.instance_id.clone(),
                 seq,
-                digest: digest(&req.usage)?,
-                legacy_digest: legacy_digest(&req.usage)?,
+                digest: batch_digest,
+                legacy_digest: batch_legacy,
                 usage,
                 release: req.release.clone(),
                 leases,
@@ -306,10 +461,9 @@ pub async fn sync(
     };
     m.sync_batches.with_label_values(&[label]).inc();
     if !outcome.duplicate {
-        m.usage_records.inc_by(req.usage.len() as u64);
+        m.usage_records.inc_by(good.len() as u64);
         m.usage_micros.inc_by(
-            req.usage
-                .iter()
+            good.iter()
                 .map(|u| u.amount.get())
                 .fold(0, u64::saturating_add),
         );

@@ -38,6 +38,7 @@ fn hit(savings: u64, project: &str, client: &str, at_ms: Option<i64>) -> UsageRe
 fn batch(instance: &str, seq: i64, usage: Vec<UsageRecord>) -> SyncWrite {
     let digest = format!("{usage:?}");
     SyncWrite {
+        exceptions: Vec::new(),
         instance_id: instance.into(),
         seq,
         digest,
@@ -52,6 +53,7 @@ fn batch(instance: &str, seq: i64, usage: Vec<UsageRecord>) -> SyncWrite {
 
 fn ask(instance: &str, seq: i64, counter: &str, limit: u64, want: u64) -> SyncWrite {
     SyncWrite {
+        exceptions: Vec::new(),
         leases: vec![LeaseAsk {
             counter: counter.into(),
             limit,
@@ -354,6 +356,7 @@ pub async fn grants_never_exceed_the_room(store: &dyn Store) {
     // A spends 300 of its slice: it moves from the lease to `spent`.
     let a = store
         .sync(SyncWrite {
+            exceptions: Vec::new(),
             leases: vec![LeaseAsk {
                 counter: K.into(),
                 limit: 1000,
@@ -369,6 +372,7 @@ pub async fn grants_never_exceed_the_room(store: &dyn Store) {
     // A hands its slice back; B can have it.
     store
         .sync(SyncWrite {
+            exceptions: Vec::new(),
             release: vec![K.into()],
             ..batch("a", 4, vec![])
         })
@@ -398,6 +402,7 @@ pub async fn usage_above_the_slice_is_charged_in_full(store: &dyn Store) {
     // The actual cost (150) exceeded what A held: charged in full, the lease runs dry.
     let a = store
         .sync(SyncWrite {
+            exceptions: Vec::new(),
             leases: vec![LeaseAsk {
                 counter: K.into(),
                 limit: 1000,
@@ -1664,4 +1669,45 @@ pub async fn audit_retention_keeps_the_chain_verifiable(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(first_bad(&verify(store).await), Some(6));
+}
+
+/// Quarantined and suspect records (issue 20): written with their batch, exactly once; a
+/// batch of nothing but a quarantined record still counts as a batch (seen once); listed
+/// newest first.
+pub async fn exceptions_are_kept_once_with_their_batch(store: &dyn Store) {
+    let ex = |seq: i64, idx: i64, kind: &str| crate::store::UsageException {
+        instance_id: "envoy-x".into(),
+        seq,
+        idx,
+        kind: kind.into(),
+        record: format!(r#"{{"amount":"{idx}"}}"#),
+        reason: format!("usage[{idx}]: bad"),
+        committed_at_ms: T0 + seq,
+    };
+    let mut b = batch("envoy-x", 1, vec![rec(100, &[K])]);
+    b.exceptions = vec![ex(1, 1, "quarantined"), ex(1, 2, "suspect")];
+    assert!(!store.sync(b.clone()).await.unwrap().duplicate);
+    assert!(store.sync(b).await.unwrap().duplicate);
+    assert_eq!(spent(store, K).await, 100);
+    // Only a quarantined record: no usage, still exactly once.
+    let mut only = batch("envoy-x", 2, vec![]);
+    only.exceptions = vec![ex(2, 0, "quarantined")];
+    assert!(!store.sync(only.clone()).await.unwrap().duplicate);
+    assert!(store.sync(only).await.unwrap().duplicate);
+    let all = store.usage_exceptions(10).await.unwrap();
+    let got: Vec<(i64, i64, &str)> = all
+        .iter()
+        .map(|e| (e.seq, e.idx, e.kind.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, 0, "quarantined"),
+            (1, 1, "quarantined"),
+            (1, 2, "suspect")
+        ]
+    );
+    assert_eq!(all[0].record, r#"{"amount":"0"}"#);
+    assert_eq!(store.usage_exceptions(1).await.unwrap().len(), 1);
+    assert_eq!(spent(store, K).await, 100);
 }

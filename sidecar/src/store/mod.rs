@@ -107,6 +107,25 @@ pub struct LeaseAsk {
 }
 
 /// One `POST /v1/sync` as the store sees it. Applied in ONE transaction.
+/// A usage record the sidecar did not take as an ordinary one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageException {
+    pub instance_id: String,
+    pub seq: i64,
+    /// The record's position in its batch.
+    pub idx: i64,
+    /// `quarantined` (malformed: stored, not applied) or `suspect` (applied at its bound; the
+    /// upstream's report was not believed).
+    pub kind: String,
+    /// The record as the filter sent it (JSON, at most [`MAX_EXCEPTION_RECORD`] bytes).
+    pub record: String,
+    pub reason: String,
+    pub committed_at_ms: i64,
+}
+
+/// Longest record text kept with an exception.
+pub const MAX_EXCEPTION_RECORD: usize = 4096;
+
 #[derive(Clone, Debug)]
 pub struct SyncWrite {
     pub instance_id: String,
@@ -118,6 +137,10 @@ pub struct SyncWrite {
     /// duplicate, not `SeqReused`.
     pub legacy_digest: Option<String>,
     pub usage: Vec<UsageRecord>,
+    /// Records kept aside (docs/sync-protocol.md "Quarantine"): quarantined ones are not in
+    /// `usage` and touch no counter; suspect ones are in `usage` too (charged their bound).
+    /// Written with the batch, exactly once, like the ledger.
+    pub exceptions: Vec<UsageException>,
     pub release: Vec<String>,
     pub leases: Vec<LeaseAsk>,
     pub now_ms: i64,
@@ -219,6 +242,9 @@ pub trait Store: Send + Sync + 'static {
     /// The usage ledger summed per (project, client, host) over the records whose time
     /// (`at_ms`, else `committed_at_ms`) is in `[from_ms, to_ms)`; in no particular order.
     async fn usage_totals(&self, from_ms: i64, to_ms: i64) -> Result<Vec<UsageTotals>, StoreError>;
+
+    /// The newest `limit` quarantined and suspect records, newest first.
+    async fn usage_exceptions(&self, limit: u32) -> Result<Vec<UsageException>, StoreError>;
 
     // --- approvals (approval.rs, docs/approvals.md) ---
 
@@ -405,6 +431,16 @@ pub(crate) const SCHEMA: &[&str] = &[
         PRIMARY KEY (instance_id, seq, idx))",
     // Analytics read one period: `LEDGER_TIME` in a range.
     "CREATE INDEX IF NOT EXISTS usage_ledger_by_time ON usage_ledger ((COALESCE(at_ms, committed_at_ms)))",
+    // Quarantined and suspect usage records (docs/sync-protocol.md "Quarantine").
+    "CREATE TABLE IF NOT EXISTS usage_exceptions (
+        instance_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        idx BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        record TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        committed_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (instance_id, seq, idx))",
     "CREATE TABLE IF NOT EXISTS budget_counters (
         counter_key TEXT PRIMARY KEY,
         spent BIGINT NOT NULL,

@@ -21,7 +21,7 @@ use super::sqlite::attach_leases;
 use super::{
     from_db, keys_to_lock, to_db, usage_per_counter, AuditEvent, AuditHead, AuditQuery, AuditRow,
     CounterState, LeaseGrant, LeaseState, NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError,
-    SyncOutcome, SyncWrite, UsageTotals, ADDED_COLUMNS, LEDGER_TIME, SCHEMA,
+    SyncOutcome, SyncWrite, UsageException, UsageTotals, ADDED_COLUMNS, LEDGER_TIME, SCHEMA,
 };
 use super::{AlertRecord, ClaimedAlert, DeliveryUpdate};
 use crate::alerts::{detect, AlertRules, NewAlert};
@@ -208,7 +208,7 @@ async fn sync_tx(
 
     // 1. Exactly once.
     let mut duplicate = false;
-    if !w.usage.is_empty() {
+    if !w.usage.is_empty() || !w.exceptions.is_empty() {
         let inserted = tx
             .execute(
                 "INSERT INTO seen_batches (instance_id, seq, digest, committed_at_ms) VALUES ($1, $2, $3, $4)
@@ -253,6 +253,22 @@ async fn sync_tx(
     // 2. Ledger and counters.
     let mut alerts_raised = Vec::new();
     if !duplicate {
+        for e in &w.exceptions {
+            tx.execute(
+                "INSERT INTO usage_exceptions (instance_id, seq, idx, kind, record, reason, committed_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                &[
+                    &e.instance_id,
+                    &e.seq,
+                    &e.idx,
+                    &e.kind,
+                    &e.record,
+                    &e.reason,
+                    &e.committed_at_ms,
+                ],
+            )
+            .await?;
+        }
         let mut moved = Vec::new();
         for (idx, rec) in w.usage.iter().enumerate() {
             let idx = i64::try_from(idx).map_err(backend)?;
@@ -584,6 +600,31 @@ impl Store for PgStore {
                 cost: from_db(r.get(4)),
                 cache_hits: from_db(r.get(5)),
                 savings: from_db(r.get(6)),
+            })
+            .collect())
+    }
+
+    async fn usage_exceptions(&self, limit: u32) -> Result<Vec<UsageException>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        let rows = client
+            .query(
+                "SELECT instance_id, seq, idx, kind, record, reason, committed_at_ms
+                 FROM usage_exceptions ORDER BY committed_at_ms DESC, instance_id, seq DESC, idx
+                 LIMIT $1",
+                &[&i64::from(limit)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| UsageException {
+                instance_id: r.get(0),
+                seq: r.get(1),
+                idx: r.get(2),
+                kind: r.get(3),
+                record: r.get(4),
+                reason: r.get(5),
+                committed_at_ms: r.get(6),
             })
             .collect())
     }

@@ -20,7 +20,7 @@ use super::lease::{consume, Room};
 use super::{
     from_db, keys_to_lock, to_db, usage_per_counter, AuditEvent, AuditHead, AuditQuery, AuditRow,
     CounterState, LeaseGrant, LeaseState, NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError,
-    SyncOutcome, SyncWrite, UsageTotals, ADDED_COLUMNS, LEDGER_TIME, SCHEMA,
+    SyncOutcome, SyncWrite, UsageException, UsageTotals, ADDED_COLUMNS, LEDGER_TIME, SCHEMA,
 };
 use super::{AlertRecord, ClaimedAlert, DeliveryUpdate};
 use crate::alerts::{detect, AlertRules, NewAlert};
@@ -158,7 +158,7 @@ fn sync_tx(
 
     // 1. Exactly once: a batch is applied only the first time its (instance, seq) is seen.
     let mut duplicate = false;
-    if !w.usage.is_empty() {
+    if !w.usage.is_empty() || !w.exceptions.is_empty() {
         let seen: Option<String> = tx
             .query_row(
                 "SELECT digest FROM seen_batches WHERE instance_id = ?1 AND seq = ?2",
@@ -197,6 +197,22 @@ fn sync_tx(
     // 2. The ledger and the counters, in the same transaction as the seen-batch row.
     let mut alerts_raised = Vec::new();
     if !duplicate {
+        for e in &w.exceptions {
+            tx.execute(
+                "INSERT INTO usage_exceptions (instance_id, seq, idx, kind, record, reason, committed_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                params![
+                    e.instance_id,
+                    e.seq,
+                    e.idx,
+                    e.kind,
+                    e.record,
+                    e.reason,
+                    e.committed_at_ms
+                ],
+            )
+            .map_err(backend)?;
+        }
         let mut moved = Vec::new();
         for (idx, rec) in w.usage.iter().enumerate() {
             tx.execute(
@@ -488,6 +504,35 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             attach_leases(&mut counters, leases);
             Ok(counters)
+        })
+        .await
+    }
+
+    async fn usage_exceptions(&self, limit: u32) -> Result<Vec<UsageException>, StoreError> {
+        self.run(move |conn| {
+            let mut st = conn
+                .prepare(
+                    "SELECT instance_id, seq, idx, kind, record, reason, committed_at_ms
+                     FROM usage_exceptions ORDER BY committed_at_ms DESC, instance_id, seq DESC, idx
+                     LIMIT ?1",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map([i64::from(limit)], |r| {
+                    Ok(UsageException {
+                        instance_id: r.get(0)?,
+                        seq: r.get(1)?,
+                        idx: r.get(2)?,
+                        kind: r.get(3)?,
+                        record: r.get(4)?,
+                        reason: r.get(5)?,
+                        committed_at_ms: r.get(6)?,
+                    })
+                })
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            Ok(rows)
         })
         .await
     }

@@ -111,6 +111,7 @@ contract_tests!(
     audit_retention_keeps_the_chain_verifiable,
     // anomalies (issue 16)
     detection_over_the_ledger_finds_an_injected_spike,
+    exceptions_are_kept_once_with_their_batch,
 );
 
 /// Two sidecars on one PostgreSQL append to one chain: contiguous seqs, no fork.
@@ -163,6 +164,7 @@ async fn postgres_two_sidecars_grant_atomically() {
         .await
         .unwrap();
     let mk = |inst: &str| super::SyncWrite {
+        exceptions: Vec::new(),
         instance_id: inst.into(),
         seq: 1,
         digest: String::new(),
@@ -219,6 +221,7 @@ mod migration {
 
     fn write(instance: &str, digest: &str, usage: Vec<UsageRecord>) -> SyncWrite {
         SyncWrite {
+            exceptions: Vec::new(),
             instance_id: instance.into(),
             seq: 1,
             digest: digest.into(),
@@ -426,6 +429,7 @@ mod model {
                     let base = |f: &mut Filter, inst: usize, now: i64| {
                         f.seq += 1;
                         SyncWrite {
+                            exceptions: Vec::new(),
                             instance_id: format!("i{inst}"), seq: f.seq, digest: String::new(), legacy_digest: None, usage: vec![],
                             release: vec![], leases: vec![], now_ms: now, lease_ttl_ms: TTL,
                         }
@@ -525,6 +529,7 @@ async fn postgres_two_sidecars_raise_and_claim_each_alert_once() {
                     savings: 0,
                 }];
                 let w = super::SyncWrite {
+                    exceptions: Vec::new(),
                     instance_id: format!("inst{i}"),
                     seq,
                     digest: format!("{seq}"),
@@ -621,6 +626,7 @@ async fn postgres_two_delivery_workers_send_each_alert_once() {
         })
         .collect();
     let w = super::SyncWrite {
+        exceptions: Vec::new(),
         instance_id: "i".into(),
         seq: 1,
         digest: "d".into(),

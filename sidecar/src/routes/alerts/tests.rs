@@ -138,7 +138,7 @@ async fn a_held_approval_at_or_above_high_cost_raises_one() {
     };
     let create = |cost: &str| {
         json!({
-            "projectId": "sales-ai", "clientId": "sales-agent",
+            "projectId": "sales-ai", "clientId": "sales-agent", "requestedBy": "agent@acme.com",
             "method": "POST", "authority": "api.openai.com", "path": "/v1/chat/completions",
             "bodySha256": body_sha256_hex(BODY),
             "binding": request_binding("sales-agent", &head, BODY),

@@ -554,3 +554,105 @@ async fn a_failing_notification_never_fails_the_call() {
         h.call(Method::GET, "/metrics", None, None).await.text
     );
 }
+
+/// Issue 20: `?limit=1000000` answered although the docs say at most 1000. Now the server
+/// and docs/approvals.md agree: 1–1000, anything else is `400 BAD_QUERY`.
+#[tokio::test]
+async fn the_list_limit_is_one_to_a_thousand() {
+    let h = harness().await;
+    h.create().await;
+    for bad in ["1000000", "1001", "0", "-1", "abc", "4294967296"] {
+        let r = h
+            .call(
+                Method::GET,
+                &format!("/v1/approvals?limit={bad}"),
+                Some(ALICE),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "limit={bad}: {}", r.text);
+        assert_eq!(code(&r), "BAD_QUERY", "limit={bad}");
+    }
+    for good in ["1", "1000"] {
+        let r = h
+            .call(
+                Method::GET,
+                &format!("/v1/approvals?limit={good}"),
+                Some(ALICE),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "limit={good}: {}", r.text);
+        assert_eq!(r.body["approvals"].as_array().map(Vec::len), Some(1));
+    }
+}
+
+impl Harness {
+    async fn create_as(&self, requested_by: Option<&str>) -> Resp {
+        let mut body = create_body();
+        match requested_by {
+            Some(r) => body["requestedBy"] = json!(r),
+            None => {
+                body.as_object_mut().unwrap().remove("requestedBy");
+            }
+        }
+        self.call(Method::POST, "/v1/approvals", Some(SYNC), Some(body))
+            .await
+    }
+}
+
+/// Issue 20 item 4: an approver bound to `agent@acme.com` approved its own request when the
+/// agent's header said `agent@acme.com.` or `Agent <agent@acme.com>`, or nothing. Every
+/// spelling is the same requester now; no requester is refused at creation.
+#[tokio::test]
+async fn the_requester_is_recognised_in_every_spelling() {
+    let h = harness().await;
+    for spelling in [
+        "agent@acme.com.",
+        "Agent <agent@acme.com>",
+        "AGENT@ACME.COM",
+        " \"Agent E\" <Agent@Acme.com.> ",
+    ] {
+        let r = h.create_as(Some(spelling)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{spelling:?}: {}", r.text);
+        let id = r.body["approvalId"].as_str().unwrap().to_string();
+        let r = h.decide(&id, "approve", AGENT_APPROVER).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{spelling:?}: {}", r.text);
+        assert!(r.text.contains("requester"), "{}", r.text);
+        // Another listed approver may.
+        assert_eq!(h.decide(&id, "approve", LEAD).await.status, StatusCode::OK);
+    }
+    for bad in [
+        None,
+        Some(""),
+        Some("Agent"),
+        Some("a@x.com, b@y.com"),
+        Some("@acme.com"),
+    ] {
+        let r = h.create_as(bad).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad:?}: {}", r.text);
+        assert_eq!(code(&r), "BAD_APPROVAL");
+        assert!(r.text.contains("requestedBy"), "{}", r.text);
+    }
+}
+
+/// A client's `tags.owner` never approves that client's requests, whatever the header says.
+#[tokio::test]
+async fn the_clients_owner_never_approves_its_requests() {
+    let h = harness().await;
+    let mut doc = policy();
+    doc["clients"][0]["tags"] = json!({ "owner": "Agent E <AGENT@acme.com.>" });
+    let r = h
+        .call(Method::PUT, "/v1/policy", Some(ALICE), Some(doc))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = h.create_as(Some("someone-else@acme.com")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["approvalId"].as_str().unwrap().to_string();
+    for verb in ["approve", "deny"] {
+        let r = h.decide(&id, verb, AGENT_APPROVER).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{verb}: {}", r.text);
+        assert!(r.text.contains("tags.owner"), "{}", r.text);
+    }
+    assert_eq!(h.decide(&id, "approve", LEAD).await.status, StatusCode::OK);
+}
