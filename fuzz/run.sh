@@ -14,7 +14,7 @@ if rustup toolchain list 2> /dev/null | grep -q '^nightly'; then
 else
   fuzz() { RUSTC_BOOTSTRAP=1 cargo fuzz "$@"; }
 fi
-targets="${FUZZ_TARGETS:-policy_document request_body sse_usage wasm_request}"
+targets="${FUZZ_TARGETS:-policy_document request_body sse_usage path_normalise wasm_request}"
 
 # The host target drives the real plugin .wasm.
 (cd .. && cargo build -q -p pag0-plugin --profile wasm-release --target wasm32-wasip1)

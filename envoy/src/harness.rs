@@ -191,6 +191,8 @@ pub struct EnvoyConfig {
     pub log_level: String,
     /// Managed mode: the sidecar's port on 127.0.0.1 (cluster `pag0_sidecar`).
     pub sidecar_port: Option<u16>,
+    /// The HTTP connection manager's path protections (default on, as shipped).
+    pub path_protections: bool,
 }
 
 impl EnvoyConfig {
@@ -202,6 +204,7 @@ impl EnvoyConfig {
             ready_timeout: Duration::from_secs(60),
             log_level: std::env::var("PAG0_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned()),
             sidecar_port: None,
+            path_protections: true,
         }
     }
 
@@ -285,6 +288,7 @@ impl Envoy {
                 .unwrap_or(0)
                 .max(crate::yaml::DEFAULT_BUFFER_BYTES),
             sidecar: config.sidecar_port.map(|p| ("127.0.0.1".to_owned(), p)),
+            path_protections: config.path_protections,
         };
         std::fs::write(&yaml_path, render_envoy_yaml(&params)).map_err(|e| fail(e.to_string()))?;
         let log = File::create(&log_path).map_err(|e| fail(e.to_string()))?;

@@ -20,6 +20,10 @@ pub struct YamlParams {
     /// Managed mode: the pag0 sidecar (address, port), served as cluster `pag0_sidecar`
     /// (HTTP/1.1). `None`: no sidecar cluster.
     pub sidecar: Option<(String, u16)>,
+    /// The HTTP connection manager's own path protections (`normalize_path`, `merge_slashes`,
+    /// `path_with_escaped_slashes_action: REJECT_REQUEST`). On in everything shipped; tests
+    /// turn them off to show the filter holds without them.
+    pub path_protections: bool,
 }
 
 /// Envoy's default per-connection buffer limit and pag0's default `maxBodyBytes` (1 MiB).
@@ -36,9 +40,19 @@ impl YamlParams {
             plugin_config,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
             sidecar: None,
+            path_protections: true,
         }
     }
 }
+
+/// Envoy normalises the path before any filter sees it (RFC 3986 dot segments, `//`) and
+/// rejects `%2F` / `%5C` with a 400; pag0 matches on its own normalisation either way.
+pub const PATH_PROTECTIONS: &str =
+    "          # Path normalisation before any filter (pag0 also holds without it).
+          normalize_path: true
+          merge_slashes: true
+          path_with_escaped_slashes_action: REJECT_REQUEST
+";
 
 /// Renders the bootstrap. The configuration JSON goes in as a YAML literal block scalar, so
 /// the shipped file stays readable and diffable.
@@ -80,7 +94,7 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: pag0_ingress
           codec_type: AUTO
-          route_config:
+{path_protections}          route_config:
             name: all_hosts
             virtual_hosts:
             - name: all_hosts
@@ -135,6 +149,11 @@ static_resources:
         wasm = serde_json::to_string(&p.wasm_path).unwrap_or_default(),
         agent_routes = if p.sidecar.is_some() {
             AGENT_ROUTES
+        } else {
+            ""
+        },
+        path_protections = if p.path_protections {
+            PATH_PROTECTIONS
         } else {
             ""
         },

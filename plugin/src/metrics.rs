@@ -25,7 +25,7 @@ use crate::host::{self, Host};
 
 /// Every SPEC §5 code, so each has its counter from the start (a dashboard sees zeros,
 /// not missing series).
-pub const DENY_CODES: [DenyCode; 17] = [
+pub const DENY_CODES: [DenyCode; 19] = [
     DenyCode::MissingApiKey,
     DenyCode::UnknownApiKey,
     DenyCode::EndpointBlocked,
@@ -43,6 +43,8 @@ pub const DENY_CODES: [DenyCode; 17] = [
     DenyCode::BodyTooLarge,
     DenyCode::BadRequestBody,
     DenyCode::RequestedByInvalid,
+    DenyCode::AmbiguousPath,
+    DenyCode::InvalidAuthority,
 ];
 
 /// Metric ids; `None` where the host refused to define one (then that count is skipped,

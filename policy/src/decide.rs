@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::budget::{BudgetKey, BudgetView, Reservation, Scope};
-use crate::matching::RequestTarget;
+use crate::matching::{RequestTarget, TargetError};
 use crate::money::Micros;
 use crate::period::keys as period_keys;
 use crate::pricing::parse_request_body;
@@ -46,6 +46,10 @@ pub enum DenyCode {
     /// A request that needs approval without a `x-pag0-requested-by` that names one e-mail
     /// address: the approver could not be told apart from the requester.
     RequestedByInvalid,
+    /// Pag0 extension (issue 20): the path cannot be normalised to one spelling.
+    AmbiguousPath,
+    /// Pag0 extension (issue 20): `:authority` is not one host name.
+    InvalidAuthority,
 }
 
 /// A refusal: becomes a local reply with `x-pag0-decision: deny`, `x-pag0-code`, JSON body.
@@ -172,6 +176,8 @@ impl DenyCode {
             DenyCode::BodyTooLarge => "BODY_TOO_LARGE",
             DenyCode::BadRequestBody => "BAD_REQUEST_BODY",
             DenyCode::RequestedByInvalid => "REQUESTED_BY_INVALID",
+            DenyCode::AmbiguousPath => "AMBIGUOUS_PATH",
+            DenyCode::InvalidAuthority => "INVALID_AUTHORITY",
         }
     }
 
@@ -182,7 +188,10 @@ impl DenyCode {
             DenyCode::BudgetExceeded => 402,
             DenyCode::ControlPlaneUnavailable => 503,
             DenyCode::BodyTooLarge => 413,
-            DenyCode::BadRequestBody | DenyCode::RequestedByInvalid => 400,
+            DenyCode::BadRequestBody
+            | DenyCode::RequestedByInvalid
+            | DenyCode::AmbiguousPath
+            | DenyCode::InvalidAuthority => 400,
             DenyCode::EndpointBlocked
             | DenyCode::EndpointNotAllowed
             | DenyCode::CategoryNotAllowed
@@ -301,7 +310,27 @@ impl CompiledPolicy {
             })
         };
         let rules = &client.rules;
-        let target = RequestTarget::new(head.authority, head.path);
+        let target = match RequestTarget::parse(head.authority, head.path) {
+            Ok(t) => t,
+            Err(TargetError::Authority(e)) => {
+                return deny(
+                    DenyCode::InvalidAuthority,
+                    format!(
+                        "the request authority {:?} is refused before any rule is matched: {e}",
+                        Clipped(head.authority)
+                    ),
+                )
+            }
+            Err(TargetError::Path(e)) => {
+                return deny(
+                    DenyCode::AmbiguousPath,
+                    format!(
+                    "the request path {:?} is refused before any rule is matched: it contains {e}",
+                    Clipped(head.path)
+                ),
+                )
+            }
+        };
         let host = target.host;
 
         if let Some((level, pat)) = rules
@@ -587,7 +616,23 @@ struct Shown<'a, 'b>(&'a RequestTarget<'b>);
 
 impl std::fmt::Display for Shown<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}{}", self.0.host, self.0.path)
+        write!(f, "{}{}", self.0.host, self.0.path())
+    }
+}
+
+/// At most the first 200 bytes of an agent-supplied value, for messages.
+struct Clipped<'a>(&'a str);
+
+impl std::fmt::Debug for Clipped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut end = self.0.len().min(200);
+        while !self.0.is_char_boundary(end) {
+            end -= 1;
+        }
+        match self.0.get(..end) {
+            Some(s) if end < self.0.len() => write!(f, "{:?}…", s),
+            _ => write!(f, "{:?}", self.0),
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod fixtures;
 pub mod hours;
 pub mod matching;
 pub mod money;
+pub mod path;
 pub mod period;
 pub mod pricing;
 pub mod replay;

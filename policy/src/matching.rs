@@ -7,12 +7,19 @@
 //!   segments: `/v1/chat` and `/v1/chat/completions` match, `/v1/chatter` does not.
 //! - Ports are ignored on both sides; hosts compare case-insensitively; a trailing dot
 //!   (`example.com.`) is ignored; the query string is not part of the path.
-//! - Empty path segments (`//`) are ignored. A request path that could mean something else after
-//!   normalisation upstream (a `.` or `..` segment, an encoded `.` `/` `\`, or a backslash) is
-//!   *ambiguous*: it never matches an allow rule with a path and always matches a block rule
-//!   with a path (fail closed both ways).
+//! - The request must name one host ([`parse_authority`]) and its path must normalise
+//!   ([`crate::path::normalise`]); otherwise [`RequestTarget::parse`] refuses it before any
+//!   rule is looked at. Rules match the normalised path (rule paths are normalised the same
+//!   way). Block rules compare path segments case-insensitively (ASCII), allow rules and
+//!   catalogue entries exactly.
+//! - A request path with a `.` or `..` segment is matched as resolved; in addition a block
+//!   rule also matches it as written (dots kept) and an allow rule must match both: an
+//!   upstream that does not resolve dot segments cannot be reached past a rule either.
 
 use std::fmt;
+use std::net::Ipv6Addr;
+
+use crate::path::{normalise, NormalPath, PathError};
 
 /// One parsed rule entry: a host suffix and an optional path prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,13 +40,28 @@ pub enum PatternError {
     Wildcard(String),
     #[error("{0:?} is not a host name")]
     BadHost(String),
+    #[error("{0:?}: the path is ambiguous ({1})")]
+    BadPath(String, PathError),
 }
 
-/// How a request path relates to path-bearing rules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PathClass {
-    Plain,
-    Ambiguous,
+/// Why a request's `:authority` is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorityError {
+    #[error("it is empty")]
+    Empty,
+    #[error("the port is not a number from 0 to 65535")]
+    BadPort,
+    #[error("it is not one host name (dot-separated labels of letters, digits, '-' and '_'), an IPv4 address or a bracketed IPv6 address, with an optional port")]
+    BadHost,
+}
+
+/// Why a request cannot be matched against rules at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("the authority is refused: {0}")]
+    Authority(AuthorityError),
+    #[error("the path is ambiguous: {0}")]
+    Path(PathError),
 }
 
 // === impl EndpointPattern ===
@@ -66,11 +88,16 @@ impl EndpointPattern {
         if !is_host_name(host) {
             return Err(PatternError::BadHost(s.to_string()));
         }
-        let segments = path
-            .split('/')
-            .filter(|seg| !seg.is_empty())
-            .map(Box::from)
-            .collect();
+        let segments = if path.is_empty() {
+            Vec::new()
+        } else {
+            normalise(path)
+                .map_err(|e| PatternError::BadPath(s.to_string(), e))?
+                .segments
+                .into_iter()
+                .map(String::into_boxed_str)
+                .collect()
+        };
         Ok(EndpointPattern {
             host: host.to_ascii_lowercase().into_boxed_str(),
             segments,
@@ -87,9 +114,13 @@ impl EndpointPattern {
     }
 
     /// Does this rule cover a request to `authority` (host, maybe with a port) and `path`
-    /// (maybe with a query)? `block` selects the fail-closed direction for ambiguous paths.
+    /// (maybe with a query)? `block` selects the rule kind (and the fail-closed direction):
+    /// a request that [`RequestTarget::parse`] refuses matches every block rule and no other.
     pub fn matches(&self, authority: &str, path: &str, block: bool) -> bool {
-        self.matches_target(&RequestTarget::new(authority, path), block)
+        match RequestTarget::parse(authority, path) {
+            Ok(t) => self.matches_target(&t, block),
+            Err(_) => block,
+        }
     }
 
     /// As [`EndpointPattern::matches`], with the request's host and path prepared once.
@@ -100,13 +131,22 @@ impl EndpointPattern {
         if self.segments.is_empty() {
             return true;
         }
-        if t.ambiguous {
-            return block;
+        let covers = |got: &[String]| {
+            self.segments.len() <= got.len()
+                && self.segments.iter().zip(got).all(|(want, got)| {
+                    if block {
+                        got.eq_ignore_ascii_case(want)
+                    } else {
+                        got == &**want
+                    }
+                })
+        };
+        let resolved = covers(&t.path.segments);
+        match &t.path.literal {
+            None => resolved,
+            Some(literal) if block => resolved || covers(literal),
+            Some(literal) => resolved && covers(literal),
         }
-        let mut req = t.path.split('/').filter(|seg| !seg.is_empty());
-        self.segments
-            .iter()
-            .all(|want| req.next().is_some_and(|got| got == &**want))
     }
 
     /// Number of bytes of host plus path segments: the longer, the more specific.
@@ -125,25 +165,27 @@ impl fmt::Display for EndpointPattern {
     }
 }
 
-/// A request's host (port and trailing dot removed) and path (query removed), prepared once
-/// for matching against many rules.
-#[derive(Clone, Copy, Debug)]
+/// A request's host (port and trailing dot removed) and normalised path (query removed),
+/// prepared once for matching against many rules.
+#[derive(Clone, Debug)]
 pub struct RequestTarget<'a> {
     pub host: &'a str,
-    pub path: &'a str,
-    ambiguous: bool,
+    path: NormalPath,
 }
 
 // === impl RequestTarget ===
 
 impl<'a> RequestTarget<'a> {
-    pub fn new(authority: &'a str, path: &'a str) -> Self {
-        let path = strip_query(path);
-        RequestTarget {
-            host: request_host(authority),
-            path,
-            ambiguous: classify(path) == PathClass::Ambiguous,
-        }
+    /// Refuses an authority that is not one host and a path that does not normalise.
+    pub fn parse(authority: &'a str, path: &str) -> Result<Self, TargetError> {
+        let host = parse_authority(authority).map_err(TargetError::Authority)?;
+        let path = normalise(path).map_err(TargetError::Path)?;
+        Ok(RequestTarget { host, path })
+    }
+
+    /// The normalised path (for messages).
+    pub fn path(&self) -> String {
+        self.path.to_path()
     }
 }
 
@@ -162,10 +204,57 @@ pub fn host_matches(rule: &str, host: &str) -> bool {
     false
 }
 
-/// The host of an `:authority` value: port and IPv6 brackets handled, trailing dot removed.
+/// The host of an `:authority` value (`host`, `host:port`, `[v6]`, `[v6]:port`; a trailing dot
+/// removed), or why it is not one host: two hosts joined by a comma, `user@host`, `host;`,
+/// `host:80:80`, `host%2e`, an empty value, a bad port are all refused.
+pub fn parse_authority(authority: &str) -> Result<&str, AuthorityError> {
+    if authority.is_empty() {
+        return Err(AuthorityError::Empty);
+    }
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']').ok_or(AuthorityError::BadHost)?;
+        if v6.parse::<Ipv6Addr>().is_err() {
+            return Err(AuthorityError::BadHost);
+        }
+        if !after.is_empty() {
+            let port = after.strip_prefix(':').ok_or(AuthorityError::BadHost)?;
+            check_port(port)?;
+        }
+        return Ok(v6);
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) => {
+            if h.contains(':') {
+                return Err(AuthorityError::BadHost);
+            }
+            check_port(port)?;
+            h
+        }
+        None => authority,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if !is_host_name(host) {
+        return Err(AuthorityError::BadHost);
+    }
+    Ok(host)
+}
+
+/// The host of an `:authority` value, leniently (port and IPv6 brackets handled, trailing dot
+/// removed, nothing refused): for the approval binding. Rule matching uses [`parse_authority`].
 pub fn request_host(authority: &str) -> &str {
     let host = strip_port(authority.trim());
     host.strip_suffix('.').unwrap_or(host)
+}
+
+fn check_port(port: &str) -> Result<(), AuthorityError> {
+    if (1..=5).contains(&port.len())
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u32>().is_ok_and(|p| p <= 65535)
+    {
+        Ok(())
+    } else {
+        Err(AuthorityError::BadPort)
+    }
 }
 
 fn strip_port(authority: &str) -> &str {
@@ -179,42 +268,11 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
-fn strip_query(path: &str) -> &str {
-    let end = path.find(['?', '#']).unwrap_or(path.len());
-    path.get(..end).unwrap_or(path)
-}
-
-/// One pass over the bytes (this runs on every request): a backslash or a percent-encoded
-/// `.`, `/` or `\` anywhere, or a `.`/`..` segment, makes the path ambiguous.
-fn classify(path: &str) -> PathClass {
-    let bytes = path.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b'\\' => return PathClass::Ambiguous,
-            b'%' => {
-                if let Some(&[hi, lo]) = bytes.get(i + 1..i + 3) {
-                    if matches!(
-                        (hi, lo.to_ascii_lowercase()),
-                        (b'2', b'e' | b'f') | (b'5', b'c')
-                    ) {
-                        return PathClass::Ambiguous;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
-        return PathClass::Ambiguous;
-    }
-    PathClass::Plain
-}
-
 fn is_host_name(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
         && h.split('.').all(|label| {
-            !label.is_empty()
+            (1..=63).contains(&label.len())
                 && label
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -223,3 +281,6 @@ fn is_host_name(h: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod request_tests;

@@ -95,6 +95,20 @@ impl Pass {
                 self.credentials.push((cred, value.clone()));
             }
         }
+        // A second `:authority` or `:path` (Envoy never sends one; a host might): both values
+        // are kept, joined so that the policy core refuses the request (a comma makes the
+        // authority not one host, a newline makes the path ambiguous) instead of matching
+        // rules against one value while the upstream may see the other.
+        let joined = match &*lower {
+            ":authority" => self.authority.as_mut().map(|a| (a, ',')),
+            ":path" => self.path.as_mut().map(|p| (p, '\n')),
+            _ => None,
+        };
+        if let Some((first, sep)) = joined {
+            first.push(sep);
+            first.push_str(value);
+            return false;
+        }
         let slot = match &*lower {
             ":method" => Some(&mut self.method),
             ":authority" => Some(&mut self.authority),
@@ -210,6 +224,27 @@ mod tests {
             left,
             pairs(&[("content-type", "application/json"), ("x-dup", "first")])
         );
+    }
+
+    #[test]
+    fn a_second_authority_or_path_is_kept_so_the_request_is_refused() {
+        // Through `Pass` directly: the fake host serves the first value of a repeated name.
+        let mut pass = Pass::default();
+        let mut kept = pairs(&[
+            (":authority", "api.openai.com"),
+            (":path", "/v1/chat"),
+            (":authority", "suspicious-api.com"),
+            (":path", "/v1/admin"),
+            ("accept", "*/*"),
+        ]);
+        kept.retain_mut(|pair| pass.take(pair, "x-pag0-api-key"));
+        let authority = pass.authority.unwrap_or_default();
+        let path = pass.path.unwrap_or_default();
+        assert_eq!(authority, "api.openai.com,suspicious-api.com");
+        assert_eq!(path, "/v1/chat\n/v1/admin");
+        assert!(pag0_policy::matching::parse_authority(&authority).is_err());
+        assert!(pag0_policy::path::normalise(&path).is_err());
+        assert_eq!(kept, pairs(&[("accept", "*/*")]));
     }
 
     #[test]
