@@ -149,6 +149,14 @@ pub struct UsageTotals {
     pub savings: u64,
 }
 
+/// Ledger totals of one (project, client, host) in one time bucket `[start_ms, start_ms + bucket)`,
+/// for the analytics series.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageBucket {
+    pub start_ms: i64,
+    pub totals: UsageTotals,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("policy version conflict: expected {expected}, latest is {latest}")]
@@ -192,6 +200,15 @@ pub trait Store: Send + Sync + 'static {
     /// The usage ledger summed per (project, client, host) over the records whose time
     /// (`at_ms`, else `committed_at_ms`) is in `[from_ms, to_ms)`; in no particular order.
     async fn usage_totals(&self, from_ms: i64, to_ms: i64) -> Result<Vec<UsageTotals>, StoreError>;
+
+    /// As `usage_totals`, split into buckets of `bucket_ms` aligned on multiples of it since the
+    /// epoch (so 15 minutes align with every zone's hours and days). `bucket_ms > 0`.
+    async fn usage_buckets(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<UsageBucket>, StoreError>;
 
     // --- approvals (approval.rs, docs/approvals.md) ---
 
@@ -289,6 +306,10 @@ pub(crate) const SCHEMA: &[&str] = &[
         PRIMARY KEY (instance_id, seq, idx))",
     // Analytics read one period: `LEDGER_TIME` in a range.
     "CREATE INDEX IF NOT EXISTS usage_ledger_by_time ON usage_ledger ((COALESCE(at_ms, committed_at_ms)))",
+    // Analytics sum a period per (project, client, host): every column they read, so a month is
+    // an index-only range scan (docs/performance.md).
+    "CREATE INDEX IF NOT EXISTS usage_ledger_analytics ON usage_ledger
+        ((COALESCE(at_ms, committed_at_ms)), project_id, client_id, host, amount, cache_hit, savings)",
     "CREATE TABLE IF NOT EXISTS budget_counters (
         counter_key TEXT PRIMARY KEY,
         spent BIGINT NOT NULL,
