@@ -16,7 +16,7 @@ pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod contract;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use approval::{
     Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome, Refusal,

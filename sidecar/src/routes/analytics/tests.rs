@@ -479,3 +479,5 @@ mod router {
         }
     }
 }
+
+mod sums;
