@@ -402,13 +402,18 @@ pub fn section(
     keys: &Keys,
 ) -> Result<Vec<Value>, AppError> {
     let (groups, _) = group(totals, by, doc)?;
+    // The rows of each group, in one pass (no scan of all rows per group).
+    let mut rows = BTreeMap::<&str, Vec<&UsageTotals>>::new();
+    for t in totals {
+        rows.entry(key_of(t, by, doc)).or_default().push(t);
+    }
     let mut groups: Vec<(String, Sums)> = groups.into_iter().collect();
     // Most expensive first; the key breaks ties (stable output).
     groups.sort_by(|a, b| b.1.cost.cmp(&a.1.cost).then_with(|| a.0.cmp(&b.0)));
     let mut out = Vec::with_capacity(groups.len());
     for (k, s) in groups {
         let mut v = s.to_json();
-        let top = top_endpoints(totals.iter().filter(|t| key_of(t, by, doc) == k))?;
+        let top = top_endpoints(rows.get(k.as_str()).into_iter().flatten().copied())?;
         if let Some(o) = v.as_object_mut() {
             o.insert("topEndpoints".into(), top);
             if by == GroupBy::Project && k != UNASSIGNED {
