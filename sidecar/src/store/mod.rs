@@ -306,10 +306,6 @@ pub(crate) const SCHEMA: &[&str] = &[
         PRIMARY KEY (instance_id, seq, idx))",
     // Analytics read one period: `LEDGER_TIME` in a range.
     "CREATE INDEX IF NOT EXISTS usage_ledger_by_time ON usage_ledger ((COALESCE(at_ms, committed_at_ms)))",
-    // Analytics sum a period per (project, client, host): the time and every column they read
-    // (docs/performance.md has what it buys at 10 million rows).
-    "CREATE INDEX IF NOT EXISTS usage_ledger_analytics ON usage_ledger
-        ((COALESCE(at_ms, committed_at_ms)), project_id, client_id, host, amount, cache_hit, savings)",
     "CREATE TABLE IF NOT EXISTS budget_counters (
         counter_key TEXT PRIMARY KEY,
         spent BIGINT NOT NULL,
