@@ -139,6 +139,8 @@ pub enum Command {
     /// The approval queue; approve/deny need an approver token (--token).
     #[command(subcommand)]
     Approvals(ApprovalCmd),
+    /// Spend, requests, cache hits, savings and budget use per group; recommendations.
+    Analytics(AnalyticsArgs),
     /// The EU AI Act compliance report (GET /v1/reports), written to -o or stdout.
     Report(ReportArgs),
     /// Anomalies found over the ledger, newest first.
@@ -229,6 +231,29 @@ pub struct ReportArgs {
     pub to: Option<String>,
 }
 
+/// `GET /v1/analytics` (docs/sidecar.md): the current day or month, or a from/to range.
+#[derive(Debug, Args)]
+pub struct AnalyticsArgs {
+    /// day or month (the current one, org timezone); default month.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub period: Option<String>,
+    /// Range start, RFC 3339 (with --to).
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// Range end (exclusive), RFC 3339 (with --from).
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// Comma list of project, costCenter, endpoint, client.
+    #[arg(long, default_value = "project")]
+    pub group_by: String,
+    /// Add a time series: hour or day.
+    #[arg(long)]
+    pub interval: Option<String>,
+    /// table (default), json or csv.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ApprovalCmd {
     /// List approvals (default: pending).
@@ -314,6 +339,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             json,
         }) => anomalies(&cli.remote, project, since, limit, json).await,
         Some(Command::Report(args)) => report(&cli.remote, args).await,
+        Some(Command::Analytics(args)) => analytics(&cli.remote, &args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -654,6 +680,124 @@ async fn budgets(r: &RemoteArgs) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+async fn analytics(r: &RemoteArgs, a: &AnalyticsArgs) -> Result<(), String> {
+    let format = match a.format.as_str() {
+        "table" | "json" => "json",
+        "csv" => "csv",
+        other => {
+            return Err(format!(
+                "--format: {other:?} is not one of table, json, csv"
+            ))
+        }
+    };
+    let mut url = reqwest::Url::parse("http://pag0/v1/analytics").map_err(|e| e.to_string())?;
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in [
+            ("period", &a.period),
+            ("from", &a.from),
+            ("to", &a.to),
+            ("interval", &a.interval),
+        ] {
+            if let Some(v) = v {
+                q.append_pair(k, v);
+            }
+        }
+        q.append_pair("groupBy", &a.group_by);
+        q.append_pair("format", format);
+    }
+    let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+    let (status, v) = send(r, reqwest::Method::GET, &path, None).await?;
+    if !status.is_success() {
+        return Err(explain(status, &v));
+    }
+    match (a.format.as_str(), &v) {
+        ("csv", Value::String(text)) => print!("{text}"),
+        ("json", _) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+        _ => print_analytics(&v),
+    }
+    Ok(())
+}
+
+fn print_analytics(v: &Value) {
+    let s = |g: &Value, k: &str| match g.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "-".into(),
+        Some(Value::Number(n)) if k == "cacheHitRate" => {
+            format!("{:.1}%", n.as_f64().unwrap_or_default() * 100.0)
+        }
+        Some(x) => x.to_string(),
+    };
+    let month_use = |g: &Value| {
+        g.get("budgetUtilization")
+            .and_then(|u| u.get("month"))
+            .and_then(|m| m.get("ratio"))
+            .and_then(Value::as_f64)
+            .map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0))
+    };
+    println!(
+        "{} {} .. {} ({})",
+        s(v, "period"),
+        s(v, "from"),
+        s(v, "to"),
+        s(v, "timezone")
+    );
+    let row = |key: &str, g: &Value| {
+        println!(
+            "{:<32} {:>14} {:>10} {:>10} {:>9} {:>14} {:>10}",
+            key,
+            s(g, "totalCost"),
+            s(g, "totalRequests"),
+            s(g, "cacheHits"),
+            s(g, "cacheHitRate"),
+            s(g, "savings"),
+            month_use(g)
+        );
+    };
+    for sec in v
+        .get("sections")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        println!();
+        println!(
+            "{:<32} {:>14} {:>10} {:>10} {:>9} {:>14} {:>10}",
+            s(sec, "groupBy").to_uppercase(),
+            "COST",
+            "REQUESTS",
+            "HITS",
+            "HIT RATE",
+            "SAVINGS",
+            "MONTH USE"
+        );
+        for g in sec
+            .get("groups")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            row(&s(g, "key"), g);
+        }
+    }
+    if let Some(t) = v.get("total") {
+        println!();
+        row("TOTAL", t);
+    }
+    let recs: Vec<&Value> = v
+        .get("recommendations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    if !recs.is_empty() {
+        println!();
+        for r in recs {
+            println!("[{}] {}", s(r, "rule"), s(r, "message"));
+        }
+    }
 }
 
 async fn approvals(r: &RemoteArgs, cmd: ApprovalCmd) -> Result<(), String> {

@@ -397,18 +397,9 @@ fn base_document() -> Value {
                     "cacheHits": { "type": "integer" },
                     "cacheHitRate": { "type": ["number", "null"], "description": "cacheHits / totalRequests; null without requests" },
                     "savings": { "allOf": [reference("Micros")], "description": "what the cache hits avoided" } } },
-                "Analytics": { "type": "object", "properties": {
-                    "period": { "enum": ["day", "month"] },
-                    "periodKey": { "type": "string", "description": "2026-11 or 2026-11-24, as in the budget counters" },
-                    "timezone": { "type": "string", "description": "the org's (policy `timezone`), UTC without a policy" },
-                    "from": { "type": "string", "format": "date-time" },
-                    "to": { "type": "string", "format": "date-time", "description": "exclusive" },
-                    "groupBy": { "enum": ["project", "costCenter", "endpoint"] },
-                    "policyVersion": { "type": "integer", "description": "the policy cost centres were read from" },
-                    "groups": { "type": "array", "description": "most expensive first", "items": { "allOf": [reference("UsageSums"),
-                        { "type": "object", "required": ["key"], "properties": { "key": { "type": "string",
-                          "description": "project id, cost centre or host; `unassigned` when the record or the policy has none" } } }] } },
-                    "total": reference("UsageSums") } }
+                "Utilization": analytics_utilization_schema(),
+                "AnalyticsGroup": analytics_group_schema(),
+                "Analytics": analytics_schema()
             }
         },
         "paths": {
@@ -440,20 +431,7 @@ fn base_document() -> Value {
                 "200": ok_json("exceptions", json!({ "type": "object" })), "400": err("BAD_QUERY") })) },
             "/v1/budgets": { "get": op("Budget counters: limit, spent, leased, unallocated, leases per instance", ADMIN, &[], None, json!({
                 "200": ok_json("counters", json!({ "type": "object" })) })) },
-            "/v1/analytics": { "get": {
-                "summary": "Cost, requests, cache hits and savings of the current day or month (org timezone), per group and in total. \
-                            Only what the usage ledger records: no avgLatency, budgetUtilization, violations, anomalies or recommendations.",
-                "security": [{ "adminToken": [] }],
-                "parameters": [
-                    { "name": "period", "in": "query", "required": false, "schema": { "enum": ["day", "month"], "default": "month" } },
-                    { "name": "groupBy", "in": "query", "required": false,
-                      "schema": { "enum": ["project", "costCenter", "endpoint"], "default": "project" },
-                      "description": "one dimension per call; costCenter: the client's tags.costCenter in the current policy, else its project's" } ],
-                "responses": {
-                    "200": ok_json("the sums", reference("Analytics")),
-                    "400": err("BAD_QUERY: another period or groupBy (details name it)"),
-                    "401": err("missing or unknown bearer token"),
-                    "403": err("token of another role") } } },
+            "/v1/analytics": analytics_path(),
             "/v1/anomalies": { "get": {
                 "summary": "Anomalies found by the periodic detection (docs/anomalies.md), newest window first: kind, project, client, \
                             score, baseline, observed, window and a one-line explanation.",
@@ -511,6 +489,87 @@ fn base_document() -> Value {
                 "200": ok_json("ready", json!({ "type": "object" })), "503": ok_json("store unreachable", json!({ "type": "object" })) })) }
         }
     })
+}
+
+fn analytics_utilization_schema() -> Value {
+    json!({ "type": "object", "description": "one budget counter now, as /v1/budgets reports it",
+                    "properties": {
+                        "counter": { "type": "string" },
+                        "spent": reference("Micros"),
+                        "limit": { "oneOf": [reference("Micros"), { "type": "null" }], "description": "null: no such budget" },
+                        "ratio": { "type": ["number", "null"], "description": "spent / limit" } } })
+}
+
+fn analytics_group_schema() -> Value {
+    json!({ "allOf": [reference("UsageSums"), { "type": "object", "required": ["key"], "properties": {
+                    "key": { "type": "string",
+                      "description": "project id, cost centre, host or client id; `unassigned` when the record or the policy has none" },
+                    "topEndpoints": { "type": "array", "description": "at most 3, most expensive first",
+                        "items": { "type": "object", "properties": { "endpoint": { "type": "string" },
+                          "totalCost": reference("Micros"), "totalRequests": { "type": "integer" } } } },
+                    "budgetUtilization": { "type": "object", "description": "project groups only: the current month's and day's counters",
+                        "properties": { "month": reference("Utilization"), "day": reference("Utilization") } } } }] })
+}
+
+fn analytics_schema() -> Value {
+    json!({ "type": "object", "properties": {
+                    "period": { "enum": ["day", "month", "range"] },
+                    "periodKey": { "type": "string", "description": "2026-11 or 2026-11-24, as in the budget counters (not for a range)" },
+                    "timezone": { "type": "string", "description": "the org's (policy `timezone`), UTC without a policy" },
+                    "from": { "type": "string", "format": "date-time" },
+                    "to": { "type": "string", "format": "date-time", "description": "exclusive" },
+                    "dimensions": { "type": "array", "items": { "enum": ["project", "costCenter", "endpoint", "client"] } },
+                    "sections": { "type": "array", "description": "one per dimension, in groupBy order", "items": { "type": "object", "properties": {
+                        "groupBy": { "type": "string" },
+                        "groups": { "type": "array", "description": "most expensive first", "items": reference("AnalyticsGroup") },
+                        "series": { "type": "array", "description": "with interval: per group key, the points with usage",
+                            "items": { "type": "object", "properties": { "key": { "type": "string" },
+                              "points": { "type": "array", "items": { "allOf": [reference("UsageSums"), { "type": "object",
+                                "properties": { "start": { "type": "string", "format": "date-time" } } }] } } } } } } } },
+                    "groupBy": { "enum": ["project", "costCenter", "endpoint", "client"], "description": "the first dimension (as before sections)" },
+                    "groups": { "type": "array", "description": "the first dimension's groups", "items": reference("AnalyticsGroup") },
+                    "policyVersion": { "type": "integer", "description": "the policy cost centres and limits were read from" },
+                    "total": { "allOf": [reference("UsageSums"), { "type": "object", "properties": {
+                        "topEndpoints": { "type": "array" },
+                        "budgetUtilization": { "type": "object", "description": "the org's month and day counters",
+                            "properties": { "month": reference("Utilization"), "day": reference("Utilization") } } } }] },
+                    "totalBudget": { "oneOf": [reference("Micros"), { "type": "null" }], "description": "the org's monthly budget" },
+                    "utilizationRate": { "type": ["number", "null"], "description": "org month spent / totalBudget" },
+                    "recommendations": { "type": "array", "items": { "type": "object", "required": ["rule", "message", "numbers"], "properties": {
+                        "rule": { "enum": ["budget-run-rate-over", "budget-run-rate-under", "cache-hit-rate-low", "approvals-always-granted"] },
+                        "projectId": { "type": ["string", "null"], "description": "null: the organisation" },
+                        "message": { "type": "string" },
+                        "numbers": { "type": "object", "description": "what the rule computed from" } } } },
+                    "interval": { "enum": ["hour", "day"] },
+                    "buckets": { "type": "array", "description": "with interval: every bucket start of the range", "items": { "type": "string", "format": "date-time" } },
+                    "totalSeries": { "type": "array", "description": "with interval: the total per bucket with usage" } } })
+}
+
+fn analytics_path() -> Value {
+    json!({ "get": {
+                "summary": "Cost, requests, cache hits, savings, top endpoints and budget utilisation per group of each dimension and in total, \
+                            over the current day or month (org timezone) or a from/to range; recommendations; a series with interval; CSV with format=csv. \
+                            avgLatency, violations and anomalies arrive with the decision log.",
+                "security": [{ "adminToken": [] }],
+                "parameters": [
+                    { "name": "period", "in": "query", "required": false, "schema": { "enum": ["day", "month"], "default": "month" },
+                      "description": "not with from/to" },
+                    { "name": "from", "in": "query", "required": false, "schema": { "type": "string", "format": "date-time" },
+                      "description": "RFC 3339, with to" },
+                    { "name": "to", "in": "query", "required": false, "schema": { "type": "string", "format": "date-time" },
+                      "description": "RFC 3339, exclusive, after from" },
+                    { "name": "groupBy", "in": "query", "required": false, "schema": { "type": "string", "default": "project" },
+                      "description": "comma list of project, costCenter, endpoint, client (one section each); costCenter: the client's \
+                                      tags.costCenter in the current policy, else its project's" },
+                    { "name": "interval", "in": "query", "required": false, "schema": { "enum": ["hour", "day"] },
+                      "description": "add a series (org timezone buckets), at most 5000 points" },
+                    { "name": "format", "in": "query", "required": false, "schema": { "enum": ["json", "csv"], "default": "json" },
+                      "description": "csv: dimension,key,start,totalCost,totalRequests,cacheHits,cacheHitRate,savings" } ],
+                "responses": {
+                    "200": ok_json("the sums", reference("Analytics")),
+                    "400": err("BAD_QUERY: unknown period, groupBy, interval or format, a bad range, too many points (details name each)"),
+                    "401": err("missing or unknown bearer token"),
+                    "403": err("token of another role") } } })
 }
 
 #[cfg(test)]

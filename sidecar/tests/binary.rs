@@ -430,6 +430,78 @@ async fn admin_cli_applies_and_lists() {
     assert!(String::from_utf8_lossy(&outs.4.stderr).contains("401"));
 }
 
+#[tokio::test]
+async fn analytics_cli_prints_groups_json_and_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sidecar::sqlite(dir.path());
+    let (st, _) = send(
+        reqwest::Method::PUT,
+        &s.url("/v1/policy"),
+        ADMIN,
+        Some(policy()),
+    )
+    .await;
+    assert_eq!(st, 200);
+    // No `at`: counted at commit time, in the current month.
+    let (st, _) = send(
+        reqwest::Method::POST,
+        &s.url("/v1/sync"),
+        SYNC,
+        Some(batch(1)),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let base = s.base.clone();
+    let outs = tokio::task::spawn_blocking(move || {
+        (
+            cli(&base, ADMIN, &["analytics", "--group-by", "project,client"]),
+            cli(
+                &base,
+                ADMIN,
+                &["analytics", "--period", "day", "--format", "json"],
+            ),
+            cli(&base, ADMIN, &["analytics", "--format", "csv"]),
+            cli(&base, ADMIN, &["analytics", "--group-by", "team"]),
+        )
+    })
+    .await
+    .unwrap();
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        outs.0.status.success(),
+        "{}",
+        String::from_utf8_lossy(&outs.0.stderr)
+    );
+    let table = text(&outs.0);
+    let sales = table
+        .lines()
+        .find(|l| l.starts_with("sales-ai"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(sales.contains("4200"), "{table}");
+    assert!(
+        table.contains("PROJECT") && table.contains("CLIENT") && table.contains("TOTAL"),
+        "{table}"
+    );
+    let json: Value = serde_json::from_str(&text(&outs.1)).unwrap();
+    assert_eq!(
+        (json["period"].as_str(), json["total"]["totalCost"].as_str()),
+        (Some("day"), Some("4200"))
+    );
+    let csv = text(&outs.2);
+    assert!(csv.starts_with("dimension,key,start,totalCost"), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("project,sales-ai,,4200,1,")),
+        "{csv}"
+    );
+    assert_eq!(outs.3.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&outs.3.stderr);
+    assert!(
+        err.contains("BAD_QUERY") && err.contains("groupBy: \"team\""),
+        "{err}"
+    );
+}
+
 /// The binary against PostgreSQL (fresh schema), when DATABASE_URL is set.
 #[tokio::test]
 async fn the_binary_serves_from_postgres() {

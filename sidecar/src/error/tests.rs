@@ -77,6 +77,14 @@ impl crate::Store for DownStore {
     ) -> Result<Vec<crate::store::UsageTotals>, crate::store::StoreError> {
         Err(down())
     }
+    async fn usage_buckets(
+        &self,
+        _: i64,
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<crate::store::UsageBucket>, crate::store::StoreError> {
+        Err(down())
+    }
     async fn create_approval(
         &self,
         _: crate::store::Approval,

@@ -1,26 +1,40 @@
-//! `GET /v1/analytics?period=day|month&groupBy=project|costCenter|endpoint`: the usage ledger
-//! of the current calendar day or month (org timezone), summed per group. What the ledger can
-//! answer: cost, requests, cache hits and savings. SPEC §7 lists more (avgLatency,
-//! budgetUtilization, violations, anomalies, recommendations); nothing records them yet, so
-//! they are left out rather than made up.
+//! `GET /v1/analytics`: the usage ledger over the current calendar day or month (org timezone)
+//! or any `from`/`to` range, summed per group for each `groupBy` dimension (project, costCenter,
+//! endpoint, client), with budget utilisation from the counters, top endpoints, rule-based
+//! recommendations, an optional time series (`interval`) and CSV (`format=csv`). Latency,
+//! violations and anomalies arrive with the decision log; until the store records them they are
+//! left out rather than made up (docs/sidecar.md).
 
 use std::collections::BTreeMap;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Offset, TimeZone, Utc};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::auth::Admin;
 use crate::clock::rfc3339;
+use crate::document::limit_for;
 use crate::error::AppError;
-use crate::store::UsageTotals;
+use crate::store::{UsageBucket, UsageTotals};
 use crate::AppState;
+
+mod recommend;
 
 /// The group of records without the fact a dimension needs (or a cost centre nobody tagged).
 pub const UNASSIGNED: &str = "unassigned";
+/// Store buckets: 15 minutes divide every zone's hours and days.
+const STORE_BUCKET_MS: i64 = 15 * 60_000;
+/// At most this many series points per call.
+const MAX_POINTS: usize = 5000;
+/// Endpoints listed per group in `topEndpoints`.
+const TOP_ENDPOINTS: usize = 3;
+/// Approvals the recommendation rule reads (newest first).
+const APPROVALS_READ: u32 = 1000;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -28,7 +42,15 @@ pub struct AnalyticsQuery {
     #[serde(default)]
     period: Option<String>,
     #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
     group_by: Option<String>,
+    #[serde(default)]
+    interval: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +64,7 @@ pub enum GroupBy {
     Project,
     CostCenter,
     Endpoint,
+    Client,
 }
 
 impl GroupBy {
@@ -50,38 +73,132 @@ impl GroupBy {
             GroupBy::Project => "project",
             GroupBy::CostCenter => "costCenter",
             GroupBy::Endpoint => "endpoint",
+            GroupBy::Client => "client",
         }
     }
 }
 
-fn parse_query(q: &AnalyticsQuery) -> Result<(Period, GroupBy), AppError> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interval {
+    Hour,
+    Day,
+}
+
+/// What a query asks for, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    /// `None`: an explicit `from`/`to` range.
+    pub period: Option<Period>,
+    pub range: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    pub dims: Vec<GroupBy>,
+    pub interval: Option<Interval>,
+    pub csv: bool,
+}
+
+fn parse_time(field: &str, v: &str, errs: &mut Vec<String>) -> Option<DateTime<Utc>> {
+    match DateTime::parse_from_rfc3339(v) {
+        Ok(t) => Some(t.with_timezone(&Utc)),
+        Err(e) => {
+            errs.push(format!("{field}: {v:?} is not an RFC 3339 time ({e})"));
+            None
+        }
+    }
+}
+
+pub fn parse_query(q: &AnalyticsQuery) -> Result<Parsed, AppError> {
     let mut errs = Vec::new();
-    let period = match q.period.as_deref().unwrap_or("month") {
-        "month" => Some(Period::Month),
-        "day" => Some(Period::Day),
-        other => {
-            errs.push(format!("period: {other:?} is not one of day, month"));
+    let ranged = q.from.is_some() || q.to.is_some();
+    let period = match (q.period.as_deref(), ranged) {
+        (Some(_), true) => {
+            errs.push("period: give either period or from/to, not both".into());
+            None
+        }
+        (_, true) => None,
+        (p, false) => match p.unwrap_or("month") {
+            "month" => Some(Period::Month),
+            "day" => Some(Period::Day),
+            other => {
+                errs.push(format!("period: {other:?} is not one of day, month"));
+                None
+            }
+        },
+    };
+    let mut range = None;
+    if ranged {
+        match (q.from.as_deref(), q.to.as_deref()) {
+            (Some(f), Some(t)) => {
+                let f = parse_time("from", f, &mut errs);
+                let t = parse_time("to", t, &mut errs);
+                if let (Some(f), Some(t)) = (f, t) {
+                    if f < t {
+                        range = Some((f, t));
+                    } else {
+                        errs.push(format!(
+                            "to: {} is not after from",
+                            rfc3339(t.timestamp_millis())
+                        ));
+                    }
+                }
+            }
+            (None, _) => errs.push("from: required with to".into()),
+            (_, None) => errs.push("to: required with from".into()),
+        }
+    }
+    let mut dims = Vec::new();
+    for d in q.group_by.as_deref().unwrap_or("project").split(',') {
+        let dim = match d.trim() {
+            "project" => GroupBy::Project,
+            "costCenter" => GroupBy::CostCenter,
+            "endpoint" => GroupBy::Endpoint,
+            "client" => GroupBy::Client,
+            "model" => {
+                errs.push("groupBy: \"model\" is not recorded in the usage ledger yet".into());
+                continue;
+            }
+            other => {
+                errs.push(format!(
+                    "groupBy: {other:?} is not one of project, costCenter, endpoint, client"
+                ));
+                continue;
+            }
+        };
+        if dims.contains(&dim) {
+            errs.push(format!("groupBy: {:?} given twice", dim.name()));
+        } else {
+            dims.push(dim);
+        }
+    }
+    let interval = match q.interval.as_deref() {
+        None => None,
+        Some("hour") => Some(Interval::Hour),
+        Some("day") => Some(Interval::Day),
+        Some(other) => {
+            errs.push(format!("interval: {other:?} is not one of hour, day"));
             None
         }
     };
-    let group_by = match q.group_by.as_deref().unwrap_or("project") {
-        "project" => Some(GroupBy::Project),
-        "costCenter" => Some(GroupBy::CostCenter),
-        "endpoint" => Some(GroupBy::Endpoint),
-        other => {
-            errs.push(format!(
-                "groupBy: {other:?} is not one of project, costCenter, endpoint (one per call)"
-            ));
-            None
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            errs.push(format!("format: {other:?} is not one of json, csv"));
+            false
         }
     };
-    match (period, group_by) {
-        (Some(p), Some(g)) if errs.is_empty() => Ok((p, g)),
-        _ => Err(AppError::BadRequest {
+    if errs.is_empty() {
+        Ok(Parsed {
+            period,
+            range,
+            dims,
+            interval,
+            csv,
+        })
+    } else {
+        Err(AppError::BadRequest {
             code: "BAD_QUERY",
             message: "unsupported analytics query".into(),
             details: errs,
-        }),
+        })
     }
 }
 
@@ -182,6 +299,16 @@ pub fn cost_center<'a>(
         .unwrap_or(UNASSIGNED)
 }
 
+/// The key of `t` in dimension `by`.
+pub fn key_of<'a>(t: &'a UsageTotals, by: GroupBy, doc: Option<&'a Value>) -> &'a str {
+    match by {
+        GroupBy::Project => t.project_id.as_deref().unwrap_or(UNASSIGNED),
+        GroupBy::Endpoint => t.host.as_deref().unwrap_or(UNASSIGNED),
+        GroupBy::Client => t.client_id.as_deref().unwrap_or(UNASSIGNED),
+        GroupBy::CostCenter => cost_center(doc, t.project_id.as_deref(), t.client_id.as_deref()),
+    }
+}
+
 /// Sums per group key (sorted by key) and the total.
 pub fn group(
     totals: &[UsageTotals],
@@ -191,26 +318,289 @@ pub fn group(
     let mut groups = BTreeMap::<String, Sums>::new();
     let mut all = Sums::default();
     for t in totals {
-        let key = match by {
-            GroupBy::Project => t.project_id.as_deref().unwrap_or(UNASSIGNED),
-            GroupBy::Endpoint => t.host.as_deref().unwrap_or(UNASSIGNED),
-            GroupBy::CostCenter => {
-                cost_center(doc, t.project_id.as_deref(), t.client_id.as_deref())
-            }
-        };
-        groups.entry(key.to_owned()).or_default().add(t)?;
+        groups
+            .entry(key_of(t, by, doc).to_owned())
+            .or_default()
+            .add(t)?;
         all.add(t)?;
     }
     Ok((groups, all))
 }
 
+/// The most expensive endpoints among `rows` (then most requested, then by name).
+fn top_endpoints<'a>(rows: impl Iterator<Item = &'a UsageTotals>) -> Result<Value, AppError> {
+    let mut by = BTreeMap::<&str, Sums>::new();
+    for t in rows {
+        by.entry(t.host.as_deref().unwrap_or(UNASSIGNED))
+            .or_default()
+            .add(t)?;
+    }
+    let mut v: Vec<(&str, Sums)> = by.into_iter().collect();
+    v.sort_by(|a, b| {
+        b.1.cost
+            .cmp(&a.1.cost)
+            .then_with(|| b.1.requests.cmp(&a.1.requests))
+            .then_with(|| a.0.cmp(b.0))
+    });
+    Ok(Value::Array(
+        v.into_iter()
+            .take(TOP_ENDPOINTS)
+            .map(|(h, s)| {
+                json!({ "endpoint": h, "totalCost": s.cost.to_string(), "totalRequests": s.requests })
+            })
+            .collect(),
+    ))
+}
+
+/// Spent against limit of one counter, as `/v1/budgets` reports it: `limit` null and no ratio
+/// when the budget is unset.
+pub fn utilization(doc: Option<&Value>, spent: &BTreeMap<String, u64>, counter: &str) -> Value {
+    let limit = doc.and_then(|d| limit_for(d, counter));
+    let used = spent.get(counter).copied().unwrap_or(0);
+    #[allow(clippy::cast_precision_loss)]
+    let ratio = limit.filter(|l| *l > 0).map(|l| used as f64 / l as f64);
+    json!({
+        "counter": counter,
+        "spent": used.to_string(),
+        "limit": limit.map(|l| l.to_string()),
+        "ratio": ratio,
+    })
+}
+
+/// The current month's and day's counter keys.
+pub struct Keys {
+    pub month: String,
+    pub day: String,
+}
+
+fn budget_utilization(
+    doc: Option<&Value>,
+    spent: &BTreeMap<String, u64>,
+    keys: &Keys,
+    project: Option<&str>,
+) -> Value {
+    let (m, d) = match project {
+        None => (
+            format!("org.monthly/{}", keys.month),
+            format!("org.daily/{}", keys.day),
+        ),
+        Some(p) => (
+            format!("project.monthly/{p}/{}", keys.month),
+            format!("project.daily/{p}/{}", keys.day),
+        ),
+    };
+    json!({ "month": utilization(doc, spent, &m), "day": utilization(doc, spent, &d) })
+}
+
+/// One dimension's section: groups most expensive first, each with its sums, top endpoints and
+/// (projects) budget utilisation.
+pub fn section(
+    totals: &[UsageTotals],
+    by: GroupBy,
+    doc: Option<&Value>,
+    spent: &BTreeMap<String, u64>,
+    keys: &Keys,
+) -> Result<Vec<Value>, AppError> {
+    let (groups, _) = group(totals, by, doc)?;
+    // The rows of each group, in one pass (no scan of all rows per group).
+    let mut rows = BTreeMap::<&str, Vec<&UsageTotals>>::new();
+    for t in totals {
+        rows.entry(key_of(t, by, doc)).or_default().push(t);
+    }
+    let mut groups: Vec<(String, Sums)> = groups.into_iter().collect();
+    // Most expensive first; the key breaks ties (stable output).
+    groups.sort_by(|a, b| b.1.cost.cmp(&a.1.cost).then_with(|| a.0.cmp(&b.0)));
+    let mut out = Vec::with_capacity(groups.len());
+    for (k, s) in groups {
+        let mut v = s.to_json();
+        let top = top_endpoints(rows.get(k.as_str()).into_iter().flatten().copied())?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("topEndpoints".into(), top);
+            if by == GroupBy::Project && k != UNASSIGNED {
+                o.insert(
+                    "budgetUtilization".into(),
+                    budget_utilization(doc, spent, keys, Some(&k)),
+                );
+            }
+            o.insert("key".into(), Value::String(k));
+        }
+        out.push(v);
+    }
+    Ok(out)
+}
+
+// === series ===
+
+/// The start of the `interval` bucket (in `tz`) holding instant `t_ms`.
+fn bucket_start<Z: TimeZone>(tz: &Z, interval: Interval, t_ms: i64) -> Option<i64> {
+    let t = DateTime::<Utc>::from_timestamp_millis(t_ms)?;
+    match interval {
+        Interval::Hour => {
+            let off = i64::from(t.with_timezone(tz).offset().fix().local_minus_utc()) * 1000;
+            Some(t_ms - (t_ms + off).rem_euclid(3_600_000))
+        }
+        Interval::Day => {
+            start_of(tz, t.with_timezone(tz).date_naive()).map(|d| d.timestamp_millis())
+        }
+    }
+}
+
+/// Every bucket start in `[from, to)`, or an error past [`MAX_POINTS`].
+pub fn bucket_starts<Z: TimeZone>(
+    tz: &Z,
+    interval: Interval,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<i64>, AppError> {
+    let step = match interval {
+        Interval::Hour => 3_600_000,
+        Interval::Day => 86_400_000,
+    };
+    let mut out = Vec::new();
+    let mut cur = bucket_start(tz, interval, from_ms).unwrap_or(from_ms);
+    while cur < to_ms {
+        if out.len() >= MAX_POINTS {
+            return Err(AppError::BadRequest {
+                code: "BAD_QUERY",
+                message: "unsupported analytics query".into(),
+                details: vec![format!(
+                    "interval: more than {MAX_POINTS} points; use a wider interval or a shorter range"
+                )],
+            });
+        }
+        out.push(cur.max(from_ms));
+        // The next bucket starts within two steps (DST days are 23 to 25 hours).
+        let next = (1..=2)
+            .filter_map(|n| bucket_start(tz, interval, cur + n * step))
+            .find(|n| *n > cur);
+        match next {
+            Some(n) => cur = n,
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+fn point(start: i64, s: Sums) -> Value {
+    let mut v = s.to_json();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("start".into(), Value::String(rfc3339(start)));
+    }
+    v
+}
+
+/// Per group of `by` (and `None`: the total), sums per bucket start; buckets without usage
+/// are absent.
+pub fn series<Z: TimeZone>(
+    buckets: &[UsageBucket],
+    by: Option<GroupBy>,
+    doc: Option<&Value>,
+    tz: &Z,
+    interval: Interval,
+    from_ms: i64,
+) -> Result<BTreeMap<String, BTreeMap<i64, Sums>>, AppError> {
+    let mut out = BTreeMap::<String, BTreeMap<i64, Sums>>::new();
+    for b in buckets {
+        let start = bucket_start(tz, interval, b.start_ms)
+            .ok_or_else(|| AppError::Internal("bucket out of range".into()))?
+            .max(from_ms);
+        let key = by.map_or("", |d| key_of(&b.totals, d, doc));
+        out.entry(key.to_owned())
+            .or_default()
+            .entry(start)
+            .or_default()
+            .add(&b.totals)?;
+    }
+    Ok(out)
+}
+
+fn series_json(s: &BTreeMap<i64, Sums>) -> Value {
+    Value::Array(s.iter().map(|(t, v)| point(*t, *v)).collect())
+}
+
+/// `v.k`, null when absent.
+fn field<'a>(v: &'a Value, k: &str) -> &'a Value {
+    v.get(k).unwrap_or(&Value::Null)
+}
+
+fn text<'a>(v: &'a Value, k: &str) -> &'a str {
+    field(v, k).as_str().unwrap_or_default()
+}
+
+// === csv ===
+
+fn csv_of(body: &Value) -> Result<String, AppError> {
+    let err = |e: csv::Error| AppError::Internal(format!("csv: {e}"));
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "dimension",
+        "key",
+        "start",
+        "totalCost",
+        "totalRequests",
+        "cacheHits",
+        "cacheHitRate",
+        "savings",
+    ])
+    .map_err(err)?;
+    let mut row = |dim: &str, key: &str, start: &str, g: &Value| -> Result<(), csv::Error> {
+        let num = |f: &str| match field(g, f) {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            v => v.to_string(),
+        };
+        w.write_record([
+            dim,
+            key,
+            start,
+            &num("totalCost"),
+            &num("totalRequests"),
+            &num("cacheHits"),
+            &num("cacheHitRate"),
+            &num("savings"),
+        ])
+    };
+    let list = |v: &Value, k: &str| field(v, k).as_array().cloned().unwrap_or_default();
+    for sec in list(body, "sections") {
+        let dim = text(&sec, "groupBy");
+        for g in list(&sec, "groups") {
+            row(dim, text(&g, "key"), "", &g).map_err(err)?;
+        }
+        for s in list(&sec, "series") {
+            for p in list(&s, "points") {
+                row(dim, text(&s, "key"), text(&p, "start"), &p).map_err(err)?;
+            }
+        }
+    }
+    row("total", "", "", field(body, "total")).map_err(err)?;
+    for p in list(body, "totalSeries") {
+        row("total", "", text(&p, "start"), &p).map_err(err)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| AppError::Internal(format!("csv: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| AppError::Internal(format!("csv: {e}")))
+}
+
+// === the route ===
+
 pub async fn get(
     _: Admin,
     State(state): State<AppState>,
     query: Result<Query<AnalyticsQuery>, QueryRejection>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     let Query(q) = query.map_err(|e| AppError::bad_request("BAD_QUERY", e.body_text()))?;
-    let (period, by) = parse_query(&q)?;
+    let parsed = parse_query(&q)?;
+    let body = report(&state, &parsed).await?;
+    if parsed.csv {
+        let text = csv_of(&body)?;
+        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response());
+    }
+    Ok(Json(body).into_response())
+}
+
+/// The analytics answer for `parsed`, as JSON (the CLI and the CSV read the same).
+pub async fn report(state: &AppState, parsed: &Parsed) -> Result<Value, AppError> {
     let policy = state.current_policy().await?;
     let doc = policy.as_ref().map(|p| &p.value);
     // Validated on PUT, so it parses; no policy (or no field) is UTC, as in the filter.
@@ -220,43 +610,143 @@ pub async fn get(
         .unwrap_or("UTC");
     let tz = pag0_policy::period::parse_tz(tz_name)
         .ok_or_else(|| AppError::Internal(format!("stored policy has timezone {tz_name:?}")))?;
-    let now = DateTime::<Utc>::from_timestamp_millis(state.clock.now_ms())
+    let now_ms = state.clock.now_ms();
+    let now = DateTime::<Utc>::from_timestamp_millis(now_ms)
         .ok_or_else(|| AppError::Internal("clock out of range".into()))?;
-    let (from, to) =
-        bounds(now, &tz, period).ok_or_else(|| AppError::Internal("period out of range".into()))?;
-    let key = match period {
-        Period::Day => pag0_policy::period::day_key(now, tz),
-        Period::Month => pag0_policy::period::month_key(now, tz),
+    let out_of_range = || AppError::Internal("period out of range".into());
+    let (from, to) = match (parsed.period, parsed.range) {
+        (Some(p), _) => bounds(now, &tz, p).ok_or_else(out_of_range)?,
+        (None, Some(r)) => r,
+        (None, None) => bounds(now, &tz, Period::Month).ok_or_else(out_of_range)?,
     };
-    let totals = state
+    let (from_ms, to_ms) = (from.timestamp_millis(), to.timestamp_millis());
+    let keys = Keys {
+        month: pag0_policy::period::month_key(now, tz),
+        day: pag0_policy::period::day_key(now, tz),
+    };
+    let (month_from, month_to) = bounds(now, &tz, Period::Month).ok_or_else(out_of_range)?;
+    let (month_from_ms, month_to_ms) = (month_from.timestamp_millis(), month_to.timestamp_millis());
+
+    // Refused before any query when too long.
+    let starts = match parsed.interval {
+        Some(i) => Some(bucket_starts(&tz, i, from_ms, to_ms)?),
+        None => None,
+    };
+    let totals = state.store.usage_totals(from_ms, to_ms).await?;
+    let month = if parsed.period == Some(Period::Month) {
+        totals.clone()
+    } else {
+        state.store.usage_totals(month_from_ms, month_to_ms).await?
+    };
+    let spent: BTreeMap<String, u64> = state
         .store
-        .usage_totals(from.timestamp_millis(), to.timestamp_millis())
-        .await?;
-    let (groups, all) = group(&totals, by, doc)?;
-    let mut groups: Vec<(String, Sums)> = groups.into_iter().collect();
-    // Most expensive first; the key breaks ties (stable output).
-    groups.sort_by(|a, b| b.1.cost.cmp(&a.1.cost).then_with(|| a.0.cmp(&b.0)));
-    let groups: Vec<Value> = groups
+        .counters(now_ms)
+        .await?
         .into_iter()
-        .map(|(k, s)| {
-            let mut v = s.to_json();
-            if let Some(o) = v.as_object_mut() {
-                o.insert("key".into(), Value::String(k));
-            }
-            v
-        })
+        .map(|c| (c.counter, c.spent))
         .collect();
-    Ok(Json(json!({
-        "period": match period { Period::Day => "day", Period::Month => "month" },
-        "periodKey": key,
-        "timezone": tz_name,
-        "from": rfc3339(from.timestamp_millis()),
-        "to": rfc3339(to.timestamp_millis()),
-        "groupBy": by.name(),
-        "policyVersion": policy.as_ref().map_or(0, |p| p.meta.version),
-        "groups": groups,
-        "total": all.to_json(),
-    })))
+    let approvals = state.store.approvals(None, APPROVALS_READ).await?;
+
+    let buckets = match parsed.interval {
+        Some(_) => Some(
+            state
+                .store
+                .usage_buckets(from_ms, to_ms, STORE_BUCKET_MS)
+                .await?,
+        ),
+        None => None,
+    };
+    let mut sections = Vec::with_capacity(parsed.dims.len());
+    for &dim in &parsed.dims {
+        let mut sec = Map::new();
+        sec.insert("groupBy".into(), json!(dim.name()));
+        sec.insert(
+            "groups".into(),
+            Value::Array(section(&totals, dim, doc, &spent, &keys)?),
+        );
+        if let (Some(interval), Some(b)) = (parsed.interval, &buckets) {
+            let s = series(b, Some(dim), doc, &tz, interval, from_ms)?;
+            let s = s
+                .iter()
+                .map(|(k, pts)| json!({ "key": k, "points": series_json(pts) }))
+                .collect();
+            sec.insert("series".into(), Value::Array(s));
+        }
+        sections.push(Value::Object(sec));
+    }
+    let (_, all) = group(&totals, GroupBy::Project, doc)?;
+    let mut total = all.to_json();
+    if let Some(o) = total.as_object_mut() {
+        o.insert("topEndpoints".into(), top_endpoints(totals.iter())?);
+        o.insert(
+            "budgetUtilization".into(),
+            budget_utilization(doc, &spent, &keys, None),
+        );
+    }
+    let org_month = utilization(doc, &spent, &format!("org.monthly/{}", keys.month));
+    let recommendations = recommend::recommend(&recommend::Inputs {
+        doc,
+        month: &month,
+        month_from_ms,
+        month_to_ms,
+        now_ms,
+        spent: &spent,
+        month_key: &keys.month,
+        approvals: &approvals,
+    });
+    let first = sections.first().cloned().unwrap_or(Value::Null);
+    let mut body = Map::new();
+    let period = match parsed.period {
+        Some(Period::Day) => "day",
+        Some(Period::Month) => "month",
+        None => "range",
+    };
+    body.insert("period".into(), json!(period));
+    if let Some(p) = parsed.period {
+        let key = match p {
+            Period::Day => &keys.day,
+            Period::Month => &keys.month,
+        };
+        body.insert("periodKey".into(), json!(key));
+    }
+    body.insert("timezone".into(), json!(tz_name));
+    body.insert("from".into(), json!(rfc3339(from_ms)));
+    body.insert("to".into(), json!(rfc3339(to_ms)));
+    // The first dimension, as before multi-dimension sections (the console reads these).
+    body.insert("groupBy".into(), field(&first, "groupBy").clone());
+    body.insert("groups".into(), field(&first, "groups").clone());
+    body.insert(
+        "dimensions".into(),
+        json!(parsed.dims.iter().map(|d| d.name()).collect::<Vec<_>>()),
+    );
+    body.insert("sections".into(), Value::Array(sections));
+    body.insert(
+        "policyVersion".into(),
+        json!(policy.as_ref().map_or(0, |p| p.meta.version)),
+    );
+    body.insert("total".into(), total);
+    body.insert("totalBudget".into(), field(&org_month, "limit").clone());
+    body.insert("utilizationRate".into(), field(&org_month, "ratio").clone());
+    body.insert("recommendations".into(), Value::Array(recommendations));
+    if let (Some(interval), Some(b)) = (parsed.interval, &buckets) {
+        let name = match interval {
+            Interval::Hour => "hour",
+            Interval::Day => "day",
+        };
+        body.insert("interval".into(), json!(name));
+        let starts: Vec<Value> = starts
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| Value::String(rfc3339(t)))
+            .collect();
+        body.insert("buckets".into(), Value::Array(starts));
+        let s = series(b, None, doc, &tz, interval, from_ms)?;
+        body.insert(
+            "totalSeries".into(),
+            s.get("").map_or(Value::Array(vec![]), series_json),
+        );
+    }
+    Ok(Value::Object(body))
 }
 
 #[cfg(test)]

@@ -199,6 +199,14 @@ pub struct UsageTotals {
     pub savings: u64,
 }
 
+/// Ledger totals of one (project, client, host) in one time bucket `[start_ms, start_ms + bucket)`,
+/// for the analytics series.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageBucket {
+    pub start_ms: i64,
+    pub totals: UsageTotals,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("policy version conflict: expected {expected}, latest is {latest}")]
@@ -245,6 +253,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest `limit` quarantined and suspect records, newest first.
     async fn usage_exceptions(&self, limit: u32) -> Result<Vec<UsageException>, StoreError>;
+    /// As `usage_totals`, split into buckets of `bucket_ms` aligned on multiples of it since the
+    /// epoch (so 15 minutes align with every zone's hours and days). `bucket_ms > 0`.
+    async fn usage_buckets(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<UsageBucket>, StoreError>;
 
     // --- approvals (approval.rs, docs/approvals.md) ---
 

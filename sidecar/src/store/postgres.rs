@@ -21,7 +21,8 @@ use super::sqlite::attach_leases;
 use super::{
     from_db, keys_to_lock, to_db, usage_per_counter, AuditEvent, AuditHead, AuditQuery, AuditRow,
     CounterState, LeaseGrant, LeaseState, NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError,
-    SyncOutcome, SyncWrite, UsageException, UsageTotals, ADDED_COLUMNS, LEDGER_TIME, SCHEMA,
+    SyncOutcome, SyncWrite, UsageBucket, UsageException, UsageTotals, ADDED_COLUMNS, LEDGER_TIME,
+    SCHEMA,
 };
 use super::{AlertRecord, ClaimedAlert, DeliveryUpdate};
 use crate::alerts::{detect, AlertRules, NewAlert};
@@ -625,6 +626,44 @@ impl Store for PgStore {
                 record: r.get(4),
                 reason: r.get(5),
                 committed_at_ms: r.get(6),
+            })
+            .collect())
+    }
+
+    async fn usage_buckets(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<UsageBucket>, StoreError> {
+        let bucket_ms = bucket_ms.max(1);
+        let client = self.pool.get().await.map_err(backend)?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT ({LEDGER_TIME} / $3::BIGINT) * $3::BIGINT AS b, project_id, client_id, host,
+                       COUNT(*), COALESCE(SUM(amount), 0)::BIGINT,
+                       COUNT(*) FILTER (WHERE cache_hit), COALESCE(SUM(savings), 0)::BIGINT
+                     FROM usage_ledger WHERE {LEDGER_TIME} >= $1 AND {LEDGER_TIME} < $2
+                     GROUP BY b, project_id, client_id, host"
+                ),
+                &[&from_ms, &to_ms, &bucket_ms],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| UsageBucket {
+                start_ms: r.get(0),
+                totals: UsageTotals {
+                    project_id: r.get(1),
+                    client_id: r.get(2),
+                    host: r.get(3),
+                    requests: from_db(r.get(4)),
+                    cost: from_db(r.get(5)),
+                    cache_hits: from_db(r.get(6)),
+                    savings: from_db(r.get(7)),
+                },
             })
             .collect())
     }

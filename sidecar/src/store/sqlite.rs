@@ -20,7 +20,8 @@ use super::lease::{consume, Room};
 use super::{
     from_db, keys_to_lock, to_db, usage_per_counter, AuditEvent, AuditHead, AuditQuery, AuditRow,
     CounterState, LeaseGrant, LeaseState, NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError,
-    SyncOutcome, SyncWrite, UsageException, UsageTotals, ADDED_COLUMNS, LEDGER_TIME, SCHEMA,
+    SyncOutcome, SyncWrite, UsageBucket, UsageException, UsageTotals, ADDED_COLUMNS, LEDGER_TIME,
+    SCHEMA,
 };
 use super::{AlertRecord, ClaimedAlert, DeliveryUpdate};
 use crate::alerts::{detect, AlertRules, NewAlert};
@@ -561,6 +562,44 @@ impl Store for SqliteStore {
                 })
                 .map_err(backend)?;
             // SQLite's SUM fails with "integer overflow" rather than wrapping.
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn usage_buckets(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<UsageBucket>, StoreError> {
+        let bucket_ms = bucket_ms.max(1);
+        self.run(move |c| {
+            let mut st = c
+                .prepare(&format!(
+                    "SELECT ({LEDGER_TIME} / ?3) * ?3 AS b, project_id, client_id, host, COUNT(*),
+                       COALESCE(SUM(amount), 0), COUNT(*) FILTER (WHERE cache_hit),
+                       COALESCE(SUM(savings), 0)
+                     FROM usage_ledger WHERE {LEDGER_TIME} >= ?1 AND {LEDGER_TIME} < ?2
+                     GROUP BY b, project_id, client_id, host"
+                ))
+                .map_err(backend)?;
+            let rows = st
+                .query_map([from_ms, to_ms, bucket_ms], |r| {
+                    Ok(UsageBucket {
+                        start_ms: r.get(0)?,
+                        totals: UsageTotals {
+                            project_id: r.get(1)?,
+                            client_id: r.get(2)?,
+                            host: r.get(3)?,
+                            requests: from_db(r.get(4)?),
+                            cost: from_db(r.get(5)?),
+                            cache_hits: from_db(r.get(6)?),
+                            savings: from_db(r.get(7)?),
+                        },
+                    })
+                })
+                .map_err(backend)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(backend)
         })
         .await

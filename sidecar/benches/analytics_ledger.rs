@@ -1,0 +1,168 @@
+//! How long `GET /v1/analytics` takes for a month over a big usage ledger, on SQLite and (with
+//! DATABASE_URL) PostgreSQL. Not a timed test: it prints figures (docs/performance.md).
+//!
+//! `PAG0_BENCH_ROWS` ledger rows (default 100 000) are generated inside the database, spread
+//! over the current month up to now across 20 projects, 400 clients and 10 hosts, a quarter of
+//! them cache hits. Then the route is called through the router (auth, policy read, counters,
+//! approvals, ledger query, grouping, JSON) `PAG0_BENCH_RUNS` times (default 5) per query.
+//!
+//! `cargo bench -p pag0-sidecar --bench analytics_ledger`
+//! `PAG0_BENCH_ROWS=10000000 DATABASE_URL=postgres://… cargo bench -p pag0-sidecar --bench analytics_ledger`
+
+// A benchmark binary: a failed setup should stop it loudly.
+#![allow(clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use chrono::{Datelike, TimeZone, Utc};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use pag0_sidecar::store::{PgStore, SqliteStore, Store};
+use pag0_sidecar::{app, AppState, Tokens};
+
+const TOKEN: &str = "bench-admin-token-00001";
+const QUERIES: [&str; 3] = [
+    "period=month&groupBy=project",
+    "period=month&groupBy=project,costCenter,endpoint,client",
+    "period=month&groupBy=project,endpoint&interval=day",
+];
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// `[month start, now)` in UTC, unix ms.
+fn month_so_far() -> (i64, i64) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    let now = chrono::DateTime::<Utc>::from_timestamp_millis(i64::try_from(now_ms).expect("ms"))
+        .expect("now");
+    let start = Utc
+        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+        .single()
+        .expect("month start");
+    (start.timestamp_millis(), now.timestamp_millis())
+}
+
+/// The generated rows, as one INSERT … SELECT over `series` (a column `i` from 0 to n − 1).
+fn insert_sql(series: &str, from: i64, to: i64, n: u64) -> String {
+    let span = (to - from - 1).max(1);
+    format!(
+        "INSERT INTO usage_ledger (instance_id, seq, idx, amount, counters, project_id, client_id,
+             host, at_ms, committed_at_ms, cache_hit, savings)
+         SELECT 'bench', i / 1000, i % 1000,
+             CASE WHEN i % 4 = 0 THEN 0 ELSE (i * 7919) % 50000 END, '[]',
+             'project-' || (i % 20), 'client-' || (i % 400), 'api-' || ((i / 7) % 10) || '.example.com',
+             {from} + (i * {span}) / {n}, {from} + (i * {span}) / {n},
+             i % 4 = 0, CASE WHEN i % 4 = 0 THEN (i * 31) % 9000 ELSE 0 END
+         FROM {series}"
+    )
+}
+
+async fn time_queries(label: &str, store: Arc<dyn Store>, rows: u64, runs: u32) {
+    let mut tokens = Tokens::default();
+    tokens
+        .add_admin_spec(&format!("bench={TOKEN}"))
+        .expect("token");
+    let router = app(AppState::new(store, tokens).expect("state"));
+    for q in QUERIES {
+        let mut times = Vec::new();
+        let mut requests = 0;
+        for _ in 0..runs {
+            let req = Request::get(format!("/v1/analytics?{q}"))
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .body(Body::empty())
+                .expect("request");
+            let t = Instant::now();
+            let resp = router.clone().oneshot(req).await.expect("response");
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+            times.push(t.elapsed());
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+            requests = v["total"]["totalRequests"].as_u64().unwrap_or(0);
+        }
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "{label:<10} rows={rows:<10} counted={requests:<10} min={:>8.1} ms  median={:>8.1} ms  max={:>8.1} ms  {q}",
+            ms(times[0]),
+            ms(times[times.len() / 2]),
+            ms(times[times.len() - 1]),
+        );
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let rows = env_u64("PAG0_BENCH_ROWS", 100_000).max(1);
+    let runs = u32::try_from(env_u64("PAG0_BENCH_RUNS", 5).max(1)).unwrap_or(5);
+    let (from, to) = month_so_far();
+
+    // SQLite: the store creates the schema; the rows go in with the bundled SQLite directly.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open_dir(dir.path()).expect("sqlite store");
+    let t = Instant::now();
+    {
+        let c = rusqlite::Connection::open(dir.path().join("pag0.db")).expect("sqlite");
+        let series = format!(
+            "(WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < {rows}) SELECT i FROM s)"
+        );
+        c.execute_batch(&format!(
+            "BEGIN; {}; COMMIT; ANALYZE;",
+            insert_sql(&series, from, to, rows)
+        ))
+        .expect("fill sqlite");
+    }
+    println!(
+        "sqlite     filled {rows} rows in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    time_queries("sqlite", Arc::new(store), rows, runs).await;
+
+    // PostgreSQL, in a fresh schema dropped afterwards.
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        println!("postgres   not run (DATABASE_URL unset)");
+        return;
+    };
+    let schema = format!("pag0_bench_{}", std::process::id());
+    let store = PgStore::connect(&url, Some(&schema))
+        .await
+        .expect("pg store");
+    let t = Instant::now();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("pg");
+    tokio::spawn(conn);
+    let series = format!("(SELECT g::BIGINT AS i FROM generate_series(0, {rows} - 1) g) s");
+    // Separate statements: VACUUM (the visibility map an index-only scan needs) cannot run
+    // in the implicit transaction of a multi-statement batch.
+    for sql in [
+        format!("SET search_path = {schema}"),
+        insert_sql(&series, from, to, rows),
+        "VACUUM ANALYZE usage_ledger".to_owned(),
+    ] {
+        client.batch_execute(&sql).await.expect("fill postgres");
+    }
+    println!(
+        "postgres   filled {rows} rows in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let store = Arc::new(store);
+    time_queries("postgres", store.clone(), rows, runs).await;
+    store.drop_schema().await.expect("drop schema");
+}

@@ -1,0 +1,233 @@
+//! `recommendations`: rules over the month-to-date ledger, the budget counters and the approval
+//! queue. Each names its rule and carries the numbers it was computed from; a rule that the
+//! data does not trigger says nothing. Pure: the route gathers the inputs.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use crate::document::limit_for;
+use crate::store::{Approval, ApprovalStatus, UsageTotals};
+
+/// Below this much of the month elapsed a run rate says little: no budget rule fires.
+pub const MIN_ELAPSED_MS: i64 = 86_400_000;
+/// Lowering a budget wants a week of evidence.
+pub const MIN_ELAPSED_LOWER_MS: i64 = 7 * 86_400_000;
+/// A lowered budget keeps this much headroom over the projection.
+pub const LOWER_HEADROOM_PERCENT: u64 = 25;
+/// A project's cache hit rate is "well under" the org's below this fraction of it.
+pub const CACHE_RATIO_PERCENT: u64 = 50;
+/// Fewer requests than this say nothing about a project's hit rate.
+pub const CACHE_MIN_REQUESTS: u64 = 20;
+/// Approvals granted, none denied, at least this many: the threshold asks for nothing.
+pub const APPROVALS_MIN_GRANTED: u64 = 5;
+
+/// Everything the rules read.
+pub struct Inputs<'a> {
+    pub doc: Option<&'a Value>,
+    /// Month-to-date ledger totals per (project, client, host).
+    pub month: &'a [UsageTotals],
+    /// The current month's `[from, to)` and now, unix ms.
+    pub month_from_ms: i64,
+    pub month_to_ms: i64,
+    pub now_ms: i64,
+    /// Spent per counter key (as in `/v1/budgets`).
+    pub spent: &'a BTreeMap<String, u64>,
+    pub month_key: &'a str,
+    /// Recent approvals (any status).
+    pub approvals: &'a [Approval],
+}
+
+fn ceil_div(a: u128, b: u128) -> u128 {
+    a.div_ceil(b.max(1))
+}
+
+fn to_u64(v: u128) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+/// Month-end spend if the month goes on as it went: `spent × month / elapsed`.
+pub fn project_run_rate(spent: u64, elapsed_ms: i64, month_ms: i64) -> u64 {
+    let elapsed = u128::try_from(elapsed_ms.max(1)).unwrap_or(1);
+    let month = u128::try_from(month_ms.max(1)).unwrap_or(1);
+    to_u64(ceil_div(u128::from(spent) * month, elapsed))
+}
+
+/// Clients by month-to-date cost in `project` (all projects when `None`), most expensive
+/// first, at most three, with their cost.
+fn drivers(month: &[UsageTotals], project: Option<&str>) -> Vec<(String, u64)> {
+    let mut by = BTreeMap::<String, u64>::new();
+    for t in month
+        .iter()
+        .filter(|t| project.is_none() || t.project_id.as_deref() == project)
+    {
+        let c = by
+            .entry(
+                t.client_id
+                    .clone()
+                    .unwrap_or_else(|| super::UNASSIGNED.into()),
+            )
+            .or_default();
+        *c = c.saturating_add(t.cost);
+    }
+    let mut v: Vec<(String, u64)> = by.into_iter().filter(|(_, c)| *c > 0).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.truncate(3);
+    v
+}
+
+fn budget_rules(i: &Inputs<'_>, out: &mut Vec<Value>) {
+    let Some(doc) = i.doc else { return };
+    let elapsed = i.now_ms.saturating_sub(i.month_from_ms);
+    let month_ms = i.month_to_ms.saturating_sub(i.month_from_ms);
+    if elapsed < MIN_ELAPSED_MS || month_ms <= 0 {
+        return;
+    }
+    let mut scopes: Vec<(String, Option<String>)> =
+        vec![(format!("org.monthly/{}", i.month_key), None)];
+    for p in doc
+        .get("projects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(id) = p.get("id").and_then(Value::as_str) {
+            scopes.push((
+                format!("project.monthly/{id}/{}", i.month_key),
+                Some(id.to_owned()),
+            ));
+        }
+    }
+    for (counter, project) in scopes {
+        let Some(limit) = limit_for(doc, &counter).filter(|l| *l > 0) else {
+            continue;
+        };
+        let spent = i.spent.get(&counter).copied().unwrap_or(0);
+        let projected = project_run_rate(spent, elapsed, month_ms);
+        let pct = to_u64(ceil_div(u128::from(projected) * 100, u128::from(limit)));
+        let scope = project
+            .as_deref()
+            .map_or_else(|| "the organisation".to_owned(), |p| format!("project {p}"));
+        let numbers = json!({
+            "counter": counter,
+            "spent": spent.to_string(),
+            "limit": limit.to_string(),
+            "projected": projected.to_string(),
+            "projectedPercent": pct,
+            "elapsedMs": elapsed,
+            "monthMs": month_ms,
+        });
+        if projected >= limit {
+            let raise = to_u64(ceil_div(
+                u128::from(projected - limit) * 100,
+                u128::from(limit),
+            ));
+            let drivers = drivers(i.month, project.as_deref());
+            let names: Vec<String> = drivers
+                .iter()
+                .map(|(c, cost)| format!("{c} ({cost} µUSD)"))
+                .collect();
+            out.push(json!({
+                "rule": "budget-run-rate-over",
+                "projectId": project,
+                "message": format!(
+                    "{scope} is on course to spend {projected} µUSD this month, {pct}% of its {limit} µUSD budget: raise it by {raise}% or rein in {}",
+                    if names.is_empty() { "its clients".to_owned() } else { names.join(", ") }),
+                "raisePercent": raise,
+                "suggestedLimit": projected.to_string(),
+                "drivers": drivers.iter().map(|(c, cost)| json!({ "clientId": c, "cost": cost.to_string() })).collect::<Vec<_>>(),
+                "numbers": numbers,
+            }));
+        } else if elapsed >= MIN_ELAPSED_LOWER_MS && u128::from(projected) * 2 <= u128::from(limit)
+        {
+            let suggested = to_u64(ceil_div(
+                u128::from(projected) * u128::from(100 + LOWER_HEADROOM_PERCENT),
+                100,
+            ));
+            out.push(json!({
+                "rule": "budget-run-rate-under",
+                "projectId": project,
+                "message": format!(
+                    "{scope} is on course to spend {projected} µUSD this month, {pct}% of its {limit} µUSD budget: lower it to {suggested} µUSD ({LOWER_HEADROOM_PERCENT}% over the projection)"),
+                "suggestedLimit": suggested.to_string(),
+                "numbers": numbers,
+            }));
+        }
+    }
+}
+
+fn cache_rule(i: &Inputs<'_>, out: &mut Vec<Value>) {
+    let (mut org_req, mut org_hits) = (0u128, 0u128);
+    let mut per = BTreeMap::<&str, (u128, u128)>::new();
+    for t in i.month {
+        org_req += u128::from(t.requests);
+        org_hits += u128::from(t.cache_hits);
+        if let Some(p) = t.project_id.as_deref() {
+            let e = per.entry(p).or_default();
+            e.0 += u128::from(t.requests);
+            e.1 += u128::from(t.cache_hits);
+        }
+    }
+    if org_hits == 0 {
+        return;
+    }
+    for (project, (req, hits)) in per {
+        // hits/req < CACHE_RATIO% × org_hits/org_req, in integers.
+        if req >= u128::from(CACHE_MIN_REQUESTS)
+            && hits * org_req * 100 < u128::from(CACHE_RATIO_PERCENT) * org_hits * req
+        {
+            let rate = |h: u128, r: u128| to_u64(h * 100 / r.max(1));
+            out.push(json!({
+                "rule": "cache-hit-rate-low",
+                "projectId": project,
+                "message": format!(
+                    "project {project} served {hits} of {req} requests from the cache ({}%) against the organisation's {org_hits} of {org_req} ({}%): enable or share its cache",
+                    rate(hits, req), rate(org_hits, org_req)),
+                "numbers": {
+                    "requests": to_u64(req), "cacheHits": to_u64(hits),
+                    "orgRequests": to_u64(org_req), "orgCacheHits": to_u64(org_hits),
+                },
+            }));
+        }
+    }
+}
+
+fn approvals_rule(i: &Inputs<'_>, out: &mut Vec<Value>) {
+    // (granted, denied, highest granted estimate) per project.
+    let mut per = BTreeMap::<&str, (u64, u64, u64)>::new();
+    for a in i.approvals {
+        let e = per.entry(a.project_id.as_str()).or_default();
+        match a.status {
+            ApprovalStatus::Approved | ApprovalStatus::Used => {
+                e.0 += 1;
+                e.2 = e.2.max(a.estimated_cost);
+            }
+            ApprovalStatus::Denied => e.1 += 1,
+            ApprovalStatus::Pending => {}
+        }
+    }
+    for (project, (granted, denied, max)) in per {
+        if granted >= APPROVALS_MIN_GRANTED && denied == 0 {
+            out.push(json!({
+                "rule": "approvals-always-granted",
+                "projectId": project,
+                "message": format!(
+                    "project {project}: all {granted} decided approvals were granted, the largest estimate {max} µUSD: raise requireApprovalAbove to at least {max} µUSD"),
+                "suggestedRequireApprovalAbove": max.to_string(),
+                "numbers": { "granted": granted, "denied": denied, "maxGrantedEstimate": max.to_string() },
+            }));
+        }
+    }
+}
+
+/// Every rule the data triggers, in rule order.
+pub fn recommend(i: &Inputs<'_>) -> Vec<Value> {
+    let mut out = Vec::new();
+    budget_rules(i, &mut out);
+    cache_rule(i, &mut out);
+    approvals_rule(i, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests;
