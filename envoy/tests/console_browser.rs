@@ -327,6 +327,7 @@ fn the_console_in_a_real_browser() {
         &Call::post("api.deepl.com", "/v2/translate")
             .key(MKT_KEY)
             .header("x-pag0-requires-approval", "true")
+            .header("x-pag0-requested-by", "mkt-agent@acme.com")
             .body("text=campaign&target_lang=IT"),
     );
     assert_eq!(r.status, 202, "{}", r.body);

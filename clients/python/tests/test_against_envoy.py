@@ -20,7 +20,7 @@ def translate_body(text: str) -> dict:
 
 
 def test_allowed_call_passes_untouched(stack):
-    with pag0.client(proxy_url=stack.proxy_url, api_key=stack.key_approval, requested_by="py-agent") as http:
+    with pag0.client(proxy_url=stack.proxy_url, api_key=stack.key_approval, requested_by="py-agent@acme.com") as http:
         r = http.post("https://api.salesforce.com/echo?q=1", json={"soql": "SELECT Id FROM Account"})
         assert r.status_code == 200, r.text
         assert r.headers["x-pag0-decision"] == "allow"
@@ -52,7 +52,7 @@ def test_held_call_is_approved_while_waiting_and_replayed(stack, approver):
     a = approver("approve")
     before = stack.arrived("/v2/translate")
     with pag0.client(proxy_url=stack.proxy_url, api_key=stack.key_approval, wait=FAST, on_pending=a,
-                     justification="Q3 deck for ACME", requested_by="py-sales-bot") as http:
+                     justification="Q3 deck for ACME", requested_by="py-sales-bot@acme.com") as http:
         r = http.post(TRANSLATE, json=translate_body("approve me (sync)"))
     a.join()
     assert a.pending_seen and a.status == 200, (a.pending_seen, a.status)
@@ -64,7 +64,7 @@ def test_held_call_is_approved_while_waiting_and_replayed(stack, approver):
     assert approval_id.startswith("apr_")
     stored = stack.approval(approval_id)
     assert stored["status"] == "used"
-    assert stored["justification"] == "Q3 deck for ACME" and stored["requestedBy"] == "py-sales-bot"
+    assert stored["justification"] == "Q3 deck for ACME" and stored["requestedBy"] == "py-sales-bot@acme.com"
     # The 202 never reached the upstream; the one replay did.
     assert stack.arrived("/v2/translate") == before + 1
 
@@ -72,7 +72,7 @@ def test_held_call_is_approved_while_waiting_and_replayed(stack, approver):
 @pytest.mark.anyio
 async def test_async_client_waits_and_replays(stack, approver):
     a = approver("approve")
-    async with pag0.async_client(proxy_url=stack.proxy_url, api_key=stack.key_approval, wait=FAST,
+    async with pag0.async_client(proxy_url=stack.proxy_url, api_key=stack.key_approval, requested_by="py-agent@acme.com", wait=FAST,
                                  on_pending=a) as http:
         r = await http.post(TRANSLATE, json=translate_body("approve me (async)"))
     a.join()
@@ -84,7 +84,7 @@ async def test_async_client_waits_and_replays(stack, approver):
 def test_denial_raises_the_typed_error(stack, approver):
     a = approver("deny")
     before = stack.arrived("/v2/translate")
-    with pag0.client(proxy_url=stack.proxy_url, api_key=stack.key_approval, wait=FAST, on_pending=a) as http:
+    with pag0.client(proxy_url=stack.proxy_url, api_key=stack.key_approval, requested_by="py-agent@acme.com", wait=FAST, on_pending=a) as http:
         with pytest.raises(pag0.ApprovalDenied) as e:
             http.post(TRANSLATE, json=translate_body("deny me"))
     a.join()
@@ -98,7 +98,7 @@ def test_denial_raises_the_typed_error(stack, approver):
 def test_per_request_requires_approval_header(stack, approver):
     # /echo costs 1000, below the threshold: held only because the agent asks for approval.
     a = approver("deny")
-    with pag0.client(proxy_url=stack.proxy_url, api_key=stack.key_approval, wait=FAST, on_pending=a) as http:
+    with pag0.client(proxy_url=stack.proxy_url, api_key=stack.key_approval, requested_by="py-agent@acme.com", wait=FAST, on_pending=a) as http:
         assert http.post("https://api.salesforce.com/echo").status_code == 200
         assert a.seen == []
         with pytest.raises(pag0.ApprovalDenied):
@@ -135,7 +135,7 @@ def test_deadline_expires_cleanly_when_nobody_decides(stack):
     seen = []
     wait = pag0.ApprovalWait(timeout=1.5, initial_delay=0.1, max_delay=0.4)
     before = stack.arrived("/v2/translate")
-    with pag0.client(proxy_url=stack.proxy_url, api_key=stack.key_approval, wait=wait, on_pending=seen.append) as http:
+    with pag0.client(proxy_url=stack.proxy_url, api_key=stack.key_approval, requested_by="py-agent@acme.com", wait=wait, on_pending=seen.append) as http:
         t0 = time.monotonic()
         with pytest.raises(pag0.ApprovalTimeout) as e:
             http.post(TRANSLATE, json=translate_body("nobody decides"))
@@ -151,7 +151,7 @@ def test_deadline_expires_cleanly_when_nobody_decides(stack):
 def test_agent_route_serves_only_the_agents_own_approval(stack):
     seen = []
     wait = pag0.ApprovalWait(timeout=0.3, initial_delay=0.1, max_delay=0.1)
-    with pag0.client(proxy_url=stack.proxy_url, api_key=stack.key_approval, wait=wait, on_pending=seen.append) as http:
+    with pag0.client(proxy_url=stack.proxy_url, api_key=stack.key_approval, requested_by="py-agent@acme.com", wait=wait, on_pending=seen.append) as http:
         with pytest.raises(pag0.ApprovalTimeout):
             http.post(TRANSLATE, json=translate_body("route check"))
     url = f"{stack.proxy_url}/pag0/approvals/{seen[0].approval_id}"
@@ -168,7 +168,7 @@ def test_agent_route_serves_only_the_agents_own_approval(stack):
 
 def test_openai_sdk_through_the_helper(stack):
     http = pag0.client(proxy_url=stack.proxy_url, api_key=stack.key_open, httpx_module=httpx2,
-                       requested_by="py-openai-agent")
+                       requested_by="py-openai-agent@acme.com")
     ai = OpenAI(base_url="https://api.openai.com/v1", api_key="sk-upstream-not-used", http_client=http,
                 max_retries=0)
     raw = ai.chat.completions.with_raw_response.create(

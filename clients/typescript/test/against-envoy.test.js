@@ -61,7 +61,7 @@ const translate = (text) => ({
 
 test("an allowed call passes untouched", async () => {
   const s = stack();
-  const f = pag0.createPag0Fetch({ proxyUrl: s.PAG0_PROXY_URL, apiKey: s.PAG0_KEY_APPROVAL, requestedBy: "ts-agent" });
+  const f = pag0.createPag0Fetch({ proxyUrl: s.PAG0_PROXY_URL, apiKey: s.PAG0_KEY_APPROVAL, requestedBy: "ts-agent@acme.com" });
   const r = await f("https://api.salesforce.com/echo?q=1", { method: "POST", body: "{}" });
   assert.equal(r.status, 200);
   assert.equal(r.headers.get("x-pag0-decision"), "allow");
@@ -102,10 +102,10 @@ test("a held call is approved while the client waits, and the replay's answer co
   const s = stack();
   const a = approver("approve");
   const before = await arrived("/v2/translate");
-  const f = pag0.createPag0Fetch({ proxyUrl: s.PAG0_PROXY_URL, apiKey: s.PAG0_KEY_APPROVAL, wait: FAST,
+  const f = pag0.createPag0Fetch({ proxyUrl: s.PAG0_PROXY_URL, apiKey: s.PAG0_KEY_APPROVAL, requestedBy: "ts-agent@acme.com", wait: FAST,
     onPending: a.onPending });
   const r = await f(TRANSLATE, { ...translate("approve me (ts)"),
-    pag0: { justification: "Q3 deck for ACME", requestedBy: "ts-sales-bot" } });
+    pag0: { justification: "Q3 deck for ACME", requestedBy: "ts-sales-bot@acme.com" } });
   await a.done;
   assert.ok(a.pendingSeen);
   assert.equal(a.status, 200);
@@ -119,7 +119,7 @@ test("a held call is approved while the client waits, and the replay's answer co
   const stored = await approval(a.seen[0].approvalId);
   assert.equal(stored.status, "used");
   assert.equal(stored.justification, "Q3 deck for ACME");
-  assert.equal(stored.requestedBy, "ts-sales-bot");
+  assert.equal(stored.requestedBy, "ts-sales-bot@acme.com");
   assert.equal(await arrived("/v2/translate"), before + 1, "only the replay reached the upstream");
 });
 
@@ -127,7 +127,7 @@ test("a denial throws the typed error", async () => {
   const s = stack();
   const a = approver("deny");
   const before = await arrived("/v2/translate");
-  const f = pag0.createPag0Fetch({ proxyUrl: s.PAG0_PROXY_URL, apiKey: s.PAG0_KEY_APPROVAL, wait: FAST,
+  const f = pag0.createPag0Fetch({ proxyUrl: s.PAG0_PROXY_URL, apiKey: s.PAG0_KEY_APPROVAL, requestedBy: "ts-agent@acme.com", wait: FAST,
     onPending: a.onPending });
   const err = await f(TRANSLATE, translate("deny me (ts)")).then(() => null, (e) => e);
   await a.done;
@@ -167,7 +167,7 @@ test("the deadline expires cleanly when nobody decides", async () => {
   const s = stack();
   const seen = [];
   const before = await arrived("/v2/translate");
-  const f = pag0.createPag0Fetch({ proxyUrl: s.PAG0_PROXY_URL, apiKey: s.PAG0_KEY_APPROVAL,
+  const f = pag0.createPag0Fetch({ proxyUrl: s.PAG0_PROXY_URL, apiKey: s.PAG0_KEY_APPROVAL, requestedBy: "ts-agent@acme.com",
     wait: { timeoutMs: 1500, initialDelayMs: 100, maxDelayMs: 400 }, onPending: (p) => seen.push(p) });
   const t0 = performance.now();
   const err = await f(TRANSLATE, translate("nobody decides (ts)")).then(() => null, (e) => e);
