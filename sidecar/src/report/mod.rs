@@ -28,6 +28,9 @@ pub const TEMPLATE: &str = "EU_AI_ACT_COMPLIANCE";
 pub const MIN_RETENTION_DAYS: u64 = 183;
 /// What the checks over the audit log say in a build without one.
 pub const NO_AUDIT: &str = "audit log not available in this build";
+/// What the checks over decision events say while the filter does not send them.
+pub const NO_DECISIONS: &str = "the filter does not log decision events yet (issue 15 item 1): \
+    requests above the approval threshold and unlogged gaps cannot be checked";
 /// What the risk section says while violations, anomalies and alerts are not recorded.
 pub const NO_RISK: &str = "violations, anomalies and alerts are not recorded in this build";
 /// Most approvals one report reads.
@@ -53,6 +56,9 @@ pub struct AuditEvidence {
     pub unlogged_gaps: u64,
     /// Requests above their approval threshold that passed without an approval.
     pub unapproved_above_threshold: u64,
+    /// Why the figures over decision events (logged, gaps, unapproved) cannot be trusted yet;
+    /// `Some` makes every check over them fail with this reason.
+    pub decisions_not_logged: Option<String>,
 }
 
 /// Violations by code, anomalies with their explanations, alerts sent (issue 16).
@@ -121,8 +127,46 @@ pub async fn gather(
         versions,
         usage,
         approvals,
-        audit: Err(NO_AUDIT.into()),
+        audit: audit_evidence(store).await,
         risk: Err(NO_RISK.into()),
+    })
+}
+
+/// The audit chain re-verified now (admin actions and approvals, docs/audit.md); the figures
+/// over decision events wait for the filter to send them ([`NO_DECISIONS`]).
+async fn audit_evidence(store: &dyn Store) -> Result<AuditEvidence, String> {
+    let v = crate::audit::verify(store)
+        .await
+        .map_err(|e| format!("the audit log could not be read: {e}"))?;
+    let broken = v
+        .pointer("/firstBadRow")
+        .and_then(Value::as_i64)
+        .map(|seq| {
+            format!(
+                "row {seq}: {}",
+                v.pointer("/reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("hash mismatch")
+            )
+        });
+    Ok(AuditEvidence {
+        rows_checked: v
+            .pointer("/rowsChecked")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        head_hash: v
+            .pointer("/head/hash")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        verified: v.pointer("/ok").and_then(Value::as_bool) == Some(true),
+        broken,
+        decisions_logged: 0,
+        gaps_recorded: 0,
+        events_dropped: 0,
+        unlogged_gaps: 0,
+        unapproved_above_threshold: 0,
+        decisions_not_logged: Some(NO_DECISIONS.into()),
     })
 }
 
@@ -369,6 +413,9 @@ pub fn checks(inputs: &ReportInputs) -> Vec<Check> {
         "no-request-above-threshold-without-approval",
         "Art. 14",
         |a| {
+            if let Some(why) = &a.decisions_not_logged {
+                return (false, why.clone());
+            }
             (
                 a.unapproved_above_threshold == 0,
                 format!(
@@ -401,6 +448,9 @@ pub fn checks(inputs: &ReportInputs) -> Vec<Check> {
         },
     ));
     out.push(audit_check(inputs, "no-unlogged-gap", "Art. 12", |a| {
+        if let Some(why) = &a.decisions_not_logged {
+            return (false, why.clone());
+        }
         (
             a.unlogged_gaps == 0,
             format!(
@@ -588,6 +638,7 @@ pub fn build(inputs: &ReportInputs) -> Result<Value, AppError> {
     let record_keeping = match &inputs.audit {
         Ok(a) => json!({
             "available": true,
+            "decisionEvents": a.decisions_not_logged.as_deref().unwrap_or("logged"),
             "decisionsLogged": a.decisions_logged,
             "gapsRecorded": a.gaps_recorded,
             "eventsDropped": a.events_dropped,

@@ -200,6 +200,7 @@ fn good_audit() -> AuditEvidence {
         events_dropped: 3,
         unlogged_gaps: 0,
         unapproved_above_threshold: 0,
+        decisions_not_logged: None,
     }
 }
 
@@ -351,7 +352,9 @@ async fn ninety_day_retention_fails_with_its_reason_and_fixing_it_flips_the_chec
 #[tokio::test]
 async fn without_the_audit_log_its_checks_fail_with_the_reason() {
     let (s, _d) = store().await;
-    let r = build(&inputs(&s).await).unwrap();
+    let mut i = inputs(&s).await;
+    i.audit = Err(NO_AUDIT.into());
+    let r = build(&i).unwrap();
     for name in [
         "audit-chain-verifies",
         "no-unlogged-gap",
@@ -362,6 +365,48 @@ async fn without_the_audit_log_its_checks_fail_with_the_reason() {
         assert_eq!(c["evidence"], NO_AUDIT, "{name}");
     }
     assert_eq!(r["recordKeeping"]["chain"]["result"], "unavailable");
+}
+
+/// The store's own audit chain is re-verified for the report: it passes as stored, fails
+/// naming the row once a row is edited in the database; the checks over decision events fail
+/// until the filter sends them.
+#[tokio::test]
+async fn the_chain_check_is_the_stores_own_and_decision_checks_wait_for_decision_events() {
+    let (s, _d) = store().await;
+    let head = s.audit_head().await.unwrap();
+    assert!(head.seq > 0, "the script's approvals are in the audit log");
+    let r = build(&inputs(&s).await).unwrap();
+    let c = check(&r, "audit-chain-verifies");
+    assert_eq!(c["result"], "pass", "{c}");
+    assert_eq!(
+        c["evidence"],
+        format!("{} rows re-hashed, head {}", head.seq, head.hash)
+    );
+    assert_eq!(r["recordKeeping"]["chain"]["result"], "verified");
+    for name in [
+        "no-unlogged-gap",
+        "no-request-above-threshold-without-approval",
+    ] {
+        let c = check(&r, name);
+        assert_eq!(c["result"], "fail", "{name}");
+        assert_eq!(c["evidence"], NO_DECISIONS, "{name}");
+    }
+    assert_eq!(r["complianceStatus"], "NOT_COMPLIANT");
+
+    s.exec_raw("UPDATE audit_log SET actor = 'mallory' WHERE seq = 1")
+        .await
+        .unwrap();
+    let r = build(&inputs(&s).await).unwrap();
+    let c = check(&r, "audit-chain-verifies");
+    assert_eq!(c["result"], "fail", "{c}");
+    assert!(c["evidence"].as_str().unwrap().contains("row 1: "), "{c}");
+    assert_eq!(r["recordKeeping"]["chain"]["result"], "broken");
+}
+
+#[tokio::test]
+async fn the_store_based_checks_pass_on_the_script() {
+    let (s, _d) = store().await;
+    let r = build(&inputs(&s).await).unwrap();
     assert_eq!(r["riskEvents"]["reason"], NO_RISK);
     // The store-based oversight check passes on the script: each decision by a listed approver.
     let c = check(&r, "approvals-decided-by-listed-approvers");
