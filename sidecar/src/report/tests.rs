@@ -407,7 +407,11 @@ async fn the_chain_check_is_the_stores_own_and_decision_checks_wait_for_decision
 async fn the_store_based_checks_pass_on_the_script() {
     let (s, _d) = store().await;
     let r = build(&inputs(&s).await).unwrap();
-    assert_eq!(r["riskEvents"]["reason"], NO_RISK);
+    assert_eq!(r["riskEvents"]["available"], true);
+    assert_eq!(r["riskEvents"]["violations"], Value::Null);
+    assert_eq!(r["riskEvents"]["violationsReason"], NO_VIOLATIONS);
+    assert_eq!(r["riskEvents"]["anomalies"], json!([]));
+    assert_eq!(r["riskEvents"]["alertsSent"], 0);
     // The store-based oversight check passes on the script: each decision by a listed approver.
     let c = check(&r, "approvals-decided-by-listed-approvers");
     assert_eq!(c["result"], "pass", "{c}");
@@ -628,4 +632,40 @@ async fn store_strings_are_text_in_the_pdf_never_markup() {
     assert!(text.contains(r#"#panic("injected")"#), "{text}");
     assert!(text.contains("#set page(width: 1cm)"), "{text}");
     assert!(info.contains("(A4)"), "{info}");
+}
+
+/// The risk section reads the anomaly table: findings whose window overlaps the period, with
+/// their explanations, in the JSON and in the PDF; one outside the period is left out.
+#[tokio::test]
+async fn anomalies_of_the_period_are_risk_events_in_the_json_and_the_pdf() {
+    let (s, _d) = store().await;
+    let finding = |from: i64, explanation: &str| crate::store::Anomaly {
+        kind: crate::store::AnomalyKind::SpendSpike,
+        project_id: "sales-ai".into(),
+        client_id: None,
+        subject: None,
+        score: 12.5,
+        baseline: 340_000,
+        observed: 4_100_000,
+        unit: crate::store::Unit::UsdMicros,
+        window_from_ms: from,
+        window_to_ms: from + 3_600_000,
+        explanation: explanation.into(),
+        detected_at_ms: from + 3_700_000,
+    };
+    s.put_anomalies(vec![
+        finding(NOV_FROM + DAY, "sales-ai spent $4.10 in one hour, 12x its usual $0.34"),
+        finding(NOV_TO + DAY, "a December finding"),
+    ])
+    .await
+    .unwrap();
+    let r = build(&inputs(&s).await).unwrap();
+    assert_eq!(
+        r["riskEvents"]["anomalies"],
+        json!(["sales-ai spent $4.10 in one hour, 12x its usual $0.34"])
+    );
+    let (text, _) = read_pdf(&render::pdf(&r).unwrap(), &out_dir("risk"));
+    assert!(text.contains("12x its usual $0.34"), "{text}");
+    assert!(!text.contains("December finding"), "{text}");
+    assert!(text.contains("the filter does not send yet"), "{text}");
 }
