@@ -379,6 +379,9 @@ fn base_document() -> Value {
                         "at": { "type": "integer", "description": "unix ms; the time analytics count the record at" },
                         "cacheHit": { "type": "boolean", "default": false, "description": "served from the filter's cache (amount 0, no counters)" },
                         "savings": { "allOf": [reference("Micros")], "description": "micro-USD the cache hit avoided; stored, reported by /v1/analytics" } } } },
+                    "decisions": { "type": "array", "maxItems": 10000, "description": "decision events (pag0-wire DecisionEvent, docs/audit.md); each read on its own, a malformed one is kept as a decision.rejected audit row", "items": { "type": "object" } },
+                    "gaps": { "type": "array", "maxItems": 1000, "description": "events the filter dropped past its cap: {from, to, count}", "items": { "type": "object", "required": ["from", "to", "count"], "properties": {
+                        "from": { "type": "integer" }, "to": { "type": "integer" }, "count": { "type": "integer", "minimum": 1 } } } },
                     "leases": { "type": "array", "items": { "type": "object", "required": ["counter"], "properties": {
                         "counter": { "type": "string" }, "want": reference("Micros") } } },
                     "release": { "type": "array", "items": { "type": "string" } } } },

@@ -272,6 +272,7 @@ async fn the_worker_retries_with_backoff_and_records_each_channel() {
         .sync_alerting(
             SyncWrite {
                 exceptions: Vec::new(),
+                audit: Vec::new(),
                 instance_id: "i".into(),
                 seq: 1,
                 digest: "d".into(),

@@ -138,6 +138,7 @@ pub async fn scripted(store: &dyn Store) {
     store
         .sync(SyncWrite {
             exceptions: Vec::new(),
+            audit: Vec::new(),
             instance_id: "envoy-1".into(),
             seq: 1,
             digest: "d1".into(),
@@ -654,7 +655,10 @@ async fn anomalies_of_the_period_are_risk_events_in_the_json_and_the_pdf() {
         detected_at_ms: from + 3_700_000,
     };
     s.put_anomalies(vec![
-        finding(NOV_FROM + DAY, "sales-ai spent $4.10 in one hour, 12x its usual $0.34"),
+        finding(
+            NOV_FROM + DAY,
+            "sales-ai spent $4.10 in one hour, 12x its usual $0.34",
+        ),
         finding(NOV_TO + DAY, "a December finding"),
     ])
     .await

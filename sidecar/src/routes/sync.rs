@@ -36,6 +36,13 @@ pub struct SyncRequest {
     /// never refuses the batch.
     #[serde(default)]
     pub usage: Vec<Value>,
+    /// The decision log's events (`pag0_wire::DecisionEvent`), read one at a time like
+    /// `usage` (see [`decisions::audit_rows`]).
+    #[serde(default)]
+    pub decisions: Vec<Value>,
+    /// Events the filter dropped past its queue cap (`pag0_wire::DecisionGap`).
+    #[serde(default)]
+    pub gaps: Vec<Value>,
     #[serde(default)]
     pub leases: Vec<LeaseIn>,
     #[serde(default)]
@@ -155,6 +162,20 @@ fn check(req: &SyncRequest, max_batch: usize) -> Result<(), AppError> {
         errs.push(format!(
             "usage: at most {max_batch} records per batch, got {}",
             req.usage.len()
+        ));
+    }
+    if req.decisions.len() > decisions::MAX_DECISIONS {
+        errs.push(format!(
+            "decisions: at most {} events per batch, got {}",
+            decisions::MAX_DECISIONS,
+            req.decisions.len()
+        ));
+    }
+    if req.gaps.len() > decisions::MAX_GAPS {
+        errs.push(format!(
+            "gaps: at most {} records per batch, got {}",
+            decisions::MAX_GAPS,
+            req.gaps.len()
         ));
     }
     if req.leases.len() > MAX_COUNTERS || req.release.len() > MAX_COUNTERS {
@@ -416,16 +437,24 @@ pub async fn sync(
     exceptions.sort_by_key(|e| e.idx);
     // A batch of good records digests as it always did; one with a quarantined record digests
     // its raw records (a resend is byte-for-byte the same, so the same digest).
-    let (batch_digest, batch_legacy) = if classified.quarantined.is_empty() {
+    let (mut batch_digest, mut batch_legacy) = if classified.quarantined.is_empty() {
         (digest(&good)?, legacy_digest(&good)?)
     } else {
         (digest(&req.usage)?, None)
     };
+    // A batch with decision events digests them too (as sent: a resend is byte-for-byte the
+    // same); one without digests as before, so older batches keep their digest.
+    if !req.decisions.is_empty() || !req.gaps.is_empty() {
+        batch_digest = digest(&(&batch_digest, &req.decisions, &req.gaps))?;
+        batch_legacy = None;
+    }
+    let audit = decisions::audit_rows(&req.instance_id, req.seq, &req.decisions, &req.gaps, now);
     let outcome = state
         .store
         .sync_alerting(
             SyncWrite {
                 exceptions,
+                audit,
                 instance_id: req.instance_id.clone(),
                 seq,
                 digest: batch_digest,
@@ -454,7 +483,8 @@ pub async fn sync(
 
     crate::alerts::raised(&state, &outcome.alerts_raised);
     let m = &state.metrics;
-    let label = match (req.usage.is_empty(), outcome.duplicate) {
+    let carried = !req.usage.is_empty() || !req.decisions.is_empty() || !req.gaps.is_empty();
+    let label = match (!carried, outcome.duplicate) {
         (true, _) => "empty",
         (false, true) => "duplicate",
         (false, false) => "applied",
@@ -509,6 +539,8 @@ pub async fn sync(
         unlimited,
     }))
 }
+
+pub(crate) mod decisions;
 
 #[cfg(test)]
 mod tests;

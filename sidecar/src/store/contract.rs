@@ -39,6 +39,7 @@ fn batch(instance: &str, seq: i64, usage: Vec<UsageRecord>) -> SyncWrite {
     let digest = format!("{usage:?}");
     SyncWrite {
         exceptions: Vec::new(),
+        audit: Vec::new(),
         instance_id: instance.into(),
         seq,
         digest,
@@ -54,6 +55,7 @@ fn batch(instance: &str, seq: i64, usage: Vec<UsageRecord>) -> SyncWrite {
 fn ask(instance: &str, seq: i64, counter: &str, limit: u64, want: u64) -> SyncWrite {
     SyncWrite {
         exceptions: Vec::new(),
+        audit: Vec::new(),
         leases: vec![LeaseAsk {
             counter: counter.into(),
             limit,
@@ -357,6 +359,7 @@ pub async fn grants_never_exceed_the_room(store: &dyn Store) {
     let a = store
         .sync(SyncWrite {
             exceptions: Vec::new(),
+            audit: Vec::new(),
             leases: vec![LeaseAsk {
                 counter: K.into(),
                 limit: 1000,
@@ -373,6 +376,7 @@ pub async fn grants_never_exceed_the_room(store: &dyn Store) {
     store
         .sync(SyncWrite {
             exceptions: Vec::new(),
+            audit: Vec::new(),
             release: vec![K.into()],
             ..batch("a", 4, vec![])
         })
@@ -403,6 +407,7 @@ pub async fn usage_above_the_slice_is_charged_in_full(store: &dyn Store) {
     let a = store
         .sync(SyncWrite {
             exceptions: Vec::new(),
+            audit: Vec::new(),
             leases: vec![LeaseAsk {
                 counter: K.into(),
                 limit: 1000,
@@ -1710,4 +1715,58 @@ pub async fn exceptions_are_kept_once_with_their_batch(store: &dyn Store) {
     assert_eq!(all[0].record, r#"{"amount":"0"}"#);
     assert_eq!(store.usage_exceptions(1).await.unwrap().len(), 1);
     assert_eq!(spent(store, K).await, 100);
+}
+
+/// Decision events ride their batch (issue 15): appended to the chain in its transaction,
+/// once — a resend adds none, a decisions-only batch is exactly-once too, a reused seq
+/// writes nothing — and the chain verifies.
+pub async fn decision_rows_ride_their_batch_once(store: &dyn Store) {
+    let ev = |at: i64, decision: &str| {
+        let mut e = crate::audit::AuditEvent::new("decision", at);
+        e.decision = Some(decision.into());
+        e.project_id = Some("p".into());
+        e.cost = Some(7);
+        e
+    };
+    let mut b = batch("envoy-d", 1, vec![rec(100, &[K])]);
+    b.audit = vec![ev(T0, "allow"), ev(T0 + 1, "deny")];
+    assert!(!store.sync(b.clone()).await.unwrap().duplicate);
+    assert!(store.sync(b.clone()).await.unwrap().duplicate);
+    let mut reused = b;
+    reused.digest = "other".into();
+    reused.audit = vec![ev(T0 + 9, "allow")];
+    assert!(matches!(
+        store.sync(reused).await,
+        Err(StoreError::SeqReused { .. })
+    ));
+    let mut only = batch("envoy-d", 2, vec![]);
+    only.audit = vec![ev(T0 + 2, "cache_hit")];
+    assert!(!store.sync(only.clone()).await.unwrap().duplicate);
+    assert!(store.sync(only).await.unwrap().duplicate);
+    assert_eq!(
+        decision_rows(store).await,
+        [
+            (T0, "allow".to_string()),
+            (T0 + 1, "deny".to_string()),
+            (T0 + 2, "cache_hit".to_string())
+        ]
+    );
+    assert_eq!(spent(store, K).await, 100);
+    let v = crate::audit::verify(store).await.unwrap();
+    assert_eq!(v["ok"], serde_json::json!(true), "{v}");
+    assert_eq!(v["rowsChecked"], serde_json::json!(3), "{v}");
+}
+
+async fn decision_rows(store: &dyn Store) -> Vec<(i64, String)> {
+    store
+        .audit_list(crate::audit::AuditQuery {
+            kind: Some("decision".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.event.at_ms, r.event.decision.unwrap_or_default()))
+        .collect()
 }

@@ -141,6 +141,9 @@ pub struct SyncWrite {
     /// `usage` and touch no counter; suspect ones are in `usage` too (charged their bound).
     /// Written with the batch, exactly once, like the ledger.
     pub exceptions: Vec<UsageException>,
+    /// Audit rows the batch carries (decision events, their gaps, ones refused as malformed):
+    /// appended to the chain in the batch's transaction, exactly once like the ledger.
+    pub audit: Vec<crate::audit::AuditEvent>,
     pub release: Vec<String>,
     pub leases: Vec<LeaseAsk>,
     pub now_ms: i64,

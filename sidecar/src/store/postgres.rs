@@ -209,7 +209,7 @@ async fn sync_tx(
 
     // 1. Exactly once.
     let mut duplicate = false;
-    if !w.usage.is_empty() || !w.exceptions.is_empty() {
+    if !w.usage.is_empty() || !w.exceptions.is_empty() || !w.audit.is_empty() {
         let inserted = tx
             .execute(
                 "INSERT INTO seen_batches (instance_id, seq, digest, committed_at_ms) VALUES ($1, $2, $3, $4)
@@ -399,6 +399,12 @@ async fn sync_tx(
             added: granted.saturating_sub(room.mine),
             spent: room.spent,
         });
+    }
+
+    // 3. The batch's audit rows (decision events), last: the chain head's row lock is held
+    // for as short a time as the transaction allows.
+    if !duplicate && !w.audit.is_empty() {
+        audit::postgres::append(&*tx, w.audit.clone()).await?;
     }
 
     tx.commit().await?;

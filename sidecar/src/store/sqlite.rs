@@ -159,7 +159,7 @@ fn sync_tx(
 
     // 1. Exactly once: a batch is applied only the first time its (instance, seq) is seen.
     let mut duplicate = false;
-    if !w.usage.is_empty() || !w.exceptions.is_empty() {
+    if !w.usage.is_empty() || !w.exceptions.is_empty() || !w.audit.is_empty() {
         let seen: Option<String> = tx
             .query_row(
                 "SELECT digest FROM seen_batches WHERE instance_id = ?1 AND seq = ?2",
@@ -343,6 +343,12 @@ fn sync_tx(
             added: granted.saturating_sub(room.mine),
             spent: room.spent,
         });
+    }
+
+    // 3. The batch's audit rows (decision events), last: the chain head's lock is held for
+    // as short a time as the transaction allows.
+    if !duplicate && !w.audit.is_empty() {
+        audit::sqlite::append(&tx, w.audit.clone())?;
     }
 
     tx.commit().map_err(backend)?;

@@ -112,6 +112,7 @@ contract_tests!(
     // anomalies (issue 16)
     detection_over_the_ledger_finds_an_injected_spike,
     exceptions_are_kept_once_with_their_batch,
+    decision_rows_ride_their_batch_once,
 );
 
 /// Two sidecars on one PostgreSQL append to one chain: contiguous seqs, no fork.
@@ -165,6 +166,7 @@ async fn postgres_two_sidecars_grant_atomically() {
         .unwrap();
     let mk = |inst: &str| super::SyncWrite {
         exceptions: Vec::new(),
+        audit: Vec::new(),
         instance_id: inst.into(),
         seq: 1,
         digest: String::new(),
@@ -222,6 +224,7 @@ mod migration {
     fn write(instance: &str, digest: &str, usage: Vec<UsageRecord>) -> SyncWrite {
         SyncWrite {
             exceptions: Vec::new(),
+            audit: Vec::new(),
             instance_id: instance.into(),
             seq: 1,
             digest: digest.into(),
@@ -430,6 +433,7 @@ mod model {
                         f.seq += 1;
                         SyncWrite {
                             exceptions: Vec::new(),
+                            audit: Vec::new(),
                             instance_id: format!("i{inst}"), seq: f.seq, digest: String::new(), legacy_digest: None, usage: vec![],
                             release: vec![], leases: vec![], now_ms: now, lease_ttl_ms: TTL,
                         }
@@ -530,6 +534,7 @@ async fn postgres_two_sidecars_raise_and_claim_each_alert_once() {
                 }];
                 let w = super::SyncWrite {
                     exceptions: Vec::new(),
+                    audit: Vec::new(),
                     instance_id: format!("inst{i}"),
                     seq,
                     digest: format!("{seq}"),
@@ -627,6 +632,7 @@ async fn postgres_two_delivery_workers_send_each_alert_once() {
         .collect();
     let w = super::SyncWrite {
         exceptions: Vec::new(),
+        audit: Vec::new(),
         instance_id: "i".into(),
         seq: 1,
         digest: "d".into(),

@@ -294,3 +294,166 @@ fn a_hit_batch_keeps_its_pre_upgrade_digest_as_a_fallback() {
         "no cache fields: one digest, as before"
     );
 }
+
+fn decision(at: u64, kind: &str, code: Option<&str>) -> Value {
+    let mut d = json!({ "at": at, "decision": kind, "method": "POST",
+                        "authority": "api.openai.com", "path": "/v1/chat/completions",
+                        "policyVersion": 1, "projectId": "sales-ai", "clientId": "sales-agent",
+                        "estimate": "1500", "bodySha256": "ab".repeat(32) });
+    if let Some(c) = code {
+        d["code"] = json!(c);
+        d["scope"] = json!("project.daily");
+    } else {
+        d["cost"] = json!("1200");
+        d["upstreamStatus"] = json!(200);
+        d["firstByteMs"] = json!(40);
+        d["latencyMs"] = json!(95);
+    }
+    d
+}
+
+async fn audit_kind(h: &crate::testing::Harness, kind: &str) -> Vec<Value> {
+    let r = h
+        .call(
+            Method::GET,
+            &format!("/v1/audit?kind={kind}&limit=1000"),
+            Some(ALICE),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r.body["entries"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn decision_events_and_gaps_reach_the_audit_log_exactly_once() {
+    let h = harness();
+    h.put_policy(ALICE, &policy()).await;
+    let batch = json!({ "instanceId": "envoy-a", "seq": 1, "policyVersion": 1,
+        "usage": [usage("1200", &[ORG_MONTH])],
+        "decisions": [decision(1_000, "allow", None), decision(1_001, "deny", Some("BUDGET_EXCEEDED"))],
+        "gaps": [{ "from": 900, "to": 950, "count": 7 }] });
+    let r = h.sync(batch.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["duplicate"].as_bool(), Some(false));
+    let r = h.sync(batch.clone()).await;
+    assert_eq!(r.body["duplicate"].as_bool(), Some(true), "{}", r.text);
+
+    let rows = audit_kind(&h, "decision").await;
+    assert_eq!(
+        rows.len(),
+        2,
+        "each event once, the resend added none: {rows:?}"
+    );
+    let allow = &rows[0];
+    assert_eq!(
+        (
+            allow["decision"].as_str(),
+            allow["host"].as_str(),
+            allow["projectId"].as_str(),
+            allow["clientId"].as_str(),
+            allow["cost"].as_u64(),
+            allow["atMs"].as_i64(),
+        ),
+        (
+            Some("allow"),
+            Some("api.openai.com"),
+            Some("sales-ai"),
+            Some("sales-agent"),
+            Some(1200),
+            Some(1_000)
+        ),
+        "{allow}"
+    );
+    assert_eq!(allow["details"]["path"], json!("/v1/chat/completions"));
+    assert_eq!(allow["details"]["upstreamStatus"], json!(200));
+    assert_eq!(allow["details"]["instanceId"], json!("envoy-a"));
+    assert_eq!(
+        (rows[1]["decision"].as_str(), rows[1]["code"].as_str()),
+        (Some("deny"), Some("BUDGET_EXCEEDED"))
+    );
+    let gaps = audit_kind(&h, "decision.gap").await;
+    assert_eq!(gaps.len(), 1);
+    assert_eq!(gaps[0]["details"]["count"], json!(7));
+
+    // The same seq with other decisions is a reuse, not a silent duplicate.
+    let mut other = batch;
+    other["decisions"] = json!([decision(2_000, "allow", None)]);
+    let r = h.sync(other).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("SEQ_REUSED"))
+    );
+
+    // A decisions-only batch is exactly-once too.
+    let only = json!({ "instanceId": "envoy-a", "seq": 2,
+                       "decisions": [decision(3_000, "cache_hit", None)] });
+    assert_eq!(h.sync(only.clone()).await.body["duplicate"], json!(false));
+    assert_eq!(h.sync(only).await.body["duplicate"], json!(true));
+    assert_eq!(audit_kind(&h, "decision").await.len(), 3);
+
+    let v = h
+        .call(Method::GET, "/v1/audit/verify", Some(ALICE), None)
+        .await;
+    assert_eq!(v.body["ok"], json!(true), "{}", v.text);
+}
+
+#[tokio::test]
+async fn a_malformed_decision_is_kept_as_rejected_and_the_batch_applies() {
+    let h = harness();
+    h.put_policy(ALICE, &policy()).await;
+    let mut bad_hash = decision(1_000, "allow", None);
+    bad_hash["bodySha256"] = json!("not-hex");
+    let mut query = decision(1_001, "allow", None);
+    query["path"] = json!("/v1/chat?key=secret");
+    let r = h
+        .sync(json!({ "instanceId": "envoy-b", "seq": 1,
+            "usage": [usage("10", &[ORG_MONTH])],
+            "decisions": [bad_hash, {"decision": "maybe"}, query, decision(1_002, "pending", Some("APPROVAL_PENDING"))],
+            "gaps": [{ "from": 5, "to": 4, "count": 1 }] }))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(h.spent(ORG_MONTH).await, "10", "the usage applied");
+    let good = audit_kind(&h, "decision").await;
+    assert_eq!(good.len(), 1);
+    assert_eq!(good[0]["decision"], json!("pending"));
+    let rejected = audit_kind(&h, "decision.rejected").await;
+    let reasons: Vec<&str> = rejected
+        .iter()
+        .filter_map(|r| r["details"]["reason"].as_str())
+        .collect();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("gaps[0]: from 5 is after to 4"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("decisions[0]: bodySha256"),
+        "{reasons:?}"
+    );
+    assert!(reasons[2].starts_with("decisions[1]: "), "{reasons:?}");
+    assert!(
+        reasons[3].contains("path: carries a query string"),
+        "{reasons:?}"
+    );
+    assert!(
+        !rejected[3]["details"]["record"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty(),
+        "the raw record is kept"
+    );
+}
+
+#[tokio::test]
+async fn too_many_decisions_refuse_the_batch_with_a_path() {
+    let h = harness();
+    let many: Vec<Value> = (0..=super::decisions::MAX_DECISIONS as u64)
+        .map(|i| json!({ "at": i }))
+        .collect();
+    let r = h
+        .sync(json!({ "instanceId": "envoy-c", "seq": 1, "decisions": many }))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.text.contains("decisions: at most 10000"), "{}", r.text);
+}
