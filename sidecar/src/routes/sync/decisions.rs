@@ -23,8 +23,6 @@ pub const GAP_KIND: &str = "decision.gap";
 /// Audit kind of an element the sidecar could not read; details keep the reason and raw text.
 pub const REJECTED_KIND: &str = "decision.rejected";
 
-/// Longest raw element kept with a rejected row.
-const MAX_RAW: usize = 4096;
 const MAX_ID: usize = 128;
 const MAX_CODE: usize = 64;
 const MAX_AUTHORITY: usize = 255;
@@ -56,22 +54,12 @@ impl Origin<'_> {
         let mut d = self.details();
         d.insert("field".into(), json!(self.field));
         d.insert("reason".into(), json!(reason));
-        d.insert("record".into(), json!(cut(raw.to_string())));
+        // As long as a quarantined usage record's text (`MAX_EXCEPTION_RECORD`).
+        d.insert("record".into(), json!(super::cut(raw.to_string())));
         let mut e = AuditEvent::new(REJECTED_KIND, now_ms).actor(self.actor());
         e.details = Value::Object(d);
         e
     }
-}
-
-fn cut(mut s: String) -> String {
-    if s.len() > MAX_RAW {
-        let mut end = MAX_RAW;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
 }
 
 fn at_ms(at: u64) -> Result<i64, String> {
@@ -205,35 +193,29 @@ pub fn audit_rows(
     gaps: &[Value],
     now_ms: i64,
 ) -> Vec<AuditEvent> {
-    let mut out = Vec::with_capacity(decisions.len() + gaps.len());
-    for (index, raw) in gaps.iter().enumerate() {
-        let o = Origin {
-            instance_id,
-            seq,
-            field: "gaps",
-            index,
-        };
-        let row = serde_json::from_value::<DecisionGap>(raw.clone())
+    let rows = |field: &'static str,
+                raws: &[Value],
+                read: fn(&Origin<'_>, &Value) -> Result<AuditEvent, String>| {
+        raws.iter()
+            .enumerate()
+            .map(|(index, raw)| {
+                let o = Origin { instance_id, seq, field, index };
+                read(&o, raw).unwrap_or_else(|why| {
+                    tracing::warn!(instance = %instance_id, seq, field, index, "decision log element rejected: {why}");
+                    o.rejected(raw, format!("{field}[{index}]: {why}"), now_ms)
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut out = rows("gaps", gaps, |o, raw| {
+        serde_json::from_value::<DecisionGap>(raw.clone())
             .map_err(|e| e.to_string())
-            .and_then(|g| gap_row(&o, g));
-        out.push(
-            row.unwrap_or_else(|why| o.rejected(raw, format!("gaps[{index}]: {why}"), now_ms)),
-        );
-    }
-    for (index, raw) in decisions.iter().enumerate() {
-        let o = Origin {
-            instance_id,
-            seq,
-            field: "decisions",
-            index,
-        };
-        let row = serde_json::from_value::<DecisionEvent>(raw.clone())
+            .and_then(|g| gap_row(o, g))
+    });
+    out.extend(rows("decisions", decisions, |o, raw| {
+        serde_json::from_value::<DecisionEvent>(raw.clone())
             .map_err(|e| e.to_string())
-            .and_then(|d| decision_row(&o, d));
-        out.push(row.unwrap_or_else(|why| {
-            tracing::warn!(instance = %instance_id, seq, index, "decision event rejected: {why}");
-            o.rejected(raw, format!("decisions[{index}]: {why}"), now_ms)
-        }));
-    }
+            .and_then(|d| decision_row(o, d))
+    }));
     out
 }
