@@ -3,6 +3,31 @@
 use pag0_policy::Micros;
 use serde::{Deserialize, Serialize};
 
+/// The longest text fields the sidecar accepts, in bytes; a filter cuts longer ones with
+/// [`fit`] (a longer one is kept by the sidecar as `decision.rejected`).
+pub mod limits {
+    /// `clientId`, `projectId`, `model`, `approvalId`.
+    pub const MAX_ID: usize = 128;
+    /// `code`, `scope`.
+    pub const MAX_CODE: usize = 64;
+    pub const MAX_AUTHORITY: usize = 255;
+    pub const MAX_PATH: usize = 2048;
+    pub const MAX_METHOD: usize = 16;
+}
+
+/// `s` cut to at most `max` bytes at a character boundary; `"-"` for an empty `s` (the
+/// sidecar wants every text field non-empty).
+pub fn fit(s: &str, max: usize) -> &str {
+    if s.is_empty() {
+        return "-";
+    }
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or("-")
+}
+
 /// Length of [`DecisionEvent::body_sha256`]: SHA-256 in lowercase hex.
 pub const BODY_SHA256_HEX_LEN: usize = 64;
 

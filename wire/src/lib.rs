@@ -9,7 +9,7 @@
 
 mod decision;
 
-pub use decision::{DecisionEvent, DecisionGap, DecisionKind, BODY_SHA256_HEX_LEN};
+pub use decision::{fit, limits, DecisionEvent, DecisionGap, DecisionKind, BODY_SHA256_HEX_LEN};
 
 #[cfg(test)]
 mod tests;

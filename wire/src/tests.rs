@@ -92,3 +92,13 @@ fn a_gap_widens_to_cover_every_dropped_event() {
     let v = serde_json::to_value(g).unwrap();
     assert_eq!(v, json!({"from": 40, "to": 70, "count": 3}));
 }
+
+#[test]
+fn fit_cuts_at_a_character_boundary_and_never_leaves_an_empty_field() {
+    assert_eq!(crate::fit("", 10), "-");
+    assert_eq!(crate::fit("abc", 10), "abc");
+    assert_eq!(crate::fit("abcdef", 4), "abcd");
+    // "é" is two bytes: cutting inside it backs off to the boundary before.
+    assert_eq!(crate::fit("aé", 2), "a");
+    assert!(crate::fit(&"x".repeat(5000), crate::limits::MAX_PATH).len() == crate::limits::MAX_PATH);
+}

@@ -23,11 +23,7 @@ pub const GAP_KIND: &str = "decision.gap";
 /// Audit kind of an element the sidecar could not read; details keep the reason and raw text.
 pub const REJECTED_KIND: &str = "decision.rejected";
 
-const MAX_ID: usize = 128;
-const MAX_CODE: usize = 64;
-const MAX_AUTHORITY: usize = 255;
-const MAX_PATH: usize = 2048;
-const MAX_METHOD: usize = 16;
+use pag0_wire::limits::{MAX_AUTHORITY, MAX_CODE, MAX_ID, MAX_METHOD, MAX_PATH};
 
 /// Where an element came from: the batch and its index there.
 struct Origin<'a> {
