@@ -34,6 +34,9 @@ pub struct SidecarConfig {
     pub failure_mode: FailureMode,
     /// The bearer token of `POST /v1/sync` (the sidecar's `--sync-secret`).
     pub sync_secret: Option<String>,
+    /// Most decision events waiting in shared data while the sidecar is unreachable; past it
+    /// the oldest are dropped into a counted gap record (`managed/decisions.rs`).
+    pub decision_queue_max: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +139,13 @@ fn sidecar(v: &Value, errors: &mut Vec<FieldError>) -> Option<SidecarConfig> {
     for key in obj.keys() {
         if !matches!(
             key.as_str(),
-            "cluster" | "authority" | "syncIntervalMs" | "timeoutMs" | "failureMode" | "syncSecret"
+            "cluster"
+                | "authority"
+                | "syncIntervalMs"
+                | "timeoutMs"
+                | "failureMode"
+                | "syncSecret"
+                | "decisionQueueMax"
         ) {
             errors.push(FieldError::new(format!("sidecar.{key}"), "unknown field"));
         }
@@ -165,6 +174,16 @@ fn sidecar(v: &Value, errors: &mut Vec<FieldError>) -> Option<SidecarConfig> {
     })
     .unwrap_or(FailureMode::Closed);
     let sync_secret = opt_field(obj, "syncSecret", errors, non_empty_string);
+    let decision_queue_max = opt_field(obj, "decisionQueueMax", errors, |v| {
+        match v.as_u64() {
+            Some(n @ 1..=MAX_DECISION_QUEUE) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            _ => Err(format!(
+                "must be an integer from 1 to {MAX_DECISION_QUEUE} (decision events kept while \
+                 the sidecar is unreachable)"
+            )),
+        }
+    })
+    .unwrap_or(crate::managed::decisions::DEFAULT_QUEUE_MAX);
 
     (errors.len() == before).then_some(SidecarConfig {
         cluster,
@@ -173,8 +192,12 @@ fn sidecar(v: &Value, errors: &mut Vec<FieldError>) -> Option<SidecarConfig> {
         timeout_ms,
         failure_mode,
         sync_secret,
+        decision_queue_max,
     })
 }
+
+/// `decisionQueueMax` at most: ~400 MB of shared data at ~400 bytes an event.
+const MAX_DECISION_QUEUE: u64 = 1_000_000;
 
 /// An optional field of `sidecar`; a present but bad value records an error.
 fn opt_field<T>(

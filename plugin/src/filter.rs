@@ -23,6 +23,7 @@ use crate::managed::{self, LeaseView, UsageRecord};
 use crate::meter::ResponseMeter;
 use crate::reply;
 use crate::root::Shared;
+use decision::Note;
 use request::RequestHeaders;
 use snapshot::Snapshot;
 
@@ -39,6 +40,8 @@ pub struct Filter<H> {
     cache_head: Option<crate::cache::RequestHead>,
     /// The approval headers and request line, read before `x-pag0-*` is stripped.
     approval: crate::approval::Incoming,
+    /// This request's decision event (`filter/decision.rs`), from the request headers on.
+    note: Option<Box<Note>>,
 }
 
 enum State {
@@ -78,6 +81,7 @@ impl<H: Host> Filter<H> {
             state: State::Start,
             cache_head: None,
             approval: Default::default(),
+            note: None,
         }
     }
 
@@ -85,9 +89,48 @@ impl<H: Host> Filter<H> {
         if let Some(s) = &self.shared {
             s.metrics.denied(&self.host, deny.code);
         }
+        if let Some(n) = &mut self.note {
+            n.deny(deny);
+        }
+        self.publish();
         reply::send_deny(&self.host, deny);
         self.state = State::Done;
         Action::Pause
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.host.now().timestamp_millis()).unwrap_or(0)
+    }
+
+    /// Standalone mode, once the decision is final: the event becomes this stream's filter
+    /// state for the access log (`filter/decision.rs`).
+    fn publish(&self) {
+        if self.shared.as_ref().is_some_and(|s| s.sidecar.is_none()) {
+            if let Some(line) = self.note.as_ref().and_then(|n| n.line()) {
+                self.host.set_property(decision::PROPERTY, line.as_bytes());
+            }
+        }
+    }
+
+    /// The stream is over. Managed mode: the event goes to this worker's buffer for the
+    /// sidecar, exactly once (the note is taken).
+    fn log_decision(&mut self) {
+        let Some(note) = self.note.take() else {
+            return;
+        };
+        let Some(shared) = &self.shared else { return };
+        let (Some(cfg), Some(buffer)) = (&shared.sidecar, &shared.decisions) else {
+            return;
+        };
+        let Some(line) = note.line() else { return };
+        match buffer.push(&self.host, line, cfg.decision_queue_max) {
+            Ok(0) => {}
+            Ok(dropped) => shared.metrics.decisions_dropped(&self.host, dropped),
+            Err(e) => self.host.log(
+                LogLevel::Error,
+                &format!("pag0: shared data error {e:?} queueing decision events"),
+            ),
+        }
     }
 
     /// Completes the decision (body known) and reserves; `Continue` forwards the request.
@@ -95,6 +138,9 @@ impl<H: Host> Filter<H> {
         let Some(policy) = shared.policy.as_deref() else {
             return self.deny(&no_policy_yet());
         };
+        if let (Some(n), Some(b)) = (&mut self.note, body) {
+            n.body(b);
+        }
         let counters = Counters::with_slices(&self.host, shared.slices.as_deref());
         let view = match &shared.sidecar {
             None => None,
@@ -154,12 +200,18 @@ impl<H: Host> Filter<H> {
                 return self.deny(&d);
             }
             Decision::NeedsApproval(a) => {
+                if let Some(n) = &mut self.note {
+                    n.estimate(a.estimate, None);
+                }
                 return match &shared.sidecar {
                     Some(cfg) => self.ask_approval(shared, cfg, &a, body.unwrap_or_default()),
                     None => self.deny(&a.into_standalone_deny()),
                 }
             }
         };
+        if let Some(n) = &mut self.note {
+            n.estimate(allow.estimate, allow.model.as_deref());
+        }
         // The response cache (filter/cache.rs): after the decision, before any reservation.
         // Not for an approval replay: it must be consumed at the sidecar (used once, never
         // answered from the cache), and its response is not stored either.
@@ -168,7 +220,11 @@ impl<H: Host> Filter<H> {
             None => self.cache_lookup(shared, &allow, body),
         };
         let cache = match lookup {
-            Some(cache::Lookup::Hit) => {
+            Some(cache::Lookup::Hit(savings)) => {
+                if let Some(n) = &mut self.note {
+                    n.cache_hit(savings);
+                }
+                self.publish();
                 self.state = State::Done;
                 return Action::Pause;
             }
@@ -238,6 +294,10 @@ impl<H: Host> Filter<H> {
             return self.consume_approval(shared, cfg, &id, reserved, body.unwrap_or_default());
         }
         shared.metrics.allowed(&self.host, reserved.estimate);
+        let now_ms = self.now_ms();
+        if let Some(n) = &mut self.note {
+            n.forwarded(now_ms);
+        }
         self.state = State::Reserved(reserved);
         Action::Continue
     }
@@ -254,6 +314,11 @@ impl<H: Host> Filter<H> {
         };
         let charge = r.meter.final_charge();
         let actual = charge.as_ref().map_or(Micros::ZERO, |c| c.amount);
+        let now_ms = self.now_ms();
+        if let Some(n) = &mut self.note {
+            n.settled(actual, now_ms);
+        }
+        self.publish();
         let suspect = charge.and_then(|c| c.suspect);
         if let Some(s) = &suspect {
             self.host.log(
@@ -285,7 +350,7 @@ impl<H: Host> Filter<H> {
                     project_id: r.project_id.to_string(),
                     client_id: Some(r.client_id.to_string()),
                     host: pag0_policy::matching::request_host(host).to_string(),
-                    at: u64::try_from(self.host.now().timestamp_millis()).unwrap_or(0),
+                    at: now_ms,
                     cache_hit: false,
                     savings: None,
                     suspect: suspect.map(|s| managed::SuspectReport {
@@ -425,6 +490,13 @@ impl<H: Host> HttpContext for Filter<H> {
         }
 
         let line = &self.approval;
+        let now = self.host.now();
+        let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+        self.note = Some(Box::new(Note::begin(
+            now_ms,
+            line,
+            shared.policy_version,
+        )));
         let head = RequestHead {
             api_key: api_key.as_deref(),
             method: &line.method,
@@ -435,8 +507,11 @@ impl<H: Host> HttpContext for Filter<H> {
         let Some(policy) = shared.policy.as_deref() else {
             return self.deny(&no_policy_yet());
         };
-        let outcome = policy.check_head_with(&head, self.host.now(), |k| shared.keys.digest(k));
+        let outcome = policy.check_head_with(&head, now, |k| shared.keys.digest(k));
         if let HeadOutcome::Continue(p) = &outcome {
+            if let Some(n) = &mut self.note {
+                n.client(&p.project_id, &p.client_id);
+            }
             self.cache_head = crate::cache::RequestHead::capture(
                 &req,
                 policy,
@@ -530,11 +605,15 @@ impl<H: Host> HttpContext for Filter<H> {
             deny.project_id = Some(pending.project_id.clone());
             return self.deny(&deny);
         }
+        if !matches!(self.state, State::Reserved(_)) {
+            return Action::Continue;
+        }
+        let now_ms = self.now_ms();
         let State::Reserved(r) = &mut self.state else {
             return Action::Continue;
         };
         let map = MapType::HttpResponseHeaders;
-        match &mut r.cache {
+        let status = match &mut r.cache {
             // A response that may be stored: its headers are copied anyway, and the one copy
             // serves the reads below and a strip of every `x-pag0-*`.
             Some(fill) => {
@@ -545,18 +624,23 @@ impl<H: Host> HttpContext for Filter<H> {
                     resp.set_header(map, name, &value);
                 }
                 fill.on_response_headers(&resp, status, content_type.as_deref());
+                status
             }
             // Otherwise no copy of the map (the most expensive host call on this path): two
             // or three single reads, and pag0's own headers replaced or removed by name.
             None => {
-                meter_response(&self.host, &mut r.meter, false);
+                let (status, _) = meter_response(&self.host, &mut r.meter, false);
                 for name in RESPONSE_HEADERS_REMOVED {
                     self.host.remove_header(map, name);
                 }
                 for (name, value) in reply::allow_headers(&r.project_id, r.estimate) {
                     self.host.set_header(map, name, &value);
                 }
+                status
             }
+        };
+        if let Some(n) = &mut self.note {
+            n.first_byte(status, now_ms);
         }
         if end_of_stream {
             self.store_cached();
@@ -601,6 +685,7 @@ impl<H: Host> HttpContext for Filter<H> {
         // The stream is over, whatever happened (reset, timeout, client gone): nothing may
         // stay reserved.
         self.settle();
+        self.log_decision();
     }
 }
 
@@ -610,6 +695,7 @@ mod approval;
 mod approval_tests;
 
 mod cache;
+mod decision;
 
 mod request;
 mod snapshot;

@@ -60,6 +60,9 @@ pub trait Host: SharedStore {
     ) -> Result<u32, HostError>;
     /// Lets a request held by `Action::Pause` continue to the upstream.
     fn resume_http_request(&self);
+    /// Sets this stream's property `name`: Envoy keeps it as filter state `wasm.<name>`,
+    /// which an access log reads with `%FILTER_STATE(wasm.<name>:PLAIN)%`.
+    fn set_property(&self, name: &str, value: &[u8]);
 }
 
 /// The proxy-wasm host (Envoy).
@@ -167,6 +170,15 @@ impl Host for Hostcalls {
             log(
                 LogLevel::Error,
                 &format!("pag0: could not resume the request: {s:?}"),
+            );
+        }
+    }
+
+    fn set_property(&self, name: &str, value: &[u8]) {
+        if let Err(s) = hostcalls::set_property(vec![name], Some(value)) {
+            log(
+                LogLevel::Warn,
+                &format!("pag0: could not set property {name}: {s:?}"),
             );
         }
     }

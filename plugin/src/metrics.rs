@@ -63,6 +63,12 @@ pub struct Metrics {
     /// refused as invalid (4xx), dropped rather than resent.
     pub refused_batches: Option<u32>,
     pub refused_records: Option<u32>,
+    /// `pag0.decisions.dropped`: decision events dropped past `decisionQueueMax` (each in a
+    /// gap record the audit log shows) or with a batch refused as invalid.
+    decisions_dropped: Option<u32>,
+    /// `pag0.sync.acked` / `pag0.sync.failed`: syncs answered 2xx / not (error, timeout, 4xx/5xx).
+    sync_acked: Option<u32>,
+    sync_failed: Option<u32>,
     /// `pag0.cache.*` (see `cache.rs`).
     pub cache: crate::cache::CacheMetrics,
     /// `pag0.approvals.*` and `pag0.requests.denied.APPROVAL_PENDING`.
@@ -95,6 +101,9 @@ impl Metrics {
             suspect: define("pag0.cost.suspect_reports"),
             refused_batches: define("pag0.sync.refused_batches"),
             refused_records: define("pag0.sync.refused_records"),
+            decisions_dropped: define("pag0.decisions.dropped"),
+            sync_acked: define("pag0.sync.acked"),
+            sync_failed: define("pag0.sync.failed"),
             cache: crate::cache::CacheMetrics::define_with(increments.clone(), &mut define),
             approvals: crate::approval::ApprovalMetrics::define_with(
                 increments.clone(),
@@ -116,6 +125,9 @@ impl Metrics {
             suspect: None,
             refused_batches: None,
             refused_records: None,
+            decisions_dropped: None,
+            sync_acked: None,
+            sync_failed: None,
             cache: crate::cache::CacheMetrics::none(),
             approvals: crate::approval::ApprovalMetrics::none(),
         }
@@ -167,6 +179,18 @@ impl Metrics {
         self.increments.add(host, self.refused_batches, 1);
         let n = i64::try_from(records).unwrap_or(i64::MAX);
         self.increments.add(host, self.refused_records, n);
+    }
+
+    /// `n` decision events were dropped (past the queue's cap, or with a refused batch).
+    pub fn decisions_dropped(&self, host: &dyn Host, n: u64) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.increments.add(host, self.decisions_dropped, n);
+    }
+
+    /// One sync got a 2xx answer (`ok`) or did not.
+    pub fn synced(&self, host: &dyn Host, ok: bool) {
+        let id = if ok { self.sync_acked } else { self.sync_failed };
+        self.increments.add(host, id, 1);
     }
 
     pub fn settled(&self, host: &dyn Host, reserved: Micros, actual: Micros) {

@@ -38,6 +38,8 @@ pub struct Shared {
     pub slices: Option<Rc<Slices>>,
     /// Managed mode: this worker VM's usage records waiting for the tick (`managed/batches.rs`).
     pub usage: Option<Rc<managed::UsageBuffer>>,
+    /// Managed mode: this worker VM's decision events waiting for the tick.
+    pub decisions: Option<Rc<managed::DecisionBuffer>>,
     /// This worker VM's cache of API-key digests (`keys.rs`), kept across reconfigurations.
     pub keys: Rc<KeyDigests>,
 }
@@ -52,6 +54,8 @@ pub struct Root {
     /// This VM's usage records not yet in shared data, kept across reconfigurations; appended
     /// by the tick and in `on_done`.
     usage: Rc<managed::UsageBuffer>,
+    /// This VM's decision events not yet in shared data, like `usage`.
+    decisions: Rc<managed::DecisionBuffer>,
     /// This VM's API-key digests, kept across reconfigurations and policies.
     keys: Rc<KeyDigests>,
     /// This VM's counter increments not yet added to Envoy's counters, kept across
@@ -91,6 +95,7 @@ impl Root {
             metrics: Rc::new(metrics),
             slices: None,
             usage: None,
+            decisions: None,
             keys: Rc::default(),
         })
     }
@@ -118,6 +123,7 @@ impl Root {
                     metrics: shared.metrics.clone(),
                     slices: None,
                     usage: shared.usage.clone(),
+                    decisions: shared.decisions.clone(),
                     keys: shared.keys.clone(),
                 }));
                 host::log(
@@ -144,6 +150,31 @@ impl Root {
                     self.usage.len()
                 ),
             );
+        }
+    }
+
+    /// Appends this worker's waiting decision events to the shared queue (managed mode).
+    fn flush_decisions(&self) {
+        let Some(s) = &self.sync else { return };
+        let dropped = self.decisions.flush(&Hostcalls, s.cfg.decision_queue_max);
+        self.count_dropped(dropped);
+    }
+
+    fn count_dropped(&self, dropped: Result<u64, counters::HostError>) {
+        match dropped {
+            Ok(0) => {}
+            Ok(n) => {
+                if let Some(shared) = &self.shared {
+                    shared.metrics.decisions_dropped(&Hostcalls, n);
+                }
+            }
+            Err(e) => host::log(
+                LogLevel::Error,
+                &format!(
+                    "pag0: shared data error {e:?} queueing decision events ({} kept for the next tick)",
+                    self.decisions.len()
+                ),
+            ),
         }
     }
 
@@ -263,6 +294,14 @@ impl Context for Root {
                 ),
             );
         }
+        let cap = self
+            .sync
+            .as_ref()
+            .map_or(managed::decisions::DEFAULT_QUEUE_MAX, |s| {
+                s.cfg.decision_queue_max
+            });
+        let dropped = self.decisions.close(&Hostcalls, cap);
+        self.count_dropped(dropped);
         true
     }
 
@@ -283,6 +322,9 @@ impl Context for Root {
             return;
         }
         if num_headers == 0 {
+            if let Some(shared) = &self.shared {
+                shared.metrics.synced(&Hostcalls, false);
+            }
             mark_down("no answer within timeoutMs", now_ms);
             return;
         }
@@ -295,12 +337,15 @@ impl Context for Root {
             Ok(Some(b)) => b,
             _ => Vec::new(),
         };
+        if let Some(shared) = &self.shared {
+            shared.metrics.synced(&Hostcalls, status.starts_with('2'));
+        }
         if !status.starts_with('2') {
             let text = String::from_utf8_lossy(body.get(..300).unwrap_or(&body)).into_owned();
             if managed::refused_as_invalid(&status) {
                 // Never resent: the same bytes would be refused again, forever.
                 match managed::drop_refused(&Hostcalls, &sent) {
-                    Ok(Some(n)) => {
+                    Ok(Some((n, events))) => {
                         host::log(
                             LogLevel::Error,
                             &format!(
@@ -310,6 +355,7 @@ impl Context for Root {
                         );
                         if let Some(shared) = &self.shared {
                             shared.metrics.refused_batch(&Hostcalls, n);
+                            shared.metrics.decisions_dropped(&Hostcalls, events);
                         }
                     }
                     Ok(None) => {}
@@ -392,6 +438,7 @@ impl RootContext for Root {
                     Some((cfg, instance_id)) => {
                         self.return_slices();
                         shared.usage = Some(self.usage.clone());
+                        shared.decisions = Some(self.decisions.clone());
                         self.sync = Some(SyncLoop {
                             cfg,
                             worker: managed::random_u64(Hostcalls.now_nanos()),
@@ -431,6 +478,7 @@ impl RootContext for Root {
         }
         // Before the sync, so what this worker settled since the last tick goes with it.
         self.flush_usage();
+        self.flush_decisions();
         if self.sync.is_none() {
             return;
         }

@@ -111,6 +111,8 @@ pub struct FakeHost {
     pub resumed: Cell<usize>,
     /// How many times the filter copied a response body chunk out of the host.
     pub response_body_reads: Cell<usize>,
+    /// Every `set_property`, in order: `(name, value)`.
+    pub properties: RefCell<Vec<(String, Vec<u8>)>>,
 }
 
 impl FakeHost {
@@ -208,6 +210,11 @@ impl Host for &FakeHost {
     }
     fn resume_http_request(&self) {
         self.resumed.set(self.resumed.get() + 1);
+    }
+    fn set_property(&self, name: &str, value: &[u8]) {
+        self.properties
+            .borrow_mut()
+            .push((name.to_string(), value.to_vec()));
     }
 }
 

@@ -115,6 +115,9 @@ pub struct Allow {
     pub project_id: Arc<str>,
     pub client_id: Arc<str>,
     pub estimate: Micros,
+    /// The `model` a token-priced request's body names (what the decision log records;
+    /// pricing uses the catalogue's entry or its fallback). `None` for other endpoints.
+    pub model: Option<String>,
     /// One per budget counter that applies (org/project × month/day), each with its limit.
     pub reservations: Vec<Reservation>,
     /// How to turn the upstream's reply into the actual cost.
@@ -443,6 +446,7 @@ impl CompiledPolicy {
 
         // Estimate.
         let mut streaming = false;
+        let mut model = None;
         let recorded = pending
             .known_estimate
             .filter(|_| ep.is_some_and(|e| e.pricing.needs_body()));
@@ -465,7 +469,9 @@ impl CompiledPolicy {
                     None
                 };
                 streaming = facts.as_ref().is_some_and(|f| f.stream);
-                match e.pricing.estimate(facts.as_ref()) {
+                let estimated = e.pricing.estimate(facts.as_ref());
+                model = facts.and_then(|f| f.model);
+                match estimated {
                     Ok(est) => (est.cost, est.model_price),
                     Err(_) => {
                         return deny(
@@ -599,6 +605,7 @@ impl CompiledPolicy {
             project_id: pending.project_id.clone(),
             client_id: client.id.clone(),
             estimate,
+            model,
             reservations,
             settlement: Settlement {
                 estimate,

@@ -50,6 +50,7 @@ fn sidecar_is_parsed_with_defaults() {
             timeout_ms: 200,
             failure_mode: FailureMode::Closed,
             sync_secret: None,
+            decision_queue_max: crate::managed::decisions::DEFAULT_QUEUE_MAX,
         })
     );
     let c = parse_json(json!({ "sidecar": {

@@ -181,6 +181,9 @@ impl<H: Host> Filter<H> {
                         if let Some(s) = &self.shared {
                             s.metrics.approvals.requested(&self.host);
                         }
+                        if let Some(n) = &mut self.note {
+                            n.pending(&created.approval_id);
+                        }
                         approval::send_pending(&self.host, &created);
                     }
                     Err(why) => {
@@ -194,6 +197,10 @@ impl<H: Host> Filter<H> {
                         if let Some(s) = &self.shared {
                             s.metrics.allowed(&self.host, reserved.estimate);
                             s.metrics.approvals.replayed(&self.host);
+                        }
+                        let now_ms = self.now_ms();
+                        if let Some(n) = &mut self.note {
+                            n.forwarded(now_ms);
                         }
                         self.state = State::Reserved(reserved);
                         self.host.resume_http_request();
@@ -209,6 +216,9 @@ impl<H: Host> Filter<H> {
                             None => {
                                 if let Some(s) = &self.shared {
                                     s.metrics.approvals.still_pending(&self.host);
+                                }
+                                if let Some(n) = &mut self.note {
+                                    n.replay_pending();
                                 }
                                 approval::send_still_pending(
                                     &self.host,

@@ -67,6 +67,7 @@ fn shared(sidecar: bool, mode: FailureMode) -> Rc<Shared> {
         policy_version: 7,
         slices: None,
         usage: None,
+        decisions: None,
         keys: Default::default(),
         sidecar: sidecar.then(|| SidecarConfig {
             cluster: "pag0_sidecar".into(),
@@ -75,6 +76,7 @@ fn shared(sidecar: bool, mode: FailureMode) -> Rc<Shared> {
             timeout_ms: 200,
             failure_mode: mode,
             sync_secret: Some("s3cret-s3cret-s3cret".into()),
+            decision_queue_max: crate::managed::decisions::DEFAULT_QUEUE_MAX,
         }),
         api_key_header: "x-pag0-api-key".into(),
         max_body_bytes: 4096,

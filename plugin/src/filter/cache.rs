@@ -20,8 +20,9 @@ use crate::managed::{self, UsageRecord};
 use crate::root::Shared;
 
 pub(super) enum Lookup {
-    /// Answered from the cache (the local reply is sent; the caller returns `Pause`).
-    Hit,
+    /// Answered from the cache (the local reply is sent; the caller returns `Pause`), with
+    /// what the hit saved.
+    Hit(Micros),
     Miss(Fill),
 }
 
@@ -48,7 +49,7 @@ impl<H: Host> Filter<H> {
             match store::lookup(&self.host, &shared.cache, &key, now_ms) {
                 Ok(Some(entry)) => {
                     self.serve_hit(shared, allow, &entry);
-                    return Some(Lookup::Hit);
+                    return Some(Lookup::Hit(Micros::new(entry.cost_micros)));
                 }
                 Ok(None) => {}
                 Err(e) => {

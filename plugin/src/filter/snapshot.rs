@@ -135,6 +135,9 @@ impl<H: Host> Host for Snapshot<'_, H> {
     fn resume_http_request(&self) {
         self.host.resume_http_request()
     }
+    fn set_property(&self, name: &str, value: &[u8]) {
+        self.host.set_property(name, value)
+    }
 }
 
 #[cfg(test)]

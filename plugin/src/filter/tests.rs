@@ -49,6 +49,7 @@ fn shared(project_daily: &str) -> Rc<Shared> {
         policy_version: 0,
         slices: None,
         usage: None,
+        decisions: None,
         keys: Default::default(),
         sidecar: None,
         api_key_header: "x-pag0-api-key".into(),
@@ -542,6 +543,7 @@ fn managed(mode: crate::config::FailureMode) -> Rc<Shared> {
         policy_version: 1,
         slices: None,
         usage: Some(Rc::new(crate::managed::UsageBuffer::new())),
+        decisions: Some(Rc::new(crate::managed::DecisionBuffer::new())),
         keys: Default::default(),
         sidecar: Some(crate::config::SidecarConfig {
             cluster: "pag0_sidecar".into(),
@@ -550,6 +552,7 @@ fn managed(mode: crate::config::FailureMode) -> Rc<Shared> {
             timeout_ms: 200,
             failure_mode: mode,
             sync_secret: None,
+            decision_queue_max: crate::managed::decisions::DEFAULT_QUEUE_MAX,
         }),
         api_key_header: s.api_key_header.clone(),
         max_body_bytes: s.max_body_bytes,
@@ -780,3 +783,6 @@ fn requests_count_in_the_vm_and_one_tick_sends_each_counter_once() {
     assert_eq!(host.metric_calls.borrow().len(), 4, "nothing sent twice");
     assert_eq!(metric(&host, "pag0.cost.released_micros"), 0);
 }
+
+#[cfg(test)]
+mod decisions;

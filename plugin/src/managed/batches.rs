@@ -108,8 +108,8 @@ pub fn batches<S: SharedStore + ?Sized>(store: &S) -> Result<Batches, HostError>
     Ok(read_batches(store)?.0.unwrap_or_default())
 }
 
-/// At most this many records wait in a worker's [`UsageBuffer`] before they are appended
-/// without waiting for the tick (bounds its memory at high request rates).
+/// At most this many records (or decision events) wait in a worker's [`Buffer`] before
+/// they are appended without waiting for the tick (bounds its memory at high request rates).
 pub const FLUSH_RECORDS: usize = 256;
 
 /// Usage records settled on this worker VM and not yet in the shared batch state.
@@ -119,28 +119,44 @@ pub const FLUSH_RECORDS: usize = 256;
 /// rate times the sync interval. A worker therefore appends what it collected once per tick
 /// (a quarter of `syncIntervalMs`, before the sync that would send it), when
 /// [`FLUSH_RECORDS`] are waiting, and when its VM stops. A record whose append fails stays
-/// here, in order, for the next attempt: nothing is dropped. Once [`UsageBuffer::close`]d
+/// here, in order, for the next attempt: nothing is dropped. Once [`Buffer::close`]d
 /// (the root context's `on_done`), a request still finishing appends its record directly:
 /// no tick would come to flush it.
-#[derive(Default)]
-pub struct UsageBuffer {
-    records: RefCell<Vec<UsageRecord>>,
+pub type UsageBuffer = Buffer<UsageRecord>;
+
+/// Decision events (serialised, one line each) collected on this worker VM, appended to the
+/// shared queue (`decisions.rs`) the same way as usage records.
+pub type DecisionBuffer = Buffer<String>;
+
+/// What a worker VM collected for shared data and has not appended yet (see [`UsageBuffer`]).
+pub struct Buffer<T> {
+    records: RefCell<Vec<T>>,
     closed: std::cell::Cell<bool>,
 }
 
-impl UsageBuffer {
+impl<T> Default for Buffer<T> {
+    fn default() -> Self {
+        Buffer {
+            records: RefCell::new(Vec::new()),
+            closed: std::cell::Cell::new(false),
+        }
+    }
+}
+
+impl<T: Clone> Buffer<T> {
     pub fn new() -> Self {
-        UsageBuffer::default()
+        Buffer::default()
     }
 
-    /// Keeps `r` for the next flush; flushes now if [`FLUSH_RECORDS`] are waiting.
-    pub fn push<S: SharedStore + ?Sized>(
+    /// Keeps `r` for the next flush; flushes now if [`FLUSH_RECORDS`] are waiting. `append`
+    /// writes records to shared data and says how many it had to drop.
+    fn push_with(
         &self,
-        store: &S,
-        r: UsageRecord,
-    ) -> Result<(), HostError> {
+        r: T,
+        append: impl Fn(&[T]) -> Result<u64, HostError>,
+    ) -> Result<u64, HostError> {
         if self.closed.get() {
-            return record(store, r);
+            return append(std::slice::from_ref(&r));
         }
         let full = match self.records.try_borrow_mut() {
             Ok(mut v) => {
@@ -148,26 +164,29 @@ impl UsageBuffer {
                 v.len() >= FLUSH_RECORDS
             }
             // Not reachable on one thread; append directly rather than lose the record.
-            Err(_) => return record(store, r),
+            Err(_) => return append(std::slice::from_ref(&r)),
         };
         if full {
-            self.flush(store)
+            self.flush_with(append)
         } else {
-            Ok(())
+            Ok(0)
         }
     }
 
-    /// Appends every waiting record to the unsent usage, in one shared-data write.
-    pub fn flush<S: SharedStore + ?Sized>(&self, store: &S) -> Result<(), HostError> {
+    /// Appends every waiting record in one shared-data write; on error they stay, in order.
+    fn flush_with(
+        &self,
+        append: impl Fn(&[T]) -> Result<u64, HostError>,
+    ) -> Result<u64, HostError> {
         let waiting = match self.records.try_borrow_mut() {
             Ok(mut v) => std::mem::take(&mut *v),
-            Err(_) => return Ok(()),
+            Err(_) => return Ok(0),
         };
         if waiting.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
-        match update_batches(store, |b| b.unsent.extend(waiting.iter().cloned())) {
-            Ok(()) => Ok(()),
+        match append(&waiting) {
+            Ok(n) => Ok(n),
             Err(e) => {
                 if let Ok(mut v) = self.records.try_borrow_mut() {
                     let newer = std::mem::replace(&mut *v, waiting);
@@ -178,12 +197,6 @@ impl UsageBuffer {
         }
     }
 
-    /// Flushes, and from now on [`UsageBuffer::push`] appends each record at once.
-    pub fn close<S: SharedStore + ?Sized>(&self, store: &S) -> Result<(), HostError> {
-        self.closed.set(true);
-        self.flush(store)
-    }
-
     /// Records waiting for the next flush.
     pub fn len(&self) -> usize {
         self.records.try_borrow().map_or(0, |v| v.len())
@@ -191,5 +204,54 @@ impl UsageBuffer {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+fn append_usage<S: SharedStore + ?Sized>(store: &S, rs: &[UsageRecord]) -> Result<u64, HostError> {
+    update_batches(store, |b| b.unsent.extend(rs.iter().cloned())).map(|()| 0)
+}
+
+impl Buffer<UsageRecord> {
+    /// Keeps `r` for the next flush; flushes now if [`FLUSH_RECORDS`] are waiting.
+    pub fn push<S: SharedStore + ?Sized>(
+        &self,
+        store: &S,
+        r: UsageRecord,
+    ) -> Result<(), HostError> {
+        self.push_with(r, |rs| append_usage(store, rs)).map(|_| ())
+    }
+
+    /// Appends every waiting record to the unsent usage, in one shared-data write.
+    pub fn flush<S: SharedStore + ?Sized>(&self, store: &S) -> Result<(), HostError> {
+        self.flush_with(|rs| append_usage(store, rs)).map(|_| ())
+    }
+
+    /// Flushes, and from now on [`Buffer::push`] appends each record at once.
+    pub fn close<S: SharedStore + ?Sized>(&self, store: &S) -> Result<(), HostError> {
+        self.closed.set(true);
+        self.flush(store)
+    }
+}
+
+impl Buffer<String> {
+    /// Keeps one serialised decision event; returns how many the queue dropped past `cap`.
+    pub fn push<S: SharedStore + ?Sized>(
+        &self,
+        store: &S,
+        line: String,
+        cap: usize,
+    ) -> Result<u64, HostError> {
+        self.push_with(line, |ls| super::decisions::append(store, ls, cap))
+    }
+
+    /// Appends every waiting event to the queue; returns how many it dropped past `cap`.
+    pub fn flush<S: SharedStore + ?Sized>(&self, store: &S, cap: usize) -> Result<u64, HostError> {
+        self.flush_with(|ls| super::decisions::append(store, ls, cap))
+    }
+
+    /// Flushes, and from now on [`Buffer::push`] appends each event at once.
+    pub fn close<S: SharedStore + ?Sized>(&self, store: &S, cap: usize) -> Result<u64, HostError> {
+        self.closed.set(true);
+        self.flush(store, cap)
     }
 }

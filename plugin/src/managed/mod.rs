@@ -14,6 +14,9 @@
 //!   until acknowledged) and the unsent usage records. Each worker collects its records in a
 //!   [`UsageBuffer`] and appends them here once per tick, not once per request.
 //! - [`DOWN_KEY`]: 0 while the sidecar answers, else the ms time it stopped answering.
+//! - `pag0/m/dq`, `pag0/m/dq-sent`, `pag0/m/dq-gap`: decision events waiting for a batch,
+//!   the ones riding the batch in flight, and the gap of those dropped past the cap
+//!   (`decisions.rs`).
 //! - `pag0/m/l/<counter>`: [`Lease`] (JSON) per counter; [`LEASED_KEY`]: the counters holding one.
 //!
 //! The per-counter "pending" (reservations in flight + settled, unacknowledged usage) is the
@@ -27,6 +30,7 @@
 
 mod admission;
 mod batches;
+pub mod decisions;
 mod election;
 mod lease;
 mod policy;
@@ -35,7 +39,8 @@ mod sync;
 
 pub use admission::{CounterState, LeaseView};
 pub use batches::{
-    batches, record, Batch, Batches, SuspectReport, UsageBuffer, UsageRecord, FLUSH_RECORDS,
+    batches, record, Batch, Batches, Buffer, DecisionBuffer, SuspectReport, UsageBuffer,
+    UsageRecord, FLUSH_RECORDS,
 };
 pub use election::{instance_id, random_u64, try_own};
 pub use lease::{admit, down_since, lease, lease_key, presented_used, set_down, Admit, Lease};

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use crate::counters::{self, Counters, HostError, SetError, SharedStore};
 
 use super::batches::update_batches;
+use super::decisions::{self, Attached};
 use super::policy::store_policy;
 use super::room::take_need;
 use super::{
@@ -30,8 +31,9 @@ pub struct Applied {
     pub new_policy_version: Option<u64>,
 }
 
-/// The next sync: the batch in flight if there is one (the same seq and records), else the
-/// unsent usage becomes the new in-flight batch with the next seq. `counters` are the
+/// The next sync: the batch in flight if there is one (the same seq, records and decision
+/// events), else the unsent usage and waiting decision events become the new in-flight batch
+/// with the next seq. `counters` are the
 /// counters the current policy charges now (`None` before the first policy).
 pub fn prepare_sync<S: SharedStore + ?Sized>(
     store: &S,
@@ -40,8 +42,10 @@ pub fn prepare_sync<S: SharedStore + ?Sized>(
     counters: &[(BudgetKey, Micros)],
     now_ms: u64,
 ) -> Result<Outgoing, HostError> {
-    let batch = update_batches(store, |b| {
-        if b.inflight.is_none() && !b.unsent.is_empty() {
+    let events_waiting = decisions::waiting(store)?;
+    let (batch, created) = update_batches(store, |b| {
+        let mut created = false;
+        if b.inflight.is_none() && (!b.unsent.is_empty() || events_waiting) {
             let n = b.unsent.len().min(MAX_BATCH_RECORDS);
             let usage: Vec<_> = b.unsent.drain(..n).collect();
             b.inflight = Some(Batch {
@@ -49,9 +53,14 @@ pub fn prepare_sync<S: SharedStore + ?Sized>(
                 usage,
             });
             b.next_seq = b.next_seq.max(1) + 1;
+            created = true;
         }
-        b.inflight.clone()
+        (b.inflight.clone(), created)
     })?;
+    let attached = match &batch {
+        Some(b) => decisions::attach(store, b.seq, created)?,
+        None => Attached::default(),
+    };
 
     let mut wants = Vec::new();
     let mut leases = Vec::new();
@@ -90,7 +99,7 @@ pub fn prepare_sync<S: SharedStore + ?Sized>(
         .collect();
 
     let seq = batch.as_ref().map(|b| b.seq);
-    let body = json!({
+    let mut body = json!({
         "instanceId": instance_id,
         "seq": seq.unwrap_or(1),
         "policyVersion": policy_version,
@@ -98,6 +107,20 @@ pub fn prepare_sync<S: SharedStore + ?Sized>(
         "leases": leases,
         "release": release,
     });
+    // Only when there are any: a batch without them keeps the digest older sidecars know.
+    if !attached.is_empty() {
+        if let Some(o) = body.as_object_mut() {
+            // Each line is an event this filter serialised; one that does not parse (it
+            // cannot) is sent as its text, which the sidecar keeps as `decision.rejected`.
+            let events: Vec<Value> = attached
+                .decisions
+                .iter()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|_| Value::String(l.clone())))
+                .collect();
+            o.insert("decisions".into(), Value::Array(events));
+            o.insert("gaps".into(), json!(attached.gaps));
+        }
+    }
     Ok(Outgoing {
         body: serde_json::to_vec(&body).unwrap_or_default(),
         seq,
@@ -167,6 +190,8 @@ pub fn apply_response<S: SharedStore + ?Sized>(
                 }
                 applied.acked = Some(seq);
             }
+            // Whoever saw the ack: the events that rode this seq are in the audit log.
+            decisions::acknowledged(store, seq).map_err(host)?;
         }
     }
 
@@ -184,20 +209,23 @@ pub fn apply_response<S: SharedStore + ?Sized>(
 /// The sidecar refused the batch `sent` carried as invalid (a 4xx other than 408/429):
 /// resending the same bytes can only be refused again and would hold every later record
 /// back, so the batch is dropped and the next sync sends the next one. Returns how many
-/// records were dropped (`None` if that batch is no longer in flight). Their amounts stay in
+/// records and decision events were dropped (`None` if that batch is no longer in flight). Their amounts stay in
 /// this Envoy's `pending` counters until the period ends: the fleet never saw them, this
-/// Envoy keeps counting them (the conservative side).
+/// Envoy keeps counting them (the conservative side). The decision events it carried become
+/// a gap record for the next batch: the audit log shows them as missing.
 pub fn drop_refused<S: SharedStore + ?Sized>(
     store: &S,
     sent: &Outgoing,
-) -> Result<Option<usize>, HostError> {
+) -> Result<Option<(usize, u64)>, HostError> {
     let Some(seq) = sent.seq else {
         return Ok(None);
     };
-    update_batches(store, |b| match &b.inflight {
+    let events = decisions::refused(store, seq)?;
+    let records = update_batches(store, |b| match &b.inflight {
         Some(f) if f.seq == seq => b.inflight.take().map(|f| f.usage.len()),
         _ => None,
-    })
+    })?;
+    Ok(records.map(|n| (n, events)))
 }
 
 /// Whether an HTTP status from the sidecar means "this request is invalid, do not resend":

@@ -382,7 +382,7 @@ fn a_batch_refused_as_invalid_is_dropped_not_resent() {
     let first = prepare_sync(&s, "i", 0, &[], 10).unwrap();
     assert_eq!(first.seq, Some(1));
     record_usage(&s, 300);
-    assert_eq!(drop_refused(&s, &first).unwrap(), Some(1));
+    assert_eq!(drop_refused(&s, &first).unwrap(), Some((1, 0)));
     // Dropping twice (another worker saw the same answer) drops nothing more.
     assert_eq!(drop_refused(&s, &first).unwrap(), None);
     let next = prepare_sync(&s, "i", 0, &[], 20).unwrap();

@@ -77,6 +77,7 @@ fn shared_with(cache: CacheConfig) -> Rc<Shared> {
         policy_version: 0,
         slices: None,
         usage: None,
+        decisions: None,
         keys: Default::default(),
         sidecar: None,
         api_key_header: "x-pag0-api-key".into(),
@@ -623,6 +624,7 @@ fn a_hit_in_managed_mode_is_reported_with_its_savings() {
         policy_version: 1,
         slices: None,
         usage: Some(Rc::new(crate::managed::UsageBuffer::new())),
+        decisions: Some(Rc::new(crate::managed::DecisionBuffer::new())),
         keys: Default::default(),
         sidecar: Some(crate::config::SidecarConfig {
             cluster: "pag0_sidecar".into(),
@@ -631,6 +633,7 @@ fn a_hit_in_managed_mode_is_reported_with_its_savings() {
             timeout_ms: 200,
             failure_mode: crate::config::FailureMode::Open,
             sync_secret: None,
+            decision_queue_max: crate::managed::decisions::DEFAULT_QUEUE_MAX,
         }),
         api_key_header: base.api_key_header.clone(),
         max_body_bytes: base.max_body_bytes,
