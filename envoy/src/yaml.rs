@@ -94,6 +94,18 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: pag0_ingress
           codec_type: AUTO
+          # One line per request. `pag0=` is the filter's decision event in standalone mode
+          # (decision, code, scope, project, client, estimate, cost, latency; JSON, money in
+          # micro-USD strings), `-` in managed mode, where the events go to the sidecar's
+          # audit log instead (docs/audit.md). The path is left out: it may carry secrets in
+          # its query; the event has it without the query.
+          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format:
+                text_format_source:
+                  inline_string: "[%START_TIME%] %REQ(:METHOD)% %REQ(:AUTHORITY)% %RESPONSE_CODE% %DURATION%ms pag0=%FILTER_STATE(wasm.pag0_decision:PLAIN)%\n"
 {path_protections}          route_config:
             name: all_hosts
             virtual_hosts:
