@@ -510,7 +510,11 @@ pub fn checks(inputs: &ReportInputs) -> Vec<Check> {
         },
     });
     let d = &inputs.decisions;
-    let logged = d.log.by_decision.values().fold(0u64, |a, n| a.saturating_add(*n));
+    let logged = d
+        .log
+        .by_decision
+        .values()
+        .fold(0u64, |a, n| a.saturating_add(*n));
     let ledger = inputs
         .usage
         .iter()
@@ -795,7 +799,13 @@ pub fn build(inputs: &ReportInputs) -> Result<Value, AppError> {
     };
     let log = &inputs.decisions.log;
     if let Some(o) = record_keeping.as_object_mut() {
-        o.insert("decisionsLogged".into(), json!(log.by_decision.values().fold(0u64, |a, n| a.saturating_add(*n))));
+        o.insert(
+            "decisionsLogged".into(),
+            json!(log
+                .by_decision
+                .values()
+                .fold(0u64, |a, n| a.saturating_add(*n))),
+        );
         o.insert("decisionsByKind".into(), json!(log.by_decision));
         o.insert("gapsRecorded".into(), json!(log.gap_rows));
         o.insert("eventsDropped".into(), json!(log.gap_events));

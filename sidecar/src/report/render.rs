@@ -132,7 +132,14 @@ pub fn csv(report: &Value) -> Result<Vec<u8>, String> {
     );
     for e in above["examples"].as_array().into_iter().flatten() {
         let seq = s(&e["auditSeq"]);
-        for m in ["at", "projectId", "clientId", "host", "estimate", "threshold"] {
+        for m in [
+            "at",
+            "projectId",
+            "clientId",
+            "host",
+            "estimate",
+            "threshold",
+        ] {
             row("aboveThresholdWithoutApproval", &seq, m, s(&e[m]));
         }
     }
@@ -161,7 +168,12 @@ pub fn csv(report: &Value) -> Result<Vec<u8>, String> {
         }
     }
     row("recordKeeping", "gaps", "records", s(&rk["gapsRecorded"]));
-    row("recordKeeping", "gaps", "eventsDropped", s(&rk["eventsDropped"]));
+    row(
+        "recordKeeping",
+        "gaps",
+        "eventsDropped",
+        s(&rk["eventsDropped"]),
+    );
     row(
         "recordKeeping",
         "rejected",

@@ -392,8 +392,7 @@ async fn the_chain_check_is_the_stores_own_and_decision_checks_fail_without_deci
         assert_eq!(c["result"], "fail", "{name}");
         // November's ledger: five charged records and one cache hit.
         assert_eq!(
-            c["evidence"],
-            "no decision was logged in the period, but the ledger has 6 requests",
+            c["evidence"], "no decision was logged in the period, but the ledger has 6 requests",
             "{name}"
         );
     }
@@ -725,19 +724,109 @@ const THRESHOLD: u64 = 500_000;
 fn decision_script(_gap: bool, unapproved: bool) -> Vec<Value> {
     let g = Some("gpt-4");
     let mut v = vec![
-        event(T0, "allow", SALES, g, Some(300_000), Some(250_000), None, None),
-        event(T0 + MIN, "replay", SALES, g, Some(600_000), Some(580_000), None, Some("a1")),
-        event(T0 + 2 * MIN, "allow", SALES, None, Some(2_000), Some(2_000), None, None),
-        event(T0 + 3 * MIN, "deny", SALES, g, Some(40_000_000), None, Some("BUDGET_EXCEEDED"), None),
-        event(T0 + 4 * MIN, "deny", MKT, None, None, None, Some("BUDGET_EXCEEDED"), None),
-        event(T0 + 5 * MIN, "deny", MKT, None, None, None, Some("ENDPOINT_BLOCKED"), None),
-        event(T0 + 6 * MIN, "cache_hit", SALES, g, None, Some(0), None, None),
+        event(
+            T0,
+            "allow",
+            SALES,
+            g,
+            Some(300_000),
+            Some(250_000),
+            None,
+            None,
+        ),
+        event(
+            T0 + MIN,
+            "replay",
+            SALES,
+            g,
+            Some(600_000),
+            Some(580_000),
+            None,
+            Some("a1"),
+        ),
+        event(
+            T0 + 2 * MIN,
+            "allow",
+            SALES,
+            None,
+            Some(2_000),
+            Some(2_000),
+            None,
+            None,
+        ),
+        event(
+            T0 + 3 * MIN,
+            "deny",
+            SALES,
+            g,
+            Some(40_000_000),
+            None,
+            Some("BUDGET_EXCEEDED"),
+            None,
+        ),
+        event(
+            T0 + 4 * MIN,
+            "deny",
+            MKT,
+            None,
+            None,
+            None,
+            Some("BUDGET_EXCEEDED"),
+            None,
+        ),
+        event(
+            T0 + 5 * MIN,
+            "deny",
+            MKT,
+            None,
+            None,
+            None,
+            Some("ENDPOINT_BLOCKED"),
+            None,
+        ),
+        event(
+            T0 + 6 * MIN,
+            "cache_hit",
+            SALES,
+            g,
+            None,
+            Some(0),
+            None,
+            None,
+        ),
         // December: not in the period.
-        event(NOV_TO, "deny", MKT, g, None, None, Some("BUDGET_EXCEEDED"), None),
-        event(NOV_TO + 1, "allow", MKT, g, Some(900_000), Some(1), None, None),
+        event(
+            NOV_TO,
+            "deny",
+            MKT,
+            g,
+            None,
+            None,
+            Some("BUDGET_EXCEEDED"),
+            None,
+        ),
+        event(
+            NOV_TO + 1,
+            "allow",
+            MKT,
+            g,
+            Some(900_000),
+            Some(1),
+            None,
+            None,
+        ),
     ];
     if unapproved {
-        v.push(event(T0 + 7 * MIN, "allow", MKT, g, Some(600_000), Some(550_000), None, None));
+        v.push(event(
+            T0 + 7 * MIN,
+            "allow",
+            MKT,
+            g,
+            Some(600_000),
+            Some(550_000),
+            None,
+            None,
+        ));
     }
     v
 }
@@ -802,7 +891,10 @@ async fn decision_events_are_violations_gaps_and_unapproved_requests_in_all_thre
     }
     assert_eq!(
         codes,
-        BTreeMap::from([("BUDGET_EXCEEDED".into(), 2), ("ENDPOINT_BLOCKED".into(), 1)])
+        BTreeMap::from([
+            ("BUDGET_EXCEEDED".into(), 2),
+            ("ENDPOINT_BLOCKED".into(), 1)
+        ])
     );
     assert_eq!(r["riskEvents"]["violations"], json!(codes));
     assert_eq!(r["riskEvents"]["violationsTotal"], 3);
@@ -811,13 +903,19 @@ async fn decision_events_are_violations_gaps_and_unapproved_requests_in_all_thre
     let rk = &r["recordKeeping"];
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     for d in &nov {
-        *kinds.entry(d["decision"].as_str().unwrap().into()).or_default() += 1;
+        *kinds
+            .entry(d["decision"].as_str().unwrap().into())
+            .or_default() += 1;
     }
     assert_eq!(rk["decisionsByKind"], json!(kinds));
     assert_eq!(rk["decisionsLogged"], nov.len());
     assert_eq!(nov.len(), 8);
     assert_eq!(
-        (&rk["gapsRecorded"], &rk["eventsDropped"], &rk["rejectedRecords"]),
+        (
+            &rk["gapsRecorded"],
+            &rk["eventsDropped"],
+            &rk["rejectedRecords"]
+        ),
         (&json!(1), &json!(7), &json!(1))
     );
 
@@ -828,14 +926,20 @@ async fn decision_events_are_violations_gaps_and_unapproved_requests_in_all_thre
         .filter(|d| {
             d["decision"] == "allow"
                 && d.get("approvalId").is_none()
-                && d["estimate"].as_str().is_some_and(|e| e.parse::<u64>().unwrap() > THRESHOLD)
+                && d["estimate"]
+                    .as_str()
+                    .is_some_and(|e| e.parse::<u64>().unwrap() > THRESHOLD)
         })
         .collect();
     assert_eq!(expected.len(), 1);
     assert_eq!(above["count"], 1);
     let ex = &above["examples"][0];
     assert_eq!(
-        (ex["clientId"].as_str(), ex["estimate"].as_str(), ex["threshold"].as_str()),
+        (
+            ex["clientId"].as_str(),
+            ex["estimate"].as_str(),
+            ex["threshold"].as_str()
+        ),
         (Some(MKT), Some("600000"), Some("500000"))
     );
     assert_eq!(ex["at"], rfc3339(expected[0]["at"].as_i64().unwrap()));
@@ -843,7 +947,9 @@ async fn decision_events_are_violations_gaps_and_unapproved_requests_in_all_thre
     // AI systems: requests and spend per model from the decision rows.
     let mut models: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for d in &nov {
-        let m = models.entry(d["model"].as_str().unwrap_or("unassigned")).or_default();
+        let m = models
+            .entry(d["model"].as_str().unwrap_or("unassigned"))
+            .or_default();
         m.0 += 1;
         m.1 += d["cost"].as_str().map_or(0, |c| c.parse::<u64>().unwrap());
     }
@@ -854,7 +960,10 @@ async fn decision_events_are_violations_gaps_and_unapproved_requests_in_all_thre
         .map(|m| {
             (
                 m["model"].as_str().unwrap(),
-                (m["requests"].as_u64().unwrap(), m["spend"].as_str().unwrap().parse().unwrap()),
+                (
+                    m["requests"].as_u64().unwrap(),
+                    m["spend"].as_str().unwrap().parse().unwrap(),
+                ),
             )
         })
         .collect();
@@ -863,17 +972,29 @@ async fn decision_events_are_violations_gaps_and_unapproved_requests_in_all_thre
 
     // The checks over them fail, with their evidence.
     let gap = check(&r, "no-unlogged-gap");
-    assert_eq!((&gap["result"], &gap["article"]), (&json!("fail"), &json!("Art. 12")));
+    assert_eq!(
+        (&gap["result"], &gap["article"]),
+        (&json!("fail"), &json!("Art. 12"))
+    );
     assert_eq!(
         gap["evidence"],
         "1 gap record(s) in the period: 7 decision events dropped, not logged"
     );
     let a14 = check(&r, "no-request-above-threshold-without-approval");
-    assert_eq!((&a14["result"], &a14["article"]), (&json!("fail"), &json!("Art. 14")));
+    assert_eq!(
+        (&a14["result"], &a14["article"]),
+        (&json!("fail"), &json!("Art. 14"))
+    );
     let ev = a14["evidence"].as_str().unwrap();
     assert!(ev.starts_with("1 of 8 decisions logged were allowed above their approval threshold without an approval"), "{ev}");
-    assert!(ev.contains("marketing-agent api.openai.com estimate 0.600000 above 0.500000"), "{ev}");
-    assert!(r["failingChecks"].as_array().unwrap().contains(&json!("no-unlogged-gap")));
+    assert!(
+        ev.contains("marketing-agent api.openai.com estimate 0.600000 above 0.500000"),
+        "{ev}"
+    );
+    assert!(r["failingChecks"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("no-unlogged-gap")));
 
     // The CSV carries the same figures.
     let bytes = render::csv(&r).unwrap();
@@ -894,7 +1015,10 @@ async fn decision_events_are_violations_gaps_and_unapproved_requests_in_all_thre
     assert_eq!(get("recordKeeping", "rejected", "records"), "1");
     assert_eq!(get("recordKeeping", "decisions", "logged"), "8");
     assert_eq!(get("recordKeeping", "decisions", "deny"), "3");
-    assert_eq!(get("humanOversight", "all", "aboveThresholdWithoutApproval"), "1");
+    assert_eq!(
+        get("humanOversight", "all", "aboveThresholdWithoutApproval"),
+        "1"
+    );
     assert_eq!(get("check", "no-unlogged-gap", "result"), "fail");
     let model_spend: u64 = rows
         .iter()
@@ -928,14 +1052,20 @@ async fn without_the_gap_and_the_unapproved_request_the_decision_checks_pass() {
     let r = build(&inputs(&s).await).unwrap();
     let gap = check(&r, "no-unlogged-gap");
     assert_eq!(gap["result"], "pass", "{gap}");
-    assert_eq!(gap["evidence"], "no gap record in the period; 7 decisions logged");
+    assert_eq!(
+        gap["evidence"],
+        "no gap record in the period; 7 decisions logged"
+    );
     let a14 = check(&r, "no-request-above-threshold-without-approval");
     assert_eq!(a14["result"], "pass", "{a14}");
     assert_eq!(
         a14["evidence"],
         "0 of 7 decisions logged were allowed above their approval threshold without an approval"
     );
-    assert_eq!(r["humanOversight"]["aboveThresholdWithoutApproval"]["count"], 0);
+    assert_eq!(
+        r["humanOversight"]["aboveThresholdWithoutApproval"]["count"],
+        0
+    );
     assert_eq!(r["recordKeeping"]["gapsRecorded"], 0);
     // Only the retention check fails now.
     assert_eq!(r["failingChecks"], json!(["retention-at-least-six-months"]));

@@ -1800,20 +1800,60 @@ pub async fn report_reads_sum_the_decision_log(store: &dyn Store) {
         version,
     };
     let script = [
-        D { cost: Some(500), ..d(0, "allow", "c1", Some(600), 1) }, // above 500: counted
-        D { cost: Some(400), ..d(1, "allow", "c1", Some(500), 1) }, // at the bound: not
-        D { approval: Some("ap1"), ..d(2, "allow", "c1", Some(900), 1) }, // approved
-        D { approval: Some("ap1"), cost: Some(800), ..d(3, "replay", "c1", Some(900), 1) },
-        D { model: None, cost: Some(9), ..d(4, "allow", "c2", Some(10_000), 1) }, // no bound
+        D {
+            cost: Some(500),
+            ..d(0, "allow", "c1", Some(600), 1)
+        }, // above 500: counted
+        D {
+            cost: Some(400),
+            ..d(1, "allow", "c1", Some(500), 1)
+        }, // at the bound: not
+        D {
+            approval: Some("ap1"),
+            ..d(2, "allow", "c1", Some(900), 1)
+        }, // approved
+        D {
+            approval: Some("ap1"),
+            cost: Some(800),
+            ..d(3, "replay", "c1", Some(900), 1)
+        },
+        D {
+            model: None,
+            cost: Some(9),
+            ..d(4, "allow", "c2", Some(10_000), 1)
+        }, // no bound
         d(5, "allow", "c1", Some(700), 2), // v2 bound 1000: not
-        D { cost: Some(1_000), ..d(6, "allow", "c1", Some(1_001), 2) }, // counted
-        D { code: Some("BUDGET_EXCEEDED"), ..d(7, "deny", "c1", Some(50), 1) },
-        D { code: Some("BUDGET_EXCEEDED"), model: None, ..d(8, "deny", "c2", None, 1) },
-        D { code: Some("ENDPOINT_BLOCKED"), model: None, ..d(9, "deny", "c2", None, 1) },
-        D { cost: Some(0), ..d(10, "cache_hit", "c1", None, 1) },
+        D {
+            cost: Some(1_000),
+            ..d(6, "allow", "c1", Some(1_001), 2)
+        }, // counted
+        D {
+            code: Some("BUDGET_EXCEEDED"),
+            ..d(7, "deny", "c1", Some(50), 1)
+        },
+        D {
+            code: Some("BUDGET_EXCEEDED"),
+            model: None,
+            ..d(8, "deny", "c2", None, 1)
+        },
+        D {
+            code: Some("ENDPOINT_BLOCKED"),
+            model: None,
+            ..d(9, "deny", "c2", None, 1)
+        },
+        D {
+            cost: Some(0),
+            ..d(10, "cache_hit", "c1", None, 1)
+        },
         // Outside [T0, T0 + 100): before and at the end.
-        D { code: Some("BUDGET_EXCEEDED"), ..d(-1, "deny", "c1", None, 1) },
-        D { cost: Some(7), ..d(100, "allow", "c1", Some(5_000), 1) },
+        D {
+            code: Some("BUDGET_EXCEEDED"),
+            ..d(-1, "deny", "c1", None, 1)
+        },
+        D {
+            cost: Some(7),
+            ..d(100, "allow", "c1", Some(5_000), 1)
+        },
     ];
     let mut rows: Vec<crate::audit::AuditEvent> = script
         .iter()
@@ -1857,7 +1897,11 @@ pub async fn report_reads_sum_the_decision_log(store: &dyn Store) {
         bounds,
         examples,
     };
-    let bounds = vec![bound(1, "c1", 500), bound(2, "c1", 1_000), bound(3, "c2", 1)];
+    let bounds = vec![
+        bound(1, "c1", 500),
+        bound(2, "c1", 1_000),
+        bound(3, "c2", 1),
+    ];
     let r = store.report_decisions(q(bounds.clone(), 5)).await.unwrap();
     let map = |v: &[(&str, u64)]| -> std::collections::BTreeMap<String, u64> {
         v.iter().map(|(k, n)| (k.to_string(), *n)).collect()
@@ -1873,11 +1917,17 @@ pub async fn report_reads_sum_the_decision_log(store: &dyn Store) {
     assert_eq!((r.gap_rows, r.gap_events, r.rejected), (2, 10, 1));
     assert_eq!(
         r.by_model.get(&Some("gpt-4".to_string())),
-        Some(&ModelTotals { requests: 8, cost: 500 + 400 + 800 + 1_000 })
+        Some(&ModelTotals {
+            requests: 8,
+            cost: 500 + 400 + 800 + 1_000
+        })
     );
     assert_eq!(
         r.by_model.get(&None),
-        Some(&ModelTotals { requests: 3, cost: 9 })
+        Some(&ModelTotals {
+            requests: 3,
+            cost: 9
+        })
     );
     assert_eq!(r.by_model.len(), 2);
     assert_eq!(r.cited_versions, [1, 2]);
@@ -1889,7 +1939,10 @@ pub async fn report_reads_sum_the_decision_log(store: &dyn Store) {
         .collect();
     assert_eq!(ex, [(T0, 600, 500, 1), (T0 + 6, 1_001, 1_000, 2)]);
     assert_eq!(r.unapproved_examples[0].client_id.as_deref(), Some("c1"));
-    assert_eq!(r.unapproved_examples[0].host.as_deref(), Some("api.openai.com"));
+    assert_eq!(
+        r.unapproved_examples[0].host.as_deref(),
+        Some("api.openai.com")
+    );
     // The example limit cuts the list, never the count.
     let one = store.report_decisions(q(bounds, 1)).await.unwrap();
     assert_eq!(one.unapproved_above_bound, 2);

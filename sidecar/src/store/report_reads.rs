@@ -158,7 +158,10 @@ fn fold_decision(
     let n = super::from_db(n);
     let decision = decision.unwrap_or_default();
     if decision == "deny" {
-        let slot = out.denials_by_code.entry(code.unwrap_or_default()).or_default();
+        let slot = out
+            .denials_by_code
+            .entry(code.unwrap_or_default())
+            .or_default();
         *slot = add(*slot, n)?;
     }
     let slot = out.by_decision.entry(decision).or_default();
@@ -187,7 +190,9 @@ pub(crate) mod sqlite {
 
     /// `$n` → `?n` (and nothing else: JSON paths like `'$.count'` keep their `$`).
     fn q(sql: &str) -> String {
-        (1..=4).fold(sql.to_string(), |s, n| s.replace(&format!("${n}"), &format!("?{n}")))
+        (1..=4).fold(sql.to_string(), |s, n| {
+            s.replace(&format!("${n}"), &format!("?{n}"))
+        })
     }
 
     const BOUNDS: &str = "SELECT json_extract(value, '$.v') AS v, json_extract(value, '$.c') AS c,
@@ -312,7 +317,11 @@ pub(crate) mod postgres {
             .map_err(pg)?;
         let (from, to) = (&query.from_ms, &query.to_ms);
         let mut out = ReportDecisions::default();
-        for r in tx.query(&by_decision_sql(), &[from, to]).await.map_err(pg)? {
+        for r in tx
+            .query(&by_decision_sql(), &[from, to])
+            .await
+            .map_err(pg)?
+        {
             fold_decision(&mut out, r.get(0), r.get(1), r.get(2))?;
         }
         // SUM(BIGINT) is NUMERIC: the cast back fails rather than wraps.
@@ -324,7 +333,11 @@ pub(crate) mod postgres {
             let kind: String = r.get(0);
             fold_side(&mut out, &kind, r.get(1), r.get(2));
         }
-        for r in tx.query(&by_model_sql("::BIGINT"), &[from, to]).await.map_err(pg)? {
+        for r in tx
+            .query(&by_model_sql("::BIGINT"), &[from, to])
+            .await
+            .map_err(pg)?
+        {
             out.by_model.insert(
                 r.get(0),
                 ModelTotals {
@@ -349,7 +362,10 @@ pub(crate) mod postgres {
         out.unapproved_above_bound = from_db(n);
         let limit = i64::from(query.examples);
         out.unapproved_examples = tx
-            .query(&unapproved_examples_sql(BOUNDS), &[from, to, &bounds, &limit])
+            .query(
+                &unapproved_examples_sql(BOUNDS),
+                &[from, to, &bounds, &limit],
+            )
             .await
             .map_err(pg)?
             .iter()
