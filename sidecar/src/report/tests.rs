@@ -1099,3 +1099,62 @@ async fn a_decision_under_an_unknown_policy_version_fails_the_threshold_check() 
         "{a14}"
     );
 }
+
+/// A decision citing a version no longer in force during the period (a filter behind by a
+/// version) is checked against THAT version's threshold: the report reads its bounds too.
+#[tokio::test]
+async fn a_decision_under_an_older_version_is_checked_against_its_threshold() {
+    let (s, _d) = store().await;
+    // v3 (from T0 - 36 h) raises the threshold to 2000000; v1 and v2 had 500000.
+    let mut v3 = policy_v1();
+    v3["projects"][1]["policy"]["monthlyBudget"] = json!("8000000");
+    v3["globalPolicy"]["requireApprovalAbove"] = json!("2000000");
+    s.put_policy(NewPolicy {
+        document: v3.to_string(),
+        author: "carol".into(),
+        at_ms: T0 - 36 * 3_600_000,
+        expected_version: Some(2),
+        audit: Vec::new(),
+    })
+    .await
+    .unwrap();
+    let at = |at: i64, version: i64, estimate: u64| {
+        let mut d = event(
+            at,
+            "allow",
+            SALES,
+            Some("gpt-4"),
+            Some(estimate),
+            Some(1),
+            None,
+            None,
+        );
+        d["policyVersion"] = json!(version);
+        d
+    };
+    // Under v1 600000 is above 500000, 400000 is not; under v3 600000 is below 2000000.
+    let script = vec![
+        at(T0, 1, 600_000),
+        at(T0 + 1, 1, 400_000),
+        at(T0 + 2, 3, 600_000),
+    ];
+    sync_decisions(&s, 2, script, vec![]).await;
+    // From T0 - 1 day only v3 is in force.
+    let i = gather(&s, T0 - DAY, NOV_TO, "custom".into(), T0 + DAY)
+        .await
+        .unwrap();
+    assert_eq!(i.decisions.log.cited_versions, [1, 3]);
+    assert_eq!(i.decisions.log.unapproved_above_bound, 1);
+    assert!(i.decisions.unchecked_versions.is_empty());
+    let r = build(&i).unwrap();
+    assert_eq!(
+        check(&r, "no-request-above-threshold-without-approval")["result"],
+        "fail"
+    );
+    let ex = &r["humanOversight"]["aboveThresholdWithoutApproval"]["examples"];
+    assert_eq!(ex.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (ex[0]["policyVersion"].as_i64(), ex[0]["threshold"].as_str()),
+        (Some(1), Some("500000"))
+    );
+}
