@@ -451,7 +451,9 @@ fn base_document() -> Value {
                     "403": err("token of another role") } } },
             "/v1/reports": { "get": {
                 "summary": "The EU AI Act compliance report (docs/reports.md): policy versions in force, AI systems and spend per team \
-                            against budget, human oversight, record-keeping, risk events, and complianceStatus from listed checks.",
+                            against budget and per model, human oversight (incl. requests above the approval threshold that passed \
+                            without one), record-keeping (decisions logged by kind, gap and rejected records), risk events \
+                            (violations by code from the decision log), and complianceStatus from listed checks.",
                 "security": [{ "adminToken": [] }],
                 "parameters": [
                     { "name": "template", "in": "query", "required": false, "schema": { "enum": ["EU_AI_ACT_COMPLIANCE"], "default": "EU_AI_ACT_COMPLIANCE" } },

@@ -869,3 +869,29 @@ fn n_choices_cannot_slip_under_the_cap_or_the_approval_threshold() {
     };
     assert_eq!(n.estimate, Micros::new(5_376_330));
 }
+
+/// The bound audits check against is the one `decide` applies: the lowest threshold, raised to
+/// just under `autoApproveBelow`; a disabled workflow's threshold does not count.
+#[test]
+fn approval_bounds_match_what_decide_applies() {
+    let bounds = |v: &Value| -> Vec<(String, u64)> {
+        policy(v)
+            .approval_bounds()
+            .into_iter()
+            .map(|(c, m)| (c.to_string(), m.get()))
+            .collect()
+    };
+    let mut v = spec_example();
+    assert_eq!(bounds(&v), [("sales-agent".to_string(), 100_000)]);
+    v["projects"][0]["policy"]["approvalWorkflow"]["autoApproveBelow"] = json!("150000");
+    v["projects"][0]["policy"]["approvalWorkflow"]["requireApprovalAbove"] = json!("50000");
+    // 120660 is allowed and 180000+ needs approval (the test above): the bound is 149999.
+    assert_eq!(bounds(&v), [("sales-agent".to_string(), 149_999)]);
+    v["projects"][0]["policy"]["approvalWorkflow"]["enabled"] = json!(false);
+    assert_eq!(bounds(&v), [("sales-agent".to_string(), 500_000)]);
+    v["globalPolicy"]
+        .as_object_mut()
+        .unwrap()
+        .remove("requireApprovalAbove");
+    assert!(bounds(&v).is_empty());
+}

@@ -155,6 +155,27 @@ impl CompiledPolicy {
         let c = self.clients.iter().find(|c| &*c.id == client_id)?;
         self.projects.get(c.project).map(|p| &*p.id)
     }
+
+    /// Every configured client's approval bound: a request of that client whose estimate is
+    /// strictly above it needs an approval, as [`crate::decide`] applies it — the lowest
+    /// `requireApprovalAbove` (org, project, client, the project's enabled workflow), raised to
+    /// just under the workflow's `autoApproveBelow` (below that it is approved automatically).
+    /// Clients that never need one are left out. For audits (the compliance report).
+    pub fn approval_bounds(&self) -> Vec<(&str, Micros)> {
+        self.clients
+            .iter()
+            .filter_map(|c| {
+                let above = c.rules.require_approval_above?;
+                let below = self
+                    .projects
+                    .get(c.project)
+                    .and_then(|p| p.approval.as_ref())
+                    .and_then(|a| a.auto_approve_below)
+                    .map_or(0, |b| b.get().saturating_sub(1));
+                Some((&*c.id, Micros::new(above.get().max(below))))
+            })
+            .collect()
+    }
 }
 
 // === impl Level ===

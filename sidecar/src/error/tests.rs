@@ -169,6 +169,12 @@ impl crate::Store for DownStore {
     ) -> Result<Vec<crate::store::Anomaly>, crate::store::StoreError> {
         Err(down())
     }
+    async fn report_decisions(
+        &self,
+        _: crate::store::ReportDecisionQuery,
+    ) -> Result<crate::store::ReportDecisions, crate::store::StoreError> {
+        Err(down())
+    }
 }
 
 #[tokio::test]

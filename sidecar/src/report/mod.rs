@@ -15,7 +15,10 @@ use serde_json::{json, Value};
 
 use crate::clock::rfc3339;
 use crate::error::AppError;
-use crate::store::{Approval, ApprovalStatus, PolicyMeta, Store, UsageTotals};
+use crate::store::{
+    Approval, ApprovalBound, ApprovalStatus, PolicyMeta, ReportDecisionQuery, ReportDecisions,
+    Store, UsageTotals,
+};
 
 pub mod render;
 
@@ -28,12 +31,8 @@ pub const TEMPLATE: &str = "EU_AI_ACT_COMPLIANCE";
 pub const MIN_RETENTION_DAYS: u64 = 183;
 /// What the checks over the audit log say in a build without one.
 pub const NO_AUDIT: &str = "audit log not available in this build";
-/// What the checks over decision events say while the filter does not send them.
-pub const NO_DECISIONS: &str = "the filter does not log decision events yet (issue 15 item 1): \
-    requests above the approval threshold and unlogged gaps cannot be checked";
-/// What the risk section says of violations while the filter sends no decision events.
-pub const NO_VIOLATIONS: &str = "violations are counted from decision events, which the filter \
-    does not send yet (issue 15 item 1)";
+/// Most examples of requests above the approval threshold without one the report lists.
+pub const MAX_UNAPPROVED_EXAMPLES: u32 = 5;
 /// Most anomalies and alerts one report reads.
 const MAX_RISK_ROWS: u32 = 10_000;
 /// What the risk section says while violations, anomalies and alerts are not recorded.
@@ -52,28 +51,26 @@ pub struct AuditEvidence {
     /// The chain re-computes; `false` names the first broken row in `broken`.
     pub verified: bool,
     pub broken: Option<String>,
-    /// Decision events logged in the period.
-    pub decisions_logged: u64,
-    /// Gap records (events dropped under back-pressure, counted) and the events they stand for.
-    pub gaps_recorded: u64,
-    pub events_dropped: u64,
-    /// Holes in the sequence with no gap record.
-    pub unlogged_gaps: u64,
-    /// Requests above their approval threshold that passed without an approval.
-    pub unapproved_above_threshold: u64,
-    /// Why the figures over decision events (logged, gaps, unapproved) cannot be trusted yet;
-    /// `Some` makes every check over them fail with this reason.
-    pub decisions_not_logged: Option<String>,
 }
 
-/// Violations by code, anomalies with their explanations, alerts sent (issue 16).
+/// Anomalies with their explanations and alerts sent (issue 16); violations by code are in
+/// [`DecisionEvidence`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RiskEvents {
-    pub violations: BTreeMap<String, u64>,
-    /// Why `violations` cannot be counted yet; `Some` reports them as unknown, never as none.
-    pub violations_not_logged: Option<String>,
     pub anomalies: Vec<String>,
     pub alerts_sent: u64,
+}
+
+/// The decision log of the period (issue 15's `decision`, `decision.gap`, `decision.rejected`
+/// rows), read by [`Store::report_decisions`] with the approval bounds of the policy versions
+/// the decisions cite.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DecisionEvidence {
+    pub log: ReportDecisions,
+    /// Policy versions cited by allowed decisions whose bounds could not be computed (not
+    /// stored, or not compiling), with the reason: their decisions are unchecked, which fails
+    /// the Art. 14 check.
+    pub unchecked_versions: Vec<String>,
 }
 
 /// One policy version with its document.
@@ -99,6 +96,7 @@ pub struct ReportInputs {
     pub approvals: Vec<Approval>,
     pub audit: Result<AuditEvidence, String>,
     pub risk: Result<RiskEvents, String>,
+    pub decisions: DecisionEvidence,
 }
 
 /// The store → inputs for `[from_ms, to_ms)`.
@@ -126,6 +124,7 @@ pub async fn gather(
     let mut approvals = store.approvals(None, MAX_APPROVALS).await?;
     approvals.retain(|a| a.created_at_ms >= from_ms && a.created_at_ms < to_ms);
     approvals.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then(a.id.cmp(&b.id)));
+    let decisions = decision_evidence(store, from_ms, to_ms, &versions).await?;
     Ok(ReportInputs {
         generated_at_ms: now_ms,
         from_ms,
@@ -136,11 +135,85 @@ pub async fn gather(
         approvals,
         audit: audit_evidence(store).await,
         risk: risk_events(store, from_ms, to_ms).await,
+        decisions,
+    })
+}
+
+/// The approval bounds of one stored version, per client (`Err`: why there are none).
+fn version_bounds(versions: &[VersionDoc], version: i64) -> Result<Vec<ApprovalBound>, String> {
+    let v = versions
+        .iter()
+        .find(|v| v.meta.version == version)
+        .ok_or_else(|| format!("policy version {version}: not in the store"))?;
+    let compiled = pag0_policy::CompiledPolicy::from_value(&v.doc)
+        .map_err(|e| format!("policy version {version}: does not compile: {e}"))?;
+    Ok(compiled
+        .approval_bounds()
+        .into_iter()
+        .map(|(client, above)| ApprovalBound {
+            policy_version: version,
+            client_id: client.to_owned(),
+            above: above.get(),
+        })
+        .collect())
+}
+
+/// The period's decision log, with each allowed decision checked against the approval bound
+/// of the policy version it cites (the one the filter decided under). Bounds are computed for
+/// the versions in force during the period; should a decision cite another (a filter behind
+/// by more than one version), the read is repeated with that version's bounds too.
+async fn decision_evidence(
+    store: &dyn Store,
+    from_ms: i64,
+    to_ms: i64,
+    versions: &[VersionDoc],
+) -> Result<DecisionEvidence, AppError> {
+    let first = versions
+        .iter()
+        .rposition(|v| v.meta.created_at_ms <= from_ms)
+        .unwrap_or(0);
+    let mut covered: BTreeMap<i64, Result<Vec<ApprovalBound>, String>> = versions
+        .iter()
+        .skip(first)
+        .map(|v| (v.meta.version, version_bounds(versions, v.meta.version)))
+        .collect();
+    let read = |covered: &BTreeMap<i64, Result<Vec<ApprovalBound>, String>>| ReportDecisionQuery {
+        from_ms,
+        to_ms,
+        bounds: covered
+            .values()
+            .filter_map(|b| b.as_ref().ok())
+            .flatten()
+            .cloned()
+            .collect(),
+        examples: MAX_UNAPPROVED_EXAMPLES,
+    };
+    let mut log = store.report_decisions(read(&covered)).await?;
+    let missing: Vec<i64> = log
+        .cited_versions
+        .iter()
+        .copied()
+        .filter(|v| !covered.contains_key(v))
+        .collect();
+    if !missing.is_empty() {
+        for v in missing {
+            covered.insert(v, version_bounds(versions, v));
+        }
+        log = store.report_decisions(read(&covered)).await?;
+    }
+    let unchecked_versions = log
+        .cited_versions
+        .iter()
+        .filter_map(|v| covered.get(v).and_then(|b| b.as_ref().err()).cloned())
+        .collect();
+    Ok(DecisionEvidence {
+        log,
+        unchecked_versions,
     })
 }
 
 /// Anomalies whose window overlaps the period (their one-line explanations, oldest first) and
-/// alerts raised in it that reached at least one channel; violations wait for decision events.
+/// alerts raised in it that reached at least one channel.
 async fn risk_events(store: &dyn Store, from_ms: i64, to_ms: i64) -> Result<RiskEvents, String> {
     let mut found = store
         .anomalies(crate::store::AnomalyQuery {
@@ -162,15 +235,12 @@ async fn risk_events(store: &dyn Store, from_ms: i64, to_ms: i64) -> Result<Risk
         .filter(|a| a.deliveries.iter().any(|d| d.status == "sent"))
         .count();
     Ok(RiskEvents {
-        violations: BTreeMap::new(),
-        violations_not_logged: Some(NO_VIOLATIONS.into()),
         anomalies: found.into_iter().map(|a| a.explanation).collect(),
         alerts_sent: u64::try_from(sent).unwrap_or(u64::MAX),
     })
 }
 
-/// The audit chain re-verified now (admin actions and approvals, docs/audit.md); the figures
-/// over decision events wait for the filter to send them ([`NO_DECISIONS`]).
+/// The audit chain re-verified now (admin actions, approvals, decision events; docs/audit.md).
 async fn audit_evidence(store: &dyn Store) -> Result<AuditEvidence, String> {
     let v = crate::audit::verify(store)
         .await
@@ -198,12 +268,6 @@ async fn audit_evidence(store: &dyn Store) -> Result<AuditEvidence, String> {
             .to_string(),
         verified: v.pointer("/ok").and_then(Value::as_bool) == Some(true),
         broken,
-        decisions_logged: 0,
-        gaps_recorded: 0,
-        events_dropped: 0,
-        unlogged_gaps: 0,
-        unapproved_above_threshold: 0,
-        decisions_not_logged: Some(NO_DECISIONS.into()),
     })
 }
 
@@ -445,21 +509,58 @@ pub fn checks(inputs: &ReportInputs) -> Vec<Check> {
             )
         },
     });
+    let d = &inputs.decisions;
+    let logged = d
+        .log
+        .by_decision
+        .values()
+        .fold(0u64, |a, n| a.saturating_add(*n));
+    let ledger = inputs
+        .usage
+        .iter()
+        .fold(0u64, |a, u| a.saturating_add(u.requests));
+    // Requests in the ledger and not one decision logged: the log is missing, not clean.
+    let unlogged = (logged == 0 && ledger > 0).then(|| {
+        format!("no decision was logged in the period, but the ledger has {ledger} requests")
+    });
     out.push(audit_check(
         inputs,
         "no-request-above-threshold-without-approval",
         "Art. 14",
-        |a| {
-            if let Some(why) = &a.decisions_not_logged {
+        |_| {
+            if let Some(why) = &unlogged {
                 return (false, why.clone());
             }
-            (
-                a.unapproved_above_threshold == 0,
-                format!(
-                    "{} requests above their approval threshold passed without an approval",
-                    a.unapproved_above_threshold
-                ),
-            )
+            let n = d.log.unapproved_above_bound;
+            let mut evidence = format!(
+                "{n} of {logged} decisions logged were allowed above their approval threshold without an approval"
+            );
+            if !d.log.unapproved_examples.is_empty() {
+                let ex: Vec<String> = d
+                    .log
+                    .unapproved_examples
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "audit row {} at {}: {} {} estimate {} above {}",
+                            e.seq,
+                            rfc3339(e.at_ms),
+                            e.client_id.as_deref().unwrap_or("-"),
+                            e.host.as_deref().unwrap_or("-"),
+                            usd(e.estimate),
+                            usd(e.above)
+                        )
+                    })
+                    .collect();
+                evidence.push_str(&format!(" ({})", ex.join("; ")));
+            }
+            if !d.unchecked_versions.is_empty() {
+                evidence.push_str(&format!(
+                    "; decisions under these versions could not be checked: {}",
+                    d.unchecked_versions.join("; ")
+                ));
+            }
+            (n == 0 && d.unchecked_versions.is_empty(), evidence)
         },
     ));
     out.push(audit_check(
@@ -484,16 +585,23 @@ pub fn checks(inputs: &ReportInputs) -> Vec<Check> {
             }
         },
     ));
-    out.push(audit_check(inputs, "no-unlogged-gap", "Art. 12", |a| {
-        if let Some(why) = &a.decisions_not_logged {
+    // A gap record is the filter saying it dropped that many decision events unlogged.
+    out.push(audit_check(inputs, "no-unlogged-gap", "Art. 12", |_| {
+        if let Some(why) = &unlogged {
             return (false, why.clone());
         }
+        if d.log.gap_rows > 0 {
+            return (
+                false,
+                format!(
+                    "{} gap record(s) in the period: {} decision events dropped, not logged",
+                    d.log.gap_rows, d.log.gap_events
+                ),
+            );
+        }
         (
-            a.unlogged_gaps == 0,
-            format!(
-                "{} unlogged gaps; {} gap records for {} dropped events",
-                a.unlogged_gaps, a.gaps_recorded, a.events_dropped
-            ),
+            true,
+            format!("no gap record in the period; {logged} decisions logged"),
         )
     }));
     out
@@ -658,7 +766,7 @@ pub fn build(inputs: &ReportInputs) -> Result<Value, AppError> {
             v
         })
         .collect();
-    let oversight = json!({
+    let mut oversight = json!({
         "requested": inputs.approvals.len(),
         "approved": approved_ever,
         "denied": denied,
@@ -672,14 +780,9 @@ pub fn build(inputs: &ReportInputs) -> Result<Value, AppError> {
     let retention = doc
         .pointer("/globalPolicy/auditLog/retention")
         .and_then(Value::as_u64);
-    let record_keeping = match &inputs.audit {
+    let mut record_keeping = match &inputs.audit {
         Ok(a) => json!({
             "available": true,
-            "decisionEvents": a.decisions_not_logged.as_deref().unwrap_or("logged"),
-            "decisionsLogged": a.decisions_logged,
-            "gapsRecorded": a.gaps_recorded,
-            "eventsDropped": a.events_dropped,
-            "unloggedGaps": a.unlogged_gaps,
             "chain": { "rowsChecked": a.rows_checked, "headHash": a.head_hash,
                        "result": if a.verified { "verified" } else { "broken" },
                        "broken": a.broken },
@@ -694,16 +797,73 @@ pub fn build(inputs: &ReportInputs) -> Result<Value, AppError> {
             "minimumRetentionDays": MIN_RETENTION_DAYS,
         }),
     };
+    let log = &inputs.decisions.log;
+    if let Some(o) = record_keeping.as_object_mut() {
+        o.insert(
+            "decisionsLogged".into(),
+            json!(log
+                .by_decision
+                .values()
+                .fold(0u64, |a, n| a.saturating_add(*n))),
+        );
+        o.insert("decisionsByKind".into(), json!(log.by_decision));
+        o.insert("gapsRecorded".into(), json!(log.gap_rows));
+        o.insert("eventsDropped".into(), json!(log.gap_events));
+        o.insert("rejectedRecords".into(), json!(log.rejected));
+    }
+    // Violations: the period's denials by code (a denial without a code is `uncoded`).
+    let violations: BTreeMap<&str, u64> = log
+        .denials_by_code
+        .iter()
+        .map(|(c, n)| (if c.is_empty() { "uncoded" } else { c.as_str() }, *n))
+        .collect();
+    let violations_total = violations.values().fold(0u64, |a, n| a.saturating_add(*n));
     let risk = match &inputs.risk {
         Ok(r) => json!({
             "available": true,
-            "violations": if r.violations_not_logged.is_some() { Value::Null } else { json!(r.violations) },
-            "violationsReason": r.violations_not_logged,
+            "violations": violations,
+            "violationsTotal": violations_total,
             "anomalies": r.anomalies,
             "alertsSent": r.alerts_sent,
         }),
-        Err(reason) => json!({ "available": false, "reason": reason }),
+        Err(reason) => json!({ "available": false, "reason": reason,
+                               "violations": violations, "violationsTotal": violations_total }),
     };
+    if let Some(o) = oversight.as_object_mut() {
+        o.insert(
+            "aboveThresholdWithoutApproval".into(),
+            json!({
+                "count": log.unapproved_above_bound,
+                "examples": log.unapproved_examples.iter().map(|e| json!({
+                    "auditSeq": e.seq,
+                    "at": rfc3339(e.at_ms),
+                    "projectId": e.project_id,
+                    "clientId": e.client_id,
+                    "host": e.host,
+                    "model": e.model,
+                    "estimate": e.estimate.to_string(),
+                    "estimateUsd": usd(e.estimate),
+                    "threshold": e.above.to_string(),
+                    "thresholdUsd": usd(e.above),
+                    "policyVersion": e.policy_version,
+                })).collect::<Vec<_>>(),
+                "uncheckedVersions": inputs.decisions.unchecked_versions,
+            }),
+        );
+    }
+    // Per model, from the decision rows (the ledger has no model).
+    let models: Vec<Value> = log
+        .by_model
+        .iter()
+        .map(|(m, t)| {
+            json!({
+                "model": m.as_deref().unwrap_or(UNASSIGNED),
+                "requests": t.requests,
+                "spend": t.cost.to_string(),
+                "spendUsd": usd(t.cost),
+            })
+        })
+        .collect();
 
     let checks = checks(inputs);
     let compliant = checks.iter().all(|c| c.pass);
@@ -729,6 +889,7 @@ pub fn build(inputs: &ReportInputs) -> Result<Value, AppError> {
                 "spendUsd": usd(total.spend),
             },
             "orgMonthlyBudget": money(doc.pointer("/globalPolicy/monthlyBudget")).map(|b| b.to_string()),
+            "models": models,
         },
         "humanOversight": oversight,
         "recordKeeping": record_keeping,

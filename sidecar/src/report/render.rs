@@ -85,6 +85,15 @@ pub fn csv(report: &Value) -> Result<Vec<u8>, String> {
     let total = &report["aiSystems"]["total"];
     row("total", "all", "requests", s(&total["requests"]));
     row("total", "all", "spend", s(&total["spend"]));
+    for m in report["aiSystems"]["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let model = s(&m["model"]);
+        row("model", &model, "requests", s(&m["requests"]));
+        row("model", &model, "spend", s(&m["spend"]));
+    }
     let o = &report["humanOversight"];
     for m in [
         "requested",
@@ -114,6 +123,26 @@ pub fn csv(report: &Value) -> Result<Vec<u8>, String> {
             row("approver", &who, m, s(&a[m]));
         }
     }
+    let above = &o["aboveThresholdWithoutApproval"];
+    row(
+        "humanOversight",
+        "all",
+        "aboveThresholdWithoutApproval",
+        s(&above["count"]),
+    );
+    for e in above["examples"].as_array().into_iter().flatten() {
+        let seq = s(&e["auditSeq"]);
+        for m in [
+            "at",
+            "projectId",
+            "clientId",
+            "host",
+            "estimate",
+            "threshold",
+        ] {
+            row("aboveThresholdWithoutApproval", &seq, m, s(&e[m]));
+        }
+    }
     let rk = &report["recordKeeping"];
     row(
         "recordKeeping",
@@ -126,6 +155,42 @@ pub fn csv(report: &Value) -> Result<Vec<u8>, String> {
         "retention",
         "days",
         s(&rk["retentionDays"]),
+    );
+    row(
+        "recordKeeping",
+        "decisions",
+        "logged",
+        s(&rk["decisionsLogged"]),
+    );
+    if let Some(kinds) = rk["decisionsByKind"].as_object() {
+        for (kind, n) in kinds {
+            row("recordKeeping", "decisions", kind, s(n));
+        }
+    }
+    row("recordKeeping", "gaps", "records", s(&rk["gapsRecorded"]));
+    row(
+        "recordKeeping",
+        "gaps",
+        "eventsDropped",
+        s(&rk["eventsDropped"]),
+    );
+    row(
+        "recordKeeping",
+        "rejected",
+        "records",
+        s(&rk["rejectedRecords"]),
+    );
+    let risk = &report["riskEvents"];
+    if let Some(v) = risk["violations"].as_object() {
+        for (code, n) in v {
+            row("violation", code, "count", s(n));
+        }
+    }
+    row(
+        "riskEvents",
+        "violations",
+        "total",
+        s(&risk["violationsTotal"]),
     );
     for c in report["checks"].as_array().into_iter().flatten() {
         let name = s(&c["name"]);

@@ -40,7 +40,12 @@ pub fn policy_v1() -> Value {
               "policy": { "monthlyBudget": "5000000",
                           "approvalWorkflow": { "enabled": true, "approvers": ["mkt-lead@acme.com"] } } }
         ],
-        "clients": []
+        "clients": [
+            { "id": "sales-ai-agent", "projectId": "sales-ai",
+              "apiKeySha256": pag0_policy::validate::api_key_sha256_hex("sk-sales-ai") },
+            { "id": "marketing-agent", "projectId": "marketing",
+              "apiKeySha256": pag0_policy::validate::api_key_sha256_hex("sk-marketing") }
+        ]
     })
 }
 
@@ -196,12 +201,6 @@ fn good_audit() -> AuditEvidence {
         head_hash: "c0ffee".repeat(10),
         verified: true,
         broken: None,
-        decisions_logged: 40,
-        gaps_recorded: 1,
-        events_dropped: 3,
-        unlogged_gaps: 0,
-        unapproved_above_threshold: 0,
-        decisions_not_logged: None,
     }
 }
 
@@ -309,6 +308,7 @@ async fn json_figures_equal_sums_of_the_scripted_dataset() {
 #[tokio::test]
 async fn ninety_day_retention_fails_with_its_reason_and_fixing_it_flips_the_check() {
     let (s, _d) = store().await;
+    sync_decisions(&s, 2, decision_script(false, false), vec![]).await;
     let mut i = inputs(&s).await;
     i.audit = Ok(good_audit());
     let r = build(&i).unwrap();
@@ -370,9 +370,9 @@ async fn without_the_audit_log_its_checks_fail_with_the_reason() {
 
 /// The store's own audit chain is re-verified for the report: it passes as stored, fails
 /// naming the row once a row is edited in the database; the checks over decision events fail
-/// until the filter sends them.
+/// while the ledger has requests and the decision log has none (a missing log is not a clean one).
 #[tokio::test]
-async fn the_chain_check_is_the_stores_own_and_decision_checks_wait_for_decision_events() {
+async fn the_chain_check_is_the_stores_own_and_decision_checks_fail_without_decisions() {
     let (s, _d) = store().await;
     let head = s.audit_head().await.unwrap();
     assert!(head.seq > 0, "the script's approvals are in the audit log");
@@ -390,7 +390,11 @@ async fn the_chain_check_is_the_stores_own_and_decision_checks_wait_for_decision
     ] {
         let c = check(&r, name);
         assert_eq!(c["result"], "fail", "{name}");
-        assert_eq!(c["evidence"], NO_DECISIONS, "{name}");
+        // November's ledger: five charged records and one cache hit.
+        assert_eq!(
+            c["evidence"], "no decision was logged in the period, but the ledger has 6 requests",
+            "{name}"
+        );
     }
     assert_eq!(r["complianceStatus"], "NOT_COMPLIANT");
 
@@ -409,8 +413,8 @@ async fn the_store_based_checks_pass_on_the_script() {
     let (s, _d) = store().await;
     let r = build(&inputs(&s).await).unwrap();
     assert_eq!(r["riskEvents"]["available"], true);
-    assert_eq!(r["riskEvents"]["violations"], Value::Null);
-    assert_eq!(r["riskEvents"]["violationsReason"], NO_VIOLATIONS);
+    assert_eq!(r["riskEvents"]["violations"], json!({}));
+    assert_eq!(r["riskEvents"]["violationsTotal"], 0);
     assert_eq!(r["riskEvents"]["anomalies"], json!([]));
     assert_eq!(r["riskEvents"]["alertsSent"], 0);
     // The store-based oversight check passes on the script: each decision by a listed approver.
@@ -671,5 +675,486 @@ async fn anomalies_of_the_period_are_risk_events_in_the_json_and_the_pdf() {
     let (text, _) = read_pdf(&render::pdf(&r).unwrap(), &out_dir("risk"));
     assert!(text.contains("12x its usual $0.34"), "{text}");
     assert!(!text.contains("December finding"), "{text}");
-    assert!(text.contains("the filter does not send yet"), "{text}");
+    assert!(
+        text.contains("Violations (denied requests) by code: 0 in all"),
+        "{text}"
+    );
+}
+
+// --- the decision log (issue 15's decision events, read by the report) ---
+
+/// One decision event as the filter sends it in `/v1/sync` (`pag0-wire`).
+#[allow(clippy::too_many_arguments)]
+fn event(
+    at: i64,
+    decision: &str,
+    client: &str,
+    model: Option<&str>,
+    estimate: Option<u64>,
+    cost: Option<u64>,
+    code: Option<&str>,
+    approval: Option<&str>,
+) -> Value {
+    let project = client.trim_end_matches("-agent");
+    let mut d = json!({ "at": at, "decision": decision, "method": "POST",
+                        "authority": "api.openai.com", "path": "/v1/chat/completions",
+                        "policyVersion": 2, "projectId": project, "clientId": client });
+    for (k, v) in [
+        ("model", model.map(Value::from)),
+        ("estimate", estimate.map(|e| json!(e.to_string()))),
+        ("cost", cost.map(|c| json!(c.to_string()))),
+        ("code", code.map(Value::from)),
+        ("approvalId", approval.map(Value::from)),
+    ] {
+        if let Some(v) = v {
+            d[k] = v;
+        }
+    }
+    d
+}
+
+const SALES: &str = "sales-ai-agent";
+const MKT: &str = "marketing-agent";
+/// The script's approval threshold (globalPolicy.requireApprovalAbove), micro-USD.
+const THRESHOLD: u64 = 500_000;
+
+/// November's decisions (and one in December): allowed, replayed with approval a1, denied
+/// with two codes, a cache hit; `unapproved` adds marketing's allow at 600000 without an
+/// approval (above the 500000 threshold).
+fn decision_script(_gap: bool, unapproved: bool) -> Vec<Value> {
+    let g = Some("gpt-4");
+    let mut v = vec![
+        event(
+            T0,
+            "allow",
+            SALES,
+            g,
+            Some(300_000),
+            Some(250_000),
+            None,
+            None,
+        ),
+        event(
+            T0 + MIN,
+            "replay",
+            SALES,
+            g,
+            Some(600_000),
+            Some(580_000),
+            None,
+            Some("a1"),
+        ),
+        event(
+            T0 + 2 * MIN,
+            "allow",
+            SALES,
+            None,
+            Some(2_000),
+            Some(2_000),
+            None,
+            None,
+        ),
+        event(
+            T0 + 3 * MIN,
+            "deny",
+            SALES,
+            g,
+            Some(40_000_000),
+            None,
+            Some("BUDGET_EXCEEDED"),
+            None,
+        ),
+        event(
+            T0 + 4 * MIN,
+            "deny",
+            MKT,
+            None,
+            None,
+            None,
+            Some("BUDGET_EXCEEDED"),
+            None,
+        ),
+        event(
+            T0 + 5 * MIN,
+            "deny",
+            MKT,
+            None,
+            None,
+            None,
+            Some("ENDPOINT_BLOCKED"),
+            None,
+        ),
+        event(
+            T0 + 6 * MIN,
+            "cache_hit",
+            SALES,
+            g,
+            None,
+            Some(0),
+            None,
+            None,
+        ),
+        // December: not in the period.
+        event(
+            NOV_TO,
+            "deny",
+            MKT,
+            g,
+            None,
+            None,
+            Some("BUDGET_EXCEEDED"),
+            None,
+        ),
+        event(
+            NOV_TO + 1,
+            "allow",
+            MKT,
+            g,
+            Some(900_000),
+            Some(1),
+            None,
+            None,
+        ),
+    ];
+    if unapproved {
+        v.push(event(
+            T0 + 7 * MIN,
+            "allow",
+            MKT,
+            g,
+            Some(600_000),
+            Some(550_000),
+            None,
+            None,
+        ));
+    }
+    v
+}
+
+/// The one gap record of the script: 7 events dropped in November.
+fn gap7() -> Vec<Value> {
+    vec![json!({ "from": T0 + 8 * MIN, "to": T0 + 9 * MIN, "count": 7 })]
+}
+
+/// Posts decisions and gaps as a sync batch does: through the sync route's conversion
+/// (`decisions::audit_rows`) into one store batch.
+async fn sync_decisions(s: &dyn Store, seq: i64, decisions: Vec<Value>, gaps: Vec<Value>) {
+    let now = T0 + 10 * MIN;
+    let audit = crate::routes::sync::decisions::audit_rows(
+        "envoy-1",
+        u64::try_from(seq).unwrap(),
+        &decisions,
+        &gaps,
+        now,
+    );
+    let out = s
+        .sync(SyncWrite {
+            exceptions: Vec::new(),
+            audit,
+            instance_id: "envoy-1".into(),
+            seq,
+            digest: format!("decisions-{seq}"),
+            legacy_digest: None,
+            usage: vec![],
+            release: vec![],
+            leases: vec![],
+            now_ms: now,
+            lease_ttl_ms: 30_000,
+        })
+        .await
+        .unwrap();
+    assert!(!out.duplicate);
+}
+
+/// Independent of the report: November's events of the script, by a key.
+fn in_nov(script: &[Value]) -> Vec<&Value> {
+    script
+        .iter()
+        .filter(|d| (NOV_FROM..NOV_TO).contains(&d["at"].as_i64().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn decision_events_are_violations_gaps_and_unapproved_requests_in_all_three_formats() {
+    let (s, _d) = store().await;
+    let script = decision_script(true, true);
+    let mut decisions = script.clone();
+    decisions.push(json!({ "decision": "allow" })); // malformed: kept as decision.rejected
+    sync_decisions(&s, 2, decisions, gap7()).await;
+    let r = build(&inputs(&s).await).unwrap();
+    let nov = in_nov(&script);
+
+    // Risk events: denials by code, counted from the script.
+    let mut codes: BTreeMap<String, u64> = BTreeMap::new();
+    for d in nov.iter().filter(|d| d["decision"] == "deny") {
+        *codes.entry(d["code"].as_str().unwrap().into()).or_default() += 1;
+    }
+    assert_eq!(
+        codes,
+        BTreeMap::from([
+            ("BUDGET_EXCEEDED".into(), 2),
+            ("ENDPOINT_BLOCKED".into(), 1)
+        ])
+    );
+    assert_eq!(r["riskEvents"]["violations"], json!(codes));
+    assert_eq!(r["riskEvents"]["violationsTotal"], 3);
+
+    // Record-keeping: decisions by kind, the gap and its count, the rejected record.
+    let rk = &r["recordKeeping"];
+    let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+    for d in &nov {
+        *kinds
+            .entry(d["decision"].as_str().unwrap().into())
+            .or_default() += 1;
+    }
+    assert_eq!(rk["decisionsByKind"], json!(kinds));
+    assert_eq!(rk["decisionsLogged"], nov.len());
+    assert_eq!(nov.len(), 8);
+    assert_eq!(
+        (
+            &rk["gapsRecorded"],
+            &rk["eventsDropped"],
+            &rk["rejectedRecords"]
+        ),
+        (&json!(1), &json!(7), &json!(1))
+    );
+
+    // Human oversight: marketing's 600000 allow, the only one above 500000 without approval.
+    let above = &r["humanOversight"]["aboveThresholdWithoutApproval"];
+    let expected: Vec<&&Value> = nov
+        .iter()
+        .filter(|d| {
+            d["decision"] == "allow"
+                && d.get("approvalId").is_none()
+                && d["estimate"]
+                    .as_str()
+                    .is_some_and(|e| e.parse::<u64>().unwrap() > THRESHOLD)
+        })
+        .collect();
+    assert_eq!(expected.len(), 1);
+    assert_eq!(above["count"], 1);
+    let ex = &above["examples"][0];
+    assert_eq!(
+        (
+            ex["clientId"].as_str(),
+            ex["estimate"].as_str(),
+            ex["threshold"].as_str()
+        ),
+        (Some(MKT), Some("600000"), Some("500000"))
+    );
+    assert_eq!(ex["at"], rfc3339(expected[0]["at"].as_i64().unwrap()));
+
+    // AI systems: requests and spend per model from the decision rows.
+    let mut models: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for d in &nov {
+        let m = models
+            .entry(d["model"].as_str().unwrap_or("unassigned"))
+            .or_default();
+        m.0 += 1;
+        m.1 += d["cost"].as_str().map_or(0, |c| c.parse::<u64>().unwrap());
+    }
+    let got: BTreeMap<&str, (u64, u64)> = r["aiSystems"]["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["model"].as_str().unwrap(),
+                (
+                    m["requests"].as_u64().unwrap(),
+                    m["spend"].as_str().unwrap().parse().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(got, models);
+    assert_eq!(got["gpt-4"], (5, 250_000 + 580_000 + 550_000));
+
+    // The checks over them fail, with their evidence.
+    let gap = check(&r, "no-unlogged-gap");
+    assert_eq!(
+        (&gap["result"], &gap["article"]),
+        (&json!("fail"), &json!("Art. 12"))
+    );
+    assert_eq!(
+        gap["evidence"],
+        "1 gap record(s) in the period: 7 decision events dropped, not logged"
+    );
+    let a14 = check(&r, "no-request-above-threshold-without-approval");
+    assert_eq!(
+        (&a14["result"], &a14["article"]),
+        (&json!("fail"), &json!("Art. 14"))
+    );
+    let ev = a14["evidence"].as_str().unwrap();
+    assert!(ev.starts_with("1 of 8 decisions logged were allowed above their approval threshold without an approval"), "{ev}");
+    assert!(
+        ev.contains("marketing-agent api.openai.com estimate 0.600000 above 0.500000"),
+        "{ev}"
+    );
+    assert!(r["failingChecks"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("no-unlogged-gap")));
+
+    // The CSV carries the same figures.
+    let bytes = render::csv(&r).unwrap();
+    let mut rd = csv::Reader::from_reader(bytes.as_slice());
+    let rows: Vec<csv::StringRecord> = rd.records().map(Result::unwrap).collect();
+    let get = |sec: &str, item: &str, metric: &str| -> String {
+        rows.iter()
+            .find(|r| &r[0] == sec && &r[1] == item && &r[2] == metric)
+            .map(|r| r[3].to_string())
+            .unwrap_or_else(|| panic!("no row {sec},{item},{metric}"))
+    };
+    for (code, n) in &codes {
+        assert_eq!(get("violation", code, "count"), n.to_string());
+    }
+    assert_eq!(get("riskEvents", "violations", "total"), "3");
+    assert_eq!(get("recordKeeping", "gaps", "records"), "1");
+    assert_eq!(get("recordKeeping", "gaps", "eventsDropped"), "7");
+    assert_eq!(get("recordKeeping", "rejected", "records"), "1");
+    assert_eq!(get("recordKeeping", "decisions", "logged"), "8");
+    assert_eq!(get("recordKeeping", "decisions", "deny"), "3");
+    assert_eq!(
+        get("humanOversight", "all", "aboveThresholdWithoutApproval"),
+        "1"
+    );
+    assert_eq!(get("check", "no-unlogged-gap", "result"), "fail");
+    let model_spend: u64 = rows
+        .iter()
+        .filter(|r| &r[0] == "model" && &r[2] == "spend")
+        .map(|r| r[3].parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(model_spend, models.values().map(|m| m.1).sum::<u64>());
+
+    // The PDF shows the violation counts, the gap, and the unapproved request.
+    let (text, _) = read_pdf(&render::pdf(&r).unwrap(), &out_dir("decisions"));
+    for needle in [
+        "Violations (denied requests) by code: 3 in all",
+        "BUDGET_EXCEEDED 2",
+        "ENDPOINT_BLOCKED 1",
+        "Requests above the approval threshold that passed without one: 1",
+        "0.600000 0.500000",
+        "Gap records (events dropped, not logged) 1 (7)",
+        "Rejected records 1",
+        "7 decision events dropped, not logged",
+    ] {
+        assert!(text.contains(needle), "{needle} not in:\n{text}");
+    }
+}
+
+/// The same store without the gap and without the unapproved request: both decision checks
+/// pass, with their evidence — they are the figures, not constants.
+#[tokio::test]
+async fn without_the_gap_and_the_unapproved_request_the_decision_checks_pass() {
+    let (s, _d) = store().await;
+    sync_decisions(&s, 2, decision_script(false, false), vec![]).await;
+    let r = build(&inputs(&s).await).unwrap();
+    let gap = check(&r, "no-unlogged-gap");
+    assert_eq!(gap["result"], "pass", "{gap}");
+    assert_eq!(
+        gap["evidence"],
+        "no gap record in the period; 7 decisions logged"
+    );
+    let a14 = check(&r, "no-request-above-threshold-without-approval");
+    assert_eq!(a14["result"], "pass", "{a14}");
+    assert_eq!(
+        a14["evidence"],
+        "0 of 7 decisions logged were allowed above their approval threshold without an approval"
+    );
+    assert_eq!(
+        r["humanOversight"]["aboveThresholdWithoutApproval"]["count"],
+        0
+    );
+    assert_eq!(r["recordKeeping"]["gapsRecorded"], 0);
+    // Only the retention check fails now.
+    assert_eq!(r["failingChecks"], json!(["retention-at-least-six-months"]));
+
+    // A later batch with the gap flips the gap check, and only it.
+    sync_decisions(&s, 3, vec![], gap7()).await;
+    let r = build(&inputs(&s).await).unwrap();
+    assert_eq!(check(&r, "no-unlogged-gap")["result"], "fail");
+    assert_eq!(
+        check(&r, "no-request-above-threshold-without-approval")["result"],
+        "pass"
+    );
+}
+
+/// A decision citing a policy version the store does not hold cannot be checked against a
+/// threshold: the Art. 14 check fails naming it instead of passing.
+#[tokio::test]
+async fn a_decision_under_an_unknown_policy_version_fails_the_threshold_check() {
+    let (s, _d) = store().await;
+    let mut script = decision_script(false, false);
+    script[0]["policyVersion"] = json!(9);
+    sync_decisions(&s, 2, script, vec![]).await;
+    let r = build(&inputs(&s).await).unwrap();
+    let a14 = check(&r, "no-request-above-threshold-without-approval");
+    assert_eq!(a14["result"], "fail", "{a14}");
+    assert!(
+        a14["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("could not be checked: policy version 9: not in the store"),
+        "{a14}"
+    );
+}
+
+/// A decision citing a version no longer in force during the period (a filter behind by a
+/// version) is checked against THAT version's threshold: the report reads its bounds too.
+#[tokio::test]
+async fn a_decision_under_an_older_version_is_checked_against_its_threshold() {
+    let (s, _d) = store().await;
+    // v3 (from T0 - 36 h) raises the threshold to 2000000; v1 and v2 had 500000.
+    let mut v3 = policy_v1();
+    v3["projects"][1]["policy"]["monthlyBudget"] = json!("8000000");
+    v3["globalPolicy"]["requireApprovalAbove"] = json!("2000000");
+    s.put_policy(NewPolicy {
+        document: v3.to_string(),
+        author: "carol".into(),
+        at_ms: T0 - 36 * 3_600_000,
+        expected_version: Some(2),
+        audit: Vec::new(),
+    })
+    .await
+    .unwrap();
+    let at = |at: i64, version: i64, estimate: u64| {
+        let mut d = event(
+            at,
+            "allow",
+            SALES,
+            Some("gpt-4"),
+            Some(estimate),
+            Some(1),
+            None,
+            None,
+        );
+        d["policyVersion"] = json!(version);
+        d
+    };
+    // Under v1 600000 is above 500000, 400000 is not; under v3 600000 is below 2000000.
+    let script = vec![
+        at(T0, 1, 600_000),
+        at(T0 + 1, 1, 400_000),
+        at(T0 + 2, 3, 600_000),
+    ];
+    sync_decisions(&s, 2, script, vec![]).await;
+    // From T0 - 1 day only v3 is in force.
+    let i = gather(&s, T0 - DAY, NOV_TO, "custom".into(), T0 + DAY)
+        .await
+        .unwrap();
+    assert_eq!(i.decisions.log.cited_versions, [1, 3]);
+    assert_eq!(i.decisions.log.unapproved_above_bound, 1);
+    assert!(i.decisions.unchecked_versions.is_empty());
+    let r = build(&i).unwrap();
+    assert_eq!(
+        check(&r, "no-request-above-threshold-without-approval")["result"],
+        "fail"
+    );
+    let ex = &r["humanOversight"]["aboveThresholdWithoutApproval"]["examples"];
+    assert_eq!(ex.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (ex[0]["policyVersion"].as_i64(), ex[0]["threshold"].as_str()),
+        (Some(1), Some("500000"))
+    );
 }

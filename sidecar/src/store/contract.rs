@@ -1770,3 +1770,202 @@ async fn decision_rows(store: &dyn Store) -> Vec<(i64, String)> {
         .map(|r| (r.event.at_ms, r.event.decision.unwrap_or_default()))
         .collect()
 }
+
+/// The report's read of the decision log (issue 17): decisions by kind, denials by code,
+/// gap rows and the events they stand for, rejected rows, requests and spend per model, and
+/// the allowed decisions above their (version, client) bound without an approval id — only
+/// inside `[from, to)`, strictly above the bound, never with an approval or without a bound.
+pub async fn report_reads_sum_the_decision_log(store: &dyn Store) {
+    use crate::store::{ApprovalBound, ModelTotals, ReportDecisionQuery};
+    struct D {
+        at: i64,
+        decision: &'static str,
+        code: Option<&'static str>,
+        client: &'static str,
+        model: Option<&'static str>,
+        estimate: Option<u64>,
+        cost: Option<u64>,
+        approval: Option<&'static str>,
+        version: i64,
+    }
+    let d = |at, decision, client, estimate: Option<u64>, version| D {
+        at: T0 + at,
+        decision,
+        code: None,
+        client,
+        model: Some("gpt-4"),
+        estimate,
+        cost: None,
+        approval: None,
+        version,
+    };
+    let script = [
+        D {
+            cost: Some(500),
+            ..d(0, "allow", "c1", Some(600), 1)
+        }, // above 500: counted
+        D {
+            cost: Some(400),
+            ..d(1, "allow", "c1", Some(500), 1)
+        }, // at the bound: not
+        D {
+            approval: Some("ap1"),
+            ..d(2, "allow", "c1", Some(900), 1)
+        }, // approved
+        D {
+            approval: Some("ap1"),
+            cost: Some(800),
+            ..d(3, "replay", "c1", Some(900), 1)
+        },
+        D {
+            model: None,
+            cost: Some(9),
+            ..d(4, "allow", "c2", Some(10_000), 1)
+        }, // no bound
+        d(5, "allow", "c1", Some(700), 2), // v2 bound 1000: not
+        D {
+            cost: Some(1_000),
+            ..d(6, "allow", "c1", Some(1_001), 2)
+        }, // counted
+        D {
+            code: Some("BUDGET_EXCEEDED"),
+            ..d(7, "deny", "c1", Some(50), 1)
+        },
+        D {
+            code: Some("BUDGET_EXCEEDED"),
+            model: None,
+            ..d(8, "deny", "c2", None, 1)
+        },
+        D {
+            code: Some("ENDPOINT_BLOCKED"),
+            model: None,
+            ..d(9, "deny", "c2", None, 1)
+        },
+        D {
+            cost: Some(0),
+            ..d(10, "cache_hit", "c1", None, 1)
+        },
+        // Outside [T0, T0 + 100): before and at the end.
+        D {
+            code: Some("BUDGET_EXCEEDED"),
+            ..d(-1, "deny", "c1", None, 1)
+        },
+        D {
+            cost: Some(7),
+            ..d(100, "allow", "c1", Some(5_000), 1)
+        },
+    ];
+    let mut rows: Vec<crate::audit::AuditEvent> = script
+        .iter()
+        .map(|s| {
+            let mut e = crate::audit::AuditEvent::new("decision", s.at);
+            e.decision = Some(s.decision.into());
+            e.code = s.code.map(Into::into);
+            e.project_id = Some("p".into());
+            e.client_id = Some(s.client.into());
+            e.host = Some("api.openai.com".into());
+            e.model = s.model.map(Into::into);
+            e.estimate = s.estimate;
+            e.cost = s.cost;
+            e.approval_id = s.approval.map(Into::into);
+            e.policy_version = Some(s.version);
+            e
+        })
+        .collect();
+    for (at, count) in [(0, 7u64), (1, 3), (-5, 100), (100, 100)] {
+        let mut e = crate::audit::AuditEvent::new("decision.gap", T0 + at);
+        e.details = serde_json::json!({ "from": T0 + at, "to": T0 + at + 1, "count": count });
+        rows.push(e);
+    }
+    for at in [2, 200] {
+        let mut e = crate::audit::AuditEvent::new("decision.rejected", T0 + at);
+        e.details = serde_json::json!({ "reason": "decisions[0]: bad" });
+        rows.push(e);
+    }
+    let mut b = batch("envoy-r", 1, vec![]);
+    b.audit = rows;
+    store.sync(b).await.unwrap();
+
+    let bound = |v: i64, c: &str, above: u64| ApprovalBound {
+        policy_version: v,
+        client_id: c.into(),
+        above,
+    };
+    let q = |bounds: Vec<ApprovalBound>, examples: u32| ReportDecisionQuery {
+        from_ms: T0,
+        to_ms: T0 + 100,
+        bounds,
+        examples,
+    };
+    let bounds = vec![
+        bound(1, "c1", 500),
+        bound(2, "c1", 1_000),
+        bound(3, "c2", 1),
+    ];
+    let r = store.report_decisions(q(bounds.clone(), 5)).await.unwrap();
+    let map = |v: &[(&str, u64)]| -> std::collections::BTreeMap<String, u64> {
+        v.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+    };
+    assert_eq!(
+        r.by_decision,
+        map(&[("allow", 6), ("replay", 1), ("deny", 3), ("cache_hit", 1)])
+    );
+    assert_eq!(
+        r.denials_by_code,
+        map(&[("BUDGET_EXCEEDED", 2), ("ENDPOINT_BLOCKED", 1)])
+    );
+    assert_eq!((r.gap_rows, r.gap_events, r.rejected), (2, 10, 1));
+    assert_eq!(
+        r.by_model.get(&Some("gpt-4".to_string())),
+        Some(&ModelTotals {
+            requests: 8,
+            cost: 500 + 400 + 800 + 1_000
+        })
+    );
+    assert_eq!(
+        r.by_model.get(&None),
+        Some(&ModelTotals {
+            requests: 3,
+            cost: 9
+        })
+    );
+    assert_eq!(r.by_model.len(), 2);
+    assert_eq!(r.cited_versions, [1, 2]);
+    assert_eq!(r.unapproved_above_bound, 2);
+    let ex: Vec<(i64, u64, u64, i64)> = r
+        .unapproved_examples
+        .iter()
+        .map(|e| (e.at_ms, e.estimate, e.above, e.policy_version))
+        .collect();
+    assert_eq!(ex, [(T0, 600, 500, 1), (T0 + 6, 1_001, 1_000, 2)]);
+    assert_eq!(r.unapproved_examples[0].client_id.as_deref(), Some("c1"));
+    assert_eq!(
+        r.unapproved_examples[0].host.as_deref(),
+        Some("api.openai.com")
+    );
+    // The example limit cuts the list, never the count.
+    let one = store.report_decisions(q(bounds, 1)).await.unwrap();
+    assert_eq!(one.unapproved_above_bound, 2);
+    assert_eq!(one.unapproved_examples.len(), 1);
+    // A lower bound for c2 catches its 10000 estimate; no bounds, nothing above one.
+    let c2 = store
+        .report_decisions(q(vec![bound(1, "c2", 9_999)], 5))
+        .await
+        .unwrap();
+    assert_eq!(c2.unapproved_above_bound, 1);
+    assert_eq!(c2.unapproved_examples[0].estimate, 10_000);
+    let none = store.report_decisions(q(vec![], 5)).await.unwrap();
+    assert_eq!(none.unapproved_above_bound, 0);
+    assert!(none.unapproved_examples.is_empty());
+    // An empty period has nothing.
+    let empty = store
+        .report_decisions(ReportDecisionQuery {
+            from_ms: T0 + 1_000,
+            to_ms: T0 + 2_000,
+            bounds: vec![],
+            examples: 5,
+        })
+        .await
+        .unwrap();
+    assert_eq!(empty, crate::store::ReportDecisions::default());
+}

@@ -14,6 +14,7 @@ pub mod approval;
 pub mod audit;
 pub mod lease;
 pub mod postgres;
+pub mod report_reads;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -30,6 +31,9 @@ pub use approval::{
     Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome, Refusal,
 };
 pub use postgres::PgStore;
+pub use report_reads::{
+    ApprovalBound, ModelTotals, ReportDecisionQuery, ReportDecisions, UnapprovedDecision,
+};
 pub use sqlite::SqliteStore;
 
 /// One stored policy version (the whole validated document).
@@ -376,6 +380,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes `approval.expired` once for each approval expired at `now_ms`.
     async fn audit_sweep_expired(&self, now_ms: i64) -> Result<Vec<AuditRow>, StoreError>;
+
+    // --- the compliance report's reads of the decision log (report_reads.rs, docs/reports.md) ---
+
+    /// The `decision`, `decision.gap` and `decision.rejected` rows in `[from_ms, to_ms)`, summed
+    /// (one snapshot), with the allowed decisions above their approval bound and no approval.
+    async fn report_decisions(
+        &self,
+        query: ReportDecisionQuery,
+    ) -> Result<ReportDecisions, StoreError>;
 
     /// Raw SQL, for the tamper tests.
     #[cfg(test)]

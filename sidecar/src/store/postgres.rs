@@ -785,6 +785,14 @@ impl Store for PgStore {
         anomaly::postgres::list(&client, &query).await
     }
 
+    async fn report_decisions(
+        &self,
+        query: super::ReportDecisionQuery,
+    ) -> Result<super::ReportDecisions, StoreError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        super::report_reads::postgres::read(&mut client, &query).await
+    }
+
     async fn raise_alert(&self, a: NewAlert) -> Result<bool, StoreError> {
         let mut client = self.pool.get().await.map_err(backend)?;
         let tx = client.transaction().await.map_err(pg)?;

@@ -731,6 +731,14 @@ impl Store for SqliteStore {
     async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<Anomaly>, StoreError> {
         self.run(move |c| anomaly::sqlite::list(c, &query)).await
     }
+
+    async fn report_decisions(
+        &self,
+        query: super::ReportDecisionQuery,
+    ) -> Result<super::ReportDecisions, StoreError> {
+        self.run(move |c| super::report_reads::sqlite::read(c, &query))
+            .await
+    }
 }
 
 /// A write transaction that takes SQLite's write lock up front (the audit head's lock).

@@ -113,6 +113,8 @@ contract_tests!(
     detection_over_the_ledger_finds_an_injected_spike,
     exceptions_are_kept_once_with_their_batch,
     decision_rows_ride_their_batch_once,
+    // the compliance report (issue 17)
+    report_reads_sum_the_decision_log,
 );
 
 /// Two sidecars on one PostgreSQL append to one chain: contiguous seqs, no fork.

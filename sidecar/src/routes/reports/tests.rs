@@ -321,3 +321,43 @@ async fn the_cli_writes_the_report_to_a_file() {
     assert!(!bad.exists());
     server.abort();
 }
+
+/// End to end: decision events posted to `/v1/sync` are in the report served over HTTP —
+/// violations by code and the gap (failing its check) in the JSON and the CSV.
+#[tokio::test]
+async fn decisions_synced_over_http_are_in_the_report() {
+    let h = harness().await;
+    let deny = |at: i64, code: &str| {
+        json!({ "at": at, "decision": "deny", "code": code, "method": "POST",
+                "authority": "api.openai.com", "path": "/v1/chat/completions",
+                "policyVersion": 2, "projectId": "sales-ai", "clientId": "sales-ai-agent" })
+    };
+    let batch = json!({ "instanceId": "envoy-h", "seq": 1, "policyVersion": 2, "usage": [],
+        "decisions": [deny(T0, "BUDGET_EXCEEDED"), deny(T0 + 1, "BUDGET_EXCEEDED"),
+                      deny(T0 + 2, "WORKING_HOURS")],
+        "gaps": [{ "from": T0 + 3, "to": T0 + 4, "count": 7 }] });
+    let r = h.sync(batch).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = h
+        .call(Method::GET, "/v1/reports?format=json", Some(ALICE), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.body["riskEvents"]["violations"],
+        json!({ "BUDGET_EXCEEDED": 2, "WORKING_HOURS": 1 })
+    );
+    assert_eq!(r.body["recordKeeping"]["eventsDropped"], 7);
+    let gap = r.body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "no-unlogged-gap")
+        .unwrap()
+        .clone();
+    assert_eq!(gap["result"], "fail", "{gap}");
+    let (_, _, csv) = raw(&h.app, get("/v1/reports?format=csv")).await;
+    let csv = String::from_utf8(csv).unwrap();
+    assert!(csv.contains("violation,BUDGET_EXCEEDED,count,2"), "{csv}");
+    assert!(csv.contains("violation,WORKING_HOURS,count,1"), "{csv}");
+    assert!(csv.contains("recordKeeping,gaps,eventsDropped,7"), "{csv}");
+}
