@@ -119,7 +119,7 @@ impl PgStore {
             tx.batch_execute(stmt).await.map_err(pg)?;
         }
         // Under the same lock; `IF NOT EXISTS` makes a second start a no-op.
-        for stmt in anomaly::SCHEMA {
+        for stmt in anomaly::SCHEMA.iter().chain(super::decision_stats::SCHEMA) {
             tx.batch_execute(stmt).await.map_err(pg)?;
         }
         for (table, column, definition) in ADDED_COLUMNS {
@@ -783,6 +783,15 @@ impl Store for PgStore {
     async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<Anomaly>, StoreError> {
         let client = self.pool.get().await.map_err(backend)?;
         anomaly::postgres::list(&client, &query).await
+    }
+
+    async fn decision_stats(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<super::DecisionStats>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        super::decision_stats::postgres::stats(&client, from_ms, to_ms).await
     }
 
     async fn raise_alert(&self, a: NewAlert) -> Result<bool, StoreError> {

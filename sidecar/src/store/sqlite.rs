@@ -60,7 +60,10 @@ impl SqliteStore {
             conn.execute(stmt, []).map_err(backend)?;
         }
         add_columns(&conn)?;
-        for stmt in super::anomaly::SCHEMA {
+        for stmt in super::anomaly::SCHEMA
+            .iter()
+            .chain(super::decision_stats::SCHEMA)
+        {
             conn.execute(stmt, []).map_err(backend)?;
         }
         Ok(SqliteStore {
@@ -730,6 +733,15 @@ impl Store for SqliteStore {
 
     async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<Anomaly>, StoreError> {
         self.run(move |c| anomaly::sqlite::list(c, &query)).await
+    }
+
+    async fn decision_stats(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<super::DecisionStats>, StoreError> {
+        self.run(move |c| super::decision_stats::sqlite::stats(c, from_ms, to_ms))
+            .await
     }
 }
 

@@ -113,6 +113,7 @@ contract_tests!(
     detection_over_the_ledger_finds_an_injected_spike,
     exceptions_are_kept_once_with_their_batch,
     decision_rows_ride_their_batch_once,
+    decision_stats_group_and_bin_decision_rows,
 );
 
 /// Two sidecars on one PostgreSQL append to one chain: contiguous seqs, no fork.
