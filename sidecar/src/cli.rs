@@ -243,7 +243,7 @@ pub struct AnalyticsArgs {
     /// Range end (exclusive), RFC 3339 (with --from).
     #[arg(long, requires = "from")]
     pub to: Option<String>,
-    /// Comma list of project, costCenter, endpoint, client.
+    /// Comma list of project, costCenter, endpoint, client, model.
     #[arg(long, default_value = "project")]
     pub group_by: String,
     /// Add a time series: hour or day.

@@ -1,13 +1,13 @@
-//! `recommendations`: rules over the month-to-date ledger, the budget counters and the approval
-//! queue. Each names its rule and carries the numbers it was computed from; a rule that the
-//! data does not trigger says nothing. Pure: the route gathers the inputs.
+//! `recommendations`: rules over the month-to-date ledger, the decision rows, the budget
+//! counters and the approval queue. Each names its rule and carries the numbers it was computed
+//! from; a rule that the data does not trigger says nothing. Pure: the route gathers the inputs.
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
 use crate::document::limit_for;
-use crate::store::{Approval, ApprovalStatus, UsageTotals};
+use crate::store::{Approval, ApprovalStatus, DecisionStats, UsageTotals};
 
 /// Below this much of the month elapsed a run rate says little: no budget rule fires.
 pub const MIN_ELAPSED_MS: i64 = 86_400_000;
@@ -27,6 +27,8 @@ pub struct Inputs<'a> {
     pub doc: Option<&'a Value>,
     /// Month-to-date ledger totals per (project, client, host).
     pub month: &'a [UsageTotals],
+    /// Month-to-date decision rows per (project, client, host, model, decision, code).
+    pub month_decisions: &'a [DecisionStats],
     /// The current month's `[from, to)` and now, unix ms.
     pub month_from_ms: i64,
     pub month_to_ms: i64,

@@ -64,6 +64,7 @@ fn run(
     recommend(&Inputs {
         doc: Some(doc),
         month,
+        month_decisions: &[],
         month_from_ms: 0,
         month_to_ms: MONTH,
         now_ms,
