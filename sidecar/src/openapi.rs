@@ -550,7 +550,7 @@ fn analytics_schema() -> Value {
                     "totalBudget": { "oneOf": [reference("Micros"), { "type": "null" }], "description": "the org's monthly budget" },
                     "utilizationRate": { "type": ["number", "null"], "description": "org month spent / totalBudget" },
                     "recommendations": { "type": "array", "items": { "type": "object", "required": ["rule", "message", "numbers"], "properties": {
-                        "rule": { "enum": ["budget-run-rate-over", "budget-run-rate-under", "cache-hit-rate-low", "approvals-always-granted"] },
+                        "rule": { "enum": ["budget-run-rate-over", "budget-run-rate-under", "cache-hit-rate-low", "approvals-always-granted", "client-denied-repeatedly"] },
                         "projectId": { "type": ["string", "null"], "description": "null: the organisation" },
                         "message": { "type": "string" },
                         "numbers": { "type": "object", "description": "what the rule computed from" } } } },
