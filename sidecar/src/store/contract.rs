@@ -921,6 +921,7 @@ fn budget_rules(counter: &str, limit: u64) -> crate::alerts::AlertRules {
         threshold_ppm: Some(800_000),
         high_cost: None,
         limits: [(counter.to_string(), limit)].into_iter().collect(),
+        policy_violation: false,
         targets: vec![slack()],
     }
 }
@@ -1891,4 +1892,73 @@ pub async fn decision_stats_group_and_bin_decision_rows(store: &dyn Store) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// `policyViolation` (issue 16): a sync carrying denials raises one alert per project, code and
+/// window, in its transaction; the resent batch, and a later batch with more denials of the
+/// same window, raise nothing (the key exists); a new window does; the trigger off raises none.
+pub async fn violation_alerts_fire_once_per_project_code_and_window(store: &dyn Store) {
+    const H: i64 = crate::alerts::VIOLATION_WINDOW_MS;
+    let t = T0 / H * H;
+    let deny = |at: i64, code: &str| {
+        let mut e = crate::audit::AuditEvent::new("decision", at);
+        e.project_id = Some("team".into());
+        e.client_id = Some("bot".into());
+        e.decision = Some("deny".into());
+        e.code = Some(code.into());
+        e
+    };
+    let rules = crate::alerts::AlertRules {
+        policy_violation: true,
+        targets: vec![slack()],
+        ..Default::default()
+    };
+    let mut b = batch("v", 1, vec![]);
+    b.audit = vec![
+        deny(t + 1, "ENDPOINT_BLOCKED"),
+        deny(t + 2, "ENDPOINT_BLOCKED"),
+        deny(t + 3, "BUDGET_EXCEEDED"),
+    ];
+    let out = store.sync_alerting(b.clone(), rules.clone()).await.unwrap();
+    assert_eq!(out.alerts_raised, vec!["policyViolation".to_string(); 2]);
+    let again = store.sync_alerting(b, rules.clone()).await.unwrap();
+    assert!(again.duplicate && again.alerts_raised.is_empty());
+    let mut later = batch("v", 2, vec![]);
+    later.audit = vec![
+        deny(t + 10, "ENDPOINT_BLOCKED"),
+        deny(t + H, "ENDPOINT_BLOCKED"),
+    ];
+    let out = store.sync_alerting(later, rules.clone()).await.unwrap();
+    assert_eq!(
+        out.alerts_raised,
+        vec!["policyViolation".to_string()],
+        "only the new hour"
+    );
+    let mut off = batch("v", 3, vec![]);
+    off.audit = vec![deny(t + 2 * H, "ENDPOINT_BLOCKED")];
+    let out = store
+        .sync_alerting(off, crate::alerts::AlertRules::default())
+        .await
+        .unwrap();
+    assert!(out.alerts_raised.is_empty(), "trigger off");
+    assert_eq!(
+        alert_keys(store).await,
+        [
+            format!("policyViolation/team/BUDGET_EXCEEDED/{t}"),
+            format!("policyViolation/team/ENDPOINT_BLOCKED/{t}"),
+            format!("policyViolation/team/ENDPOINT_BLOCKED/{}", t + H),
+        ]
+    );
+    let list = store.alerts(10).await.unwrap();
+    let first = list
+        .iter()
+        .find(|a| a.key == format!("policyViolation/team/ENDPOINT_BLOCKED/{t}"))
+        .unwrap();
+    assert!(
+        first.subject.ends_with("ENDPOINT_BLOCKED ×2"),
+        "{}",
+        first.subject
+    );
+    assert_eq!(first.deliveries.len(), 1, "to the rules' channel");
+    assert_eq!(first.project_id.as_deref(), Some("team"));
 }

@@ -25,7 +25,7 @@ use super::{
     SCHEMA,
 };
 use super::{AlertRecord, ClaimedAlert, DeliveryUpdate};
-use crate::alerts::{detect, AlertRules, NewAlert};
+use crate::alerts::{detect, violations, AlertRules, NewAlert};
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -329,7 +329,10 @@ async fn sync_tx(
             }
         }
         // Alerts this batch raised, once per key across the fleet (crate::alerts).
-        for a in detect(rules, &moved, &w.usage, &w.instance_id, w.seq, w.now_ms) {
+        let found = detect(rules, &moved, &w.usage, &w.instance_id, w.seq, w.now_ms)
+            .into_iter()
+            .chain(violations(rules, &w.audit, w.now_ms));
+        for a in found {
             if alert::postgres::insert(&tx, &a).await? {
                 alerts_raised.push(a.kind);
             }

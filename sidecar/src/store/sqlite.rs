@@ -24,7 +24,7 @@ use super::{
     SCHEMA,
 };
 use super::{AlertRecord, ClaimedAlert, DeliveryUpdate};
-use crate::alerts::{detect, AlertRules, NewAlert};
+use crate::alerts::{detect, violations, AlertRules, NewAlert};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -274,7 +274,10 @@ fn sync_tx(
             }
         }
         // Alerts this batch raised, once per key (crate::alerts).
-        for a in detect(rules, &moved, &w.usage, &w.instance_id, w.seq, w.now_ms) {
+        let found = detect(rules, &moved, &w.usage, &w.instance_id, w.seq, w.now_ms)
+            .into_iter()
+            .chain(violations(rules, &w.audit, w.now_ms));
+        for a in found {
             if alert::sqlite::insert(&tx, &a)? {
                 alerts_raised.push(a.kind);
             }

@@ -114,6 +114,7 @@ contract_tests!(
     exceptions_are_kept_once_with_their_batch,
     decision_rows_ride_their_batch_once,
     decision_stats_group_and_bin_decision_rows,
+    violation_alerts_fire_once_per_project_code_and_window,
 );
 
 /// Two sidecars on one PostgreSQL append to one chain: contiguous seqs, no fork.
@@ -510,6 +511,7 @@ async fn postgres_two_sidecars_raise_and_claim_each_alert_once() {
     let rules = crate::alerts::AlertRules {
         threshold_ppm: Some(800_000),
         high_cost: None,
+        policy_violation: false,
         limits: [(counter.to_string(), 1000)].into_iter().collect(),
         targets: vec![crate::alerts::AlertTarget {
             channel: "slack".into(),
