@@ -153,29 +153,36 @@ struct Row {
 }
 
 fn fold(rows: Vec<Row>) -> Result<Vec<DecisionStats>, StoreError> {
+    let overflow = || StoreError::Backend("decision count above u64".into());
+    // Rows of one group arrive together (GROUP BY order is not promised, so a map), each
+    // bin once per group: the bins are inserted, not merged.
     let mut out = BTreeMap::<Key, DecisionStats>::new();
     for r in rows {
         let count = super::from_db(r.count);
-        let s = out.entry(r.key.clone()).or_insert_with(|| DecisionStats {
-            project_id: r.key.0.clone(),
-            client_id: r.key.1.clone(),
-            host: r.key.2.clone(),
-            model: r.key.3.clone(),
-            decision: r.key.4.clone(),
-            code: r.key.5.clone(),
-            ..DecisionStats::default()
-        });
-        s.count = s
-            .count
-            .checked_add(count)
-            .ok_or_else(|| StoreError::Backend("decision count above u64".into()))?;
+        let s = match out.entry(r.key) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let k = e.key().clone();
+                e.insert(DecisionStats {
+                    project_id: k.0,
+                    client_id: k.1,
+                    host: k.2,
+                    model: k.3,
+                    decision: k.4,
+                    code: k.5,
+                    ..DecisionStats::default()
+                })
+            }
+        };
+        s.count = s.count.checked_add(count).ok_or_else(overflow)?;
         if let Some(floor_ms) = r.bin {
-            let mut one = LatencyHistogram {
-                count,
-                sum_ms: super::from_db(r.sum),
-                bins: BTreeMap::new(),
-            };
-            one.bins.insert(
+            let h = &mut s.latency;
+            h.count = h.count.checked_add(count).ok_or_else(overflow)?;
+            h.sum_ms = h
+                .sum_ms
+                .checked_add(super::from_db(r.sum))
+                .ok_or_else(overflow)?;
+            h.bins.insert(
                 floor_ms,
                 LatencyBin {
                     floor_ms,
@@ -183,7 +190,6 @@ fn fold(rows: Vec<Row>) -> Result<Vec<DecisionStats>, StoreError> {
                     max_ms: r.max.unwrap_or(floor_ms),
                 },
             );
-            s.latency.merge(&one)?;
         }
     }
     Ok(out.into_values().collect())
