@@ -146,9 +146,11 @@ async fn main() {
     let t = Instant::now();
     {
         let c = rusqlite::Connection::open(dir.path().join("pag0.db")).expect("sqlite");
-        let series = |n: u64| format!(
+        let series = |n: u64| {
+            format!(
             "(WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < {n}) SELECT i FROM s WHERE i < {n})"
-        );
+        )
+        };
         c.execute_batch(&format!(
             "BEGIN; {}; {}; COMMIT; ANALYZE;",
             insert_sql(&series(rows), from, to, rows),
@@ -176,7 +178,8 @@ async fn main() {
         .await
         .expect("pg");
     tokio::spawn(conn);
-    let series = |n: u64| format!("(SELECT g::BIGINT AS i FROM generate_series(0, {n}::BIGINT - 1) g) s");
+    let series =
+        |n: u64| format!("(SELECT g::BIGINT AS i FROM generate_series(0, {n}::BIGINT - 1) g) s");
     // Separate statements: VACUUM (the visibility map an index-only scan needs) cannot run
     // in the implicit transaction of a multi-statement batch.
     for sql in [
