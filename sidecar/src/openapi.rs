@@ -578,7 +578,7 @@ fn analytics_path() -> Value {
                     { "name": "interval", "in": "query", "required": false, "schema": { "enum": ["hour", "day"] },
                       "description": "add a series (org timezone buckets), at most 5000 points" },
                     { "name": "format", "in": "query", "required": false, "schema": { "enum": ["json", "csv"], "default": "json" },
-                      "description": "csv: dimension,key,start,totalCost,totalRequests,cacheHits,cacheHitRate,savings" } ],
+                      "description": "csv: dimension,key,start,totalCost,totalRequests,cacheHits,cacheHitRate,savings,violations,avgLatency,p95Latency (the last three empty on series rows)" } ],
                 "responses": {
                     "200": ok_json("the sums", reference("Analytics")),
                     "400": err("BAD_QUERY: unknown period, groupBy, interval or format, a bad range, too many points (details name each)"),

@@ -634,11 +634,19 @@ fn csv_of(body: &Value) -> Result<String, AppError> {
         "cacheHits",
         "cacheHitRate",
         "savings",
+        "violations",
+        "avgLatency",
+        "p95Latency",
     ])
     .map_err(err)?;
     let mut row = |dim: &str, key: &str, start: &str, g: &Value| -> Result<(), csv::Error> {
         let num = |f: &str| match field(g, f) {
             Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            v => v.to_string(),
+        };
+        // Series points carry ledger sums only: empty there.
+        let violations = match field(field(g, "violations"), "count") {
             Value::Null => String::new(),
             v => v.to_string(),
         };
@@ -651,6 +659,9 @@ fn csv_of(body: &Value) -> Result<String, AppError> {
             &num("cacheHits"),
             &num("cacheHitRate"),
             &num("savings"),
+            &violations,
+            &num("avgLatency"),
+            &num("p95Latency"),
         ])
     };
     let list = |v: &Value, k: &str| field(v, k).as_array().cloned().unwrap_or_default();

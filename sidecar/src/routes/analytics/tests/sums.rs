@@ -695,12 +695,35 @@ async fn check(store: Arc<dyn Store>, dir: tempfile::TempDir) {
             "totalRequests",
             "cacheHits",
             "cacheHitRate",
-            "savings"
+            "savings",
+            "violations",
+            "avgLatency",
+            "p95Latency"
         ]
     );
     let mut by: BTreeMap<(String, String), Sums> = BTreeMap::new();
+    // (violations, avgLatency, p95Latency) as the CSV writes them.
+    let mut facts: BTreeMap<(String, String), (String, String, String)> = BTreeMap::new();
+    let csv_of = |want: &Value| {
+        let text = |v: &Value| {
+            if v.is_null() {
+                String::new()
+            } else {
+                v.to_string()
+            }
+        };
+        (
+            want["violations"]["count"].to_string(),
+            text(&want["avgLatency"]),
+            text(&want["p95Latency"]),
+        )
+    };
     for row in rd.records() {
         let row = row.unwrap();
+        facts.insert(
+            (row[0].to_owned(), row[1].to_owned()),
+            (row[8].to_owned(), row[9].to_owned(), row[10].to_owned()),
+        );
         by.insert(
             (row[0].to_owned(), row[1].to_owned()),
             (
@@ -719,11 +742,25 @@ async fn check(store: Arc<dyn Store>, dir: tempfile::TempDir) {
                 Some(v),
                 "csv {dim} {k}"
             );
+            let want = decisions.get(&k).cloned().unwrap_or_else(no_decisions);
+            assert_eq!(
+                facts.get(&(dim.to_owned(), k.clone())),
+                Some(&csv_of(&want)),
+                "csv decisions {dim} {k}"
+            );
         }
     }
     assert_eq!(
         by.remove(&("total".to_owned(), String::new())),
         Some(expected(&recs, "total", MONTH_FROM, to)[""].clone())
+    );
+    assert_eq!(
+        facts.get(&("total".to_owned(), String::new())),
+        Some(&csv_of(&expected_decisions(&month_rows, "total")[""]))
+    );
+    assert!(
+        facts.values().filter(|f| !f.1.is_empty()).count() > 10,
+        "latencies reach the CSV: {facts:?}"
     );
     assert!(by.is_empty(), "no other rows: {by:?}");
 }
