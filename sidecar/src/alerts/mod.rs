@@ -285,7 +285,11 @@ pub fn violations(
             && e.decision.as_deref() == Some("deny")
     }) {
         let window = e.at_ms.div_euclid(VIOLATION_WINDOW_MS) * VIOLATION_WINDOW_MS;
-        let code = e.code.as_deref().unwrap_or("UNKNOWN");
+        // As analytics counts a denial without a code.
+        let code = e
+            .code
+            .as_deref()
+            .unwrap_or(crate::routes::analytics::UNASSIGNED);
         let g = groups
             .entry((e.project_id.as_deref(), code, window))
             .or_default();
