@@ -3,7 +3,10 @@
 //!
 //! `PAG0_BENCH_ROWS` ledger rows (default 100 000) are generated inside the database, spread
 //! over the current month up to now across 20 projects, 400 clients and 10 hosts, a quarter of
-//! them cache hits. Then the route is called through the router (auth, policy read, counters,
+//! them cache hits, and `PAG0_BENCH_DECISIONS` (default: as many) decision rows in the audit log (`kind = 'decision'`, the same
+//! spread, 4 models, 40 % allowed with a latency, 20 % cache hits, 30 % denied by 3 codes, the
+//! rest held; written straight into the table, so the chain is not valid — the read does not
+//! check it). Then the route is called through the router (auth, policy read, counters,
 //! approvals, ledger query, grouping, JSON) `PAG0_BENCH_RUNS` times (default 5) per query.
 //!
 //! `cargo bench -p pag0-sidecar --bench analytics_ledger`
@@ -25,10 +28,11 @@ use pag0_sidecar::store::{PgStore, SqliteStore, Store};
 use pag0_sidecar::{app, AppState, Tokens};
 
 const TOKEN: &str = "bench-admin-token-00001";
-const QUERIES: [&str; 3] = [
+const QUERIES: [&str; 4] = [
     "period=month&groupBy=project",
     "period=month&groupBy=project,costCenter,endpoint,client",
     "period=month&groupBy=project,endpoint&interval=day",
+    "period=month&groupBy=model,client",
 ];
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -64,6 +68,26 @@ fn insert_sql(series: &str, from: i64, to: i64, n: u64) -> String {
              'project-' || (i % 20), 'client-' || (i % 400), 'api-' || ((i / 7) % 10) || '.example.com',
              {from} + (i * {span}) / {n}, {from} + (i * {span}) / {n},
              i % 4 = 0, CASE WHEN i % 4 = 0 THEN (i * 31) % 9000 ELSE 0 END
+         FROM {series}"
+    )
+}
+
+/// `n` decision rows in `audit_log`, as `insert_sql` does for the ledger (seqs 1..=n).
+fn decisions_sql(series: &str, from: i64, to: i64, n: u64) -> String {
+    let span = (to - from - 1).max(1);
+    format!(
+        "INSERT INTO audit_log (seq, at_ms, kind, actor, project_id, client_id, host, model,
+             decision, code, estimate, cost, latency_ms, policy_version, approval_id, details,
+             prev_hash, hash)
+         SELECT i + 1, {from} + (i * {span}) / {n}, 'decision', 'instance:bench',
+             'project-' || (i % 20), 'client-' || (i % 400), 'api-' || ((i / 7) % 10) || '.example.com',
+             'model-' || (i % 4),
+             CASE WHEN i % 10 < 4 THEN 'allow' WHEN i % 10 < 6 THEN 'cache_hit'
+                  WHEN i % 10 < 9 THEN 'deny' ELSE 'pending' END,
+             CASE WHEN i % 10 BETWEEN 6 AND 8 THEN 'CODE_' || (i % 3) ELSE NULL END,
+             1000, 900,
+             CASE WHEN i % 10 < 4 THEN (i * 7919) % 5000 WHEN i % 10 < 6 THEN i % 30 ELSE NULL END,
+             1, NULL, '{{}}', '', ''
          FROM {series}"
     )
 }
@@ -110,6 +134,9 @@ async fn time_queries(label: &str, store: Arc<dyn Store>, rows: u64, runs: u32) 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let rows = env_u64("PAG0_BENCH_ROWS", 100_000).max(1);
+    let decisions = env_u64("PAG0_BENCH_DECISIONS", rows);
+    // 0 decisions: an empty series (the SQL never divides by it).
+    let dn = decisions.max(1);
     let runs = u32::try_from(env_u64("PAG0_BENCH_RUNS", 5).max(1)).unwrap_or(5);
     let (from, to) = month_so_far();
 
@@ -119,17 +146,20 @@ async fn main() {
     let t = Instant::now();
     {
         let c = rusqlite::Connection::open(dir.path().join("pag0.db")).expect("sqlite");
-        let series = format!(
-            "(WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < {rows}) SELECT i FROM s)"
-        );
+        let series = |n: u64| {
+            format!(
+            "(WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < {n}) SELECT i FROM s WHERE i < {n})"
+        )
+        };
         c.execute_batch(&format!(
-            "BEGIN; {}; COMMIT; ANALYZE;",
-            insert_sql(&series, from, to, rows)
+            "BEGIN; {}; {}; COMMIT; ANALYZE;",
+            insert_sql(&series(rows), from, to, rows),
+            decisions_sql(&series(decisions), from, to, dn)
         ))
         .expect("fill sqlite");
     }
     println!(
-        "sqlite     filled {rows} rows in {:.1} s",
+        "sqlite     filled {rows} ledger + {decisions} decision rows in {:.1} s",
         t.elapsed().as_secs_f64()
     );
     time_queries("sqlite", Arc::new(store), rows, runs).await;
@@ -148,18 +178,21 @@ async fn main() {
         .await
         .expect("pg");
     tokio::spawn(conn);
-    let series = format!("(SELECT g::BIGINT AS i FROM generate_series(0, {rows} - 1) g) s");
+    let series =
+        |n: u64| format!("(SELECT g::BIGINT AS i FROM generate_series(0, {n}::BIGINT - 1) g) s");
     // Separate statements: VACUUM (the visibility map an index-only scan needs) cannot run
     // in the implicit transaction of a multi-statement batch.
     for sql in [
         format!("SET search_path = {schema}"),
-        insert_sql(&series, from, to, rows),
+        insert_sql(&series(rows), from, to, rows),
+        decisions_sql(&series(decisions), from, to, dn),
         "VACUUM ANALYZE usage_ledger".to_owned(),
+        "VACUUM ANALYZE audit_log".to_owned(),
     ] {
         client.batch_execute(&sql).await.expect("fill postgres");
     }
     println!(
-        "postgres   filled {rows} rows in {:.1} s",
+        "postgres   filled {rows} ledger + {decisions} decision rows in {:.1} s",
         t.elapsed().as_secs_f64()
     );
     let store = Arc::new(store);

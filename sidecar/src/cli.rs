@@ -243,7 +243,7 @@ pub struct AnalyticsArgs {
     /// Range end (exclusive), RFC 3339 (with --from).
     #[arg(long, requires = "from")]
     pub to: Option<String>,
-    /// Comma list of project, costCenter, endpoint, client.
+    /// Comma list of project, costCenter, endpoint, client, model.
     #[arg(long, default_value = "project")]
     pub group_by: String,
     /// Add a time series: hour or day.
@@ -744,16 +744,28 @@ fn print_analytics(v: &Value) {
         s(v, "to"),
         s(v, "timezone")
     );
+    let denied = |g: &Value| {
+        g.get("violations")
+            .and_then(|x| x.get("count"))
+            .map_or_else(|| "-".into(), Value::to_string)
+    };
+    let ms = |g: &Value, k: &str| match g.get(k).and_then(Value::as_f64) {
+        Some(x) => format!("{x:.0}"),
+        None => "-".into(),
+    };
     let row = |key: &str, g: &Value| {
         println!(
-            "{:<32} {:>14} {:>10} {:>10} {:>9} {:>14} {:>10}",
+            "{:<32} {:>14} {:>10} {:>10} {:>9} {:>14} {:>10} {:>8} {:>8} {:>8}",
             key,
             s(g, "totalCost"),
             s(g, "totalRequests"),
             s(g, "cacheHits"),
             s(g, "cacheHitRate"),
             s(g, "savings"),
-            month_use(g)
+            month_use(g),
+            denied(g),
+            ms(g, "avgLatency"),
+            ms(g, "p95Latency")
         );
     };
     for sec in v
@@ -764,14 +776,17 @@ fn print_analytics(v: &Value) {
     {
         println!();
         println!(
-            "{:<32} {:>14} {:>10} {:>10} {:>9} {:>14} {:>10}",
+            "{:<32} {:>14} {:>10} {:>10} {:>9} {:>14} {:>10} {:>8} {:>8} {:>8}",
             s(sec, "groupBy").to_uppercase(),
             "COST",
             "REQUESTS",
             "HITS",
             "HIT RATE",
             "SAVINGS",
-            "MONTH USE"
+            "MONTH USE",
+            "DENIED",
+            "AVG MS",
+            "P95 MS"
         );
         for g in sec
             .get("groups")

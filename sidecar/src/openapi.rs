@@ -508,7 +508,15 @@ fn analytics_utilization_schema() -> Value {
 fn analytics_group_schema() -> Value {
     json!({ "allOf": [reference("UsageSums"), { "type": "object", "required": ["key"], "properties": {
                     "key": { "type": "string",
-                      "description": "project id, cost centre, host or client id; `unassigned` when the record or the policy has none" },
+                      "description": "project id, cost centre, host, client id or model; `unassigned` when the record or the policy has none (every ledger sum is `unassigned` by model: the ledger records no model)" },
+                    "violations": { "type": "object", "description": "denials in the decision log (decision deny)",
+                        "properties": { "count": { "type": "integer" },
+                          "byCode": { "type": "object", "additionalProperties": { "type": "integer" }, "description": "per SPEC code" } } },
+                    "avgLatency": { "type": ["number", "null"], "description": "ms, mean upstream latency of forwarded requests (decision allow) that report one; cache hits are apart (cacheHitLatency); null without any" },
+                    "p95Latency": { "type": ["integer", "null"], "description": "ms, nearest-rank 95th percentile of the same latencies, from a histogram of two significant digits: an observed latency, at or above the exact value and less than 10 % over it" },
+                    "latencySamples": { "type": "integer", "description": "forwarded requests with a latency" },
+                    "cacheHitLatency": { "type": "object", "description": "the same for cache hits (decision cache_hit)",
+                        "properties": { "avg": { "type": ["number", "null"] }, "p95": { "type": ["integer", "null"] }, "samples": { "type": "integer" } } },
                     "topEndpoints": { "type": "array", "description": "at most 3, most expensive first",
                         "items": { "type": "object", "properties": { "endpoint": { "type": "string" },
                           "totalCost": reference("Micros"), "totalRequests": { "type": "integer" } } } },
@@ -523,7 +531,7 @@ fn analytics_schema() -> Value {
                     "timezone": { "type": "string", "description": "the org's (policy `timezone`), UTC without a policy" },
                     "from": { "type": "string", "format": "date-time" },
                     "to": { "type": "string", "format": "date-time", "description": "exclusive" },
-                    "dimensions": { "type": "array", "items": { "enum": ["project", "costCenter", "endpoint", "client"] } },
+                    "dimensions": { "type": "array", "items": { "enum": ["project", "costCenter", "endpoint", "client", "model"] } },
                     "sections": { "type": "array", "description": "one per dimension, in groupBy order", "items": { "type": "object", "properties": {
                         "groupBy": { "type": "string" },
                         "groups": { "type": "array", "description": "most expensive first", "items": reference("AnalyticsGroup") },
@@ -531,17 +539,20 @@ fn analytics_schema() -> Value {
                             "items": { "type": "object", "properties": { "key": { "type": "string" },
                               "points": { "type": "array", "items": { "allOf": [reference("UsageSums"), { "type": "object",
                                 "properties": { "start": { "type": "string", "format": "date-time" } } }] } } } } } } } },
-                    "groupBy": { "enum": ["project", "costCenter", "endpoint", "client"], "description": "the first dimension (as before sections)" },
+                    "groupBy": { "enum": ["project", "costCenter", "endpoint", "client", "model"], "description": "the first dimension (as before sections)" },
                     "groups": { "type": "array", "description": "the first dimension's groups", "items": reference("AnalyticsGroup") },
                     "policyVersion": { "type": "integer", "description": "the policy cost centres and limits were read from" },
                     "total": { "allOf": [reference("UsageSums"), { "type": "object", "properties": {
                         "topEndpoints": { "type": "array" },
+                        "violations": { "type": "object", "description": "as in a group, over every decision row" },
+                        "avgLatency": { "type": ["number", "null"] }, "p95Latency": { "type": ["integer", "null"] },
+                        "latencySamples": { "type": "integer" }, "cacheHitLatency": { "type": "object" },
                         "budgetUtilization": { "type": "object", "description": "the org's month and day counters",
                             "properties": { "month": reference("Utilization"), "day": reference("Utilization") } } } }] },
                     "totalBudget": { "oneOf": [reference("Micros"), { "type": "null" }], "description": "the org's monthly budget" },
                     "utilizationRate": { "type": ["number", "null"], "description": "org month spent / totalBudget" },
                     "recommendations": { "type": "array", "items": { "type": "object", "required": ["rule", "message", "numbers"], "properties": {
-                        "rule": { "enum": ["budget-run-rate-over", "budget-run-rate-under", "cache-hit-rate-low", "approvals-always-granted"] },
+                        "rule": { "enum": ["budget-run-rate-over", "budget-run-rate-under", "cache-hit-rate-low", "approvals-always-granted", "client-denied-repeatedly"] },
                         "projectId": { "type": ["string", "null"], "description": "null: the organisation" },
                         "message": { "type": "string" },
                         "numbers": { "type": "object", "description": "what the rule computed from" } } } },
@@ -553,8 +564,8 @@ fn analytics_schema() -> Value {
 fn analytics_path() -> Value {
     json!({ "get": {
                 "summary": "Cost, requests, cache hits, savings, top endpoints and budget utilisation per group of each dimension and in total, \
-                            over the current day or month (org timezone) or a from/to range; recommendations; a series with interval; CSV with format=csv. \
-                            avgLatency, violations and anomalies arrive with the decision log.",
+                            over the current day or month (org timezone) or a from/to range; violations (denials by code) and upstream latency \
+                            (avgLatency, p95Latency; cache hits apart) from the decision log; recommendations; a series with interval; CSV with format=csv.",
                 "security": [{ "adminToken": [] }],
                 "parameters": [
                     { "name": "period", "in": "query", "required": false, "schema": { "enum": ["day", "month"], "default": "month" },
@@ -564,12 +575,12 @@ fn analytics_path() -> Value {
                     { "name": "to", "in": "query", "required": false, "schema": { "type": "string", "format": "date-time" },
                       "description": "RFC 3339, exclusive, after from" },
                     { "name": "groupBy", "in": "query", "required": false, "schema": { "type": "string", "default": "project" },
-                      "description": "comma list of project, costCenter, endpoint, client (one section each); costCenter: the client's \
-                                      tags.costCenter in the current policy, else its project's" },
+                      "description": "comma list of project, costCenter, endpoint, client, model (one section each); costCenter: the client's \
+                                      tags.costCenter in the current policy, else its project's; model: the decision events' model" },
                     { "name": "interval", "in": "query", "required": false, "schema": { "enum": ["hour", "day"] },
                       "description": "add a series (org timezone buckets), at most 5000 points" },
                     { "name": "format", "in": "query", "required": false, "schema": { "enum": ["json", "csv"], "default": "json" },
-                      "description": "csv: dimension,key,start,totalCost,totalRequests,cacheHits,cacheHitRate,savings" } ],
+                      "description": "csv: dimension,key,start,totalCost,totalRequests,cacheHits,cacheHitRate,savings,violations,avgLatency,p95Latency (the last three empty on series rows)" } ],
                 "responses": {
                     "200": ok_json("the sums", reference("Analytics")),
                     "400": err("BAD_QUERY: unknown period, groupBy, interval or format, a bad range, too many points (details name each)"),

@@ -1,17 +1,19 @@
-//! Alerts from the policy's `alerts` section (docs/alerts.md): `budgetThreshold` and
-//! `highCostRequest`.
+//! Alerts from the policy's `alerts` section (docs/alerts.md): `budgetThreshold`,
+//! `highCostRequest` and `policyViolation`.
 //!
 //! - **Detection** is pure ([`detect`]): the store calls it inside the sync transaction with
 //!   each counter's spend before and after the batch, and inserts what it returns into the
 //!   `alerts` table under a unique key (`ON CONFLICT DO NOTHING`). The key names the counter
 //!   (whose key carries its period), the threshold and the limit, so an alert is raised once
 //!   per counter, period and threshold across the whole fleet, never per request.
+//!   [`violations`] does the same for the batch's denials: one alert per project, code and
+//!   hour ([`VIOLATION_WINDOW_MS`]), keyed by the three.
 //! - **Delivery** ([`spawn_worker`]) happens after commit: a background task claims due alerts
 //!   with a lease (two sidecars never both send one), sends each channel through the shared
 //!   [`Notifier`](crate::notify::Notifier), records the outcome per channel and retries the
 //!   failed channels with exponential backoff. A sync never waits for it.
 //!
-//! Other kinds (`policyViolation`, `anomalyDetection`) plug in by building a [`NewAlert`]
+//! Other kinds (`anomalyDetection`) plug in by building a [`NewAlert`]
 //! with their own key and handing it to [`Store::raise_alert`](crate::store::Store::raise_alert)
 //! (or to the transaction that stores their event); delivery, history and metrics are shared.
 
@@ -29,6 +31,12 @@ use crate::AppState;
 
 pub const BUDGET_THRESHOLD: &str = "budgetThreshold";
 pub const HIGH_COST_REQUEST: &str = "highCostRequest";
+pub const POLICY_VIOLATION: &str = "policyViolation";
+/// Denials are grouped per project and code in windows of this length (UTC hours by the
+/// decision's time): at most one `policyViolation` alert each.
+pub const VIOLATION_WINDOW_MS: i64 = 3_600_000;
+/// Denials quoted in a `policyViolation` alert.
+pub const VIOLATION_EXAMPLES: usize = 3;
 
 /// Parts per million: ratios as integers, so money is never multiplied by a float.
 pub const PPM: u64 = 1_000_000;
@@ -40,6 +48,8 @@ pub struct AlertRules {
     pub threshold_ppm: Option<u64>,
     /// `highCostRequest` in micro-USD; `None` (or 0): off.
     pub high_cost: Option<u64>,
+    /// `policyViolation`: alert on the batch's denials.
+    pub policy_violation: bool,
     /// Budget limit per counter key touched by the sync (counters without a budget absent).
     pub limits: BTreeMap<String, u64>,
     /// Where alerts go (recorded with each alert, so a retry goes where the first try went).
@@ -155,6 +165,7 @@ pub fn rules_for(doc: Option<&Value>, counters: impl IntoIterator<Item = String>
     AlertRules {
         threshold_ppm,
         high_cost,
+        policy_violation: triggers.policy_violation,
         limits,
         targets: alert_targets(Some(&alerts)),
     }
@@ -253,6 +264,127 @@ pub fn detect(
         }
     }
     out
+}
+
+/// The `policyViolation` alerts of a batch's decision rows: its denials grouped per project,
+/// code and window, each group one alert keyed `policyViolation/<project>/<code>/<window
+/// start>` with the group's count in this batch and its first [`VIOLATION_EXAMPLES`]
+/// denials. A later batch with denials of the same group raises nothing (the key exists).
+pub fn violations(
+    rules: &AlertRules,
+    audit: &[crate::audit::AuditEvent],
+    now_ms: i64,
+) -> Vec<NewAlert> {
+    if !rules.policy_violation {
+        return Vec::new();
+    }
+    type Group<'a> = (u64, Vec<&'a crate::audit::AuditEvent>);
+    let mut groups = BTreeMap::<(Option<&str>, &str, i64), Group<'_>>::new();
+    for e in audit.iter().filter(|e| {
+        e.kind == crate::routes::sync::decisions::DECISION_KIND
+            && e.decision.as_deref() == Some("deny")
+    }) {
+        let window = e.at_ms.div_euclid(VIOLATION_WINDOW_MS) * VIOLATION_WINDOW_MS;
+        // As analytics counts a denial without a code.
+        let code = e
+            .code
+            .as_deref()
+            .unwrap_or(crate::routes::analytics::UNASSIGNED);
+        let g = groups
+            .entry((e.project_id.as_deref(), code, window))
+            .or_default();
+        g.0 = g.0.saturating_add(1);
+        if g.1.len() < VIOLATION_EXAMPLES {
+            g.1.push(e);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((project, code, window), (count, examples))| {
+            violation_alert(
+                project,
+                code,
+                window,
+                count,
+                &examples,
+                now_ms,
+                &rules.targets,
+            )
+        })
+        .collect()
+}
+
+fn violation_alert(
+    project: Option<&str>,
+    code: &str,
+    window: i64,
+    count: u64,
+    examples: &[&crate::audit::AuditEvent],
+    now_ms: i64,
+    targets: &[AlertTarget],
+) -> NewAlert {
+    let what = project.map_or_else(
+        || "requests without a project".to_owned(),
+        |p| format!("project {p}"),
+    );
+    let (from, to) = (
+        crate::clock::rfc3339(window),
+        crate::clock::rfc3339(window.saturating_add(VIOLATION_WINDOW_MS)),
+    );
+    let detail = |e: &crate::audit::AuditEvent, k: &str| {
+        e.details
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let lines: Vec<String> = examples
+        .iter()
+        .map(|e| {
+            format!(
+                "- {} client {} {} {}{}",
+                crate::clock::rfc3339(e.at_ms),
+                e.client_id.as_deref().unwrap_or("-"),
+                detail(e, "method"),
+                e.host.as_deref().unwrap_or("?"),
+                detail(e, "path"),
+            )
+        })
+        .collect();
+    let subject = format!("[pag0] policy violations: {what}, {code} ×{count}");
+    let text = format!(
+        "{count} request(s) of {what} were refused with {code} between {from} and {to}.\n\
+         Examples ({} of {count}):\n{}\n",
+        lines.len(),
+        lines.join("\n"),
+    );
+    let payload = json!({
+        "event": "alert", "kind": POLICY_VIOLATION, "project": project, "code": code,
+        "count": count, "windowFrom": from, "windowTo": to,
+        "examples": examples.iter().map(|e| json!({
+            "at": crate::clock::rfc3339(e.at_ms), "clientId": e.client_id, "host": e.host,
+            "method": detail(e, "method"), "path": detail(e, "path"),
+        })).collect::<Vec<_>>(),
+    });
+    NewAlert {
+        key: format!(
+            "{POLICY_VIOLATION}/{}/{code}/{window}",
+            project.unwrap_or("-")
+        ),
+        kind: POLICY_VIOLATION.into(),
+        counter: None,
+        project_id: project.map(str::to_owned),
+        client_id: None,
+        threshold_ppm: None,
+        spent: None,
+        limit: None,
+        amount: None,
+        created_at_ms: now_ms,
+        subject,
+        text,
+        payload: payload.to_string(),
+        targets: targets.to_vec(),
+    }
 }
 
 fn budget_alert(

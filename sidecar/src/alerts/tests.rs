@@ -14,6 +14,7 @@ fn rules(ppm: u64, limit: u64) -> AlertRules {
         threshold_ppm: Some(ppm),
         high_cost: None,
         limits: [(DAY.to_string(), limit)].into_iter().collect(),
+        policy_violation: false,
         targets: vec![],
     }
 }
@@ -362,4 +363,118 @@ async fn the_worker_retries_with_backoff_and_records_each_channel() {
             .get(),
         u64::from(MAX_ATTEMPTS)
     );
+}
+
+fn denial(at_ms: i64, project: Option<&str>, client: &str, code: &str) -> crate::audit::AuditEvent {
+    let mut e = crate::audit::AuditEvent::new("decision", at_ms);
+    e.project_id = project.map(Into::into);
+    e.client_id = Some(client.into());
+    e.host = Some("api.blocked.example".into());
+    e.decision = Some("deny".into());
+    e.code = Some(code.into());
+    e.details = json!({ "method": "POST", "path": "/v1/x" });
+    e
+}
+
+/// Denials group per project, code and UTC hour: one alert each, with the group's count and
+/// its first three denials; other decisions, other kinds and a policy without the trigger
+/// raise nothing.
+#[test]
+fn violations_are_one_alert_per_project_code_and_window() {
+    const H: i64 = VIOLATION_WINDOW_MS;
+    let t = 1_764_000_000_000 / H * H; // an hour start
+    let mut audit = vec![
+        denial(t + 1, Some("team"), "a", "ENDPOINT_BLOCKED"),
+        denial(t + 2, Some("team"), "b", "ENDPOINT_BLOCKED"),
+        denial(t + 3, Some("team"), "a", "ENDPOINT_BLOCKED"),
+        denial(t + 4, Some("team"), "c", "ENDPOINT_BLOCKED"),
+        denial(t + 5, Some("team"), "a", "BUDGET_EXCEEDED"),
+        denial(t + H, Some("team"), "a", "ENDPOINT_BLOCKED"), // the next hour
+        denial(t + 6, Some("other"), "z", "ENDPOINT_BLOCKED"),
+        denial(t + 7, None, "-", "UNKNOWN_API_KEY"),
+    ];
+    let mut allow = denial(t + 8, Some("team"), "a", "ENDPOINT_BLOCKED");
+    allow.decision = Some("allow".into());
+    audit.push(allow);
+    let mut gap = denial(t + 9, Some("team"), "a", "ENDPOINT_BLOCKED");
+    gap.kind = "decision.rejected".into();
+    audit.push(gap);
+
+    let off = AlertRules::default();
+    assert!(
+        violations(&off, &audit, 0).is_empty(),
+        "the trigger is off by default"
+    );
+    let on = AlertRules {
+        policy_violation: true,
+        targets: vec![],
+        ..Default::default()
+    };
+    let out = violations(&on, &audit, 42);
+    let keys: Vec<_> = out.iter().map(|a| a.key.clone()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            format!("policyViolation/-/UNKNOWN_API_KEY/{t}"),
+            format!("policyViolation/other/ENDPOINT_BLOCKED/{t}"),
+            format!("policyViolation/team/BUDGET_EXCEEDED/{t}"),
+            format!("policyViolation/team/ENDPOINT_BLOCKED/{t}"),
+            format!("policyViolation/team/ENDPOINT_BLOCKED/{}", t + H),
+        ]
+    );
+    let blocked = &out[3];
+    assert_eq!(
+        (
+            blocked.kind.as_str(),
+            blocked.project_id.as_deref(),
+            blocked.created_at_ms
+        ),
+        ("policyViolation", Some("team"), 42)
+    );
+    let p: Value = serde_json::from_str(&blocked.payload).unwrap();
+    assert_eq!(p["count"], 4);
+    assert_eq!(p["code"], "ENDPOINT_BLOCKED");
+    let examples: Vec<_> = p["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["clientId"].clone())
+        .collect();
+    assert_eq!(
+        examples,
+        [json!("a"), json!("b"), json!("a")],
+        "the first three, in order"
+    );
+    assert_eq!(p["examples"][0]["path"], "/v1/x");
+    assert_eq!(p["windowTo"], crate::clock::rfc3339(t + H));
+    assert!(
+        blocked.subject.contains("project team") && blocked.subject.contains("ENDPOINT_BLOCKED ×4"),
+        "{}",
+        blocked.subject
+    );
+    assert!(
+        blocked.text.contains("Examples (3 of 4)")
+            && blocked.text.contains("POST api.blocked.example/v1/x"),
+        "{}",
+        blocked.text
+    );
+    assert!(
+        blocked.text.lines().filter(|l| l.starts_with("- ")).count() == 3,
+        "{}",
+        blocked.text
+    );
+    assert_eq!(
+        out[2].text.lines().filter(|l| l.starts_with("- ")).count(),
+        1
+    );
+}
+
+#[test]
+fn the_violation_trigger_comes_from_the_policy() {
+    let doc = json!({ "alerts": { "channels": ["slack"], "slackWebhookUrl": "http://h/s",
+                                  "triggers": { "policyViolation": true } } });
+    assert!(rules_for(Some(&doc), []).policy_violation);
+    let doc = json!({ "alerts": { "channels": ["slack"], "slackWebhookUrl": "http://h/s",
+                                  "triggers": { "budgetThreshold": 0.8 } } });
+    assert!(!rules_for(Some(&doc), []).policy_violation);
 }

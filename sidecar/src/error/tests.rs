@@ -175,6 +175,14 @@ impl crate::Store for DownStore {
     ) -> Result<crate::store::ReportDecisions, crate::store::StoreError> {
         Err(down())
     }
+
+    async fn decision_stats(
+        &self,
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<crate::store::DecisionStats>, crate::store::StoreError> {
+        Err(down())
+    }
 }
 
 #[tokio::test]

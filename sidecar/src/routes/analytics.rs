@@ -1,9 +1,10 @@
 //! `GET /v1/analytics`: the usage ledger over the current calendar day or month (org timezone)
 //! or any `from`/`to` range, summed per group for each `groupBy` dimension (project, costCenter,
-//! endpoint, client), with budget utilisation from the counters, top endpoints, rule-based
-//! recommendations, an optional time series (`interval`) and CSV (`format=csv`). Latency,
-//! violations and anomalies arrive with the decision log; until the store records them they are
-//! left out rather than made up (docs/sidecar.md).
+//! endpoint, client, model), with budget utilisation from the counters, top endpoints,
+//! rule-based recommendations, an optional time series (`interval`) and CSV (`format=csv`).
+//! Violations (denials by code) and upstream latency (average and p95, cache hits apart) come
+//! from the decision rows of the audit log (`Store::decision_stats`), grouped the same way.
+//! Anomalies are not reported here yet (docs/sidecar.md).
 
 use std::collections::BTreeMap;
 
@@ -20,7 +21,7 @@ use crate::auth::Admin;
 use crate::clock::rfc3339;
 use crate::document::limit_for;
 use crate::error::AppError;
-use crate::store::{UsageBucket, UsageTotals};
+use crate::store::{DecisionStats, LatencyHistogram, UsageBucket, UsageTotals};
 use crate::AppState;
 
 mod recommend;
@@ -65,6 +66,8 @@ pub enum GroupBy {
     CostCenter,
     Endpoint,
     Client,
+    /// From the decision rows; the ledger records no model, so its sums are all `unassigned`.
+    Model,
 }
 
 impl GroupBy {
@@ -74,6 +77,7 @@ impl GroupBy {
             GroupBy::CostCenter => "costCenter",
             GroupBy::Endpoint => "endpoint",
             GroupBy::Client => "client",
+            GroupBy::Model => "model",
         }
     }
 }
@@ -151,13 +155,10 @@ pub fn parse_query(q: &AnalyticsQuery) -> Result<Parsed, AppError> {
             "costCenter" => GroupBy::CostCenter,
             "endpoint" => GroupBy::Endpoint,
             "client" => GroupBy::Client,
-            "model" => {
-                errs.push("groupBy: \"model\" is not recorded in the usage ledger yet".into());
-                continue;
-            }
+            "model" => GroupBy::Model,
             other => {
                 errs.push(format!(
-                    "groupBy: {other:?} is not one of project, costCenter, endpoint, client"
+                    "groupBy: {other:?} is not one of project, costCenter, endpoint, client, model"
                 ));
                 continue;
             }
@@ -306,7 +307,92 @@ pub fn key_of<'a>(t: &'a UsageTotals, by: GroupBy, doc: Option<&'a Value>) -> &'
         GroupBy::Endpoint => t.host.as_deref().unwrap_or(UNASSIGNED),
         GroupBy::Client => t.client_id.as_deref().unwrap_or(UNASSIGNED),
         GroupBy::CostCenter => cost_center(doc, t.project_id.as_deref(), t.client_id.as_deref()),
+        // The ledger does not record the model.
+        GroupBy::Model => UNASSIGNED,
     }
+}
+
+/// The key of decision rows `s` in dimension `by` (the same rules as [`key_of`]).
+pub fn decision_key<'a>(s: &'a DecisionStats, by: GroupBy, doc: Option<&'a Value>) -> &'a str {
+    match by {
+        GroupBy::Project => s.project_id.as_deref().unwrap_or(UNASSIGNED),
+        GroupBy::Endpoint => s.host.as_deref().unwrap_or(UNASSIGNED),
+        GroupBy::Client => s.client_id.as_deref().unwrap_or(UNASSIGNED),
+        GroupBy::CostCenter => cost_center(doc, s.project_id.as_deref(), s.client_id.as_deref()),
+        GroupBy::Model => s.model.as_deref().unwrap_or(UNASSIGNED),
+    }
+}
+
+/// What the decision rows of a group say: denials by code, and the latencies of forwarded
+/// requests (`allow`) and of cache hits, apart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decisions {
+    /// Denials per SPEC code (a denial without a code: [`UNASSIGNED`]).
+    pub violations: BTreeMap<String, u64>,
+    pub denials: u64,
+    pub forwarded: LatencyHistogram,
+    pub cache_hits: LatencyHistogram,
+}
+
+impl Decisions {
+    pub fn add(&mut self, s: &DecisionStats) -> Result<(), AppError> {
+        let overflow = || AppError::Internal("analytics sum above u64".into());
+        match s.decision.as_deref() {
+            Some("deny") => {
+                let code = s.code.clone().unwrap_or_else(|| UNASSIGNED.into());
+                let n = self.violations.entry(code).or_default();
+                *n = n.checked_add(s.count).ok_or_else(overflow)?;
+                self.denials = self.denials.checked_add(s.count).ok_or_else(overflow)?;
+            }
+            Some("allow") => self.forwarded.merge(&s.latency)?,
+            Some("cache_hit") => self.cache_hits.merge(&s.latency)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Adds `violations`, `avgLatency`, `p95Latency`, `latencySamples` and `cacheHitLatency`.
+    fn insert_into(&self, o: &mut Map<String, Value>) {
+        o.insert(
+            "violations".into(),
+            json!({ "count": self.denials, "byCode": self.violations }),
+        );
+        let (avg, p95, n) = latency_json(&self.forwarded);
+        o.insert("avgLatency".into(), avg);
+        o.insert("p95Latency".into(), p95);
+        o.insert("latencySamples".into(), n);
+        let (avg, p95, n) = latency_json(&self.cache_hits);
+        o.insert(
+            "cacheHitLatency".into(),
+            json!({ "avg": avg, "p95": p95, "samples": n }),
+        );
+    }
+}
+
+/// (average ms, p95 ms, samples); null average and p95 without samples.
+fn latency_json(h: &LatencyHistogram) -> (Value, Value, Value) {
+    // Milliseconds, not money: a float average is fine.
+    #[allow(clippy::cast_precision_loss)]
+    let avg = (h.count > 0).then(|| h.sum_ms as f64 / h.count as f64);
+    (json!(avg), json!(h.quantile(95, 100)), json!(h.count))
+}
+
+/// Decision facts per group key of `by`, and the total.
+pub fn decision_groups(
+    stats: &[DecisionStats],
+    by: GroupBy,
+    doc: Option<&Value>,
+) -> Result<(BTreeMap<String, Decisions>, Decisions), AppError> {
+    let mut groups = BTreeMap::<String, Decisions>::new();
+    let mut all = Decisions::default();
+    for s in stats {
+        groups
+            .entry(decision_key(s, by, doc).to_owned())
+            .or_default()
+            .add(s)?;
+        all.add(s)?;
+    }
+    Ok((groups, all))
 }
 
 /// Sums per group key (sorted by key) and the total.
@@ -392,16 +478,22 @@ fn budget_utilization(
     json!({ "month": utilization(doc, spent, &m), "day": utilization(doc, spent, &d) })
 }
 
-/// One dimension's section: groups most expensive first, each with its sums, top endpoints and
-/// (projects) budget utilisation.
+/// One dimension's section: groups most expensive first, each with its sums, top endpoints,
+/// decision facts and (projects) budget utilisation. A group only the decision rows know (a
+/// client denied every time) is there with zero sums.
 pub fn section(
     totals: &[UsageTotals],
+    decisions: &[DecisionStats],
     by: GroupBy,
     doc: Option<&Value>,
     spent: &BTreeMap<String, u64>,
     keys: &Keys,
 ) -> Result<Vec<Value>, AppError> {
-    let (groups, _) = group(totals, by, doc)?;
+    let (mut groups, _) = group(totals, by, doc)?;
+    let (mut facts, _) = decision_groups(decisions, by, doc)?;
+    for k in facts.keys() {
+        groups.entry(k.clone()).or_default();
+    }
     // The rows of each group, in one pass (no scan of all rows per group).
     let mut rows = BTreeMap::<&str, Vec<&UsageTotals>>::new();
     for t in totals {
@@ -416,6 +508,7 @@ pub fn section(
         let top = top_endpoints(rows.get(k.as_str()).into_iter().flatten().copied())?;
         if let Some(o) = v.as_object_mut() {
             o.insert("topEndpoints".into(), top);
+            facts.remove(&k).unwrap_or_default().insert_into(o);
             if by == GroupBy::Project && k != UNASSIGNED {
                 o.insert(
                     "budgetUtilization".into(),
@@ -541,11 +634,19 @@ fn csv_of(body: &Value) -> Result<String, AppError> {
         "cacheHits",
         "cacheHitRate",
         "savings",
+        "violations",
+        "avgLatency",
+        "p95Latency",
     ])
     .map_err(err)?;
     let mut row = |dim: &str, key: &str, start: &str, g: &Value| -> Result<(), csv::Error> {
         let num = |f: &str| match field(g, f) {
             Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            v => v.to_string(),
+        };
+        // Series points carry ledger sums only: empty there.
+        let violations = match field(field(g, "violations"), "count") {
             Value::Null => String::new(),
             v => v.to_string(),
         };
@@ -558,6 +659,9 @@ fn csv_of(body: &Value) -> Result<String, AppError> {
             &num("cacheHits"),
             &num("cacheHitRate"),
             &num("savings"),
+            &violations,
+            &num("avgLatency"),
+            &num("p95Latency"),
         ])
     };
     let list = |v: &Value, k: &str| field(v, k).as_array().cloned().unwrap_or_default();
@@ -633,10 +737,17 @@ pub async fn report(state: &AppState, parsed: &Parsed) -> Result<Value, AppError
         None => None,
     };
     let totals = state.store.usage_totals(from_ms, to_ms).await?;
-    let month = if parsed.period == Some(Period::Month) {
-        totals.clone()
+    let decisions = state.store.decision_stats(from_ms, to_ms).await?;
+    let (month, month_decisions) = if parsed.period == Some(Period::Month) {
+        (totals.clone(), decisions.clone())
     } else {
-        state.store.usage_totals(month_from_ms, month_to_ms).await?
+        (
+            state.store.usage_totals(month_from_ms, month_to_ms).await?,
+            state
+                .store
+                .decision_stats(month_from_ms, month_to_ms)
+                .await?,
+        )
     };
     let spent: BTreeMap<String, u64> = state
         .store
@@ -662,7 +773,7 @@ pub async fn report(state: &AppState, parsed: &Parsed) -> Result<Value, AppError
         sec.insert("groupBy".into(), json!(dim.name()));
         sec.insert(
             "groups".into(),
-            Value::Array(section(&totals, dim, doc, &spent, &keys)?),
+            Value::Array(section(&totals, &decisions, dim, doc, &spent, &keys)?),
         );
         if let (Some(interval), Some(b)) = (parsed.interval, &buckets) {
             let s = series(b, Some(dim), doc, &tz, interval, from_ms)?;
@@ -675,9 +786,11 @@ pub async fn report(state: &AppState, parsed: &Parsed) -> Result<Value, AppError
         sections.push(Value::Object(sec));
     }
     let (_, all) = group(&totals, GroupBy::Project, doc)?;
+    let (_, all_decisions) = decision_groups(&decisions, GroupBy::Project, doc)?;
     let mut total = all.to_json();
     if let Some(o) = total.as_object_mut() {
         o.insert("topEndpoints".into(), top_endpoints(totals.iter())?);
+        all_decisions.insert_into(o);
         o.insert(
             "budgetUtilization".into(),
             budget_utilization(doc, &spent, &keys, None),
@@ -687,6 +800,7 @@ pub async fn report(state: &AppState, parsed: &Parsed) -> Result<Value, AppError
     let recommendations = recommend::recommend(&recommend::Inputs {
         doc,
         month: &month,
+        month_decisions: &month_decisions,
         month_from_ms,
         month_to_ms,
         now_ms,

@@ -921,6 +921,7 @@ fn budget_rules(counter: &str, limit: u64) -> crate::alerts::AlertRules {
         threshold_ppm: Some(800_000),
         high_cost: None,
         limits: [(counter.to_string(), limit)].into_iter().collect(),
+        policy_violation: false,
         targets: vec![slack()],
     }
 }
@@ -1968,4 +1969,195 @@ pub async fn report_reads_sum_the_decision_log(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(empty, crate::store::ReportDecisions::default());
+}
+
+/// Decision rows read back in aggregate (issue 16): only kind `decision`, only `[from, to)`,
+/// one group per (project, client, host, model, decision, code) with null fields kept apart,
+/// the count including rows without a latency, and the SQL's histogram bins exactly what
+/// `latency_floor` says, with each bin's largest latency.
+pub async fn decision_stats_group_and_bin_decision_rows(store: &dyn Store) {
+    use crate::store::decision_stats::latency_floor;
+    let ev =
+        |at: i64, model: Option<&str>, decision: &str, code: Option<&str>, lat: Option<i64>| {
+            let mut e = crate::audit::AuditEvent::new("decision", at);
+            e.project_id = Some("p".into());
+            e.client_id = Some("c".into());
+            e.host = Some("api.openai.com".into());
+            e.model = model.map(Into::into);
+            e.decision = Some(decision.into());
+            e.code = code.map(Into::into);
+            e.latency_ms = lat;
+            e
+        };
+    let allow: Vec<i64> = vec![3, 99, 100, 109, 110, 250, 999, 1000, 1099, 123_456, 5, 5];
+    let mut rows = Vec::new();
+    for (i, l) in allow.iter().enumerate() {
+        rows.push(ev(
+            T0 + i64::try_from(i).unwrap(),
+            Some("gpt-4o"),
+            "allow",
+            None,
+            Some(*l),
+        ));
+    }
+    // Same group, no latency: counted, not binned.
+    rows.push(ev(T0 + 50, Some("gpt-4o"), "allow", None, None));
+    rows.push(ev(T0 + 51, None, "deny", Some("BUDGET_EXCEEDED"), None));
+    rows.push(ev(T0 + 52, None, "deny", Some("BUDGET_EXCEEDED"), None));
+    rows.push(ev(T0 + 53, None, "deny", Some("ENDPOINT_BLOCKED"), None));
+    rows.push(ev(T0 + 54, Some("gpt-4o"), "cache_hit", None, Some(2)));
+    // Outside the range: at `to` (excluded) and before `from`.
+    rows.push(ev(T0 + 1000, Some("gpt-4o"), "allow", None, Some(7)));
+    rows.push(ev(T0 - 1, Some("gpt-4o"), "allow", None, Some(7)));
+    let mut b = batch("envoy-s", 1, vec![]);
+    b.audit = rows;
+    b.audit
+        .push(crate::audit::AuditEvent::new("decision.gap", T0 + 5));
+    store.sync(b).await.unwrap();
+    // Another kind in range, with every column a decision row has: not read.
+    let mut other = ev(T0 + 6, Some("gpt-4o"), "allow", None, Some(4));
+    other.kind = "approval.created".into();
+    store.audit_append(vec![other]).await.unwrap();
+
+    let mut got = store.decision_stats(T0, T0 + 1000).await.unwrap();
+    got.sort_by(|a, b| (&a.decision, &a.code).cmp(&(&b.decision, &b.code)));
+    let brief: Vec<_> = got
+        .iter()
+        .map(|s| {
+            (
+                s.decision.as_deref(),
+                s.code.as_deref(),
+                s.model.as_deref(),
+                s.count,
+            )
+        })
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            (Some("allow"), None, Some("gpt-4o"), 13),
+            (Some("cache_hit"), None, Some("gpt-4o"), 1),
+            (Some("deny"), Some("BUDGET_EXCEEDED"), None, 2),
+            (Some("deny"), Some("ENDPOINT_BLOCKED"), None, 1),
+        ]
+    );
+    let a = &got[0];
+    assert_eq!(
+        (
+            a.project_id.as_deref(),
+            a.client_id.as_deref(),
+            a.host.as_deref()
+        ),
+        (Some("p"), Some("c"), Some("api.openai.com"))
+    );
+    assert_eq!(a.latency.count, 12);
+    assert_eq!(
+        a.latency.sum_ms,
+        allow
+            .iter()
+            .map(|&l| u64::try_from(l).unwrap())
+            .sum::<u64>()
+    );
+    let mut want = std::collections::BTreeMap::<i64, (u64, i64)>::new();
+    for &l in &allow {
+        let e = want.entry(latency_floor(l)).or_insert((0, l));
+        e.0 += 1;
+        e.1 = e.1.max(l);
+    }
+    let bins: std::collections::BTreeMap<i64, (u64, i64)> = a
+        .latency
+        .bins
+        .values()
+        .map(|b| (b.floor_ms, (b.count, b.max_ms)))
+        .collect();
+    assert_eq!(bins, want);
+    assert_eq!(bins.get(&120_000), Some(&(1, 123_456)));
+    assert_eq!(bins.get(&100), Some(&(2, 109)));
+    // p95 of 12: the 12th smallest (123456), exactly.
+    assert_eq!(a.latency.quantile(95, 100), Some(123_456));
+    // p50: the 6th smallest is 109, reported as its bin's largest, 109.
+    assert_eq!(a.latency.quantile(50, 100), Some(109));
+    assert_eq!(got[2].latency, crate::store::LatencyHistogram::default());
+    assert!(
+        store
+            .decision_stats(T0 + 1000, T0 + 2000)
+            .await
+            .unwrap()
+            .len()
+            == 1
+    );
+    assert!(store
+        .decision_stats(T0 + 2000, T0 + 3000)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// `policyViolation` (issue 16): a sync carrying denials raises one alert per project, code and
+/// window, in its transaction; the resent batch, and a later batch with more denials of the
+/// same window, raise nothing (the key exists); a new window does; the trigger off raises none.
+pub async fn violation_alerts_fire_once_per_project_code_and_window(store: &dyn Store) {
+    const H: i64 = crate::alerts::VIOLATION_WINDOW_MS;
+    let t = T0 / H * H;
+    let deny = |at: i64, code: &str| {
+        let mut e = crate::audit::AuditEvent::new("decision", at);
+        e.project_id = Some("team".into());
+        e.client_id = Some("bot".into());
+        e.decision = Some("deny".into());
+        e.code = Some(code.into());
+        e
+    };
+    let rules = crate::alerts::AlertRules {
+        policy_violation: true,
+        targets: vec![slack()],
+        ..Default::default()
+    };
+    let mut b = batch("v", 1, vec![]);
+    b.audit = vec![
+        deny(t + 1, "ENDPOINT_BLOCKED"),
+        deny(t + 2, "ENDPOINT_BLOCKED"),
+        deny(t + 3, "BUDGET_EXCEEDED"),
+    ];
+    let out = store.sync_alerting(b.clone(), rules.clone()).await.unwrap();
+    assert_eq!(out.alerts_raised, vec!["policyViolation".to_string(); 2]);
+    let again = store.sync_alerting(b, rules.clone()).await.unwrap();
+    assert!(again.duplicate && again.alerts_raised.is_empty());
+    let mut later = batch("v", 2, vec![]);
+    later.audit = vec![
+        deny(t + 10, "ENDPOINT_BLOCKED"),
+        deny(t + H, "ENDPOINT_BLOCKED"),
+    ];
+    let out = store.sync_alerting(later, rules.clone()).await.unwrap();
+    assert_eq!(
+        out.alerts_raised,
+        vec!["policyViolation".to_string()],
+        "only the new hour"
+    );
+    let mut off = batch("v", 3, vec![]);
+    off.audit = vec![deny(t + 2 * H, "ENDPOINT_BLOCKED")];
+    let out = store
+        .sync_alerting(off, crate::alerts::AlertRules::default())
+        .await
+        .unwrap();
+    assert!(out.alerts_raised.is_empty(), "trigger off");
+    assert_eq!(
+        alert_keys(store).await,
+        [
+            format!("policyViolation/team/BUDGET_EXCEEDED/{t}"),
+            format!("policyViolation/team/ENDPOINT_BLOCKED/{t}"),
+            format!("policyViolation/team/ENDPOINT_BLOCKED/{}", t + H),
+        ]
+    );
+    let list = store.alerts(10).await.unwrap();
+    let first = list
+        .iter()
+        .find(|a| a.key == format!("policyViolation/team/ENDPOINT_BLOCKED/{t}"))
+        .unwrap();
+    assert!(
+        first.subject.ends_with("ENDPOINT_BLOCKED ×2"),
+        "{}",
+        first.subject
+    );
+    assert_eq!(first.deliveries.len(), 1, "to the rules' channel");
+    assert_eq!(first.project_id.as_deref(), Some("team"));
 }

@@ -12,6 +12,7 @@ pub mod alert;
 pub mod anomaly;
 pub mod approval;
 pub mod audit;
+pub mod decision_stats;
 pub mod lease;
 pub mod postgres;
 pub mod report_reads;
@@ -30,6 +31,7 @@ pub use anomaly::{Anomaly, AnomalyKind, AnomalyQuery, HourlyUsage, Unit};
 pub use approval::{
     Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome, Refusal,
 };
+pub use decision_stats::{DecisionStats, LatencyBin, LatencyHistogram};
 pub use postgres::PgStore;
 pub use report_reads::{
     ApprovalBound, ModelTotals, ReportDecisionQuery, ReportDecisions, UnapprovedDecision,
@@ -308,6 +310,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Newest window first, at most `query.limit`.
     async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<Anomaly>, StoreError>;
+
+    // --- decision rows (decision_stats.rs) ---
+
+    /// The audit log's `decision` rows with `at_ms` in `[from_ms, to_ms)`, per (project, client,
+    /// host, model, decision, code): count and latency histogram; in no particular order.
+    async fn decision_stats(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<DecisionStats>, StoreError>;
 
     // --- alerts (alert.rs, crate::alerts, docs/alerts.md) ---
     // Both backends implement all of these; the defaults serve test doubles only (a store

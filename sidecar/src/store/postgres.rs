@@ -25,7 +25,7 @@ use super::{
     SCHEMA,
 };
 use super::{AlertRecord, ClaimedAlert, DeliveryUpdate};
-use crate::alerts::{detect, AlertRules, NewAlert};
+use crate::alerts::{detect, violations, AlertRules, NewAlert};
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -119,7 +119,7 @@ impl PgStore {
             tx.batch_execute(stmt).await.map_err(pg)?;
         }
         // Under the same lock; `IF NOT EXISTS` makes a second start a no-op.
-        for stmt in anomaly::SCHEMA {
+        for stmt in anomaly::SCHEMA.iter().chain(super::decision_stats::SCHEMA) {
             tx.batch_execute(stmt).await.map_err(pg)?;
         }
         for (table, column, definition) in ADDED_COLUMNS {
@@ -329,7 +329,10 @@ async fn sync_tx(
             }
         }
         // Alerts this batch raised, once per key across the fleet (crate::alerts).
-        for a in detect(rules, &moved, &w.usage, &w.instance_id, w.seq, w.now_ms) {
+        let found = detect(rules, &moved, &w.usage, &w.instance_id, w.seq, w.now_ms)
+            .into_iter()
+            .chain(violations(rules, &w.audit, w.now_ms));
+        for a in found {
             if alert::postgres::insert(&tx, &a).await? {
                 alerts_raised.push(a.kind);
             }
@@ -791,6 +794,15 @@ impl Store for PgStore {
     ) -> Result<super::ReportDecisions, StoreError> {
         let mut client = self.pool.get().await.map_err(backend)?;
         super::report_reads::postgres::read(&mut client, &query).await
+    }
+
+    async fn decision_stats(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<super::DecisionStats>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        super::decision_stats::postgres::stats(&client, from_ms, to_ms).await
     }
 
     async fn raise_alert(&self, a: NewAlert) -> Result<bool, StoreError> {

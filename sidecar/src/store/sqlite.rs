@@ -24,7 +24,7 @@ use super::{
     SCHEMA,
 };
 use super::{AlertRecord, ClaimedAlert, DeliveryUpdate};
-use crate::alerts::{detect, AlertRules, NewAlert};
+use crate::alerts::{detect, violations, AlertRules, NewAlert};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -60,7 +60,10 @@ impl SqliteStore {
             conn.execute(stmt, []).map_err(backend)?;
         }
         add_columns(&conn)?;
-        for stmt in super::anomaly::SCHEMA {
+        for stmt in super::anomaly::SCHEMA
+            .iter()
+            .chain(super::decision_stats::SCHEMA)
+        {
             conn.execute(stmt, []).map_err(backend)?;
         }
         Ok(SqliteStore {
@@ -271,7 +274,10 @@ fn sync_tx(
             }
         }
         // Alerts this batch raised, once per key (crate::alerts).
-        for a in detect(rules, &moved, &w.usage, &w.instance_id, w.seq, w.now_ms) {
+        let found = detect(rules, &moved, &w.usage, &w.instance_id, w.seq, w.now_ms)
+            .into_iter()
+            .chain(violations(rules, &w.audit, w.now_ms));
+        for a in found {
             if alert::sqlite::insert(&tx, &a)? {
                 alerts_raised.push(a.kind);
             }
@@ -737,6 +743,15 @@ impl Store for SqliteStore {
         query: super::ReportDecisionQuery,
     ) -> Result<super::ReportDecisions, StoreError> {
         self.run(move |c| super::report_reads::sqlite::read(c, &query))
+            .await
+    }
+
+    async fn decision_stats(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<super::DecisionStats>, StoreError> {
+        self.run(move |c| super::decision_stats::sqlite::stats(c, from_ms, to_ms))
             .await
     }
 }

@@ -115,6 +115,8 @@ contract_tests!(
     decision_rows_ride_their_batch_once,
     // the compliance report (issue 17)
     report_reads_sum_the_decision_log,
+    decision_stats_group_and_bin_decision_rows,
+    violation_alerts_fire_once_per_project_code_and_window,
 );
 
 /// Two sidecars on one PostgreSQL append to one chain: contiguous seqs, no fork.
@@ -511,6 +513,7 @@ async fn postgres_two_sidecars_raise_and_claim_each_alert_once() {
     let rules = crate::alerts::AlertRules {
         threshold_ppm: Some(800_000),
         high_cost: None,
+        policy_violation: false,
         limits: [(counter.to_string(), 1000)].into_iter().collect(),
         targets: vec![crate::alerts::AlertTarget {
             channel: "slack".into(),

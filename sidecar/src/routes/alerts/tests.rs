@@ -190,3 +190,63 @@ async fn the_history_is_for_admins_and_checks_its_query() {
         );
     }
 }
+
+fn denial(at: i64, client: &str, code: &str) -> Value {
+    json!({ "at": at, "decision": "deny", "code": code, "method": "POST",
+            "authority": "api.openai.com", "path": "/v1/chat/completions", "policyVersion": 1,
+            "projectId": "sales-ai", "clientId": client })
+}
+
+/// `policyViolation` through `/v1/sync`: with the trigger on, a batch's denials raise one
+/// alert per code in the hour (the count and examples in it), a resend and more denials in
+/// the same hour raise nothing, and the metric counts them; with the trigger off, none.
+#[tokio::test]
+async fn synced_denials_raise_one_violation_alert_per_code_and_hour() {
+    let h = harness();
+    let mut p = policy();
+    p["alerts"]["triggers"]["policyViolation"] = json!(true);
+    let r = h.put_policy(ALICE, &p).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let hour = 3_600_000;
+    let start = T0 / hour * hour;
+    let batch = json!({ "instanceId": "envoy-1", "seq": 1, "policyVersion": 1,
+        "decisions": [denial(start + 1, "sales-agent", "ENDPOINT_BLOCKED"),
+                      denial(start + 2, "sales-agent", "ENDPOINT_BLOCKED"),
+                      denial(start + 3, "sales-bot", "ENDPOINT_BLOCKED"),
+                      denial(start + 4, "sales-agent", "ENDPOINT_BLOCKED"),
+                      denial(start + 5, "sales-agent", "OUTSIDE_WORKING_HOURS")] });
+    assert_eq!(h.sync(batch.clone()).await.status, StatusCode::OK);
+    assert_eq!(h.sync(batch).await.body["duplicate"], json!(true));
+    let more = json!({ "instanceId": "envoy-2", "seq": 1, "policyVersion": 1,
+        "decisions": [denial(start + 60_000, "sales-agent", "ENDPOINT_BLOCKED")] });
+    assert_eq!(h.sync(more).await.status, StatusCode::OK);
+
+    let alerts = list(&h).await;
+    let mut subjects: Vec<&str> = alerts
+        .iter()
+        .map(|a| {
+            assert_eq!(a["kind"], "policyViolation", "{a}");
+            assert_eq!(a["projectId"], "sales-ai");
+            a["subject"].as_str().unwrap()
+        })
+        .collect();
+    subjects.sort_unstable();
+    assert_eq!(
+        subjects,
+        [
+            "[pag0] policy violations: project sales-ai, ENDPOINT_BLOCKED ×4",
+            "[pag0] policy violations: project sales-ai, OUTSIDE_WORKING_HOURS ×1",
+        ]
+    );
+    let r = h.call(Method::GET, "/metrics", None, None).await;
+    let line = "pag0_alerts_raised_total{kind=\"policyViolation\"} 2";
+    assert!(r.text.contains(line), "{line} not in\n{}", r.text);
+
+    // The trigger off (the policy without it): the next hour's denials raise nothing.
+    let r = h.put_policy(ALICE, &policy()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let later = json!({ "instanceId": "envoy-1", "seq": 2, "policyVersion": 2,
+        "decisions": [denial(start + hour, "sales-agent", "ENDPOINT_BLOCKED")] });
+    assert_eq!(h.sync(later).await.status, StatusCode::OK);
+    assert_eq!(list(&h).await.len(), 2);
+}

@@ -1,13 +1,13 @@
-//! `recommendations`: rules over the month-to-date ledger, the budget counters and the approval
-//! queue. Each names its rule and carries the numbers it was computed from; a rule that the
-//! data does not trigger says nothing. Pure: the route gathers the inputs.
+//! `recommendations`: rules over the month-to-date ledger, the decision rows, the budget
+//! counters and the approval queue. Each names its rule and carries the numbers it was computed
+//! from; a rule that the data does not trigger says nothing. Pure: the route gathers the inputs.
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
 use crate::document::limit_for;
-use crate::store::{Approval, ApprovalStatus, UsageTotals};
+use crate::store::{Approval, ApprovalStatus, DecisionStats, UsageTotals};
 
 /// Below this much of the month elapsed a run rate says little: no budget rule fires.
 pub const MIN_ELAPSED_MS: i64 = 86_400_000;
@@ -21,12 +21,18 @@ pub const CACHE_RATIO_PERCENT: u64 = 50;
 pub const CACHE_MIN_REQUESTS: u64 = 20;
 /// Approvals granted, none denied, at least this many: the threshold asks for nothing.
 pub const APPROVALS_MIN_GRANTED: u64 = 5;
+/// A client denied at least this many times this month with one code …
+pub const DENIED_MIN: u64 = 20;
+/// … making at least this share of all its decisions looks misconfigured, not unlucky.
+pub const DENIED_SHARE_PERCENT: u64 = 50;
 
 /// Everything the rules read.
 pub struct Inputs<'a> {
     pub doc: Option<&'a Value>,
     /// Month-to-date ledger totals per (project, client, host).
     pub month: &'a [UsageTotals],
+    /// Month-to-date decision rows per (project, client, host, model, decision, code).
+    pub month_decisions: &'a [DecisionStats],
     /// The current month's `[from, to)` and now, unix ms.
     pub month_from_ms: i64,
     pub month_to_ms: i64,
@@ -220,12 +226,98 @@ fn approvals_rule(i: &Inputs<'_>, out: &mut Vec<Value>) {
     }
 }
 
+/// What to look at for a client refused over and over with `code` (mostly on `host`).
+fn denial_hint(code: &str, host: &str) -> String {
+    match code {
+        "ENDPOINT_BLOCKED" | "ENDPOINT_NOT_ALLOWED" | "CATEGORY_NOT_ALLOWED" => format!(
+            "it keeps calling {host}, which its policy refuses: point the agent elsewhere or change the endpoint rules"
+        ),
+        "OUTSIDE_WORKING_HOURS" => {
+            "it runs outside its working hours: reschedule it or widen workingHours".into()
+        }
+        "BUDGET_EXCEEDED" => {
+            "it keeps calling after its budget ran out: make it stop on 402 or raise the budget".into()
+        }
+        "MAX_PER_REQUEST_EXCEEDED" => {
+            "its requests are priced above maxPerRequest: lower its max_tokens or raise maxPerRequest".into()
+        }
+        "APPROVAL_REQUIRED" | "APPROVAL_DENIED" | "APPROVAL_EXPIRED" | "APPROVAL_MISMATCH"
+        | "APPROVAL_USED" => {
+            "it keeps sending requests that need an approval it does not have: check how it waits for approvals".into()
+        }
+        _ => format!("its requests to {host} are refused as {code}: check the agent's configuration"),
+    }
+}
+
+fn denied_rule(i: &Inputs<'_>, out: &mut Vec<Value>) {
+    /// Per (project, client): every decision, and denials per code with their hosts.
+    #[derive(Default)]
+    struct Client<'a> {
+        decisions: u64,
+        codes: BTreeMap<&'a str, (u64, BTreeMap<&'a str, u64>)>,
+    }
+    let mut per = BTreeMap::<(Option<&str>, &str), Client<'_>>::new();
+    for s in i.month_decisions {
+        // A request without a client (no or an unknown key) is nobody's misconfiguration here.
+        let Some(client) = s.client_id.as_deref() else {
+            continue;
+        };
+        let c = per.entry((s.project_id.as_deref(), client)).or_default();
+        c.decisions = c.decisions.saturating_add(s.count);
+        if s.decision.as_deref() == Some("deny") {
+            let code = s.code.as_deref().unwrap_or(super::UNASSIGNED);
+            let e = c.codes.entry(code).or_default();
+            e.0 = e.0.saturating_add(s.count);
+            let h =
+                e.1.entry(s.host.as_deref().unwrap_or(super::UNASSIGNED))
+                    .or_default();
+            *h = h.saturating_add(s.count);
+        }
+    }
+    for ((project, client), c) in per {
+        // The code refused most often (the first by name on a tie).
+        let Some((code, (denials, hosts))) = c
+            .codes
+            .iter()
+            .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then_with(|| b.0.cmp(a.0)))
+        else {
+            continue;
+        };
+        if *denials < DENIED_MIN
+            || u128::from(*denials) * 100
+                < u128::from(DENIED_SHARE_PERCENT) * u128::from(c.decisions)
+        {
+            continue;
+        }
+        let (host, on_host) = hosts
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .map_or((super::UNASSIGNED, 0), |(h, n)| (*h, *n));
+        let share = to_u64(u128::from(*denials) * 100 / u128::from(c.decisions.max(1)));
+        let of = project.map_or_else(String::new, |p| format!(" of project {p}"));
+        out.push(json!({
+            "rule": "client-denied-repeatedly",
+            "projectId": project,
+            "clientId": client,
+            "code": code,
+            "message": format!(
+                "client {client}{of} was refused {denials} times this month with {code} ({share}% of its {} requests, {on_host} of them on {host}): {}",
+                c.decisions, denial_hint(code, host)),
+            "numbers": {
+                "denials": denials, "decisions": c.decisions, "sharePercent": share,
+                "topHost": host, "topHostDenials": on_host,
+            },
+        }));
+    }
+}
+
 /// Every rule the data triggers, in rule order.
 pub fn recommend(i: &Inputs<'_>) -> Vec<Value> {
     let mut out = Vec::new();
     budget_rules(i, &mut out);
     cache_rule(i, &mut out);
     approvals_rule(i, &mut out);
+    denied_rule(i, &mut out);
     out
 }
 

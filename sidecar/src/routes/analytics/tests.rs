@@ -336,12 +336,23 @@ mod router {
         );
         assert_eq!(sums(group(b, "support")), ("300", 1, 0, "0", Some(0.0)));
         assert_eq!(sums(&b["total"]), ("6300", 5, 2, "1250", Some(0.4)));
-        for absent in ["avgLatency", "p95", "violations", "anomalies"] {
-            assert!(
-                !month.text.contains(absent),
-                "{absent} needs the decision log, so it is not reported"
+        // No decision events were synced: no denials, and no latency rather than a made-up 0.
+        for g in [group(b, "sales-ai"), &b["total"]] {
+            assert_eq!(g["violations"], json!({ "count": 0, "byCode": {} }), "{g}");
+            assert_eq!(
+                (&g["avgLatency"], &g["p95Latency"], &g["latencySamples"]),
+                (&Value::Null, &Value::Null, &json!(0)),
+                "{g}"
+            );
+            assert_eq!(
+                g["cacheHitLatency"],
+                json!({ "avg": null, "p95": null, "samples": 0 })
             );
         }
+        assert!(
+            !month.text.contains("anomalies"),
+            "anomalies are not in analytics yet"
+        );
 
         let day = h.analytics("period=day&groupBy=project").await;
         assert_eq!(
@@ -433,7 +444,6 @@ mod router {
                 "period=month&groupBy=project,project",
                 "groupBy: \"project\" given twice",
             ),
-            ("groupBy=model", "groupBy: \"model\" is not recorded"),
             (
                 "period=day&from=2025-11-01T00:00:00Z&to=2025-11-02T00:00:00Z",
                 "period: give either",

@@ -64,6 +64,7 @@ fn run(
     recommend(&Inputs {
         doc: Some(doc),
         month,
+        month_decisions: &[],
         month_from_ms: 0,
         month_to_ms: MONTH,
         now_ms,
@@ -240,4 +241,120 @@ fn approvals_always_granted_raise_the_threshold() {
     assert_eq!(out[0]["numbers"]["granted"], 5);
     // Four granted are too few.
     assert!(run(&json!({}), &[], 20 * DAY, &[], &a[..4]).is_empty());
+}
+
+fn decided(
+    client: Option<&str>,
+    host: &str,
+    decision: &str,
+    code: Option<&str>,
+    count: u64,
+) -> DecisionStats {
+    DecisionStats {
+        project_id: Some("sales-ai".into()),
+        client_id: client.map(Into::into),
+        host: Some(host.into()),
+        decision: Some(decision.into()),
+        code: code.map(Into::into),
+        count,
+        ..DecisionStats::default()
+    }
+}
+
+fn denied(decisions: &[DecisionStats]) -> Vec<Value> {
+    let spent = BTreeMap::new();
+    recommend(&Inputs {
+        doc: None,
+        month: &[],
+        month_decisions: decisions,
+        month_from_ms: 0,
+        month_to_ms: MONTH,
+        now_ms: DAY,
+        spent: &spent,
+        month_key: "2026-11",
+        approvals: &[],
+    })
+}
+
+/// One client refused over and over with one code: the rule names the client, the code, the
+/// host most refused and the counts; under the count or the share it says nothing, and a
+/// request without a client is nobody's.
+#[test]
+fn a_client_denied_over_and_over_with_one_code() {
+    let bad = "api.blocked.example";
+    let rows = [
+        decided(Some("scraper"), bad, "deny", Some("ENDPOINT_BLOCKED"), 15),
+        decided(
+            Some("scraper"),
+            "api.other.example",
+            "deny",
+            Some("ENDPOINT_BLOCKED"),
+            6,
+        ),
+        decided(
+            Some("scraper"),
+            "api.openai.com",
+            "deny",
+            Some("BUDGET_EXCEEDED"),
+            3,
+        ),
+        decided(Some("scraper"), "api.openai.com", "allow", None, 10),
+        // 20 denials but only 20 of 60 decisions: a busy client, not a broken one.
+        decided(
+            Some("busy"),
+            "api.openai.com",
+            "deny",
+            Some("BUDGET_EXCEEDED"),
+            20,
+        ),
+        decided(Some("busy"), "api.openai.com", "allow", None, 40),
+        // All denied, but only 19 times.
+        decided(Some("rare"), bad, "deny", Some("ENDPOINT_BLOCKED"), 19),
+        // No client (unknown key): not a client's misconfiguration.
+        decided(None, bad, "deny", Some("UNKNOWN_API_KEY"), 500),
+    ];
+    let out = denied(&rows);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let r = &out[0];
+    assert_eq!(
+        (
+            r["rule"].as_str(),
+            r["projectId"].as_str(),
+            r["clientId"].as_str(),
+            r["code"].as_str()
+        ),
+        (
+            Some("client-denied-repeatedly"),
+            Some("sales-ai"),
+            Some("scraper"),
+            Some("ENDPOINT_BLOCKED")
+        )
+    );
+    assert_eq!(
+        r["numbers"],
+        json!({ "denials": 21, "decisions": 34, "sharePercent": 61,
+                "topHost": bad, "topHostDenials": 15 })
+    );
+    let msg = r["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("client scraper of project sales-ai was refused 21 times this month with ENDPOINT_BLOCKED (61% of its 34 requests, 15 of them on api.blocked.example): it keeps calling api.blocked.example"),
+        "{msg}"
+    );
+    // Exactly at the bounds it fires: 20 denials, half of 40 decisions.
+    let edge = [
+        decided(Some("edge"), bad, "deny", Some("OUTSIDE_WORKING_HOURS"), 20),
+        decided(Some("edge"), bad, "allow", None, 20),
+    ];
+    let out = denied(&edge);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0]["numbers"]["sharePercent"], 50);
+    assert!(out[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("widen workingHours"));
+    let under = [
+        decided(Some("edge"), bad, "deny", Some("OUTSIDE_WORKING_HOURS"), 20),
+        decided(Some("edge"), bad, "allow", None, 21),
+    ];
+    assert!(denied(&under).is_empty(), "just under half: nothing");
 }

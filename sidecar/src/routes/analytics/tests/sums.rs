@@ -1,6 +1,8 @@
 //! A scripted month of usage through `/v1/sync`, on SQLite and PostgreSQL: every dimension of
 //! `/v1/analytics` (period, range, series, CSV) equals sums the test computes from the records
-//! themselves, and budget utilisation equals `/v1/budgets`.
+//! themselves, and budget utilisation equals `/v1/budgets`. Scripted decision events ride the
+//! same batches: violations and latencies per group equal what the test computes from the
+//! `/v1/audit` decision rows, for every dimension.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -147,6 +149,8 @@ fn expected(recs: &[Rec], dim: &str, from: i64, to: i64) -> BTreeMap<String, Sum
             "client" => r.client,
             "endpoint" => r.host,
             "costCenter" => cc,
+            // The ledger records no model.
+            "model" => "unassigned",
             "total" => "",
             _ => panic!("no dimension {dim}"),
         };
@@ -182,31 +186,299 @@ fn got(body: &Value, dim: &str) -> BTreeMap<String, Sums> {
         .collect()
 }
 
-const DIMS: [&str; 4] = ["project", "costCenter", "endpoint", "client"];
+const DIMS: [&str; 5] = ["project", "costCenter", "endpoint", "client", "model"];
+
+const MODELS: [Option<&str>; 3] = [Some("gpt-4o"), Some("gpt-4o-mini"), None];
+const CODES: [&str; 3] = [
+    "BUDGET_EXCEEDED",
+    "ENDPOINT_BLOCKED",
+    "OUTSIDE_WORKING_HOURS",
+];
+
+/// 400 decision events over the same 30 days, deterministic: allows with upstream latencies
+/// (some without), cache hits with their own, denials by three codes, held requests, and
+/// refusals of an unknown key (no client, no project).
+fn decision_script() -> Vec<Value> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..400)
+        .map(|_| {
+            let (project, client, _) = WHO[(next() % 5) as usize];
+            let host = HOSTS[(next() % 3) as usize];
+            let at = T0 - (next() % (30 * DAY as u64)) as i64;
+            let mut d = json!({ "at": at, "method": "POST", "authority": host,
+                                "path": "/v1/chat/completions", "policyVersion": 1,
+                                "clientId": client });
+            if let Some(p) = project {
+                d["projectId"] = json!(p);
+            }
+            if let Some(m) = MODELS[(next() % 3) as usize] {
+                d["model"] = json!(m);
+            }
+            match next() % 10 {
+                0..=3 => {
+                    d["decision"] = json!("allow");
+                    if next() % 8 != 0 {
+                        // Spread over the exact (< 100 ms) and binned ranges.
+                        d["latencyMs"] = json!(next() % 3000);
+                    }
+                }
+                4 | 5 => {
+                    d["decision"] = json!("cache_hit");
+                    d["latencyMs"] = json!(next() % 30);
+                }
+                6 | 7 => {
+                    d["decision"] = json!("deny");
+                    d["code"] = json!(CODES[(next() % 3) as usize]);
+                }
+                8 => {
+                    d["decision"] = json!("deny");
+                    d["code"] = json!("UNKNOWN_API_KEY");
+                    d.as_object_mut().unwrap().remove("clientId");
+                    d.as_object_mut().unwrap().remove("projectId");
+                }
+                _ => {
+                    d["decision"] = json!("pending");
+                    d["code"] = json!("APPROVAL_PENDING");
+                }
+            }
+            d
+        })
+        .collect()
+}
+
+/// Every `decision` row of `/v1/audit` in `[from, to)`, all pages.
+async fn audit_decisions(h: &Harness, from: i64, to: i64) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let r = h
+            .call(
+                Method::GET,
+                &format!("/v1/audit?kind=decision&from={from}&to={to}&limit=50{cursor}"),
+                Some(ALICE),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        out.extend(r.body["entries"].as_array().unwrap().iter().cloned());
+        match r.body["nextCursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return out,
+        }
+    }
+}
+
+/// The key of an audit row in `dim`, by the same rules the docs give (cost centres by hand).
+fn audit_key(row: &Value, dim: &str) -> String {
+    let f = |k: &str| row[k].as_str().unwrap_or("unassigned").to_owned();
+    match dim {
+        "project" => f("projectId"),
+        "client" => f("clientId"),
+        "endpoint" => f("host"),
+        "model" => f("model"),
+        "costCenter" => WHO
+            .iter()
+            .find(|w| Some(w.1) == row["clientId"].as_str())
+            .map_or("unassigned", |w| w.2)
+            .to_owned(),
+        "total" => String::new(),
+        _ => panic!("no dimension {dim}"),
+    }
+}
+
+/// A latency cut to two significant decimal digits, by its digits.
+fn two_digits(ms: i64) -> i64 {
+    let s = ms.to_string();
+    if s.len() <= 2 {
+        return ms;
+    }
+    format!("{}{}", &s[..2], "0".repeat(s.len() - 2))
+        .parse()
+        .unwrap()
+}
+
+/// (average, p95, samples) as documented: p95 is the largest latency sharing its two leading
+/// digits with the exact nearest-rank 95th percentile.
+fn latency(mut v: Vec<i64>) -> Value {
+    if v.is_empty() {
+        return json!({ "avg": null, "p95": null, "samples": 0 });
+    }
+    v.sort_unstable();
+    let n = v.len();
+    let exact = v[(n * 95).div_ceil(100) - 1];
+    let p95 = v
+        .iter()
+        .copied()
+        .filter(|l| two_digits(*l) == two_digits(exact))
+        .max();
+    let sum: i64 = v.iter().sum();
+    json!({ "avg": sum as f64 / n as f64, "p95": p95, "samples": n })
+}
+
+/// Per key of `dim`: violations and latencies, from the audit rows alone.
+fn expected_decisions(rows: &[Value], dim: &str) -> BTreeMap<String, Value> {
+    #[derive(Default)]
+    struct Acc {
+        denials: u64,
+        codes: BTreeMap<String, u64>,
+        fwd: Vec<i64>,
+        hits: Vec<i64>,
+    }
+    let mut m = BTreeMap::<String, Acc>::new();
+    for r in rows {
+        let a = m.entry(audit_key(r, dim)).or_default();
+        let lat = r["latencyMs"].as_i64();
+        match r["decision"].as_str().unwrap() {
+            "deny" => {
+                a.denials += 1;
+                *a.codes
+                    .entry(r["code"].as_str().unwrap().to_owned())
+                    .or_default() += 1;
+            }
+            "allow" => a.fwd.extend(lat),
+            "cache_hit" => a.hits.extend(lat),
+            _ => {}
+        }
+    }
+    m.into_iter()
+        .map(|(k, a)| {
+            let f = latency(a.fwd);
+            (
+                k,
+                json!({ "violations": { "count": a.denials, "byCode": a.codes },
+                        "avgLatency": f["avg"], "p95Latency": f["p95"], "latencySamples": f["samples"],
+                        "cacheHitLatency": latency(a.hits) }),
+            )
+        })
+        .collect()
+}
+
+/// The decision fields of each group of `dim`.
+fn got_decisions(body: &Value, dim: &str) -> BTreeMap<String, Value> {
+    section(body, dim)["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["key"].as_str().unwrap().to_owned(), decision_fields(g)))
+        .collect()
+}
+
+fn decision_fields(g: &Value) -> Value {
+    let keys = [
+        "violations",
+        "avgLatency",
+        "p95Latency",
+        "latencySamples",
+        "cacheHitLatency",
+    ];
+    Value::Object(
+        keys.iter()
+            .map(|k| ((*k).to_owned(), g[*k].clone()))
+            .collect(),
+    )
+}
+
+/// `ledger` with a zero group for every key only the decision rows have.
+fn with_keys(
+    mut ledger: BTreeMap<String, Sums>,
+    decisions: &BTreeMap<String, Value>,
+) -> BTreeMap<String, Sums> {
+    for k in decisions.keys() {
+        ledger
+            .entry(k.clone())
+            .or_insert_with(|| ("0".into(), 0, 0, "0".into()));
+    }
+    ledger
+}
+
+/// A group without decision rows: no violations, no latency.
+fn no_decisions() -> Value {
+    json!({ "violations": { "count": 0, "byCode": {} }, "avgLatency": null, "p95Latency": null,
+            "latencySamples": 0, "cacheHitLatency": { "avg": null, "p95": null, "samples": 0 } })
+}
+
+/// Analytics' decision fields per group equal the audit rows' (groups only the ledger has
+/// report none).
+fn check_decisions(body: &Value, rows: &[Value], dim: &str, what: &str) {
+    let mut want = expected_decisions(rows, dim);
+    let got = got_decisions(body, dim);
+    for k in got.keys() {
+        want.entry(k.clone()).or_insert_with(no_decisions);
+    }
+    assert_eq!(got, want, "{what} decisions by {dim}");
+}
 
 async fn check(store: Arc<dyn Store>, dir: tempfile::TempDir) {
     let h = Harness::over(store, tokens(), dir);
     let r = h.put_policy(ALICE, &policy()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let recs = script();
+    let scripted = decision_script();
+    let mut events = scripted.chunks(54);
     for (seq, chunk) in recs.chunks(40).enumerate() {
         let usage: Vec<Value> = chunk.iter().map(to_json).collect();
+        let decisions = events.next().unwrap_or_default();
         let r = h
-            .sync(json!({ "instanceId": "envoy-a", "seq": seq + 1, "usage": usage }))
+            .sync(
+                json!({ "instanceId": "envoy-a", "seq": seq + 1, "usage": usage,
+                          "decisions": decisions }),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     }
+    assert!(events.next().is_none(), "every scripted decision was sent");
     let all = DIMS.join(",");
     let month = h.analytics(&format!("period=month&groupBy={all}")).await;
     assert_eq!(month.status, StatusCode::OK, "{}", month.text);
     let b = &month.body;
     assert_eq!(b["dimensions"], json!(DIMS));
     let to = MONTH_FROM + 30 * DAY;
+    let month_rows = audit_decisions(&h, MONTH_FROM, to).await;
+    let in_month = scripted
+        .iter()
+        .filter(|d| (MONTH_FROM..to).contains(&d["at"].as_i64().unwrap()))
+        .count();
+    assert_eq!(
+        month_rows.len(),
+        in_month,
+        "each decision in the month is one audit row"
+    );
     for dim in DIMS {
-        let want = expected(&recs, dim, MONTH_FROM, to);
-        assert!(want.len() >= 3, "the script spreads over {dim}: {want:?}");
+        let decisions = expected_decisions(&month_rows, dim);
+        assert!(
+            decisions.len() >= 3,
+            "the decisions spread over {dim}: {decisions:?}"
+        );
+        let want = with_keys(expected(&recs, dim, MONTH_FROM, to), &decisions);
+        if dim != "model" {
+            assert!(want.len() >= 3, "the script spreads over {dim}: {want:?}");
+        }
         assert_eq!(got(b, dim), want, "month by {dim}");
+        check_decisions(b, &month_rows, dim, "month");
     }
+    assert_eq!(
+        decision_fields(&b["total"]),
+        expected_decisions(&month_rows, "total")[""],
+        "month total decisions"
+    );
+    // The script reaches what the checks are about: denials by several codes, latencies both
+    // exact and binned, cache hits apart.
+    let total = &b["total"];
+    assert!(
+        total["violations"]["byCode"].as_object().unwrap().len() >= 4,
+        "{total}"
+    );
+    assert!(total["p95Latency"].as_i64().unwrap() >= 100, "{total}");
+    assert!(
+        total["cacheHitLatency"]["p95"].as_i64().unwrap() < 30,
+        "{total}"
+    );
     assert_eq!(
         got(b, "project"),
         {
@@ -336,19 +608,29 @@ async fn check(store: Arc<dyn Store>, dir: tempfile::TempDir) {
     let range = h.analytics(&q).await;
     assert_eq!(range.status, StatusCode::OK, "{}", range.text);
     assert_eq!(range.body["period"], "range");
+    let range_rows = audit_decisions(&h, from, to).await;
     for dim in ["client", "endpoint"] {
         assert_eq!(
             got(&range.body, dim),
-            expected(&recs, dim, from, to),
+            with_keys(
+                expected(&recs, dim, from, to),
+                &expected_decisions(&range_rows, dim)
+            ),
             "range by {dim}"
         );
+        check_decisions(&range.body, &range_rows, dim, "range");
     }
 
     let day = h.analytics("period=day&groupBy=costCenter").await;
+    let day_rows = audit_decisions(&h, DAY_FROM, DAY_FROM + DAY).await;
     assert_eq!(
         got(&day.body, "costCenter"),
-        expected(&recs, "costCenter", DAY_FROM, DAY_FROM + DAY)
+        with_keys(
+            expected(&recs, "costCenter", DAY_FROM, DAY_FROM + DAY),
+            &expected_decisions(&day_rows, "costCenter")
+        )
     );
+    check_decisions(&day.body, &day_rows, "costCenter", "day");
 
     // A daily series of the month: every point is that UTC day's sums.
     let series = h
@@ -413,12 +695,35 @@ async fn check(store: Arc<dyn Store>, dir: tempfile::TempDir) {
             "totalRequests",
             "cacheHits",
             "cacheHitRate",
-            "savings"
+            "savings",
+            "violations",
+            "avgLatency",
+            "p95Latency"
         ]
     );
     let mut by: BTreeMap<(String, String), Sums> = BTreeMap::new();
+    // (violations, avgLatency, p95Latency) as the CSV writes them.
+    let mut facts: BTreeMap<(String, String), (String, String, String)> = BTreeMap::new();
+    let csv_of = |want: &Value| {
+        let text = |v: &Value| {
+            if v.is_null() {
+                String::new()
+            } else {
+                v.to_string()
+            }
+        };
+        (
+            want["violations"]["count"].to_string(),
+            text(&want["avgLatency"]),
+            text(&want["p95Latency"]),
+        )
+    };
     for row in rd.records() {
         let row = row.unwrap();
+        facts.insert(
+            (row[0].to_owned(), row[1].to_owned()),
+            (row[8].to_owned(), row[9].to_owned(), row[10].to_owned()),
+        );
         by.insert(
             (row[0].to_owned(), row[1].to_owned()),
             (
@@ -430,17 +735,32 @@ async fn check(store: Arc<dyn Store>, dir: tempfile::TempDir) {
         );
     }
     for dim in DIMS {
-        for (k, v) in expected(&recs, dim, MONTH_FROM, to) {
+        let decisions = expected_decisions(&month_rows, dim);
+        for (k, v) in with_keys(expected(&recs, dim, MONTH_FROM, to), &decisions) {
             assert_eq!(
                 by.remove(&(dim.to_owned(), k.clone())),
                 Some(v),
                 "csv {dim} {k}"
+            );
+            let want = decisions.get(&k).cloned().unwrap_or_else(no_decisions);
+            assert_eq!(
+                facts.get(&(dim.to_owned(), k.clone())),
+                Some(&csv_of(&want)),
+                "csv decisions {dim} {k}"
             );
         }
     }
     assert_eq!(
         by.remove(&("total".to_owned(), String::new())),
         Some(expected(&recs, "total", MONTH_FROM, to)[""].clone())
+    );
+    assert_eq!(
+        facts.get(&("total".to_owned(), String::new())),
+        Some(&csv_of(&expected_decisions(&month_rows, "total")[""]))
+    );
+    assert!(
+        facts.values().filter(|f| !f.1.is_empty()).count() > 10,
+        "latencies reach the CSV: {facts:?}"
     );
     assert!(by.is_empty(), "no other rows: {by:?}");
 }
