@@ -58,9 +58,17 @@ fn standalone_the_access_log_line_carries_the_decision_event() {
             .body("{}"),
     );
     assert_eq!(allowed.status, 200, "{allowed:?}");
-    let over = s.send(&Call::post("api.deepl.com", "/v2/translate").key("sk-test-3").body("hi"));
+    let over = s.send(
+        &Call::post("api.deepl.com", "/v2/translate")
+            .key("sk-test-3")
+            .body("hi"),
+    );
     assert_eq!(over.status, 402);
-    let unknown = s.send(&Call::post("api.deepl.com", "/v2/translate").key("sk-nobody").body("hi"));
+    let unknown = s.send(
+        &Call::post("api.deepl.com", "/v2/translate")
+            .key("sk-nobody")
+            .body("hi"),
+    );
     assert_eq!(unknown.status, 401);
 
     let events = wait_for("three access log lines", Duration::from_secs(30), || {
@@ -76,7 +84,10 @@ fn standalone_the_access_log_line_carries_the_decision_event() {
     assert_eq!(a["upstreamStatus"], 200);
     assert_eq!(a["path"], "/v1/query", "never the query");
     assert!(a["cost"].is_string(), "settled before the line: {a}");
-    assert!(!s.envoy.log().contains("token=secret"), "the query never reaches the log");
+    assert!(
+        !s.envoy.log().contains("token=secret"),
+        "the query never reaches the log"
+    );
     assert_eq!(events[1]["decision"], "deny");
     assert_eq!(events[1]["code"], "BUDGET_EXCEEDED");
     assert_eq!(events[1]["scope"], "project.monthly");
@@ -124,7 +135,11 @@ fn put_policy(sc: &Sidecar, doc: &Value) {
         .send()
         .unwrap();
     let status = r.status();
-    assert!(status.is_success(), "PUT /v1/policy: {status} {}", r.text().unwrap_or_default());
+    assert!(
+        status.is_success(),
+        "PUT /v1/policy: {status} {}",
+        r.text().unwrap_or_default()
+    );
 }
 
 /// Every audit entry of `kind`, all pages, in `seq` order.
@@ -196,7 +211,8 @@ impl Driver {
         } else {
             ("deny", r.code())
         };
-        self.decisions.push((seen.0.to_string(), seen.1.to_string()));
+        self.decisions
+            .push((seen.0.to_string(), seen.1.to_string()));
         r
     }
 
@@ -242,39 +258,70 @@ fn managed_every_decision_reaches_the_audit_log_exactly_once() {
     put_policy(&sc, &audit_policy());
     let mock = MockUpstream::start().unwrap();
     let envoy = managed_envoy(&sc, &mock, 10_000);
-    let mut d = Driver { agent: Agent::new(envoy.port).unwrap(), sent: 0, decisions: Vec::new() };
+    let mut d = Driver {
+        agent: Agent::new(envoy.port).unwrap(),
+        sent: 0,
+        decisions: Vec::new(),
+    };
     d.until_allowed(&envoy, &deepl("sk-test-1"));
 
     // Allowed, then a cache miss and a hit of the same GET.
-    let r = d.send(&envoy, &Call::post("api.salesforce.com", "/v1/q").key("sk-test-1"));
+    let r = d.send(
+        &envoy,
+        &Call::post("api.salesforce.com", "/v1/q").key("sk-test-1"),
+    );
     assert_eq!(r.status, 200);
     let get = Call::get("api.salesforce.com", "/v1/report?id=7").key("sk-test-1");
     assert_eq!(d.send(&envoy, &get).status, 200);
     let hit = d.send(&envoy, &get);
     assert_eq!(hit.header("x-pag0-cache"), Some("hit"), "{hit:?}");
     // Refusals.
-    let r = d.send(&envoy, &Call::post("api.deepl.com", "/v2/translate").body("x"));
+    let r = d.send(
+        &envoy,
+        &Call::post("api.deepl.com", "/v2/translate").body("x"),
+    );
     assert_eq!(r.code(), "MISSING_API_KEY");
-    assert_eq!(d.send(&envoy, &deepl("sk-nobody")).code(), "UNKNOWN_API_KEY");
-    let r = d.send(&envoy, &Call::get("suspicious-api.com", "/v1/data").key("sk-test-1"));
+    assert_eq!(
+        d.send(&envoy, &deepl("sk-nobody")).code(),
+        "UNKNOWN_API_KEY"
+    );
+    let r = d.send(
+        &envoy,
+        &Call::get("suspicious-api.com", "/v1/data").key("sk-test-1"),
+    );
     assert_eq!(r.code(), "ENDPOINT_BLOCKED");
-    assert_eq!(d.send(&envoy, &deepl("sk-test-2")).code(), "MAX_PER_REQUEST_EXCEEDED");
+    assert_eq!(
+        d.send(&envoy, &deepl("sk-test-2")).code(),
+        "MAX_PER_REQUEST_EXCEEDED"
+    );
     // Held for approval, then an early replay of it.
     let ask = deepl("sk-test-3").header("x-pag0-requested-by", "agent@acme.com");
     let held = d.send(&envoy, &ask);
     assert_eq!(held.status, 202, "{held:?}");
     let id = held.header("x-pag0-approval-id").unwrap().to_string();
     let again = d.send(&envoy, &ask.clone().header("x-pag0-approval-id", &id));
-    assert_eq!((again.status, again.code()), (403, "APPROVAL_PENDING"), "{again:?}");
+    assert_eq!(
+        (again.status, again.code()),
+        (403, "APPROVAL_PENDING"),
+        "{again:?}"
+    );
 
-    wait_for("every decision in the audit log", Duration::from_secs(30), || {
-        let rows = audit(&sc, "decision");
-        (rows.len() as u64 >= d.sent).then_some(())
-    });
+    wait_for(
+        "every decision in the audit log",
+        Duration::from_secs(30),
+        || {
+            let rows = audit(&sc, "decision");
+            (rows.len() as u64 >= d.sent).then_some(())
+        },
+    );
     // A few more sync intervals: a duplicate would arrive now.
     std::thread::sleep(Duration::from_millis(1000));
     let rows = audit(&sc, "decision");
-    assert_eq!(rows.len() as u64, d.sent, "exactly one row per request: {rows:#?}");
+    assert_eq!(
+        rows.len() as u64,
+        d.sent,
+        "exactly one row per request: {rows:#?}"
+    );
     // Every reply's decision, once: the audit holds the same multiset (its order is the order
     // batches arrived in, which interleaves Envoy's workers).
     let mut logged: Vec<(String, String)> = rows
@@ -291,7 +338,10 @@ fn managed_every_decision_reaches_the_audit_log_exactly_once() {
     replied.sort();
     assert_eq!(logged, replied);
     for want in ["allow", "cache_hit", "pending", "replay"] {
-        assert!(replied.iter().any(|(k, _)| k == want), "the script covers {want}");
+        assert!(
+            replied.iter().any(|(k, _)| k == want),
+            "the script covers {want}"
+        );
     }
     let one = |decision: &str, path: &str| -> &Value {
         let found: Vec<&Value> = rows
@@ -320,11 +370,16 @@ fn managed_every_decision_reaches_the_audit_log_exactly_once() {
         .iter()
         .find(|r| r["code"] == "MAX_PER_REQUEST_EXCEEDED")
         .unwrap();
-    assert_eq!((&over["projectId"], &over["clientId"]), (&json!("p2"), &json!("c2")));
+    assert_eq!(
+        (&over["projectId"], &over["clientId"]),
+        (&json!("p2"), &json!("c2"))
+    );
     let pending = one("pending", "/v2/translate");
     assert_eq!(pending["approvalId"], id.as_str());
     assert_eq!(pending["estimate"], DEEPL);
-    assert!(pending["details"]["bodySha256"].as_str().is_some_and(|h| h.len() == 64));
+    assert!(pending["details"]["bodySha256"]
+        .as_str()
+        .is_some_and(|h| h.len() == 64));
     assert_eq!(one("replay", "/v2/translate")["approvalId"], id.as_str());
     // Decided under the sidecar's policy (before the first one arrived: version 0, 503).
     for r in &rows {
@@ -355,7 +410,11 @@ fn managed_a_sidecar_killed_mid_run_loses_no_decision_silently_and_no_usage() {
     let mock = MockUpstream::start().unwrap();
     const CAP: u64 = 25;
     let envoy = managed_envoy(&sc, &mock, CAP);
-    let mut d = Driver { agent: Agent::new(envoy.port).unwrap(), sent: 0, decisions: Vec::new() };
+    let mut d = Driver {
+        agent: Agent::new(envoy.port).unwrap(),
+        sent: 0,
+        decisions: Vec::new(),
+    };
     d.until_allowed(&envoy, &deepl("sk-test-1"));
     for _ in 0..10 {
         d.send(&envoy, &deepl("sk-test-1"));
@@ -373,7 +432,10 @@ fn managed_a_sidecar_killed_mid_run_loses_no_decision_silently_and_no_usage() {
     let accounted = |sc: &Sidecar| {
         let rows = audit(sc, "decision").len() as u64;
         let gaps: Vec<Value> = audit(sc, "decision.gap");
-        let dropped: u64 = gaps.iter().map(|g| g["details"]["count"].as_u64().unwrap()).sum();
+        let dropped: u64 = gaps
+            .iter()
+            .map(|g| g["details"]["count"].as_u64().unwrap())
+            .sum();
         (rows, dropped)
     };
     let (rows, dropped) = wait_for("every decision or its gap", Duration::from_secs(30), || {
@@ -382,9 +444,19 @@ fn managed_a_sidecar_killed_mid_run_loses_no_decision_silently_and_no_usage() {
     });
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(accounted(&sc), (rows, dropped), "nothing arrives twice");
-    println!("kill -9: {} requests, {rows} decisions logged, {dropped} in gap records", d.sent);
-    assert_eq!(rows + dropped, d.sent, "each request logged once or counted in a gap");
-    assert!(dropped > 0, "80 requests while down with a cap of {CAP} must drop some");
+    println!(
+        "kill -9: {} requests, {rows} decisions logged, {dropped} in gap records",
+        d.sent
+    );
+    assert_eq!(
+        rows + dropped,
+        d.sent,
+        "each request logged once or counted in a gap"
+    );
+    assert!(
+        dropped > 0,
+        "80 requests while down with a cap of {CAP} must drop some"
+    );
     assert!(rows >= 20 + CAP, "what fit under the cap was kept: {rows}");
     // No usage record was dropped: the ledger is what the upstream served.
     let served = mock.served_on("/v2/translate");

@@ -174,14 +174,12 @@ fn sidecar(v: &Value, errors: &mut Vec<FieldError>) -> Option<SidecarConfig> {
     })
     .unwrap_or(FailureMode::Closed);
     let sync_secret = opt_field(obj, "syncSecret", errors, non_empty_string);
-    let decision_queue_max = opt_field(obj, "decisionQueueMax", errors, |v| {
-        match v.as_u64() {
-            Some(n @ 1..=MAX_DECISION_QUEUE) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-            _ => Err(format!(
-                "must be an integer from 1 to {MAX_DECISION_QUEUE} (decision events kept while \
+    let decision_queue_max = opt_field(obj, "decisionQueueMax", errors, |v| match v.as_u64() {
+        Some(n @ 1..=MAX_DECISION_QUEUE) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        _ => Err(format!(
+            "must be an integer from 1 to {MAX_DECISION_QUEUE} (decision events kept while \
                  the sidecar is unreachable)"
-            )),
-        }
+        )),
     })
     .unwrap_or(crate::managed::decisions::DEFAULT_QUEUE_MAX);
 

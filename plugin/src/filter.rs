@@ -206,7 +206,7 @@ impl<H: Host> Filter<H> {
                 return match &shared.sidecar {
                     Some(cfg) => self.ask_approval(shared, cfg, &a, body.unwrap_or_default()),
                     None => self.deny(&a.into_standalone_deny()),
-                }
+                };
             }
         };
         if let Some(n) = &mut self.note {
@@ -492,11 +492,7 @@ impl<H: Host> HttpContext for Filter<H> {
         let line = &self.approval;
         let now = self.host.now();
         let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
-        self.note = Some(Box::new(Note::begin(
-            now_ms,
-            line,
-            shared.policy_version,
-        )));
+        self.note = Some(Box::new(Note::begin(now_ms, line, shared.policy_version)));
         let head = RequestHead {
             api_key: api_key.as_deref(),
             method: &line.method,

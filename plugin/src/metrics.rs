@@ -189,7 +189,11 @@ impl Metrics {
 
     /// One sync got a 2xx answer (`ok`) or did not.
     pub fn synced(&self, host: &dyn Host, ok: bool) {
-        let id = if ok { self.sync_acked } else { self.sync_failed };
+        let id = if ok {
+            self.sync_acked
+        } else {
+            self.sync_failed
+        };
         self.increments.add(host, id, 1);
     }
 

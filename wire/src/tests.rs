@@ -88,7 +88,14 @@ fn a_gap_widens_to_cover_every_dropped_event() {
     let mut g = DecisionGap::one(50);
     g.widen(40);
     g.widen(70);
-    assert_eq!(g, DecisionGap { from: 40, to: 70, count: 3 });
+    assert_eq!(
+        g,
+        DecisionGap {
+            from: 40,
+            to: 70,
+            count: 3
+        }
+    );
     let v = serde_json::to_value(g).unwrap();
     assert_eq!(v, json!({"from": 40, "to": 70, "count": 3}));
 }
@@ -100,5 +107,7 @@ fn fit_cuts_at_a_character_boundary_and_never_leaves_an_empty_field() {
     assert_eq!(crate::fit("abcdef", 4), "abcd");
     // "é" is two bytes: cutting inside it backs off to the boundary before.
     assert_eq!(crate::fit("aé", 2), "a");
-    assert!(crate::fit(&"x".repeat(5000), crate::limits::MAX_PATH).len() == crate::limits::MAX_PATH);
+    assert!(
+        crate::fit(&"x".repeat(5000), crate::limits::MAX_PATH).len() == crate::limits::MAX_PATH
+    );
 }

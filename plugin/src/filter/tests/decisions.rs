@@ -17,7 +17,10 @@ fn published(host: &FakeHost) -> Option<Value> {
 
 /// What a managed worker queued: its buffer flushed to shared data and read back.
 fn queued(host: &FakeHost, s: &Rc<Shared>) -> Vec<Value> {
-    let buffer = s.decisions.as_ref().expect("a managed worker buffers events");
+    let buffer = s
+        .decisions
+        .as_ref()
+        .expect("a managed worker buffers events");
     buffer.flush(&host, 100).unwrap();
     let out = crate::managed::prepare_sync(&host, "i", 1, &[], 1).unwrap();
     let body: Value = serde_json::from_slice(&out.body).unwrap();
@@ -53,7 +56,11 @@ fn standalone_an_allowed_request_publishes_its_settled_event_without_the_query()
     assert_eq!(e["latencyMs"], 0);
     assert!(e.get("code").is_none());
     f.on_log();
-    assert_eq!(host.properties.borrow().len(), 1, "one property write per request");
+    assert_eq!(
+        host.properties.borrow().len(),
+        1,
+        "one property write per request"
+    );
 }
 
 #[test]
@@ -95,7 +102,10 @@ fn a_token_priced_request_records_its_model_and_body_hash_never_the_body() {
         e["bodySha256"],
         pag0_policy::approval::body_sha256_hex(body)
     );
-    assert!(!e.to_string().contains("hi\""), "the body itself is never in the event");
+    assert!(
+        !e.to_string().contains("hi\""),
+        "the body itself is never in the event"
+    );
 }
 
 #[test]
@@ -139,7 +149,10 @@ fn managed_each_request_queues_exactly_one_event_when_its_stream_ends() {
     assert_eq!(events[0]["cost"], "2000");
     assert_eq!(events[1]["decision"], "deny");
     assert_eq!(events[1]["code"], "UNKNOWN_API_KEY");
-    assert!(host.properties.borrow().is_empty(), "managed mode sets no property");
+    assert!(
+        host.properties.borrow().is_empty(),
+        "managed mode sets no property"
+    );
     // Each event reads as the sidecar reads it.
     for e in &events {
         let _: pag0_wire::DecisionEvent = serde_json::from_value(e.clone()).unwrap();

@@ -52,18 +52,32 @@ fn past_the_cap_the_oldest_are_dropped_into_one_gap_with_the_exact_count() {
     assert_eq!(queued(&s).unwrap(), 10);
     assert_eq!(
         pending_gap(&s).unwrap(),
-        Some(DecisionGap { from: 100, to: 102, count: 3 })
+        Some(DecisionGap {
+            from: 100,
+            to: 102,
+            count: 3
+        })
     );
     // More drops widen the same gap.
     assert_eq!(append(&s, &events(300, 4), 10).unwrap(), 4);
     assert_eq!(
         pending_gap(&s).unwrap(),
-        Some(DecisionGap { from: 100, to: 106, count: 7 })
+        Some(DecisionGap {
+            from: 100,
+            to: 106,
+            count: 7
+        })
     );
     // What is kept is the newest ten, in order.
     let out = prepare_sync(&s, "i", 3, &[], 1).unwrap();
-    assert_eq!(ats(&body(&out)), vec![107, 200, 201, 202, 203, 204, 300, 301, 302, 303]);
-    assert_eq!(body(&out)["gaps"], json!([{"from": 100, "to": 106, "count": 7}]));
+    assert_eq!(
+        ats(&body(&out)),
+        vec![107, 200, 201, 202, 203, 204, 300, 301, 302, 303]
+    );
+    assert_eq!(
+        body(&out)["gaps"],
+        json!([{"from": 100, "to": 106, "count": 7}])
+    );
 }
 
 #[test]
@@ -79,7 +93,11 @@ fn a_batch_of_only_decisions_gets_a_seq_and_a_resend_is_the_same_batch() {
     record(&s, usage()).unwrap();
     let again = prepare_sync(&s, "i", 3, &[], 20).unwrap();
     assert_eq!(again.seq, Some(1));
-    assert_eq!(body(&again), body(&first), "a resend is byte-for-byte the same batch");
+    assert_eq!(
+        body(&again),
+        body(&first),
+        "a resend is byte-for-byte the same batch"
+    );
     ack(&s, &again);
     assert_eq!(sent(&s).unwrap(), None, "the acknowledged events are gone");
     let next = prepare_sync(&s, "i", 3, &[], 30).unwrap();
@@ -117,7 +135,10 @@ fn one_batch_carries_at_most_max_batch_decisions() {
     assert_eq!(ats(&body(&first)).len(), MAX_BATCH_DECISIONS);
     ack(&s, &first);
     let second = prepare_sync(&s, "i", 3, &[], 20).unwrap();
-    assert_eq!(ats(&body(&second)), (MAX_BATCH_DECISIONS as u64 + 1..=n).collect::<Vec<_>>());
+    assert_eq!(
+        ats(&body(&second)),
+        (MAX_BATCH_DECISIONS as u64 + 1..=n).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -128,11 +149,18 @@ fn a_batch_refused_as_invalid_leaves_a_gap_for_its_events() {
     assert_eq!(drop_refused(&s, &first).unwrap(), Some((0, 3)));
     assert_eq!(
         pending_gap(&s).unwrap(),
-        Some(DecisionGap { from: 40, to: 42, count: 3 })
+        Some(DecisionGap {
+            from: 40,
+            to: 42,
+            count: 3
+        })
     );
     let next = prepare_sync(&s, "i", 3, &[], 20).unwrap();
     assert_eq!(next.seq, Some(2));
-    assert_eq!(body(&next)["gaps"], json!([{"from": 40, "to": 42, "count": 3}]));
+    assert_eq!(
+        body(&next)["gaps"],
+        json!([{"from": 40, "to": 42, "count": 3}])
+    );
     assert!(ats(&body(&next)).is_empty());
 }
 
@@ -147,7 +175,10 @@ fn events_of_an_earlier_batch_never_ride_a_new_seq_they_become_a_gap() {
     let next = prepare_sync(&s, "i", 3, &[], 20).unwrap();
     assert_ne!(next.seq, first.seq);
     assert_eq!(ats(&body(&next)), vec![9]);
-    assert_eq!(body(&next)["gaps"], json!([{"from": 7, "to": 8, "count": 2}]));
+    assert_eq!(
+        body(&next)["gaps"],
+        json!([{"from": 7, "to": 8, "count": 2}])
+    );
 }
 
 fn usage() -> UsageRecord {
