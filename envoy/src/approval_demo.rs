@@ -146,7 +146,7 @@ pub fn run(mock: &MockUpstream, mut policy: Value, serve_console: bool) -> Resul
         format!("{} {} {}", r.status, r.decision(), r.body),
     );
     // 2. The approvers were told (Slack).
-    let msg = slack.wait_first(Duration::from_secs(10));
+    let msg = slack.wait_for(&id, Duration::from_secs(10));
     expect(
         "Slack message to the approvers",
         msg.as_deref().is_some_and(|m| m.contains(&id)),
@@ -218,6 +218,7 @@ pub fn run(mock: &MockUpstream, mut policy: Value, serve_console: bool) -> Resul
         );
     }
     println!("\nThe approval went as scripted: held, approved by the team lead, replayed once.");
+    print_audit(&http, &sidecar)?;
     write_report(&http, &sidecar)?;
     if serve_console {
         println!(
@@ -231,6 +232,93 @@ pub fn run(mock: &MockUpstream, mut policy: Value, serve_console: bool) -> Resul
             std::thread::park();
         }
     }
+    Ok(())
+}
+
+/// How many of the audit log's decision events the demo prints.
+const LAST_DECISIONS: usize = 8;
+
+/// The decision log (issue 15): once the filter's events of the story reached the sidecar (the
+/// last, `APPROVAL_USED`, rides a sync within a second), the last few decisions as the audit
+/// log holds them, and the hash chain verified. An unverifiable chain fails the demo.
+fn print_audit(http: &reqwest::blocking::Client, sidecar: &Sidecar) -> Result<()> {
+    let page = |cursor: Option<&str>| -> Result<Value> {
+        let mut req = http
+            .get(sidecar.url("/v1/audit"))
+            .bearer_auth(ADMIN)
+            .query(&[("kind", "decision"), ("limit", "1000")]);
+        if let Some(c) = cursor {
+            req = req.query(&[("cursor", c)]);
+        }
+        Ok(req.send()?.error_for_status()?.json()?)
+    };
+    let all = || -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let v = page(cursor.as_deref())?;
+            out.extend(v["entries"].as_array().cloned().unwrap_or_default());
+            match v["nextCursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return Ok(out),
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let rows = all()?;
+        if rows.iter().any(|r| r["code"] == "APPROVAL_USED") {
+            break rows;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the story's decisions never reached the audit log ({} rows)\n--- sidecar log ---\n{}",
+                rows.len(),
+                sidecar.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!(
+        "\n== The decision log (GET /v1/audit?kind=decision: {} rows, the last {LAST_DECISIONS}) ==\n",
+        rows.len()
+    );
+    println!(
+        "  {:<24} {:<9} {:<25} {:<12} {:<15} {:<15} {:>9} {:>9}",
+        "at", "decision", "code", "project", "client", "host", "estimate", "cost"
+    );
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let money = |v: &Value| v.as_u64().map_or("-".to_string(), |m| m.to_string());
+    for r in rows.iter().skip(rows.len().saturating_sub(LAST_DECISIONS)) {
+        println!(
+            "  {:<24} {:<9} {:<25} {:<12} {:<15} {:<15} {:>9} {:>9}",
+            text(&r["at"]),
+            text(&r["decision"]),
+            text(&r["code"]),
+            text(&r["projectId"]),
+            text(&r["clientId"]),
+            text(&r["host"]),
+            money(&r["estimate"]),
+            money(&r["cost"]),
+        );
+    }
+    let v: Value = http
+        .get(sidecar.url("/v1/audit/verify"))
+        .bearer_auth(ADMIN)
+        .send()?
+        .error_for_status()?
+        .json()?;
+    if v["ok"] != json!(true) {
+        bail!("the audit chain does not verify: {v}");
+    }
+    println!(
+        "\n  audit chain verified: ok, {} rows checked, head {}",
+        v["rowsChecked"],
+        v["head"]["hash"]
+            .as_str()
+            .or(v["head"].as_str())
+            .unwrap_or("?")
+    );
     Ok(())
 }
 
@@ -322,10 +410,15 @@ impl SlackReceiver {
         Ok(SlackReceiver { addr, got, _rt: rt })
     }
 
-    fn wait_first(&self, timeout: Duration) -> Option<String> {
+    /// The first message containing `needle` (other alerts may arrive before it).
+    fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
         let t0 = Instant::now();
         loop {
-            let first = self.got.lock().ok().and_then(|g| g.first().cloned());
+            let first = self
+                .got
+                .lock()
+                .ok()
+                .and_then(|g| g.iter().find(|m| m.contains(needle)).cloned());
             if first.is_some() || t0.elapsed() > timeout {
                 return first;
             }

@@ -36,4 +36,8 @@ fn the_acme_demo_runs_as_scripted() {
     let pdf = std::fs::read(path).unwrap();
     assert!(pdf.starts_with(b"%PDF-"), "{path} is not a PDF");
     assert!(stdout.contains("status NOT_COMPLIANT"), "{stdout}");
+    // The decision log of the managed part, and its chain verified.
+    assert!(stdout.contains("== The decision log"), "{stdout}");
+    assert!(stdout.contains("APPROVAL_USED"), "{stdout}");
+    assert!(stdout.contains("audit chain verified: ok"), "{stdout}");
 }

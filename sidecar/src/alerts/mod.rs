@@ -270,6 +270,8 @@ pub fn detect(
 /// code and window, each group one alert keyed `policyViolation/<project>/<code>/<window
 /// start>` with the group's count in this batch and its first [`VIOLATION_EXAMPLES`]
 /// denials. A later batch with denials of the same group raises nothing (the key exists).
+/// `CONTROL_PLANE_UNAVAILABLE` is left out: it is pag0's own availability (a filter without
+/// a policy or a lease yet), not an agent breaking a rule; the sync metrics show it.
 pub fn violations(
     rules: &AlertRules,
     audit: &[crate::audit::AuditEvent],
@@ -283,6 +285,7 @@ pub fn violations(
     for e in audit.iter().filter(|e| {
         e.kind == crate::routes::sync::decisions::DECISION_KIND
             && e.decision.as_deref() == Some("deny")
+            && e.code.as_deref() != Some("CONTROL_PLANE_UNAVAILABLE")
     }) {
         let window = e.at_ms.div_euclid(VIOLATION_WINDOW_MS) * VIOLATION_WINDOW_MS;
         // As analytics counts a denial without a code.

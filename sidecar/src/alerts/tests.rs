@@ -392,6 +392,9 @@ fn violations_are_one_alert_per_project_code_and_window() {
         denial(t + H, Some("team"), "a", "ENDPOINT_BLOCKED"), // the next hour
         denial(t + 6, Some("other"), "z", "ENDPOINT_BLOCKED"),
         denial(t + 7, None, "-", "UNKNOWN_API_KEY"),
+        // pag0's own availability, not a violation: no alert.
+        denial(t + 7, None, "-", "CONTROL_PLANE_UNAVAILABLE"),
+        denial(t + 7, Some("team"), "a", "CONTROL_PLANE_UNAVAILABLE"),
     ];
     let mut allow = denial(t + 8, Some("team"), "a", "ENDPOINT_BLOCKED");
     allow.decision = Some("allow".into());
