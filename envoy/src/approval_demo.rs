@@ -242,6 +242,9 @@ const LAST_DECISIONS: usize = 8;
 /// last, `APPROVAL_USED`, rides a sync within a second), the last few decisions as the audit
 /// log holds them, and the hash chain verified. An unverifiable chain fails the demo.
 fn print_audit(http: &reqwest::blocking::Client, sidecar: &Sidecar) -> Result<()> {
+    fn f<'a>(v: &'a Value, name: &str) -> &'a Value {
+        v.get(name).unwrap_or(&Value::Null)
+    }
     let page = |cursor: Option<&str>| -> Result<Value> {
         let mut req = http
             .get(sidecar.url("/v1/audit"))
@@ -257,8 +260,8 @@ fn print_audit(http: &reqwest::blocking::Client, sidecar: &Sidecar) -> Result<()
         let mut cursor: Option<String> = None;
         loop {
             let v = page(cursor.as_deref())?;
-            out.extend(v["entries"].as_array().cloned().unwrap_or_default());
-            match v["nextCursor"].as_str() {
+            out.extend(f(&v, "entries").as_array().cloned().unwrap_or_default());
+            match f(&v, "nextCursor").as_str() {
                 Some(c) => cursor = Some(c.to_string()),
                 None => return Ok(out),
             }
@@ -267,7 +270,7 @@ fn print_audit(http: &reqwest::blocking::Client, sidecar: &Sidecar) -> Result<()
     let deadline = Instant::now() + Duration::from_secs(10);
     let rows = loop {
         let rows = all()?;
-        if rows.iter().any(|r| r["code"] == "APPROVAL_USED") {
+        if rows.iter().any(|r| f(r, "code") == "APPROVAL_USED") {
             break rows;
         }
         if Instant::now() > deadline {
@@ -292,14 +295,14 @@ fn print_audit(http: &reqwest::blocking::Client, sidecar: &Sidecar) -> Result<()
     for r in rows.iter().skip(rows.len().saturating_sub(LAST_DECISIONS)) {
         println!(
             "  {:<24} {:<9} {:<25} {:<12} {:<15} {:<15} {:>9} {:>9}",
-            text(&r["at"]),
-            text(&r["decision"]),
-            text(&r["code"]),
-            text(&r["projectId"]),
-            text(&r["clientId"]),
-            text(&r["host"]),
-            money(&r["estimate"]),
-            money(&r["cost"]),
+            text(f(r, "at")),
+            text(f(r, "decision")),
+            text(f(r, "code")),
+            text(f(r, "projectId")),
+            text(f(r, "clientId")),
+            text(f(r, "host")),
+            money(f(r, "estimate")),
+            money(f(r, "cost")),
         );
     }
     let v: Value = http
@@ -308,15 +311,15 @@ fn print_audit(http: &reqwest::blocking::Client, sidecar: &Sidecar) -> Result<()
         .send()?
         .error_for_status()?
         .json()?;
-    if v["ok"] != json!(true) {
+    if f(&v, "ok") != &json!(true) {
         bail!("the audit chain does not verify: {v}");
     }
     println!(
         "\n  audit chain verified: ok, {} rows checked, head {}",
-        v["rowsChecked"],
-        v["head"]["hash"]
+        f(&v, "rowsChecked"),
+        f(f(&v, "head"), "hash")
             .as_str()
-            .or(v["head"].as_str())
+            .or(f(&v, "head").as_str())
             .unwrap_or("?")
     );
     Ok(())
