@@ -464,6 +464,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             lease_ttl_ms: args.lease_ttl_ms,
             public_ops: args.public_ops,
             public_url: public_url(args.public_url.as_deref())?,
+            audit_retention_days: args.audit_retention_days,
             ..Config::default()
         });
     let smtp = match &args.smtp_url {
@@ -632,6 +633,15 @@ async fn apply(r: &RemoteArgs, file: &PathBuf) -> Result<(), String> {
         v.get("version").and_then(Value::as_i64).unwrap_or(0),
         v.get("author").and_then(Value::as_str).unwrap_or("?")
     );
+    for w in v
+        .get("warnings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        eprintln!("pag0-sidecar: warning: {w}");
+    }
     Ok(())
 }
 

@@ -60,6 +60,8 @@ pub struct Config {
     /// Where people reach this sidecar (`--public-url`): notifications link to the console
     /// there, and an `https://` URL makes the session cookie `Secure`.
     pub public_url: Option<String>,
+    /// `--audit-retention-days`: the retention when the policy names none.
+    pub audit_retention_days: Option<u64>,
 }
 
 impl Default for Config {
@@ -69,6 +71,7 @@ impl Default for Config {
             public_ops: false,
             max_batch: 10_000,
             public_url: None,
+            audit_retention_days: None,
         }
     }
 }

@@ -21,12 +21,30 @@ pub(crate) fn meta_json(m: &PolicyMeta) -> Value {
     json!({ "version": m.version, "author": m.author, "createdAt": rfc3339(m.created_at_ms) })
 }
 
-fn document_response(p: &PolicyVersion) -> Result<Response, AppError> {
+/// Header carrying [`warnings`] on `GET /v1/policy` (whose body is the document itself).
+pub(crate) const WARNING_HEADER: HeaderName = HeaderName::from_static("x-pag0-warning");
+
+/// What an accepted policy should still be told: an audit retention under EU AI Act's six
+/// months with `complianceMode: EU_AI_ACT` (docs/audit.md "Retention").
+pub(crate) fn warnings(doc: &Value, flag_days: Option<u64>) -> Vec<String> {
+    let days = crate::audit::retention_days(Some(doc), flag_days);
+    crate::audit::retention_warning(Some(doc), days)
+        .into_iter()
+        .collect()
+}
+
+fn document_response(p: &PolicyVersion, flag_days: Option<u64>) -> Result<Response, AppError> {
     let doc: Value = serde_json::from_str(&p.document).map_err(|e| {
         AppError::Internal(format!("stored policy {} is not JSON: {e}", p.meta.version))
     })?;
+    let warned = warnings(&doc, flag_days);
     let mut resp = Json(doc).into_response();
     let h = resp.headers_mut();
+    for w in &warned {
+        if let Ok(v) = HeaderValue::from_str(w) {
+            h.append(WARNING_HEADER, v);
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", p.meta.version)) {
         h.insert(header::ETAG, v);
     }
@@ -46,7 +64,7 @@ fn no_policy() -> AppError {
 
 pub async fn get_policy(_: Admin, State(state): State<AppState>) -> Result<Response, AppError> {
     let p = state.store.latest_policy().await?.ok_or_else(no_policy)?;
-    document_response(&p)
+    document_response(&p, state.config.audit_retention_days)
 }
 
 /// `If-Match: "3"` (or `3`): write only if version 3 is still the latest.
@@ -81,8 +99,13 @@ pub async fn put_policy(
         if latest.document == doc.text && expected_version.is_none_or(|v| v == latest.meta.version)
         {
             let mut body = meta_json(&latest.meta);
+            let same: Value = serde_json::from_str(&doc.text).unwrap_or(Value::Null);
+            let warned = warnings(&same, state.config.audit_retention_days);
             if let Some(obj) = body.as_object_mut() {
                 obj.insert("unchanged".into(), Value::Bool(true));
+                if !warned.is_empty() {
+                    obj.insert("warnings".into(), json!(warned));
+                }
             }
             return Ok((
                 StatusCode::OK,
@@ -111,10 +134,17 @@ pub async fn put_policy(
         .await?;
     state.metrics.policy_updates.inc();
     state.metrics.policy_version.set(meta.version);
+    let mut body = meta_json(&meta);
+    let warned = warnings(&after, state.config.audit_retention_days);
+    if !warned.is_empty() {
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert("warnings".into(), json!(warned));
+        }
+    }
     Ok((
         StatusCode::OK,
         [(VERSION_HEADER, HeaderValue::from(meta.version))],
-        Json(meta_json(&meta)),
+        Json(body),
     ))
 }
 
@@ -144,7 +174,7 @@ pub async fn get_version(
         .policy_version(v)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("no policy version {v}")))?;
-    document_response(&p)
+    document_response(&p, state.config.audit_retention_days)
 }
 
 #[cfg(test)]

@@ -106,3 +106,39 @@ async fn every_change_is_a_version_with_who_and_when() {
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.body["error"]["code"], "VERSION_CONFLICT");
 }
+
+/// `complianceMode: EU_AI_ACT` with a retention under 183 days is accepted, and PUT and GET
+/// say why it falls short; from 183 days on, or without the mode, they say nothing.
+#[tokio::test]
+async fn a_short_eu_ai_act_retention_is_accepted_with_a_warning() {
+    let h = harness();
+    let mut doc = policy();
+    doc["globalPolicy"]["complianceMode"] = json!("EU_AI_ACT");
+    doc["globalPolicy"]["auditLog"] = json!({ "enabled": true, "retention": 90 });
+    let r = h.put_policy(ALICE, &doc).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let w = r.body["warnings"][0].as_str().unwrap();
+    assert!(
+        w.contains("90 days") && w.contains("Art. 19(1)") && w.contains("26(6)"),
+        "{w}"
+    );
+    let got = h.call(Method::GET, "/v1/policy", Some(ALICE), None).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(
+        got.body["globalPolicy"]["auditLog"]["retention"], 90,
+        "the document as put"
+    );
+    let header = got.headers.get("x-pag0-warning").unwrap().to_str().unwrap();
+    assert_eq!(header, w);
+    // The same document again: unchanged, still warned.
+    let again = h.put_policy(ALICE, &doc).await;
+    assert_eq!(again.body["unchanged"], true);
+    assert_eq!(again.body["warnings"][0], w);
+
+    doc["globalPolicy"]["auditLog"]["retention"] = json!(183);
+    let r = h.put_policy(ALICE, &doc).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.body.get("warnings").is_none(), "{}", r.body);
+    let got = h.call(Method::GET, "/v1/policy", Some(ALICE), None).await;
+    assert!(got.headers.get("x-pag0-warning").is_none());
+}
