@@ -587,6 +587,15 @@ fn the_console_in_a_real_browser() {
         .collect();
     let ids: Vec<&str> = audit_a2d.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids, salesforce_ids, "{}", b["whatifAudit"]);
+    // And nothing else changes: the held requests stay held, the approved replay and the DeepL
+    // calls stay allowed, and refusals no policy decides (the control plane not reached yet,
+    // the used approval) are not replayed.
+    assert_eq!(
+        b["whatifAudit"]["rows"].as_array().unwrap().len(),
+        salesforce_sent,
+        "{}",
+        b["whatifAudit"]
+    );
     assert!(audit_a2d.iter().all(|r| r["request"]
         .as_str()
         .unwrap()

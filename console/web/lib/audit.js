@@ -27,8 +27,12 @@ export async function lastEntries(filters, n) {
   return { entries: tail, pages };
 }
 
-// Denials of an approval id's state, not of the request under a policy.
-const APPROVAL_STATE = new Set(['APPROVAL_USED', 'APPROVAL_EXPIRED', 'APPROVAL_DENIED', 'APPROVAL_MISMATCH', 'APPROVAL_PENDING']);
+// Denial codes (pag0_policy::Code) that a draft policy cannot change: an approval id's state,
+// the filter's control plane, a malformed request. Replaying them would report a change that
+// is an artefact of the replay.
+export const NOT_POLICY = new Set(['APPROVAL_USED', 'APPROVAL_EXPIRED', 'APPROVAL_DENIED', 'APPROVAL_MISMATCH',
+  'APPROVAL_PENDING', 'CONTROL_PLANE_UNAVAILABLE', 'BODY_TOO_LARGE', 'BAD_REQUEST_BODY', 'REQUESTED_BY_INVALID',
+  'AMBIGUOUS_PATH', 'INVALID_AUTHORITY']);
 
 const str = (v) => (v === null || v === undefined ? undefined : String(v));
 
@@ -44,7 +48,7 @@ export function toRecorded(e) {
   switch (e.decision) {
     case 'allow': outcome = 'allow'; break;
     case 'deny':
-      if (APPROVAL_STATE.has(e.code)) return null;
+      if (NOT_POLICY.has(e.code)) return null;
       outcome = 'deny';
       break;
     case 'pending': outcome = 'pending'; break;

@@ -68,7 +68,7 @@ export async function render(root, ctx) {
       decisionsBox.value = JSON.stringify(got.decisions, null, 1);
       source.dataset.count = String(got.decisions.length);
       source.textContent = `The last ${got.rows} decision rows of the audit log (asked for ${n}): ${got.decisions.length} to replay`
-        + (got.notReplayed ? `, ${got.notReplayed} not replayed (cache hits, re-sent held requests and refusals of an approval's state decide nothing new under a policy).` : '.');
+        + (got.notReplayed ? `, ${got.notReplayed} not replayed (cache hits, re-sent held requests, and refusals no policy decides: an approval's state, the control plane out of reach, a malformed request).` : '.');
       source.dataset.rows = String(got.rows);
       source.dataset.state = 'audit';
     } catch (e) {
