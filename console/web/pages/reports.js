@@ -43,7 +43,7 @@ async function download(format, period, status) {
 export async function render(root) {
   const period = h('input', { type: 'text', id: 'period', value: 'month', pattern: 'month|\\d{4}-\\d{2}', 'aria-describedby': 'period-help', autocomplete: 'off' });
   const status = h('p', { id: 'download-status', role: 'status' });
-  const summary = h('div', { id: 'report-summary', 'aria-live': 'polite' });
+  const summary = h('div', { id: 'report-summary', class: 'card', 'aria-live': 'polite' });
   const buttons = FORMATS.map((f) => {
     const b = h('button', { type: 'button', id: `download-${f.id}`, dataset: { format: f.id } }, `Download ${f.label}`);
     b.addEventListener('click', async () => {
