@@ -229,18 +229,25 @@ async function adminPhase() {
     seq: Number(r.dataset.seq), kind: r.children[1].textContent, decision: r.children[2].textContent,
     project: r.children[4].textContent, host: r.children[6].textContent, cost: r.querySelector('[data-field="cost"]').dataset.micros })));
   await shot('audit-filtered');
+  // A time filter: from a time after every row, nothing matches.
+  await page.locator('#f-from').fill('2099-01-01T00:00:00');
+  await page.locator('#apply-filters').click();
+  await page.locator('#entries[data-loads="3"] #no-entries').waitFor(WAIT);
+  result.auditFutureRows = await page.locator('#audit-table tbody tr').count();
+  result.auditFutureText = await page.locator('#no-entries').textContent();
+  await page.locator('#f-from').fill('');
   // Back to every row, 5 a page, then the next page by cursor.
   await page.locator('#f-kind').selectOption('');
   await page.locator('#f-decision').selectOption('');
   await page.locator('#f-project').fill('');
   await page.locator('#f-limit').fill('5');
   await page.locator('#apply-filters').click();
-  await page.locator('#entries[data-loads="3"]').waitFor(WAIT);
+  await page.locator('#entries[data-loads="4"]').waitFor(WAIT);
   result.auditFirstOfFive = await page.locator('#audit-table tbody tr').evaluateAll((rows) => rows.map((r) => Number(r.dataset.seq)));
   result.auditHasNext = await page.locator('#next-page').isEnabled();
   if (result.auditHasNext) {
     await page.locator('#next-page').click();
-    await page.locator('#entries[data-loads="4"] #audit-table[data-page="1"]').waitFor(WAIT);
+    await page.locator('#entries[data-loads="5"] #audit-table[data-page="1"]').waitFor(WAIT);
     result.auditSecondPage = await page.locator('#audit-table tbody tr').evaluateAll((rows) => rows.map((r) => Number(r.dataset.seq)));
   }
   await page.locator('#verify').focus();

@@ -13,7 +13,13 @@
 //!   recorded from the real traffic above through Envoy — and under a draft that blocks
 //!   api.salesforce.com lists exactly the recorded Salesforce calls (the audit rows, as many
 //!   as the test sent) as allow → deny, with their settled spend; given pasted decisions it
-//!   does the same, and the wasm engine answers exactly what the native `pag0_whatif` does.
+//!   does the same, and the wasm engine answers exactly what the native `pag0_whatif` does;
+//! - the Reports page downloads this month's EU AI Act report (same-origin fetch with the
+//!   session cookie): the JSON's `complianceStatus` is the API's, the CSV starts with the API's
+//!   header, the PDF is a PDF;
+//! - the Audit page shows the API's rows — the first page, a kind/decision/project filter, a
+//!   time filter that matches nothing, the next page by cursor — and Verify shows the API's
+//!   `ok`, `rowsChecked` and head.
 //!
 //! Screenshots of every page: `target/console-shots/`.
 // Test crate: failing loudly is the point (clippy.toml only covers #[test] fns, not helpers).
@@ -218,7 +224,10 @@ fn audit_all(api: &Api, filters: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let c = cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
+        let c = cursor
+            .as_ref()
+            .map(|c| format!("&cursor={c}"))
+            .unwrap_or_default();
         let page = api.get(&format!("/v1/audit?{filters}&limit=1000{c}"));
         out.extend(page["entries"].as_array().unwrap().iter().cloned());
         match page["nextCursor"].as_str() {
@@ -442,7 +451,10 @@ fn the_console_in_a_real_browser() {
         if allows >= usize::try_from(allowed).unwrap() {
             break rows;
         }
-        assert!(t0.elapsed() < WAIT, "decisions never reached the audit log: {rows:?}");
+        assert!(
+            t0.elapsed() < WAIT,
+            "decisions never reached the audit log: {rows:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let salesforce: Vec<&Value> = decisions
@@ -585,7 +597,10 @@ fn the_console_in_a_real_browser() {
         .iter()
         .filter(|r| r["kind"] == "allow → deny")
         .collect();
-    let ids: Vec<&str> = audit_a2d.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = audit_a2d
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, salesforce_ids, "{}", b["whatifAudit"]);
     // And nothing else changes: the held requests stay held, the approved replay and the DeepL
     // calls stay allowed, and refusals no policy decides (the control plane not reached yet,
@@ -601,7 +616,10 @@ fn the_console_in_a_real_browser() {
         .unwrap()
         .contains("api.salesforce.com")));
     assert_eq!(b["whatifAudit"]["allowToDeny"], salesforce_sent.to_string());
-    assert_eq!(b["whatifAudit"]["spendRemoved"], salesforce_cost.to_string());
+    assert_eq!(
+        b["whatifAudit"]["spendRemoved"],
+        salesforce_cost.to_string()
+    );
     // 1000 (warm-up /echo) + 3 × 3500.
     assert_eq!(salesforce_cost, 11_500);
 
@@ -646,7 +664,10 @@ fn the_console_in_a_real_browser() {
     let downloaded: Value = serde_json::from_str(json_text).unwrap();
     assert_eq!(downloaded["period"], report["period"]);
     assert_eq!(downloaded["orgId"], "acme-corp");
-    assert!(downloads["json"]["name"].as_str().unwrap().ends_with(".json"));
+    assert!(downloads["json"]["name"]
+        .as_str()
+        .unwrap()
+        .ends_with(".json"));
     let csv = api
         .http
         .get(sidecar.url("/v1/reports?template=EU_AI_ACT_COMPLIANCE&format=csv&period=month"))
@@ -674,7 +695,10 @@ fn the_console_in_a_real_browser() {
             .map(|e| e["seq"].as_u64().unwrap())
             .collect()
     };
-    assert_eq!(b["auditFirstPage"], json!(seqs(&api.get("/v1/audit?limit=50"))));
+    assert_eq!(
+        b["auditFirstPage"],
+        json!(seqs(&api.get("/v1/audit?limit=50")))
+    );
     let filtered = api.get("/v1/audit?kind=decision&decision=allow&projectId=sales-ai&limit=50");
     let want: Vec<Value> = filtered["entries"]
         .as_array()
@@ -690,11 +714,18 @@ fn the_console_in_a_real_browser() {
     assert_eq!(b["auditFiltered"], json!(want));
     let five = api.get("/v1/audit?limit=5");
     assert_eq!(b["auditFirstOfFive"], json!(seqs(&five)));
+    assert_eq!(b["auditFutureRows"], 0);
+    assert!(b["auditFutureText"]
+        .as_str()
+        .unwrap()
+        .contains("No entry matches"));
     assert_eq!(b["auditHasNext"], true);
     let cursor = five["nextCursor"].as_str().unwrap();
     assert_eq!(
         b["auditSecondPage"],
-        json!(seqs(&api.get(&format!("/v1/audit?limit=5&cursor={cursor}"))))
+        json!(seqs(
+            &api.get(&format!("/v1/audit?limit=5&cursor={cursor}"))
+        ))
     );
     let verify = api.get("/v1/audit/verify");
     assert_eq!(verify["ok"], true, "{verify}");
