@@ -154,14 +154,37 @@ async function adminPhase() {
   result.history = await page.locator('#history tbody tr').evaluateAll((rows) => rows.map((r) => Number(r.dataset.version)));
   await shot('policy-applied');
 
-  step = 'what-if page';
+  step = 'what-if page: the last N decisions of the audit log';
   await gotoPage('whatif');
-  await page.locator('#source:not(:has-text("Looking"))').waitFor(WAIT);
+  await page.locator('#source[data-state="audit"]').waitFor(WAIT);
   result.whatifSource = await page.locator('#source').textContent();
+  result.whatifDefaultN = await page.locator('#last-n').inputValue();
+  result.whatifLoadedRows = Number(await page.locator('#source').getAttribute('data-rows'));
+  // A smaller N, by keyboard: the field, then Enter on the load button.
+  await page.locator('#last-n').fill('3');
+  await page.locator('#load').focus();
+  await page.keyboard.press('Enter');
+  await page.locator('#source[data-state="audit"][data-rows="3"]').waitFor(WAIT);
+  result.whatifRowsOfThree = Number(await page.locator('#source').getAttribute('data-rows'));
+  await page.locator('#last-n').fill('500');
+  await page.locator('#load').click();
+  await page.locator(`#source[data-state="audit"][data-rows="${result.whatifLoadedRows}"]`).waitFor(WAIT);
+  result.whatifLoadedCount = Number(await page.locator('#source').getAttribute('data-count'));
   await page.locator('#draft').fill(input.whatifDraft);
+  await page.locator('#run').click();
+  await page.locator('#result[data-runs="1"] #summary').waitFor(WAIT);
+  result.whatifAudit = {
+    rows: await page.locator('#changes tbody tr').evaluateAll((rows) => rows.map((r) => ({ id: r.dataset.id, kind: r.dataset.kind, request: r.children[3].textContent }))),
+    allowToDeny: await page.locator('#allow-to-deny').textContent(),
+    spendRemoved: await page.locator('#spend-removed').getAttribute('data-micros'),
+    replayed: await page.locator('#replayed').textContent(),
+  };
+  await shot('whatif-audit');
+
+  step = 'what-if page: pasted decisions';
   await page.locator('#decisions').fill(JSON.stringify(input.whatifDecisions));
   await page.locator('#run').click();
-  await page.locator('#summary').waitFor(WAIT);
+  await page.locator('#result[data-runs="2"] #summary').waitFor(WAIT);
   result.whatifRows = await page.locator('#changes tbody tr').evaluateAll((rows) => rows.map((r) => ({ id: r.dataset.id, kind: r.dataset.kind })));
   result.whatifAllowToDeny = await page.locator('#allow-to-deny').textContent();
   await shot('whatif');
@@ -172,6 +195,72 @@ async function adminPhase() {
     await m.default();
     return { replay: m.replay(draft, replayInput), validate: m.validate(bad) };
   }, { draft: input.whatifDraft, input: JSON.stringify({ decisions: input.whatifDecisions, openingSpend: {} }), bad: input.badPolicy });
+
+  step = 'reports page: this month\'s EU AI Act report as JSON, CSV and PDF';
+  await gotoPage('reports');
+  await page.locator('#compliance-status').waitFor(WAIT);
+  result.reportShownStatus = await page.locator('#compliance-status').getAttribute('data-status');
+  result.reportDownloads = {};
+  for (const format of ['json', 'csv', 'pdf']) {
+    const [download] = await Promise.all([page.waitForEvent('download', WAIT), page.locator(`#download-${format}`).click()]);
+    const bytes = readFileSync(await download.path());
+    result.reportDownloads[format] = {
+      name: download.suggestedFilename(),
+      size: bytes.length,
+      head: bytes.subarray(0, 5).toString('latin1'),
+      text: format === 'pdf' ? null : bytes.toString('utf8'),
+    };
+  }
+  result.reportJsonStatus = JSON.parse(result.reportDownloads.json.text).complianceStatus;
+  await page.locator('#download-status', { hasText: 'Downloaded' }).waitFor(WAIT);
+  await shot('reports');
+
+  step = 'audit page: browse, filter, next page, verify';
+  await gotoPage('audit');
+  await page.locator('#audit-table').waitFor(WAIT);
+  result.auditFirstPage = await page.locator('#audit-table tbody tr').evaluateAll((rows) => rows.map((r) => Number(r.dataset.seq)));
+  await shot('audit');
+  await page.locator('#f-kind').selectOption('decision');
+  await page.locator('#f-decision').selectOption('allow');
+  await page.locator('#f-project').fill('sales-ai');
+  await page.locator('#f-project').press('Enter');
+  await page.locator('#entries[data-loads="2"]').waitFor(WAIT);
+  result.auditFiltered = await page.locator('#audit-table tbody tr').evaluateAll((rows) => rows.map((r) => ({
+    seq: Number(r.dataset.seq), kind: r.children[1].textContent, decision: r.children[2].textContent,
+    project: r.children[4].textContent, host: r.children[6].textContent, cost: r.querySelector('[data-field="cost"]').dataset.micros })));
+  await shot('audit-filtered');
+  // A time filter: from a time after every row, nothing matches.
+  await page.locator('#f-from').fill('2099-01-01T00:00:00');
+  await page.locator('#apply-filters').click();
+  await page.locator('#entries[data-loads="3"] #no-entries').waitFor(WAIT);
+  result.auditFutureRows = await page.locator('#audit-table tbody tr').count();
+  result.auditFutureText = await page.locator('#no-entries').textContent();
+  await page.locator('#f-from').fill('');
+  // Back to every row, 5 a page, then the next page by cursor.
+  await page.locator('#f-kind').selectOption('');
+  await page.locator('#f-decision').selectOption('');
+  await page.locator('#f-project').fill('');
+  await page.locator('#f-limit').fill('5');
+  await page.locator('#apply-filters').click();
+  await page.locator('#entries[data-loads="4"]').waitFor(WAIT);
+  result.auditFirstOfFive = await page.locator('#audit-table tbody tr').evaluateAll((rows) => rows.map((r) => Number(r.dataset.seq)));
+  result.auditHasNext = await page.locator('#next-page').isEnabled();
+  if (result.auditHasNext) {
+    await page.locator('#next-page').click();
+    await page.locator('#entries[data-loads="5"] #audit-table[data-page="1"]').waitFor(WAIT);
+    result.auditSecondPage = await page.locator('#audit-table tbody tr').evaluateAll((rows) => rows.map((r) => Number(r.dataset.seq)));
+  }
+  await page.locator('#verify').focus();
+  await page.keyboard.press('Enter');
+  await page.locator('#verify-kv').waitFor(WAIT);
+  result.auditVerify = {
+    ok: await page.locator('#verify-kv').getAttribute('data-ok'),
+    shown: await page.locator('#verify-ok').textContent(),
+    rowsChecked: Number(await page.locator('#verify-rows').textContent()),
+    head: await page.locator('#verify-head').textContent(),
+    firstBadRow: await page.locator('#verify-bad').textContent(),
+  };
+  await shot('audit-verify');
 
   step = 'sign out';
   await page.locator('#sign-out').click();

@@ -1,5 +1,5 @@
 // The console's shell: sign-in, navigation and the page registry. Each page is a module
-// exporting `render(root, ctx)`; adding a page (Audit, Reports) is one entry in PAGES.
+// exporting `render(root, ctx)`; adding a page is one entry in PAGES.
 import { api, get, setCsrf, ApiError } from './lib/api.js';
 import { h, clear } from './lib/dom.js';
 import { MISSING } from './lib/engine.js';
@@ -11,6 +11,8 @@ const PAGES = [
   { id: 'policy', title: 'Policy', roles: ['admin'], load: () => import('./pages/policy.js') },
   { id: 'whatif', title: 'What-if', roles: ['admin'], load: () => import('./pages/whatif.js') },
   { id: 'budgets', title: 'Budgets', roles: ['admin'], load: () => import('./pages/budgets.js') },
+  { id: 'audit', title: 'Audit', roles: ['admin'], load: () => import('./pages/audit.js') },
+  { id: 'reports', title: 'Reports', roles: ['admin'], load: () => import('./pages/reports.js') },
 ];
 
 const $ = (id) => document.getElementById(id);

@@ -9,10 +9,17 @@
 //!   spend equals `/v1/analytics`; a bad edit shows `projects[1].policy.dailyBudget: …`
 //!   inline (the same lines `PUT /v1/policy` answers) and cannot be applied; a good one is
 //!   diffed and applied with If-Match;
-//! - the What-if page, given recorded decisions, lists exactly the Salesforce calls as
-//!   allow → deny under a draft that blocks api.salesforce.com, and the wasm engine answers
-//!   exactly what the native `pag0_whatif` does. (The same check over decisions recorded from
-//!   real traffic waits for the decision log, issue 15.)
+//! - the What-if page loads the last N (default 500, settable) decisions of the audit log —
+//!   recorded from the real traffic above through Envoy — and under a draft that blocks
+//!   api.salesforce.com lists exactly the recorded Salesforce calls (the audit rows, as many
+//!   as the test sent) as allow → deny, with their settled spend; given pasted decisions it
+//!   does the same, and the wasm engine answers exactly what the native `pag0_whatif` does;
+//! - the Reports page downloads this month's EU AI Act report (same-origin fetch with the
+//!   session cookie): the JSON's `complianceStatus` is the API's, the CSV starts with the API's
+//!   header, the PDF is a PDF;
+//! - the Audit page shows the API's rows — the first page, a kind/decision/project filter, a
+//!   time filter that matches nothing, the next page by cursor — and Verify shows the API's
+//!   `ok`, `rowsChecked` and head.
 //!
 //! Screenshots of every page: `target/console-shots/`.
 // Test crate: failing loudly is the point (clippy.toml only covers #[test] fns, not helpers).
@@ -212,6 +219,24 @@ impl Api {
     }
 }
 
+/// Every `/v1/audit` entry matching `filters`, following `nextCursor`.
+fn audit_all(api: &Api, filters: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let c = cursor
+            .as_ref()
+            .map(|c| format!("&cursor={c}"))
+            .unwrap_or_default();
+        let page = api.get(&format!("/v1/audit?{filters}&limit=1000{c}"));
+        out.extend(page["entries"].as_array().unwrap().iter().cloned());
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return out,
+        }
+    }
+}
+
 fn send(agent: &Agent, call: &Call) -> Reply {
     agent.send(call).unwrap()
 }
@@ -292,6 +317,8 @@ fn the_console_in_a_real_browser() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let mut allowed = 1;
+    // Allowed Salesforce calls: the warm-up and the three below (the What-if's allow → deny).
+    let salesforce_sent = 4;
     for i in 0..3 {
         let r = send(
             &agent,
@@ -416,6 +443,31 @@ fn the_console_in_a_real_browser() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // Every decision has reached the audit log too (the same sync batches carry them).
+    let t0 = Instant::now();
+    let decisions = loop {
+        let rows = audit_all(&api, "kind=decision");
+        let allows = rows.iter().filter(|e| e["decision"] == "allow").count();
+        if allows >= usize::try_from(allowed).unwrap() {
+            break rows;
+        }
+        assert!(
+            t0.elapsed() < WAIT,
+            "decisions never reached the audit log: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let salesforce: Vec<&Value> = decisions
+        .iter()
+        .filter(|e| e["host"] == "api.salesforce.com" && e["decision"] == "allow")
+        .collect();
+    assert_eq!(salesforce.len(), salesforce_sent, "{decisions:?}");
+    let salesforce_ids: Vec<String> = salesforce
+        .iter()
+        .map(|e| format!("audit #{}", e["seq"]))
+        .collect();
+    let salesforce_cost: u64 = salesforce.iter().map(|e| e["cost"].as_u64().unwrap()).sum();
+
     // --- the admin ---
     let mut bad = live.clone();
     bad["projects"][1]["policy"]["dailyBudget"] = json!("12x");
@@ -466,7 +518,20 @@ fn the_console_in_a_real_browser() {
             .map_or(json!("0"), |g| g[field].clone())
     };
     let rows = b["overview"].as_array().unwrap();
-    assert_eq!(rows.len(), 2, "{rows:?}");
+    // Both teams, plus any group analytics reports beside them (denials before a client was
+    // known group as `unassigned` now that the decision rows feed analytics).
+    let mut teams: Vec<&str> = rows.iter().map(|r| r["team"].as_str().unwrap()).collect();
+    let mut want_teams: Vec<&str> = month["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["key"].as_str().unwrap())
+        .chain(["sales-ai", "marketing"])
+        .collect();
+    teams.sort_unstable();
+    want_teams.sort_unstable();
+    want_teams.dedup();
+    assert_eq!(teams, want_teams, "{rows:?}");
     for row in rows {
         let team = row["team"].as_str().unwrap();
         assert_eq!(row["monthSpend"], of(&month, team, "totalCost"), "{team}");
@@ -520,7 +585,45 @@ fn the_console_in_a_real_browser() {
         "120000000"
     );
 
-    // What-if: exactly the recorded Salesforce calls go allow → deny.
+    // What-if over the audit log: the last 500 decisions by default (N settable), and
+    // exactly the recorded Salesforce calls go allow → deny, with their settled spend.
+    assert_eq!(b["whatifDefaultN"], "500");
+    assert_eq!(b["whatifRowsOfThree"], 3);
+    assert_eq!(b["whatifLoadedRows"], decisions.len());
+    assert!(b["whatifLoadedCount"].as_u64().unwrap() >= allowed);
+    let audit_a2d: Vec<&Value> = b["whatifAudit"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "allow → deny")
+        .collect();
+    let ids: Vec<&str> = audit_a2d
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, salesforce_ids, "{}", b["whatifAudit"]);
+    // And nothing else changes: the held requests stay held, the approved replay and the DeepL
+    // calls stay allowed, and refusals no policy decides (the control plane not reached yet,
+    // the used approval) are not replayed.
+    assert_eq!(
+        b["whatifAudit"]["rows"].as_array().unwrap().len(),
+        salesforce_sent,
+        "{}",
+        b["whatifAudit"]
+    );
+    assert!(audit_a2d.iter().all(|r| r["request"]
+        .as_str()
+        .unwrap()
+        .contains("api.salesforce.com")));
+    assert_eq!(b["whatifAudit"]["allowToDeny"], salesforce_sent.to_string());
+    assert_eq!(
+        b["whatifAudit"]["spendRemoved"],
+        salesforce_cost.to_string()
+    );
+    // 1000 (warm-up /echo) + 3 × 3500.
+    assert_eq!(salesforce_cost, 11_500);
+
+    // What-if over pasted decisions: exactly the Salesforce calls go allow → deny.
     let a2d: Vec<&str> = b["whatifRows"]
         .as_array()
         .unwrap()
@@ -533,7 +636,7 @@ fn the_console_in_a_real_browser() {
     assert!(b["whatifSource"]
         .as_str()
         .unwrap()
-        .contains("no decision log yet"));
+        .contains("decision rows of the audit log"));
     // The wasm build answers what the native crate answers.
     let input = json!({ "decisions": recorded(), "openingSpend": {} }).to_string();
     let native = pag0_whatif::replay(&draft_text, &input);
@@ -550,6 +653,89 @@ fn the_console_in_a_real_browser() {
     assert_eq!(json!(native_errors), details);
     assert_eq!(b["afterSignOut"], 401);
 
+    // Reports: this month's EU AI Act report downloaded in the page (same-origin fetch with
+    // the session cookie) is the API's: the JSON's status, the CSV's header, a real PDF.
+    let report = api.get("/v1/reports?template=EU_AI_ACT_COMPLIANCE&format=json&period=month");
+    assert!(report["complianceStatus"].is_string(), "{report}");
+    assert_eq!(b["reportJsonStatus"], report["complianceStatus"]);
+    assert_eq!(b["reportShownStatus"], report["complianceStatus"]);
+    let downloads = &b["reportDownloads"];
+    let json_text = downloads["json"]["text"].as_str().unwrap();
+    let downloaded: Value = serde_json::from_str(json_text).unwrap();
+    assert_eq!(downloaded["period"], report["period"]);
+    assert_eq!(downloaded["orgId"], "acme-corp");
+    assert!(downloads["json"]["name"]
+        .as_str()
+        .unwrap()
+        .ends_with(".json"));
+    let csv = api
+        .http
+        .get(sidecar.url("/v1/reports?template=EU_AI_ACT_COMPLIANCE&format=csv&period=month"))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(
+        downloads["csv"]["text"].as_str().unwrap().lines().next(),
+        csv.lines().next()
+    );
+    assert!(downloads["csv"]["name"].as_str().unwrap().ends_with(".csv"));
+    assert_eq!(downloads["pdf"]["head"], "%PDF-");
+    assert!(downloads["pdf"]["size"].as_u64().unwrap() > 1000);
+    assert!(downloads["pdf"]["name"].as_str().unwrap().ends_with(".pdf"));
+
+    // Audit: the table shows the API's rows (first page, a filter, the next page by cursor),
+    // and Verify shows the API's answer.
+    let seqs = |v: &Value| -> Vec<u64> {
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        b["auditFirstPage"],
+        json!(seqs(&api.get("/v1/audit?limit=50")))
+    );
+    let filtered = api.get("/v1/audit?kind=decision&decision=allow&projectId=sales-ai&limit=50");
+    let want: Vec<Value> = filtered["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            json!({ "seq": e["seq"], "kind": "decision", "decision": "allow", "project": "sales-ai",
+                    "host": e["host"], "cost": e["cost"].as_u64().map_or(String::new(), |c| c.to_string()) })
+        })
+        .collect();
+    // The sales-ai allows: the 4 Salesforce calls and the approved DeepL replay.
+    assert_eq!(want.len(), salesforce_sent + 1, "{filtered}");
+    assert_eq!(b["auditFiltered"], json!(want));
+    let five = api.get("/v1/audit?limit=5");
+    assert_eq!(b["auditFirstOfFive"], json!(seqs(&five)));
+    assert_eq!(b["auditFutureRows"], 0);
+    assert!(b["auditFutureText"]
+        .as_str()
+        .unwrap()
+        .contains("No entry matches"));
+    assert_eq!(b["auditHasNext"], true);
+    let cursor = five["nextCursor"].as_str().unwrap();
+    assert_eq!(
+        b["auditSecondPage"],
+        json!(seqs(
+            &api.get(&format!("/v1/audit?limit=5&cursor={cursor}"))
+        ))
+    );
+    let verify = api.get("/v1/audit/verify");
+    assert_eq!(verify["ok"], true, "{verify}");
+    assert_eq!(b["auditVerify"]["ok"], "true");
+    assert_eq!(b["auditVerify"]["shown"], "ok");
+    assert_eq!(b["auditVerify"]["rowsChecked"], verify["rowsChecked"]);
+    assert!(verify["rowsChecked"].as_u64().unwrap() > 5);
+    assert_eq!(b["auditVerify"]["head"], verify["head"]["hash"]);
+    assert_eq!(b["auditVerify"]["firstBadRow"], "—");
+
     for name in [
         "sign-in",
         "approval",
@@ -563,6 +749,11 @@ fn the_console_in_a_real_browser() {
         "policy-diff",
         "policy-applied",
         "whatif",
+        "whatif-audit",
+        "reports",
+        "audit",
+        "audit-filtered",
+        "audit-verify",
     ] {
         assert!(
             shots.join(format!("{name}.png")).exists(),
