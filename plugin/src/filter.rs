@@ -492,7 +492,11 @@ impl<H: Host> HttpContext for Filter<H> {
         let line = &self.approval;
         let now = self.host.now();
         let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
-        self.note = Some(Box::new(Note::begin(now_ms, line, shared.policy_version)));
+        let mut note = Box::new(Note::begin(now_ms, line, shared.policy_version));
+        if requires_approval {
+            note.requires_approval();
+        }
+        self.note = Some(note);
         let head = RequestHead {
             api_key: api_key.as_deref(),
             method: &line.method,

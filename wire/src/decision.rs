@@ -126,6 +126,10 @@ pub struct DecisionEvent {
     /// SHA-256 of the request body, lowercase hex; absent when there was no body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_sha256: Option<String>,
+    /// The agent asked for an approval (`x-pag0-requires-approval: true`), whatever the
+    /// estimate: a what-if replays the request with it. Absent (false) otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requires_approval: bool,
 }
 
 /// Decision events a filter dropped, oldest first, because more were waiting than its cap

@@ -24,6 +24,7 @@ fn full() -> DecisionEvent {
         policy_version: 7,
         approval_id: None,
         body_sha256: Some("ab".repeat(32)),
+        requires_approval: false,
     }
 }
 
@@ -37,6 +38,7 @@ fn round_trip_keeps_every_field() {
         latency_ms: Some(40),
         approval_id: Some("apr_1".into()),
         decision: DecisionKind::Allow,
+        requires_approval: true,
         ..full()
     };
     let bytes = serde_json::to_vec(&e).unwrap();
@@ -52,6 +54,7 @@ fn money_is_a_decimal_string_and_absent_fields_are_omitted() {
     assert_eq!(v["policyVersion"], json!(7));
     assert!(v.get("cost").is_none());
     assert!(v.get("upstreamStatus").is_none());
+    assert!(v.get("requiresApproval").is_none(), "false is left out");
 }
 
 #[test]

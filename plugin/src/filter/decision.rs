@@ -62,10 +62,16 @@ impl Note {
                     .as_deref()
                     .map(|id| text(id, limits::MAX_ID)),
                 body_sha256: None,
+                requires_approval: false,
             },
             decided: false,
             forwarded_ms: None,
         }
+    }
+
+    /// The agent asked for an approval whatever the estimate.
+    pub(super) fn requires_approval(&mut self) {
+        self.event.requires_approval = true;
     }
 
     /// The API key named a client.

@@ -158,3 +158,27 @@ fn managed_each_request_queues_exactly_one_event_when_its_stream_ends() {
         let _: pag0_wire::DecisionEvent = serde_json::from_value(e.clone()).unwrap();
     }
 }
+
+#[test]
+fn an_agent_asking_for_approval_is_recorded_so_a_what_if_can_replay_it() {
+    let host = host();
+    let mut f = Filter::new(&host, Some(shared("500000")));
+    request(
+        &host,
+        "api.deepl.com",
+        &[
+            ("x-pag0-api-key", "k1"),
+            ("x-pag0-requires-approval", "true"),
+        ],
+    );
+    assert_eq!(f.on_http_request_headers(4, true), Action::Pause);
+    let e = published(&host).unwrap();
+    assert_eq!(e["code"], "APPROVAL_REQUIRED", "standalone refuses it");
+    assert_eq!(e["requiresApproval"], true);
+    // Without the header the field is absent.
+    let host = self::host();
+    let mut f = Filter::new(&host, Some(shared("500000")));
+    request(&host, "api.deepl.com", &[("x-pag0-api-key", "nope")]);
+    f.on_http_request_headers(4, true);
+    assert!(published(&host).unwrap().get("requiresApproval").is_none());
+}

@@ -137,6 +137,10 @@ fn decision_row(o: &Origin<'_>, d: DecisionEvent) -> Result<AuditEvent, String> 
         ("upstreamStatus", d.upstream_status.map(Value::from)),
         ("firstByteMs", d.first_byte_ms.map(Value::from)),
         ("bodySha256", d.body_sha256.map(Value::from)),
+        (
+            "requiresApproval",
+            d.requires_approval.then_some(Value::Bool(true)),
+        ),
     ];
     for (k, v) in opt {
         if let Some(v) = v {
