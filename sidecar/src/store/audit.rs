@@ -26,6 +26,59 @@ fn opt_i64(v: Option<u64>) -> Result<Option<i64>, super::StoreError> {
     v.map(super::to_db).transpose()
 }
 
+/// Rows per INSERT when appending: 250 × 18 columns = 4 500 parameters, below SQLite's 32 766
+/// and PostgreSQL's 65 535. One statement per chunk instead of one per row: on PostgreSQL
+/// that is one round trip per 250 rows (a sync batch of 500 decision events was ~1 000).
+pub(crate) const INSERT_CHUNK: usize = 250;
+
+/// The rows of `events` chained after `(seq, prev)`: hashes are computed here, before any
+/// statement runs, so the INSERTs only carry known rows.
+fn chain_all(
+    mut seq: i64,
+    mut prev: String,
+    events: Vec<AuditEvent>,
+) -> Result<Vec<AuditRow>, super::StoreError> {
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        seq += 1;
+        let r = AuditRow::chain(seq, e, &prev)?;
+        prev.clone_from(&r.hash);
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// The columns that need converting before they bind: estimate, cost, details text.
+fn converted(r: &AuditRow) -> Result<(Option<i64>, Option<i64>, String), super::StoreError> {
+    Ok((
+        opt_i64(r.event.estimate)?,
+        opt_i64(r.event.cost)?,
+        details_text(&r.event.details)?,
+    ))
+}
+
+/// `INSERT INTO audit_log (…) VALUES (…), (…), …` for `rows` rows, placeholders numbered
+/// from 1 with `mark` (`?` for SQLite, `$` for PostgreSQL).
+fn insert_sql(rows: usize, mark: char) -> String {
+    const N: usize = 18;
+    let mut sql = format!("INSERT INTO audit_log ({COLUMNS}) VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 0..N {
+            if c > 0 {
+                sql.push(',');
+            }
+            sql.push(mark);
+            sql.push_str(&(r * N + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 // --- SQLite ---
 
 pub(crate) mod sqlite {
@@ -80,53 +133,53 @@ pub(crate) mod sqlite {
         .map_err(backend)
     }
 
-    /// Appends in the caller's (IMMEDIATE) transaction.
+    /// Appends in the caller's (IMMEDIATE) transaction, [`INSERT_CHUNK`] rows per statement.
     pub(crate) fn append(
         c: &Connection,
         events: Vec<AuditEvent>,
     ) -> Result<Vec<AuditRow>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let h = head(c)?;
-        let (mut seq, mut prev) = (h.seq, h.hash);
-        let mut out = Vec::with_capacity(events.len());
-        for e in events {
-            seq += 1;
-            let r = AuditRow::chain(seq, e, &prev)?;
-            let e = &r.event;
+        let out = chain_all(h.seq, h.hash, events)?;
+        for chunk in out.chunks(INSERT_CHUNK) {
+            let conv = chunk.iter().map(converted).collect::<Result<Vec<_>, _>>()?;
+            let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 18);
+            for (r, (estimate, cost, details)) in chunk.iter().zip(&conv) {
+                let e = &r.event;
+                args.extend([
+                    &r.seq as &dyn rusqlite::ToSql,
+                    &e.at_ms,
+                    &e.kind,
+                    &e.actor,
+                    &e.project_id,
+                    &e.client_id,
+                    &e.host,
+                    &e.model,
+                    &e.decision,
+                    &e.code,
+                    estimate,
+                    cost,
+                    &e.latency_ms,
+                    &e.policy_version,
+                    &e.approval_id,
+                    details,
+                    &r.prev_hash,
+                    &r.hash,
+                ]);
+            }
+            c.prepare_cached(&insert_sql(chunk.len(), '?'))
+                .and_then(|mut st| st.execute(rusqlite::params_from_iter(args)))
+                .map_err(backend)?;
+        }
+        if let Some(last) = out.last() {
             c.execute(
-                &format!(
-                    "INSERT INTO audit_log ({COLUMNS}) VALUES
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
-                ),
-                params![
-                    r.seq,
-                    e.at_ms,
-                    e.kind,
-                    e.actor,
-                    e.project_id,
-                    e.client_id,
-                    e.host,
-                    e.model,
-                    e.decision,
-                    e.code,
-                    opt_i64(e.estimate)?,
-                    opt_i64(e.cost)?,
-                    e.latency_ms,
-                    e.policy_version,
-                    e.approval_id,
-                    details_text(&e.details)?,
-                    r.prev_hash,
-                    r.hash
-                ],
+                "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1",
+                params![last.seq, last.hash],
             )
             .map_err(backend)?;
-            prev = r.hash.clone();
-            out.push(r);
         }
-        c.execute(
-            "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1",
-            params![seq, prev],
-        )
-        .map_err(backend)?;
         Ok(out)
     }
 
@@ -409,58 +462,54 @@ pub(crate) mod postgres {
         append_after(c, h, events).await
     }
 
+    /// [`INSERT_CHUNK`] rows per statement: one round trip per chunk, not per row.
     async fn append_after(
         c: &impl GenericClient,
         h: AuditHead,
         events: Vec<AuditEvent>,
     ) -> Result<Vec<AuditRow>, StoreError> {
-        let (mut seq, mut prev) = (h.seq, h.hash);
-        let mut out = Vec::with_capacity(events.len());
-        for e in events {
-            seq += 1;
-            let r = AuditRow::chain(seq, e, &prev)?;
-            let e = &r.event;
-            let estimate = opt_i64(e.estimate)?;
-            let cost = opt_i64(e.cost)?;
-            let details = details_text(&e.details)?;
-            let params: [&(dyn ToSql + Sync); 18] = [
-                &r.seq,
-                &e.at_ms,
-                &e.kind,
-                &e.actor,
-                &e.project_id,
-                &e.client_id,
-                &e.host,
-                &e.model,
-                &e.decision,
-                &e.code,
-                &estimate,
-                &cost,
-                &e.latency_ms,
-                &e.policy_version,
-                &e.approval_id,
-                &details,
-                &r.prev_hash,
-                &r.hash,
-            ];
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = chain_all(h.seq, h.hash, events)?;
+        for chunk in out.chunks(INSERT_CHUNK) {
+            let conv = chunk.iter().map(converted).collect::<Result<Vec<_>, _>>()?;
+            let mut args: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(chunk.len() * 18);
+            for (r, (estimate, cost, details)) in chunk.iter().zip(&conv) {
+                let e = &r.event;
+                args.extend([
+                    &r.seq as &(dyn ToSql + Sync),
+                    &e.at_ms,
+                    &e.kind,
+                    &e.actor,
+                    &e.project_id,
+                    &e.client_id,
+                    &e.host,
+                    &e.model,
+                    &e.decision,
+                    &e.code,
+                    estimate,
+                    cost,
+                    &e.latency_ms,
+                    &e.policy_version,
+                    &e.approval_id,
+                    details,
+                    &r.prev_hash,
+                    &r.hash,
+                ]);
+            }
+            c.execute(&insert_sql(chunk.len(), '$'), &args)
+                .await
+                .map_err(pg)?;
+        }
+        if let Some(last) = out.last() {
             c.execute(
-                &format!(
-                    "INSERT INTO audit_log ({COLUMNS}) VALUES
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
-                ),
-                &params,
+                "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+                &[&last.seq, &last.hash],
             )
             .await
             .map_err(pg)?;
-            prev = r.hash.clone();
-            out.push(r);
         }
-        c.execute(
-            "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
-            &[&seq, &prev],
-        )
-        .await
-        .map_err(pg)?;
         Ok(out)
     }
 

@@ -2161,3 +2161,82 @@ pub async fn violation_alerts_fire_once_per_project_code_and_window(store: &dyn 
     assert_eq!(first.deliveries.len(), 1, "to the rules' channel");
     assert_eq!(first.project_id.as_deref(), Some("team"));
 }
+
+/// A sync batch of more decision rows than one INSERT carries (`audit::INSERT_CHUNK`): every
+/// row lands once, in batch order, with its own fields, one contiguous chain that verifies
+/// and that the next append continues. A batch with a bad row past the first chunk leaves
+/// nothing at all: no row, no usage, not even its seq (the resend applies).
+pub async fn audit_appends_many_rows_in_chunks(store: &dyn Store) {
+    let chunk = super::audit::INSERT_CHUNK;
+    let n = 2 * chunk + 7;
+    let ev = |i: usize| {
+        let mut e = crate::audit::AuditEvent::new("decision", T0 + i as i64);
+        e.decision = Some(if i.is_multiple_of(3) { "deny" } else { "allow" }.into());
+        e.cost = Some(i as u64 * 10);
+        e.latency_ms = i.is_multiple_of(2).then_some(i as i64);
+        e.details = serde_json::json!({ "index": i });
+        e
+    };
+    let mut b = batch("envoy-chunks", 1, vec![rec(100, &[K])]);
+    b.audit = (0..n).map(ev).collect();
+    assert!(!store.sync(b).await.unwrap().duplicate);
+
+    // A bad amount in the second chunk refuses the whole batch.
+    let mut bad = batch("envoy-chunks", 2, vec![rec(5, &[K])]);
+    bad.audit = (0..chunk + 3).map(ev).collect();
+    if let Some(e) = bad.audit.get_mut(chunk + 1) {
+        e.estimate = Some(crate::audit::MAX_EXACT + 1);
+    }
+    assert!(store.sync(bad.clone()).await.is_err());
+    assert_eq!(store.audit_head().await.unwrap().seq, n as i64);
+    assert_eq!(spent(store, K).await, 100);
+    bad.audit.truncate(1);
+    bad.digest.push_str("-fixed");
+    assert!(!store.sync(bad).await.unwrap().duplicate);
+    store
+        .audit_append(vec![AuditEvent::new("policy.updated", T0).actor("alice")])
+        .await
+        .unwrap();
+
+    let mut rows = Vec::new();
+    loop {
+        let page = store
+            .audit_list(crate::audit::AuditQuery {
+                after_seq: rows.last().map_or(0, |r: &crate::audit::AuditRow| r.seq),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        rows.extend(page);
+    }
+    assert_eq!(rows.len(), n + 2);
+    let mut prev = "0".repeat(64);
+    for (i, r) in rows.iter().take(n).enumerate() {
+        assert_eq!(r.seq, i as i64 + 1);
+        assert_eq!(r.event, ev(i), "row {i}");
+        assert_eq!(r.prev_hash, prev, "row {i}");
+        prev.clone_from(&r.hash);
+    }
+    let tail: Vec<(i64, &str)> = rows
+        .iter()
+        .skip(n)
+        .map(|r| (r.seq, r.event.kind.as_str()))
+        .collect();
+    assert_eq!(
+        tail,
+        [(n as i64 + 1, "decision"), (n as i64 + 2, "policy.updated")]
+    );
+    assert_eq!(spent(store, K).await, 105);
+    let head = store.audit_head().await.unwrap();
+    assert_eq!(
+        (head.seq, Some(head.hash.as_str())),
+        (n as i64 + 2, rows.last().map(|r| r.hash.as_str()))
+    );
+    let v = verify(store).await;
+    assert_eq!(v["ok"], serde_json::json!(true), "{v}");
+    assert_eq!(v["rowsChecked"], serde_json::json!(n + 2), "{v}");
+}

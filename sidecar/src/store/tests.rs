@@ -113,6 +113,7 @@ contract_tests!(
     detection_over_the_ledger_finds_an_injected_spike,
     exceptions_are_kept_once_with_their_batch,
     decision_rows_ride_their_batch_once,
+    audit_appends_many_rows_in_chunks,
     // the compliance report (issue 17)
     report_reads_sum_the_decision_log,
     decision_stats_group_and_bin_decision_rows,
