@@ -457,7 +457,9 @@ fn managed_a_sidecar_killed_mid_run_loses_no_decision_silently_and_no_usage() {
         dropped > 0,
         "80 requests while down with a cap of {CAP} must drop some"
     );
-    assert!(rows >= 20 + CAP, "what fit under the cap was kept: {rows}");
+    // The newest `CAP` events wait in the queue at any moment, and reach the sidecar once it is
+    // back; older ones may have been dropped (oldest first), but only into the gaps above.
+    assert!(rows >= CAP, "what fit under the cap was kept: {rows}");
     // No usage record was dropped: the ledger is what the upstream served.
     let served = mock.served_on("/v2/translate");
     let month = chrono::Utc::now().format("%Y-%m").to_string();

@@ -85,6 +85,7 @@ fn event(instance: usize, n: u64, at: u64) -> DecisionEvent {
         policy_version: 1,
         approval_id: None,
         body_sha256: (!denied).then(|| format!("{:064x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15))),
+        requires_approval: false,
     }
 }
 
