@@ -608,6 +608,26 @@ fn now_ms(host: &FakeHost) -> u64 {
     u64::try_from(host.now.timestamp_millis()).unwrap()
 }
 
+/// A deepl call that stops at the request headers (held, refused or forwarded).
+fn deepl_held<'a>(host: &'a FakeHost, shared: &Rc<Shared>) -> (Action, Filter<&'a FakeHost>) {
+    *host.local_reply.borrow_mut() = None;
+    request(host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
+    let mut f = Filter::new(host, Some(shared.clone()));
+    let a = f.on_http_request_headers(4, true);
+    (a, f)
+}
+
+fn answer(host: &FakeHost, status: &str, body: serde_json::Value) {
+    *host.call_response_headers.borrow_mut() = vec![(":status".into(), status.into())];
+    *host.call_response_body.borrow_mut() = body.to_string().into_bytes();
+}
+
+/// Envoy calls back with the answer set by [`answer`].
+fn deliver(f: &mut Filter<&FakeHost>, host: &FakeHost, token: u32) {
+    let len = host.call_response_body.borrow().len();
+    f.on_http_call_response(token, 1, len, 0);
+}
+
 fn deepl(host: &FakeHost, shared: &Rc<Shared>) -> Action {
     *host.local_reply.borrow_mut() = None;
     request(host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
@@ -635,9 +655,14 @@ fn managed_without_a_policy_yet_is_control_plane_unavailable() {
 fn managed_admission_is_against_the_lease_and_names_the_scope() {
     let host = host();
     let s = managed(crate::config::FailureMode::Closed);
-    // No lease yet, closed: 503.
-    assert_eq!(deepl(&host, &s), Action::Pause);
+    // No lease yet, closed: held while the sidecar is asked for room; no answer in time: 503.
+    let (a, mut f) = deepl_held(&host, &s);
+    assert_eq!(a, Action::Pause);
+    assert!(host.local_reply.borrow().is_none(), "held, not refused");
+    f.on_http_call_response(1, 0, 0, 0);
     assert_eq!(reply(&host).0, 503);
+    assert_eq!(host.resumed.get(), 0);
+    assert!(crate::managed::take_early(&&host).unwrap());
     // A 5000 slice: two deepl calls (2000 each), the third is over the slice.
     lease_all(&host, 5000, now_ms(&host) + 30_000);
     assert_eq!(deepl(&host, &s), Action::Continue);
@@ -688,26 +713,52 @@ fn managed_sidecar_down_closed_refuses_past_the_lease_open_admits() {
         "open: admitted and recorded"
     );
     assert_eq!(flushed(&host, &[&closed, &open]).unsent.len(), 2);
-    // An expired lease with the sidecar up is no lease either (closed).
+    assert!(
+        host.calls.borrow().is_empty(),
+        "the sidecar is down: no room call on the request path"
+    );
+    // An expired lease with the sidecar up is no lease either (closed): the request is held
+    // for a room call, and a refused call is a 503.
     crate::managed::set_down(&&host, false, 2).unwrap();
     lease_all(&host, 100_000, now_ms(&host));
-    assert_eq!(deepl(&host, &closed), Action::Pause);
+    let (a, mut f) = deepl_held(&host, &closed);
+    assert_eq!(a, Action::Pause);
+    answer(
+        &host,
+        "503",
+        json!({"error": {"code": "STORE_UNAVAILABLE"}}),
+    );
+    deliver(&mut f, &host, 1);
     assert_eq!(reply(&host).0, 503);
+    assert_eq!(host.resumed.get(), 0);
 }
 
 #[test]
-fn managed_a_spent_slice_while_the_fleet_has_room_is_503_not_402() {
+fn managed_a_spent_slice_while_the_fleet_has_room_asks_for_room_and_503_if_none_comes() {
     let host = host();
     let s = managed(crate::config::FailureMode::Closed);
     // Slice of one call; the fleet had spent 1000 of 10000 at the last answer.
     lease_all_fleet(&host, 2000, now_ms(&host) + 30_000, 1000, 10_000);
     assert_eq!(deepl(&host, &s), Action::Continue);
-    assert_eq!(deepl(&host, &s), Action::Pause);
+    let (a, mut f) = deepl_held(&host, &s);
+    assert_eq!(a, Action::Pause);
+    // The sidecar had no more to give this Envoy (others hold the room): retry, not 402.
+    answer(
+        &host,
+        "200",
+        json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
+            "org.monthly/2026-11": {"granted": "2000", "limit": "100000000", "spent": "1000"},
+            "project.daily/sales-ai/2026-11-24": {"granted": "2000", "limit": "10000", "spent": "1000"}
+        }}),
+    );
+    deliver(&mut f, &host, 1);
     let (status, _, body) = reply(&host);
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (503, Some("CONTROL_PLANE_UNAVAILABLE"))
     );
+    assert_eq!(host.resumed.get(), 0);
+    assert_eq!(host.calls.borrow().len(), 1, "one room call per request");
     // The fleet is at its limit: a real budget refusal.
     lease_all_fleet(&host, 2000, now_ms(&host) + 30_000, 8000, 10_000);
     assert_eq!(deepl(&host, &s), Action::Pause);
