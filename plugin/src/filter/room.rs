@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use pag0_policy::budget::NothingSpent;
-use pag0_policy::{Decision, DenyCode, FinishOptions, Pending};
+use pag0_policy::{Decision, DenyCode, FinishOptions, Pending, Reservation};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use super::{control_plane_unavailable, Filter, State};
@@ -38,7 +38,18 @@ impl<H: Host> Filter<H> {
         let reservations = match policy.finish(pending, body, &NothingSpent, opts) {
             Decision::Deny(d) if d.code == DenyCode::BudgetExceeded => return self.deny(&d),
             Decision::Allow(a) => a.reservations,
-            _ => return self.deny(&unavailable),
+            // Within budget it would wait for approval: the room is asked for all the same
+            // (the approval is created against the new lease), on every counter it charges.
+            Decision::NeedsApproval(a) => view
+                .counters
+                .iter()
+                .map(|c| Reservation {
+                    key: c.key.clone(),
+                    amount: a.estimate,
+                    limit: c.limit,
+                })
+                .collect(),
+            Decision::Deny(_) => return self.deny(&unavailable),
         };
         let ask = match &shared.sidecar {
             Some(cfg) if !self.room_asked && !view.down => Some(cfg),
