@@ -226,14 +226,18 @@ impl Driver {
         });
         let probe = Call::post("api.deepl.com", "/v2/translate").header("connection", "close");
         let mut streak = 0;
-        wait_for("the policy on every worker", Duration::from_secs(30), || {
-            if self.send(envoy, &probe).code() == "MISSING_API_KEY" {
-                streak += 1;
-            } else {
-                streak = 0;
-            }
-            (streak >= 12).then_some(())
-        });
+        wait_for(
+            "the policy on every worker",
+            Duration::from_secs(30),
+            || {
+                if self.send(envoy, &probe).code() == "MISSING_API_KEY" {
+                    streak += 1;
+                } else {
+                    streak = 0;
+                }
+                (streak >= 12).then_some(())
+            },
+        );
     }
 }
 

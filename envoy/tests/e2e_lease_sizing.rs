@@ -201,14 +201,23 @@ fn a_fresh_envoy_serves_four_seed_calls_of_a_seed_day_then_402_project_daily() {
     took.push(t0.elapsed());
     assert_eq!(fifth.status, 402, "{}", fifth.body);
     assert_eq!(fifth.code(), "BUDGET_EXCEEDED", "{}", fifth.body);
-    assert_eq!(fifth.json()["error"]["scope"], "project.daily", "{}", fifth.body);
+    assert_eq!(
+        fifth.json()["error"]["scope"],
+        "project.daily",
+        "{}",
+        fifth.body
+    );
     // Still refused, and never a 503, on more tries: the day is used up fleet-wide.
     for _ in 0..3 {
         let r = send(&agent, &envoy, &pricey(SALES_KEY));
         assert_eq!((r.status, r.code()), (402, "BUDGET_EXCEEDED"), "{}", r.body);
     }
     println!("seed calls 1-5 answered in {took:?}");
-    assert_eq!(mock.served_on("/v2/translate"), 4, "exactly 4 calls reached the upstream");
+    assert_eq!(
+        mock.served_on("/v2/translate"),
+        4,
+        "exactly 4 calls reached the upstream"
+    );
 
     // The 4 calls reach the sidecar's ledger: exactly 4 × 120000 on the project's day.
     let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
@@ -242,7 +251,11 @@ fn a_call_above_a_whole_daily_limit_is_402_at_once() {
         assert_eq!(r.json()["error"]["scope"], "project.daily", "{}", r.body);
         println!("over-limit call {i} refused in {took:?}");
     }
-    assert_eq!(mock.served_on("/v2/translate"), 0, "nothing reached the upstream");
+    assert_eq!(
+        mock.served_on("/v2/translate"),
+        0,
+        "nothing reached the upstream"
+    );
     // The same Envoy serves a call that fits.
     let r = send(&agent, &envoy, &pricey(SALES_KEY));
     assert_eq!((r.status, r.decision()), (200, "allow"), "{}", r.body);
