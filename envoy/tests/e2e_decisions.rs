@@ -216,11 +216,28 @@ impl Driver {
         r
     }
 
-    /// Until the sidecar's policy and leases are in: the first 200.
+    /// Until the sidecar's policy is in on both workers: the first 200 (a lease is asked for
+    /// on the request path if there is none yet), then 12 refusals in a row of a call without
+    /// an API key (`MISSING_API_KEY`, not the `503` of a worker without a policy; fresh
+    /// connections land on either worker).
     fn until_allowed(&mut self, envoy: &Envoy, call: &Call) {
         wait_for("the first allowed request", Duration::from_secs(30), || {
             (self.send(envoy, call).status == 200).then_some(())
         });
+        let probe = Call::post("api.deepl.com", "/v2/translate").header("connection", "close");
+        let mut streak = 0;
+        wait_for(
+            "the policy on every worker",
+            Duration::from_secs(30),
+            || {
+                if self.send(envoy, &probe).code() == "MISSING_API_KEY" {
+                    streak += 1;
+                } else {
+                    streak = 0;
+                }
+                (streak >= 12).then_some(())
+            },
+        );
     }
 }
 

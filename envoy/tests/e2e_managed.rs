@@ -128,6 +128,32 @@ fn poll(
     None
 }
 
+/// Waits until both workers run the sidecar's policy, without spending: a call without an API
+/// key is `503` on a worker before its first policy, `401 MISSING_API_KEY` after. Each worker
+/// adopts it on its own tick, and a first call can be admitted on one worker (a lease asked
+/// for on the request path) before the other has ticked; fresh connections land on either
+/// worker, so 12 in a row mean both.
+fn every_worker_has_the_policy(agent: &Agent, envoy: &Envoy) {
+    let probe = Call::post("api.deepl.com", "/v2/translate").header("connection", "close");
+    let (t0, mut streak) = (Instant::now(), 0);
+    while streak < 12 {
+        let r = send(agent, envoy, &probe);
+        if r.code() == "MISSING_API_KEY" {
+            streak += 1;
+            continue;
+        }
+        streak = 0;
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "a worker without the policy: {} {}\n{}",
+            r.status,
+            r.body,
+            envoy.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn allowed(r: &Reply) -> bool {
     r.status == 200 && r.decision() == "allow"
 }
@@ -220,8 +246,9 @@ fn closed_spends_the_lease_then_refuses_and_recovers_when_the_sidecar_is_back() 
         "{}",
         envoy.log()
     );
-    // A few calls while the sidecar is up, paced so the slice (5 calls) is topped up as it
-    // runs low (an early sync at the next tick); a burst faster than that would get 402.
+    every_worker_has_the_policy(&agent, &envoy);
+    // A few calls while the sidecar is up: the slice (5 calls) is topped up as it runs low
+    // (an early sync at the next tick), or on the request path when a call finds it short.
     for _ in 0..8 {
         let r = send(&agent, &envoy, &deepl());
         assert!(allowed(&r), "{} {}", r.status, r.body);
@@ -308,6 +335,7 @@ fn open_admits_while_the_sidecar_is_down_and_reports_afterwards() {
         "{}",
         envoy.log()
     );
+    every_worker_has_the_policy(&agent, &envoy);
     sc.kill();
     // Make sure the filter has seen the sidecar fail.
     let t0 = Instant::now();
@@ -363,6 +391,7 @@ fn ledger_equals_served_after_a_sidecar_kill_during_load() {
         "{}",
         envoy.log()
     );
+    every_worker_has_the_policy(&agent, &envoy);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load: Vec<_> = (0..4)

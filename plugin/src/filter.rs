@@ -10,7 +10,6 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use pag0_policy::budget::NothingSpent;
 use pag0_policy::{
     Decision, Deny, DenyCode, FinishOptions, HeadOutcome, Micros, Pending, RequestHead, Reservation,
 };
@@ -42,6 +41,8 @@ pub struct Filter<H> {
     approval: crate::approval::Incoming,
     /// This request's decision event (`filter/decision.rs`), from the request headers on.
     note: Option<Box<Note>>,
+    /// Managed mode: this request has asked the sidecar for budget room once (`filter/room.rs`).
+    room_asked: bool,
 }
 
 enum State {
@@ -55,8 +56,18 @@ enum State {
     AwaitingApproval { token: u32, project_id: Arc<str> },
     /// Managed mode: a replay, reserved and held while the sidecar consumes its approval.
     AwaitingConsume { token: u32, reserved: Box<Reserved> },
+    /// Managed mode: held while the sidecar is asked for budget room (`filter/room.rs`).
+    AwaitingRoom(Box<RoomWait>),
     /// Refused, or settled: nothing left to do.
     Done,
+}
+
+/// A request held for a budget room call: what deciding it again needs.
+struct RoomWait {
+    token: u32,
+    pending: Pending,
+    body: Option<Vec<u8>>,
+    call: managed::RoomCall,
 }
 
 struct Reserved {
@@ -82,6 +93,7 @@ impl<H: Host> Filter<H> {
             cache_head: None,
             approval: Default::default(),
             note: None,
+            room_asked: false,
         }
     }
 
@@ -181,21 +193,13 @@ impl<H: Host> Filter<H> {
         let allow = match decision {
             Decision::Allow(a) => a,
             Decision::Deny(d) => {
-                if d.code == DenyCode::BudgetExceeded
-                    && view.as_ref().is_some_and(|v| {
-                        v.control_plane_unavailable() || v.slice_spent(d.scope, None)
-                    })
-                {
-                    if let Some(v) = &view {
-                        // How much room the request needs: decide again as if nothing were
-                        // spent (rare path), so the next sync asks for a large enough slice.
-                        if let Decision::Allow(a) =
-                            policy.finish(pending, body, &NothingSpent, &opts)
-                        {
-                            managed::ask_for_room(&self.host, v, &a.reservations);
-                        }
+                if d.code == DenyCode::BudgetExceeded {
+                    if let Some(v) = view
+                        .as_ref()
+                        .filter(|v| v.control_plane_unavailable() || v.slice_spent(d.scope, None))
+                    {
+                        return self.short_of_room(shared, v, pending, body, &opts);
                     }
-                    return self.deny(&control_plane_unavailable(&pending.project_id));
                 }
                 return self.deny(&d);
             }
@@ -246,8 +250,7 @@ impl<H: Host> Filter<H> {
                 if let Some(v) = &view {
                     let key = allow.reservations.get(index).map(|r| &r.key);
                     if v.control_plane_unavailable() || v.slice_spent(None, key) {
-                        managed::ask_for_room(&self.host, v, &allow.reservations);
-                        return self.deny(&control_plane_unavailable(&allow.project_id));
+                        return self.short_of_room(shared, v, pending, body, &opts);
                     }
                 }
                 let deny = match (allow.reservations.get(index), to_take.get(index)) {
@@ -461,6 +464,9 @@ impl<H: Host> Context for Filter<H> {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        if self.on_room_answer(token_id, num_headers, body_size) {
+            return;
+        }
         self.on_approval_answer(token_id, num_headers, body_size);
     }
 }
@@ -588,7 +594,8 @@ impl<H: Host> HttpContext for Filter<H> {
             self.release_held();
             let mut deny = Deny::new(
                 DenyCode::ControlPlaneUnavailable,
-                "the upstream answered while pag0 was still asking the sidecar about the approval",
+                "the upstream answered while pag0 was still asking the sidecar (an approval, or \
+                 budget room)",
             );
             deny.project_id = Some(project_id);
             return self.deny(&deny);
@@ -698,6 +705,7 @@ mod cache;
 mod decision;
 
 mod request;
+mod room;
 mod snapshot;
 
 #[cfg(test)]

@@ -247,6 +247,7 @@ impl<H: Host> Filter<H> {
         match &self.state {
             State::AwaitingApproval { project_id, .. } => Some(project_id.clone()),
             State::AwaitingConsume { reserved, .. } => Some(reserved.project_id.clone()),
+            State::AwaitingRoom(w) => Some(w.pending.project_id.clone()),
             _ => None,
         }
     }

@@ -645,3 +645,55 @@ fn the_binding_covers_the_upstream_credential() {
     assert_ne!(a, key);
     assert_eq!(a, bind(&[("authorization", "Bearer sk-a")]));
 }
+
+#[test]
+fn without_a_lease_yet_a_request_needing_approval_asks_for_room_then_for_the_approval() {
+    // A fresh Envoy: the policy is in, the leases are not.
+    let host = FakeHost {
+        now: Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap(),
+        ..FakeHost::default()
+    };
+    let s = shared(true, FailureMode::Closed);
+    request(&host, "api.deepl.com", &[]);
+    let mut f = Filter::new(&host, Some(s.clone()));
+    assert_eq!(send_with_body(&mut f, &host, b"{}"), Action::Pause);
+    let (path, sent) = last_call(&host);
+    assert_eq!(
+        path, "/v1/sync",
+        "room first: no approval without budget room"
+    );
+    assert_eq!(sent["usage"], json!([]));
+    let counters: Vec<&str> = sent["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["counter"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        counters,
+        ["org.monthly/2026-11", "project.daily/sales-ai/2026-11-24"]
+    );
+    answer(
+        &host,
+        "200",
+        json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
+            "org.monthly/2026-11": {"granted": "6250000", "limit": "100000000", "spent": "0"},
+            "project.daily/sales-ai/2026-11-24": {"granted": "8000", "limit": "10000", "spent": "0"}
+        }}),
+    );
+    deliver(&mut f, &host, 1);
+    assert!(host.local_reply.borrow().is_none(), "still held");
+    let (path, sent) = last_call(&host);
+    assert_eq!(path, "/v1/approvals");
+    assert_eq!(sent["estimatedCost"], "2000");
+    answer(
+        &host,
+        "201",
+        json!({ "approvalId": ID, "status": "pending", "projectId": "sales-ai",
+                "estimatedCost": "2000", "expiresAt": "2026-11-25T12:00:00.000Z" }),
+    );
+    deliver(&mut f, &host, 2);
+    assert_eq!(reply(&host).0, 202);
+    assert_eq!(host.resumed.get(), 0);
+    assert_eq!(host.store.value(PROJECT_DAILY), 0, "nothing reserved");
+}

@@ -608,6 +608,26 @@ fn now_ms(host: &FakeHost) -> u64 {
     u64::try_from(host.now.timestamp_millis()).unwrap()
 }
 
+/// A deepl call that stops at the request headers (held, refused or forwarded).
+fn deepl_held<'a>(host: &'a FakeHost, shared: &Rc<Shared>) -> (Action, Filter<&'a FakeHost>) {
+    *host.local_reply.borrow_mut() = None;
+    request(host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
+    let mut f = Filter::new(host, Some(shared.clone()));
+    let a = f.on_http_request_headers(4, true);
+    (a, f)
+}
+
+fn answer(host: &FakeHost, status: &str, body: serde_json::Value) {
+    *host.call_response_headers.borrow_mut() = vec![(":status".into(), status.into())];
+    *host.call_response_body.borrow_mut() = body.to_string().into_bytes();
+}
+
+/// Envoy calls back with the answer set by [`answer`].
+fn deliver(f: &mut Filter<&FakeHost>, host: &FakeHost, token: u32) {
+    let len = host.call_response_body.borrow().len();
+    f.on_http_call_response(token, 1, len, 0);
+}
+
 fn deepl(host: &FakeHost, shared: &Rc<Shared>) -> Action {
     *host.local_reply.borrow_mut() = None;
     request(host, "api.deepl.com", &[("x-pag0-api-key", "k1")]);
@@ -635,9 +655,14 @@ fn managed_without_a_policy_yet_is_control_plane_unavailable() {
 fn managed_admission_is_against_the_lease_and_names_the_scope() {
     let host = host();
     let s = managed(crate::config::FailureMode::Closed);
-    // No lease yet, closed: 503.
-    assert_eq!(deepl(&host, &s), Action::Pause);
+    // No lease yet, closed: held while the sidecar is asked for room; no answer in time: 503.
+    let (a, mut f) = deepl_held(&host, &s);
+    assert_eq!(a, Action::Pause);
+    assert!(host.local_reply.borrow().is_none(), "held, not refused");
+    f.on_http_call_response(1, 0, 0, 0);
     assert_eq!(reply(&host).0, 503);
+    assert_eq!(host.resumed.get(), 0);
+    assert!(crate::managed::take_early(&&host).unwrap());
     // A 5000 slice: two deepl calls (2000 each), the third is over the slice.
     lease_all(&host, 5000, now_ms(&host) + 30_000);
     assert_eq!(deepl(&host, &s), Action::Continue);
@@ -688,26 +713,52 @@ fn managed_sidecar_down_closed_refuses_past_the_lease_open_admits() {
         "open: admitted and recorded"
     );
     assert_eq!(flushed(&host, &[&closed, &open]).unsent.len(), 2);
-    // An expired lease with the sidecar up is no lease either (closed).
+    assert!(
+        host.calls.borrow().is_empty(),
+        "the sidecar is down: no room call on the request path"
+    );
+    // An expired lease with the sidecar up is no lease either (closed): the request is held
+    // for a room call, and a refused call is a 503.
     crate::managed::set_down(&&host, false, 2).unwrap();
     lease_all(&host, 100_000, now_ms(&host));
-    assert_eq!(deepl(&host, &closed), Action::Pause);
+    let (a, mut f) = deepl_held(&host, &closed);
+    assert_eq!(a, Action::Pause);
+    answer(
+        &host,
+        "503",
+        json!({"error": {"code": "STORE_UNAVAILABLE"}}),
+    );
+    deliver(&mut f, &host, 1);
     assert_eq!(reply(&host).0, 503);
+    assert_eq!(host.resumed.get(), 0);
 }
 
 #[test]
-fn managed_a_spent_slice_while_the_fleet_has_room_is_503_not_402() {
+fn managed_a_spent_slice_while_the_fleet_has_room_asks_for_room_and_503_if_none_comes() {
     let host = host();
     let s = managed(crate::config::FailureMode::Closed);
     // Slice of one call; the fleet had spent 1000 of 10000 at the last answer.
     lease_all_fleet(&host, 2000, now_ms(&host) + 30_000, 1000, 10_000);
     assert_eq!(deepl(&host, &s), Action::Continue);
-    assert_eq!(deepl(&host, &s), Action::Pause);
+    let (a, mut f) = deepl_held(&host, &s);
+    assert_eq!(a, Action::Pause);
+    // The sidecar had no more to give this Envoy (others hold the room): retry, not 402.
+    answer(
+        &host,
+        "200",
+        json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
+            "org.monthly/2026-11": {"granted": "2000", "limit": "100000000", "spent": "1000"},
+            "project.daily/sales-ai/2026-11-24": {"granted": "2000", "limit": "10000", "spent": "1000"}
+        }}),
+    );
+    deliver(&mut f, &host, 1);
     let (status, _, body) = reply(&host);
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (503, Some("CONTROL_PLANE_UNAVAILABLE"))
     );
+    assert_eq!(host.resumed.get(), 0);
+    assert_eq!(host.calls.borrow().len(), 1, "one room call per request");
     // The fleet is at its limit: a real budget refusal.
     lease_all_fleet(&host, 2000, now_ms(&host) + 30_000, 8000, 10_000);
     assert_eq!(deepl(&host, &s), Action::Pause);
@@ -786,3 +837,253 @@ fn requests_count_in_the_vm_and_one_tick_sends_each_counter_once() {
 
 #[cfg(test)]
 mod decisions;
+
+// === managed mode: slices sized to the requests, room on the request path ===
+
+/// The seed's acme sizes: a project day of 500000 (\$0.50), a call of 120000 (\$0.12), and a
+/// call above the whole day (600000).
+fn acme_managed() -> Rc<Shared> {
+    let doc = json!({
+        "orgId": "acme-corp",
+        "globalPolicy": { "monthlyBudget": "100000000" },
+        "endpoints": [
+            { "host": "api.pricey.example", "category": "translation", "pricing": { "perRequest": "120000" } },
+            { "host": "api.huge.example", "category": "translation", "pricing": { "perRequest": "600000" } }
+        ],
+        "projects": [{ "id": "sales-ai", "name": "Sales AI",
+                       "policy": { "dailyBudget": "500000" } }],
+        "clients": [{ "id": "sales-agent", "projectId": "sales-ai", "apiKeySha256": api_key_sha256_hex("k1") }]
+    });
+    let m = managed(crate::config::FailureMode::Closed);
+    Rc::new(Shared {
+        policy: Some(Box::new(CompiledPolicy::from_value(&doc).unwrap())),
+        policy_version: 1,
+        slices: None,
+        usage: Some(Rc::new(crate::managed::UsageBuffer::new())),
+        decisions: Some(Rc::new(crate::managed::DecisionBuffer::new())),
+        keys: Default::default(),
+        sidecar: m.sidecar.clone(),
+        api_key_header: m.api_key_header.clone(),
+        max_body_bytes: m.max_body_bytes,
+        cache: m.cache,
+        metrics: m.metrics.clone(),
+    })
+}
+
+fn call_to<'a>(
+    host: &'a FakeHost,
+    s: &Rc<Shared>,
+    authority: &str,
+) -> (Action, Filter<&'a FakeHost>) {
+    *host.local_reply.borrow_mut() = None;
+    request(host, authority, &[("x-pag0-api-key", "k1")]);
+    let mut f = Filter::new(host, Some(s.clone()));
+    let a = f.on_http_request_headers(4, true);
+    (a, f)
+}
+
+fn finish_ok(host: &FakeHost, f: &mut Filter<&FakeHost>) {
+    respond(host, "200", &[]);
+    f.on_http_response_headers(1, true);
+    f.on_log();
+}
+
+/// The lease asks of the last call the filter dispatched: (counter, want).
+fn last_room_call(host: &FakeHost) -> Vec<(String, u64)> {
+    let calls = host.calls.borrow();
+    let (cluster, headers, body) = calls.last().expect("a call").clone();
+    assert_eq!(cluster, "pag0_sidecar");
+    assert!(headers.iter().any(|(k, v)| k == ":path" && v == "/v1/sync"));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["usage"], json!([]), "a room call carries no usage");
+    assert_eq!(v["release"], json!([]));
+    v["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["counter"].as_str().unwrap().to_string(),
+                l["want"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn day_lease(granted: u64, spent: u64) -> serde_json::Value {
+    json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
+        "project.daily/sales-ai/2026-11-24": {"granted": granted.to_string(),
+                                               "limit": "500000", "spent": spent.to_string()}
+    }})
+}
+
+#[test]
+fn a_first_slice_too_small_for_one_call_is_topped_up_on_the_request_path() {
+    let host = host();
+    let s = acme_managed();
+    let until = now_ms(&host) + 30_000;
+    // The first sync's slices: 1/16 of each limit. 31250 of the day cannot hold one call.
+    lease_all_fleet(&host, 6_250_000, until, 0, 100_000_000);
+    lease_all_fleet_one(
+        &host,
+        "project.daily/sales-ai/2026-11-24",
+        31_250,
+        until,
+        0,
+        500_000,
+    );
+
+    let (a, mut f) = call_to(&host, &s, "api.pricey.example");
+    assert_eq!(a, Action::Pause, "held, not refused");
+    assert!(host.local_reply.borrow().is_none());
+    // Only the short counter, sized for 4 calls of this size.
+    assert_eq!(
+        last_room_call(&host),
+        [("project.daily/sales-ai/2026-11-24".to_string(), 480_000)]
+    );
+    assert_eq!(
+        host.store.value(PROJECT_DAILY),
+        0,
+        "nothing reserved while held"
+    );
+    answer(&host, "200", day_lease(480_000, 0));
+    deliver(&mut f, &host, 1);
+    assert_eq!(host.resumed.get(), 1, "admitted after the one call");
+    assert!(host.local_reply.borrow().is_none());
+    assert_eq!(host.store.value(PROJECT_DAILY), 120_000);
+    finish_ok(&host, &mut f);
+
+    // Calls 2–4 fit the sized slice: no call, no hold.
+    for i in 2..=4 {
+        let (a, mut f) = call_to(&host, &s, "api.pricey.example");
+        assert_eq!(a, Action::Continue, "call {i}");
+        finish_ok(&host, &mut f);
+    }
+    assert_eq!(host.calls.borrow().len(), 1);
+    assert_eq!(host.store.value(PROJECT_DAILY), 480_000);
+
+    // Call 5: the slice is short again, the fleet showed room: one more call, for the rest of
+    // the day (capped at the limit), which is not enough: a real 402 with its scope.
+    let (a, mut f) = call_to(&host, &s, "api.pricey.example");
+    assert_eq!(a, Action::Pause);
+    assert_eq!(
+        last_room_call(&host),
+        [("project.daily/sales-ai/2026-11-24".to_string(), 500_000)]
+    );
+    answer(&host, "200", day_lease(500_000, 0));
+    deliver(&mut f, &host, 2);
+    let (status, _, body) = reply(&host);
+    assert_eq!(
+        (
+            status,
+            body["error"]["code"].as_str(),
+            body["error"]["scope"].as_str()
+        ),
+        (402, Some("BUDGET_EXCEEDED"), Some("project.daily"))
+    );
+    assert_eq!(host.resumed.get(), 1);
+    assert_eq!(host.store.value(PROJECT_DAILY), 480_000, "nothing reserved");
+
+    // The fleet's answer now shows the day used up: the 6th is a 402 at once, no call.
+    let (a, _f) = call_to(&host, &s, "api.pricey.example");
+    assert_eq!(a, Action::Pause);
+    assert_eq!(reply(&host).0, 402);
+    assert_eq!(host.calls.borrow().len(), 2);
+}
+
+#[test]
+fn a_call_above_a_whole_limit_is_402_at_once_with_or_without_a_lease() {
+    let host = host();
+    let s = acme_managed();
+    // No lease at all yet (a fresh Envoy), then a healthy one, then the sidecar down.
+    for case in ["no lease", "leased", "down"] {
+        match case {
+            "leased" => {
+                let until = now_ms(&host) + 30_000;
+                lease_all_fleet(&host, 6_250_000, until, 0, 100_000_000);
+                lease_all_fleet_one(
+                    &host,
+                    "project.daily/sales-ai/2026-11-24",
+                    31_250,
+                    until,
+                    0,
+                    500_000,
+                );
+            }
+            "down" => {
+                crate::managed::set_down(&&host, true, 1).unwrap();
+            }
+            _ => {}
+        }
+        let (a, _f) = call_to(&host, &s, "api.huge.example");
+        assert_eq!(a, Action::Pause, "{case}");
+        let (status, _, body) = reply(&host);
+        assert_eq!(
+            (
+                status,
+                body["error"]["code"].as_str(),
+                body["error"]["scope"].as_str()
+            ),
+            (402, Some("BUDGET_EXCEEDED"), Some("project.daily")),
+            "{case}: {body}"
+        );
+        assert!(host.calls.borrow().is_empty(), "{case}: no room call");
+        assert_eq!(host.store.value(PROJECT_DAILY), 0);
+    }
+}
+
+#[test]
+fn a_room_call_that_cannot_be_sent_is_a_503_and_an_early_sync() {
+    let host = host();
+    let s = acme_managed();
+    host.dispatch_fails.set(true);
+    let (a, _f) = call_to(&host, &s, "api.pricey.example");
+    assert_eq!(a, Action::Pause);
+    let (status, _, body) = reply(&host);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("CONTROL_PLANE_UNAVAILABLE"))
+    );
+    assert!(crate::managed::take_early(&&host).unwrap());
+}
+
+#[test]
+fn the_upstream_answering_a_request_held_for_room_is_refused() {
+    let host = host();
+    let s = acme_managed();
+    let (a, mut f) = call_to(&host, &s, "api.pricey.example");
+    assert_eq!(a, Action::Pause);
+    respond(&host, "200", &[]);
+    assert_eq!(f.on_http_response_headers(1, true), Action::Pause);
+    assert_eq!(reply(&host).0, 503);
+    // The late answer of the room call changes nothing for this stream.
+    answer(&host, "200", day_lease(480_000, 0));
+    deliver(&mut f, &host, 1);
+    assert_eq!(host.resumed.get(), 0);
+    assert_eq!(host.store.value(PROJECT_DAILY), 0);
+}
+
+fn lease_all_fleet_one(
+    host: &FakeHost,
+    c: &str,
+    granted: u64,
+    until_ms: u64,
+    spent: u64,
+    limit: u64,
+) {
+    use crate::counters::SharedStore;
+    let l = crate::managed::Lease {
+        granted,
+        valid_until_ms: until_ms,
+        want: granted,
+        spent,
+        limit,
+    };
+    host.store
+        .set(
+            &crate::managed::lease_key(c),
+            &serde_json::to_vec(&l).unwrap(),
+            None,
+        )
+        .unwrap();
+}

@@ -45,7 +45,10 @@ pub use batches::{
 pub use election::{instance_id, random_u64, try_own};
 pub use lease::{admit, down_since, lease, lease_key, presented_used, set_down, Admit, Lease};
 pub use policy::{load_policy, policy_counters, policy_version};
-pub use room::{ask_for_room, record_shortfall, request_early, take_early};
+pub use room::{
+    apply_room_answer, ask_for_room, prepare_room_call, record_shortfall, request_early,
+    sized_want, take_early, RoomCall, SIZING_REQUESTS,
+};
 pub use sync::{apply_response, drop_refused, prepare_sync, refused_as_invalid, Applied, Outgoing};
 
 use crate::counters::{HostError, SetError, SharedStore};

@@ -447,3 +447,163 @@ fn a_backlog_is_half_a_batch_waiting() {
     record_into(&s, 7);
     assert!(backlog(&s));
 }
+
+// === room on the request path ===
+
+fn org_month_view(s: &FakeStore, p: &CompiledPolicy) -> LeaseView {
+    LeaseView::read(s, p, "q", now(), 1, FailureMode::Closed).unwrap()
+}
+
+fn reservation(amount: u64) -> Reservation {
+    Reservation {
+        key: policy_counters(&policy(), now())[0].0.clone(),
+        amount: Micros::new(amount),
+        limit: Micros::new(1_600_000),
+    }
+}
+
+/// The first slice (1/16 of the org month, 100000), as the first sync leaves it.
+fn first_slice(s: &FakeStore, p: &CompiledPolicy) -> Vec<(pag0_policy::BudgetKey, Micros)> {
+    let counters = policy_counters(p, now());
+    let out = prepare_sync(s, "i", 0, &counters, 0).unwrap();
+    let answer = json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
+        "org.monthly/2026-11": { "granted": "100000", "spent": "0", "limit": "1600000" } }});
+    apply_response(s, &out, answer.to_string().as_bytes()).unwrap();
+    counters
+}
+
+#[test]
+fn a_room_call_asks_for_the_short_counters_only_sized_to_the_request() {
+    let s = FakeStore::default();
+    let p = policy();
+    let counters = first_slice(&s, &p);
+    let view = org_month_view(&s, &p);
+    assert!(
+        prepare_room_call(&s, &view, &[reservation(50_000)], 3, 10)
+            .unwrap()
+            .is_none(),
+        "a request that fits its slice needs no call"
+    );
+    let call = prepare_room_call(&s, &view, &[reservation(300_000)], 3, 10)
+        .unwrap()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(v["instanceId"], instance_id(&s).unwrap());
+    assert_eq!(v["seq"], 1);
+    assert_eq!(v["policyVersion"], 3);
+    assert_eq!(
+        v["usage"],
+        json!([]),
+        "never usage: no seq, no ack to disturb"
+    );
+    assert_eq!(
+        v["leases"],
+        json!([{"counter": "org.monthly/2026-11", "want": "1200000"}]),
+        "4 requests of 300000"
+    );
+    assert_eq!(call.wants, [("org.monthly/2026-11".to_string(), 1_200_000)]);
+
+    let answer = json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
+        "org.monthly/2026-11": { "granted": "1200000", "spent": "0", "limit": "1600000" } }});
+    assert!(apply_room_answer(&s, &call, answer.to_string().as_bytes()).unwrap());
+    let l = lease(&s, "org.monthly/2026-11").unwrap().unwrap();
+    assert_eq!(
+        (l.granted, l.valid_until_ms, l.want),
+        (1_200_000, 30_010, 1_200_000)
+    );
+    assert_eq!(
+        org_month_view(&s, &p)
+            .admission(&[reservation(300_000)])
+            .unwrap()[0]
+            .limit
+            .get(),
+        1_200_000,
+        "admission checks against the new lease"
+    );
+    // The regular sync keeps the slice at the size the requests needed.
+    let out = prepare_sync(&s, "i", 0, &counters, 20).unwrap();
+    assert_eq!(body(&out)["leases"][0]["want"], "1200000");
+}
+
+#[test]
+fn a_room_answer_is_not_taken_when_a_usage_batch_was_acknowledged_meanwhile() {
+    let s = FakeStore::default();
+    let p = policy();
+    let counters = first_slice(&s, &p);
+    // 40000 settled, sent in batch 1 (in flight), then a room call goes out.
+    record_usage(&s, 40_000);
+    let batch = prepare_sync(&s, "i", 0, &counters, 5).unwrap();
+    assert_eq!(batch.seq, Some(1));
+    let view = org_month_view(&s, &p);
+    let call = prepare_room_call(&s, &view, &[reservation(300_000)], 0, 6)
+        .unwrap()
+        .unwrap();
+    // The sidecar committed the room call first (granted not net of batch 1), then batch 1;
+    // batch 1's answer arrives first and takes 40000 out of pending.
+    let after_batch = json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
+        "org.monthly/2026-11": { "granted": "1160000", "spent": "40000", "limit": "1600000" } }});
+    assert_eq!(
+        apply_response(&s, &batch, after_batch.to_string().as_bytes())
+            .unwrap()
+            .acked,
+        Some(1)
+    );
+    assert_eq!(s.value("pag0/b/org.monthly/2026-11"), 0);
+    // The room answer (1200000, not net of the 40000) would admit 40000 too many: not taken.
+    let stale = json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
+        "org.monthly/2026-11": { "granted": "1200000", "spent": "0", "limit": "1600000" } }});
+    assert!(!apply_room_answer(&s, &call, stale.to_string().as_bytes()).unwrap());
+    assert_eq!(
+        lease(&s, "org.monthly/2026-11").unwrap().unwrap().granted,
+        1_160_000
+    );
+
+    // A batch dropped as invalid meanwhile: not taken either.
+    record_usage(&s, 1_000);
+    let batch = prepare_sync(&s, "i", 0, &counters, 7).unwrap();
+    let call = prepare_room_call(&s, &org_month_view(&s, &p), &[reservation(1_500_000)], 0, 8)
+        .unwrap()
+        .unwrap();
+    assert!(drop_refused(&s, &batch).unwrap().is_some());
+    assert!(!apply_room_answer(&s, &call, stale.to_string().as_bytes()).unwrap());
+    // Nothing changed meanwhile: taken, and the counter is listed as leased.
+    let call = prepare_room_call(&s, &org_month_view(&s, &p), &[reservation(1_500_000)], 0, 9)
+        .unwrap()
+        .unwrap();
+    assert!(apply_room_answer(&s, &call, stale.to_string().as_bytes()).unwrap());
+    assert_eq!(
+        lease(&s, "org.monthly/2026-11").unwrap().unwrap().granted,
+        1_200_000
+    );
+    let leased: Vec<String> =
+        serde_json::from_slice(&s.get(LEASED_KEY).unwrap().0.unwrap()).unwrap();
+    assert!(leased.contains(&"org.monthly/2026-11".to_string()));
+}
+
+#[test]
+fn a_room_call_for_a_counter_without_a_lease_asks_for_it() {
+    let s = FakeStore::default();
+    let p = policy();
+    let view = org_month_view(&s, &p);
+    let call = prepare_room_call(&s, &view, &[reservation(1_000)], 0, 1)
+        .unwrap()
+        .unwrap();
+    // No lease: at least the default slice (1/16 of 1600000).
+    assert_eq!(call.wants, [("org.monthly/2026-11".to_string(), 100_000)]);
+    assert!(!apply_room_answer(&s, &call, b"not json").is_ok_and(|t| t));
+}
+
+proptest::proptest! {
+    #[test]
+    fn a_sized_want_covers_the_request_and_never_passes_the_limit(
+        limit in 1u64..10_000_000_000, pending in 0u64..10_000_000_000,
+        amount in 0u64..10_000_000_000, current in 0u64..10_000_000_000,
+    ) {
+        let w = sized_want(limit, pending, amount, current);
+        proptest::prop_assert!(w <= limit);
+        proptest::prop_assert!(w >= (pending + amount).min(limit));
+        proptest::prop_assert!(w >= (SIZING_REQUESTS * amount).min(limit));
+        proptest::prop_assert!(w >= current.min(limit), "never below the current target");
+        proptest::prop_assert!(w >= 1);
+    }
+}
