@@ -104,6 +104,15 @@ pub struct ServeArgs {
     #[arg(long, env = "PAG0_ANOMALY_LOOKBACK_DAYS", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..=366))]
     pub anomaly_lookback_days: u32,
+    /// Mail the previous calendar month's EU AI Act compliance report (PDF) to the policy's
+    /// `alerts.recipients` once the month has turned in the policy's timezone, once per month
+    /// (docs/reports.md#the-monthly-schedule). Needs --smtp-url.
+    #[arg(long, env = "PAG0_MONTHLY_REPORT")]
+    pub monthly_report: bool,
+    /// How often the monthly schedule checks whether a report is due (and retries a failed send).
+    #[arg(long, env = "PAG0_MONTHLY_REPORT_CHECK_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub monthly_report_check_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -495,6 +504,15 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         args.audit_retention_days,
         std::time::Duration::from_secs(args.audit_job_secs.max(1)),
     ));
+    if args.monthly_report {
+        if args.smtp_url.is_none() {
+            return Err("--monthly-report mails the report: give --smtp-url too".into());
+        }
+        crate::report::schedule::spawn(
+            state.clone(),
+            std::time::Duration::from_secs(args.monthly_report_check_secs),
+        );
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

@@ -218,7 +218,9 @@ fn audit_paths() -> Value {
             q("projectId", "exact"), q("clientId", "exact"), q("decision", "exact"), q("code", "exact"),
             q("from", "inclusive; RFC 3339 or unix ms (alias: since)"), q("since", "alias of from"),
             q("to", "exclusive; RFC 3339 or unix ms (alias: until)"), q("until", "alias of to"),
-            q("cursor", "nextCursor of the previous page"), q("limit", "1 to 1000, default 100")]));
+            q("cursor", "nextCursor of the previous page (of the same order)"), q("limit", "1 to 1000, default 100"),
+            json!({ "name": "order", "in": "query", "required": false, "description": "asc: oldest first (the default); desc: newest first",
+                "schema": { "type": "string", "enum": ["asc", "desc"], "default": "asc" } })]));
     }
     json!({
         "/v1/audit": { "get": list },

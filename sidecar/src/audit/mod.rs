@@ -207,6 +207,10 @@ pub struct AuditQuery {
     /// `at_ms < to_ms`.
     pub to_ms: Option<i64>,
     pub limit: u32,
+    /// Newest first (`seq` descending) instead of oldest first.
+    pub descending: bool,
+    /// `seq < before_seq` (the cursor of a newest-first page).
+    pub before_seq: Option<i64>,
 }
 
 /// The first row where the chain breaks, and why.

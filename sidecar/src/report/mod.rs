@@ -21,6 +21,7 @@ use crate::store::{
 };
 
 pub mod render;
+pub mod schedule;
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -1,4 +1,4 @@
-//! `GET /v1/audit` (filters, cursor pagination in seq order), `GET /v1/audit/head` (for
+//! `GET /v1/audit` (filters, cursor pagination in seq order, oldest or newest first), `GET /v1/audit/head` (for
 //! external anchoring) and `GET /v1/audit/verify` (recomputes the chain). Admin tokens only.
 //! Entries are shown exactly as hashed (integers for money, `atMs` in ms) plus `at` (RFC 3339)
 //! for people, so a verifier can recompute every hash from this output (docs/audit.md).
@@ -32,8 +32,10 @@ pub struct ListQuery {
     /// Until (exclusive): RFC 3339 or ms. `until` is the same.
     to: Option<String>,
     until: Option<String>,
-    /// `nextCursor` of the previous page.
+    /// `nextCursor` of the previous page (of the same `order`).
     cursor: Option<String>,
+    /// `asc` (oldest first, the default) or `desc` (newest first).
+    order: Option<String>,
     limit: Option<String>,
 }
 
@@ -73,7 +75,15 @@ pub fn parse(q: ListQuery) -> Result<AuditQuery, AppError> {
         (None, Some(v)) => time("until", v, &mut errs),
         (None, None) => None,
     };
-    let after_seq = match q.cursor.as_deref() {
+    let descending = match q.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(o) => {
+            errs.push(format!("order: {o:?} is not asc or desc"));
+            false
+        }
+    };
+    let cursor = match q.cursor.as_deref() {
         None => 0,
         Some(c) => c
             .parse::<i64>()
@@ -104,8 +114,16 @@ pub fn parse(q: ListQuery) -> Result<AuditQuery, AppError> {
             details: errs,
         });
     }
+    // Oldest first, a page starts after the cursor; newest first, before it.
+    let (after_seq, before_seq) = match (descending, q.cursor.is_some()) {
+        (true, true) => (0, Some(cursor)),
+        (true, false) => (0, None),
+        (false, _) => (cursor, None),
+    };
     Ok(AuditQuery {
         after_seq,
+        before_seq,
+        descending,
         kind: q.kind,
         project_id: q.project_id,
         client_id: q.client_id,

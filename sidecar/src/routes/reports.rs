@@ -11,10 +11,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::audit::AuditEvent;
 use crate::auth::Admin;
 use crate::error::AppError;
 use crate::notify::{Notification, NotifyError};
 use crate::report;
+use crate::report::schedule::Sent;
 use crate::routes::analytics::{bounds, Period};
 use crate::AppState;
 
@@ -205,10 +207,83 @@ fn refuse(status: StatusCode, code: &str, message: String) -> Response {
         .into_response()
 }
 
+/// Kind of the audit row a delivered report writes (`POST /v1/reports/send` and the monthly
+/// schedule, crate::report::schedule, which reads them back so it sends a month once).
+pub const SENT_KIND: &str = "report.sent";
+
+/// Builds the report for `q`, mails its PDF to `to` and, once the relay accepted it, appends a
+/// `report.sent` audit row (`actor`; `trigger` is `api` or `schedule`). The outer error is the
+/// report's, the inner one the delivery's (nothing is recorded then).
 // serde_json's `Value[&str]` yields `Null` for a missing key: it cannot panic.
 #[allow(clippy::indexing_slicing)]
+pub async fn mail_report(
+    state: &AppState,
+    q: &ReportQuery,
+    to: Vec<String>,
+    actor: &str,
+    trigger: &str,
+) -> Result<Result<Sent, NotifyError>, AppError> {
+    let report = report_json(state, q).await?;
+    let name = file_name(&report, "pdf");
+    let status = report["complianceStatus"].as_str().unwrap_or("").to_owned();
+    let label = report["period"]["label"].as_str().unwrap_or("").to_owned();
+    let note = Notification {
+        subject: format!(
+            "EU AI Act compliance report {} {label}: {status}",
+            report["orgId"].as_str().unwrap_or(""),
+        ),
+        text: format!(
+            "The compliance report for {} to {} is attached ({name}).\nStatus: {status}.\nFailing checks: {}\n",
+            report["period"]["from"].as_str().unwrap_or(""),
+            report["period"]["to"].as_str().unwrap_or(""),
+            report["failingChecks"]
+        ),
+        payload: Value::Null,
+    };
+    let pdf = report_pdf(report.clone()).await?;
+    let bytes = pdf.len();
+    if let Err(e) = state
+        .notifier
+        .email_with_attachment(&to, &note, &name, "application/pdf", pdf)
+        .await
+    {
+        return Ok(Err(e));
+    }
+    let sent = Sent {
+        to,
+        attachment: name,
+        bytes,
+        status,
+        label,
+    };
+    let row = AuditEvent::new(SENT_KIND, state.clock.now_ms())
+        .actor(actor)
+        .details(json!({
+            "trigger": trigger,
+            "period": sent.label,
+            "from": report["period"]["from"],
+            "to": report["period"]["to"],
+            "recipients": sent.to,
+            "attachment": sent.attachment,
+            "bytes": sent.bytes,
+            "complianceStatus": sent.status,
+        }));
+    state.store.audit_append(vec![row]).await?;
+    Ok(Ok(sent))
+}
+
+/// The policy's `alerts.recipients` (none when there is no policy or no such list).
+pub async fn alert_recipients(state: &AppState) -> Result<Vec<String>, AppError> {
+    Ok(state
+        .current_policy()
+        .await?
+        .and_then(|p| p.value.pointer("/alerts/recipients").cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default())
+}
+
 pub async fn send(
-    _: Admin,
+    Admin(who): Admin,
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
@@ -224,51 +299,25 @@ pub async fn send(
         from: b.from,
         to: b.to,
     };
-    let report = report_json(&state, &q).await?;
     let to: Vec<String> = match b.recipient {
         Some(r) => vec![r],
-        None => state
-            .current_policy()
-            .await?
-            .and_then(|p| p.value.pointer("/alerts/recipients").cloned())
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default(),
+        None => alert_recipients(&state).await?,
     };
     if to.is_empty() {
+        // The period and template are still checked first: a bad query says so.
+        report_json(&state, &q).await?;
         return Err(AppError::bad_request(
             "NO_RECIPIENT",
             "no recipient given and the policy has no alerts.recipients",
         ));
     }
-    let name = file_name(&report, "pdf");
-    let status = report["complianceStatus"].as_str().unwrap_or("").to_owned();
-    let note = Notification {
-        subject: format!(
-            "EU AI Act compliance report {} {}: {status}",
-            report["orgId"].as_str().unwrap_or(""),
-            report["period"]["label"].as_str().unwrap_or("")
-        ),
-        text: format!(
-            "The compliance report for {} to {} is attached ({name}).\nStatus: {status}.\nFailing checks: {}\n",
-            report["period"]["from"].as_str().unwrap_or(""),
-            report["period"]["to"].as_str().unwrap_or(""),
-            report["failingChecks"]
-        ),
-        payload: Value::Null,
-    };
-    let pdf = report_pdf(report.clone()).await?;
-    let size = pdf.len();
-    match state
-        .notifier
-        .email_with_attachment(&to, &note, &name, "application/pdf", pdf)
-        .await
-    {
-        Ok(()) => Ok(Json(json!({
+    match mail_report(&state, &q, to, &who.name, "api").await? {
+        Ok(s) => Ok(Json(json!({
             "sent": true,
-            "to": to,
-            "attachment": name,
-            "bytes": size,
-            "complianceStatus": status,
+            "to": s.to,
+            "attachment": s.attachment,
+            "bytes": s.bytes,
+            "complianceStatus": s.status,
         }))
         .into_response()),
         Err(NotifyError::NoSmtp) => Ok(refuse(

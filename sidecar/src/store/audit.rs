@@ -79,6 +79,15 @@ fn insert_sql(rows: usize, mark: char) -> String {
     sql
 }
 
+/// `ASC` or `DESC`: the only text of a list query that is not a bound parameter.
+fn order(q: &AuditQuery) -> &'static str {
+    if q.descending {
+        "DESC"
+    } else {
+        "ASC"
+    }
+}
+
 // --- SQLite ---
 
 pub(crate) mod sqlite {
@@ -190,8 +199,9 @@ pub(crate) mod sqlite {
                    AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR project_id = ?3)
                    AND (?4 IS NULL OR client_id = ?4) AND (?5 IS NULL OR decision = ?5)
                    AND (?6 IS NULL OR code = ?6) AND (?7 IS NULL OR at_ms >= ?7)
-                   AND (?8 IS NULL OR at_ms < ?8)
-                 ORDER BY seq LIMIT ?9"
+                   AND (?8 IS NULL OR at_ms < ?8) AND (?10 IS NULL OR seq < ?10)
+                 ORDER BY seq {} LIMIT ?9",
+                order(q)
             ))
             .map_err(backend)?;
         let rows = st
@@ -205,7 +215,8 @@ pub(crate) mod sqlite {
                     q.code,
                     q.from_ms,
                     q.to_ms,
-                    q.limit
+                    q.limit,
+                    q.before_seq
                 ],
                 row,
             )
@@ -525,8 +536,9 @@ pub(crate) mod postgres {
                        AND ($2::TEXT IS NULL OR kind = $2) AND ($3::TEXT IS NULL OR project_id = $3)
                        AND ($4::TEXT IS NULL OR client_id = $4) AND ($5::TEXT IS NULL OR decision = $5)
                        AND ($6::TEXT IS NULL OR code = $6) AND ($7::BIGINT IS NULL OR at_ms >= $7)
-                       AND ($8::BIGINT IS NULL OR at_ms < $8)
-                     ORDER BY seq LIMIT $9"
+                       AND ($8::BIGINT IS NULL OR at_ms < $8) AND ($10::BIGINT IS NULL OR seq < $10)
+                     ORDER BY seq {} LIMIT $9",
+                    order(q)
                 ),
                 &[
                     &q.after_seq,
@@ -538,6 +550,7 @@ pub(crate) mod postgres {
                     &q.from_ms,
                     &q.to_ms,
                     &limit,
+                    &q.before_seq,
                 ],
             )
             .await

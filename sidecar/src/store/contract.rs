@@ -1331,6 +1331,27 @@ pub async fn audit_appends_a_chain_and_pages(store: &dyn Store) {
         (p1.len(), p2.iter().map(|r| r.seq).collect::<Vec<_>>()),
         (4, vec![5, 6])
     );
+    // Newest first: pages walk down with `before_seq` = the last seq seen.
+    let down = |before, limit| AuditQuery {
+        descending: true,
+        before_seq: before,
+        limit,
+        ..AuditQuery::default()
+    };
+    let seqs = |rows: &[crate::audit::AuditRow]| rows.iter().map(|r| r.seq).collect::<Vec<_>>();
+    let d1 = store.audit_list(down(None, 4)).await.unwrap();
+    let d2 = store.audit_list(down(Some(d1[3].seq), 4)).await.unwrap();
+    assert_eq!((seqs(&d1), seqs(&d2)), (vec![6, 5, 4, 3], vec![2, 1]));
+    let newest_other = store
+        .audit_list(AuditQuery {
+            kind: Some("other".into()),
+            descending: true,
+            limit: 1,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(seqs(&newest_other), vec![6]);
     // Filters.
     let kind = store
         .audit_list(AuditQuery {

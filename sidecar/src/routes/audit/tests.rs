@@ -205,6 +205,7 @@ async fn filters_and_cursor_pages() {
         "/v1/audit?since=yesterday",
         "/v1/audit?from=1&since=2",
         "/v1/audit?colour=red",
+        "/v1/audit?order=newest",
     ] {
         let r = get(&h, bad, Some(ALICE)).await;
         assert_eq!(
@@ -214,6 +215,72 @@ async fn filters_and_cursor_pages() {
             r.text
         );
     }
+}
+
+/// `order=desc`: newest first, and its cursor pages go on towards the oldest, with filters.
+#[tokio::test]
+async fn newest_first_pages() {
+    let h = harness();
+    h.put_policy(ALICE, &policy()).await;
+    for i in 0..4 {
+        h.clock.advance_ms(1000);
+        let r = h
+            .call(
+                Method::POST,
+                "/v1/projects",
+                Some(ALICE),
+                Some(json!({ "id": format!("p{i}") })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let seqs = |r: &crate::testing::Resp| -> Vec<i64> {
+        r.body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect()
+    };
+    let mut pages = Vec::new();
+    let mut path = "/v1/audit?order=desc&limit=2".to_string();
+    loop {
+        let r = get(&h, &path, Some(ALICE)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        pages.push(seqs(&r));
+        match r.body["nextCursor"].as_str() {
+            Some(c) => path = format!("/v1/audit?order=desc&limit=2&cursor={c}"),
+            None => break,
+        }
+        assert!(pages.len() < 10, "the pages do not end");
+    }
+    assert_eq!(pages, vec![vec![5, 4], vec![3, 2], vec![1]]);
+    // asc is the default and the same as no order.
+    let r = get(&h, "/v1/audit?order=asc&limit=3", Some(ALICE)).await;
+    assert_eq!(seqs(&r), vec![1, 2, 3]);
+    // With a filter and a time range, the newest matching rows first.
+    let r = get(
+        &h,
+        &format!(
+            "/v1/audit?order=desc&kind=project.created&until={}&limit=2",
+            T0 + 4000
+        ),
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!(seqs(&r), vec![4, 3]);
+    let c = r.body["nextCursor"].as_str().unwrap().to_string();
+    let r = get(
+        &h,
+        &format!(
+            "/v1/audit?order=desc&kind=project.created&until={}&limit=2&cursor={c}",
+            T0 + 4000
+        ),
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!(seqs(&r), vec![2]);
+    assert_eq!(kinds(&r), vec!["project.created"]);
 }
 
 #[tokio::test]

@@ -361,3 +361,217 @@ async fn decisions_synced_over_http_are_in_the_report() {
     assert!(csv.contains("violation,WORKING_HOURS,count,1"), "{csv}");
     assert!(csv.contains("recordKeeping,gaps,eventsDropped,7"), "{csv}");
 }
+
+// --- the monthly schedule (crate::report::schedule) ---
+
+/// An SMTP server on loopback for many conversations: the first `refuse_first` connections
+/// are greeted with `421` (the relay is down); every message accepted afterwards arrives on
+/// the channel as (RCPT TO lines, the DATA text) before its `250` is answered.
+async fn smtp_server(
+    refuse_first: usize,
+) -> (
+    u16,
+    tokio::sync::mpsc::UnboundedReceiver<(Vec<String>, String)>,
+    tokio::task::JoinHandle<()>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let (sock, _) = l.accept().await.unwrap();
+            n += 1;
+            let (rd, mut wr) = sock.into_split();
+            if n <= refuse_first {
+                let _ = wr.write_all(b"421 capture down\r\n").await;
+                continue;
+            }
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut rd = BufReader::new(rd);
+                wr.write_all(b"220 capture ESMTP\r\n").await.unwrap();
+                let (mut rcpt, mut line) = (Vec::new(), String::new());
+                loop {
+                    line.clear();
+                    if rd.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let cmd = line.to_ascii_uppercase();
+                    let reply: &[u8] = if cmd.starts_with("RCPT") {
+                        rcpt.push(line.trim().to_string());
+                        b"250 ok\r\n"
+                    } else if cmd.starts_with("DATA") {
+                        wr.write_all(b"354 go ahead\r\n").await.unwrap();
+                        let mut data = String::new();
+                        loop {
+                            line.clear();
+                            rd.read_line(&mut line).await.unwrap();
+                            if line == ".\r\n" {
+                                break;
+                            }
+                            data.push_str(&line);
+                        }
+                        tx.send((std::mem::take(&mut rcpt), data)).unwrap();
+                        b"250 queued\r\n"
+                    } else if cmd.starts_with("QUIT") {
+                        wr.write_all(b"221 bye\r\n").await.unwrap();
+                        break;
+                    } else {
+                        b"250 capture\r\n"
+                    };
+                    wr.write_all(reply).await.unwrap();
+                }
+            });
+        }
+    });
+    (port, rx, task)
+}
+
+/// A state over the store in `dir` (opened again: a restart), the clock at `now`.
+fn schedule_state(dir: &std::path::Path, smtp_port: u16, now: i64) -> (AppState, Arc<ManualClock>) {
+    let store = SqliteStore::open_dir(dir).unwrap();
+    let smtp =
+        SmtpConfig::parse(&format!("smtp://127.0.0.1:{smtp_port}"), "pag0@acme.com").unwrap();
+    let clock = Arc::new(ManualClock::new(now));
+    let state = AppState::new(Arc::new(store), tokens())
+        .unwrap()
+        .with_clock(clock.clone())
+        .with_notifier(Notifier::new(Some(smtp)));
+    (state, clock)
+}
+
+/// The `report.sent` rows: (actor, trigger, period).
+async fn sent_rows(state: &AppState) -> Vec<(String, String, String)> {
+    let q = crate::audit::AuditQuery {
+        kind: Some(super::SENT_KIND.into()),
+        limit: 100,
+        ..Default::default()
+    };
+    let rows = state.store.audit_list(q).await.unwrap();
+    rows.iter()
+        .map(|r| {
+            let d = &r.event.details;
+            (
+                r.event.actor.clone().unwrap_or_default(),
+                d["trigger"].as_str().unwrap_or("").to_string(),
+                d["period"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn sent_label(t: &crate::report::schedule::Tick) -> &str {
+    match t {
+        crate::report::schedule::Tick::Sent(s) => &s.label,
+        other => panic!("expected a send, got {other:?}"),
+    }
+}
+
+/// 2025-12-01T00:00:00Z.
+const DEC_1: i64 = 1_764_547_200_000;
+
+#[tokio::test]
+async fn the_schedule_mails_each_finished_month_once_across_restarts() {
+    use crate::report::schedule::{run_once, Tick};
+    let (port, mut mails, _server) = smtp_server(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    scripted(&SqliteStore::open_dir(dir.path()).unwrap()).await;
+
+    // 2025-11-24: the month that last ended is October (one 9 USD record of the script).
+    let (state, clock) = schedule_state(dir.path(), port, T0);
+    let t = run_once(&state).await.unwrap();
+    assert_eq!(sent_label(&t), "2025-10");
+    let (rcpt, data) = mails.try_recv().unwrap();
+    assert_eq!(rcpt, vec!["RCPT TO:<cfo@acme.com>"]);
+    assert!(
+        data.contains("filename=\"acme-corp-eu-ai-act-2025-10.pdf\""),
+        "{data}"
+    );
+    let pdf_dir = tempfile::tempdir().unwrap();
+    let (text, _) = read_pdf(&pdf_part(&data), pdf_dir.path());
+    assert!(
+        text.contains("2025-10") && text.contains("9.000000"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("8.740568"),
+        "November's figures are not October's: {text}"
+    );
+
+    // Later ticks of the same month send nothing.
+    clock.advance_ms(6 * 24 * 3_600_000);
+    assert!(
+        matches!(run_once(&state).await.unwrap(), Tick::AlreadySent { label } if label == "2025-10")
+    );
+    assert!(mails.try_recv().is_err());
+
+    // The month turns (UTC, the policy's timezone): November, with its own figures, once.
+    let (state, clock) = schedule_state(dir.path(), port, DEC_1 - 1);
+    assert!(matches!(
+        run_once(&state).await.unwrap(),
+        Tick::AlreadySent { .. }
+    ));
+    clock.advance_ms(1);
+    let t = run_once(&state).await.unwrap();
+    assert_eq!(sent_label(&t), "2025-11");
+    let (_, data) = mails.try_recv().unwrap();
+    assert!(
+        data.contains("Subject: EU AI Act compliance report acme-corp 2025-11: NOT_COMPLIANT"),
+        "{data}"
+    );
+    let (text, _) = read_pdf(&pdf_part(&data), pdf_dir.path());
+    assert!(text.contains("8.740568"), "{text}");
+    assert!(matches!(
+        run_once(&state).await.unwrap(),
+        Tick::AlreadySent { .. }
+    ));
+
+    // A restart (a new state over the same database) does not send it again.
+    let (state, _) = schedule_state(dir.path(), port, DEC_1 + 3_600_000);
+    assert!(
+        matches!(run_once(&state).await.unwrap(), Tick::AlreadySent { label } if label == "2025-11")
+    );
+    assert!(mails.try_recv().is_err(), "a second mail was sent");
+    assert_eq!(
+        sent_rows(&state).await,
+        vec![
+            ("schedule".into(), "schedule".into(), "2025-10".into()),
+            ("schedule".into(), "schedule".into(), "2025-11".into()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_schedule_retries_a_failed_delivery_on_a_later_tick_without_duplicating() {
+    use crate::report::schedule::{run_once, Tick};
+    let (port, mut mails, _server) = smtp_server(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    scripted(&SqliteStore::open_dir(dir.path()).unwrap()).await;
+    let (state, clock) = schedule_state(dir.path(), port, DEC_1 + 60_000);
+    for _ in 0..2 {
+        let t = run_once(&state).await.unwrap();
+        assert!(
+            matches!(&t, Tick::Failed { label, error } if label == "2025-11" && error.contains("421")),
+            "{t:?}"
+        );
+        assert!(
+            sent_rows(&state).await.is_empty(),
+            "a failed send is not recorded"
+        );
+        clock.advance_ms(300_000);
+    }
+    let t = run_once(&state).await.unwrap();
+    assert_eq!(sent_label(&t), "2025-11");
+    let (_, data) = mails.try_recv().unwrap();
+    assert!(data.contains("acme-corp-eu-ai-act-2025-11.pdf"), "{data}");
+    for _ in 0..2 {
+        clock.advance_ms(300_000);
+        assert!(matches!(
+            run_once(&state).await.unwrap(),
+            Tick::AlreadySent { .. }
+        ));
+    }
+    assert!(mails.try_recv().is_err(), "a second mail was sent");
+    assert_eq!(sent_rows(&state).await.len(), 1);
+}
