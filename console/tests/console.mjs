@@ -117,7 +117,28 @@ async function adminPhase() {
   step = 'team page';
   await gotoPage('team');
   await page.locator('#team-month').waitFor(WAIT);
+  await page.locator('#team-violations').waitFor(WAIT);
+  const teamFacts = async () => ({
+    heading: await page.locator('#page h1').textContent(),
+    violationsCount: await page.locator('#team-violations').getAttribute('data-count'),
+    violations: await page.locator('#team-violations tbody tr').evaluateAll((rows) => rows.map((r) => ({
+      code: r.dataset.code,
+      count: r.querySelector('[data-field="count"]').textContent,
+      latest: r.querySelector('[data-field="latest"] time')?.getAttribute('datetime') ?? null,
+    }))),
+    anomaliesCount: await page.locator('#team-anomalies').getAttribute('data-count'),
+    anomalies: await page.locator('#team-anomalies tbody tr').evaluateAll((rows) => rows.map((r) => ({
+      kind: r.dataset.kind, explanation: r.querySelector('[data-field="explanation"]').textContent,
+    }))),
+  });
+  result.team = await teamFacts();
   await shot('team');
+  step = 'team page: another team, by its picker';
+  await page.locator('#team-select').selectOption(input.anomalyTeam);
+  await page.locator('#page h1', { hasText: input.anomalyTeamName }).waitFor(WAIT);
+  await page.locator('#team-anomalies').waitFor(WAIT);
+  result.otherTeam = await teamFacts();
+  await shot('team-anomalies');
 
   step = 'budgets page';
   await gotoPage('budgets');

@@ -17,9 +17,13 @@
 //! - the Reports page downloads this month's EU AI Act report (same-origin fetch with the
 //!   session cookie): the JSON's `complianceStatus` is the API's, the CSV starts with the API's
 //!   header, the PDF is a PDF;
-//! - the Audit page shows the API's rows — the first page, a kind/decision/project filter, a
-//!   time filter that matches nothing, the next page by cursor — and Verify shows the API's
-//!   `ok`, `rowsChecked` and head.
+//! - the Team page shows sales-ai's violations this month — code, count (= `/v1/analytics`'s
+//!   `violations.byCode`, = the audit log's denials, two of them `ENDPOINT_BLOCKED` sent for
+//!   it) and the latest of each code (= the newest such audit row) — and, for a team whose
+//!   synced history ends in a $6 hour, the anomalies of `/v1/anomalies` with their explanations;
+//! - the Audit page shows the API's rows newest first (`order=desc`) — the first page, a
+//!   kind/decision/project filter, a time filter that matches nothing, the next page by cursor
+//!   — and Verify shows the API's `ok`, `rowsChecked` and head.
 //!
 //! Screenshots of every page: `target/console-shots/`.
 // Test crate: failing loudly is the point (clippy.toml only covers #[test] fns, not helpers).
@@ -66,9 +70,11 @@ fn policy(slack: SocketAddr) -> Value {
                           "approvalWorkflow": { "enabled": true, "approvers": [LEAD], "requireApprovalAbove": "1500" } } },
             { "id": "marketing", "name": "Marketing",
               "policy": { "monthlyBudget": "100000000", "dailyBudget": "40000000",
-                          "approvalWorkflow": { "enabled": true, "approvers": [OTHER], "requireApprovalAbove": "5000" } } }
+                          "approvalWorkflow": { "enabled": true, "approvers": [OTHER], "requireApprovalAbove": "5000" } } },
+            { "id": "research", "name": "Research", "policy": { "monthlyBudget": "900000000" } }
         ],
-        "clients": [ client("sales-agent", "sales-ai", SALES_KEY), client("marketing-agent", "marketing", MKT_KEY) ]
+        "clients": [ client("sales-agent", "sales-ai", SALES_KEY), client("marketing-agent", "marketing", MKT_KEY),
+                     client("research-agent", "research", "sk-console-research") ]
     })
 }
 
@@ -128,6 +134,9 @@ fn start_sidecar(dir: &std::path::Path) -> Sidecar {
             &format!("{OTHER}={OTHER_TOKEN}"),
             "--public-url",
             &format!("http://127.0.0.1:{port}"),
+            // Detection every half second, so the research team's spike below is found.
+            "--anomaly-interval-ms",
+            "500",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -293,6 +302,37 @@ fn the_console_in_a_real_browser() {
         r.text().unwrap()
     );
 
+    // The research team's history, synced as another filter would: ten days of $0.50 an hour,
+    // the last completed hour $6 — the periodic detection finds that spike (docs/anomalies.md).
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let hour = 3_600_000;
+    let last_hour = now_ms - now_ms.rem_euclid(hour) - hour;
+    let history: Vec<Value> = (0..240)
+        .map(|h| {
+            json!({ "amount": if h == 239 { "6000000" } else { "500000" }, "counters": [],
+                    "projectId": "research", "clientId": "research-agent", "host": "api.openai.com",
+                    "at": last_hour - (239 - h) * hour + 60_000 })
+        })
+        .collect();
+    let r = api
+        .http
+        .post(sidecar.url("/v1/sync"))
+        .bearer_auth(SECRET)
+        .json(&json!({ "instanceId": "history-1", "seq": 1, "usage": history }))
+        .send()
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "history sync: {}",
+        r.text().unwrap()
+    );
+
     let mock = MockUpstream::start().unwrap();
     let mut cfg = EnvoyConfig::new(
         json!({ "sidecar": { "cluster": "pag0_sidecar", "authority": "pag0-sidecar",
@@ -336,6 +376,20 @@ fn the_console_in_a_real_browser() {
         );
         assert_eq!(r.status, 200, "{}", r.body);
         allowed += 1;
+    }
+    // Refused: api.replicate.com is blocked org-wide (the Team page's violations).
+    let blocked_sent = 2;
+    for _ in 0..blocked_sent {
+        let r = send(
+            &agent,
+            &Call::get("api.replicate.com", "/v1/run").key(SALES_KEY),
+        );
+        assert_eq!(
+            (r.status, r.code()),
+            (403, "ENDPOINT_BLOCKED"),
+            "{}",
+            r.body
+        );
     }
     // Held: sales-ai's threshold is 1500, DeepL costs 2000.
     let held = || {
@@ -448,7 +502,12 @@ fn the_console_in_a_real_browser() {
     let decisions = loop {
         let rows = audit_all(&api, "kind=decision");
         let allows = rows.iter().filter(|e| e["decision"] == "allow").count();
-        if allows >= usize::try_from(allowed).unwrap() {
+        let code = |c: &str| rows.iter().filter(|e| e["code"] == c).count();
+        // The last request sent (the used approval's second replay) is in too.
+        if allows >= usize::try_from(allowed).unwrap()
+            && code("APPROVAL_USED") == 1
+            && code("ENDPOINT_BLOCKED") == blocked_sent
+        {
             break rows;
         }
         assert!(
@@ -467,6 +526,22 @@ fn the_console_in_a_real_browser() {
         .map(|e| format!("audit #{}", e["seq"]))
         .collect();
     let salesforce_cost: u64 = salesforce.iter().map(|e| e["cost"].as_u64().unwrap()).sum();
+
+    // The research spike has been detected before the admin looks.
+    let t0 = Instant::now();
+    let research_anomalies = loop {
+        let found = api.get("/v1/anomalies?project=research&limit=1000")["anomalies"].clone();
+        if found
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "spend_spike")
+        {
+            break found;
+        }
+        assert!(t0.elapsed() < WAIT, "no research anomaly: {found}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
 
     // --- the admin ---
     let mut bad = live.clone();
@@ -497,7 +572,8 @@ fn the_console_in_a_real_browser() {
                 "badPolicy": serde_json::to_string_pretty(&bad).unwrap(),
                 "badPath": "projects[1].policy.dailyBudget: ",
                 "goodPolicy": serde_json::to_string_pretty(&good).unwrap(),
-                "whatifDraft": draft_text, "whatifDecisions": recorded() }),
+                "whatifDraft": draft_text, "whatifDecisions": recorded(),
+                "anomalyTeam": "research", "anomalyTeamName": "Team Research" }),
     );
     assert_eq!(
         b["noCookie"],
@@ -526,7 +602,7 @@ fn the_console_in_a_real_browser() {
         .unwrap()
         .iter()
         .map(|g| g["key"].as_str().unwrap())
-        .chain(["sales-ai", "marketing"])
+        .chain(["sales-ai", "marketing", "research"])
         .collect();
     teams.sort_unstable();
     want_teams.sort_unstable();
@@ -549,6 +625,77 @@ fn the_console_in_a_real_browser() {
     assert_eq!(of(&month, "marketing", "totalCost"), "4000");
     let sales_row = rows.iter().find(|r| r["team"] == "sales-ai").unwrap();
     assert_eq!(sales_row["shownMonthSpend"], "$0.0135");
+
+    // Team: sales-ai's violations this month are the API's, code by code — the counts of
+    // /v1/analytics and the time of the newest denial of each code in the audit log (read
+    // oldest first here, so the page's newest-first query is checked against another path).
+    let sales = month["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == "sales-ai")
+        .unwrap();
+    let by_code = sales["violations"]["byCode"].as_object().unwrap();
+    assert_eq!(
+        by_code.get("ENDPOINT_BLOCKED"),
+        Some(&json!(blocked_sent)),
+        "{sales}"
+    );
+    let denials = audit_all(&api, "kind=decision&decision=deny&projectId=sales-ai");
+    let team = &b["team"];
+    assert_eq!(team["heading"], "Team Sales AI");
+    assert_eq!(
+        team["violationsCount"],
+        sales["violations"]["count"].to_string()
+    );
+    let mut shown: Vec<(String, String, Option<String>)> = team["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["code"].as_str().unwrap().to_string(),
+                v["count"].as_str().unwrap().to_string(),
+                v["latest"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    shown.sort();
+    let want: Vec<(String, String, Option<String>)> = by_code
+        .iter()
+        .map(|(code, n)| {
+            let rows: Vec<&Value> = denials.iter().filter(|e| e["code"] == *code).collect();
+            assert_eq!(json!(rows.len()), *n, "{code}: analytics and the audit log");
+            (
+                code.clone(),
+                n.to_string(),
+                rows.last().unwrap()["at"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    assert_eq!(shown, want, "{team}");
+    assert_eq!(
+        team["anomaliesCount"],
+        api.get("/v1/anomalies?project=sales-ai&limit=1000")["anomalies"]
+            .as_array()
+            .unwrap()
+            .len()
+            .to_string()
+    );
+    // Research: no violation, and its anomalies with their explanations, as the API has them.
+    let other = &b["otherTeam"];
+    assert_eq!(other["heading"], "Team Research");
+    assert_eq!(other["violationsCount"], "0");
+    let want: Vec<Value> = research_anomalies
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| json!({ "kind": a["kind"], "explanation": a["explanation"] }))
+        .collect();
+    assert_eq!(other["anomalies"], json!(want));
+    assert!(other["anomalies"].as_array().unwrap().iter().any(
+        |a| a["kind"] == "spend_spike" && a["explanation"].as_str().unwrap().contains("$6.00")
+    ));
 
     // Budgets: the page's counters are the API's.
     let counters = api.get("/v1/budgets")["counters"].clone();
@@ -695,11 +842,17 @@ fn the_console_in_a_real_browser() {
             .map(|e| e["seq"].as_u64().unwrap())
             .collect()
     };
+    // Newest first (`order=desc`), the page's default.
+    let first = seqs(&api.get("/v1/audit?limit=50&order=desc"));
+    assert!(first.windows(2).all(|w| w[0] > w[1]), "{first:?}");
     assert_eq!(
-        b["auditFirstPage"],
-        json!(seqs(&api.get("/v1/audit?limit=50")))
+        first[0],
+        api.get("/v1/audit/head")["seq"].as_u64().unwrap(),
+        "the newest row first"
     );
-    let filtered = api.get("/v1/audit?kind=decision&decision=allow&projectId=sales-ai&limit=50");
+    assert_eq!(b["auditFirstPage"], json!(first));
+    let filtered =
+        api.get("/v1/audit?kind=decision&decision=allow&projectId=sales-ai&limit=50&order=desc");
     let want: Vec<Value> = filtered["entries"]
         .as_array()
         .unwrap()
@@ -712,7 +865,7 @@ fn the_console_in_a_real_browser() {
     // The sales-ai allows: the 4 Salesforce calls and the approved DeepL replay.
     assert_eq!(want.len(), salesforce_sent + 1, "{filtered}");
     assert_eq!(b["auditFiltered"], json!(want));
-    let five = api.get("/v1/audit?limit=5");
+    let five = api.get("/v1/audit?limit=5&order=desc");
     assert_eq!(b["auditFirstOfFive"], json!(seqs(&five)));
     assert_eq!(b["auditFutureRows"], 0);
     assert!(b["auditFutureText"]
@@ -723,9 +876,9 @@ fn the_console_in_a_real_browser() {
     let cursor = five["nextCursor"].as_str().unwrap();
     assert_eq!(
         b["auditSecondPage"],
-        json!(seqs(
-            &api.get(&format!("/v1/audit?limit=5&cursor={cursor}"))
-        ))
+        json!(seqs(&api.get(&format!(
+            "/v1/audit?limit=5&order=desc&cursor={cursor}"
+        ))))
     );
     let verify = api.get("/v1/audit/verify");
     assert_eq!(verify["ok"], true, "{verify}");
@@ -743,6 +896,7 @@ fn the_console_in_a_real_browser() {
         "approvals-approver",
         "overview",
         "team",
+        "team-anomalies",
         "budgets",
         "approvals",
         "policy-error",

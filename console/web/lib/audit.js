@@ -10,21 +10,20 @@ export function query(params) {
   return `/v1/audit?${q}`;
 }
 
-// The last `n` entries matching `filters`, oldest first. The API pages in seq order only, so
-// this walks every page (1000 rows each) and keeps the tail; `pages` counts the requests.
+// The last `n` entries matching `filters`, oldest first: newest-first pages (`order=desc`,
+// 1000 rows each) until `n` are read, then reversed; `pages` counts the requests.
 export async function lastEntries(filters, n) {
-  let tail = [];
+  let newest = [];
   let cursor = null;
   let pages = 0;
-  for (;;) {
-    const r = await get(query({ ...filters, limit: PAGE_MAX, cursor }));
+  while (newest.length < n) {
+    const r = await get(query({ ...filters, order: 'desc', limit: Math.min(PAGE_MAX, n - newest.length), cursor }));
     pages += 1;
-    tail = tail.concat(r.entries);
-    if (tail.length > n) tail = tail.slice(tail.length - n);
+    newest = newest.concat(r.entries);
     if (!r.nextCursor) break;
     cursor = r.nextCursor;
   }
-  return { entries: tail, pages };
+  return { entries: newest.slice(0, n).reverse(), pages };
 }
 
 // Denial codes (pag0_policy::Code) that a draft policy cannot change: an approval id's state,

@@ -1,5 +1,6 @@
-// Audit: the tamper-evident log (/v1/audit, docs/audit.md) a page at a time, with its filters,
-// and the chain verified by the sidecar (/v1/audit/verify).
+// Audit: the tamper-evident log (/v1/audit, docs/audit.md) a page at a time, newest first
+// (`order=desc`; oldest first on request), with its filters, and the chain verified by the
+// sidecar (/v1/audit/verify).
 import { get } from '../lib/api.js';
 import { h, put, table } from '../lib/dom.js';
 import { usd } from '../lib/money.js';
@@ -44,10 +45,11 @@ export async function render(root) {
   const from = h('input', { type: 'datetime-local', id: 'f-from', step: 1 });
   const to = h('input', { type: 'datetime-local', id: 'f-to', step: 1 });
   const size = h('input', { type: 'number', id: 'f-limit', min: 1, max: 1000, step: 1, value: PAGE_SIZE });
+  const order = h('select', { id: 'f-order' }, h('option', { value: 'desc' }, 'newest first'), h('option', { value: 'asc' }, 'oldest first'));
   const form = h('form', { id: 'filters', class: 'filters' },
     field('f-kind', 'Kind', kind), field('f-decision', 'Decision', decision), field('f-project', 'Project', project),
     field('f-code', 'Code', code), field('f-from', 'From (local time)', from), field('f-to', 'To (local time, exclusive)', to),
-    field('f-limit', 'Rows a page', size),
+    field('f-limit', 'Rows a page', size), field('f-order', 'Order', order),
     h('div', { class: 'field' }, h('button', { type: 'submit', id: 'apply-filters' }, 'Show')));
   const list = h('div', { id: 'entries', 'aria-live': 'polite' });
   const verifyBtn = h('button', { type: 'button', id: 'verify', class: 'secondary' }, 'Verify chain');
@@ -55,7 +57,7 @@ export async function render(root) {
 
   // Pages walked so far: cursors[i] is the cursor that opened page i (null for the first).
   let cursors = [null];
-  let filters = {};
+  let filters = { order: 'desc' };
   let limit = PAGE_SIZE;
   let loads = 0;
 
@@ -70,7 +72,7 @@ export async function render(root) {
     put(list,
       r.entries.length === 0 ? h('p', { id: 'no-entries' }, 'No entry matches.')
         : table(['Time', 'Kind', 'Decision', 'Code', 'Project', 'Client', 'Host', h('th', { class: 'num', scope: 'col' }, 'Cost'), h('th', { class: 'num', scope: 'col' }, 'Seq')],
-          r.entries.map(rowOf), { id: 'audit-table', dataset: { page: String(pageIndex) } }),
+          r.entries.map(rowOf), { id: 'audit-table', dataset: { page: String(pageIndex), order: filters.order } }),
       h('div', { class: 'row' }, prev, next,
         h('span', { class: 'muted', id: 'page-info' }, r.entries.length ? `Page ${pageIndex + 1}: seq ${first}–${last}` : `Page ${pageIndex + 1}`)));
     loads += 1;
@@ -83,7 +85,7 @@ export async function render(root) {
 
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    filters = { kind: kind.value, decision: decision.value, projectId: project.value.trim(), code: code.value.trim(), from: instant(from.value), to: instant(to.value) };
+    filters = { kind: kind.value, decision: decision.value, projectId: project.value.trim(), code: code.value.trim(), from: instant(from.value), to: instant(to.value), order: order.value };
     const n = Number.parseInt(size.value, 10);
     limit = Number.isInteger(n) && n >= 1 && n <= 1000 ? n : PAGE_SIZE;
     size.value = String(limit);
@@ -111,7 +113,7 @@ export async function render(root) {
   });
 
   put(root, h('h1', {}, 'Audit'),
-    h('p', { class: 'muted' }, 'Every policy version, project and client change, approval and filter decision, in one append-only hash chain (newest last). Verify recomputes the chain in the sidecar; compare its head with a hash you anchored elsewhere.'),
+    h('p', { class: 'muted' }, 'Every policy version, project and client change, approval and filter decision, in one append-only hash chain, newest first. Verify recomputes the chain in the sidecar; compare its head with a hash you anchored elsewhere.'),
     form,
     h('div', { class: 'row' }, verifyBtn), verifyOut,
     list);

@@ -1,10 +1,40 @@
 // Team: one project's spend per day (its daily budget counters), this month's numbers, the
-// org's top endpoints and the team's clients. Violations and anomalies per team come with the
-// richer /v1/analytics (issue 16); until then the page says so rather than show zeros.
+// org's top endpoints, the team's violations this month (denials by code from /v1/analytics,
+// the latest of each code from the decision rows of /v1/audit, newest first), its anomalies
+// (/v1/anomalies, with their explanations) and its clients.
 import { get } from '../lib/api.js';
 import { h, clear, put, table } from '../lib/dom.js';
 import { usd, rate, utilisation } from '../lib/money.js';
 import { bars } from '../lib/chart.js';
+import { query } from '../lib/audit.js';
+
+const when = (t) => (t ? t.replace('T', ' ').replace(/\.\d+Z$|Z$/, ' UTC') : '—');
+
+function violationsTable(v, latest) {
+  const rows = Object.entries(v.byCode || {}).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  if (!rows.length) return h('p', { id: 'team-violations', dataset: { count: '0' } }, 'No request of this team was refused this month.');
+  return table(['Code', h('th', { class: 'num', scope: 'col' }, 'Count'), 'Latest', 'Latest request'],
+    rows.map(([code, n]) => {
+      const e = latest[code];
+      return h('tr', { dataset: { code, count: String(n) } },
+        h('th', { scope: 'row' }, h('code', {}, code)),
+        h('td', { class: 'num', dataset: { field: 'count' } }, String(n)),
+        h('td', { dataset: { field: 'latest' } }, e ? h('time', { datetime: e.at }, when(e.at)) : '—'),
+        h('td', {}, e ? `${e.clientId ?? '—'} → ${e.host ?? '—'}` : '—'));
+    }),
+    { id: 'team-violations', dataset: { count: String(v.count ?? 0) } });
+}
+
+function anomaliesTable(list) {
+  if (!list.length) return h('p', { id: 'team-anomalies', class: 'muted', dataset: { count: '0' } }, 'Anomaly detection found nothing unusual for this team this month.');
+  return table(['Window', 'Kind', 'Client', 'Explanation'],
+    list.map((a) => h('tr', { dataset: { kind: a.kind } },
+      h('td', {}, h('time', { datetime: a.windowFrom }, when(a.windowFrom))),
+      h('td', {}, h('code', {}, a.kind)),
+      h('td', {}, a.clientId ?? '—'),
+      h('td', { dataset: { field: 'explanation' } }, a.explanation))),
+    { id: 'team-anomalies', dataset: { count: String(list.length) } });
+}
 
 export async function render(root, ctx) {
   const [policy, month, endpoints, budgets] = await Promise.all([
@@ -30,6 +60,14 @@ export async function render(root, ctx) {
   const monthly = budgets.counters.find((c) => c.scope === 'project.monthly' && c.projectId === id && c.period === month.periodKey);
   const clients = (policy.clients || []).filter((c) => c.projectId === id);
   const allowed = project.policy?.allowedEndpoints;
+  const violations = g.violations || { count: 0, byCode: {} };
+  // The latest denial of each code in the period: one newest-first audit row per code.
+  const codes = Object.keys(violations.byCode || {});
+  const [latest, anomalies] = await Promise.all([
+    Promise.all(codes.map((code) => get(query({ kind: 'decision', decision: 'deny', projectId: id, code, from: month.from, to: month.to, order: 'desc', limit: 1 }))
+      .then((r) => [code, r.entries[0] || null]))).then((pairs) => Object.fromEntries(pairs)),
+    get(`/v1/anomalies?project=${encodeURIComponent(id)}&since=${encodeURIComponent(month.from)}&limit=50`),
+  ]);
 
   root.append(
     h('div', { class: 'grid' },
@@ -48,8 +86,11 @@ export async function render(root, ctx) {
           endpoints.groups.slice(0, 10).map((e) => h('tr', {}, h('td', {}, e.key), h('td', { class: 'num' }, usd(e.totalCost)), h('td', { class: 'num' }, String(e.totalRequests)),
             h('td', {}, allowed ? (allowed.some((a) => e.key === a || e.key.endsWith(`.${a}`) || a.startsWith(`${e.key}/`)) ? 'yes' : 'no') : 'no list'))))),
       h('div', {},
-        h('h2', {}, 'Violations and anomalies'),
-        h('p', { class: 'muted', id: 'team-violations' }, 'Not recorded by this sidecar yet: they come with the decision log and the richer analytics (issues 15 and 16).'))),
+        h('h2', {}, `Violations ${month.periodKey}`),
+        violationsTable(violations, latest),
+        h('p', { class: 'muted' }, 'Requests the filter refused (decision rows of the audit log), by code; held requests are not violations.'))),
+    h('h2', {}, 'Anomalies'),
+    anomaliesTable(anomalies.anomalies || []),
     h('h2', {}, 'Clients'),
     table(['Client', 'Cost centre', 'Environment', 'Own restrictions'], clients.map((c) => h('tr', {},
       h('th', { scope: 'row' }, c.id),
