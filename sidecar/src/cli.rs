@@ -459,6 +459,9 @@ async fn open_store(args: &ServeArgs) -> Result<Arc<dyn Store>, String> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    if args.monthly_report && args.smtp_url.is_none() {
+        return Err("--monthly-report mails the report: give --smtp-url too".into());
+    }
     let tokens = tokens_from(&args)?;
     if !tokens.has_role(|r| *r == Role::Admin) {
         tracing::warn!("no admin token (--admin-token NAME=TOKEN): the admin API answers 401");
@@ -505,9 +508,6 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         std::time::Duration::from_secs(args.audit_job_secs.max(1)),
     ));
     if args.monthly_report {
-        if args.smtp_url.is_none() {
-            return Err("--monthly-report mails the report: give --smtp-url too".into());
-        }
         crate::report::schedule::spawn(
             state.clone(),
             std::time::Duration::from_secs(args.monthly_report_check_secs),

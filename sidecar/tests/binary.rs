@@ -630,3 +630,23 @@ async fn two_sidecar_processes_on_one_postgres() {
         .await
         .unwrap();
 }
+
+/// `--monthly-report` mails reports: without a relay the sidecar refuses to start, saying so.
+#[test]
+fn monthly_report_without_smtp_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command()
+        .args(["--listen", "127.0.0.1:0", "--monthly-report"])
+        .env_remove("PAG0_SMTP_URL")
+        .env_remove("PAG0_MONTHLY_REPORT")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--monthly-report") && err.contains("--smtp-url"),
+        "{err}"
+    );
+}

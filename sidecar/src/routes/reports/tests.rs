@@ -223,7 +223,7 @@ fn post(body: Value) -> Request<Body> {
 #[tokio::test]
 async fn send_mails_the_pdf_as_an_attachment_over_smtp() {
     let (port, capture) = smtp_capture().await;
-    let (app, _d) = send_app(Some(port)).await;
+    let (app, d) = send_app(Some(port)).await;
     let (status, _, body) = raw(&app, post(json!({ "recipient": "auditor@acme.com" }))).await;
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, StatusCode::OK, "{v}");
@@ -247,6 +247,11 @@ async fn send_mails_the_pdf_as_an_attachment_over_smtp() {
         text.contains("acme-corp") && text.contains("8.740568"),
         "{text}"
     );
+    // The send is in the audit log, with the admin who asked.
+    assert_eq!(
+        sent_rows_in(d.path()).await,
+        vec![("alice".into(), "api".into(), "2025-11".into())]
+    );
 }
 
 #[tokio::test]
@@ -268,11 +273,12 @@ async fn send_without_smtp_or_with_a_bad_recipient_says_why() {
     assert_eq!(v["error"]["code"], "SMTP_NOT_CONFIGURED");
 
     // Nothing listens on the discard port: the relay fails, the caller is told.
-    let (app, _d) = send_app(Some(9)).await;
+    let (app, d) = send_app(Some(9)).await;
     let (status, _, body) = raw(&app, post(json!({}))).await;
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{v}");
     assert_eq!(v["error"]["code"], "DELIVERY_FAILED");
+    assert!(sent_rows_in(d.path()).await.is_empty(), "nothing was sent");
 
     let (status, _, body) = raw(&app, post(json!({ "recipient": "not an address" }))).await;
     let v: Value = serde_json::from_slice(&body).unwrap();
@@ -459,6 +465,11 @@ async fn sent_rows(state: &AppState) -> Vec<(String, String, String)> {
             )
         })
         .collect()
+}
+
+async fn sent_rows_in(dir: &std::path::Path) -> Vec<(String, String, String)> {
+    let state = AppState::new(Arc::new(SqliteStore::open_dir(dir).unwrap()), tokens()).unwrap();
+    sent_rows(&state).await
 }
 
 fn sent_label(t: &crate::report::schedule::Tick) -> &str {
