@@ -213,6 +213,9 @@ pub struct AuditFilter {
     /// RFC 3339 or unix ms (exclusive).
     #[arg(long)]
     pub until: Option<String>,
+    /// `asc` (oldest first, the default) or `desc` (newest first).
+    #[arg(long, value_parser = ["asc", "desc"])]
+    pub order: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -909,6 +912,7 @@ impl AuditFilter {
             ("clientId", &self.client),
             ("since", &self.since),
             ("until", &self.until),
+            ("order", &self.order),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k, v)))

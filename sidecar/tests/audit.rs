@@ -215,6 +215,30 @@ async fn admin_actions_and_approvals_are_audited_exported_and_verified_independe
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(&lines, entries, "the export is the API's entries");
+    // Newest first: the same entries, reversed.
+    let newest = dir.path().join("newest.jsonl");
+    let code = cli(&[
+        "--url",
+        &base,
+        "--token",
+        ADMIN,
+        "audit",
+        "export",
+        "--order",
+        "desc",
+        "-o",
+        newest.to_str().unwrap(),
+    ])
+    .await;
+    assert!(success(code), "export --order desc");
+    let reversed: Vec<Value> = std::fs::read_to_string(&newest)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut want = entries.clone();
+    want.reverse();
+    assert_eq!(reversed, want);
     let mut rows = csv::Reader::from_path(&csv).unwrap();
     let headers = rows.headers().unwrap().clone();
     assert_eq!(
