@@ -193,6 +193,10 @@ pub struct EnvoyConfig {
     pub sidecar_port: Option<u16>,
     /// The HTTP connection manager's path protections (default on, as shipped).
     pub path_protections: bool,
+    /// A start that is expected to be refused: stop waiting for the listener as soon as
+    /// Envoy's log contains this text (e.g. the last field error of a bad policy), instead of
+    /// waiting out `ready_timeout`.
+    pub refused_when_logged: Option<String>,
 }
 
 impl EnvoyConfig {
@@ -205,6 +209,7 @@ impl EnvoyConfig {
             log_level: std::env::var("PAG0_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned()),
             sidecar_port: None,
             path_protections: true,
+            refused_when_logged: None,
         }
     }
 
@@ -321,7 +326,11 @@ impl Envoy {
             admin_port: 0,
             http,
         };
-        match envoy.wait_ready(&admin_path, config.ready_timeout) {
+        match envoy.wait_ready(
+            &admin_path,
+            config.ready_timeout,
+            config.refused_when_logged.as_deref(),
+        ) {
             Ok(()) => Ok(envoy),
             Err((reason, exited)) => Err(StartFailure {
                 reason,
@@ -335,11 +344,17 @@ impl Envoy {
         &mut self,
         admin_path: &Path,
         timeout: Duration,
+        refused_when_logged: Option<&str>,
     ) -> std::result::Result<(), (String, bool)> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err((format!("Envoy exited with {status}"), true));
+            }
+            if let Some(text) = refused_when_logged {
+                if self.log().contains(text) {
+                    return Err((format!("refused: the log shows {text:?}"), false));
+                }
             }
             if Instant::now() > deadline {
                 return Err((format!("not ready after {timeout:?}"), false));

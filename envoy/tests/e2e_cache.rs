@@ -406,7 +406,16 @@ fn managed_mode_hits_reach_the_sidecar_and_charge_nothing() {
     while spent(&counter) < 4000 && t0.elapsed() < Duration::from_secs(15) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(700));
+    // A few more acknowledged syncs: a hit charged late would arrive with them.
+    let acked = envoy.pag0_counter("pag0.sync.acked");
+    let later = envoy.wait_counter("pag0.sync.acked", Duration::from_secs(15), |v| {
+        v >= acked + 4
+    });
+    c.that(
+        "syncs go on",
+        later >= acked + 4,
+        format!("{acked} -> {later}"),
+    );
     c.eq(
         "spent at the sidecar: the two misses only",
         spent(&counter),

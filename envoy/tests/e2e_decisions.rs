@@ -258,12 +258,24 @@ fn audit_policy() -> Value {
         json!({ "approvalWorkflow": { "enabled": true, "approvers": [APPROVER],
                                       "requireApprovalAbove": "1500" } }),
     );
+    let p4 = project(
+        "p4",
+        100_000_000,
+        json!({ "allowedEndpoints": ["api.openai.com"] }),
+    );
+    let p5 = project("p5", 1000, json!({}));
     let mut doc = simple_policy(100_000_000);
-    doc["projects"] = json!([p1, p2, p3]);
+    doc["projects"] = json!([p1, p2, p3, p4, p5]);
     doc["clients"] = json!([
         client("c1", "p1", "sk-test-1"),
         client("c2", "p2", "sk-test-2"),
-        client("c3", "p3", "sk-test-3")
+        client("c3", "p3", "sk-test-3"),
+        client("c4", "p4", "sk-test-4"),
+        client("c5", "p5", "sk-test-5"),
+        {
+            "id": "c-hours", "projectId": "p1", "apiKeySha256": pag0_envoy::policies::key_sha256("sk-test-hours"),
+            "additionalRestrictions": { "workingHours": hours_excluding_now() }
+        }
     ]);
     doc
 }
@@ -311,6 +323,37 @@ fn managed_every_decision_reaches_the_audit_log_exactly_once() {
         d.send(&envoy, &deepl("sk-test-2")).code(),
         "MAX_PER_REQUEST_EXCEEDED"
     );
+    // Every other code a policy decides in managed mode (each stage of the decision: head
+    // check, path and authority, body, budget, approval request).
+    for (call, want) in [
+        (deepl("sk-test-4"), "ENDPOINT_NOT_ALLOWED"),
+        (
+            Call::post("api.replicate.com", "/v1/predictions")
+                .key("sk-test-1")
+                .body("{}"),
+            "CATEGORY_NOT_ALLOWED",
+        ),
+        (deepl("sk-test-hours"), "OUTSIDE_WORKING_HOURS"),
+        (deepl("sk-test-5"), "BUDGET_EXCEEDED"),
+        (
+            Call::post("api.deepl.com", "/v2/translate;x=1").key("sk-test-1"),
+            "AMBIGUOUS_PATH",
+        ),
+        (
+            Call::post("api.deepl.com:80:80", "/v2/translate").key("sk-test-1"),
+            "INVALID_AUTHORITY",
+        ),
+        (
+            Call::post("api.openai.com", "/v1/chat/completions")
+                .key("sk-test-1")
+                .body("{\"model\": \"gpt-4\", \"max_tokens\": "),
+            "BAD_REQUEST_BODY",
+        ),
+        (deepl("sk-test-3"), "REQUESTED_BY_INVALID"),
+    ] {
+        let r = d.send(&envoy, &call);
+        assert_eq!(r.code(), want, "{r:?}");
+    }
     // Held for approval, then an early replay of it.
     let ask = deepl("sk-test-3").header("x-pag0-requested-by", "agent@acme.com");
     let held = d.send(&envoy, &ask);
@@ -331,8 +374,12 @@ fn managed_every_decision_reaches_the_audit_log_exactly_once() {
             (rows.len() as u64 >= d.sent).then_some(())
         },
     );
-    // A few more sync intervals: a duplicate would arrive now.
-    std::thread::sleep(Duration::from_millis(1000));
+    // A few more acknowledged syncs: a duplicate would arrive with them.
+    let acked = envoy.pag0_counter("pag0.sync.acked");
+    let later = envoy.wait_counter("pag0.sync.acked", Duration::from_secs(15), |v| {
+        v >= acked + 4
+    });
+    assert!(later >= acked + 4, "syncs go on: {acked} -> {later}");
     let rows = audit(&sc, "decision");
     assert_eq!(
         rows.len() as u64,
@@ -383,6 +430,12 @@ fn managed_every_decision_reaches_the_audit_log_exactly_once() {
     let hit = one("cache_hit", "/v1/report");
     assert_eq!(hit["cost"], 0);
     assert_eq!(one("deny", "/v1/data")["code"], "ENDPOINT_BLOCKED");
+    let budget = rows
+        .iter()
+        .find(|r| r["code"] == "BUDGET_EXCEEDED")
+        .unwrap();
+    assert_eq!(budget["projectId"], "p5", "{budget}");
+    assert_eq!(budget["details"]["scope"], "project.monthly", "{budget}");
     let over = rows
         .iter()
         .find(|r| r["code"] == "MAX_PER_REQUEST_EXCEEDED")
@@ -459,7 +512,12 @@ fn managed_a_sidecar_killed_mid_run_loses_no_decision_silently_and_no_usage() {
         let (rows, dropped) = accounted(&sc);
         (rows + dropped >= d.sent).then_some((rows, dropped))
     });
-    std::thread::sleep(Duration::from_millis(1000));
+    // A few more acknowledged syncs: a resend would arrive with them.
+    let acked = envoy.pag0_counter("pag0.sync.acked");
+    let later = envoy.wait_counter("pag0.sync.acked", Duration::from_secs(15), |v| {
+        v >= acked + 4
+    });
+    assert!(later >= acked + 4, "syncs go on: {acked} -> {later}");
     assert_eq!(accounted(&sc), (rows, dropped), "nothing arrives twice");
     println!(
         "kill -9: {} requests, {rows} decisions logged, {dropped} in gap records",

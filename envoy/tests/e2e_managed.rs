@@ -299,7 +299,14 @@ fn closed_spends_the_lease_then_refuses_and_recovers_when_the_sidecar_is_back() 
     while unreachable(&envoy.log()) == 0 && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    let failed = envoy.pag0_counter("pag0.sync.failed");
+    let later = envoy.wait_counter("pag0.sync.failed", Duration::from_secs(15), |v| {
+        v >= failed + 4
+    });
+    assert!(
+        later >= failed + 4,
+        "syncs keep failing: {failed} -> {later}"
+    );
     let log = envoy.log();
     assert_eq!(
         unreachable(&log),
@@ -363,7 +370,12 @@ fn open_admits_while_the_sidecar_is_down_and_reports_afterwards() {
     while spent(&sc, &counter) < want && t0.elapsed() < Duration::from_secs(15) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(1000));
+    // A few more acknowledged syncs: a double count would arrive with them.
+    let acked = envoy.pag0_counter("pag0.sync.acked");
+    let later = envoy.wait_counter("pag0.sync.acked", Duration::from_secs(15), |v| {
+        v >= acked + 4
+    });
+    assert!(later >= acked + 4, "syncs go on: {acked} -> {later}");
     assert_eq!(
         spent(&sc, &counter),
         want,
@@ -409,11 +421,22 @@ fn ledger_equals_served_after_a_sidecar_kill_during_load() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1200));
+    // Under load: batches acknowledged, then the kill, syncs failing while it is down, and
+    // acknowledged again after the restart — each phase awaited on the filter's counters.
+    let acked = envoy.pag0_counter("pag0.sync.acked");
+    envoy.wait_counter("pag0.sync.acked", Duration::from_secs(15), |v| {
+        v >= acked + 3
+    });
     sc.kill();
-    std::thread::sleep(Duration::from_millis(1000));
+    let failed = envoy.pag0_counter("pag0.sync.failed");
+    envoy.wait_counter("pag0.sync.failed", Duration::from_secs(15), |v| {
+        v >= failed + 3
+    });
     let sc = Sidecar::start(&sidecar_config(dir.path(), port)).unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    let acked = envoy.pag0_counter("pag0.sync.acked");
+    envoy.wait_counter("pag0.sync.acked", Duration::from_secs(15), |v| {
+        v >= acked + 3
+    });
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let sent: u64 = load.into_iter().map(|t| t.join().unwrap()).sum();
 
@@ -425,8 +448,12 @@ fn ledger_equals_served_after_a_sidecar_kill_during_load() {
     while spent(&sc, &counter) < want && t0.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    // A few more sync intervals: a double count would show up now.
-    std::thread::sleep(Duration::from_millis(1000));
+    // A few more acknowledged syncs: a double count would arrive with them.
+    let acked = envoy.pag0_counter("pag0.sync.acked");
+    let later = envoy.wait_counter("pag0.sync.acked", Duration::from_secs(15), |v| {
+        v >= acked + 4
+    });
+    assert!(later >= acked + 4, "syncs go on: {acked} -> {later}");
     let got = spent(&sc, &counter);
     println!("kill -9 under load: {sent} requests sent, {served} served, ledger {got} µ$");
     assert!(served > 10, "load too small to mean anything: {served}");
