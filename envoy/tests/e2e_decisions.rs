@@ -429,7 +429,13 @@ fn managed_every_decision_reaches_the_audit_log_exactly_once() {
     assert_eq!(miss["details"]["method"], "GET", "no query in the path");
     let hit = one("cache_hit", "/v1/report");
     assert_eq!(hit["cost"], 0);
-    assert_eq!(one("deny", "/v1/data")["code"], "ENDPOINT_BLOCKED");
+    let blocked = one("deny", "/v1/data");
+    assert_eq!(blocked["code"], "ENDPOINT_BLOCKED");
+    assert_eq!(
+        (&blocked["projectId"], &blocked["clientId"]),
+        (&json!("p1"), &json!("c1")),
+        "a refusal after the key named its client records the client: {blocked}"
+    );
     let budget = rows
         .iter()
         .find(|r| r["code"] == "BUDGET_EXCEEDED")

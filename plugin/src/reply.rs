@@ -36,6 +36,7 @@ pub fn budget_exceeded(project_id: &Arc<str>, r: &Reservation, used: Micros) -> 
         ),
         scope: Some(r.key.scope.label()),
         project_id: Some(project_id.clone()),
+        client_id: None,
     }
 }
 
@@ -58,6 +59,7 @@ pub fn counters_unavailable(project_id: &Arc<str>) -> Deny {
             .to_string(),
         scope: None,
         project_id: Some(project_id.clone()),
+        client_id: None,
     }
 }
 

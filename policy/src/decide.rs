@@ -60,6 +60,9 @@ pub struct Deny {
     /// e.g. `org.monthly`, `project.daily` for budgets; `None` where no scope applies.
     pub scope: Option<&'static str>,
     pub project_id: Option<Arc<str>>,
+    /// The client the API key named, when the refusal came after it was identified (what
+    /// the decision log records; not part of the reply body).
+    pub client_id: Option<Arc<str>>,
 }
 
 /// Headers passed; what `finish` needs to complete the decision. Owns no borrowed data,
@@ -218,6 +221,7 @@ impl Deny {
             message: message.into(),
             scope: None,
             project_id: None,
+            client_id: None,
         }
     }
 
@@ -250,6 +254,7 @@ impl ApprovalNeeded {
             ),
             scope: None,
             project_id: Some(self.project_id),
+            client_id: Some(self.client_id),
         }
     }
 }
@@ -310,6 +315,7 @@ impl CompiledPolicy {
                 message,
                 scope: None,
                 project_id: Some(project_id.clone()),
+                client_id: Some(client.id.clone()),
             })
         };
         let rules = &client.rules;
@@ -423,6 +429,7 @@ impl CompiledPolicy {
                 message,
                 scope,
                 project_id: Some(project_id.clone()),
+                client_id: Some(pending.client_id.clone()),
             })
         };
         let (Some(client), true) = (

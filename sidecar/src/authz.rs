@@ -139,6 +139,7 @@ impl Authz {
                         ),
                         scope: Some(r.key.scope.label()),
                         project_id: Some(allow.project_id.clone()),
+                        client_id: Some(allow.client_id.clone()),
                     };
                     return Ok(deny(&d));
                 }

@@ -95,6 +95,9 @@ impl Note {
         if let Some(p) = &d.project_id {
             self.event.project_id = Some(text(p, limits::MAX_ID));
         }
+        if let Some(c) = &d.client_id {
+            self.event.client_id = Some(text(c, limits::MAX_ID));
+        }
         // A refused request cost nothing; what it would have reserved is kept if known.
         self.event.cost = None;
         self.forwarded_ms = None;

@@ -179,6 +179,11 @@ fn blocked_beats_not_allowed_and_names_the_rule() {
     assert_eq!(d.code, DenyCode::EndpointBlocked);
     assert_eq!(d.project_id.as_deref(), Some("sales-ai"));
     assert_eq!(
+        d.client_id.as_deref(),
+        Some("sales-agent"),
+        "the decision log records which client was refused"
+    );
+    assert_eq!(
         d.message,
         "eu.suspicious-api.com/x is blocked by org acme-corp (rule suspicious-api.com)"
     );
