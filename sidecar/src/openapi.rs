@@ -337,7 +337,7 @@ fn approval_schemas() -> Value {
 
 /// What every operation of a kind can answer, added where its own list does not say it:
 /// 401/403 on authenticated operations, 413 on operations with a body (over 8 MiB; axum's
-/// plain-text refusal), 503 when the store does not answer on `/v1` routes.
+/// plain-text refusal), 500 (a bug) and 503 (the store does not answer) on `/v1` routes.
 fn common_responses(doc: &mut Value) {
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
@@ -370,6 +370,10 @@ fn common_responses(doc: &mut Value) {
                 );
             }
             if path.starts_with("/v1/") && path != "/v1/openapi.json" {
+                add(
+                    "500",
+                    err("INTERNAL: a fault of this sidecar (its cause is logged, never answered)"),
+                );
                 add(
                     "503",
                     err("STORE_UNAVAILABLE: the store did not answer; retry"),

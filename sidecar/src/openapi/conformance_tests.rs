@@ -745,6 +745,36 @@ async fn every_status_the_routes_answer_is_documented() {
     assert_eq!(r.status, StatusCode::PERMANENT_REDIRECT);
 }
 
+#[tokio::test]
+async fn with_the_store_down_every_answer_is_documented() {
+    let h = Harness::over(
+        std::sync::Arc::new(crate::error::tests::DownStore),
+        {
+            let mut t = tokens();
+            t.add_approver_spec(&format!("lead@acme.com={LEAD}"))
+                .unwrap();
+            t
+        },
+        tempfile::tempdir().unwrap(),
+    );
+    let doc = crate::openapi::document();
+    let api = Api { h, doc };
+    let mut unavailable = 0;
+    for (t, ops) in api.doc["paths"].as_object().unwrap().clone() {
+        for (m, op) in ops.as_object().unwrap() {
+            let body = op.get("requestBody").map(|_| json!({}));
+            let r = api
+                .hit(m, &t, &concrete(&t), credential(op), body, "store down")
+                .await;
+            if r.status == StatusCode::SERVICE_UNAVAILABLE {
+                unavailable += 1;
+            }
+        }
+    }
+    // Most routes read the store before anything else.
+    assert!(unavailable >= 15, "{unavailable} operations answered 503");
+}
+
 // --- the eight disagreements schemathesis found (issue 20), one test each ---
 
 async fn with_policy() -> Api {
