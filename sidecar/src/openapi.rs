@@ -470,7 +470,7 @@ fn base_document() -> Value {
                             requests may also write a non-negative integer (MicrosIn). \
                             Errors are {\"error\": {\"code\", \"message\", \"details\"}}. \
                             Unknown fields: refused in every body an operator writes (the policy, projects, clients, decisions, \
-                            report mail, console sign-in: additionalProperties false) and in every query (400 BAD_QUERY); \
+                            report mail, console sign-in: additionalProperties false) and among the query parameters of every operation that lists some (400 BAD_QUERY); \
                             ignored in the bodies the Envoy filter sends (sync, approvals create/consume), so a newer filter \
                             still talks to an older sidecar."
         },
