@@ -15,7 +15,7 @@ WASM_BINDGEN_VERSION := 0.2.129
 WHATIF_WASM := target/$(WHATIF_TARGET)/wasm-release/pag0_whatif.wasm
 CONSOLE_PKG := console/web/pkg
 
-.PHONY: setup wasm console browser clients-setup report-tools build demo test clippy lint yaml bench bench-instructions fuzz standalone clean
+.PHONY: setup wasm console browser clients-setup report-tools build demo test clippy lint yaml bench bench-instructions fuzz standalone schemathesis schemathesis-setup clean
 
 ## setup: wasm targets + Envoy $(ENVOY_VERSION) in ./.venv (skipped when already there)
 setup:
@@ -68,6 +68,30 @@ report-tools:
 	  else echo "install poppler-utils (pdftotext, pdfinfo, pdftoppm)" >&2; exit 1; fi; \
 	fi
 
+## schemathesis-setup: schemathesis (sidecar/schemathesis/requirements.txt, exact pins) in
+## $(ST_VENV), remade when that file changes; python3-venv (Debian) installed when missing
+ST_VENV := target/venv-schemathesis
+ST_REQ := sidecar/schemathesis/requirements.txt
+schemathesis-setup:
+	if [ -x $(ST_VENV)/bin/schemathesis ] && cmp -s $(ST_REQ) $(ST_VENV)/requirements.txt; then \
+	  echo "$(ST_VENV) up to date"; \
+	else \
+	  if ! python3 -c 'import ensurepip' 2>/dev/null; then \
+	    if command -v apt-get >/dev/null; then apt-get update && apt-get install -y python3-venv; \
+	    else echo "install python3's venv module (Debian: python3-venv)" >&2; exit 1; fi; \
+	  fi; \
+	  rm -rf $(ST_VENV) && python3 -m venv $(ST_VENV) \
+	  && $(ST_VENV)/bin/pip install --quiet -r $(ST_REQ) \
+	  && cp $(ST_REQ) $(ST_VENV)/requirements.txt; \
+	fi
+
+## schemathesis: fuzz a real sidecar (ephemeral port, temp SQLite, admin token) against its
+## /v1/openapi.json for at most ~90 s; fails on a 5xx or any answer the document does not
+## describe (sidecar/schemathesis/run.sh; SCHEMATHESIS_MAX_TIME, SCHEMATHESIS_MAX_EXAMPLES)
+schemathesis: schemathesis-setup
+	$(CARGO) build -p pag0-sidecar
+	VENV=$(ST_VENV) bash sidecar/schemathesis/run.sh
+
 ## build: every native crate and binary
 build:
 	$(CARGO) build --workspace --bins
@@ -81,6 +105,7 @@ test: setup wasm console browser clients-setup report-tools
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) clippy
 	$(MAKE) yaml
+	$(MAKE) schemathesis
 
 ## clippy: warnings are errors, native (all targets) and wasm32 (filter + core)
 clippy:

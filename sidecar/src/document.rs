@@ -102,6 +102,16 @@ impl Collection {
             Collection::Clients => "client",
         }
     }
+
+    /// The top-level fields a merge patch may name (SPEC §3's fields of a project or a client;
+    /// a client's `apiKeySha256` only through rotate-key). Anything else is refused, also with
+    /// a `null` value, which would otherwise remove nothing and pass unnoticed.
+    pub fn patch_fields(self) -> &'static [&'static str] {
+        match self {
+            Collection::Projects => &["id", "name", "policy", "cache", "tags"],
+            Collection::Clients => &["id", "projectId", "name", "additionalRestrictions", "tags"],
+        }
+    }
 }
 
 pub fn items(doc: &Value, c: Collection) -> Vec<Value> {

@@ -116,4 +116,4 @@ impl IntoResponse for AppError {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

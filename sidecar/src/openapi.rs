@@ -118,31 +118,61 @@ fn op(
 
 const ADMIN: Option<&str> = Some("adminToken");
 
-fn item_ops(noun: &str, plural: &str, extra_created: Option<Value>) -> (Value, Value) {
-    let created = extra_created.unwrap_or_else(|| json!({ "type": "object" }));
+/// `o` with `params` appended to its parameters.
+fn with_params(mut o: Value, params: Value) -> Value {
+    if let (Some(map), Some(extra)) = (o.as_object_mut(), params.as_array()) {
+        let list = map.entry("parameters").or_insert_with(|| json!([]));
+        if let Some(list) = list.as_array_mut() {
+            list.extend(extra.iter().cloned());
+        }
+    }
+    o
+}
+
+/// `?limit=`: 1 to 1000, default 100 (every list route).
+fn limit_param() -> Value {
+    json!({ "name": "limit", "in": "query", "required": false, "description": "1 to 1000 (else 400 BAD_QUERY)",
+            "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } })
+}
+
+/// The five operations of `/v1/projects` or `/v1/clients`: (list + create, one item).
+/// `item` is the stored item's schema, `new` the create body's, `created` the 201 body's.
+fn item_ops(noun: &str, plural: &str, item: &str, new: &str, created: Value) -> (Value, Value) {
+    let schema = reference(item);
+    let conflict = "VERSION_CONFLICT: other writers won five times in a row; retry";
     let list = json!({
         "get": op(&format!("List {plural}"), ADMIN, &[], None, json!({
-            "200": ok_json(&format!("the {plural} of the latest policy"), json!({ "type": "array", "items": { "type": "object" } })),
+            "200": ok_json(&format!("the {plural} of the latest policy"), json!({ "type": "array", "items": schema })),
             "404": err("no policy yet") })),
-        "post": op(&format!("Create a {noun}; the whole document is re-validated and versioned"), ADMIN, &[],
-            Some(json!({ "type": "object" })), json!({
+        "post": op(&format!("Create a {noun}; the whole document is re-validated and versioned (x-pag0-policy-version)"), ADMIN, &[],
+            Some(reference(new)), json!({
             "201": ok_json("created", created),
-            "400": err("INVALID_POLICY with `path: reason` details, or BAD_JSON"),
+            "400": err("INVALID_POLICY with `path: reason` details (a missing id, an unknown field, …), BAD_JSON or KEY_GENERATED_BY_SIDECAR"),
             "404": err("no policy yet"),
-            "409": err("ALREADY_EXISTS") })),
+            "409": err(&format!("ALREADY_EXISTS, or {conflict}")) })),
     });
+    let patch = format!("{}Patch", capitalised(noun));
     let one = json!({
         "get": op(&format!("One {noun}"), ADMIN, &["id"], None, json!({
-            "200": ok_json(noun, json!({ "type": "object" })), "404": err("not found") })),
-        "patch": op(&format!("Edit a {noun} with a JSON merge patch (RFC 7396)"), ADMIN, &["id"],
-            Some(json!({ "type": "object" })), json!({
-            "200": ok_json(&format!("the {noun} after the patch"), json!({ "type": "object" })),
-            "400": err("INVALID_POLICY / ID_IMMUTABLE / KEY_IMMUTABLE"), "404": err("not found") })),
+            "200": ok_json(noun, schema.clone()), "404": err("no policy yet, or no such id") })),
+        "patch": op(&format!("Edit a {noun} with a JSON merge patch (RFC 7396) of its top-level fields"), ADMIN, &["id"],
+            Some(reference(&patch)), json!({
+            "200": ok_json(&format!("the {noun} after the patch"), schema.clone()),
+            "400": err("INVALID_POLICY (the patched document, or an unknown field) / ID_IMMUTABLE / KEY_IMMUTABLE / BAD_JSON"),
+            "404": err("no policy yet, or no such id"), "409": err(conflict) })),
         "delete": op(&format!("Delete a {noun}"), ADMIN, &["id"], None, json!({
             "204": { "description": "deleted; header x-pag0-policy-version names the new version" },
-            "400": err("INVALID_POLICY (e.g. clients still reference the project)"), "404": err("not found") })),
+            "400": err("INVALID_POLICY: the document without it does not validate (e.g. clients still reference the project)"),
+            "404": err("no policy yet, or no such id"), "409": err(conflict) })),
     });
     (list, one)
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// `op` with several accepted credentials.
@@ -166,15 +196,40 @@ fn op_any(
 fn approval_paths() -> Value {
     let approval = reference("Approval");
     let consume_refused = err(
-        "APPROVAL_DENIED / APPROVAL_EXPIRED / APPROVAL_MISMATCH / APPROVAL_USED / APPROVAL_PENDING \
+        "APPROVAL_DENIED / APPROVAL_EXPIRED / APPROVAL_MISMATCH (also: no such id) / APPROVAL_USED / APPROVAL_PENDING \
          (error also carries projectId); FORBIDDEN for a token of another role",
     );
+    let q = |name: &str, schema: Value| json!({ "name": name, "in": "query", "required": false, "schema": schema });
+    let decision_body = |o: Value| -> Value {
+        // An empty body is a decision without a comment.
+        let mut o = o;
+        if let Some(rb) = o.pointer_mut("/requestBody/required") {
+            *rb = json!(false);
+        }
+        o
+    };
+    let decide = |verb: &str, done: &str| {
+        decision_body(op(
+            &format!("{verb} (an approver listed on the project, never the requester)"),
+            Some("approverToken"),
+            &["id"],
+            Some(reference("Decision")),
+            json!({
+        "200": ok_json(done, reference("Approval")),
+        "400": err("BAD_JSON: not the Decision object, an unknown field, a comment over 2000 characters"),
+        "403": err("FORBIDDEN: not an approver token, or an approver not listed on the project, or the requester"),
+        "404": err("no such approval, or no policy yet"),
+        "409": err("ALREADY_DECIDED / APPROVAL_EXPIRED") }),
+        ))
+    };
     json!({
         "/v1/approvals": {
-            "get": op_any("The queue: ?status=pending|approved|denied|used|expired&projectId=&limit= (approvers see their projects)",
-                &["adminToken", "approverToken"], &[], None, json!({
-                "200": ok_json("newest first", json!({ "type": "object", "properties": { "approvals": { "type": "array", "items": approval } } })),
-                "400": err("BAD_QUERY") })),
+            "get": with_params(op_any("The queue, newest first (approvers see their projects' only; the filter's sync secret reads all)",
+                &["adminToken", "approverToken", "syncSecret"], &[], None, json!({
+                "200": ok_json("newest first", json!({ "type": "object", "required": ["approvals"], "properties": { "approvals": { "type": "array", "items": approval } } })),
+                "400": err("BAD_QUERY: an unknown status, a limit out of 1..1000, an unknown parameter") })),
+                json!([q("status", json!({ "enum": ["pending", "approved", "denied", "used", "expired"] })),
+                       q("projectId", json!({ "type": "string" })), limit_param()])),
             "post": op("Filter: create an approval for a held request (answers the agent 202 with its fields)", Some("syncSecret"), &[],
                 Some(reference("CreateApproval")), json!({
                 "201": ok_json("created, status pending", reference("Approval")),
@@ -184,17 +239,12 @@ fn approval_paths() -> Value {
         "/v1/approvals/{id}": { "get": op_any("One approval (an agent may read its own with x-pag0-api-key instead of a bearer token)",
             &["adminToken", "approverToken", "syncSecret", "apiKey"], &["id"], None, json!({
             "200": ok_json("the approval", reference("Approval")), "404": err("not found, or not yours") })) },
-        "/v1/approvals/{id}/approve": { "post": op("Approve (approver listed on the project, never the requester)", Some("approverToken"), &["id"],
-            Some(reference("Decision")), json!({
-            "200": ok_json("approved", reference("Approval")), "404": err("not found"),
-            "409": err("ALREADY_DECIDED / APPROVAL_EXPIRED") })) },
-        "/v1/approvals/{id}/deny": { "post": op("Deny (approver listed on the project, never the requester)", Some("approverToken"), &["id"],
-            Some(reference("Decision")), json!({
-            "200": ok_json("denied", reference("Approval")), "404": err("not found"),
-            "409": err("ALREADY_DECIDED / APPROVAL_EXPIRED") })) },
+        "/v1/approvals/{id}/approve": { "post": decide("Approve", "approved") },
+        "/v1/approvals/{id}/deny": { "post": decide("Deny", "denied") },
         "/v1/approvals/{id}/consume": { "post": op("Filter: use the approval for this replay (exactly once)", Some("syncSecret"), &["id"],
             Some(reference("Consume")), json!({
             "200": ok_json("this replay may pass; the approval is now used", reference("Approval")),
+            "400": err("BAD_JSON"),
             "403": consume_refused })) }
     })
 }
@@ -218,7 +268,7 @@ fn audit_paths() -> Value {
             q("projectId", "exact"), q("clientId", "exact"), q("decision", "exact"), q("code", "exact"),
             q("from", "inclusive; RFC 3339 or unix ms (alias: since)"), q("since", "alias of from"),
             q("to", "exclusive; RFC 3339 or unix ms (alias: until)"), q("until", "alias of to"),
-            q("cursor", "nextCursor of the previous page (of the same order)"), q("limit", "1 to 1000, default 100"),
+            q("cursor", "nextCursor of the previous page (of the same order)"), limit_param(),
             json!({ "name": "order", "in": "query", "required": false, "description": "asc: oldest first (the default); desc: newest first",
                 "schema": { "type": "string", "enum": ["asc", "desc"], "default": "asc" } })]));
     }
@@ -268,23 +318,82 @@ fn approval_schemas() -> Value {
             "decision": { "type": ["object", "null"], "properties": { "approved": { "type": "boolean" }, "by": { "type": "string" },
                 "comment": { "type": ["string", "null"] }, "at": { "type": "string", "format": "date-time" } } },
             "usedAt": { "type": ["string", "null"], "format": "date-time" } } },
-        "CreateApproval": { "type": "object",
+        "CreateApproval": { "type": "object", "additionalProperties": true,
+            "description": "sent by the filter: unknown fields are ignored (a newer filter may send more than this sidecar knows)",
             "required": ["projectId", "clientId", "method", "authority", "path", "bodySha256", "binding", "estimatedCost", "policyVersion", "requestedBy"],
             "properties": {
-            "projectId": { "type": "string" }, "clientId": { "type": "string" }, "method": { "type": "string" },
-            "authority": { "type": "string" }, "path": { "type": "string", "description": "with the query string" },
+            "projectId": { "type": "string" }, "clientId": { "type": "string" }, "method": { "type": "string", "minLength": 1, "maxLength": 16 },
+            "authority": { "type": "string", "minLength": 1, "maxLength": 255 }, "path": { "type": "string", "pattern": "^/", "maxLength": 8192, "description": "with the query string" },
             "bodySha256": hex, "binding": { "type": "string", "pattern": "^[0-9a-f]{64}$", "description": "pag0_policy::approval::request_binding" },
-            "estimatedCost": reference("Micros"), "policyVersion": { "type": "integer", "minimum": 1 },
-            "justification": { "type": "string" }, "requestedBy": { "type": "string" },
-            "callbackUrl": { "type": "string", "description": "the agent's x-pag0-callback-url" } } },
-        "Consume": { "type": "object", "required": ["binding", "estimatedCost", "policyVersion"], "properties": {
-            "binding": hex, "estimatedCost": reference("Micros"), "policyVersion": { "type": "integer" } } },
-        "Decision": { "type": "object", "properties": { "comment": { "type": "string", "maxLength": 2000 } } }
+            "estimatedCost": reference("MicrosIn"), "policyVersion": { "type": "integer", "minimum": 1 },
+            "justification": { "type": ["string", "null"], "maxLength": 2000 },
+            "requestedBy": { "type": "string", "description": "one e-mail address (the agent's x-pag0-requested-by)" },
+            "callbackUrl": { "type": ["string", "null"], "maxLength": 2048, "description": "the agent's x-pag0-callback-url, http:// or https://" } } },
+        "Consume": { "type": "object", "additionalProperties": true, "required": ["binding", "estimatedCost", "policyVersion"],
+            "description": "sent by the filter: unknown fields are ignored",
+            "properties": { "binding": { "type": "string" }, "estimatedCost": reference("MicrosIn"), "policyVersion": { "type": "integer" } } },
+        "Decision": { "type": "object", "additionalProperties": false,
+            "properties": { "comment": { "type": ["string", "null"], "maxLength": 2000 } } }
     })
+}
+
+/// What every operation of a kind can answer, added where its own list does not say it:
+/// 401/403 on authenticated operations, 413 on operations with a body (over 8 MiB; axum's
+/// plain-text refusal), 500 (a bug) and 503 (the store does not answer) on `/v1` routes.
+fn common_responses(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, ops) in paths.iter_mut() {
+        let Some(ops) = ops.as_object_mut() else {
+            continue;
+        };
+        for op in ops.values_mut() {
+            let secured = op
+                .get("security")
+                .and_then(Value::as_array)
+                .is_some_and(|s| !s.is_empty());
+            let body = op.get("requestBody").is_some();
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let mut add = |status: &str, v: Value| {
+                responses.entry(status).or_insert(v);
+            };
+            if secured {
+                add("401", err("UNAUTHORIZED: missing or unknown credentials"));
+                add("403", err("FORBIDDEN: a credential of another role"));
+            }
+            if body {
+                add(
+                    "413",
+                    json!({ "description": "the body is over 8 MiB",
+                    "content": { "text/plain": { "schema": { "type": "string" } } } }),
+                );
+            }
+            if path.starts_with("/v1/") && path != "/v1/openapi.json" {
+                add(
+                    "500",
+                    err("INTERNAL: a fault of this sidecar (its cause is logged, never answered)"),
+                );
+                add(
+                    "503",
+                    err("STORE_UNAVAILABLE: the store did not answer; retry"),
+                );
+            }
+        }
+    }
 }
 
 pub fn document() -> Value {
     let mut doc = base_document();
+    if let (Some(schemas), Some(extra)) = (
+        doc.pointer_mut("/components/schemas")
+            .and_then(Value::as_object_mut),
+        policy_schemas::schemas().as_object(),
+    ) {
+        schemas.extend(extra.clone());
+    }
     if let (Some(paths), Some(extra)) = (
         doc.get_mut("paths").and_then(Value::as_object_mut),
         approval_paths().as_object(),
@@ -331,23 +440,41 @@ pub fn document() -> Value {
             schemas.extend(extra.clone());
         }
     }
+    common_responses(&mut doc);
     doc
 }
 
 fn base_document() -> Value {
-    let (projects, project) = item_ops("project", "projects", None);
+    let (projects, project) = item_ops(
+        "project",
+        "projects",
+        "Project",
+        "Project",
+        reference("Project"),
+    );
     let client_created = json!({
         "type": "object", "required": ["client", "apiKey"],
-        "properties": { "client": { "type": "object" },
+        "properties": { "client": reference("Client"),
                         "apiKey": { "type": "string", "description": "shown once; only its SHA-256 is stored" } } });
-    let (clients, client) = item_ops("client", "clients", Some(client_created.clone()));
+    let (clients, client) = item_ops(
+        "client",
+        "clients",
+        "Client",
+        "NewClient",
+        client_created.clone(),
+    );
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "pag0 sidecar",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Control service of Pag0's managed mode. Money is integer micro-USD, as decimal strings. \
-                            Errors are {\"error\": {\"code\", \"message\", \"details\"}}."
+            "description": "Control service of Pag0's managed mode. Money is integer micro-USD: decimal strings in answers; \
+                            requests may also write a non-negative integer (MicrosIn). \
+                            Errors are {\"error\": {\"code\", \"message\", \"details\"}}. \
+                            Unknown fields: refused in every body an operator writes (the policy, projects, clients, decisions, \
+                            report mail, console sign-in: additionalProperties false) and among the query parameters of every operation that lists some (400 BAD_QUERY); \
+                            ignored in the bodies the Envoy filter sends (sync, approvals create/consume), so a newer filter \
+                            still talks to an older sidecar."
         },
         "components": {
             "securitySchemes": {
@@ -369,24 +496,22 @@ fn base_document() -> Value {
                     "version": { "type": "integer" }, "author": { "type": "string" },
                     "createdAt": { "type": "string", "format": "date-time" },
                     "unchanged": { "type": "boolean", "description": "PUT of the document already stored: no new version" } } },
-                "PolicyDocument": { "type": "object", "description": "SPEC §3; unknown fields are errors" },
-                "SyncRequest": { "type": "object", "required": ["instanceId", "seq"], "properties": {
-                    "instanceId": { "type": "string", "maxLength": 128 },
-                    "seq": { "type": "integer", "minimum": 1, "description": "per instance; a retry resends the same seq and usage" },
+                "SyncRequest": { "type": "object", "required": ["instanceId", "seq"], "additionalProperties": true,
+                    "description": "Unknown fields are ignored (unlike in the policy document): a newer filter may send more than this sidecar knows. \
+                                    Each usage record, decision and gap is read on its own: a malformed one is kept aside (quarantined usage in \
+                                    /v1/usage/exceptions, a decision.rejected audit row) and never refuses the batch, so their items are not constrained here.",
+                    "properties": {
+                    "instanceId": { "type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$" },
+                    "seq": { "type": "integer", "minimum": 1, "maximum": 9_223_372_036_854_775_807_i64, "description": "per instance; a retry resends the same seq and usage" },
                     "policyVersion": { "type": "integer", "description": "version the filter runs, 0 = none" },
-                    "usage": { "type": "array", "items": { "type": "object", "required": ["amount"], "properties": {
-                        "amount": reference("Micros"),
-                        "counters": { "type": "array", "items": { "type": "string" }, "description": "BudgetKey::storage_key of each counter charged" },
-                        "projectId": { "type": "string" }, "clientId": { "type": "string" }, "host": { "type": "string" },
-                        "at": { "type": "integer", "description": "unix ms; the time analytics count the record at" },
-                        "cacheHit": { "type": "boolean", "default": false, "description": "served from the filter's cache (amount 0, no counters)" },
-                        "savings": { "allOf": [reference("Micros")], "description": "micro-USD the cache hit avoided; stored, reported by /v1/analytics" } } } },
-                    "decisions": { "type": "array", "maxItems": 10000, "description": "decision events (pag0-wire DecisionEvent, docs/audit.md); each read on its own, a malformed one is kept as a decision.rejected audit row", "items": { "type": "object" } },
-                    "gaps": { "type": "array", "maxItems": 1000, "description": "events the filter dropped past its cap: {from, to, count}", "items": { "type": "object", "required": ["from", "to", "count"], "properties": {
-                        "from": { "type": "integer" }, "to": { "type": "integer" }, "count": { "type": "integer", "minimum": 1 } } } },
-                    "leases": { "type": "array", "items": { "type": "object", "required": ["counter"], "properties": {
-                        "counter": { "type": "string" }, "want": reference("Micros") } } },
-                    "release": { "type": "array", "items": { "type": "string" } } } },
+                    "usage": { "type": "array", "maxItems": 10000, "description": "usage records: {amount (MicrosIn), counters (at most 8 BudgetKey::storage_key), projectId, clientId, host, \
+                        at (unix ms), cacheHit, savings (MicrosIn), suspect {raw, reason}}; a malformed record is quarantined", "items": {} },
+                    "decisions": { "type": "array", "maxItems": 10000, "description": "decision events (pag0-wire DecisionEvent, docs/audit.md); a malformed one is kept as a decision.rejected audit row", "items": {} },
+                    "gaps": { "type": "array", "maxItems": 1000, "description": "events the filter dropped past its cap: {from, to, count}; a malformed one is kept as a rejected audit row", "items": {} },
+                    "leases": { "type": "array", "maxItems": 64, "items": { "type": "object", "required": ["counter"], "properties": {
+                        "counter": { "type": "string", "description": "a counter key (else 400 BAD_SYNC)" },
+                        "want": { "oneOf": [reference("MicrosIn"), { "type": "null" }], "description": "total room to hold; default 1/16 of the limit" } } } },
+                    "release": { "type": "array", "maxItems": 64, "items": { "type": "string" } } } },
                 "SyncResponse": { "type": "object", "properties": {
                     "ack": { "type": "integer" }, "duplicate": { "type": "boolean" },
                     "policyVersion": { "type": "integer" },
@@ -411,31 +536,40 @@ fn base_document() -> Value {
             "/v1/policy": {
                 "get": op("The latest policy document (ETag and x-pag0-policy-version name its version)", ADMIN, &[], None, json!({
                     "200": ok_json("the document", reference("PolicyDocument")), "404": err("no policy yet") })),
-                "put": op("Replace the whole document: validated, stored as a new version (If-Match: \"N\" to guard)", ADMIN, &[],
+                "put": with_params(op("Replace the whole document: validated, stored as a new version (If-Match: \"N\" to guard)", ADMIN, &[],
                     Some(reference("PolicyDocument")), json!({
-                    "200": ok_json("the new version", reference("PolicyMeta")),
-                    "400": err("INVALID_POLICY with every `path: reason`"),
-                    "409": err("VERSION_CONFLICT (If-Match no longer the latest)") }))
+                    "200": ok_json("the new version (or, for the document already stored, the same with unchanged: true)", reference("PolicyMeta")),
+                    "400": err("INVALID_POLICY with every `path: reason` (an empty body, a missing orgId, an unknown field, …), or BAD_IF_MATCH"),
+                    "409": err("VERSION_CONFLICT (If-Match no longer the latest)") })),
+                    json!([{ "name": "If-Match", "in": "header", "required": false,
+                             "description": "write only if this version is still the latest: \"3\" or 3 (else 409); anything else is 400 BAD_IF_MATCH",
+                             "schema": { "type": "string", "pattern": "^\\s*(W/)?(\"[0-9]{1,18}\"|[0-9]{1,18})\\s*$" } }]))
             },
-            "/v1/policy/versions": { "get": op("Version history, newest first", ADMIN, &[], None, json!({
-                "200": ok_json("versions", json!({ "type": "object", "properties": { "versions": { "type": "array", "items": reference("PolicyMeta") } } })) })) },
-            "/v1/policy/versions/{version}": { "get": op("One past version of the document", ADMIN, &["version"], None, json!({
-                "200": ok_json("the document", reference("PolicyDocument")), "404": err("no such version") })) },
+            "/v1/policy/versions": { "get": op("Version history, newest first (at most 1000)", ADMIN, &[], None, json!({
+                "200": ok_json("versions", json!({ "type": "object", "required": ["versions"], "properties": { "versions": { "type": "array", "items": reference("PolicyMeta") } } })) })) },
+            "/v1/policy/versions/{version}": { "get": with_params(op("One past version of the document", ADMIN, &[], None, json!({
+                "200": ok_json("the document", reference("PolicyDocument")),
+                "400": err("BAD_VERSION: not an integer"),
+                "404": err("no such version") })),
+                json!([{ "name": "version", "in": "path", "required": true, "schema": { "type": "integer", "minimum": -9_223_372_036_854_775_807_i64, "maximum": 9_223_372_036_854_775_807_i64 } }])) },
             "/v1/projects": projects,
             "/v1/projects/{id}": project,
             "/v1/clients": clients,
             "/v1/clients/{id}": client,
             "/v1/clients/{id}/rotate-key": { "post": op("A new API key for a client (returned once)", ADMIN, &["id"], None, json!({
-                "200": ok_json("the client and its new key", client_created), "404": err("not found") })) },
+                "200": ok_json("the client and its new key", client_created),
+                "404": err("no policy yet, or no such client"),
+                "409": err("VERSION_CONFLICT: other writers won five times in a row; retry") })) },
             "/v1/sync": { "post": op("Filter sync: usage batch in (exactly once per instanceId+seq), policy and budget leases out",
                 Some("syncSecret"), &[], Some(reference("SyncRequest")), json!({
                 "200": ok_json("acknowledged: the batch is durably committed", reference("SyncResponse")),
-                "400": err("BAD_SYNC with details"), "409": err("SEQ_REUSED: same seq, different usage"),
-                "503": err("store unavailable: retry the same batch") })) },
-            "/v1/usage/exceptions": { "get": op("Usage records kept aside: quarantined (malformed, applied to no counter) and suspect (charged at the bound), newest first; ?limit=1-1000 (default 100)", ADMIN, &[], None, json!({
-                "200": ok_json("exceptions", json!({ "type": "object" })), "400": err("BAD_QUERY") })) },
+                "400": err("BAD_SYNC with details, BAD_JSON, or AMOUNT_OUT_OF_RANGE"), "409": err("SEQ_REUSED: same seq, different usage") })) },
+            "/v1/usage/exceptions": { "get": with_params(op("Usage records kept aside: quarantined (malformed, applied to no counter) and suspect (charged at the bound), newest first", ADMIN, &[], None, json!({
+                "200": ok_json("exceptions", exceptions_schema()),
+                "400": err("BAD_QUERY: a limit out of 1..1000 or an unknown parameter") })),
+                json!([limit_param()])) },
             "/v1/budgets": { "get": op("Budget counters: limit, spent, leased, unallocated, leases per instance", ADMIN, &[], None, json!({
-                "200": ok_json("counters", json!({ "type": "object" })) })) },
+                "200": ok_json("counters", budgets_schema()) })) },
             "/v1/analytics": analytics_path(),
             "/v1/anomalies": { "get": {
                 "summary": "Anomalies found by the periodic detection (docs/anomalies.md), newest window first: kind, project, client, \
@@ -490,12 +624,40 @@ fn base_document() -> Value {
                     "503": err("SMTP_NOT_CONFIGURED: no --smtp-url") } } },
             "/v1/openapi.json": { "get": op("This document", None, &[], None, json!({ "200": ok_json("OpenAPI 3.1", json!({ "type": "object" })) })) },
             "/metrics": { "get": op("Prometheus text exposition (loopback only unless --public-ops)", None, &[], None, json!({
-                "200": { "description": "text/plain; version=0.0.4" }, "403": err("not loopback") })) },
-            "/healthz": { "get": op("Liveness", None, &[], None, json!({ "200": ok_json("ok", json!({ "type": "object" })) })) },
+                "200": { "description": "the metrics", "content": { "text/plain": { "schema": { "type": "string" } } } },
+                "403": err("not loopback") })) },
+            "/healthz": { "get": op("Liveness", None, &[], None, json!({ "200": ok_json("ok", json!({ "type": "object", "required": ["status"], "properties": { "status": { "const": "ok" } } })), "403": err("not loopback") })) },
             "/readyz": { "get": op("Readiness: the store answers", None, &[], None, json!({
-                "200": ok_json("ready", json!({ "type": "object" })), "503": ok_json("store unreachable", json!({ "type": "object" })) })) }
+                "200": ok_json("ready", json!({ "type": "object", "required": ["status", "store"], "properties": { "status": { "const": "ready" }, "store": { "type": "string" } } })),
+                "403": err("not loopback"),
+                "503": ok_json("store unreachable", json!({ "type": "object", "required": ["status", "store"], "properties": { "status": { "const": "unavailable" }, "store": { "type": "string" } } })) })) }
         }
     })
+}
+
+/// `GET /v1/budgets`'s answer.
+fn budgets_schema() -> Value {
+    json!({ "type": "object", "required": ["policyVersion", "counters"], "properties": {
+                    "policyVersion": { "type": "integer" },
+                    "counters": { "type": "array", "items": { "type": "object", "properties": {
+                        "counter": { "type": "string" }, "scope": { "type": ["string", "null"] }, "projectId": { "type": ["string", "null"] },
+                        "period": { "type": ["string", "null"] },
+                        "limit": { "oneOf": [reference("Micros"), { "type": "null" }], "description": "null: no such budget in the current policy" },
+                        "spent": reference("Micros"), "leased": reference("Micros"),
+                        "unallocated": { "oneOf": [reference("Micros"), { "type": "null" }] },
+                        "updatedAt": { "type": "string", "format": "date-time" },
+                        "leases": { "type": "array", "items": { "type": "object", "properties": {
+                            "instanceId": { "type": "string" }, "granted": reference("Micros"),
+                            "expiresAt": { "type": "string", "format": "date-time" } } } } } } } } })
+}
+
+/// `GET /v1/usage/exceptions`'s answer.
+fn exceptions_schema() -> Value {
+    json!({ "type": "object", "required": ["exceptions"], "properties": { "exceptions": { "type": "array", "items": {
+                    "type": "object", "properties": {
+                        "kind": { "enum": ["quarantined", "suspect"] }, "instanceId": { "type": "string" }, "seq": { "type": "integer" },
+                        "index": { "type": "integer" }, "reason": { "type": "string" }, "record": { "description": "the record as sent (a string when it was not JSON)" },
+                        "committedAt": { "type": "string", "format": "date-time" } } } } } })
 }
 
 fn analytics_utilization_schema() -> Value {
@@ -584,11 +746,17 @@ fn analytics_path() -> Value {
                     { "name": "format", "in": "query", "required": false, "schema": { "enum": ["json", "csv"], "default": "json" },
                       "description": "csv: dimension,key,start,totalCost,totalRequests,cacheHits,cacheHitRate,savings,violations,avgLatency,p95Latency (the last three empty on series rows)" } ],
                 "responses": {
-                    "200": ok_json("the sums", reference("Analytics")),
+                    "200": { "description": "the sums (CSV with format=csv)", "content": {
+                        "application/json": { "schema": reference("Analytics") },
+                        "text/csv": { "schema": { "type": "string" } } } },
                     "400": err("BAD_QUERY: unknown period, groupBy, interval or format, a bad range, too many points (details name each)"),
                     "401": err("missing or unknown bearer token"),
                     "403": err("token of another role") } } })
 }
 
+mod policy_schemas;
+
+#[cfg(test)]
+mod conformance_tests;
 #[cfg(test)]
 mod tests;

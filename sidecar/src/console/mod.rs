@@ -167,7 +167,7 @@ pub fn openapi_paths() -> Value {
             "post": { "summary": "Sign in to the console with an admin or approver token (sets the HttpOnly, SameSite=Strict session cookie)",
                 "security": [],
                 "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["token"],
-                    "properties": { "token": { "type": "string" } } } } } },
+                    "additionalProperties": false, "properties": { "token": { "type": "string" } } } } } },
                 "responses": { "200": { "description": "signed in; Set-Cookie pag0_session", "content": { "application/json": { "schema": session } } },
                                "400": err("BAD_JSON"), "401": err("unknown token"), "403": err("the sync secret cannot sign in") } },
             "delete": { "summary": "Sign out (needs x-pag0-csrf)", "security": [{ "sessionCookie": [] }],

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::testing::{policy, tokens, usage, Harness, ALICE, ORG_MONTH};
 
 /// A store whose backend is down, with an error text that must not reach clients.
-struct DownStore;
+pub(crate) struct DownStore;
 
 fn down() -> crate::store::StoreError {
     crate::store::StoreError::Backend(

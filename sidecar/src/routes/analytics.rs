@@ -38,7 +38,7 @@ const TOP_ENDPOINTS: usize = 3;
 const APPROVALS_READ: u32 = 1000;
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AnalyticsQuery {
     #[serde(default)]
     period: Option<String>,

@@ -29,15 +29,16 @@ use crate::store::{
 };
 use crate::AppState;
 
+/// Written by a person: an unknown field (a misspelt `comment`) is refused, not dropped.
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DecisionBody {
     #[serde(default)]
     pub comment: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default)]
     pub status: Option<String>,

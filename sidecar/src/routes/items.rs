@@ -164,6 +164,24 @@ async fn patch(
             "a PATCH body is a JSON merge patch (an object)",
         ));
     }
+    let unknown: Vec<String> = patch
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.keys())
+        .filter(|k| !c.patch_fields().contains(&k.as_str()))
+        // A client's key gets its own answer below (KEY_IMMUTABLE).
+        .filter(|k| !(matches!(c, Collection::Clients) && k.as_str() == API_KEY_HASH))
+        .map(|k| {
+            format!(
+                "{}.{k}: unknown field; expected one of: {}",
+                c.noun(),
+                c.patch_fields().join(", ")
+            )
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(AppError::InvalidPolicy(unknown));
+    }
     if patch
         .get("id")
         .is_some_and(|v| v.as_str() != Some(id.as_str()))

@@ -72,9 +72,17 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, AppError> {
     let Some(v) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
+    // Exactly `N`, `"N"` or `W/"N"` (what the document's pattern says), 1 to 18 digits.
     v.to_str()
         .ok()
-        .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
+        .map(str::trim)
+        .map(|s| s.strip_prefix("W/").unwrap_or(s))
+        .map(|s| {
+            s.strip_prefix('"')
+                .and_then(|q| q.strip_suffix('"'))
+                .unwrap_or(s)
+        })
+        .filter(|s| (1..=18).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|s| s.parse::<i64>().ok())
         .map(Some)
         .ok_or_else(|| {

@@ -303,6 +303,7 @@ pub(crate) fn legacy_digest(usage: &[UsageIn]) -> Result<Option<String>, AppErro
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExceptionsQuery {
     #[serde(default)]
     pub limit: Option<u32>,
