@@ -39,6 +39,9 @@ pub(crate) struct CompiledEndpoint {
     pub(crate) category: Arc<str>,
     pub(crate) pricing: EndpointPricing,
     pub(crate) cost_header: Option<Arc<str>>,
+    /// The key of this entry's learned estimate (its host); `None` where nothing is learned:
+    /// `learn: false`, no cost header and not priced per token, or a free endpoint.
+    pub(crate) learn_key: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
