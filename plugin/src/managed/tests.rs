@@ -18,6 +18,7 @@ fn record(amount: u64) -> UsageRecord {
         cache_hit: false,
         savings: None,
         suspect: None,
+        learn: None,
     }
 }
 
