@@ -94,7 +94,8 @@ fn settled(envoy: &Envoy, n: u64) {
 }
 
 fn estimate(r: &Reply) -> Option<u64> {
-    r.header("x-pag0-estimated-cost").and_then(|v| v.parse().ok())
+    r.header("x-pag0-estimated-cost")
+        .and_then(|v| v.parse().ok())
 }
 
 /// The run ended as the issue wants: within the day, the crossing export refused with its scope.
@@ -118,13 +119,26 @@ fn assert_within_the_day(run: &Run, mode: &str) {
     assert_eq!(last.status, 402, "{mode}: {}", last.body);
     assert_eq!(last.code(), "BUDGET_EXCEEDED", "{mode}: {}", last.body);
     let err = last.json();
-    assert_eq!(err["error"]["scope"], "project.daily", "{mode}: {}", last.body);
-    assert_eq!(err["error"]["projectId"], "sales-ai", "{mode}: {}", last.body);
+    assert_eq!(
+        err["error"]["scope"], "project.daily",
+        "{mode}: {}",
+        last.body
+    );
+    assert_eq!(
+        err["error"]["projectId"], "sales-ai",
+        "{mode}: {}",
+        last.body
+    );
     // It asked for the learned $0.12, not the listed $0.001.
     let msg = err["error"]["message"].as_str().unwrap_or_default();
     assert!(msg.ends_with("120000 requested"), "{mode}: {msg}");
     // Every allowed request still shows the catalogue's estimate.
-    for r in run.replies.iter().skip(2).filter(|r| r.decision() == "allow") {
+    for r in run
+        .replies
+        .iter()
+        .skip(2)
+        .filter(|r| r.decision() == "allow")
+    {
         assert_eq!(estimate(r), Some(1000), "{mode}: {}", r.body);
     }
     // Day budget $0.50, ~$0.0075 before the exports (the gpt-4 call's usage and the $0.0035
@@ -208,7 +222,11 @@ fn managed_the_sales_day_ends_within_its_budget_and_the_fleet_learns() {
         .body(acme_policy().unwrap().to_string())
         .send()
         .unwrap();
-    assert!(put.status().is_success(), "{}", put.text().unwrap_or_default());
+    assert!(
+        put.status().is_success(),
+        "{}",
+        put.text().unwrap_or_default()
+    );
     let mock = MockUpstream::start().unwrap();
     let mut cfg = EnvoyConfig::new(
         json!({ "sidecar": { "cluster": "pag0_sidecar", "authority": "pag0-sidecar",
@@ -230,7 +248,11 @@ fn managed_the_sales_day_ends_within_its_budget_and_the_fleet_learns() {
             continue;
         }
         streak = 0;
-        assert!(t0.elapsed() < Duration::from_secs(30), "no policy:\n{}", envoy.log());
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no policy:\n{}",
+            envoy.log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Every probe was a decision the filter counts (503 or 401).
@@ -264,4 +286,3 @@ fn managed_the_sales_day_ends_within_its_budget_and_the_fleet_learns() {
     println!("managed: the sidecar's figure for api.salesforce.com: {learned}");
     assert_eq!(learned["learnedPermille"], "120000", "{learned}");
 }
-

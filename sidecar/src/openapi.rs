@@ -378,7 +378,8 @@ fn base_document() -> Value {
                         "projectId": { "type": "string" }, "clientId": { "type": "string" }, "host": { "type": "string" },
                         "at": { "type": "integer", "description": "unix ms; the time analytics count the record at" },
                         "cacheHit": { "type": "boolean", "default": false, "description": "served from the filter's cache (amount 0, no counters)" },
-                        "savings": { "allOf": [reference("Micros")], "description": "micro-USD the cache hit avoided; stored, reported by /v1/analytics" } } } },
+                        "savings": { "allOf": [reference("Micros")], "description": "micro-USD the cache hit avoided; stored, reported by /v1/analytics" },
+                        "learn": learn_in_schema() } } },
                     "decisions": { "type": "array", "maxItems": 10000, "description": "decision events (pag0-wire DecisionEvent, docs/audit.md); each read on its own, a malformed one is kept as a decision.rejected audit row", "items": { "type": "object" } },
                     "gaps": { "type": "array", "maxItems": 1000, "description": "events the filter dropped past its cap: {from, to, count}", "items": { "type": "object", "required": ["from", "to", "count"], "properties": {
                         "from": { "type": "integer" }, "to": { "type": "integer" }, "count": { "type": "integer", "minimum": 1 } } } },
@@ -393,7 +394,8 @@ fn base_document() -> Value {
                     "leases": { "type": "object", "additionalProperties": { "type": "object", "properties": {
                         "granted": reference("Micros"), "limit": reference("Micros"), "spent": reference("Micros"),
                         "expiresAtMs": { "type": "integer" } } } },
-                    "unlimited": { "type": "array", "items": { "type": "string" } } } },
+                    "unlimited": { "type": "array", "items": { "type": "string" } },
+                    "learned": learned_out_schema() } },
                 "UsageSums": { "type": "object", "required": ["totalCost", "totalRequests", "cacheHits", "cacheHitRate", "savings"], "properties": {
                     "totalCost": { "allOf": [reference("Micros")], "description": "sum of the settled costs" },
                     "totalRequests": { "type": "integer", "description": "usage records: requests with a cost above 0 plus cache hits (the filter reports no zero-cost misses)" },
@@ -524,6 +526,31 @@ fn analytics_group_schema() -> Value {
                         "properties": { "month": reference("Utilization"), "day": reference("Utilization") } } } }] })
 }
 
+fn learn_in_schema() -> Value {
+    json!({ "type": "object", "required": ["key", "estimate"],
+            "description": "a believed cost report of a catalogue entry that learns (docs/estimates.md); a malformed one is not learned from, the record is applied",
+            "properties": {
+                "key": { "type": "string", "maxLength": 255, "description": "the catalogue entry (its host)" },
+                "estimate": reference("Micros") } })
+}
+
+fn learned_out_schema() -> Value {
+    json!({ "type": "object", "description": "the fleet's learned estimates per catalogue entry (docs/estimates.md); absent when none",
+            "additionalProperties": { "type": "object", "required": ["highPermille", "samples"], "properties": {
+                "highPermille": { "type": "string", "pattern": "^[0-9]+$", "description": "decaying high of actual/estimate, per-mille" },
+                "samples": { "type": "integer" } } } })
+}
+
+fn estimates_schema() -> Value {
+    json!({ "type": "array", "description": "per catalogue entry that learns, fleet-wide since the store began (docs/estimates.md)",
+            "items": { "type": "object", "properties": {
+                "endpoint": { "type": "string" }, "samples": { "type": "integer" },
+                "estimateSum": reference("Micros"), "actualSum": reference("Micros"),
+                "ratioPermille": { "type": ["string", "null"], "description": "Σ actual × 1000 / Σ estimate" },
+                "learnedPermille": { "type": "string", "description": "the current decaying high, per-mille" },
+                "updatedAt": { "type": "string", "format": "date-time" } } } })
+}
+
 fn analytics_schema() -> Value {
     json!({ "type": "object", "properties": {
                     "period": { "enum": ["day", "month", "range"] },
@@ -552,10 +579,11 @@ fn analytics_schema() -> Value {
                     "totalBudget": { "oneOf": [reference("Micros"), { "type": "null" }], "description": "the org's monthly budget" },
                     "utilizationRate": { "type": ["number", "null"], "description": "org month spent / totalBudget" },
                     "recommendations": { "type": "array", "items": { "type": "object", "required": ["rule", "message", "numbers"], "properties": {
-                        "rule": { "enum": ["budget-run-rate-over", "budget-run-rate-under", "cache-hit-rate-low", "approvals-always-granted", "client-denied-repeatedly"] },
+                        "rule": { "enum": ["budget-run-rate-over", "budget-run-rate-under", "cache-hit-rate-low", "approvals-always-granted", "client-denied-repeatedly", "catalogue-price-off"] },
                         "projectId": { "type": ["string", "null"], "description": "null: the organisation" },
                         "message": { "type": "string" },
                         "numbers": { "type": "object", "description": "what the rule computed from" } } } },
+                    "estimates": estimates_schema(),
                     "interval": { "enum": ["hour", "day"] },
                     "buckets": { "type": "array", "description": "with interval: every bucket start of the range", "items": { "type": "string", "format": "date-time" } },
                     "totalSeries": { "type": "array", "description": "with interval: the total per bucket with usage" } } })

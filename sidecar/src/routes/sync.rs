@@ -18,8 +18,7 @@ use crate::document::{limit_for, parse_counter};
 use crate::error::AppError;
 use crate::store::lease::default_want;
 use crate::store::{
-    Observation,
-    LeaseAsk, StoreError, SyncWrite, UsageException, UsageRecord, MAX_EXCEPTION_RECORD,
+    LeaseAsk, Observation, StoreError, SyncWrite, UsageException, UsageRecord, MAX_EXCEPTION_RECORD,
 };
 use crate::AppState;
 

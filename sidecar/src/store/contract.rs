@@ -2265,8 +2265,14 @@ pub async fn learned_estimates_follow_reports_in_order(s: &dyn Store) {
     assert_eq!(keys, ["api.openai.com", "api.salesforce.com"]);
     let sf = &rows[1];
     let want = pag0_policy::Learned::default()
-        .observe(pag0_policy::Micros::new(1000), pag0_policy::Micros::new(120_000))
-        .observe(pag0_policy::Micros::new(1000), pag0_policy::Micros::new(60_000));
+        .observe(
+            pag0_policy::Micros::new(1000),
+            pag0_policy::Micros::new(120_000),
+        )
+        .observe(
+            pag0_policy::Micros::new(1000),
+            pag0_policy::Micros::new(60_000),
+        );
     assert_eq!(sf.learned, want, "the order of the reports is kept");
     assert_eq!((sf.estimate_sum, sf.actual_sum), (2000, 180_000));
     assert_eq!(sf.ratio_permille(), Some(90_000));
@@ -2277,7 +2283,13 @@ pub async fn learned_estimates_follow_reports_in_order(s: &dyn Store) {
     s.learn(vec![o("huge", u64::MAX, u64::MAX)], T0)
         .await
         .unwrap();
-    let huge = s.learned().await.unwrap().into_iter().find(|r| r.key == "huge").unwrap();
+    let huge = s
+        .learned()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.key == "huge")
+        .unwrap();
     assert_eq!(huge.actual_sum, i64::MAX as u64);
 
     // Concurrent syncs: every report counted once.
@@ -2288,7 +2300,13 @@ pub async fn learned_estimates_follow_reports_in_order(s: &dyn Store) {
     for r in join_all(tasks).await {
         r.unwrap();
     }
-    let k = s.learned().await.unwrap().into_iter().find(|r| r.key == "k").unwrap();
+    let k = s
+        .learned()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.key == "k")
+        .unwrap();
     assert_eq!(k.learned.samples, 16);
     assert_eq!(k.estimate_sum, 1600);
 }

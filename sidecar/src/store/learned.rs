@@ -70,13 +70,20 @@ fn next(row: Option<LearnedRow>, obs: &Observation, now_ms: i64) -> LearnedRow {
     row.learned = row
         .learned
         .observe(Micros::new(obs.estimate), Micros::new(obs.actual));
-    row.estimate_sum = row.estimate_sum.saturating_add(obs.estimate).min(i64::MAX as u64);
-    row.actual_sum = row.actual_sum.saturating_add(obs.actual).min(i64::MAX as u64);
+    row.estimate_sum = row
+        .estimate_sum
+        .saturating_add(obs.estimate)
+        .min(i64::MAX as u64);
+    row.actual_sum = row
+        .actual_sum
+        .saturating_add(obs.actual)
+        .min(i64::MAX as u64);
     row.updated_at_ms = now_ms;
     row
 }
 
-const SELECT: &str = "SELECT learn_key, high_permille, samples, estimate_sum, actual_sum, updated_at_ms
+const SELECT: &str =
+    "SELECT learn_key, high_permille, samples, estimate_sum, actual_sum, updated_at_ms
      FROM learned_estimates";
 
 const UPSERT: &str = "INSERT INTO learned_estimates
@@ -119,20 +126,16 @@ pub(crate) mod sqlite {
             .map_err(backend)?;
         for o in obs {
             let row = tx
-                .query_row(
-                    &format!("{SELECT} WHERE learn_key = ?1"),
-                    [&o.key],
-                    |r| {
-                        Ok(row_of(
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                        ))
-                    },
-                )
+                .query_row(&format!("{SELECT} WHERE learn_key = ?1"), [&o.key], |r| {
+                    Ok(row_of(
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })
                 .optional()
                 .map_err(backend)?;
             let n = next(row, o, now_ms);
@@ -242,7 +245,10 @@ pub(crate) mod postgres {
 
     pub(crate) async fn list(c: &tokio_postgres::Client) -> Result<Vec<LearnedRow>, StoreError> {
         let rows = c
-            .query(&format!("{SELECT} ORDER BY learn_key LIMIT $1"), &[&MAX_ROWS])
+            .query(
+                &format!("{SELECT} ORDER BY learn_key LIMIT $1"),
+                &[&MAX_ROWS],
+            )
             .await
             .map_err(pg)?;
         Ok(rows.iter().map(of).collect())

@@ -358,9 +358,9 @@ fn catalogue_rule(i: &Inputs<'_>, out: &mut Vec<Value>) {
         let mean = r.actual_sum / u64::from(r.learned.samples.max(1));
         let price = catalogue_price(i.doc, &r.key);
         let fix = match price {
-            Some(p) => format!(
-                "set its perRequest from {p} to about {mean} µUSD (the mean settled cost)"
-            ),
+            Some(p) => {
+                format!("set its perRequest from {p} to about {mean} µUSD (the mean settled cost)")
+            }
             None => "adjust its model prices".to_string(),
         };
         out.push(json!({

@@ -495,5 +495,8 @@ async fn learn_facts_teach_the_fleet_and_every_answer_carries_it() {
     assert_eq!(r.body["learned"]["api.salesforce.com"]["samples"], 2);
     // Another instance's answer carries it too, without sending anything.
     let r = h.sync(json!({ "instanceId": "envoy-b", "seq": 1 })).await;
-    assert_eq!(r.body["learned"]["api.salesforce.com"]["highPermille"], "120000");
+    assert_eq!(
+        r.body["learned"]["api.salesforce.com"]["highPermille"],
+        "120000"
+    );
 }

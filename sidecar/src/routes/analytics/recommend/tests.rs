@@ -373,7 +373,10 @@ fn a_catalogue_price_far_from_reality_is_named() {
     ]});
     let row = |key: &str, samples: u32, estimate_sum: u64, actual_sum: u64| LearnedRow {
         key: key.into(),
-        learned: Learned { high_permille: actual_sum * 1000 / estimate_sum, samples },
+        learned: Learned {
+            high_permille: actual_sum * 1000 / estimate_sum,
+            samples,
+        },
         estimate_sum,
         actual_sum,
         updated_at_ms: 0,
@@ -411,7 +414,10 @@ fn a_catalogue_price_far_from_reality_is_named() {
         "api.salesforce.com settles at 120.000× its catalogue estimate over 4 reports: \
          set its perRequest from 1000 to about 120000 µUSD (the mean settled cost)"
     );
-    let cheap = out.iter().find(|r| r["endpoint"] == "api.cheap.example").unwrap();
+    let cheap = out
+        .iter()
+        .find(|r| r["endpoint"] == "api.cheap.example")
+        .unwrap();
     assert_eq!(cheap["numbers"]["ratioPermille"], "200");
     assert_eq!(cheap["suggestedPerRequest"], serde_json::Value::Null);
 }
