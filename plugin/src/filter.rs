@@ -286,7 +286,7 @@ impl<H: Host> Filter<H> {
             }
         }
         if let Some(v) = &view {
-            if v.runs_low(allow.estimate) {
+            if v.runs_low(allow.reserved) {
                 let _ = managed::request_early(&self.host);
             }
         }

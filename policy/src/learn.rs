@@ -43,6 +43,24 @@ pub const FORGET_99_SAMPLES: u32 = 72;
 /// Bytes of [`Learned::encode`].
 pub const ENCODED_LEN: usize = 12;
 
+/// The key a catalogue entry learns under: `host@pricing` where `pricing` is 8 hex digits of
+/// an FNV-1a hash of the entry's compiled prices. A price change (the catalogue fixed after a
+/// `catalogue-price-off` recommendation) starts a fresh figure instead of scaling the new price
+/// by a ratio learned against the old one. [`key_host`] gives the host back.
+pub fn key(host: &str, pricing: &crate::pricing::EndpointPricing) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in format!("{pricing:?}").bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{host}@{h:08x}")
+}
+
+/// The host of a [`key`] (the whole key when it has no `@`).
+pub fn key_host(key: &str) -> &str {
+    key.split_once('@').map_or(key, |(h, _)| h)
+}
+
 /// The learned figure of one catalogue entry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Learned {

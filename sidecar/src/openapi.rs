@@ -544,7 +544,9 @@ fn learned_out_schema() -> Value {
 fn estimates_schema() -> Value {
     json!({ "type": "array", "description": "per catalogue entry that learns, fleet-wide since the store began (docs/estimates.md)",
             "items": { "type": "object", "properties": {
-                "endpoint": { "type": "string" }, "samples": { "type": "integer" },
+                "endpoint": { "type": "string", "description": "the catalogue entry's host" },
+                "key": { "type": "string", "description": "host@pricing: the learn key (a price change starts a new one)" },
+                "samples": { "type": "integer" },
                 "estimateSum": reference("Micros"), "actualSum": reference("Micros"),
                 "ratioPermille": { "type": ["string", "null"], "description": "Σ actual × 1000 / Σ estimate" },
                 "learnedPermille": { "type": "string", "description": "the current decaying high, per-mille" },

@@ -1140,7 +1140,11 @@ fn a_cost_report_is_learned_and_the_next_request_reserves_it() {
     assert_eq!(host.store.value(PROJECT_DAILY), 10000);
     assert_eq!(metric(&host, "pag0.cost.reserved_micros"), 1000 + 5000);
     assert_eq!(metric(&host, "pag0.cost.settled_micros"), 10000);
-    let learned = crate::learned::read(&&host, "api.salesforce.com").unwrap();
+    let key = pag0_policy::learn::key(
+        "api.salesforce.com",
+        &pag0_policy::pricing::EndpointPricing::PerRequest(Micros::new(1000)),
+    );
+    let learned = crate::learned::read(&&host, &key).unwrap();
     assert_eq!((learned.high_permille, learned.samples), (5000, 2));
     // A flat endpoint without a cost header learns nothing (no key, no read).
     assert!(host
@@ -1150,5 +1154,5 @@ fn a_cost_report_is_learned_and_the_next_request_reserves_it() {
         .unwrap()
         .0
         .keys()
-        .all(|k| !k.starts_with("pag0/e/") || k == "pag0/e/api.salesforce.com"));
+        .all(|k| !k.starts_with("pag0/e/") || *k == format!("pag0/e/{key}")));
 }

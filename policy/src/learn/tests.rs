@@ -246,7 +246,9 @@ fn finish(p: &CompiledPolicy, learned: Option<Learned>, spent: &Spent) -> Decisi
     let HeadOutcome::Continue(pending) = p.check_head(&head, now()) else {
         panic!("head refused");
     };
-    assert_eq!(p.learn_key(&pending).map(|k| &**k), Some("crm.example.com"));
+    let key = p.learn_key(&pending).unwrap();
+    assert_eq!(key_host(key), "crm.example.com");
+    assert_eq!(p.learn_keys().collect::<Vec<_>>(), [&**key]);
     let opts = FinishOptions {
         learned,
         ..FinishOptions::default()
@@ -416,4 +418,44 @@ fn a_budget_refusal_names_what_the_learned_figure_asked_for() {
     );
     // Without the learned figure the $0.001 estimate fits.
     assert!(matches!(finish(&p, None, &spent), Decision::Allow(_)));
+}
+
+#[test]
+fn a_price_change_starts_a_fresh_figure() {
+    use crate::pricing::EndpointPricing;
+    let k = |p: u64| {
+        key(
+            "api.salesforce.com",
+            &EndpointPricing::PerRequest(Micros::new(p)),
+        )
+    };
+    assert_eq!(k(1000), k(1000));
+    assert_ne!(k(1000), k(120_000), "the fixed catalogue learns afresh");
+    assert!(k(1000).starts_with("api.salesforce.com@"));
+    assert_eq!(k(1000).len(), "api.salesforce.com@".len() + 8);
+    assert_eq!(key_host(&k(1000)), "api.salesforce.com");
+    assert_eq!(key_host("plain"), "plain");
+    // Through the policy: the compiled key is the same function of host and prices.
+    let a = policy(1000, None, 1_000_000);
+    let b = policy(120_000, None, 1_000_000);
+    let ka: Vec<String> = a.learn_keys().map(String::from).collect();
+    let kb: Vec<String> = b.learn_keys().map(String::from).collect();
+    assert_eq!(
+        ka,
+        [key(
+            "crm.example.com",
+            &EndpointPricing::PerRequest(Micros::new(1000))
+        )]
+    );
+    assert_ne!(ka, kb);
+}
+
+#[test]
+fn the_documented_key_is_the_key() {
+    // docs/estimates.md and docs/sync-protocol.md show the seed's Salesforce key.
+    let k = key(
+        "api.salesforce.com",
+        &crate::pricing::EndpointPricing::PerRequest(Micros::new(1000)),
+    );
+    assert_eq!(k, "api.salesforce.com@28774551");
 }

@@ -99,6 +99,11 @@ impl CompiledPolicy {
         &self.doc
     }
 
+    /// Every catalogue entry's learn key ([`crate::learn::key`]), for entries that learn.
+    pub fn learn_keys(&self) -> impl Iterator<Item = &str> {
+        self.endpoints.iter().filter_map(|e| e.learn_key.as_deref())
+    }
+
     pub fn org_id(&self) -> &str {
         &self.org_id
     }

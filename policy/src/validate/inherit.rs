@@ -36,7 +36,7 @@ impl RawDocument {
                         | crate::pricing::EndpointPricing::PerRequest(crate::money::Micros::ZERO)
                 );
                 let learn_key = (e.learn && reported && priced)
-                    .then(|| Arc::from(e.pattern.to_string().as_str()));
+                    .then(|| Arc::from(crate::learn::key(&e.pattern.to_string(), &e.pricing)));
                 CompiledEndpoint {
                     pattern: e.pattern,
                     category: Arc::from(e.category.as_str()),

@@ -704,15 +704,17 @@ pub async fn get(
 }
 
 /// The analytics answer for `parsed`, as JSON (the CLI and the CSV read the same).
-/// `estimates`: per catalogue entry that learns, what the fleet's believed reports settled at
-/// against the catalogue's estimates, since the store began (docs/estimates.md). Money and
+/// `estimates`: per catalogue entry that learns (of the current policy, at its current prices),
+/// what the fleet's believed reports settled at against the catalogue's estimates, since the
+/// store began (docs/estimates.md). Money and
 /// ratios are decimal strings (ratios in per-mille: `"120000"` = 120×).
 pub fn estimates_json(rows: &[crate::store::LearnedRow]) -> Value {
     Value::Array(
         rows.iter()
             .map(|r| {
                 json!({
-                    "endpoint": r.key,
+                    "endpoint": pag0_policy::learn::key_host(&r.key),
+                    "key": r.key,
                     "samples": r.learned.samples,
                     "estimateSum": r.estimate_sum.to_string(),
                     "actualSum": r.actual_sum.to_string(),
@@ -778,7 +780,18 @@ pub async fn report(state: &AppState, parsed: &Parsed) -> Result<Value, AppError
         .map(|c| (c.counter, c.spent))
         .collect();
     let approvals = state.store.approvals(None, APPROVALS_READ).await?;
-    let learned = state.store.learned().await?;
+    // Only the current catalogue's entries (a price change starts a fresh key).
+    let current: std::collections::BTreeSet<String> = doc
+        .and_then(|d| pag0_policy::CompiledPolicy::from_value(d).ok())
+        .map(|p| p.learn_keys().map(String::from).collect())
+        .unwrap_or_default();
+    let learned: Vec<crate::store::LearnedRow> = state
+        .store
+        .learned()
+        .await?
+        .into_iter()
+        .filter(|r| current.contains(&r.key))
+        .collect();
 
     let buckets = match parsed.interval {
         Some(_) => Some(

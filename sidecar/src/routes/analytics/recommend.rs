@@ -50,7 +50,7 @@ pub struct Inputs<'a> {
     pub month_key: &'a str,
     /// Recent approvals (any status).
     pub approvals: &'a [Approval],
-    /// The fleet's learned estimates (docs/estimates.md).
+    /// The fleet's learned estimates of the current catalogue (docs/estimates.md).
     pub learned: &'a [LearnedRow],
 }
 
@@ -356,7 +356,8 @@ fn catalogue_rule(i: &Inputs<'_>, out: &mut Vec<Value>) {
             continue;
         }
         let mean = r.actual_sum / u64::from(r.learned.samples.max(1));
-        let price = catalogue_price(i.doc, &r.key);
+        let host = pag0_policy::learn::key_host(&r.key);
+        let price = catalogue_price(i.doc, host);
         let fix = match price {
             Some(p) => {
                 format!("set its perRequest from {p} to about {mean} µUSD (the mean settled cost)")
@@ -365,10 +366,10 @@ fn catalogue_rule(i: &Inputs<'_>, out: &mut Vec<Value>) {
         };
         out.push(json!({
             "rule": "catalogue-price-off",
-            "endpoint": r.key,
+            "endpoint": host,
             "message": format!(
-                "{} settles at {}.{:03}× its catalogue estimate over {} reports: {fix}",
-                r.key, ratio / 1000, ratio % 1000, r.learned.samples),
+                "{host} settles at {}.{:03}× its catalogue estimate over {} reports: {fix}",
+                ratio / 1000, ratio % 1000, r.learned.samples),
             "suggestedPerRequest": price.map(|_| mean.to_string()),
             "numbers": {
                 "samples": r.learned.samples,
