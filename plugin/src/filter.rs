@@ -75,7 +75,13 @@ struct Reserved {
     client_id: Arc<str>,
     /// Managed mode: the `:authority`, reported with the usage record.
     host: Option<String>,
+    /// The catalogue's estimate (what the settlement falls back to, and what learning
+    /// compares the report with).
     estimate: Micros,
+    /// What each counter holds for this request: the estimate or the learned figure.
+    reserved: Micros,
+    /// Where a believed report is learned (`crate::learned`); `None`: not learned.
+    learn_key: Option<Arc<str>>,
     reservations: Vec<Reservation>,
     meter: ResponseMeter,
     /// A cache miss of a cache-enabled project: the response, collected for storing.
@@ -183,8 +189,13 @@ impl<H: Host> Filter<H> {
             .sidecar
             .as_ref()
             .and(self.approval.approval_id.clone());
+        // The learned figure of the request's catalogue entry (crate::learned): one read.
+        let learned = policy
+            .learn_key(pending)
+            .and_then(|k| crate::learned::read(&self.host, k));
         let opts = FinishOptions {
             approved_replay: replay_id.is_some(),
+            learned,
         };
         let decision = match &view {
             None => policy.finish(pending, body, &counters, &opts),
@@ -275,7 +286,7 @@ impl<H: Host> Filter<H> {
             }
         }
         if let Some(v) = &view {
-            if v.runs_low(allow.estimate) {
+            if v.runs_low(allow.reserved) {
                 let _ = managed::request_early(&self.host);
             }
         }
@@ -289,6 +300,8 @@ impl<H: Host> Filter<H> {
             client_id: allow.client_id,
             host,
             estimate: allow.estimate,
+            reserved: allow.reserved,
+            learn_key: allow.learn_key,
             reservations: allow.reservations,
             meter: ResponseMeter::new(allow.settlement, shared.max_body_bytes),
             cache,
@@ -296,7 +309,7 @@ impl<H: Host> Filter<H> {
         if let (Some(id), Some(cfg)) = (replay_id, &shared.sidecar) {
             return self.consume_approval(shared, cfg, &id, reserved, body.unwrap_or_default());
         }
-        shared.metrics.allowed(&self.host, reserved.estimate);
+        shared.metrics.allowed(&self.host, reserved.reserved);
         let now_ms = self.now_ms();
         if let Some(n) = &mut self.note {
             n.forwarded(now_ms);
@@ -317,6 +330,7 @@ impl<H: Host> Filter<H> {
         };
         let charge = r.meter.final_charge();
         let actual = charge.as_ref().map_or(Micros::ZERO, |c| c.amount);
+        let charge_reported = charge.as_ref().is_some_and(|c| c.reported);
         let now_ms = self.now_ms();
         if let Some(n) = &mut self.note {
             n.settled(actual, now_ms);
@@ -345,22 +359,38 @@ impl<H: Host> Filter<H> {
                 &format!("pag0: shared data error {e:?} while settling"),
             );
         }
+        let reported = charge_reported && suspect.is_none();
+        if let (Some(key), true) = (&r.learn_key, reported) {
+            if let Err(e) = crate::learned::observe(&self.host, key, r.estimate, actual) {
+                self.host.log(
+                    LogLevel::Warn,
+                    &format!("pag0: shared data error {e:?} learning the cost of {key}"),
+                );
+            }
+        }
         if let Some(host) = &r.host {
             if actual > Micros::ZERO || suspect.is_some() {
-                let record = UsageRecord {
-                    amount: actual.get().to_string(),
-                    counters: r.reservations.iter().map(|x| x.key.storage_key()).collect(),
-                    project_id: r.project_id.to_string(),
-                    client_id: Some(r.client_id.to_string()),
-                    host: pag0_policy::matching::request_host(host).to_string(),
-                    at: now_ms,
-                    cache_hit: false,
-                    savings: None,
-                    suspect: suspect.map(|s| managed::SuspectReport {
-                        raw: s.raw,
-                        reason: s.reason.as_str().to_string(),
-                    }),
-                };
+                let record =
+                    UsageRecord {
+                        amount: actual.get().to_string(),
+                        counters: r.reservations.iter().map(|x| x.key.storage_key()).collect(),
+                        project_id: r.project_id.to_string(),
+                        client_id: Some(r.client_id.to_string()),
+                        host: pag0_policy::matching::request_host(host).to_string(),
+                        at: now_ms,
+                        cache_hit: false,
+                        savings: None,
+                        suspect: suspect.map(|s| managed::SuspectReport {
+                            raw: s.raw,
+                            reason: s.reason.as_str().to_string(),
+                        }),
+                        learn: r.learn_key.as_ref().filter(|_| reported).map(|k| {
+                            managed::LearnFacts {
+                                key: k.to_string(),
+                                estimate: r.estimate.get().to_string(),
+                            }
+                        }),
+                    };
                 let usage = self.shared.as_ref().and_then(|s| s.usage.clone());
                 let recorded = match &usage {
                     Some(u) => u.push(&self.host, record),
@@ -375,7 +405,7 @@ impl<H: Host> Filter<H> {
             }
         }
         if let Some(s) = &self.shared {
-            s.metrics.settled(&self.host, r.estimate, actual);
+            s.metrics.settled(&self.host, r.reserved, actual);
         }
     }
 

@@ -8,6 +8,7 @@
 //! - [`managed`]: managed mode's shared state (policy, leases, usage batches, sync election).
 //! - [`counters`]: budget counters in shared data (CAS), behind a trait for native tests.
 //! - [`meter`]: reads the upstream's cost report off the response as it passes.
+//! - [`learned`]: learned estimates in shared data (what endpoints really cost).
 //! - [`keys`]: this VM's cache of API-key digests (SHA-256 once per key, not per request).
 //! - [`host`], [`reply`], [`metrics`]: host calls, local replies, counters for Envoy stats.
 
@@ -25,6 +26,7 @@ pub mod counters;
 pub mod filter;
 pub mod host;
 pub mod keys;
+pub mod learned;
 pub mod managed;
 pub mod meter;
 pub mod metrics;

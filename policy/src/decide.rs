@@ -5,6 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::budget::{BudgetKey, BudgetView, Reservation, Scope};
+use crate::learn::Learned;
 use crate::matching::{RequestTarget, TargetError};
 use crate::money::Micros;
 use crate::period::keys as period_keys;
@@ -104,6 +105,10 @@ pub struct FinishOptions {
     /// The request is the replay of an approval the sidecar has validated: skip the
     /// approval requirement (everything else is checked again).
     pub approved_replay: bool,
+    /// The learned figure of the request's catalogue entry ([`CompiledPolicy::learn_key`]),
+    /// as the host holds it: the budgets reserve [`Learned::reserve`] instead of the estimate
+    /// when it is higher (docs/estimates.md). `None`: the estimate is reserved.
+    pub learned: Option<Learned>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,6 +123,12 @@ pub struct Allow {
     pub project_id: Arc<str>,
     pub client_id: Arc<str>,
     pub estimate: Micros,
+    /// What each budget counter reserves: the estimate, or the learned figure when it is
+    /// higher (capped by the settlement's bound). Per-request caps and approval thresholds
+    /// are checked against `estimate`, budgets against this.
+    pub reserved: Micros,
+    /// The key the host learns this request's settled cost under (`None`: not learned).
+    pub learn_key: Option<Arc<str>>,
     /// The `model` a token-priced request's body names (what the decision log records;
     /// pricing uses the catalogue's entry or its fallback). `None` for other endpoints.
     pub model: Option<String>,
@@ -413,6 +424,19 @@ impl CompiledPolicy {
         })
     }
 
+    /// The key under which the host keeps the learned figure of this request's catalogue
+    /// entry (its host), to pass in [`FinishOptions::learned`]; `None` when the entry learns
+    /// nothing (`learn: false`, no cost report possible, free) or the request is uncatalogued.
+    pub fn learn_key(&self, pending: &Pending) -> Option<&Arc<str>> {
+        if pending.policy != self.fingerprint {
+            return None;
+        }
+        pending
+            .endpoint
+            .and_then(|i| self.endpoints.get(i))
+            .and_then(|e| e.learn_key.as_ref())
+    }
+
     /// The rest of the decision: estimate, per-request cap, budgets, approval. `body` is the
     /// whole request body when [`Pending::needs_body`] (otherwise it is not read).
     pub fn finish(
@@ -505,6 +529,25 @@ impl CompiledPolicy {
             }
         }
 
+        // What the budgets reserve: the estimate, or the learned figure when it is higher,
+        // never above what this request can be charged (its suspect bound).
+        let limits = [
+            self.org_monthly,
+            self.org_daily,
+            project.monthly,
+            project.daily,
+        ];
+        let bound = Settlement::bound_for(
+            estimate,
+            client.rules.max_per_request.as_ref().map(|(cap, _)| *cap),
+            limits.into_iter().flatten(),
+        );
+        let learn_key = ep.and_then(|e| e.learn_key.clone());
+        let reserve = match (&learn_key, opts.learned) {
+            (Some(_), Some(l)) => l.reserve(estimate, bound),
+            _ => estimate,
+        };
+
         // Budgets: every configured counter must have room.
         let mut reservations = Vec::new();
         let mut failures: Vec<(String, &'static str)> = Vec::new();
@@ -530,10 +573,10 @@ impl CompiledPolicy {
                     scope,
                     period: period.clone(),
                 };
-                match budgets.check(&key, estimate, limit) {
+                match budgets.check(&key, reserve, limit) {
                     Ok(()) => reservations.push(Reservation {
                         key,
-                        amount: estimate,
+                        amount: reserve,
                         limit,
                     }),
                     Err(used) => {
@@ -548,7 +591,7 @@ impl CompiledPolicy {
                                 "daily"
                             };
                         failures.push((
-                            format!("{who} {span} budget: {limit} limit, {used} spent, {estimate} requested"),
+                            format!("{who} {span} budget: {limit} limit, {used} spent, {reserve} requested"),
                             key.scope.label(),
                         ));
                     }
@@ -603,15 +646,12 @@ impl CompiledPolicy {
             }
         }
 
-        let bound = Settlement::bound_for(
-            estimate,
-            client.rules.max_per_request.as_ref().map(|(cap, _)| *cap),
-            reservations.iter().map(|r| r.limit),
-        );
         Decision::Allow(Allow {
             project_id: pending.project_id.clone(),
             client_id: client.id.clone(),
             estimate,
+            reserved: reserve,
+            learn_key,
             model,
             reservations,
             settlement: Settlement {

@@ -131,6 +131,10 @@ pub struct Endpoint {
     /// Response header carrying the actual cost in micro-USD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_header: Option<String>,
+    /// `false` pins the catalogue's estimate: no learned figure is reserved for this entry
+    /// (docs/estimates.md). Absent = learn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learn: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

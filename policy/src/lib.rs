@@ -19,6 +19,7 @@ pub mod doc;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod hours;
+pub mod learn;
 pub mod matching;
 pub mod money;
 pub mod path;
@@ -36,6 +37,7 @@ pub use decide::{
     decide, Allow, ApprovalNeeded, ApprovalReason, Decision, Deny, DenyCode, FinishOptions,
     HeadOutcome, Pending, RequestHead,
 };
+pub use learn::Learned;
 pub use money::{Micros, MoneyError};
 pub use replay::RecordedRequest;
 pub use settle::{Settlement, SseUsageScanner, Usage};

@@ -68,6 +68,7 @@ impl CompiledPolicy {
                 pending.known_estimate = Some(r.estimate);
                 let opts = FinishOptions {
                     approved_replay: r.approved_replay,
+                    ..FinishOptions::default()
                 };
                 self.finish(&pending, None, budgets, &opts)
             }

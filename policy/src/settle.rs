@@ -44,6 +44,10 @@ pub const SUSPECT_ABSOLUTE: Micros = Micros::new(1 << 63);
 pub struct Charge {
     pub amount: Micros,
     pub suspect: Option<Suspect>,
+    /// `amount` is a believed report (a cost header, or usage priced per token): what the
+    /// learned estimates learn from ([`crate::learn`]). False when the estimate stood, for an
+    /// error without a report, and for a suspect report.
+    pub reported: bool,
 }
 
 /// A cost report that was not charged as reported: what it said, and why.
@@ -149,9 +153,13 @@ impl Settlement {
                 Err(_) => suspect = Some(Suspect::new(raw, SuspectReason::Unparsable)),
             }
         }
+        let mut reported = false;
         let amount = if let (Some(price), Some(u)) = (self.model_price, usage) {
             match crate::pricing::usage_cost(price, u) {
-                Ok(c) if c <= self.bound => c,
+                Ok(c) if c <= self.bound => {
+                    reported = true;
+                    c
+                }
                 _ => {
                     let raw = format!(
                         "prompt_tokens={},completion_tokens={}",
@@ -165,13 +173,18 @@ impl Settlement {
         } else {
             self.estimate
         };
-        Charge { amount, suspect }
+        Charge {
+            amount,
+            reported: reported && suspect.is_none(),
+            suspect,
+        }
     }
 
     fn suspect(&self, raw: &str, reason: SuspectReason) -> Charge {
         Charge {
             amount: self.bound,
             suspect: Some(Suspect::new(raw, reason)),
+            reported: false,
         }
     }
 }
@@ -179,10 +192,12 @@ impl Settlement {
 // === impl Charge ===
 
 impl Charge {
+    /// A believed report of `amount`.
     pub fn plain(amount: Micros) -> Self {
         Charge {
             amount,
             suspect: None,
+            reported: true,
         }
     }
 }

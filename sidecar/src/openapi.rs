@@ -505,7 +505,7 @@ fn base_document() -> Value {
                     "seq": { "type": "integer", "minimum": 1, "maximum": 9_223_372_036_854_775_807_i64, "description": "per instance; a retry resends the same seq and usage" },
                     "policyVersion": { "type": "integer", "description": "version the filter runs, 0 = none" },
                     "usage": { "type": "array", "maxItems": 10000, "description": "usage records: {amount (MicrosIn), counters (at most 8 BudgetKey::storage_key), projectId, clientId, host, \
-                        at (unix ms), cacheHit, savings (MicrosIn), suspect {raw, reason}}; a malformed record is quarantined", "items": {} },
+                        at (unix ms), cacheHit, savings (MicrosIn), suspect {raw, reason}, learn {key, estimate} (docs/estimates.md)}; a malformed record is quarantined", "items": {} },
                     "decisions": { "type": "array", "maxItems": 10000, "description": "decision events (pag0-wire DecisionEvent, docs/audit.md); a malformed one is kept as a decision.rejected audit row", "items": {} },
                     "gaps": { "type": "array", "maxItems": 1000, "description": "events the filter dropped past its cap: {from, to, count}; a malformed one is kept as a rejected audit row", "items": {} },
                     "leases": { "type": "array", "maxItems": 64, "items": { "type": "object", "required": ["counter"], "properties": {
@@ -520,7 +520,8 @@ fn base_document() -> Value {
                     "leases": { "type": "object", "additionalProperties": { "type": "object", "properties": {
                         "granted": reference("Micros"), "limit": reference("Micros"), "spent": reference("Micros"),
                         "expiresAtMs": { "type": "integer" } } } },
-                    "unlimited": { "type": "array", "items": { "type": "string" } } } },
+                    "unlimited": { "type": "array", "items": { "type": "string" } },
+                    "learned": learned_out_schema() } },
                 "UsageSums": { "type": "object", "required": ["totalCost", "totalRequests", "cacheHits", "cacheHitRate", "savings"], "properties": {
                     "totalCost": { "allOf": [reference("Micros")], "description": "sum of the settled costs" },
                     "totalRequests": { "type": "integer", "description": "usage records: requests with a cost above 0 plus cache hits (the filter reports no zero-cost misses)" },
@@ -688,6 +689,25 @@ fn analytics_group_schema() -> Value {
                         "properties": { "month": reference("Utilization"), "day": reference("Utilization") } } } }] })
 }
 
+fn learned_out_schema() -> Value {
+    json!({ "type": "object", "description": "the fleet's learned estimates per catalogue entry (docs/estimates.md); absent when none",
+            "additionalProperties": { "type": "object", "required": ["highPermille", "samples"], "properties": {
+                "highPermille": { "type": "string", "pattern": "^[0-9]+$", "description": "decaying high of actual/estimate, per-mille" },
+                "samples": { "type": "integer" } } } })
+}
+
+fn estimates_schema() -> Value {
+    json!({ "type": "array", "description": "per catalogue entry that learns, fleet-wide since the store began (docs/estimates.md)",
+            "items": { "type": "object", "properties": {
+                "endpoint": { "type": "string", "description": "the catalogue entry's host" },
+                "key": { "type": "string", "description": "host@pricing: the learn key (a price change starts a new one)" },
+                "samples": { "type": "integer" },
+                "estimateSum": reference("Micros"), "actualSum": reference("Micros"),
+                "ratioPermille": { "type": ["string", "null"], "description": "Σ actual × 1000 / Σ estimate" },
+                "learnedPermille": { "type": "string", "description": "the current decaying high, per-mille" },
+                "updatedAt": { "type": "string", "format": "date-time" } } } })
+}
+
 fn analytics_schema() -> Value {
     json!({ "type": "object", "properties": {
                     "period": { "enum": ["day", "month", "range"] },
@@ -716,10 +736,11 @@ fn analytics_schema() -> Value {
                     "totalBudget": { "oneOf": [reference("Micros"), { "type": "null" }], "description": "the org's monthly budget" },
                     "utilizationRate": { "type": ["number", "null"], "description": "org month spent / totalBudget" },
                     "recommendations": { "type": "array", "items": { "type": "object", "required": ["rule", "message", "numbers"], "properties": {
-                        "rule": { "enum": ["budget-run-rate-over", "budget-run-rate-under", "cache-hit-rate-low", "approvals-always-granted", "client-denied-repeatedly"] },
+                        "rule": { "enum": ["budget-run-rate-over", "budget-run-rate-under", "cache-hit-rate-low", "approvals-always-granted", "client-denied-repeatedly", "catalogue-price-off"] },
                         "projectId": { "type": ["string", "null"], "description": "null: the organisation" },
                         "message": { "type": "string" },
                         "numbers": { "type": "object", "description": "what the rule computed from" } } } },
+                    "estimates": estimates_schema(),
                     "interval": { "enum": ["hour", "day"] },
                     "buckets": { "type": "array", "description": "with interval: every bucket start of the range", "items": { "type": "string", "format": "date-time" } },
                     "totalSeries": { "type": "array", "description": "with interval: the total per bucket with usage" } } })

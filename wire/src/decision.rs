@@ -101,7 +101,8 @@ pub struct DecisionEvent {
     /// The model named in the request body, where the endpoint prices by model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// What was reserved before forwarding.
+    /// The catalogue's estimate of the request (what `maxPerRequest` and approvals read). The
+    /// budgets may have reserved a higher learned figure (docs/estimates.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<Micros>,
     /// What was settled from the upstream's reply (0 for a cache hit).

@@ -213,8 +213,10 @@ fn main() -> Result<()> {
         "gpt-4, max_tokens 2000 (> $0.10)",
     )?;
 
-    // Sales spends its daily budget ($0.50 = $15/30) on expensive Salesforce queries: each
-    // reserves the $0.001 list price and settles at the reported $0.12.
+    // Sales spends its daily budget ($0.50 = $15/30) on expensive Salesforce queries listed at
+    // $0.001 that report $0.12: the first export teaches the filter what an export costs
+    // (docs/estimates.md), the next ones reserve $0.12, and the one that would cross the day
+    // is refused — the day ends at $0.487490, not $0.607490.
     for i in 1..=10 {
         let reply = demo.run(
             "sales-crm-sync",
@@ -442,7 +444,7 @@ impl Demo {
             );
         }
         println!(
-            "  reserved (estimates)        {}",
+            "  reserved (learned estimates) {}",
             usd(get("pag0.cost.reserved_micros"))
         );
         println!(

@@ -109,6 +109,7 @@ impl<H: Host> Filter<H> {
                 cache_hit: true,
                 savings: Some(savings.get().to_string()),
                 suspect: None,
+                learn: None,
             };
             let recorded = match &shared.usage {
                 Some(u) => u.push(&self.host, record),

@@ -1087,3 +1087,72 @@ fn lease_all_fleet_one(
         )
         .unwrap();
 }
+
+/// Issue 23: a cost report is learned at settlement; the next request to the same catalogue
+/// entry reserves the learned figure (the catalogue's estimate still shows), and the request
+/// that would cross the budget is refused with its scope instead of overshooting.
+#[test]
+fn a_cost_report_is_learned_and_the_next_request_reserves_it() {
+    let host = host();
+    let shared = shared("12000");
+    let send = |reported: &str| {
+        let mut f = Filter::new(&host, Some(shared.clone()));
+        request(&host, "api.salesforce.com", &[("x-pag0-api-key", "k1")]);
+        let before = host.store.value(PROJECT_DAILY);
+        let action = f.on_http_request_headers(4, true);
+        let reserved = host.store.value(PROJECT_DAILY) - before;
+        if action == Action::Continue {
+            respond(&host, "200", &[("x-request-cost", reported)]);
+            f.on_http_response_headers(2, true);
+            let resp = host.response_headers.borrow().clone();
+            assert_eq!(
+                header(&resp, "x-pag0-estimated-cost").as_deref(),
+                Some("1000"),
+                "the header shows the catalogue's estimate"
+            );
+            f.on_log();
+        }
+        tick(&host, &f);
+        (action, reserved)
+    };
+    // The bound is 10 × $0.001 (no maxPerRequest): a $0.005 report is believed.
+    assert_eq!(
+        send("5000"),
+        (Action::Continue, 1000),
+        "nothing learned yet"
+    );
+    assert_eq!(host.store.value(PROJECT_DAILY), 5000);
+    assert_eq!(
+        send("5000"),
+        (Action::Continue, 5000),
+        "learned from one report"
+    );
+    // 10000 spent: the next learned $0.005 does not fit the $0.012 day (the $0.001 estimate
+    // would have, and the day would have ended at $0.015).
+    assert_eq!(send("5000").0, Action::Pause);
+    let (status, _, body) = reply(&host);
+    assert_eq!(status, 402);
+    assert_eq!(body["error"]["scope"], "project.daily");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .ends_with("10000 spent, 5000 requested"));
+    assert_eq!(host.store.value(PROJECT_DAILY), 10000);
+    assert_eq!(metric(&host, "pag0.cost.reserved_micros"), 1000 + 5000);
+    assert_eq!(metric(&host, "pag0.cost.settled_micros"), 10000);
+    let key = pag0_policy::learn::key(
+        "api.salesforce.com",
+        &pag0_policy::pricing::EndpointPricing::PerRequest(Micros::new(1000)),
+    );
+    let learned = crate::learned::read(&&host, &key).unwrap();
+    assert_eq!((learned.high_permille, learned.samples), (5000, 2));
+    // A flat endpoint without a cost header learns nothing (no key, no read).
+    assert!(host
+        .store
+        .map
+        .lock()
+        .unwrap()
+        .0
+        .keys()
+        .all(|k| !k.starts_with("pag0/e/") || *k == format!("pag0/e/{key}")));
+}

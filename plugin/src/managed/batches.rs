@@ -31,6 +31,20 @@ pub struct UsageRecord {
     /// what the upstream said (docs/policy.md "Suspect reports").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspect: Option<SuspectReport>,
+    /// A believed cost report of a catalogue entry that learns (docs/estimates.md): the
+    /// entry's key and the catalogue's estimate of the request, so the sidecar learns what
+    /// the entry costs across the fleet. Both or neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learn: Option<LearnFacts>,
+}
+
+/// What the sidecar learns a settled cost with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnFacts {
+    /// The catalogue entry ([`pag0_policy::CompiledPolicy::learn_key`]: its host).
+    pub key: String,
+    /// The catalogue's estimate of the request, micro-USD (decimal string).
+    pub estimate: String,
 }
 
 /// A cost report charged at the bound instead of as reported.

@@ -39,8 +39,8 @@ mod sync;
 
 pub use admission::{CounterState, LeaseView};
 pub use batches::{
-    batches, record, Batch, Batches, Buffer, DecisionBuffer, SuspectReport, UsageBuffer,
-    UsageRecord, FLUSH_RECORDS,
+    batches, record, Batch, Batches, Buffer, DecisionBuffer, LearnFacts, SuspectReport,
+    UsageBuffer, UsageRecord, FLUSH_RECORDS,
 };
 pub use election::{instance_id, random_u64, try_own};
 pub use lease::{admit, down_since, lease, lease_key, presented_used, set_down, Admit, Lease};

@@ -195,6 +195,15 @@ pub fn apply_response<S: SharedStore + ?Sized>(
         }
     }
 
+    // The fleet's learned estimates (docs/estimates.md), folded into this Envoy's.
+    if let Some(learned) = v.get("learned").and_then(Value::as_object) {
+        for (key, l) in learned.iter().take(MAX_LEARNED) {
+            if let Some(fleet) = fleet_learned(l) {
+                crate::learned::merge_fleet(store, key, fleet).map_err(host)?;
+            }
+        }
+    }
+
     // Policy.
     if let (Some(doc), Some(version)) = (
         v.get("policy").filter(|p| p.is_object()),
@@ -253,6 +262,20 @@ fn subtract_pending<S: SharedStore + ?Sized>(
             Err(SetError::Host(h)) => return Err(h),
         }
     }
+}
+
+/// Most learned figures one answer is read for (a catalogue has far fewer entries).
+pub const MAX_LEARNED: usize = 1024;
+
+/// `{"highPermille": "120000", "samples": 5}`; `None` for anything else (that key is skipped).
+fn fleet_learned(v: &Value) -> Option<pag0_policy::Learned> {
+    let high = v.get("highPermille").and_then(money)?;
+    let samples = v.get("samples").and_then(Value::as_u64)?;
+    Some(pag0_policy::Learned {
+        high_permille: high,
+        samples: u32::try_from(samples).unwrap_or(u32::MAX),
+    })
+    .filter(|l| l.samples > 0)
 }
 
 fn money(v: &Value) -> Option<u64> {

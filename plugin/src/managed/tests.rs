@@ -18,6 +18,7 @@ fn record(amount: u64) -> UsageRecord {
         cache_hit: false,
         savings: None,
         suspect: None,
+        learn: None,
     }
 }
 
@@ -606,4 +607,42 @@ proptest::proptest! {
         proptest::prop_assert!(w >= current.min(limit), "never below the current target");
         proptest::prop_assert!(w >= 1);
     }
+}
+
+/// Issue 23: the fleet's learned figures in a sync answer are folded into this Envoy's
+/// (`max`); a malformed entry is skipped, never read as 0.
+#[test]
+fn an_answer_folds_the_fleets_learned_estimates_into_ours() {
+    let s = FakeStore::default();
+    crate::learned::observe(
+        &s,
+        "api.salesforce.com",
+        Micros::new(1000),
+        Micros::new(3500),
+    )
+    .unwrap();
+    let out = prepare_sync(&s, "i", 0, &[], 5_000).unwrap();
+    let answer = json!({ "leaseTtlMs": 1000, "learned": {
+        "api.salesforce.com": { "highPermille": "120000", "samples": 7 },
+        "api.tavily.com": { "highPermille": "3000", "samples": 2 },
+        "api.bad.example": { "highPermille": "-1", "samples": 2 },
+        "api.nosamples.example": { "highPermille": "5000" },
+    }});
+    apply_response(&s, &out, answer.to_string().as_bytes()).unwrap();
+    let sf = crate::learned::read(&s, "api.salesforce.com").unwrap();
+    assert_eq!((sf.high_permille, sf.samples), (120_000, 7));
+    let tv = crate::learned::read(&s, "api.tavily.com").unwrap();
+    assert_eq!((tv.high_permille, tv.samples), (3000, 2));
+    assert_eq!(crate::learned::read(&s, "api.bad.example"), None);
+    assert_eq!(crate::learned::read(&s, "api.nosamples.example"), None);
+    // A fleet figure below ours leaves ours.
+    let answer = json!({ "leaseTtlMs": 1000, "learned": {
+        "api.salesforce.com": { "highPermille": "2000", "samples": 1 } }});
+    apply_response(&s, &out, answer.to_string().as_bytes()).unwrap();
+    assert_eq!(
+        crate::learned::read(&s, "api.salesforce.com")
+            .unwrap()
+            .high_permille,
+        120_000
+    );
 }

@@ -620,6 +620,7 @@ fn approval_threshold_auto_approve_and_replay() {
     };
     let replay = FinishOptions {
         approved_replay: true,
+        ..FinishOptions::default()
     };
     let a = allow_of(p.finish(&pending, Some(body), &NothingSpent, &replay));
     assert_eq!(a.estimate, Micros::new(120_660));

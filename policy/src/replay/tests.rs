@@ -93,6 +93,7 @@ fn a_recorded_request_is_decided_again_exactly_as_the_filter_decided_it() {
         };
         let replay = FinishOptions {
             approved_replay: true,
+            ..FinishOptions::default()
         };
         match p.finish(&pending, Some(body.as_bytes()), &NothingSpent, &replay) {
             Decision::Allow(a) => a.estimate,

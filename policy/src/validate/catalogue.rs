@@ -12,7 +12,11 @@ use crate::settle::ModelPrice;
 
 impl Walker {
     pub(super) fn endpoint(&mut self, path: &str, v: &Value) -> Option<RawEndpoint> {
-        let m = self.object(path, v, &["host", "category", "pricing", "costHeader"])?;
+        let m = self.object(
+            path,
+            v,
+            &["host", "category", "pricing", "costHeader", "learn"],
+        )?;
         let host = self.string(m, path, "host", true);
         let pattern = host.and_then(|h| match EndpointPattern::parse(h) {
             Ok(p) if p.has_path() => {
@@ -46,11 +50,14 @@ impl Walker {
                 None
             }
         });
+        // `learn: false` pins the catalogue's estimate (docs/estimates.md); absent = true.
+        let learn = self.boolean(m, path, "learn").unwrap_or(true);
         Some(RawEndpoint {
             pattern: pattern?,
             category: category?.to_string(),
             pricing: pricing?,
             cost_header,
+            learn,
         })
     }
 

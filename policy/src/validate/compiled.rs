@@ -39,6 +39,9 @@ pub(crate) struct CompiledEndpoint {
     pub(crate) category: Arc<str>,
     pub(crate) pricing: EndpointPricing,
     pub(crate) cost_header: Option<Arc<str>>,
+    /// The key of this entry's learned estimate (its host); `None` where nothing is learned:
+    /// `learn: false`, no cost header and not priced per token, or a free endpoint.
+    pub(crate) learn_key: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -94,6 +97,11 @@ pub(crate) struct Effective {
 impl CompiledPolicy {
     pub fn document(&self) -> &PolicyDocument {
         &self.doc
+    }
+
+    /// Every catalogue entry's learn key ([`crate::learn::key`]), for entries that learn.
+    pub fn learn_keys(&self) -> impl Iterator<Item = &str> {
+        self.endpoints.iter().filter_map(|e| e.learn_key.as_deref())
     }
 
     pub fn org_id(&self) -> &str {

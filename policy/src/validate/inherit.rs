@@ -25,11 +25,25 @@ impl RawDocument {
         let mut endpoints: Vec<CompiledEndpoint> = self
             .endpoints
             .into_iter()
-            .map(|e| CompiledEndpoint {
-                pattern: e.pattern,
-                category: Arc::from(e.category.as_str()),
-                pricing: e.pricing,
-                cost_header: e.cost_header.map(|h| Arc::from(h.as_str())),
+            .map(|e| {
+                // Learning applies where a report can differ from the estimate (a cost header,
+                // or usage priced per token) and the estimate is not 0 (docs/estimates.md).
+                let reported = e.cost_header.is_some()
+                    || matches!(e.pricing, crate::pricing::EndpointPricing::Tokens(_));
+                let priced = !matches!(
+                    e.pricing,
+                    crate::pricing::EndpointPricing::Free
+                        | crate::pricing::EndpointPricing::PerRequest(crate::money::Micros::ZERO)
+                );
+                let learn_key = (e.learn && reported && priced)
+                    .then(|| Arc::from(crate::learn::key(&e.pattern.to_string(), &e.pricing)));
+                CompiledEndpoint {
+                    pattern: e.pattern,
+                    category: Arc::from(e.category.as_str()),
+                    pricing: e.pricing,
+                    cost_header: e.cost_header.map(|h| Arc::from(h.as_str())),
+                    learn_key,
+                }
             })
             .collect();
         endpoints.sort_by_key(|e| std::cmp::Reverse(e.pattern.specificity()));

@@ -26,6 +26,7 @@ pub(super) struct RawEndpoint {
     pub(super) category: String,
     pub(super) pricing: EndpointPricing,
     pub(super) cost_header: Option<String>,
+    pub(super) learn: bool,
 }
 
 pub(super) struct RawProject {

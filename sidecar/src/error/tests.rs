@@ -150,6 +150,16 @@ impl crate::Store for DownStore {
     async fn exec_raw(&self, _: &str) -> Result<(), crate::store::StoreError> {
         Err(down())
     }
+    async fn learn(
+        &self,
+        _: Vec<crate::store::Observation>,
+        _: i64,
+    ) -> Result<(), crate::store::StoreError> {
+        Err(down())
+    }
+    async fn learned(&self) -> Result<Vec<crate::store::LearnedRow>, crate::store::StoreError> {
+        Err(down())
+    }
     async fn usage_hourly(
         &self,
         _: i64,

@@ -704,6 +704,29 @@ pub async fn get(
 }
 
 /// The analytics answer for `parsed`, as JSON (the CLI and the CSV read the same).
+/// `estimates`: per catalogue entry that learns (of the current policy, at its current prices),
+/// what the fleet's believed reports settled at against the catalogue's estimates, since the
+/// store began (docs/estimates.md). Money and
+/// ratios are decimal strings (ratios in per-mille: `"120000"` = 120×).
+pub fn estimates_json(rows: &[crate::store::LearnedRow]) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|r| {
+                json!({
+                    "endpoint": pag0_policy::learn::key_host(&r.key),
+                    "key": r.key,
+                    "samples": r.learned.samples,
+                    "estimateSum": r.estimate_sum.to_string(),
+                    "actualSum": r.actual_sum.to_string(),
+                    "ratioPermille": r.ratio_permille().map(|v| v.to_string()),
+                    "learnedPermille": r.learned.high_permille.to_string(),
+                    "updatedAt": rfc3339(r.updated_at_ms),
+                })
+            })
+            .collect(),
+    )
+}
+
 pub async fn report(state: &AppState, parsed: &Parsed) -> Result<Value, AppError> {
     let policy = state.current_policy().await?;
     let doc = policy.as_ref().map(|p| &p.value);
@@ -757,6 +780,18 @@ pub async fn report(state: &AppState, parsed: &Parsed) -> Result<Value, AppError
         .map(|c| (c.counter, c.spent))
         .collect();
     let approvals = state.store.approvals(None, APPROVALS_READ).await?;
+    // Only the current catalogue's entries (a price change starts a fresh key).
+    let current: std::collections::BTreeSet<String> = doc
+        .and_then(|d| pag0_policy::CompiledPolicy::from_value(d).ok())
+        .map(|p| p.learn_keys().map(String::from).collect())
+        .unwrap_or_default();
+    let learned: Vec<crate::store::LearnedRow> = state
+        .store
+        .learned()
+        .await?
+        .into_iter()
+        .filter(|r| current.contains(&r.key))
+        .collect();
 
     let buckets = match parsed.interval {
         Some(_) => Some(
@@ -807,6 +842,7 @@ pub async fn report(state: &AppState, parsed: &Parsed) -> Result<Value, AppError
         spent: &spent,
         month_key: &keys.month,
         approvals: &approvals,
+        learned: &learned,
     });
     let first = sections.first().cloned().unwrap_or(Value::Null);
     let mut body = Map::new();
@@ -842,6 +878,7 @@ pub async fn report(state: &AppState, parsed: &Parsed) -> Result<Value, AppError
     body.insert("totalBudget".into(), field(&org_month, "limit").clone());
     body.insert("utilizationRate".into(), field(&org_month, "ratio").clone());
     body.insert("recommendations".into(), Value::Array(recommendations));
+    body.insert("estimates".into(), estimates_json(&learned));
     if let (Some(interval), Some(b)) = (parsed.interval, &buckets) {
         let name = match interval {
             Interval::Hour => "hour",

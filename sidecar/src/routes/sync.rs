@@ -18,7 +18,7 @@ use crate::document::{limit_for, parse_counter};
 use crate::error::AppError;
 use crate::store::lease::default_want;
 use crate::store::{
-    LeaseAsk, StoreError, SyncWrite, UsageException, UsageRecord, MAX_EXCEPTION_RECORD,
+    LeaseAsk, Observation, StoreError, SyncWrite, UsageException, UsageRecord, MAX_EXCEPTION_RECORD,
 };
 use crate::AppState;
 
@@ -75,6 +75,27 @@ pub struct UsageIn {
     /// The filter charged the request's bound, not the upstream's report (kept here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspect: Option<SuspectIn>,
+    /// `{"key": host, "estimate": micro-USD}`: a believed report of a catalogue entry that
+    /// learns (docs/estimates.md). Read apart from the money ([`learn_facts`]): a malformed
+    /// one is not learned from, the record is applied all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learn: Option<Value>,
+}
+
+/// A usage record's `learn`, strictly: `key` a non-empty string of at most 255 bytes,
+/// `estimate` money (a decimal string or an integer). Anything else (a missing field
+/// included) is `Err` with the reason; it is never read as 0.
+pub(crate) fn learn_facts(v: &Value) -> Result<(String, u64), String> {
+    let key = match v.get("key") {
+        Some(Value::String(k)) if !k.is_empty() && k.len() <= 255 => k.clone(),
+        Some(_) => return Err("learn.key: not a catalogue host".into()),
+        None => return Err("learn.key: missing".into()),
+    };
+    let estimate = match v.get("estimate") {
+        Some(e) => Micros::from_json(e).map_err(|e| format!("learn.estimate: {e}"))?,
+        None => return Err("learn.estimate: missing".into()),
+    };
+    Ok((key, estimate.get()))
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -128,6 +149,18 @@ pub struct SyncResponse {
     pub leases: BTreeMap<String, LeaseOut>,
     /// Counters asked for that have no budget under the current policy: no lease needed.
     pub unlimited: Vec<String>,
+    /// The fleet's learned estimates, per catalogue entry (docs/estimates.md); the filter
+    /// folds them into its own (`max`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub learned: BTreeMap<String, LearnedOut>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LearnedOut {
+    /// The decaying high of actual/estimate, per-mille, as a decimal string.
+    pub high_permille: String,
+    pub samples: u64,
 }
 
 const MAX_ID: usize = 128;
@@ -273,6 +306,7 @@ fn clone_usage(u: &UsageIn) -> UsageIn {
             raw: s.raw.clone(),
             reason: s.reason.clone(),
         }),
+        learn: u.learn.clone(),
     }
 }
 
@@ -482,6 +516,52 @@ pub async fn sync(
         Err(e) => return Err(e.into()),
     };
 
+    // The fleet learns from the believed reports of a batch applied now (not a duplicate).
+    if !outcome.duplicate {
+        let obs: Vec<Observation> = good
+            .iter()
+            .filter(|u| u.suspect.is_none())
+            .filter_map(|u| {
+                let facts = learn_facts(u.learn.as_ref()?);
+                match facts {
+                    Ok((key, estimate)) => Some(Observation {
+                        key,
+                        estimate,
+                        actual: u.amount.get(),
+                    }),
+                    Err(why) => {
+                        tracing::warn!(instance = %req.instance_id, seq, "not learned: {why}");
+                        None
+                    }
+                }
+            })
+            .collect();
+        if !obs.is_empty() {
+            if let Err(e) = state.store.learn(obs, now).await {
+                tracing::warn!("learned estimates not updated: {e}");
+            }
+        }
+    }
+    let learned = match state.store.learned().await {
+        Ok(rows) => rows
+            .into_iter()
+            .filter(|r| r.learned.samples > 0)
+            .map(|r| {
+                (
+                    r.key,
+                    LearnedOut {
+                        high_permille: r.learned.high_permille.to_string(),
+                        samples: u64::from(r.learned.samples),
+                    },
+                )
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!("learned estimates not read: {e}");
+            BTreeMap::new()
+        }
+    };
+
     crate::alerts::raised(&state, &outcome.alerts_raised);
     let m = &state.metrics;
     let carried = !req.usage.is_empty() || !req.decisions.is_empty() || !req.gaps.is_empty();
@@ -538,6 +618,7 @@ pub async fn sync(
         lease_ttl_ms: state.config.lease_ttl_ms,
         leases,
         unlimited,
+        learned,
     }))
 }
 

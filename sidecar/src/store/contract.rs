@@ -2261,3 +2261,73 @@ pub async fn audit_appends_many_rows_in_chunks(store: &dyn Store) {
     assert_eq!(v["ok"], serde_json::json!(true), "{v}");
     assert_eq!(v["rowsChecked"], serde_json::json!(n + 2), "{v}");
 }
+
+/// Issue 23: learned estimates follow the reports in order, per key, and concurrent syncs
+/// lose none of them.
+pub async fn learned_estimates_follow_reports_in_order(s: &dyn Store) {
+    let o = |key: &str, estimate: u64, actual: u64| Observation {
+        key: key.into(),
+        estimate,
+        actual,
+    };
+    assert!(s.learned().await.unwrap().is_empty());
+    s.learn(
+        vec![
+            o("api.salesforce.com", 1000, 120_000),
+            o("api.salesforce.com", 1000, 60_000),
+            o("api.openai.com", 20_000, 10_000),
+        ],
+        T0,
+    )
+    .await
+    .unwrap();
+    let rows = s.learned().await.unwrap();
+    let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["api.openai.com", "api.salesforce.com"]);
+    let sf = &rows[1];
+    let want = pag0_policy::Learned::default()
+        .observe(
+            pag0_policy::Micros::new(1000),
+            pag0_policy::Micros::new(120_000),
+        )
+        .observe(
+            pag0_policy::Micros::new(1000),
+            pag0_policy::Micros::new(60_000),
+        );
+    assert_eq!(sf.learned, want, "the order of the reports is kept");
+    assert_eq!((sf.estimate_sum, sf.actual_sum), (2000, 180_000));
+    assert_eq!(sf.ratio_permille(), Some(90_000));
+    assert_eq!(rows[0].ratio_permille(), Some(500));
+    assert_eq!(sf.updated_at_ms, T0);
+
+    // Sums saturate at the column, never wrap or fail.
+    s.learn(vec![o("huge", u64::MAX, u64::MAX)], T0)
+        .await
+        .unwrap();
+    let huge = s
+        .learned()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.key == "huge")
+        .unwrap();
+    assert_eq!(huge.actual_sum, i64::MAX as u64);
+
+    // Concurrent syncs: every report counted once.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        tasks.push(s.learn(vec![o("k", 100, 100), o("k", 100, 100)], T0 + 1));
+    }
+    for r in join_all(tasks).await {
+        r.unwrap();
+    }
+    let k = s
+        .learned()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.key == "k")
+        .unwrap();
+    assert_eq!(k.learned.samples, 16);
+    assert_eq!(k.estimate_sum, 1600);
+}

@@ -13,6 +13,7 @@ pub mod anomaly;
 pub mod approval;
 pub mod audit;
 pub mod decision_stats;
+pub mod learned;
 pub mod lease;
 pub mod postgres;
 pub mod report_reads;
@@ -32,6 +33,7 @@ pub use approval::{
     Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome, Refusal,
 };
 pub use decision_stats::{DecisionStats, LatencyBin, LatencyHistogram};
+pub use learned::{LearnedRow, Observation};
 pub use postgres::PgStore;
 pub use report_reads::{
     ApprovalBound, ModelTotals, ReportDecisionQuery, ReportDecisions, UnapprovedDecision,
@@ -405,6 +407,14 @@ pub trait Store: Send + Sync + 'static {
     /// Raw SQL, for the tamper tests.
     #[cfg(test)]
     async fn exec_raw(&self, sql: &str) -> Result<(), StoreError>;
+
+    /// Folds believed cost reports into the fleet's learned estimates, in order, in one
+    /// transaction (docs/estimates.md). Not part of the batch's transaction: learning is an
+    /// estimate, a report lost to a crash in between is not money.
+    async fn learn(&self, obs: Vec<Observation>, now_ms: i64) -> Result<(), StoreError>;
+
+    /// Every learned estimate, by key (at most [`learned::MAX_ROWS`]).
+    async fn learned(&self) -> Result<Vec<LearnedRow>, StoreError>;
 }
 
 pub(crate) fn to_db(amount: u64) -> Result<i64, StoreError> {

@@ -119,7 +119,11 @@ impl PgStore {
             tx.batch_execute(stmt).await.map_err(pg)?;
         }
         // Under the same lock; `IF NOT EXISTS` makes a second start a no-op.
-        for stmt in anomaly::SCHEMA.iter().chain(super::decision_stats::SCHEMA) {
+        for stmt in anomaly::SCHEMA
+            .iter()
+            .chain(super::decision_stats::SCHEMA)
+            .chain(super::learned::SCHEMA)
+        {
             tx.batch_execute(stmt).await.map_err(pg)?;
         }
         for (table, column, definition) in ADDED_COLUMNS {
@@ -771,6 +775,16 @@ impl Store for PgStore {
     async fn exec_raw(&self, sql: &str) -> Result<(), StoreError> {
         let client = self.pool.get().await.map_err(backend)?;
         client.batch_execute(sql).await.map_err(pg)
+    }
+
+    async fn learn(&self, obs: Vec<super::Observation>, now_ms: i64) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(backend)?;
+        super::learned::postgres::learn(&mut client, &obs, now_ms).await
+    }
+
+    async fn learned(&self) -> Result<Vec<super::LearnedRow>, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        super::learned::postgres::list(&client).await
     }
 
     async fn usage_hourly(&self, from_ms: i64, to_ms: i64) -> Result<Vec<HourlyUsage>, StoreError> {

@@ -63,6 +63,7 @@ impl SqliteStore {
         for stmt in super::anomaly::SCHEMA
             .iter()
             .chain(super::decision_stats::SCHEMA)
+            .chain(super::learned::SCHEMA)
         {
             conn.execute(stmt, []).map_err(backend)?;
         }
@@ -723,6 +724,15 @@ impl Store for SqliteStore {
         let sql = sql.to_string();
         self.run(move |c| c.execute_batch(&sql).map_err(backend))
             .await
+    }
+
+    async fn learn(&self, obs: Vec<super::Observation>, now_ms: i64) -> Result<(), StoreError> {
+        self.run(move |c| super::learned::sqlite::learn(c, &obs, now_ms))
+            .await
+    }
+
+    async fn learned(&self) -> Result<Vec<super::LearnedRow>, StoreError> {
+        self.run(move |c| super::learned::sqlite::list(c)).await
     }
 
     async fn usage_hourly(&self, from_ms: i64, to_ms: i64) -> Result<Vec<HourlyUsage>, StoreError> {

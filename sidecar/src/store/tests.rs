@@ -92,6 +92,7 @@ contract_tests!(
     concurrent_grants_share_the_room,
     concurrent_duplicates_count_once,
     ping_answers,
+    learned_estimates_follow_reports_in_order,
     approvals_move_pending_approved_used,
     approvals_expire,
     concurrent_replays_let_exactly_one_through,

@@ -192,5 +192,6 @@ fn usage() -> UsageRecord {
         cache_hit: false,
         savings: None,
         suspect: None,
+        learn: None,
     }
 }

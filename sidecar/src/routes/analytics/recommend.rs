@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::document::limit_for;
-use crate::store::{Approval, ApprovalStatus, DecisionStats, UsageTotals};
+use crate::store::{Approval, ApprovalStatus, DecisionStats, LearnedRow, UsageTotals};
 
 /// Below this much of the month elapsed a run rate says little: no budget rule fires.
 pub const MIN_ELAPSED_MS: i64 = 86_400_000;
@@ -26,6 +26,14 @@ pub const DENIED_MIN: u64 = 20;
 /// … making at least this share of all its decisions looks misconfigured, not unlucky.
 pub const DENIED_SHARE_PERCENT: u64 = 50;
 
+/// The catalogue price is "far from reality" when the settled costs average at least this
+/// many per-mille of the estimates …
+pub const CATALOGUE_HIGH_PERMILLE: u64 = 2000;
+/// … or at most this many.
+pub const CATALOGUE_LOW_PERMILLE: u64 = 500;
+/// Fewer believed reports than this say nothing about a catalogue price.
+pub const CATALOGUE_MIN_SAMPLES: u32 = 3;
+
 /// Everything the rules read.
 pub struct Inputs<'a> {
     pub doc: Option<&'a Value>,
@@ -42,6 +50,8 @@ pub struct Inputs<'a> {
     pub month_key: &'a str,
     /// Recent approvals (any status).
     pub approvals: &'a [Approval],
+    /// The fleet's learned estimates of the current catalogue (docs/estimates.md).
+    pub learned: &'a [LearnedRow],
 }
 
 fn ceil_div(a: u128, b: u128) -> u128 {
@@ -318,7 +328,58 @@ pub fn recommend(i: &Inputs<'_>) -> Vec<Value> {
     cache_rule(i, &mut out);
     approvals_rule(i, &mut out);
     denied_rule(i, &mut out);
+    catalogue_rule(i, &mut out);
     out
+}
+
+/// The per-request price of `host` in the catalogue, if it is priced per request.
+fn catalogue_price(doc: Option<&Value>, host: &str) -> Option<u64> {
+    doc?.get("endpoints")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("host").and_then(Value::as_str) == Some(host))?
+        .pointer("/pricing/perRequest")
+        .and_then(|v| pag0_policy::Micros::from_json(v).ok())
+        .map(pag0_policy::Micros::get)
+}
+
+/// A catalogue entry whose settled costs average ≥ 2× or ≤ 0.5× its estimates: fix the
+/// catalogue (the learned estimate already protects the budgets, but the estimate the agents
+/// see, the approval thresholds and `maxPerRequest` read the catalogue).
+fn catalogue_rule(i: &Inputs<'_>, out: &mut Vec<Value>) {
+    for r in i.learned {
+        let Some(ratio) = r.ratio_permille() else {
+            continue;
+        };
+        let far = ratio >= CATALOGUE_HIGH_PERMILLE || ratio <= CATALOGUE_LOW_PERMILLE;
+        if !far || r.learned.samples < CATALOGUE_MIN_SAMPLES {
+            continue;
+        }
+        let mean = r.actual_sum / u64::from(r.learned.samples.max(1));
+        let host = pag0_policy::learn::key_host(&r.key);
+        let price = catalogue_price(i.doc, host);
+        let fix = match price {
+            Some(p) => {
+                format!("set its perRequest from {p} to about {mean} µUSD (the mean settled cost)")
+            }
+            None => "adjust its model prices".to_string(),
+        };
+        out.push(json!({
+            "rule": "catalogue-price-off",
+            "endpoint": host,
+            "message": format!(
+                "{host} settles at {}.{:03}× its catalogue estimate over {} reports: {fix}",
+                ratio / 1000, ratio % 1000, r.learned.samples),
+            "suggestedPerRequest": price.map(|_| mean.to_string()),
+            "numbers": {
+                "samples": r.learned.samples,
+                "estimateSum": r.estimate_sum.to_string(),
+                "actualSum": r.actual_sum.to_string(),
+                "ratioPermille": ratio.to_string(),
+                "learnedPermille": r.learned.high_permille.to_string(),
+            },
+        }));
+    }
 }
 
 #[cfg(test)]

@@ -457,3 +457,46 @@ async fn too_many_decisions_refuse_the_batch_with_a_path() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert!(r.text.contains("decisions: at most 10000"), "{}", r.text);
 }
+
+/// Issue 23: believed reports with `learn` facts teach the fleet's figure, which every sync
+/// answer carries; a duplicate batch teaches nothing twice; a malformed `learn` is not
+/// learned from and the record's money is applied all the same; a suspect record is not learned.
+#[tokio::test]
+async fn learn_facts_teach_the_fleet_and_every_answer_carries_it() {
+    let h = harness();
+    h.put_policy(ALICE, &policy()).await;
+    let learned = |key: &str, estimate: Value| {
+        let mut u = usage("120000", &[ORG_MONTH]);
+        u["learn"] = json!({ "key": key, "estimate": estimate });
+        u
+    };
+    let mut suspect = learned("api.salesforce.com", json!("1000"));
+    suspect["suspect"] = json!({ "raw": "999999999", "reason": "above_bound" });
+    let batch = json!({ "instanceId": "envoy-a", "seq": 1, "usage": [
+        learned("api.salesforce.com", json!("1000")),
+        learned("api.salesforce.com", json!(1000)),
+        learned("api.bad.example", json!("1.5")),
+        { "amount": "7", "counters": [ORG_MONTH], "learn": { "key": "api.nokey.example" } },
+        suspect,
+    ]});
+    let r = h.sync(batch.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.body["learned"],
+        json!({ "api.salesforce.com": { "highPermille": "120000", "samples": 2 } }),
+        "{}",
+        r.text
+    );
+    // Every record's money counted, the malformed `learn` facts included.
+    assert_eq!(h.spent(ORG_MONTH).await, (4 * 120_000 + 7).to_string());
+    // The retried batch: a duplicate, nothing learned twice.
+    let r = h.sync(batch).await;
+    assert_eq!(r.body["duplicate"], true);
+    assert_eq!(r.body["learned"]["api.salesforce.com"]["samples"], 2);
+    // Another instance's answer carries it too, without sending anything.
+    let r = h.sync(json!({ "instanceId": "envoy-b", "seq": 1 })).await;
+    assert_eq!(
+        r.body["learned"]["api.salesforce.com"]["highPermille"],
+        "120000"
+    );
+}

@@ -71,6 +71,7 @@ fn run(
         spent: &spent,
         month_key: "2026-11",
         approvals,
+        learned: &[],
     })
 }
 
@@ -273,6 +274,7 @@ fn denied(decisions: &[DecisionStats]) -> Vec<Value> {
         spent: &spent,
         month_key: "2026-11",
         approvals: &[],
+        learned: &[],
     })
 }
 
@@ -357,4 +359,65 @@ fn a_client_denied_over_and_over_with_one_code() {
         decided(Some("edge"), bad, "allow", None, 21),
     ];
     assert!(denied(&under).is_empty(), "just under half: nothing");
+}
+
+/// Issue 23: a catalogue price far from the settled costs (≥ 2× or ≤ 0.5×, 3 reports or more)
+/// is named with a suggested price; one close to them, or with too few reports, is not.
+#[test]
+fn a_catalogue_price_far_from_reality_is_named() {
+    use crate::store::LearnedRow;
+    use pag0_policy::Learned;
+    let doc = serde_json::json!({ "endpoints": [
+        { "host": "api.salesforce.com", "pricing": { "perRequest": "1000" } },
+        { "host": "api.deepl.com", "pricing": { "perRequest": "2000" } },
+    ]});
+    let row = |key: &str, samples: u32, estimate_sum: u64, actual_sum: u64| LearnedRow {
+        key: key.into(),
+        learned: Learned {
+            high_permille: actual_sum * 1000 / estimate_sum,
+            samples,
+        },
+        estimate_sum,
+        actual_sum,
+        updated_at_ms: 0,
+    };
+    let learned = [
+        row("api.salesforce.com", 4, 4000, 480_000),
+        row("api.deepl.com", 10, 20_000, 21_000),
+        row("api.tavily.com", 2, 2000, 100_000),
+        row("api.cheap.example", 5, 50_000, 10_000),
+    ];
+    let spent = BTreeMap::new();
+    let out = recommend(&Inputs {
+        doc: Some(&doc),
+        month: &[],
+        month_decisions: &[],
+        month_from_ms: 0,
+        month_to_ms: MONTH,
+        now_ms: DAY,
+        spent: &spent,
+        month_key: "2026-11",
+        approvals: &[],
+        learned: &learned,
+    });
+    let named: Vec<&str> = out
+        .iter()
+        .filter(|r| r["rule"] == "catalogue-price-off")
+        .map(|r| r["endpoint"].as_str().unwrap())
+        .collect();
+    assert_eq!(named, ["api.salesforce.com", "api.cheap.example"]);
+    let sf = &out[0];
+    assert_eq!(sf["suggestedPerRequest"], "120000");
+    assert_eq!(sf["numbers"]["ratioPermille"], "120000");
+    assert_eq!(
+        sf["message"],
+        "api.salesforce.com settles at 120.000× its catalogue estimate over 4 reports: \
+         set its perRequest from 1000 to about 120000 µUSD (the mean settled cost)"
+    );
+    let cheap = out
+        .iter()
+        .find(|r| r["endpoint"] == "api.cheap.example")
+        .unwrap();
+    assert_eq!(cheap["numbers"]["ratioPermille"], "200");
+    assert_eq!(cheap["suggestedPerRequest"], serde_json::Value::Null);
 }
