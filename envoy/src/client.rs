@@ -8,7 +8,7 @@ use reqwest::blocking::Client;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-/// The API key header (SPEC §6 default).
+/// The API key header (README.md#configuration-reference default).
 pub const API_KEY_HEADER: &str = "x-pag0-api-key";
 
 /// One agent request.

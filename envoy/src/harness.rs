@@ -179,7 +179,7 @@ impl Drop for MockUpstream {
 /// How to start Envoy for one run.
 #[derive(Clone, Debug)]
 pub struct EnvoyConfig {
-    /// The filter's `configuration` JSON (SPEC §6), e.g. `{"policy": {...}}`.
+    /// The filter's `configuration` JSON (README.md#configuration-reference), e.g. `{"policy": {...}}`.
     pub plugin_config: Value,
     /// Port of the upstream every host is routed to.
     pub upstream_port: u16,

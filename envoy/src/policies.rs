@@ -29,7 +29,7 @@ pub fn key_sha256(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-/// Max request body the filter buffers for pricing (SPEC §6 default).
+/// Max request body the filter buffers for pricing (README.md#configuration-reference default).
 pub const MAX_BODY_BYTES: u64 = 1_048_576;
 
 /// The standalone configuration text: the explicit defaults plus the acme document verbatim.

@@ -12,7 +12,7 @@ pub struct YamlParams {
     pub upstream: (String, u16),
     /// Path of `pag0_plugin.wasm` (relative paths resolve against Envoy's working directory).
     pub wasm_path: String,
-    /// The filter's configuration as JSON text (SPEC §6), inserted verbatim.
+    /// The filter's configuration as JSON text (README.md#configuration-reference), inserted verbatim.
     pub plugin_config: String,
     /// `max_request_bytes` of the buffer filter after pag0 and the listener's
     /// `per_connection_buffer_limit_bytes`: at least the plugin's `maxBodyBytes`.

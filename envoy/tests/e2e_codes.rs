@@ -1,4 +1,4 @@
-//! SPEC §5 on the wire, in standalone mode, through a real Envoy (2 workers): every deny code
+//! docs/policy.md#check-order-and-replies on the wire, in standalone mode, through a real Envoy (2 workers): every deny code
 //! a standalone filter can produce, the allow headers, and header stripping.
 // Test crate: failing loudly is the point (clippy.toml only covers #[test] fns, not helpers).
 #![allow(

@@ -1,5 +1,5 @@
-//! A small policy written from SPEC §3 for the black-box tests, the fuzz target and the bench.
-//! Every client exists to reach one SPEC §5 code without ambiguity about check order.
+//! A small policy written from docs/policy.md for the black-box tests, the fuzz target and the bench.
+//! Every client exists to reach one docs/policy.md#check-order-and-replies code without ambiguity about check order.
 
 use serde_json::{json, Value};
 use sha2::Digest;
@@ -66,7 +66,7 @@ pub fn policy() -> Value {
     })
 }
 
-/// The plugin configuration (SPEC §6) for [`policy`] in standalone mode.
+/// The plugin configuration (README.md#configuration-reference) for [`policy`] in standalone mode.
 pub fn config(max_body_bytes: u64) -> String {
     json!({ "policy": policy(), "maxBodyBytes": max_body_bytes }).to_string()
 }

@@ -1,6 +1,6 @@
 //! Approvals, the filter's side of docs/approvals.md: what the filter sends to the sidecar
 //! (`POST /v1/approvals`, `POST /v1/approvals/{id}/consume`), how it reads the answers, and
-//! the agent-facing `202` (SPEC §5). Pure functions and data; the request lifecycle that uses
+//! the agent-facing `202` (docs/policy.md#check-order-and-replies). Pure functions and data; the request lifecycle that uses
 //! them is `filter/approval.rs`.
 
 use std::rc::Rc;
@@ -19,7 +19,7 @@ pub const REQUESTED_BY_HEADER: &str = "x-pag0-requested-by";
 /// docs/approvals.md adds this one: where the sidecar POSTs the decision.
 pub const CALLBACK_URL_HEADER: &str = "x-pag0-callback-url";
 
-/// The sidecar's code for "no decision yet" (not in SPEC §5's table): the filter answers the
+/// The sidecar's code for "no decision yet" (not in docs/policy.md#check-order-and-replies's table): the filter answers the
 /// replay `403` with this code.
 pub const APPROVAL_PENDING: &str = "APPROVAL_PENDING";
 
@@ -175,7 +175,7 @@ pub fn bearer(cfg: &SidecarConfig) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Created {
     pub approval_id: String,
-    /// SPEC §5: `{"approvalId","status","projectId","estimatedCost","expiresAt"}`.
+    /// docs/policy.md#check-order-and-replies: `{"approvalId","status","projectId","estimatedCost","expiresAt"}`.
     pub body: String,
 }
 

@@ -1,4 +1,4 @@
-//! The response cache (SPEC §4.3, §5 `x-pag0-cache`): complete 2xx responses kept in proxy-wasm
+//! The response cache (README.md#response-cache, §5 `x-pag0-cache`): complete 2xx responses kept in proxy-wasm
 //! shared data, so a repeated identical call is answered by Envoy at no cost.
 //!
 //! **Layout: a fixed number of slots.** Envoy's shared data has no delete: a key once written

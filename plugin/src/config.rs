@@ -1,4 +1,4 @@
-//! The filter's `configuration` JSON (SPEC §6), parsed once per `on_configure`.
+//! The filter's `configuration` JSON (README.md#configuration-reference), parsed once per `on_configure`.
 //!
 //! Parsing walks a `serde_json::Value` by hand instead of `#[derive(Deserialize)]` so that one
 //! pass reports *every* problem as `path: reason` (serde stops at the first), which is what an

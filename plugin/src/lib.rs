@@ -2,7 +2,7 @@
 //!
 //! - [`approval`]: approvals at the sidecar (create, consume) and the agent's `202`.
 //! - [`cache`]: the response cache in shared data (slots, key, entries).
-//! - [`config`]: the filter's JSON configuration (SPEC §6).
+//! - [`config`]: the filter's JSON configuration (README.md#configuration-reference).
 //! - [`root`]: parse once per `on_configure`, define metrics.
 //! - [`filter`]: per-request decision, reservation, settlement.
 //! - [`managed`]: managed mode's shared state (policy, leases, usage batches, sync election).

@@ -1,4 +1,4 @@
-//! What the upstream's response says about the cost of one allowed request (SPEC §4.2).
+//! What the upstream's response says about the cost of one allowed request (docs/policy.md#settlement-after-the-response).
 //!
 //! The response is never paused or buffered by the host for this: the filter copies each body
 //! chunk as it passes. SSE streams go through the policy's incremental scanner (constant

@@ -23,7 +23,7 @@ use proxy_wasm::types::LogLevel;
 
 use crate::host::{self, Host};
 
-/// Every SPEC §5 code, so each has its counter from the start (a dashboard sees zeros,
+/// Every docs/policy.md#check-order-and-replies code, so each has its counter from the start (a dashboard sees zeros,
 /// not missing series).
 pub const DENY_CODES: [DenyCode; 19] = [
     DenyCode::MissingApiKey,

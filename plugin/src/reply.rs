@@ -1,4 +1,4 @@
-//! Local replies and the headers of allowed responses (SPEC §5).
+//! Local replies and the headers of allowed responses (docs/policy.md#check-order-and-replies).
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Binding an approval to one request (SPEC §5): an approval id is only valid for a replay of
+//! Binding an approval to one request (docs/policy.md#check-order-and-replies): an approval id is only valid for a replay of
 //! the same request — same client, method, host, path (with query) and body.
 //!
 //! Both the filter (when it asks for an approval and when it sees a replay) and the sidecar

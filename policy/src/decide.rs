@@ -25,7 +25,7 @@ pub struct RequestHead<'a> {
     pub requires_approval: bool,
 }
 
-/// SPEC §5 deny codes.
+/// docs/policy.md#check-order-and-replies deny codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DenyCode {
     MissingApiKey,
@@ -198,7 +198,7 @@ impl DenyCode {
         }
     }
 
-    /// HTTP status of the local reply (SPEC §5).
+    /// HTTP status of the local reply (docs/policy.md#check-order-and-replies).
     pub fn status(self) -> u32 {
         match self {
             DenyCode::MissingApiKey | DenyCode::UnknownApiKey => 401,

@@ -1,4 +1,4 @@
-//! The policy document (SPEC §3) as typed data: what the sidecar stores and serves and what
+//! The policy document (docs/policy.md) as typed data: what the sidecar stores and serves and what
 //! [`crate::CompiledPolicy`] is compiled from.
 //!
 //! Deserializing this type alone stops at the first error; use

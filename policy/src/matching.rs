@@ -1,5 +1,5 @@
 //! Endpoint rules: which hosts (and path prefixes) an allow-list, a block-list or a catalogue
-//! entry covers (SPEC §3).
+//! entry covers (docs/policy.md).
 //!
 //! - `example.com` matches `example.com` and every subdomain (`api.example.com`), never
 //!   `badexample.com`.

@@ -1,4 +1,4 @@
-//! Calendar periods for budget counters, in the org's timezone (SPEC §3 `timezone`).
+//! Calendar periods for budget counters, in the org's timezone (docs/policy.md `timezone`).
 //!
 //! A "month" is the calendar month and a "day" the calendar day as seen on a wall clock in
 //! that timezone — not 30 days from the epoch, not 24 hours from the first request. Converting

@@ -1,4 +1,4 @@
-//! The estimate of one request before it is forwarded (SPEC §4.1).
+//! The estimate of one request before it is forwarded (docs/policy.md#the-estimate-before-forwarding).
 //!
 //! - `perRequest` endpoints cost their fixed price; the body is not read.
 //! - Token-priced endpoints (`pricing.models`) read the JSON body:

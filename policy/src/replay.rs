@@ -1,6 +1,6 @@
 //! Re-deciding a recorded request under another policy: the console's what-if.
 //!
-//! A recorded decision (SPEC §8) names the client by id — the API key is never stored — and
+//! A recorded decision (docs/audit.md) names the client by id — the API key is never stored — and
 //! keeps the estimate, never the body. [`CompiledPolicy::redecide`] runs the filter's own
 //! [`CompiledPolicy::check_head_with`] and [`CompiledPolicy::finish`] on those facts, so a
 //! draft is judged by the code that would enforce it, not by a re-implementation:
@@ -25,7 +25,7 @@ pub struct RecordedRequest<'a> {
     pub client_id: &'a str,
     pub method: &'a str,
     pub authority: &'a str,
-    /// As recorded (SPEC §8 keeps it without the query; matching ignores the query anyway).
+    /// As recorded (docs/audit.md keeps it without the query; matching ignores the query anyway).
     pub path: &'a str,
     pub at: DateTime<Utc>,
     /// The estimate the filter reserved for it.

@@ -1,4 +1,4 @@
-//! Settlement: the actual cost of a request, from what the upstream reports (SPEC §4.2).
+//! Settlement: the actual cost of a request, from what the upstream reports (docs/policy.md#settlement-after-the-response).
 
 use std::sync::Arc;
 
@@ -132,7 +132,7 @@ impl Settlement {
         self.charge(status, cost_header, usage).amount
     }
 
-    /// The charge for the request (SPEC §4.2), in this order:
+    /// The charge for the request (docs/policy.md#settlement-after-the-response), in this order:
     /// 1. the endpoint's cost header, if it has one and the value parses;
     /// 2. reported usage priced with the request's model price (ceil per 1k tokens);
     /// 3. an upstream error status (>= 400) without a report costs 0;

@@ -4,7 +4,7 @@
 //!
 //! Envoy sends the request's headers to `/v1/authz<original path>` (`path_prefix: /v1/authz`)
 //! with the filter's sync secret as bearer token; 200 lets the request through, anything else
-//! is returned to the agent as the deny reply (SPEC §5 body and headers).
+//! is returned to the agent as the deny reply (docs/policy.md#check-order-and-replies body and headers).
 //!
 //! Budgets are in-memory counters in this process: the estimate is reserved and never settled
 //! (ext_authz does not see the response). The compiled policy is the sidecar's current

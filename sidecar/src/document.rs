@@ -103,7 +103,7 @@ impl Collection {
         }
     }
 
-    /// The top-level fields a merge patch may name (SPEC §3's fields of a project or a client;
+    /// The top-level fields a merge patch may name (docs/policy.md's fields of a project or a client;
     /// a client's `apiKeySha256` only through rotate-key). Anything else is refused, also with
     /// a `null` value, which would otherwise remove nothing and pass unnoticed.
     pub fn patch_fields(self) -> &'static [&'static str] {

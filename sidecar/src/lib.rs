@@ -1,6 +1,6 @@
 //! pag0-sidecar: the control service of Pag0's managed mode.
 //!
-//! - Admin API (SPEC §7): the policy document, versioned with who/when; projects and clients
+//! - Admin API (docs/sidecar.md): the policy document, versioned with who/when; projects and clients
 //!   one at a time (a client's API key is returned once, only its SHA-256 is stored).
 //! - `POST /v1/sync` for the Envoy filter: usage batches in, exactly once; policy and budget
 //!   leases out (docs/sync-protocol.md).

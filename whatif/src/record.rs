@@ -1,4 +1,4 @@
-//! A recorded decision as the what-if reads it: the facts SPEC §8 keeps of every decision
+//! A recorded decision as the what-if reads it: the facts docs/audit.md keeps of every decision
 //! (client, project, method, authority, path, time, estimate, outcome, actual cost). Fields a
 //! log carries beyond these (latency, body digest, chain hashes, …) are ignored.
 

@@ -71,7 +71,7 @@ impl BudgetView for Counters {
 }
 
 /// Runs `calls` through `live` like the filter (starting from `counters`), returning the
-/// decision records (SPEC §8 facts) in the what-if's input shape.
+/// decision records (docs/audit.md facts) in the what-if's input shape.
 pub fn record(live: &Value, calls: &[Call], counters: &mut Counters) -> Vec<Value> {
     let p = CompiledPolicy::from_value(live).unwrap();
     let mut out = Vec::new();

@@ -40,7 +40,7 @@ pub enum Variant {
     /// The pass-through filter making Pag0's per-request host calls (see [`HOSTCALL_PATTERN`])
     /// and nothing else: prices the host-call pattern apart from Pag0's own logic.
     HostCalls,
-    /// The pass-through filter making only the host calls SPEC §5 needs of any filter that
+    /// The pass-through filter making only the host calls docs/policy.md#check-order-and-replies needs of any filter that
     /// honours the wire contract ([`SPEC_MINIMUM_PATTERN`]): the ABI's floor under the
     /// contract, whatever the filter's code.
     SpecMinimum,
@@ -109,7 +109,7 @@ impl Variant {
 /// `headers=5,map=1,remove=1,time=1,shared_get=12,shared_set=8,metric=4,resp_headers=2,resp_map=1,resp_set=3`.
 pub const HOSTCALL_PATTERN: &str = "map=1,remove=1,time=1,resp_headers=1,resp_remove=3,resp_set=3";
 
-/// The host calls SPEC §4–5 need of any filter for an allowed request, whatever its code:
+/// The host calls docs/policy.md need of any filter for an allowed request, whatever its code:
 /// read the request header map (the API key, and every agent `x-pag0-*` name to strip: no
 /// single read can list them), remove the key header, read the clock (working hours, budget
 /// periods), read `:status` (an upstream error costs 0), and set the three allow headers

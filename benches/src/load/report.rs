@@ -152,7 +152,7 @@ pub fn goals(rows: &[Row], workers: &[u32]) -> Vec<(String, bool)> {
     out
 }
 
-/// What the host calls SPEC §5 needs cost on their own (the `spec-minimum-probe` variant),
+/// What the host calls the wire contract (docs/policy.md#check-order-and-replies) needs cost on their own (the `spec-minimum-probe` variant),
 /// per worker count: the part of the goals no filter honouring the wire contract can go under.
 pub fn contract_floor(rows: &[Row], workers: &[u32]) -> Vec<String> {
     let mut out = Vec::new();
@@ -167,7 +167,7 @@ pub fn contract_floor(rows: &[Row], workers: &[u32]) -> Vec<String> {
         let share = min.saturation_rps / pass.saturation_rps.max(1e-9);
         let user = min.saturation_user_us - pass.saturation_user_us;
         let mut line = format!(
-            "{w}w: the host calls SPEC §5 needs, alone (`spec-minimum-probe`), add {added:.1} µs of proxy CPU per request over the pass-through floor ({user:.1} µs of user time at saturation) and keep {:.1}% of its saturation throughput",
+            "{w}w: the host calls the wire contract needs, alone (`spec-minimum-probe`), add {added:.1} µs of proxy CPU per request over the pass-through floor ({user:.1} µs of user time at saturation) and keep {:.1}% of its saturation throughput",
             share * 100.0
         );
         if let Some(pag0) = find(rows, Variant::Pag0, w) {
@@ -387,7 +387,7 @@ fn propagation_section(s: &mut String, report: &Report) {
     let worst = rows.iter().map(|r| r.5).fold(0.0, f64::max);
     let _ = writeln!(
         s,
-        "\n- {} SPEC §7: a PUT reaches every filter within one sync interval (worst trial {worst:.0} ms, interval {interval} ms)",
+        "\n- {} policy propagation: a PUT reaches every filter within one sync interval (worst trial {worst:.0} ms, interval {interval} ms)",
         if worst <= interval as f64 { "MET" } else { "MISSED" }
     );
 }

@@ -42,7 +42,7 @@ pub struct ProxyParams<'a> {
     pub upstream_port: u16,
     /// `.wasm` file for the wasm variants.
     pub wasm: &'a str,
-    /// The Pag0 filter's configuration JSON (SPEC §6).
+    /// The Pag0 filter's configuration JSON (README.md#configuration-reference).
     pub plugin_config: &'a Value,
     /// The probe's configuration (`hostcalls-probe`).
     pub hostcall_pattern: &'a str,

@@ -1,4 +1,4 @@
-//! SPEC §6: a configuration that does not validate makes on_configure fail, with the errors in
+//! README.md#configuration-reference: a configuration that does not validate makes on_configure fail, with the errors in
 //! the log, so Envoy refuses the listener.
 
 use pag0_host_tests::{fixture, Host, LogLine, StartError};

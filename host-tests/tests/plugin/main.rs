@@ -1,4 +1,4 @@
-//! Black-box tests of the real pag0 .wasm through the host, against SPEC §5 and §6.
+//! Black-box tests of the real pag0 .wasm through the host, against docs/policy.md#check-order-and-replies and §6.
 //! Each test owns its host (its own VMs and shared data), so they run in parallel.
 
 mod body;
@@ -43,7 +43,7 @@ pub fn counted(h: &mut Host, name: &str) -> i64 {
     h.metric(name)
 }
 
-/// A refusal as SPEC §5 words it: status, `x-pag0-decision: deny`, `x-pag0-code`, a JSON body
+/// A refusal as docs/policy.md#check-order-and-replies words it: status, `x-pag0-decision: deny`, `x-pag0-code`, a JSON body
 /// with the same code, and nothing sent upstream; counted once (the first of its code in `h`).
 #[track_caller]
 pub fn assert_denied(h: &mut Host, ex: &Exchange, status: u16, code: &str) {

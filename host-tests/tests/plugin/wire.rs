@@ -1,4 +1,4 @@
-//! Every SPEC §5 code, and the headers the filter reads and strips.
+//! Every docs/policy.md#check-order-and-replies code, and the headers the filter reads and strips.
 
 use pag0_host_tests::fixture::{self, NIGHT_KEY, OPS_KEY, SALES_KEY};
 use pag0_host_tests::{CallAnswer, Host, Request, Response};
@@ -156,7 +156,7 @@ fn control_plane_unavailable_is_503_when_failing_closed() {
         .build();
     let mut host = match host {
         Ok(h) => h,
-        Err(e) => panic!("SPEC §6: a managed-mode configuration must be accepted: {e}"),
+        Err(e) => panic!("a managed-mode configuration (README.md#configuration-reference) must be accepted: {e}"),
     };
     host.advance(std::time::Duration::from_secs(2));
     let ex = host.run(&deepl(SALES_KEY), &ok());

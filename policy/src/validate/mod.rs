@@ -1,4 +1,4 @@
-//! Validation and compilation of a policy document (SPEC §3) into [`CompiledPolicy`]: an
+//! Validation and compilation of a policy document (docs/policy.md) into [`CompiledPolicy`]: an
 //! immutable form with everything a request needs precomputed (client lookup by key hash,
 //! the catalogue ordered by specificity, each client's effective org → project → client rules).
 //!

@@ -3,7 +3,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::fixtures::acme_policy;
 
-/// The SPEC §3 example, completed (a real key hash).
+/// The docs/policy.md example, completed (a real key hash).
 pub(crate) fn spec_example() -> Value {
     json!({
       "orgId": "acme-corp",

@@ -1,4 +1,4 @@
-//! The Organization Console (SPEC §10): a web UI served by the sidecar at `/console`.
+//! The Organization Console (docs/console.md): a web UI served by the sidecar at `/console`.
 //!
 //! - [`assets`]: the page, its ES modules and the what-if engine (wasm), embedded in the
 //!   binary; nothing is fetched from elsewhere at run time.

@@ -1,4 +1,4 @@
-//! The policy document (SPEC §3) as JSON Schema, field for field what
+//! The policy document (docs/policy.md) as JSON Schema, field for field what
 //! `pag0_policy::validate` accepts: every object refuses unknown fields
 //! (`additionalProperties: false`), the fields the validator requires are `required`, and no
 //! field is nullable (the validator refuses `null` everywhere). Constraints the validator
@@ -29,7 +29,7 @@ fn tags() -> Value {
             "description": "free-form string labels; tags.costCenter groups analytics" })
 }
 
-/// The rule fields every level has (SPEC §3 "Inheritance is intersection").
+/// The rule fields every level has (docs/policy.md "Inheritance is intersection").
 fn rule_fields() -> Vec<(&'static str, Value)> {
     vec![
         ("allowedEndpoints", strings()),
@@ -194,7 +194,7 @@ pub(super) fn schemas() -> Value {
             ("endpoints", json!({ "type": "array", "items": r("Endpoint") })),
             ("projects", json!({ "type": "array", "items": r("Project") })),
             ("clients", json!({ "type": "array", "items": r("Client") })),
-        ]), "SPEC §3. Unknown fields are errors; the whole document is validated (400 INVALID_POLICY with every `path: reason`)"),
+        ]), "The policy document (docs/policy.md). Unknown fields are errors; the whole document is validated (400 INVALID_POLICY with every `path: reason`)"),
         "ProjectPatch": patch(Collection::Projects),
         "ClientPatch": patch(Collection::Clients),
     })

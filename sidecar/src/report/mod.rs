@@ -274,7 +274,7 @@ async fn audit_evidence(store: &dyn Store) -> Result<AuditEvidence, String> {
 
 // === money ===
 
-/// A policy money field: a decimal string or an integer (SPEC §2).
+/// A policy money field: a decimal string or an integer (docs/policy.md).
 fn money(v: Option<&Value>) -> Option<u64> {
     match v? {
         Value::String(s) => s.parse().ok(),

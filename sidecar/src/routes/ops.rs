@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::error::{AppError, Logged};
 use crate::AppState;
 
-/// SPEC §7: "anyone on loopback". Peers elsewhere get 403 unless `--public-ops`.
+/// docs/sidecar.md: "anyone on loopback". Peers elsewhere get 403 unless `--public-ops`.
 /// (Requests without a peer address — in-process tests — count as local.)
 pub async fn loopback_only(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let peer = req

@@ -35,7 +35,7 @@ async fn health_readiness_and_metrics() {
         r.text
     );
 
-    // From another host: refused (SPEC §7: loopback).
+    // From another host: refused (docs/sidecar.md: loopback).
     let mut req = Request::get("/metrics").body(Body::empty()).unwrap();
     req.extensions_mut()
         .insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 7], 5000))));
