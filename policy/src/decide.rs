@@ -174,6 +174,55 @@ pub fn decide(
 // === impl DenyCode ===
 
 impl DenyCode {
+    /// Every code, in [`DenyCode::index`] order (a test checks the two agree, and the
+    /// exhaustive match in `index` makes a new variant a compile error until it is placed).
+    pub const ALL: [DenyCode; 19] = [
+        DenyCode::MissingApiKey,
+        DenyCode::UnknownApiKey,
+        DenyCode::EndpointBlocked,
+        DenyCode::EndpointNotAllowed,
+        DenyCode::CategoryNotAllowed,
+        DenyCode::OutsideWorkingHours,
+        DenyCode::MaxPerRequestExceeded,
+        DenyCode::BudgetExceeded,
+        DenyCode::ApprovalDenied,
+        DenyCode::ApprovalExpired,
+        DenyCode::ApprovalMismatch,
+        DenyCode::ApprovalUsed,
+        DenyCode::ApprovalRequired,
+        DenyCode::ControlPlaneUnavailable,
+        DenyCode::BodyTooLarge,
+        DenyCode::BadRequestBody,
+        DenyCode::RequestedByInvalid,
+        DenyCode::AmbiguousPath,
+        DenyCode::InvalidAuthority,
+    ];
+
+    /// This code's position in [`DenyCode::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            DenyCode::MissingApiKey => 0,
+            DenyCode::UnknownApiKey => 1,
+            DenyCode::EndpointBlocked => 2,
+            DenyCode::EndpointNotAllowed => 3,
+            DenyCode::CategoryNotAllowed => 4,
+            DenyCode::OutsideWorkingHours => 5,
+            DenyCode::MaxPerRequestExceeded => 6,
+            DenyCode::BudgetExceeded => 7,
+            DenyCode::ApprovalDenied => 8,
+            DenyCode::ApprovalExpired => 9,
+            DenyCode::ApprovalMismatch => 10,
+            DenyCode::ApprovalUsed => 11,
+            DenyCode::ApprovalRequired => 12,
+            DenyCode::ControlPlaneUnavailable => 13,
+            DenyCode::BodyTooLarge => 14,
+            DenyCode::BadRequestBody => 15,
+            DenyCode::RequestedByInvalid => 16,
+            DenyCode::AmbiguousPath => 17,
+            DenyCode::InvalidAuthority => 18,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DenyCode::MissingApiKey => "MISSING_API_KEY",

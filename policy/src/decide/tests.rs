@@ -795,6 +795,16 @@ fn acme_fixture_decisions() {
 }
 
 #[test]
+fn deny_code_all_lists_every_code_once_in_index_order() {
+    for (i, code) in DenyCode::ALL.iter().enumerate() {
+        assert_eq!(code.index(), i, "{code:?}");
+    }
+    let names: std::collections::BTreeSet<&str> =
+        DenyCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(names.len(), DenyCode::ALL.len(), "distinct wire strings");
+}
+
+#[test]
 fn deny_codes_have_spec_strings_and_statuses() {
     let all = [
         (DenyCode::MissingApiKey, "MISSING_API_KEY", 401),
