@@ -34,7 +34,7 @@ pub fn budget_exceeded(project_id: &Arc<str>, r: &Reservation, used: Micros) -> 
             used,
             r.amount
         ),
-        scope: Some(r.key.scope.label()),
+        scope: Some(r.key.scope.kind()),
         project_id: Some(project_id.clone()),
         client_id: None,
     }
@@ -75,7 +75,7 @@ pub fn allow_headers(project_id: &str, estimate: Micros) -> [(&'static str, Cow<
 
 #[cfg(test)]
 mod tests {
-    use pag0_policy::budget::Scope;
+    use pag0_policy::budget::{Scope, ScopeKind};
 
     use super::*;
 
@@ -91,7 +91,7 @@ mod tests {
         };
         let d = budget_exceeded(&"sales-ai".into(), &r, Micros::new(14_990_000));
         assert_eq!(d.code.status(), 402);
-        assert_eq!(d.scope, Some("project.monthly"));
+        assert_eq!(d.scope.map(ScopeKind::label), Some("project.monthly"));
         assert_eq!(
             d.message,
             "project sales-ai monthly budget: 15000000 limit, 14990000 spent, 120000 requested"

@@ -14,6 +14,28 @@ pub enum Scope {
     ProjectDaily(Arc<str>),
 }
 
+/// The level and period of a budget, without the project: what a refusal's `scope` names
+/// (`org.monthly`, `project.daily`, …).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScopeKind {
+    OrgMonthly,
+    OrgDaily,
+    ProjectMonthly,
+    ProjectDaily,
+}
+
+impl ScopeKind {
+    /// The wire spelling: `org.monthly`, `org.daily`, `project.monthly`, `project.daily`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ScopeKind::OrgMonthly => "org.monthly",
+            ScopeKind::OrgDaily => "org.daily",
+            ScopeKind::ProjectMonthly => "project.monthly",
+            ScopeKind::ProjectDaily => "project.daily",
+        }
+    }
+}
+
 /// One counter: a scope in one calendar period of the org's timezone
 /// (`period` is `YYYY-MM` for monthly scopes, `YYYY-MM-DD` for daily ones).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -60,11 +82,16 @@ impl BudgetView for NothingSpent {
 impl Scope {
     /// The name used in `BUDGET_EXCEEDED` replies (`scope` field): `org.monthly`, `project.daily`, …
     pub fn label(&self) -> &'static str {
+        self.kind().label()
+    }
+
+    /// The level and period, without the project.
+    pub fn kind(&self) -> ScopeKind {
         match self {
-            Scope::OrgMonthly => "org.monthly",
-            Scope::OrgDaily => "org.daily",
-            Scope::ProjectMonthly(_) => "project.monthly",
-            Scope::ProjectDaily(_) => "project.daily",
+            Scope::OrgMonthly => ScopeKind::OrgMonthly,
+            Scope::OrgDaily => ScopeKind::OrgDaily,
+            Scope::ProjectMonthly(_) => ScopeKind::ProjectMonthly,
+            Scope::ProjectDaily(_) => ScopeKind::ProjectDaily,
         }
     }
 

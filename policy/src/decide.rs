@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::budget::{BudgetKey, BudgetView, Reservation, Scope};
+use crate::budget::{BudgetKey, BudgetView, Reservation, Scope, ScopeKind};
 use crate::learn::Learned;
 use crate::matching::{RequestTarget, TargetError};
 use crate::money::Micros;
@@ -58,8 +58,9 @@ pub enum DenyCode {
 pub struct Deny {
     pub code: DenyCode,
     pub message: String,
-    /// e.g. `org.monthly`, `project.daily` for budgets; `None` where no scope applies.
-    pub scope: Option<&'static str>,
+    /// The budget without room (`org.monthly`, `project.daily`, …); `None` where no scope
+    /// applies.
+    pub scope: Option<ScopeKind>,
     pub project_id: Option<Arc<str>>,
     /// The client the API key named, when the refusal came after it was identified (what
     /// the decision log records; not part of the reply body).
@@ -294,7 +295,7 @@ impl Deny {
             err.insert("projectId".into(), p.to_string().into());
         }
         if let Some(s) = self.scope {
-            err.insert("scope".into(), s.into());
+            err.insert("scope".into(), s.label().into());
         }
         serde_json::json!({ "error": err }).to_string()
     }
@@ -496,7 +497,7 @@ impl CompiledPolicy {
         opts: &FinishOptions,
     ) -> Decision {
         let project_id = pending.project_id.clone();
-        let deny = |code: DenyCode, message: String, scope: Option<&'static str>| {
+        let deny = |code: DenyCode, message: String, scope: Option<ScopeKind>| {
             Decision::Deny(Deny {
                 code,
                 message,
@@ -599,7 +600,7 @@ impl CompiledPolicy {
 
         // Budgets: every configured counter must have room.
         let mut reservations = Vec::new();
-        let mut failures: Vec<(String, &'static str)> = Vec::new();
+        let mut failures: Vec<(String, ScopeKind)> = Vec::new();
         let any_budget = self.org_monthly.is_some()
             || self.org_daily.is_some()
             || project.monthly.is_some()
@@ -641,7 +642,7 @@ impl CompiledPolicy {
                             };
                         failures.push((
                             format!("{who} {span} budget: {limit} limit, {used} spent, {reserve} requested"),
-                            key.scope.label(),
+                            key.scope.kind(),
                         ));
                     }
                 }
@@ -653,7 +654,7 @@ impl CompiledPolicy {
                 .map(|(m, _)| m.as_str())
                 .collect::<Vec<_>>()
                 .join("; ");
-            return deny(DenyCode::BudgetExceeded, message, Some(scope));
+            return deny(DenyCode::BudgetExceeded, message, Some(*scope));
         }
 
         // Approval.

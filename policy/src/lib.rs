@@ -32,7 +32,7 @@ pub mod validate;
 #[cfg(test)]
 mod robustness_tests;
 
-pub use budget::{BudgetKey, BudgetView, Reservation, Scope};
+pub use budget::{BudgetKey, BudgetView, Reservation, Scope, ScopeKind};
 pub use decide::{
     decide, Allow, ApprovalNeeded, ApprovalReason, Decision, Deny, DenyCode, FinishOptions,
     HeadOutcome, Pending, RequestHead,

@@ -137,7 +137,7 @@ impl Authz {
                             room,
                             r.amount
                         ),
-                        scope: Some(r.key.scope.label()),
+                        scope: Some(r.key.scope.kind()),
                         project_id: Some(allow.project_id.clone()),
                         client_id: Some(allow.client_id.clone()),
                     };

@@ -172,7 +172,7 @@ pub fn run(
                 let v = Verdict {
                     outcome: Outcome::Deny,
                     code: Some(x.code.as_str().to_string()),
-                    scope: x.scope.map(str::to_string),
+                    scope: x.scope.map(|s| s.label().to_string()),
                     message: Some(x.message.clone()),
                 };
                 (v, Micros::ZERO)

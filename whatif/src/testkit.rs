@@ -102,7 +102,7 @@ pub fn record(live: &Value, calls: &[Call], counters: &mut Counters) -> Vec<Valu
             Decision::Deny(x) => {
                 rec["outcome"] = json!("deny");
                 rec["code"] = json!(x.code.as_str());
-                rec["scope"] = json!(x.scope);
+                rec["scope"] = json!(x.scope.map(|s| s.label()));
                 rec["projectId"] = json!(x.project_id.as_deref());
                 // The filter records its estimate with a refusal too; a budget refusal's
                 // message names it ("… N requested").

@@ -91,7 +91,7 @@ impl Note {
         self.decided = true;
         self.event.decision = DecisionKind::Deny;
         self.event.code = Some(d.code.as_str().to_string());
-        self.event.scope = d.scope.map(str::to_string);
+        self.event.scope = d.scope.map(|s| s.label().to_string());
         if let Some(p) = &d.project_id {
             self.event.project_id = Some(text(p, limits::MAX_ID));
         }

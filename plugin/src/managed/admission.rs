@@ -1,7 +1,7 @@
 //! Admission in managed mode: a request's counters read once ([`LeaseView`]), checked against
 //! the leases instead of the limits.
 
-use pag0_policy::{BudgetKey, BudgetView, CompiledPolicy, Micros, Reservation};
+use pag0_policy::{BudgetKey, BudgetView, CompiledPolicy, Micros, Reservation, ScopeKind};
 
 use crate::config::FailureMode;
 use crate::counters::{Counters, HostError, SharedStore};
@@ -77,10 +77,10 @@ impl LeaseView {
     /// A budget refusal on this scope (`org.monthly`, `project.daily`, …; unique among the
     /// org's and one project's counters) or counter only means "this Envoy's slice is spent"
     /// while the fleet still had room: answer 503 `CONTROL_PLANE_UNAVAILABLE` (retry), not 402.
-    pub fn slice_spent(&self, scope: Option<&str>, key: Option<&BudgetKey>) -> bool {
+    pub fn slice_spent(&self, scope: Option<ScopeKind>, key: Option<&BudgetKey>) -> bool {
         self.counters.iter().any(|c| {
             let hit =
-                key.is_some_and(|k| &c.key == k) || scope.is_some_and(|s| s == c.key.scope.label());
+                key.is_some_and(|k| &c.key == k) || scope.is_some_and(|s| s == c.key.scope.kind());
             hit && matches!(c.admit, Admit::Lease(_)) && c.fleet_has_room
         })
     }

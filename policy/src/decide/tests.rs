@@ -500,7 +500,10 @@ fn budgets_are_checked_through_the_views_check() {
         ),
         now,
     ));
-    assert_eq!(d.scope, Some("org.monthly"));
+    assert_eq!(
+        d.scope.map(crate::budget::ScopeKind::label),
+        Some("org.monthly")
+    );
     assert!(d.message.contains("99999500 spent"), "{}", d.message);
 }
 
@@ -518,7 +521,10 @@ fn budget_exceeded_names_scope_and_numbers() {
     ));
     assert_eq!(d.code, DenyCode::BudgetExceeded);
     assert_eq!(d.code.status(), 402);
-    assert_eq!(d.scope, Some("project.monthly"));
+    assert_eq!(
+        d.scope.map(crate::budget::ScopeKind::label),
+        Some("project.monthly")
+    );
     assert_eq!(d.project_id.as_deref(), Some("sales-ai"));
     assert_eq!(
         d.message,
@@ -540,7 +546,7 @@ fn budget_exceeded_names_scope_and_numbers() {
             _ => 500_000,
         };
         let d = deny_of(decide(&p, &h, None, &spent(&[(key, limit - 999)]), now));
-        assert_eq!(d.scope, Some(scope));
+        assert_eq!(d.scope.map(crate::budget::ScopeKind::label), Some(scope));
         // Exactly filling the budget is allowed.
         assert!(matches!(
             decide(&p, &h, None, &spent(&[(key, limit - 1000)]), now),
@@ -567,7 +573,10 @@ fn budget_exceeded_names_scope_and_numbers() {
         ]),
         now,
     ));
-    assert_eq!(d.scope, Some("org.daily"));
+    assert_eq!(
+        d.scope.map(crate::budget::ScopeKind::label),
+        Some("org.daily")
+    );
     assert_eq!(
         d.message,
         "org acme-corp daily budget: 5000000 limit, 5000000 spent, 1000 requested; \

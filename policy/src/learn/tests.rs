@@ -410,7 +410,10 @@ fn a_budget_refusal_names_what_the_learned_figure_asked_for() {
     let Decision::Deny(d) = finish(&p, Some(learned), &spent) else {
         panic!("admitted");
     };
-    assert_eq!(d.scope, Some("project.daily"));
+    assert_eq!(
+        d.scope.map(crate::budget::ScopeKind::label),
+        Some("project.daily")
+    );
     assert!(
         d.message.ends_with("400000 spent, 120000 requested"),
         "{}",

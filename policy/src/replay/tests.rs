@@ -236,7 +236,10 @@ fn budgets_are_checked_against_the_view_given() {
     match p.redecide(&r, &Spent(spent)) {
         Decision::Deny(d) => {
             assert_eq!(d.code, DenyCode::BudgetExceeded);
-            assert_eq!(d.scope, Some("project.daily"));
+            assert_eq!(
+                d.scope.map(crate::budget::ScopeKind::label),
+                Some("project.daily")
+            );
         }
         other => panic!("expected BUDGET_EXCEEDED, got {other:?}"),
     }
