@@ -243,6 +243,7 @@ pub fn app(state: AppState) -> Router {
         .merge(ops_routes)
         .merge(authz::router())
         .merge(console::router())
+        .route_layer(axum::middleware::from_fn(routes::refuse_nul_in_uri))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             console::session::csrf_guard,

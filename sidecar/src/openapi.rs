@@ -338,8 +338,8 @@ fn approval_schemas() -> Value {
 }
 
 /// What every operation of a kind can answer, added where its own list does not say it:
-/// 401/403 on authenticated operations, 413 on operations with a body (over 8 MiB; axum's
-/// plain-text refusal), 500 (a bug) and 503 (the store does not answer) on `/v1` routes.
+/// 401/403 on authenticated operations, 400 on operations with path or query parameters (a
+/// `%00` in one), 413 on operations with a body (over 8 MiB; axum's plain-text refusal), 500 (a bug) and 503 (the store does not answer) on `/v1` routes.
 fn common_responses(doc: &mut Value) {
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
@@ -354,6 +354,7 @@ fn common_responses(doc: &mut Value) {
                 .and_then(Value::as_array)
                 .is_some_and(|s| !s.is_empty());
             let body = op.get("requestBody").is_some();
+            let params = op.get("parameters").is_some();
             let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
                 continue;
             };
@@ -363,6 +364,12 @@ fn common_responses(doc: &mut Value) {
             if secured {
                 add("401", err("UNAUTHORIZED: missing or unknown credentials"));
                 add("403", err("FORBIDDEN: a credential of another role"));
+            }
+            if params {
+                add(
+                    "400",
+                    err("BAD_REQUEST: a path or query value holds U+0000 (%00)"),
+                );
             }
             if body {
                 add(

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::parse_json;
+use super::{nul_path, parse_json_per_element};
 use crate::auth::Filter;
 use crate::document::{limit_for, parse_counter};
 use crate::error::AppError;
@@ -264,6 +264,11 @@ pub(crate) fn classify(raw: &[Value]) -> Classified {
         quarantined: Vec::new(),
     };
     for (i, v) in raw.iter().enumerate() {
+        if let Some(path) = nul_path(v) {
+            out.quarantined
+                .push((i, format!("usage[{i}]{path}: a string holds U+0000 (NUL)")));
+            continue;
+        }
         match serde_json::from_value::<UsageIn>(v.clone()) {
             Err(e) => out.quarantined.push((i, format!("usage[{i}]: {e}"))),
             Ok(u) => {
@@ -379,7 +384,7 @@ pub async fn sync(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Json<SyncResponse>, AppError> {
-    let req: SyncRequest = parse_json(&body)?;
+    let req: SyncRequest = parse_json_per_element(&body)?;
     if let Err(e) = check(&req, state.config.max_batch) {
         state
             .metrics

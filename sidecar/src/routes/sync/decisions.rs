@@ -200,6 +200,10 @@ pub fn audit_rows(
             .enumerate()
             .map(|(index, raw)| {
                 let o = Origin { instance_id, seq, field, index };
+                let read = |o: &Origin<'_>, raw: &Value| match super::super::nul_path(raw) {
+                    Some(path) => Err(format!("{path}: a string holds U+0000 (NUL)")),
+                    None => read(o, raw),
+                };
                 read(&o, raw).unwrap_or_else(|why| {
                     tracing::warn!(instance = %instance_id, seq, field, index, "decision log element rejected: {why}");
                     o.rejected(raw, format!("{field}[{index}]: {why}"), now_ms)

@@ -500,3 +500,113 @@ async fn learn_facts_teach_the_fleet_and_every_answer_carries_it() {
         "120000"
     );
 }
+
+/// A U+0000 anywhere in an element: PostgreSQL's TEXT cannot hold it (SQLite can), so it was a
+/// 503 on one backend only (schemathesis found it on `/v1/sync`). On both, the element is put
+/// aside like any malformed one and the batch applies; elsewhere a body or a path/query with a
+/// NUL is a 400, never a store error.
+async fn nul_is_refused_at_the_edge_over(h: crate::testing::Harness) {
+    h.put_policy(ALICE, &policy()).await;
+    let mut bad_usage = usage("5", &[ORG_MONTH]);
+    bad_usage["projectId"] = json!("sales\u{0}ai");
+    let mut bad_suspect = usage("7", &[ORG_MONTH]);
+    bad_suspect["suspect"] = json!({ "raw": "1\u{0}0", "reason": "above the bound" });
+    let mut bad_event = decision(1_000, "allow", None);
+    bad_event["authority"] = json!("api.openai.com\u{0}");
+    let mut bad_key = decision(1_001, "allow", None);
+    bad_key["x\u{0}"] = json!(1);
+    let r = h
+        .sync(json!({ "instanceId": "envoy-nul", "seq": 1,
+            "usage": [usage("10", &[ORG_MONTH]), bad_usage, bad_suspect],
+            "decisions": [bad_event, bad_key, decision(1_002, "allow", None)] }))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        h.spent(ORG_MONTH).await,
+        "10",
+        "only the good record applied"
+    );
+    let r = h
+        .call(Method::GET, "/v1/usage/exceptions", Some(ALICE), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let reasons: Vec<String> = r.body["exceptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r == "usage[1].projectId: a string holds U+0000 (NUL)"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r == "usage[2].suspect.raw: a string holds U+0000 (NUL)"),
+        "{reasons:?}"
+    );
+    assert_eq!(audit_kind(&h, "decision").await.len(), 1);
+    let rejected = audit_kind(&h, "decision.rejected").await;
+    let reasons: Vec<&str> = rejected
+        .iter()
+        .filter_map(|r| r["details"]["reason"].as_str())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "decisions[0]: .authority: a string holds U+0000 (NUL)",
+            "decisions[1]: .x\\0: a string holds U+0000 (NUL)"
+        ]
+    );
+    // Other bodies: 400 with the path, nothing stored.
+    let r = h
+        .call(
+            Method::POST,
+            "/v1/projects",
+            Some(ALICE),
+            Some(json!({ "id": "p-nul", "name": "a\u{0}b", "policy": {} })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(
+        r.text.contains("request body.name: a string holds U+0000"),
+        "{}",
+        r.text
+    );
+    // Paths and queries.
+    for uri in [
+        "/v1/projects/a%00b",
+        "/v1/audit?projectId=%00",
+        "/v1/anomalies?project=x%00",
+    ] {
+        let r = h.call(Method::GET, uri, Some(ALICE), None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", r.text);
+        assert_eq!(crate::testing::code(&r), "BAD_REQUEST", "{uri}");
+    }
+    let v = h
+        .call(Method::GET, "/v1/audit/verify", Some(ALICE), None)
+        .await;
+    assert_eq!(v.body["ok"], true, "{}", v.text);
+}
+
+#[tokio::test]
+async fn nul_is_refused_at_the_edge_on_sqlite() {
+    nul_is_refused_at_the_edge_over(harness()).await;
+}
+
+#[tokio::test]
+async fn nul_is_refused_at_the_edge_on_postgres() {
+    let Some(store) = crate::store::tests::pg_store("nul_is_refused_at_the_edge").await else {
+        return;
+    };
+    let h = crate::testing::Harness::over(
+        std::sync::Arc::new(store),
+        crate::testing::tokens(),
+        tempfile::tempdir().unwrap(),
+    );
+    nul_is_refused_at_the_edge_over(h).await;
+}
