@@ -110,6 +110,8 @@ timeout --kill-after=5 "$((MAX_TIME + 15))" \
     "${SEED[@]}" || status=$?
 echo "schemathesis: ${status} after $(( $(date +%s) - started )) s (exit code; 0 = no finding)"
 if [ "$status" -ne 0 ]; then
+  echo "--- sidecar errors (last 20) ---" >&2
+  grep -E ' ERROR ' "$TMP/sidecar.log" | tail -n 20 >&2 || true
   echo "--- sidecar log (last 40 lines) ---" >&2
   tail -n 40 "$TMP/sidecar.log" >&2
 fi
