@@ -6,7 +6,8 @@
 //! them cache hits, and `PAG0_BENCH_DECISIONS` (default: as many) decision rows in the audit log (`kind = 'decision'`, the same
 //! spread, 4 models, 40 % allowed with a latency, 20 % cache hits, 30 % denied by 3 codes, the
 //! rest held; written straight into the table, so the chain is not valid — the read does not
-//! check it). Then the route is called through the router (auth, policy read, counters,
+//! check it), and `PAG0_BENCH_ANOMALIES` (default 1000) stored anomalies over the same month (5
+//! kinds, a third project-wide, the rest per client). Then the route is called through the router (auth, policy read, counters,
 //! approvals, ledger query, grouping, JSON) `PAG0_BENCH_RUNS` times (default 5) per query.
 //!
 //! `cargo bench -p pag0-sidecar --bench analytics_ledger`
@@ -72,6 +73,59 @@ fn insert_sql(series: &str, from: i64, to: i64, n: u64) -> String {
     )
 }
 
+/// `n` rows in `anomalies`, over the same span (unique keys: each window starts at its own ms).
+fn anomalies_sql(series: &str, from: i64, to: i64, n: u64) -> String {
+    let span = (to - from - 1).max(1);
+    format!(
+        "INSERT INTO anomalies (kind, project_id, client_id, subject, window_from_ms, window_to_ms,
+             score, baseline, observed, unit, explanation, detected_at_ms)
+         SELECT CASE i % 5 WHEN 0 THEN 'spend_spike' WHEN 1 THEN 'request_spike'
+                  WHEN 2 THEN 'costly_request' WHEN 3 THEN 'new_endpoint' ELSE 'off_hours_burst' END,
+             'project-' || (i % 20), CASE WHEN i % 3 = 0 THEN '' ELSE 'client-' || (i % 400) END,
+             CASE WHEN i % 5 = 3 THEN 'api-' || (i % 10) || '.example.com' ELSE '' END,
+             {from} + (i * {span}) / {n}, {from} + (i * {span}) / {n} + 3600000,
+             7.5, 100, 1000, 'requests', 'bench anomaly ' || i, {from} + (i * {span}) / {n} + 3600000
+         FROM {series}"
+    )
+}
+
+/// The store reads behind anomalies and the series' decision facts, alone over the month,
+/// `runs` times each: `anomalies_in` (what the anomalies add), and `decision_buckets` (what a
+/// series adds over `decision_stats`).
+async fn time_reads(label: &str, store: &dyn Store, from: i64, to: i64, runs: u32) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    for what in ["anomalies_in", "decision_stats", "decision_buckets"] {
+        let mut times = Vec::new();
+        let mut counted = 0;
+        for _ in 0..runs {
+            let t = Instant::now();
+            counted = match what {
+                "anomalies_in" => {
+                    let r = store.anomalies_in(from, to, 3).await.expect("anomalies_in");
+                    r.counts.iter().map(|c| c.count).sum::<u64>()
+                }
+                "decision_stats" => store
+                    .decision_stats(from, to)
+                    .await
+                    .expect("decision_stats")
+                    .len() as u64,
+                _ => store
+                    .decision_buckets(from, to, 15 * 60_000)
+                    .await
+                    .expect("decision_buckets")
+                    .len() as u64,
+            };
+            times.push(t.elapsed());
+        }
+        times.sort();
+        println!(
+            "{label:<10} {what:<16} returned={counted:<8} min={:>8.2} ms  median={:>8.2} ms",
+            ms(times[0]),
+            ms(times[times.len() / 2]),
+        );
+    }
+}
+
 /// `n` decision rows in `audit_log`, as `insert_sql` does for the ledger (seqs 1..=n).
 fn decisions_sql(series: &str, from: i64, to: i64, n: u64) -> String {
     let span = (to - from - 1).max(1);
@@ -135,6 +189,7 @@ async fn time_queries(label: &str, store: Arc<dyn Store>, rows: u64, runs: u32) 
 async fn main() {
     let rows = env_u64("PAG0_BENCH_ROWS", 100_000).max(1);
     let decisions = env_u64("PAG0_BENCH_DECISIONS", rows);
+    let anomalies = env_u64("PAG0_BENCH_ANOMALIES", 1000);
     // 0 decisions: an empty series (the SQL never divides by it).
     let dn = decisions.max(1);
     let runs = u32::try_from(env_u64("PAG0_BENCH_RUNS", 5).max(1)).unwrap_or(5);
@@ -152,16 +207,18 @@ async fn main() {
         )
         };
         c.execute_batch(&format!(
-            "BEGIN; {}; {}; COMMIT; ANALYZE;",
+            "BEGIN; {}; {}; {}; COMMIT; ANALYZE;",
             insert_sql(&series(rows), from, to, rows),
-            decisions_sql(&series(decisions), from, to, dn)
+            decisions_sql(&series(decisions), from, to, dn),
+            anomalies_sql(&series(anomalies), from, to, anomalies.max(1))
         ))
         .expect("fill sqlite");
     }
     println!(
-        "sqlite     filled {rows} ledger + {decisions} decision rows in {:.1} s",
+        "sqlite     filled {rows} ledger + {decisions} decision rows + {anomalies} anomalies in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    time_reads("sqlite", &store, from, to, runs).await;
     time_queries("sqlite", Arc::new(store), rows, runs).await;
 
     // PostgreSQL, in a fresh schema dropped afterwards.
@@ -186,16 +243,19 @@ async fn main() {
         format!("SET search_path = {schema}"),
         insert_sql(&series(rows), from, to, rows),
         decisions_sql(&series(decisions), from, to, dn),
+        anomalies_sql(&series(anomalies), from, to, anomalies.max(1)),
         "VACUUM ANALYZE usage_ledger".to_owned(),
         "VACUUM ANALYZE audit_log".to_owned(),
+        "VACUUM ANALYZE anomalies".to_owned(),
     ] {
         client.batch_execute(&sql).await.expect("fill postgres");
     }
     println!(
-        "postgres   filled {rows} ledger + {decisions} decision rows in {:.1} s",
+        "postgres   filled {rows} ledger + {decisions} decision rows + {anomalies} anomalies in {:.1} s",
         t.elapsed().as_secs_f64()
     );
     let store = Arc::new(store);
+    time_reads("postgres", store.as_ref(), from, to, runs).await;
     time_queries("postgres", store.clone(), rows, runs).await;
     store.drop_schema().await.expect("drop schema");
 }

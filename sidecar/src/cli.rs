@@ -780,13 +780,18 @@ fn print_analytics(v: &Value) {
             .and_then(|x| x.get("count"))
             .map_or_else(|| "-".into(), Value::to_string)
     };
+    let anomalies = |g: &Value| {
+        g.get("anomalies")
+            .and_then(|x| x.get("count"))
+            .map_or_else(|| "-".into(), Value::to_string)
+    };
     let ms = |g: &Value, k: &str| match g.get(k).and_then(Value::as_f64) {
         Some(x) => format!("{x:.0}"),
         None => "-".into(),
     };
     let row = |key: &str, g: &Value| {
         println!(
-            "{:<32} {:>14} {:>10} {:>10} {:>9} {:>14} {:>10} {:>8} {:>8} {:>8}",
+            "{:<32} {:>14} {:>10} {:>10} {:>9} {:>14} {:>10} {:>8} {:>8} {:>8} {:>9}",
             key,
             s(g, "totalCost"),
             s(g, "totalRequests"),
@@ -796,7 +801,8 @@ fn print_analytics(v: &Value) {
             month_use(g),
             denied(g),
             ms(g, "avgLatency"),
-            ms(g, "p95Latency")
+            ms(g, "p95Latency"),
+            anomalies(g)
         );
     };
     for sec in v
@@ -807,7 +813,7 @@ fn print_analytics(v: &Value) {
     {
         println!();
         println!(
-            "{:<32} {:>14} {:>10} {:>10} {:>9} {:>14} {:>10} {:>8} {:>8} {:>8}",
+            "{:<32} {:>14} {:>10} {:>10} {:>9} {:>14} {:>10} {:>8} {:>8} {:>8} {:>9}",
             s(sec, "groupBy").to_uppercase(),
             "COST",
             "REQUESTS",
@@ -817,7 +823,8 @@ fn print_analytics(v: &Value) {
             "MONTH USE",
             "DENIED",
             "AVG MS",
-            "P95 MS"
+            "P95 MS",
+            "ANOMALIES"
         );
         for g in sec
             .get("groups")

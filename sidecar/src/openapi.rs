@@ -537,6 +537,8 @@ fn base_document() -> Value {
                     "savings": { "allOf": [reference("Micros")], "description": "what the cache hits avoided" } } },
                 "Utilization": analytics_utilization_schema(),
                 "AnalyticsGroup": analytics_group_schema(),
+                "AnalyticsAnomalies": analytics_anomalies_schema(),
+                "AnalyticsPoint": analytics_point_schema(),
                 "Analytics": analytics_schema()
             }
         },
@@ -587,10 +589,12 @@ fn base_document() -> Value {
                     { "name": "project", "in": "query", "required": false, "schema": { "type": "string" } },
                     { "name": "since", "in": "query", "required": false, "schema": { "type": "string", "format": "date-time" },
                       "description": "only windows ending after this time" },
+                    { "name": "until", "in": "query", "required": false, "schema": { "type": "string", "format": "date-time" },
+                      "description": "only windows starting before this time (with since: the windows overlapping [since, until), what /v1/analytics counts for that range)" },
                     { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } } ],
                 "responses": {
                     "200": ok_json("the anomalies", anomalies_schema()),
-                    "400": err("BAD_QUERY: bad since or limit, or an unknown parameter (details name it)"),
+                    "400": err("BAD_QUERY: bad since, until or limit, or an unknown parameter (details name it)"),
                     "401": err("missing or unknown bearer token"),
                     "403": err("token of another role") } } },
             "/v1/reports": { "get": {
@@ -677,6 +681,44 @@ fn analytics_utilization_schema() -> Value {
                         "ratio": { "type": ["number", "null"], "description": "spent / limit" } } })
 }
 
+/// A group's (or the total's) anomalies in `/v1/analytics`.
+fn analytics_anomalies_schema() -> Value {
+    json!({ "type": "object", "required": ["count", "byKind", "latest"],
+            "description": "stored anomalies whose window overlaps the range (GET /v1/anomalies?since=from&until=to lists the same);                             by project, cost centre (the client's, else the project's) and in total all of them; by client only those                             naming a client, by endpoint only new_endpoint (its host), by model none",
+            "properties": {
+                "count": { "type": "integer" },
+                "byKind": { "type": "object", "additionalProperties": { "type": "integer" },
+                    "description": "spend_spike, request_spike, costly_request, new_endpoint, off_hours_burst (kinds present only)" },
+                "latest": { "type": "array", "description": "at most 3, newest window first", "items": { "type": "object",
+                    "required": ["kind", "projectId", "clientId", "subject", "score", "unit", "observed", "baseline", "window", "explanation", "at"],
+                    "properties": {
+                        "kind": { "enum": ["spend_spike", "request_spike", "costly_request", "new_endpoint", "off_hours_burst"] },
+                        "projectId": { "type": "string" },
+                        "clientId": { "type": ["string", "null"] },
+                        "subject": { "type": ["string", "null"] },
+                        "score": { "type": "number" },
+                        "unit": { "enum": ["usd_micros", "requests"] },
+                        "observed": { "type": "string", "description": "integer, in unit" },
+                        "baseline": { "type": "string", "description": "integer, in unit" },
+                        "window": { "type": "object", "properties": {
+                            "from": { "type": "string", "format": "date-time" }, "to": { "type": "string", "format": "date-time" } } },
+                        "explanation": { "type": "string" },
+                        "at": { "type": "string", "format": "date-time", "description": "when detection found it" } } } } } })
+}
+
+/// One series point of `/v1/analytics`.
+fn analytics_point_schema() -> Value {
+    json!({ "allOf": [reference("UsageSums"), { "type": "object", "properties": {
+                "start": { "type": "string", "format": "date-time" },
+                "violations": { "type": "object", "description": "denials of the bucket's decision rows",
+                    "properties": { "count": { "type": "integer" },
+                      "byCode": { "type": "object", "additionalProperties": { "type": "integer" } } } },
+                "avgLatency": { "type": ["number", "null"], "description": "ms, forwarded requests of the bucket, as in a group" },
+                "p95Latency": { "type": ["integer", "null"] },
+                "latencySamples": { "type": "integer" },
+                "cacheHitLatency": { "type": "object" } } }] })
+}
+
 fn analytics_group_schema() -> Value {
     json!({ "allOf": [reference("UsageSums"), { "type": "object", "required": ["key"], "properties": {
                     "key": { "type": "string",
@@ -692,6 +734,7 @@ fn analytics_group_schema() -> Value {
                     "topEndpoints": { "type": "array", "description": "at most 3, most expensive first",
                         "items": { "type": "object", "properties": { "endpoint": { "type": "string" },
                           "totalCost": reference("Micros"), "totalRequests": { "type": "integer" } } } },
+                    "anomalies": reference("AnalyticsAnomalies"),
                     "budgetUtilization": { "type": "object", "description": "project groups only: the current month's and day's counters",
                         "properties": { "month": reference("Utilization"), "day": reference("Utilization") } } } }] })
 }
@@ -726,10 +769,9 @@ fn analytics_schema() -> Value {
                     "sections": { "type": "array", "description": "one per dimension, in groupBy order", "items": { "type": "object", "properties": {
                         "groupBy": { "type": "string" },
                         "groups": { "type": "array", "description": "most expensive first", "items": reference("AnalyticsGroup") },
-                        "series": { "type": "array", "description": "with interval: per group key, the points with usage",
+                        "series": { "type": "array", "description": "with interval: per group key, the points with usage or decision rows",
                             "items": { "type": "object", "properties": { "key": { "type": "string" },
-                              "points": { "type": "array", "items": { "allOf": [reference("UsageSums"), { "type": "object",
-                                "properties": { "start": { "type": "string", "format": "date-time" } } }] } } } } } } } },
+                              "points": { "type": "array", "items": reference("AnalyticsPoint") } } } } } } },
                     "groupBy": { "enum": ["project", "costCenter", "endpoint", "client", "model"], "description": "the first dimension (as before sections)" },
                     "groups": { "type": "array", "description": "the first dimension's groups", "items": reference("AnalyticsGroup") },
                     "policyVersion": { "type": "integer", "description": "the policy cost centres and limits were read from" },
@@ -738,6 +780,7 @@ fn analytics_schema() -> Value {
                         "violations": { "type": "object", "description": "as in a group, over every decision row" },
                         "avgLatency": { "type": ["number", "null"] }, "p95Latency": { "type": ["integer", "null"] },
                         "latencySamples": { "type": "integer" }, "cacheHitLatency": { "type": "object" },
+                        "anomalies": reference("AnalyticsAnomalies"),
                         "budgetUtilization": { "type": "object", "description": "the org's month and day counters",
                             "properties": { "month": reference("Utilization"), "day": reference("Utilization") } } } }] },
                     "totalBudget": { "oneOf": [reference("Micros"), { "type": "null" }], "description": "the org's monthly budget" },
@@ -750,14 +793,16 @@ fn analytics_schema() -> Value {
                     "estimates": estimates_schema(),
                     "interval": { "enum": ["hour", "day"] },
                     "buckets": { "type": "array", "description": "with interval: every bucket start of the range", "items": { "type": "string", "format": "date-time" } },
-                    "totalSeries": { "type": "array", "description": "with interval: the total per bucket with usage" } } })
+                    "totalSeries": { "type": "array", "description": "with interval: the total per bucket with usage or decision rows",
+                        "items": reference("AnalyticsPoint") } } })
 }
 
 fn analytics_path() -> Value {
     json!({ "get": {
                 "summary": "Cost, requests, cache hits, savings, top endpoints and budget utilisation per group of each dimension and in total, \
                             over the current day or month (org timezone) or a from/to range; violations (denials by code) and upstream latency \
-                            (avgLatency, p95Latency; cache hits apart) from the decision log; recommendations; a series with interval; CSV with format=csv.",
+                            (avgLatency, p95Latency; cache hits apart) from the decision log; stored anomalies (count, byKind, latest); recommendations; \
+                            a series with interval (ledger sums, violations and latency per bucket); CSV with format=csv.",
                 "security": [{ "adminToken": [] }],
                 "parameters": [
                     { "name": "period", "in": "query", "required": false, "schema": { "enum": ["day", "month"], "default": "month" },
@@ -772,7 +817,7 @@ fn analytics_path() -> Value {
                     { "name": "interval", "in": "query", "required": false, "schema": { "enum": ["hour", "day"] },
                       "description": "add a series (org timezone buckets), at most 5000 points" },
                     { "name": "format", "in": "query", "required": false, "schema": { "enum": ["json", "csv"], "default": "json" },
-                      "description": "csv: dimension,key,start,totalCost,totalRequests,cacheHits,cacheHitRate,savings,violations,avgLatency,p95Latency (the last three empty on series rows)" } ],
+                      "description": "csv: dimension,key,start,totalCost,totalRequests,cacheHits,cacheHitRate,savings,violations,avgLatency,p95Latency,anomalies (anomalies empty on series rows)" } ],
                 "responses": {
                     "200": { "description": "the sums (CSV with format=csv)", "content": {
                         "application/json": { "schema": reference("Analytics") },

@@ -193,6 +193,22 @@ impl crate::Store for DownStore {
     ) -> Result<Vec<crate::store::DecisionStats>, crate::store::StoreError> {
         Err(down())
     }
+    async fn decision_buckets(
+        &self,
+        _: i64,
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<crate::store::DecisionBucket>, crate::store::StoreError> {
+        Err(down())
+    }
+    async fn anomalies_in(
+        &self,
+        _: i64,
+        _: i64,
+        _: u32,
+    ) -> Result<crate::store::AnomalyRange, crate::store::StoreError> {
+        Err(down())
+    }
 }
 
 #[tokio::test]

@@ -220,6 +220,7 @@ async fn risk_events(store: &dyn Store, from_ms: i64, to_ms: i64) -> Result<Risk
         .anomalies(crate::store::AnomalyQuery {
             project_id: None,
             since_ms: Some(from_ms),
+            until_ms: Some(to_ms),
             limit: MAX_RISK_ROWS,
         })
         .await

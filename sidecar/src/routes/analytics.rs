@@ -4,7 +4,8 @@
 //! rule-based recommendations, an optional time series (`interval`) and CSV (`format=csv`).
 //! Violations (denials by code) and upstream latency (average and p95, cache hits apart) come
 //! from the decision rows of the audit log (`Store::decision_stats`), grouped the same way.
-//! Anomalies are not reported here yet (docs/sidecar.md).
+//! Anomalies come from the stored findings of anomaly detection (`Store::anomalies_in`: the
+//! windows overlapping the range), counted per group of the dimensions they name.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +22,10 @@ use crate::auth::Admin;
 use crate::clock::rfc3339;
 use crate::document::limit_for;
 use crate::error::AppError;
-use crate::store::{DecisionStats, LatencyHistogram, UsageBucket, UsageTotals};
+use crate::store::{
+    Anomaly, AnomalyRange, DecisionBucket, DecisionStats, LatencyHistogram, UsageBucket,
+    UsageTotals,
+};
 use crate::AppState;
 
 mod recommend;
@@ -36,6 +40,8 @@ const MAX_POINTS: usize = 5000;
 const TOP_ENDPOINTS: usize = 3;
 /// Approvals the recommendation rule reads (newest first).
 const APPROVALS_READ: u32 = 1000;
+/// Anomalies listed per group (and in the total) in `anomalies.latest`, newest first.
+pub const LATEST_ANOMALIES: usize = 3;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -395,6 +401,106 @@ pub fn decision_groups(
     Ok((groups, all))
 }
 
+/// The anomalies of a group: how many, per kind, and the newest few.
+#[derive(Clone, Debug, Default)]
+pub struct Anomalies<'a> {
+    pub count: u64,
+    pub by_kind: BTreeMap<&'static str, u64>,
+    /// Newest first, at most [`LATEST_ANOMALIES`].
+    pub latest: Vec<&'a Anomaly>,
+}
+
+impl Anomalies<'_> {
+    fn to_json(&self) -> Value {
+        let latest: Vec<Value> = self
+            .latest
+            .iter()
+            .map(|a| {
+                json!({
+                    "kind": a.kind.as_str(),
+                    "projectId": a.project_id,
+                    "clientId": a.client_id,
+                    "subject": a.subject,
+                    "score": a.score,
+                    "unit": a.unit.as_str(),
+                    "observed": a.observed.to_string(),
+                    "baseline": a.baseline.to_string(),
+                    "window": { "from": rfc3339(a.window_from_ms), "to": rfc3339(a.window_to_ms) },
+                    "explanation": a.explanation,
+                    "at": rfc3339(a.detected_at_ms),
+                })
+            })
+            .collect();
+        json!({ "count": self.count, "byKind": self.by_kind, "latest": latest })
+    }
+}
+
+/// The group of an anomaly of (project, client, subject) in dimension `by`; `None`: the
+/// anomaly names nothing of that dimension (a project-wide one has no client; only
+/// `new_endpoint` names an endpoint; none names a model) and is left out of its groups.
+pub fn anomaly_key<'a>(
+    project_id: &'a str,
+    client_id: Option<&'a str>,
+    subject: Option<&'a str>,
+    kind: crate::store::AnomalyKind,
+    by: GroupBy,
+    doc: Option<&'a Value>,
+) -> Option<&'a str> {
+    match by {
+        GroupBy::Project => Some(project_id),
+        GroupBy::CostCenter => Some(cost_center(doc, Some(project_id), client_id)),
+        GroupBy::Client => client_id,
+        GroupBy::Endpoint => subject.filter(|_| kind == crate::store::AnomalyKind::NewEndpoint),
+        GroupBy::Model => None,
+    }
+}
+
+/// Anomalies per group key of `by` (`None`: the total, every anomaly under the key "").
+pub fn anomaly_groups<'a>(
+    range: &'a AnomalyRange,
+    by: Option<GroupBy>,
+    doc: Option<&'a Value>,
+) -> Result<BTreeMap<String, Anomalies<'a>>, AppError> {
+    let overflow = || AppError::Internal("anomaly count above u64".into());
+    let key = |p: &'a str, c: Option<&'a str>, s: Option<&'a str>, k| match by {
+        None => Some(""),
+        Some(d) => anomaly_key(p, c, s, k, d, doc),
+    };
+    let mut out = BTreeMap::<String, Anomalies<'a>>::new();
+    for c in &range.counts {
+        let Some(k) = key(
+            &c.project_id,
+            c.client_id.as_deref(),
+            c.subject.as_deref(),
+            c.kind,
+        ) else {
+            continue;
+        };
+        let g = out.entry(k.to_owned()).or_default();
+        g.count = g.count.checked_add(c.count).ok_or_else(overflow)?;
+        let n = g.by_kind.entry(c.kind.as_str()).or_default();
+        *n = n.checked_add(c.count).ok_or_else(overflow)?;
+    }
+    // `latest` is newest first over all groups, and holds the newest few of every (project,
+    // client, subject): so the first few of a group met here are its newest.
+    for a in &range.latest {
+        let Some(k) = key(
+            &a.project_id,
+            a.client_id.as_deref(),
+            a.subject.as_deref(),
+            a.kind,
+        ) else {
+            continue;
+        };
+        if let Some(g) = out.get_mut(k) {
+            if g.latest.len() < LATEST_ANOMALIES {
+                g.latest.push(a);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Sums per group key (sorted by key) and the total.
 pub fn group(
     totals: &[UsageTotals],
@@ -479,11 +585,13 @@ fn budget_utilization(
 }
 
 /// One dimension's section: groups most expensive first, each with its sums, top endpoints,
-/// decision facts and (projects) budget utilisation. A group only the decision rows know (a
-/// client denied every time) is there with zero sums.
+/// decision facts, anomalies and (projects) budget utilisation. A group only the decision rows
+/// or the anomalies know (a client denied every time) is there with zero sums.
+#[allow(clippy::too_many_arguments)]
 pub fn section(
     totals: &[UsageTotals],
     decisions: &[DecisionStats],
+    anomalies: &AnomalyRange,
     by: GroupBy,
     doc: Option<&Value>,
     spent: &BTreeMap<String, u64>,
@@ -491,7 +599,8 @@ pub fn section(
 ) -> Result<Vec<Value>, AppError> {
     let (mut groups, _) = group(totals, by, doc)?;
     let (mut facts, _) = decision_groups(decisions, by, doc)?;
-    for k in facts.keys() {
+    let mut found = anomaly_groups(anomalies, Some(by), doc)?;
+    for k in facts.keys().chain(found.keys()) {
         groups.entry(k.clone()).or_default();
     }
     // The rows of each group, in one pass (no scan of all rows per group).
@@ -509,6 +618,10 @@ pub fn section(
         if let Some(o) = v.as_object_mut() {
             o.insert("topEndpoints".into(), top);
             facts.remove(&k).unwrap_or_default().insert_into(o);
+            o.insert(
+                "anomalies".into(),
+                found.remove(&k).unwrap_or_default().to_json(),
+            );
             if by == GroupBy::Project && k != UNASSIGNED {
                 o.insert(
                     "budgetUtilization".into(),
@@ -574,41 +687,63 @@ pub fn bucket_starts<Z: TimeZone>(
     Ok(out)
 }
 
-fn point(start: i64, s: Sums) -> Value {
-    let mut v = s.to_json();
+/// One series point: the ledger's sums and the decision rows' facts of a bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Point {
+    pub sums: Sums,
+    pub decisions: Decisions,
+}
+
+fn point(start: i64, p: &Point) -> Value {
+    let mut v = p.sums.to_json();
     if let Some(o) = v.as_object_mut() {
         o.insert("start".into(), Value::String(rfc3339(start)));
+        p.decisions.insert_into(o);
     }
     v
 }
 
-/// Per group of `by` (and `None`: the total), sums per bucket start; buckets without usage
-/// are absent.
+/// Per group of `by` (and `None`: the total), sums and decision facts per bucket start;
+/// buckets with neither usage nor decision rows are absent.
+#[allow(clippy::too_many_arguments)]
 pub fn series<Z: TimeZone>(
     buckets: &[UsageBucket],
+    decisions: &[DecisionBucket],
     by: Option<GroupBy>,
     doc: Option<&Value>,
     tz: &Z,
     interval: Interval,
     from_ms: i64,
-) -> Result<BTreeMap<String, BTreeMap<i64, Sums>>, AppError> {
-    let mut out = BTreeMap::<String, BTreeMap<i64, Sums>>::new();
+) -> Result<BTreeMap<String, BTreeMap<i64, Point>>, AppError> {
+    let start_of = |ms: i64| {
+        bucket_start(tz, interval, ms)
+            .map(|s| s.max(from_ms))
+            .ok_or_else(|| AppError::Internal("bucket out of range".into()))
+    };
+    let mut out = BTreeMap::<String, BTreeMap<i64, Point>>::new();
     for b in buckets {
-        let start = bucket_start(tz, interval, b.start_ms)
-            .ok_or_else(|| AppError::Internal("bucket out of range".into()))?
-            .max(from_ms);
         let key = by.map_or("", |d| key_of(&b.totals, d, doc));
         out.entry(key.to_owned())
             .or_default()
-            .entry(start)
+            .entry(start_of(b.start_ms)?)
             .or_default()
+            .sums
             .add(&b.totals)?;
+    }
+    for b in decisions {
+        let key = by.map_or("", |d| decision_key(&b.stats, d, doc));
+        out.entry(key.to_owned())
+            .or_default()
+            .entry(start_of(b.start_ms)?)
+            .or_default()
+            .decisions
+            .add(&b.stats)?;
     }
     Ok(out)
 }
 
-fn series_json(s: &BTreeMap<i64, Sums>) -> Value {
-    Value::Array(s.iter().map(|(t, v)| point(*t, *v)).collect())
+fn series_json(s: &BTreeMap<i64, Point>) -> Value {
+    Value::Array(s.iter().map(|(t, v)| point(*t, v)).collect())
 }
 
 /// `v.k`, null when absent.
@@ -637,6 +772,7 @@ fn csv_of(body: &Value) -> Result<String, AppError> {
         "violations",
         "avgLatency",
         "p95Latency",
+        "anomalies",
     ])
     .map_err(err)?;
     let mut row = |dim: &str, key: &str, start: &str, g: &Value| -> Result<(), csv::Error> {
@@ -645,11 +781,12 @@ fn csv_of(body: &Value) -> Result<String, AppError> {
             Value::Null => String::new(),
             v => v.to_string(),
         };
-        // Series points carry ledger sums only: empty there.
-        let violations = match field(field(g, "violations"), "count") {
+        let count = |f: &str| match field(field(g, f), "count") {
             Value::Null => String::new(),
             v => v.to_string(),
         };
+        // Series points carry no anomalies: empty there.
+        let (violations, anomalies) = (count("violations"), count("anomalies"));
         w.write_record([
             dim,
             key,
@@ -662,6 +799,7 @@ fn csv_of(body: &Value) -> Result<String, AppError> {
             &violations,
             &num("avgLatency"),
             &num("p95Latency"),
+            &anomalies,
         ])
     };
     let list = |v: &Value, k: &str| field(v, k).as_array().cloned().unwrap_or_default();
@@ -792,14 +930,20 @@ pub async fn report(state: &AppState, parsed: &Parsed) -> Result<Value, AppError
         .into_iter()
         .filter(|r| current.contains(&r.key))
         .collect();
+    let latest = u32::try_from(LATEST_ANOMALIES).unwrap_or(u32::MAX);
+    let anomalies = state.store.anomalies_in(from_ms, to_ms, latest).await?;
 
     let buckets = match parsed.interval {
-        Some(_) => Some(
+        Some(_) => Some((
             state
                 .store
                 .usage_buckets(from_ms, to_ms, STORE_BUCKET_MS)
                 .await?,
-        ),
+            state
+                .store
+                .decision_buckets(from_ms, to_ms, STORE_BUCKET_MS)
+                .await?,
+        )),
         None => None,
     };
     let mut sections = Vec::with_capacity(parsed.dims.len());
@@ -808,10 +952,12 @@ pub async fn report(state: &AppState, parsed: &Parsed) -> Result<Value, AppError
         sec.insert("groupBy".into(), json!(dim.name()));
         sec.insert(
             "groups".into(),
-            Value::Array(section(&totals, &decisions, dim, doc, &spent, &keys)?),
+            Value::Array(section(
+                &totals, &decisions, &anomalies, dim, doc, &spent, &keys,
+            )?),
         );
-        if let (Some(interval), Some(b)) = (parsed.interval, &buckets) {
-            let s = series(b, Some(dim), doc, &tz, interval, from_ms)?;
+        if let (Some(interval), Some((b, d))) = (parsed.interval, &buckets) {
+            let s = series(b, d, Some(dim), doc, &tz, interval, from_ms)?;
             let s = s
                 .iter()
                 .map(|(k, pts)| json!({ "key": k, "points": series_json(pts) }))
@@ -826,6 +972,11 @@ pub async fn report(state: &AppState, parsed: &Parsed) -> Result<Value, AppError
     if let Some(o) = total.as_object_mut() {
         o.insert("topEndpoints".into(), top_endpoints(totals.iter())?);
         all_decisions.insert_into(o);
+        let all_anomalies = anomaly_groups(&anomalies, None, doc)?;
+        o.insert(
+            "anomalies".into(),
+            all_anomalies.get("").cloned().unwrap_or_default().to_json(),
+        );
         o.insert(
             "budgetUtilization".into(),
             budget_utilization(doc, &spent, &keys, None),
@@ -879,7 +1030,7 @@ pub async fn report(state: &AppState, parsed: &Parsed) -> Result<Value, AppError
     body.insert("utilizationRate".into(), field(&org_month, "ratio").clone());
     body.insert("recommendations".into(), Value::Array(recommendations));
     body.insert("estimates".into(), estimates_json(&learned));
-    if let (Some(interval), Some(b)) = (parsed.interval, &buckets) {
+    if let (Some(interval), Some((b, d))) = (parsed.interval, &buckets) {
         let name = match interval {
             Interval::Hour => "hour",
             Interval::Day => "day",
@@ -891,7 +1042,7 @@ pub async fn report(state: &AppState, parsed: &Parsed) -> Result<Value, AppError
             .map(|t| Value::String(rfc3339(t)))
             .collect();
         body.insert("buckets".into(), Value::Array(starts));
-        let s = series(b, None, doc, &tz, interval, from_ms)?;
+        let s = series(b, d, None, doc, &tz, interval, from_ms)?;
         body.insert(
             "totalSeries".into(),
             s.get("").map_or(Value::Array(vec![]), series_json),

@@ -1,6 +1,7 @@
-//! `GET /v1/anomalies?project=&since=&limit=`: what anomaly detection stored
+//! `GET /v1/anomalies?project=&since=&until=&limit=`: what anomaly detection stored
 //! (docs/anomalies.md), newest window first. `since` (RFC 3339) keeps the windows ending after
-//! it; `limit` is 100 by default, at most 1000.
+//! it, `until` those starting before it (both: the windows overlapping `[since, until)`, what
+//! `/v1/analytics` counts for that range); `limit` is 100 by default, at most 1000.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -26,21 +27,25 @@ pub struct ListQuery {
     #[serde(default)]
     since: Option<String>,
     #[serde(default)]
+    until: Option<String>,
+    #[serde(default)]
     limit: Option<String>,
 }
 
 fn parse(q: ListQuery) -> Result<AnomalyQuery, AppError> {
     let mut errs = Vec::new();
-    let since_ms = match q.since.as_deref() {
+    let mut time = |field: &str, v: Option<&str>| match v {
         None => None,
         Some(s) => match DateTime::parse_from_rfc3339(s) {
             Ok(t) => Some(t.timestamp_millis()),
             Err(e) => {
-                errs.push(format!("since: {s:?} is not an RFC 3339 time ({e})"));
+                errs.push(format!("{field}: {s:?} is not an RFC 3339 time ({e})"));
                 None
             }
         },
     };
+    let since_ms = time("since", q.since.as_deref());
+    let until_ms = time("until", q.until.as_deref());
     let limit = match q.limit.as_deref() {
         None => DEFAULT_LIMIT,
         Some(s) => match s.parse::<u32>() {
@@ -61,6 +66,7 @@ fn parse(q: ListQuery) -> Result<AnomalyQuery, AppError> {
     Ok(AnomalyQuery {
         project_id: q.project.filter(|p| !p.is_empty()),
         since_ms,
+        until_ms,
         limit,
     })
 }

@@ -104,7 +104,31 @@ pub struct AnomalyQuery {
     pub project_id: Option<String>,
     /// Windows ending after this instant.
     pub since_ms: Option<i64>,
+    /// Windows starting before this instant.
+    pub until_ms: Option<i64>,
     pub limit: u32,
+}
+
+/// How many anomalies of one kind one (project, client, subject) has in a range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnomalyCount {
+    pub project_id: String,
+    pub client_id: Option<String>,
+    pub subject: Option<String>,
+    pub kind: AnomalyKind,
+    pub count: u64,
+}
+
+/// The anomalies whose window overlaps a range, as `/v1/analytics` reads them: counts per
+/// (project, client, subject, kind), and the newest few of each (project, client, subject) —
+/// enough for the newest few of any group built from those (a project, a cost centre, a client,
+/// an endpoint, the total).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AnomalyRange {
+    /// In no particular order.
+    pub counts: Vec<AnomalyCount>,
+    /// Newest window first (then kind, project, client, subject, as `GET /v1/anomalies`).
+    pub latest: Vec<Anomaly>,
 }
 
 pub(crate) const SCHEMA: &[&str] = &[
@@ -148,6 +172,10 @@ fn list_sql(q: &AnomalyQuery) -> (String, Vec<String>) {
         n += 1;
         wheres.push(format!("window_to_ms > ${n}"));
     }
+    if q.until_ms.is_some() {
+        n += 1;
+        wheres.push(format!("window_from_ms < ${n}"));
+    }
     let w = if wheres.is_empty() {
         String::new()
     } else {
@@ -162,6 +190,49 @@ fn list_sql(q: &AnomalyQuery) -> (String, Vec<String>) {
         ),
         wheres,
     )
+}
+
+/// Windows overlapping `[$1, $2)`.
+const IN_RANGE: &str = "window_to_ms > $1 AND window_from_ms < $2";
+
+fn counts_sql() -> String {
+    format!(
+        "SELECT project_id, client_id, subject, kind, COUNT(*) FROM anomalies WHERE {IN_RANGE}
+         GROUP BY project_id, client_id, subject, kind"
+    )
+}
+
+/// `$3`: how many of each (project, client, subject).
+fn latest_sql() -> String {
+    format!(
+        "SELECT kind, project_id, client_id, subject, window_from_ms, window_to_ms, score,
+           baseline, observed, unit, explanation, detected_at_ms
+         FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY project_id, client_id, subject
+                 ORDER BY window_from_ms DESC, kind) AS rn
+               FROM anomalies WHERE {IN_RANGE}) AS ranked
+         WHERE rn <= $3
+         ORDER BY window_from_ms DESC, kind, project_id, client_id, subject"
+    )
+}
+
+fn to_count(
+    project_id: String,
+    client_id: String,
+    subject: String,
+    kind: &str,
+    count: i64,
+) -> Result<AnomalyCount, StoreError> {
+    let kind = AnomalyKind::parse(kind).ok_or_else(|| {
+        StoreError::Backend(format!("unknown anomaly kind {kind:?} in the store"))
+    })?;
+    let opt = |s: String| if s.is_empty() { None } else { Some(s) };
+    Ok(AnomalyCount {
+        project_id,
+        client_id: opt(client_id),
+        subject: opt(subject),
+        kind,
+        count: super::from_db(count),
+    })
 }
 
 /// A reported number above the column (only from sums near 2^63 µ$) is stored as the largest
@@ -208,11 +279,70 @@ pub(crate) mod sqlite {
     use rusqlite::{params, Connection, ToSql};
 
     use super::clamp;
-    use super::{hourly_sql, list_sql, row_to_anomaly, Anomaly, AnomalyQuery, HourlyUsage};
+    use super::{
+        counts_sql, hourly_sql, latest_sql, list_sql, row_to_anomaly, to_count, Anomaly,
+        AnomalyQuery, AnomalyRange, HourlyUsage,
+    };
     use crate::store::{from_db, StoreError};
 
     fn backend(e: impl std::fmt::Display) -> StoreError {
         StoreError::Backend(e.to_string())
+    }
+
+    pub(crate) fn range(
+        c: &Connection,
+        from_ms: i64,
+        to_ms: i64,
+        latest: u32,
+    ) -> Result<AnomalyRange, StoreError> {
+        let mut st = c
+            .prepare(&counts_sql().replace('$', "?"))
+            .map_err(backend)?;
+        let counts = st
+            .query_map([from_ms, to_ms], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(backend)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?
+            .into_iter()
+            .map(|(p, cl, s, k, n)| to_count(p, cl, s, &k, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut st = c
+            .prepare(&latest_sql().replace('$', "?"))
+            .map_err(backend)?;
+        let rows = st
+            .query_map([from_ms, to_ms, i64::from(latest)], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    (r.get(4)?, r.get(5)?),
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                    r.get(11)?,
+                ))
+            })
+            .map_err(backend)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        let latest = rows
+            .into_iter()
+            .map(|(k, p, cl, s, w, sc, b, o, u, e, d)| {
+                row_to_anomaly(k, p, cl, s, w, sc, b, o, u, e, d)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(AnomalyRange { counts, latest })
     }
 
     pub(crate) fn hourly(
@@ -284,6 +414,9 @@ pub(crate) mod sqlite {
         if let Some(s) = &q.since_ms {
             args.push(s);
         }
+        if let Some(u) = &q.until_ms {
+            args.push(u);
+        }
         let rows = st
             .query_map(args.as_slice(), |r| {
                 Ok((
@@ -315,7 +448,10 @@ pub(crate) mod postgres {
     use tokio_postgres::types::ToSql;
 
     use super::clamp;
-    use super::{hourly_sql, list_sql, row_to_anomaly, Anomaly, AnomalyQuery, HourlyUsage};
+    use super::{
+        counts_sql, hourly_sql, latest_sql, list_sql, row_to_anomaly, to_count, Anomaly,
+        AnomalyQuery, AnomalyRange, HourlyUsage,
+    };
     use crate::store::{from_db, StoreError};
 
     fn pg(e: tokio_postgres::Error) -> StoreError {
@@ -402,6 +538,9 @@ pub(crate) mod postgres {
         if let Some(s) = &q.since_ms {
             args.push(s);
         }
+        if let Some(u) = &q.until_ms {
+            args.push(u);
+        }
         let rows = c.query(&sql, &args).await.map_err(pg)?;
         rows.iter()
             .map(|r| {
@@ -420,5 +559,43 @@ pub(crate) mod postgres {
                 )
             })
             .collect()
+    }
+
+    pub(crate) async fn range(
+        c: &tokio_postgres::Client,
+        from_ms: i64,
+        to_ms: i64,
+        latest: u32,
+    ) -> Result<AnomalyRange, StoreError> {
+        let counts = c
+            .query(&counts_sql(), &[&from_ms, &to_ms])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| to_count(r.get(0), r.get(1), r.get(2), r.get::<_, &str>(3), r.get(4)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = c
+            .query(&latest_sql(), &[&from_ms, &to_ms, &i64::from(latest)])
+            .await
+            .map_err(pg)?;
+        let latest = rows
+            .iter()
+            .map(|r| {
+                row_to_anomaly(
+                    r.get(0),
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    (r.get(4), r.get(5)),
+                    r.get(6),
+                    r.get(7),
+                    r.get(8),
+                    r.get(9),
+                    r.get(10),
+                    r.get(11),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(AnomalyRange { counts, latest })
     }
 }

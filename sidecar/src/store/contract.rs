@@ -829,6 +829,7 @@ pub async fn detection_over_the_ledger_finds_an_injected_spike(store: &dyn Store
         .anomalies(AnomalyQuery {
             project_id: Some("sales-ai".into()),
             since_ms: None,
+            until_ms: None,
             limit: 100,
         })
         .await
@@ -863,6 +864,7 @@ pub async fn detection_over_the_ledger_finds_an_injected_spike(store: &dyn Store
         .anomalies(AnomalyQuery {
             project_id: None,
             since_ms: None,
+            until_ms: None,
             limit: 1000,
         })
         .await
@@ -874,6 +876,7 @@ pub async fn detection_over_the_ledger_finds_an_injected_spike(store: &dyn Store
         .anomalies(AnomalyQuery {
             project_id: Some("other".into()),
             since_ms: None,
+            until_ms: None,
             limit: 10,
         })
         .await
@@ -883,6 +886,7 @@ pub async fn detection_over_the_ledger_finds_an_injected_spike(store: &dyn Store
         .anomalies(AnomalyQuery {
             project_id: None,
             since_ms: Some(spike.window_to_ms),
+            until_ms: None,
             limit: 10,
         })
         .await
@@ -892,11 +896,125 @@ pub async fn detection_over_the_ledger_finds_an_injected_spike(store: &dyn Store
         .anomalies(AnomalyQuery {
             project_id: None,
             since_ms: Some(spike.window_from_ms),
+            until_ms: None,
             limit: 1,
         })
         .await
         .unwrap();
     assert_eq!(one.len(), 1);
+
+    // `until`: windows starting before it.
+    let before = store
+        .anomalies(AnomalyQuery {
+            project_id: None,
+            since_ms: None,
+            until_ms: Some(spike.window_from_ms),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert!(before.is_empty());
+}
+
+/// `anomalies_in`: the windows overlapping a range, counted per (project, client, subject,
+/// kind), with the newest few of each (project, client, subject) newest first.
+pub async fn anomalies_in_a_range_are_counted_and_the_newest_kept(store: &dyn Store) {
+    use crate::store::{Anomaly, AnomalyCount, AnomalyKind, Unit};
+    const H: i64 = 3_600_000;
+    let a = |kind, project: &str, client: Option<&str>, subject: Option<&str>, hour: i64| Anomaly {
+        kind,
+        project_id: project.into(),
+        client_id: client.map(str::to_string),
+        subject: subject.map(str::to_string),
+        score: 7.5,
+        baseline: 100,
+        observed: 1000 + u64::try_from(hour).unwrap(),
+        unit: Unit::UsdMicros,
+        window_from_ms: T0 + hour * H,
+        window_to_ms: T0 + (hour + 1) * H,
+        explanation: format!("hour {hour}"),
+        detected_at_ms: T0 + 100 * H,
+    };
+    let stored = vec![
+        a(AnomalyKind::SpendSpike, "p", None, None, 1),
+        a(AnomalyKind::SpendSpike, "p", None, None, 2),
+        a(AnomalyKind::SpendSpike, "p", None, None, 3),
+        a(AnomalyKind::RequestSpike, "p", None, None, 3),
+        a(
+            AnomalyKind::NewEndpoint,
+            "p",
+            Some("c"),
+            Some("h.example"),
+            2,
+        ),
+        a(AnomalyKind::SpendSpike, "q", Some("d"), None, 5),
+    ];
+    assert_eq!(store.put_anomalies(stored).await.unwrap().len(), 6);
+
+    let mut r = store.anomalies_in(T0, T0 + 10 * H, 2).await.unwrap();
+    r.counts.sort_by(|x, y| {
+        (&x.project_id, &x.client_id, &x.subject, x.kind).cmp(&(
+            &y.project_id,
+            &y.client_id,
+            &y.subject,
+            y.kind,
+        ))
+    });
+    let count = |p: &str, c: Option<&str>, s: Option<&str>, kind, count| AnomalyCount {
+        project_id: p.into(),
+        client_id: c.map(str::to_string),
+        subject: s.map(str::to_string),
+        kind,
+        count,
+    };
+    assert_eq!(
+        r.counts,
+        vec![
+            count("p", None, None, AnomalyKind::SpendSpike, 3),
+            count("p", None, None, AnomalyKind::RequestSpike, 1),
+            count(
+                "p",
+                Some("c"),
+                Some("h.example"),
+                AnomalyKind::NewEndpoint,
+                1
+            ),
+            count("q", Some("d"), None, AnomalyKind::SpendSpike, 1),
+        ]
+    );
+    // Two of (p, -, -): hour 3's two kinds (by kind name); then the others, newest window
+    // first.
+    let got: Vec<(&str, i64, AnomalyKind)> = r
+        .latest
+        .iter()
+        .map(|x| (x.project_id.as_str(), (x.window_from_ms - T0) / H, x.kind))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("q", 5, AnomalyKind::SpendSpike),
+            ("p", 3, AnomalyKind::RequestSpike),
+            ("p", 3, AnomalyKind::SpendSpike),
+            ("p", 2, AnomalyKind::NewEndpoint),
+        ]
+    );
+    assert_eq!(r.latest[3].subject.as_deref(), Some("h.example"));
+    assert_eq!(r.latest[3].observed, 1002);
+
+    // Overlap: [2h30, 3h) meets the windows of hour 2 only (hour 3 starts at its end).
+    let r = store
+        .anomalies_in(T0 + 2 * H + H / 2, T0 + 3 * H, 10)
+        .await
+        .unwrap();
+    let n: u64 = r.counts.iter().map(|c| c.count).sum();
+    assert_eq!((n, r.latest.len()), (2, 2), "{r:?}");
+    assert!(r.latest.iter().all(|x| x.window_from_ms == T0 + 2 * H));
+    // A range after them all: nothing.
+    let r = store
+        .anomalies_in(T0 + 6 * H, T0 + 7 * H, 10)
+        .await
+        .unwrap();
+    assert_eq!(r, crate::store::AnomalyRange::default());
 }
 
 // --- alerts (alert.rs, crate::alerts) ---

@@ -123,14 +123,28 @@ fn bin_sql() -> String {
     s
 }
 
+/// Decision rows of one group in one time bucket `[start_ms, start_ms + bucket)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DecisionBucket {
+    pub start_ms: i64,
+    pub stats: DecisionStats,
+}
+
 /// `$1` = from, `$2` = to. One row per group and bin (the bin NULL for rows without latency).
 fn stats_sql(sum_cast: &str) -> String {
+    // A BIGINT on PostgreSQL (a bare 0 is INTEGER there), one bucket for the whole range.
+    bucketed_sql(sum_cast, "CAST(0 AS BIGINT)")
+}
+
+/// As [`stats_sql`] with the bucket start (`bucket`, an SQL expression) in the first column and
+/// the grouping.
+fn bucketed_sql(sum_cast: &str, bucket: &str) -> String {
     let bin = bin_sql();
     format!(
-        "SELECT project_id, client_id, host, model, decision, code, {bin} AS bin, COUNT(*),
-           COALESCE(SUM(latency_ms), 0){sum_cast}, MAX(latency_ms)
+        "SELECT {bucket} AS b, project_id, client_id, host, model, decision, code, {bin} AS bin,
+           COUNT(*), COALESCE(SUM(latency_ms), 0){sum_cast}, MAX(latency_ms)
          FROM audit_log WHERE kind = 'decision' AND at_ms >= $1 AND at_ms < $2
-         GROUP BY project_id, client_id, host, model, decision, code, bin"
+         GROUP BY b, project_id, client_id, host, model, decision, code, bin"
     )
 }
 
@@ -143,8 +157,9 @@ type Key = (
     Option<String>,
 );
 
-/// One SQL row: the group, its bin (or none), rows, latency sum, max latency.
+/// One SQL row: the bucket, the group, its bin (or none), rows, latency sum, max latency.
 struct Row {
+    bucket: i64,
     key: Key,
     bin: Option<i64>,
     count: i64,
@@ -153,16 +168,20 @@ struct Row {
 }
 
 fn fold(rows: Vec<Row>) -> Result<Vec<DecisionStats>, StoreError> {
+    Ok(fold_buckets(rows)?.into_iter().map(|b| b.stats).collect())
+}
+
+fn fold_buckets(rows: Vec<Row>) -> Result<Vec<DecisionBucket>, StoreError> {
     let overflow = || StoreError::Backend("decision count above u64".into());
     // Rows of one group arrive together (GROUP BY order is not promised, so a map), each
-    // bin once per group: the bins are inserted, not merged.
-    let mut out = BTreeMap::<Key, DecisionStats>::new();
+    // bin once per group and bucket: the bins are inserted, not merged.
+    let mut out = BTreeMap::<(i64, Key), DecisionStats>::new();
     for r in rows {
         let count = super::from_db(r.count);
-        let s = match out.entry(r.key) {
+        let s = match out.entry((r.bucket, r.key)) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                let k = e.key().clone();
+                let k = e.key().1.clone();
                 e.insert(DecisionStats {
                     project_id: k.0,
                     client_id: k.1,
@@ -192,17 +211,47 @@ fn fold(rows: Vec<Row>) -> Result<Vec<DecisionStats>, StoreError> {
             );
         }
     }
-    Ok(out.into_values().collect())
+    Ok(out
+        .into_iter()
+        .map(|((start_ms, _), stats)| DecisionBucket { start_ms, stats })
+        .collect())
 }
 
 pub(crate) mod sqlite {
     use rusqlite::Connection;
 
-    use super::{fold, stats_sql, DecisionStats, Row};
+    use super::{bucketed_sql, fold, fold_buckets, stats_sql, DecisionBucket, DecisionStats, Row};
     use crate::store::StoreError;
 
     fn backend(e: impl std::fmt::Display) -> StoreError {
         StoreError::Backend(e.to_string())
+    }
+
+    fn read(c: &Connection, sql: &str, args: &[i64]) -> Result<Vec<Row>, StoreError> {
+        let mut st = c.prepare(&sql.replace('$', "?")).map_err(backend)?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(args), |r| {
+                Ok(Row {
+                    bucket: r.get(0)?,
+                    key: (
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ),
+                    bin: r.get(7)?,
+                    count: r.get(8)?,
+                    sum: r.get(9)?,
+                    max: r.get(10)?,
+                })
+            })
+            .map_err(backend)?
+            // SQLite's SUM fails with "integer overflow" rather than wrapping.
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend);
+        rows
     }
 
     pub(crate) fn stats(
@@ -210,36 +259,24 @@ pub(crate) mod sqlite {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<DecisionStats>, StoreError> {
-        let mut st = c
-            .prepare(&stats_sql("").replace('$', "?"))
-            .map_err(backend)?;
-        let rows = st
-            .query_map([from_ms, to_ms], |r| {
-                Ok(Row {
-                    key: (
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ),
-                    bin: r.get(6)?,
-                    count: r.get(7)?,
-                    sum: r.get(8)?,
-                    max: r.get(9)?,
-                })
-            })
-            .map_err(backend)?
-            // SQLite's SUM fails with "integer overflow" rather than wrapping.
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(backend)?;
-        fold(rows)
+        fold(read(c, &stats_sql(""), &[from_ms, to_ms])?)
+    }
+
+    pub(crate) fn buckets(
+        c: &Connection,
+        from_ms: i64,
+        to_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<DecisionBucket>, StoreError> {
+        let sql = bucketed_sql("", "(at_ms / $3) * $3");
+        fold_buckets(read(c, &sql, &[from_ms, to_ms, bucket_ms])?)
     }
 }
 
 pub(crate) mod postgres {
-    use super::{fold, stats_sql, DecisionStats, Row};
+    use tokio_postgres::types::ToSql;
+
+    use super::{bucketed_sql, fold, fold_buckets, stats_sql, DecisionBucket, DecisionStats, Row};
     use crate::store::StoreError;
 
     fn pg(e: tokio_postgres::Error) -> StoreError {
@@ -251,27 +288,42 @@ pub(crate) mod postgres {
         }
     }
 
+    async fn read(
+        c: &tokio_postgres::Client,
+        sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let rows = c.query(sql, args).await.map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| Row {
+                bucket: r.get(0),
+                key: (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)),
+                bin: r.get(7),
+                count: r.get(8),
+                sum: r.get(9),
+                max: r.get(10),
+            })
+            .collect())
+    }
+
     pub(crate) async fn stats(
         c: &tokio_postgres::Client,
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<DecisionStats>, StoreError> {
         // SUM(BIGINT) is NUMERIC: the cast back fails rather than wraps.
-        let rows = c
-            .query(&stats_sql("::BIGINT"), &[&from_ms, &to_ms])
-            .await
-            .map_err(pg)?;
-        let rows = rows
-            .iter()
-            .map(|r| Row {
-                key: (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)),
-                bin: r.get(6),
-                count: r.get(7),
-                sum: r.get(8),
-                max: r.get(9),
-            })
-            .collect();
-        fold(rows)
+        fold(read(c, &stats_sql("::BIGINT"), &[&from_ms, &to_ms]).await?)
+    }
+
+    pub(crate) async fn buckets(
+        c: &tokio_postgres::Client,
+        from_ms: i64,
+        to_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<DecisionBucket>, StoreError> {
+        let sql = bucketed_sql("::BIGINT", "(at_ms / $3::BIGINT) * $3::BIGINT");
+        fold_buckets(read(c, &sql, &[&from_ms, &to_ms, &bucket_ms]).await?)
     }
 }
 

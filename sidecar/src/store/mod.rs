@@ -28,11 +28,13 @@ pub use crate::audit::{AuditEvent, AuditHead, AuditQuery, AuditRow};
 pub use alert::{
     AlertRecord, ClaimedAlert, DeliveryOutcome, DeliveryState, DeliveryUpdate, PendingDelivery,
 };
-pub use anomaly::{Anomaly, AnomalyKind, AnomalyQuery, HourlyUsage, Unit};
+pub use anomaly::{
+    Anomaly, AnomalyCount, AnomalyKind, AnomalyQuery, AnomalyRange, HourlyUsage, Unit,
+};
 pub use approval::{
     Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome, Refusal,
 };
-pub use decision_stats::{DecisionStats, LatencyBin, LatencyHistogram};
+pub use decision_stats::{DecisionBucket, DecisionStats, LatencyBin, LatencyHistogram};
 pub use learned::{LearnedRow, Observation};
 pub use postgres::PgStore;
 pub use report_reads::{
@@ -313,6 +315,16 @@ pub trait Store: Send + Sync + 'static {
     /// Newest window first, at most `query.limit`.
     async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<Anomaly>, StoreError>;
 
+    /// The anomalies whose window overlaps `[from_ms, to_ms)` (what `GET /v1/anomalies` lists
+    /// with `since=from&until=to`): counts per (project, client, subject, kind) and the newest
+    /// `latest` of each (project, client, subject).
+    async fn anomalies_in(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        latest: u32,
+    ) -> Result<AnomalyRange, StoreError>;
+
     // --- decision rows (decision_stats.rs) ---
 
     /// The audit log's `decision` rows with `at_ms` in `[from_ms, to_ms)`, per (project, client,
@@ -322,6 +334,15 @@ pub trait Store: Send + Sync + 'static {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<DecisionStats>, StoreError>;
+
+    /// As `decision_stats`, split into buckets of `bucket_ms` aligned on multiples of it since
+    /// the epoch (as `usage_buckets`). `bucket_ms > 0`.
+    async fn decision_buckets(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<DecisionBucket>, StoreError>;
 
     // --- alerts (alert.rs, crate::alerts, docs/alerts.md) ---
     // Both backends implement all of these; the defaults serve test doubles only (a store

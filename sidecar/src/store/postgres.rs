@@ -11,7 +11,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use super::alert;
-use super::anomaly::{self, Anomaly, AnomalyQuery, HourlyUsage};
+use super::anomaly::{self, Anomaly, AnomalyQuery, AnomalyRange, HourlyUsage};
 use super::approval::{
     self, Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome,
 };
@@ -802,6 +802,16 @@ impl Store for PgStore {
         anomaly::postgres::list(&client, &query).await
     }
 
+    async fn anomalies_in(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        latest: u32,
+    ) -> Result<AnomalyRange, StoreError> {
+        let client = self.pool.get().await.map_err(backend)?;
+        anomaly::postgres::range(&client, from_ms, to_ms, latest).await
+    }
+
     async fn report_decisions(
         &self,
         query: super::ReportDecisionQuery,
@@ -817,6 +827,17 @@ impl Store for PgStore {
     ) -> Result<Vec<super::DecisionStats>, StoreError> {
         let client = self.pool.get().await.map_err(backend)?;
         super::decision_stats::postgres::stats(&client, from_ms, to_ms).await
+    }
+
+    async fn decision_buckets(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<super::DecisionBucket>, StoreError> {
+        let bucket_ms = bucket_ms.max(1);
+        let client = self.pool.get().await.map_err(backend)?;
+        super::decision_stats::postgres::buckets(&client, from_ms, to_ms, bucket_ms).await
     }
 
     async fn raise_alert(&self, a: NewAlert) -> Result<bool, StoreError> {

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::alert;
-use super::anomaly::{self, Anomaly, AnomalyQuery, HourlyUsage};
+use super::anomaly::{self, Anomaly, AnomalyQuery, AnomalyRange, HourlyUsage};
 use super::approval::{
     self, Approval, ApprovalDecision, ApprovalStatus, ConsumeAsk, ConsumeOutcome,
 };
@@ -748,6 +748,16 @@ impl Store for SqliteStore {
         self.run(move |c| anomaly::sqlite::list(c, &query)).await
     }
 
+    async fn anomalies_in(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        latest: u32,
+    ) -> Result<AnomalyRange, StoreError> {
+        self.run(move |c| anomaly::sqlite::range(c, from_ms, to_ms, latest))
+            .await
+    }
+
     async fn report_decisions(
         &self,
         query: super::ReportDecisionQuery,
@@ -762,6 +772,17 @@ impl Store for SqliteStore {
         to_ms: i64,
     ) -> Result<Vec<super::DecisionStats>, StoreError> {
         self.run(move |c| super::decision_stats::sqlite::stats(c, from_ms, to_ms))
+            .await
+    }
+
+    async fn decision_buckets(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<super::DecisionBucket>, StoreError> {
+        let bucket_ms = bucket_ms.max(1);
+        self.run(move |c| super::decision_stats::sqlite::buckets(c, from_ms, to_ms, bucket_ms))
             .await
     }
 }

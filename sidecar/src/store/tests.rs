@@ -112,6 +112,7 @@ contract_tests!(
     audit_retention_keeps_the_chain_verifiable,
     // anomalies (issue 16)
     detection_over_the_ledger_finds_an_injected_spike,
+    anomalies_in_a_range_are_counted_and_the_newest_kept,
     exceptions_are_kept_once_with_their_batch,
     decision_rows_ride_their_batch_once,
     audit_appends_many_rows_in_chunks,

@@ -349,10 +349,15 @@ mod router {
                 json!({ "avg": null, "p95": null, "samples": 0 })
             );
         }
-        assert!(
-            !month.text.contains("anomalies"),
-            "anomalies are not in analytics yet"
-        );
+        // No anomaly was stored: every group and the total count none (tests/anomalies.rs
+        // stores some).
+        for g in [group(b, "sales-ai"), group(b, "support"), &b["total"]] {
+            assert_eq!(
+                g["anomalies"],
+                json!({ "count": 0, "byKind": {}, "latest": [] }),
+                "{g}"
+            );
+        }
 
         let day = h.analytics("period=day&groupBy=project").await;
         assert_eq!(
@@ -490,4 +495,5 @@ mod router {
     }
 }
 
+mod anomalies;
 mod sums;

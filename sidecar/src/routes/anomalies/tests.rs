@@ -87,6 +87,13 @@ async fn filters_by_project_since_and_limit() {
     let since = crate::clock::rfc3339(T0 + 2 * H);
     assert_eq!(get(format!("since={since}")).await, 2);
     assert_eq!(get(format!("project=sales-ai&since={since}")).await, 1);
+    let until = crate::clock::rfc3339(T0 + 3 * H);
+    assert_eq!(get(format!("until={since}")).await, 1, "hour 1 only");
+    assert_eq!(
+        get(format!("since={since}&until={until}")).await,
+        1,
+        "the window overlapping [2h, 3h)"
+    );
     assert_eq!(get("limit=1".into()).await, 1);
     assert_eq!(get("limit=1000".into()).await, 3);
 }
@@ -99,6 +106,7 @@ async fn bad_queries_and_tokens_are_refused() {
         "limit=1001",
         "limit=x",
         "since=yesterday",
+        "until=tomorrow",
         "colour=red",
     ] {
         let r = h

@@ -632,42 +632,108 @@ async fn check(store: Arc<dyn Store>, dir: tempfile::TempDir) {
     );
     check_decisions(&day.body, &day_rows, "costCenter", "day");
 
-    // A daily series of the month: every point is that UTC day's sums.
+    // A daily series of the month: every point is that UTC day's sums, and its violations and
+    // latencies are those of that day's decision rows (from `/v1/audit`).
+    let rows_in = |rows: &[Value], from: i64, to: i64| -> Vec<Value> {
+        rows.iter()
+            .filter(|r| (from..to).contains(&r["atMs"].as_i64().unwrap()))
+            .cloned()
+            .collect()
+    };
+    let start_of = |p: &Value| {
+        chrono::DateTime::parse_from_rfc3339(p["start"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    let zero: Sums = ("0".into(), 0, 0, "0".into());
     let series = h
         .analytics("period=month&groupBy=project&interval=day")
         .await;
     assert_eq!(series.status, StatusCode::OK, "{}", series.text);
     assert_eq!(series.body["buckets"].as_array().unwrap().len(), 30);
-    for s in section(&series.body, "project")["series"]
+    let groups: BTreeMap<String, Value> = section(&series.body, "project")["groups"]
         .as_array()
         .unwrap()
-    {
+        .iter()
+        .map(|g| (g["key"].as_str().unwrap().to_owned(), g.clone()))
+        .collect();
+    let mut with_latency = 0;
+    let project_series = section(&series.body, "project")["series"]
+        .as_array()
+        .unwrap();
+    // Every group with denials has a series (a point exists where usage or decisions do).
+    assert_eq!(
+        project_series
+            .iter()
+            .map(|s| s["key"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>(),
+        groups.keys().cloned().collect::<Vec<_>>()
+    );
+    for s in project_series {
         let key = s["key"].as_str().unwrap();
+        let mut denials = 0;
         for p in s["points"].as_array().unwrap() {
-            let start = chrono::DateTime::parse_from_rfc3339(p["start"].as_str().unwrap())
-                .unwrap()
-                .timestamp_millis();
+            let start = start_of(p);
             let want = expected(&recs, "project", start, start + DAY);
-            assert_eq!(Some(&sums(p)), want.get(key), "{key} on {}", p["start"]);
+            assert_eq!(
+                &sums(p),
+                want.get(key).unwrap_or(&zero),
+                "{key} on {}",
+                p["start"]
+            );
+            let rows = rows_in(&month_rows, start, start + DAY);
+            let want = expected_decisions(&rows, "project")
+                .remove(key)
+                .unwrap_or_else(no_decisions);
+            assert_eq!(
+                decision_fields(p),
+                want,
+                "{key} decisions on {}",
+                p["start"]
+            );
+            denials += p["violations"]["count"].as_u64().unwrap();
+            with_latency += u64::from(!p["p95Latency"].is_null());
         }
+        assert_eq!(
+            denials,
+            groups[key]["violations"]["count"].as_u64().unwrap(),
+            "{key}: the series' violations are the section's"
+        );
     }
-    let points: u64 = series.body["totalSeries"]
-        .as_array()
-        .unwrap()
+    assert!(
+        with_latency >= 10,
+        "the points carry latencies: {with_latency}"
+    );
+    let total_series = series.body["totalSeries"].as_array().unwrap();
+    let points: u64 = total_series
         .iter()
         .map(|p| p["totalRequests"].as_u64().unwrap())
         .sum();
     assert_eq!(points, b["total"]["totalRequests"].as_u64().unwrap());
-    // Hourly: the point of the hour before T0 is that hour's sums.
+    let denials: u64 = total_series
+        .iter()
+        .map(|p| p["violations"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(denials, b["total"]["violations"]["count"].as_u64().unwrap());
+    assert!(denials > 0);
+    // Hourly: each point is its hour's sums and its hour's decision rows.
     let hourly = h
         .analytics("period=day&groupBy=endpoint&interval=hour")
         .await;
     assert_eq!(hourly.body["buckets"].as_array().unwrap().len(), 24);
     for p in hourly.body["totalSeries"].as_array().unwrap() {
-        let start = chrono::DateTime::parse_from_rfc3339(p["start"].as_str().unwrap())
-            .unwrap()
-            .timestamp_millis();
-        assert_eq!(sums(p), expected(&recs, "total", start, start + HOUR)[""]);
+        let start = start_of(p);
+        assert_eq!(
+            &sums(p),
+            expected(&recs, "total", start, start + HOUR)
+                .get("")
+                .unwrap_or(&zero)
+        );
+        let rows = rows_in(&day_rows, start, start + HOUR);
+        let want = expected_decisions(&rows, "total")
+            .remove("")
+            .unwrap_or_else(no_decisions);
+        assert_eq!(decision_fields(p), want, "decisions of hour {}", p["start"]);
     }
 
     // CSV: one row per group and the total, the same numbers.
@@ -698,7 +764,8 @@ async fn check(store: Arc<dyn Store>, dir: tempfile::TempDir) {
             "savings",
             "violations",
             "avgLatency",
-            "p95Latency"
+            "p95Latency",
+            "anomalies"
         ]
     );
     let mut by: BTreeMap<(String, String), Sums> = BTreeMap::new();
