@@ -191,6 +191,17 @@ fn check(req: &SyncRequest, max_batch: usize) -> Result<(), AppError> {
     if req.seq == 0 || i64::try_from(req.seq).is_err() {
         errs.push("seq: a positive integer below 2^63".into());
     }
+    // Counter names reach store queries as parameters; PostgreSQL's TEXT cannot take U+0000.
+    for (i, l) in req.leases.iter().enumerate() {
+        if l.counter.contains('\0') {
+            errs.push(format!("leases[{i}].counter: holds U+0000 (NUL)"));
+        }
+    }
+    for (i, c) in req.release.iter().enumerate() {
+        if c.contains('\0') {
+            errs.push(format!("release[{i}]: holds U+0000 (NUL)"));
+        }
+    }
     if req.usage.len() > max_batch {
         errs.push(format!(
             "usage: at most {max_batch} records per batch, got {}",

@@ -562,6 +562,18 @@ async fn nul_is_refused_at_the_edge_over(h: crate::testing::Harness) {
             "decisions[1]: .x\\0: a string holds U+0000 (NUL)"
         ]
     );
+    // A lease or release naming a counter with a NUL: 400 with the path (no usage record is
+    // refused with it: such a batch is the sender's bug, not a record's).
+    for (field, value) in [
+        ("leases", json!([{ "counter": "org.monthly\u{0}" }])),
+        ("release", json!(["org.monthly\u{0}"])),
+    ] {
+        let mut batch = json!({ "instanceId": "envoy-nul", "seq": 2 });
+        batch[field] = value;
+        let r = h.sync(batch).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{field}: {}", r.text);
+        assert!(r.text.contains("holds U+0000"), "{field}: {}", r.text);
+    }
     // Other bodies: 400 with the path, nothing stored.
     let r = h
         .call(
