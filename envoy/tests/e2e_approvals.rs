@@ -253,6 +253,7 @@ impl Stack {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        every_worker_has_the_policy(&s.agent, &s.envoy);
         s
     }
 

@@ -237,8 +237,9 @@ fn managed_the_sales_day_ends_within_its_budget_and_the_fleet_learns() {
     cfg.sidecar_port = Some(sc.port);
     let envoy = Envoy::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
     let agent = Agent::new(envoy.port).unwrap();
-    // Until a worker runs the sidecar's policy (503 before, 401 without a key after).
-    let probe = Call::post("api.deepl.com", "/v2/translate");
+    // Until every worker runs the sidecar's policy (503 before, 401 without a key after;
+    // fresh connections spread the probes over the workers).
+    let probe = Call::post("api.deepl.com", "/v2/translate").header("connection", "close");
     let (t0, mut streak, mut probes) = (Instant::now(), 0, 0u64);
     while streak < 12 {
         let r = agent.send(&probe).unwrap();

@@ -128,32 +128,6 @@ fn poll(
     None
 }
 
-/// Waits until both workers run the sidecar's policy, without spending: a call without an API
-/// key is `503` on a worker before its first policy, `401 MISSING_API_KEY` after. Each worker
-/// adopts it on its own tick, and a first call can be admitted on one worker (a lease asked
-/// for on the request path) before the other has ticked; fresh connections land on either
-/// worker, so 12 in a row mean both.
-fn every_worker_has_the_policy(agent: &Agent, envoy: &Envoy) {
-    let probe = Call::post("api.deepl.com", "/v2/translate").header("connection", "close");
-    let (t0, mut streak) = (Instant::now(), 0);
-    while streak < 12 {
-        let r = send(agent, envoy, &probe);
-        if r.code() == "MISSING_API_KEY" {
-            streak += 1;
-            continue;
-        }
-        streak = 0;
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "a worker without the policy: {} {}\n{}",
-            r.status,
-            r.body,
-            envoy.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn allowed(r: &Reply) -> bool {
     r.status == 200 && r.decision() == "allow"
 }

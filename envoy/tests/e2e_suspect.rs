@@ -201,6 +201,7 @@ fn managed_one_absurd_report_leaves_other_projects_served_and_reaches_the_sideca
     while send(&agent, &envoy, &probe).status != 200 && t0.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(50));
     }
+    every_worker_has_the_policy(&agent, &envoy);
 
     let mut c = Checks::default();
     for (label, call) in absurd_calls() {

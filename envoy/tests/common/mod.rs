@@ -15,6 +15,34 @@ use pag0_envoy::policies::key_sha256;
 use pag0_envoy::{Agent, Envoy, EnvoyConfig, MockUpstream, Reply};
 use serde_json::{json, Value};
 
+/// Managed mode: waits until every worker runs the sidecar's policy — 12 refusals in a row of
+/// a call without an API key (`MISSING_API_KEY`, not the `503` of a worker still without a
+/// policy; `connection: close` spreads the calls over the workers). The first allowed call
+/// proves only one worker: the other may not have polled shared data yet.
+pub fn every_worker_has_the_policy(agent: &Agent, envoy: &Envoy) {
+    let probe =
+        pag0_envoy::Call::post("api.deepl.com", "/v2/translate").header("connection", "close");
+    let (t0, mut streak) = (std::time::Instant::now(), 0);
+    while streak < 12 {
+        let r = agent
+            .send(&probe)
+            .unwrap_or_else(|e| panic!("request failed: {e:#}\n{}", envoy.log()));
+        if r.code() == "MISSING_API_KEY" {
+            streak += 1;
+            continue;
+        }
+        streak = 0;
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "a worker without the policy: {} {}\n{}",
+            r.status,
+            r.body,
+            envoy.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// gpt-4 prices used by the test policies (micro-USD per 1k tokens).
 pub const GPT4_IN: u64 = 30_000;
 pub const GPT4_OUT: u64 = 60_000;
