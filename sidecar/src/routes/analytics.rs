@@ -32,8 +32,19 @@ mod recommend;
 
 /// The group of records without the fact a dimension needs (or a cost centre nobody tagged).
 pub const UNASSIGNED: &str = "unassigned";
-/// Store buckets: 15 minutes divide every zone's hours and days.
-const STORE_BUCKET_MS: i64 = 15 * 60_000;
+/// Store buckets for a series, coarsest first: the store answers whole days and hours from its
+/// rollups; 15 minutes divide every zone's hours and days today (India's, Nepal's), read raw;
+/// seconds the local mean times of the 19th century.
+const STORE_BUCKETS_MS: [i64; 5] = [86_400_000, 3_600_000, 15 * 60_000, 1000, 1];
+
+/// The coarsest store bucket that no series bucket boundary cuts: every boundary inside the
+/// range (each start after the first) a multiple of it.
+pub fn store_bucket(starts: &[i64]) -> i64 {
+    STORE_BUCKETS_MS
+        .into_iter()
+        .find(|b| starts.iter().skip(1).all(|s| s % b == 0))
+        .unwrap_or(1)
+}
 /// At most this many series points per call.
 const MAX_POINTS: usize = 5000;
 /// Endpoints listed per group in `topEndpoints`.
@@ -933,15 +944,15 @@ pub async fn report(state: &AppState, parsed: &Parsed) -> Result<Value, AppError
     let latest = u32::try_from(LATEST_ANOMALIES).unwrap_or(u32::MAX);
     let anomalies = state.store.anomalies_in(from_ms, to_ms, latest).await?;
 
-    let buckets = match parsed.interval {
-        Some(_) => Some((
+    let buckets = match &starts {
+        Some(starts) => Some((
             state
                 .store
-                .usage_buckets(from_ms, to_ms, STORE_BUCKET_MS)
+                .usage_buckets(from_ms, to_ms, store_bucket(starts))
                 .await?,
             state
                 .store
-                .decision_buckets(from_ms, to_ms, STORE_BUCKET_MS)
+                .decision_buckets(from_ms, to_ms, store_bucket(starts))
                 .await?,
         )),
         None => None,

@@ -5,6 +5,7 @@
 //! here runs inside the caller's transaction: an entry commits with the action it records.
 
 use super::approval::Approval;
+use super::rollup::DECISION_KIND;
 use crate::audit::{details_text, details_value, AuditEvent, AuditHead, AuditQuery, AuditRow};
 
 pub(crate) const COLUMNS: &str = "seq, at_ms, kind, actor, project_id, client_id, host, model, \
@@ -189,6 +190,10 @@ pub(crate) mod sqlite {
             )
             .map_err(backend)?;
         }
+        let rolled = crate::store::rollup::decision_deltas(out.iter().map(|r| &r.event))?;
+        if !rolled.is_empty() {
+            crate::store::rollup::sqlite::add_decisions(c, rolled)?;
+        }
         Ok(out)
     }
 
@@ -250,12 +255,26 @@ pub(crate) mod sqlite {
                 |r| r.get(0),
             )
             .map_err(backend)?;
+        let span: (Option<i64>, Option<i64>) = c
+            .query_row(
+                &format!(
+                    "SELECT MIN(at_ms), MAX(at_ms) FROM audit_log
+                     WHERE seq <= ?1 AND seq > ?2 AND kind = '{DECISION_KIND}'"
+                ),
+                params![through, h.pruned_through_seq],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(backend)?;
         let deleted = c
             .execute(
                 "DELETE FROM audit_log WHERE seq <= ?1 AND seq > ?2",
                 params![through, h.pruned_through_seq],
             )
             .map_err(backend)?;
+        // The decision rollups of the buckets the deleted rows were in, again from what is left.
+        if let (Some(lo), Some(hi)) = span {
+            crate::store::rollup::sqlite::rebuild_decisions(c, lo, hi.saturating_add(1))?;
+        }
         let deleted = i64::try_from(deleted).map_err(backend)?;
         c.execute(
             "UPDATE audit_head SET pruned_through_seq = ?1, pruned_through_hash = ?2,
@@ -521,6 +540,9 @@ pub(crate) mod postgres {
             .await
             .map_err(pg)?;
         }
+        // Under the head's lock: one writer at a time merges a bucket's bins.
+        let rolled = crate::store::rollup::decision_deltas(out.iter().map(|r| &r.event))?;
+        crate::store::rollup::postgres::add_decisions(c, rolled).await?;
         Ok(out)
     }
 
@@ -581,6 +603,17 @@ pub(crate) mod postgres {
             .await
             .map_err(pg)?
             .get(0);
+        let span = c
+            .query_one(
+                &format!(
+                    "SELECT MIN(at_ms), MAX(at_ms) FROM audit_log
+                     WHERE seq <= $1 AND seq > $2 AND kind = '{DECISION_KIND}'"
+                ),
+                &[&through, &h.pruned_through_seq],
+            )
+            .await
+            .map_err(pg)?;
+        let span: (Option<i64>, Option<i64>) = (span.get(0), span.get(1));
         let deleted = c
             .execute(
                 "DELETE FROM audit_log WHERE seq <= $1 AND seq > $2",
@@ -588,6 +621,9 @@ pub(crate) mod postgres {
             )
             .await
             .map_err(pg)?;
+        if let (Some(lo), Some(hi)) = span {
+            crate::store::rollup::postgres::rebuild_decisions(c, lo, hi.saturating_add(1)).await?;
+        }
         let deleted = i64::try_from(deleted).map_err(|e| StoreError::Backend(e.to_string()))?;
         c.execute(
             "UPDATE audit_head SET pruned_through_seq = $1, pruned_through_hash = $2,

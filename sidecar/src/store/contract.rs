@@ -2449,3 +2449,322 @@ pub async fn learned_estimates_follow_reports_in_order(s: &dyn Store) {
     assert_eq!(k.learned.samples, 16);
     assert_eq!(k.estimate_sum, 1600);
 }
+
+/// Rollups (rollup.rs): over ranges aligned and not, sums and series equal the raw rows'
+/// (computed here from what was sent), a resent batch adds nothing, and after a retention run
+/// deletes a prefix that ends inside a day the decision figures equal what is left.
+pub async fn rollups_answer_as_the_raw_rows_do(store: &dyn Store) {
+    use crate::audit::AuditEvent;
+    use crate::store::decision_stats::latency_floor;
+    use crate::store::rollup::{DAY_MS, HOUR_MS};
+    use std::collections::BTreeMap;
+
+    const D0: i64 = 1_764_547_200_000; // 2025-12-01T00:00Z
+    const NOW: i64 = D0 + 2 * DAY_MS + 5 * 60_000;
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let pick = |i: u64, of: &[&str]| -> Option<String> {
+        let i = usize::try_from(i).unwrap();
+        (i < of.len()).then(|| of[i].to_string())
+    };
+    // (time, record, decision event), sorted by time; the last 20 records carry no time.
+    let mut rows: Vec<(i64, UsageRecord, AuditEvent)> = Vec::new();
+    for i in 0..600u64 {
+        let t = match i % 10 {
+            // On hour and day boundaries, and a millisecond before them.
+            0 => D0 + i64::try_from(next(3)).unwrap() * DAY_MS,
+            1 => D0 + i64::try_from(next(72)).unwrap() * HOUR_MS - 1,
+            _ => D0 - DAY_MS + i64::try_from(next(4 * DAY_MS as u64)).unwrap(),
+        };
+        let hit = next(4) == 0;
+        let r = UsageRecord {
+            amount: if hit { 0 } else { next(5000) },
+            counters: vec![],
+            project_id: pick(next(4), &["p0", "p1", "p2"]),
+            client_id: pick(next(5), &["c0", "c1", "c2", "c3"]),
+            host: pick(next(3), &["api.openai.com", "api.deepl.com"]),
+            at_ms: Some(t),
+            cache_hit: hit,
+            savings: if hit { next(900) } else { 0 },
+        };
+        let mut e = AuditEvent::new("decision", t);
+        e.project_id = r.project_id.clone();
+        e.client_id = r.client_id.clone();
+        e.host = r.host.clone();
+        e.model = pick(next(3), &["gpt-4o", "gpt-4o-mini"]);
+        let (d, code) = match next(5) {
+            0 => ("deny", Some("BUDGET_EXCEEDED")),
+            1 => ("deny", Some("ENDPOINT_BLOCKED")),
+            2 => ("cache_hit", None),
+            _ => ("allow", None),
+        };
+        e.decision = Some(d.into());
+        e.code = code.map(Into::into);
+        e.latency_ms = (next(4) != 0).then(|| i64::try_from(next(3000)).unwrap());
+        rows.push((t, r, e));
+    }
+    rows.sort_by_key(|r| r.0);
+    for r in rows.iter_mut().rev().take(20) {
+        r.1.at_ms = None;
+        r.0 = NOW;
+    }
+    for (n, chunk) in rows.chunks(50).enumerate() {
+        let mut b = batch(
+            "envoy-r",
+            i64::try_from(n).unwrap() + 1,
+            chunk.iter().map(|r| r.1.clone()).collect(),
+        );
+        b.now_ms = NOW;
+        b.audit = chunk.iter().map(|r| r.2.clone()).collect();
+        b.audit.push(AuditEvent::new("decision.gap", chunk[0].0));
+        let again = b.clone();
+        assert!(!store.sync(b).await.unwrap().duplicate);
+        if n == 3 {
+            assert!(store.sync(again).await.unwrap().duplicate);
+        }
+    }
+
+    type UKey = (i64, Option<String>, Option<String>, Option<String>);
+    let expect_usage = |f: i64, t: i64, bucket: Option<i64>| {
+        let mut m = BTreeMap::<UKey, UsageTotals>::new();
+        for (at, r, _) in &rows {
+            if *at < f || *at >= t {
+                continue;
+            }
+            let b = bucket.map_or(0, |b| at - at.rem_euclid(b));
+            let s = m
+                .entry((b, r.project_id.clone(), r.client_id.clone(), r.host.clone()))
+                .or_insert_with(|| UsageTotals {
+                    project_id: r.project_id.clone(),
+                    client_id: r.client_id.clone(),
+                    host: r.host.clone(),
+                    ..UsageTotals::default()
+                });
+            s.requests += 1;
+            s.cost += r.amount;
+            s.cache_hits += u64::from(r.cache_hit);
+            s.savings += r.savings;
+        }
+        m.into_iter()
+            .map(|(k, totals)| UsageBucket {
+                start_ms: k.0,
+                totals,
+            })
+            .collect::<Vec<_>>()
+    };
+    let sorted_usage = |mut v: Vec<UsageBucket>| {
+        v.sort_by(|a, b| {
+            (
+                a.start_ms,
+                &a.totals.project_id,
+                &a.totals.client_id,
+                &a.totals.host,
+            )
+                .cmp(&(
+                    b.start_ms,
+                    &b.totals.project_id,
+                    &b.totals.client_id,
+                    &b.totals.host,
+                ))
+        });
+        v
+    };
+    let expect_decisions = |events: &[&AuditEvent], f: i64, t: i64, bucket: Option<i64>| {
+        let mut m = BTreeMap::<(i64, String), DecisionBucket>::new();
+        for e in events {
+            if e.at_ms < f || e.at_ms >= t {
+                continue;
+            }
+            let b = bucket.map_or(0, |b| e.at_ms - e.at_ms.rem_euclid(b));
+            let key = format!(
+                "{:?}",
+                (
+                    &e.project_id,
+                    &e.client_id,
+                    &e.host,
+                    &e.model,
+                    &e.decision,
+                    &e.code
+                )
+            );
+            let s = &mut m
+                .entry((b, key))
+                .or_insert_with(|| DecisionBucket {
+                    start_ms: b,
+                    stats: DecisionStats {
+                        project_id: e.project_id.clone(),
+                        client_id: e.client_id.clone(),
+                        host: e.host.clone(),
+                        model: e.model.clone(),
+                        decision: e.decision.clone(),
+                        code: e.code.clone(),
+                        ..DecisionStats::default()
+                    },
+                })
+                .stats;
+            s.count += 1;
+            if let Some(l) = e.latency_ms {
+                s.latency.count += 1;
+                s.latency.sum_ms += u64::try_from(l).unwrap();
+                let bin = s
+                    .latency
+                    .bins
+                    .entry(latency_floor(l))
+                    .or_insert(LatencyBin {
+                        floor_ms: latency_floor(l),
+                        count: 0,
+                        max_ms: l,
+                    });
+                bin.count += 1;
+                bin.max_ms = bin.max_ms.max(l);
+            }
+        }
+        m.into_values().collect::<Vec<_>>()
+    };
+    let sorted_decisions = |mut v: Vec<DecisionBucket>| {
+        let k = |b: &DecisionBucket| {
+            let s = &b.stats;
+            (
+                b.start_ms,
+                format!(
+                    "{:?}",
+                    (
+                        &s.project_id,
+                        &s.client_id,
+                        &s.host,
+                        &s.model,
+                        &s.decision,
+                        &s.code
+                    )
+                ),
+            )
+        };
+        v.sort_by_key(k);
+        v
+    };
+
+    let mut ranges = vec![
+        (D0 - 2 * DAY_MS, D0 + 4 * DAY_MS),
+        (D0, D0 + DAY_MS),
+        (D0 - DAY_MS + 17 * 60_000, D0 + 2 * DAY_MS + 3 * HOUR_MS + 1),
+        (D0 + 5 * 60_000, D0 + 40 * 60_000),
+        (D0 + 20 * HOUR_MS, D0 + 30 * HOUR_MS),
+        (D0 - 1, D0 + 1),
+        (NOW, NOW + 1),
+    ];
+    for _ in 0..12 {
+        let f = D0 - DAY_MS + i64::try_from(next(4 * DAY_MS as u64)).unwrap();
+        ranges.push((f, f + 1 + i64::try_from(next(3 * DAY_MS as u64)).unwrap()));
+    }
+    let all_events: Vec<&AuditEvent> = rows.iter().map(|r| &r.2).collect();
+    for &(f, t) in &ranges {
+        let got: Vec<UsageBucket> = store
+            .usage_totals(f, t)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|totals| UsageBucket {
+                start_ms: 0,
+                totals,
+            })
+            .collect();
+        assert_eq!(
+            sorted_usage(got),
+            expect_usage(f, t, None),
+            "usage {f}..{t}"
+        );
+        let got: Vec<DecisionBucket> = store
+            .decision_stats(f, t)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|stats| DecisionBucket { start_ms: 0, stats })
+            .collect();
+        assert_eq!(
+            sorted_decisions(got),
+            sorted_decisions(expect_decisions(&all_events, f, t, None)),
+            "decisions {f}..{t}"
+        );
+        for b in [15 * 60_000, HOUR_MS, DAY_MS] {
+            assert_eq!(
+                sorted_usage(store.usage_buckets(f, t, b).await.unwrap()),
+                expect_usage(f, t, Some(b)),
+                "usage buckets of {b} in {f}..{t}"
+            );
+            assert_eq!(
+                sorted_decisions(store.decision_buckets(f, t, b).await.unwrap()),
+                sorted_decisions(expect_decisions(&all_events, f, t, Some(b))),
+                "decision buckets of {b} in {f}..{t}"
+            );
+        }
+    }
+
+    // Retention up to noon of D0: the day's rollup bucket loses its morning.
+    let cut = D0 + 12 * HOUR_MS;
+    let pruned = store
+        .audit_prune(
+            cut,
+            AuditEvent::new(crate::store::audit::RETENTION_KIND, NOW),
+        )
+        .await
+        .unwrap();
+    assert!(pruned.is_some());
+    let left = store
+        .audit_list(AuditQuery {
+            kind: Some("decision".into()),
+            limit: 10_000,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        left.len() < rows.len() && left.len() > rows.len() / 2,
+        "{} left",
+        left.len()
+    );
+    assert!(
+        left.iter().all(|r| r.event.at_ms >= D0),
+        "a row before D0 survived"
+    );
+    let left: Vec<&AuditEvent> = left.iter().map(|r| &r.event).collect();
+    for &(f, t) in &ranges {
+        let got: Vec<DecisionBucket> = store
+            .decision_stats(f, t)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|stats| DecisionBucket { start_ms: 0, stats })
+            .collect();
+        assert_eq!(
+            sorted_decisions(got),
+            sorted_decisions(expect_decisions(&left, f, t, None)),
+            "decisions after retention {f}..{t}"
+        );
+        assert_eq!(
+            sorted_decisions(store.decision_buckets(f, t, DAY_MS).await.unwrap()),
+            sorted_decisions(expect_decisions(&left, f, t, Some(DAY_MS))),
+            "daily decisions after retention {f}..{t}"
+        );
+        // The ledger keeps everything.
+        let got: Vec<UsageBucket> = store
+            .usage_totals(f, t)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|totals| UsageBucket {
+                start_ms: 0,
+                totals,
+            })
+            .collect();
+        assert_eq!(
+            sorted_usage(got),
+            expect_usage(f, t, None),
+            "usage after retention {f}..{t}"
+        );
+    }
+}

@@ -130,15 +130,9 @@ pub struct DecisionBucket {
     pub stats: DecisionStats,
 }
 
-/// `$1` = from, `$2` = to. One row per group and bin (the bin NULL for rows without latency).
-fn stats_sql(sum_cast: &str) -> String {
-    // A BIGINT on PostgreSQL (a bare 0 is INTEGER there), one bucket for the whole range.
-    bucketed_sql(sum_cast, "CAST(0 AS BIGINT)")
-}
-
-/// As [`stats_sql`] with the bucket start (`bucket`, an SQL expression) in the first column and
-/// the grouping.
-fn bucketed_sql(sum_cast: &str, bucket: &str) -> String {
+/// `$1` = from, `$2` = to: one row per bucket (`bucket`, an SQL expression, in the first
+/// column), group and bin (the bin NULL for rows without latency).
+pub(crate) fn bucketed_sql(sum_cast: &str, bucket: &str) -> String {
     let bin = bin_sql();
     format!(
         "SELECT {bucket} AS b, project_id, client_id, host, model, decision, code, {bin} AS bin,
@@ -167,14 +161,10 @@ struct Row {
     max: Option<i64>,
 }
 
-fn fold(rows: Vec<Row>) -> Result<Vec<DecisionStats>, StoreError> {
-    Ok(fold_buckets(rows)?.into_iter().map(|b| b.stats).collect())
-}
-
 fn fold_buckets(rows: Vec<Row>) -> Result<Vec<DecisionBucket>, StoreError> {
     let overflow = || StoreError::Backend("decision count above u64".into());
-    // Rows of one group arrive together (GROUP BY order is not promised, so a map), each
-    // bin once per group and bucket: the bins are inserted, not merged.
+    // Rows of one group may arrive apart (GROUP BY order is not promised, so a map); a bin
+    // seen twice is merged.
     let mut out = BTreeMap::<(i64, Key), DecisionStats>::new();
     for r in rows {
         let count = super::from_db(r.count);
@@ -201,14 +191,14 @@ fn fold_buckets(rows: Vec<Row>) -> Result<Vec<DecisionBucket>, StoreError> {
                 .sum_ms
                 .checked_add(super::from_db(r.sum))
                 .ok_or_else(overflow)?;
-            h.bins.insert(
+            let max_ms = r.max.unwrap_or(floor_ms);
+            let bin = h.bins.entry(floor_ms).or_insert(LatencyBin {
                 floor_ms,
-                LatencyBin {
-                    floor_ms,
-                    count,
-                    max_ms: r.max.unwrap_or(floor_ms),
-                },
-            );
+                count: 0,
+                max_ms,
+            });
+            bin.count = bin.count.checked_add(count).ok_or_else(overflow)?;
+            bin.max_ms = bin.max_ms.max(max_ms);
         }
     }
     Ok(out
@@ -220,15 +210,20 @@ fn fold_buckets(rows: Vec<Row>) -> Result<Vec<DecisionBucket>, StoreError> {
 pub(crate) mod sqlite {
     use rusqlite::Connection;
 
-    use super::{bucketed_sql, fold, fold_buckets, stats_sql, DecisionBucket, DecisionStats, Row};
+    use super::{fold_buckets, DecisionBucket, Row};
     use crate::store::StoreError;
 
     fn backend(e: impl std::fmt::Display) -> StoreError {
         StoreError::Backend(e.to_string())
     }
 
-    fn read(c: &Connection, sql: &str, args: &[i64]) -> Result<Vec<Row>, StoreError> {
-        let mut st = c.prepare(&sql.replace('$', "?")).map_err(backend)?;
+    /// Runs a [`super::bucketed_sql`] query (`$n` placeholders) and folds its rows.
+    pub(crate) fn rows(
+        c: &Connection,
+        sql: &str,
+        args: &[i64],
+    ) -> Result<Vec<DecisionBucket>, StoreError> {
+        let mut st = c.prepare_cached(&sql.replace('$', "?")).map_err(backend)?;
         let rows = st
             .query_map(rusqlite::params_from_iter(args), |r| {
                 Ok(Row {
@@ -250,33 +245,16 @@ pub(crate) mod sqlite {
             .map_err(backend)?
             // SQLite's SUM fails with "integer overflow" rather than wrapping.
             .collect::<Result<Vec<_>, _>>()
-            .map_err(backend);
-        rows
-    }
-
-    pub(crate) fn stats(
-        c: &Connection,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<DecisionStats>, StoreError> {
-        fold(read(c, &stats_sql(""), &[from_ms, to_ms])?)
-    }
-
-    pub(crate) fn buckets(
-        c: &Connection,
-        from_ms: i64,
-        to_ms: i64,
-        bucket_ms: i64,
-    ) -> Result<Vec<DecisionBucket>, StoreError> {
-        let sql = bucketed_sql("", "(at_ms / $3) * $3");
-        fold_buckets(read(c, &sql, &[from_ms, to_ms, bucket_ms])?)
+            .map_err(backend)?;
+        fold_buckets(rows)
     }
 }
 
 pub(crate) mod postgres {
     use tokio_postgres::types::ToSql;
+    use tokio_postgres::GenericClient;
 
-    use super::{bucketed_sql, fold, fold_buckets, stats_sql, DecisionBucket, DecisionStats, Row};
+    use super::{fold_buckets, DecisionBucket, Row};
     use crate::store::StoreError;
 
     fn pg(e: tokio_postgres::Error) -> StoreError {
@@ -288,42 +266,28 @@ pub(crate) mod postgres {
         }
     }
 
-    async fn read(
-        c: &tokio_postgres::Client,
+    /// Runs a [`super::bucketed_sql`] query and folds its rows (`SUM(BIGINT)` is NUMERIC: the
+    /// query casts it back, which fails rather than wraps).
+    pub(crate) async fn rows(
+        c: &impl GenericClient,
         sql: &str,
-        args: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, StoreError> {
-        let rows = c.query(sql, args).await.map_err(pg)?;
-        Ok(rows
-            .iter()
-            .map(|r| Row {
-                bucket: r.get(0),
-                key: (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)),
-                bin: r.get(7),
-                count: r.get(8),
-                sum: r.get(9),
-                max: r.get(10),
-            })
-            .collect())
-    }
-
-    pub(crate) async fn stats(
-        c: &tokio_postgres::Client,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<DecisionStats>, StoreError> {
-        // SUM(BIGINT) is NUMERIC: the cast back fails rather than wraps.
-        fold(read(c, &stats_sql("::BIGINT"), &[&from_ms, &to_ms]).await?)
-    }
-
-    pub(crate) async fn buckets(
-        c: &tokio_postgres::Client,
-        from_ms: i64,
-        to_ms: i64,
-        bucket_ms: i64,
+        args: &[i64],
     ) -> Result<Vec<DecisionBucket>, StoreError> {
-        let sql = bucketed_sql("::BIGINT", "(at_ms / $3::BIGINT) * $3::BIGINT");
-        fold_buckets(read(c, &sql, &[&from_ms, &to_ms, &bucket_ms]).await?)
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        let rows = c.query(sql, &refs).await.map_err(pg)?;
+        fold_buckets(
+            rows.iter()
+                .map(|r| Row {
+                    bucket: r.get(0),
+                    key: (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)),
+                    bin: r.get(7),
+                    count: r.get(8),
+                    sum: r.get(9),
+                    max: r.get(10),
+                })
+                .collect(),
+        )
     }
 }
 

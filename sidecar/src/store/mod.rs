@@ -17,6 +17,7 @@ pub mod learned;
 pub mod lease;
 pub mod postgres;
 pub mod report_reads;
+pub mod rollup;
 pub mod sqlite;
 
 #[cfg(test)]

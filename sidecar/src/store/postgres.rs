@@ -21,8 +21,7 @@ use super::sqlite::attach_leases;
 use super::{
     from_db, keys_to_lock, to_db, usage_per_counter, AuditEvent, AuditHead, AuditQuery, AuditRow,
     CounterState, LeaseGrant, LeaseState, NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError,
-    SyncOutcome, SyncWrite, UsageBucket, UsageException, UsageTotals, ADDED_COLUMNS, LEDGER_TIME,
-    SCHEMA,
+    SyncOutcome, SyncWrite, UsageBucket, UsageException, UsageTotals, ADDED_COLUMNS, SCHEMA,
 };
 use super::{AlertRecord, ClaimedAlert, DeliveryUpdate};
 use crate::alerts::{detect, violations, AlertRules, NewAlert};
@@ -43,6 +42,20 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
         Some(db) => StoreError::Backend(format!("postgres {}: {}", db.code().code(), db.message())),
         None => StoreError::Backend(e.to_string()),
     }
+}
+
+/// A read-only REPEATABLE READ transaction: a read in several statements (analytics' rollup
+/// pieces) sees one snapshot.
+async fn read_snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .map_err(pg)
 }
 
 /// The pooled connection as a `tokio_postgres::Client` (a `GenericClient`).
@@ -123,6 +136,7 @@ impl PgStore {
             .iter()
             .chain(super::decision_stats::SCHEMA)
             .chain(super::learned::SCHEMA)
+            .chain(super::rollup::SCHEMA)
         {
             tx.batch_execute(stmt).await.map_err(pg)?;
         }
@@ -133,6 +147,8 @@ impl PgStore {
             .await
             .map_err(pg)?;
         }
+        // After the columns: a database from before rollups is summed once, here.
+        super::rollup::postgres::ensure_built(&*tx).await?;
         tx.commit().await.map_err(pg)
     }
 
@@ -408,6 +424,15 @@ async fn sync_tx(
         });
     }
 
+    // The ledger's rollups, summed from the batch (in key order: after the counters and
+    // leases, before the audit head, like every sync).
+    if !duplicate {
+        let rows = super::rollup::postgres::usage_arrays(super::rollup::usage_deltas(
+            &w.usage, w.now_ms,
+        )?)?;
+        super::rollup::postgres::upsert_usage(&*tx, &rows).await?;
+    }
+
     // 3. The batch's audit rows (decision events), last: the chain head's row lock is held
     // for as short a time as the transaction allows.
     if !duplicate && !w.audit.is_empty() {
@@ -590,32 +615,11 @@ impl Store for PgStore {
     }
 
     async fn usage_totals(&self, from_ms: i64, to_ms: i64) -> Result<Vec<UsageTotals>, StoreError> {
-        let client = self.pool.get().await.map_err(backend)?;
-        // SUM(BIGINT) is NUMERIC here: the cast back fails ("bigint out of range") rather than wraps.
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT project_id, client_id, host, COUNT(*), COALESCE(SUM(amount), 0)::BIGINT,
-                       COUNT(*) FILTER (WHERE cache_hit), COALESCE(SUM(savings), 0)::BIGINT
-                     FROM usage_ledger WHERE {LEDGER_TIME} >= $1 AND {LEDGER_TIME} < $2
-                     GROUP BY project_id, client_id, host"
-                ),
-                &[&from_ms, &to_ms],
-            )
-            .await
-            .map_err(pg)?;
-        Ok(rows
-            .iter()
-            .map(|r| UsageTotals {
-                project_id: r.get(0),
-                client_id: r.get(1),
-                host: r.get(2),
-                requests: from_db(r.get(3)),
-                cost: from_db(r.get(4)),
-                cache_hits: from_db(r.get(5)),
-                savings: from_db(r.get(6)),
-            })
-            .collect())
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = read_snapshot(&mut client).await?;
+        let out = super::rollup::postgres::usage(&*tx, from_ms, to_ms, None).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(out.into_iter().map(|b| b.totals).collect())
     }
 
     async fn usage_exceptions(&self, limit: u32) -> Result<Vec<UsageException>, StoreError> {
@@ -650,35 +654,11 @@ impl Store for PgStore {
         bucket_ms: i64,
     ) -> Result<Vec<UsageBucket>, StoreError> {
         let bucket_ms = bucket_ms.max(1);
-        let client = self.pool.get().await.map_err(backend)?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT ({LEDGER_TIME} / $3::BIGINT) * $3::BIGINT AS b, project_id, client_id, host,
-                       COUNT(*), COALESCE(SUM(amount), 0)::BIGINT,
-                       COUNT(*) FILTER (WHERE cache_hit), COALESCE(SUM(savings), 0)::BIGINT
-                     FROM usage_ledger WHERE {LEDGER_TIME} >= $1 AND {LEDGER_TIME} < $2
-                     GROUP BY b, project_id, client_id, host"
-                ),
-                &[&from_ms, &to_ms, &bucket_ms],
-            )
-            .await
-            .map_err(pg)?;
-        Ok(rows
-            .iter()
-            .map(|r| UsageBucket {
-                start_ms: r.get(0),
-                totals: UsageTotals {
-                    project_id: r.get(1),
-                    client_id: r.get(2),
-                    host: r.get(3),
-                    requests: from_db(r.get(4)),
-                    cost: from_db(r.get(5)),
-                    cache_hits: from_db(r.get(6)),
-                    savings: from_db(r.get(7)),
-                },
-            })
-            .collect())
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = read_snapshot(&mut client).await?;
+        let out = super::rollup::postgres::usage(&*tx, from_ms, to_ms, Some(bucket_ms)).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(out)
     }
 
     async fn create_approval(&self, approval: Approval) -> Result<(), StoreError> {
@@ -825,8 +805,11 @@ impl Store for PgStore {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<super::DecisionStats>, StoreError> {
-        let client = self.pool.get().await.map_err(backend)?;
-        super::decision_stats::postgres::stats(&client, from_ms, to_ms).await
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = read_snapshot(&mut client).await?;
+        let out = super::rollup::postgres::decisions(&*tx, from_ms, to_ms, None).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(out.into_iter().map(|b| b.stats).collect())
     }
 
     async fn decision_buckets(
@@ -836,8 +819,11 @@ impl Store for PgStore {
         bucket_ms: i64,
     ) -> Result<Vec<super::DecisionBucket>, StoreError> {
         let bucket_ms = bucket_ms.max(1);
-        let client = self.pool.get().await.map_err(backend)?;
-        super::decision_stats::postgres::buckets(&client, from_ms, to_ms, bucket_ms).await
+        let mut client = self.pool.get().await.map_err(backend)?;
+        let tx = read_snapshot(&mut client).await?;
+        let out = super::rollup::postgres::decisions(&*tx, from_ms, to_ms, Some(bucket_ms)).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(out)
     }
 
     async fn raise_alert(&self, a: NewAlert) -> Result<bool, StoreError> {

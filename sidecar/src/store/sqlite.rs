@@ -20,8 +20,7 @@ use super::lease::{consume, Room};
 use super::{
     from_db, keys_to_lock, to_db, usage_per_counter, AuditEvent, AuditHead, AuditQuery, AuditRow,
     CounterState, LeaseGrant, LeaseState, NewPolicy, PolicyMeta, PolicyVersion, Store, StoreError,
-    SyncOutcome, SyncWrite, UsageBucket, UsageException, UsageTotals, ADDED_COLUMNS, LEDGER_TIME,
-    SCHEMA,
+    SyncOutcome, SyncWrite, UsageBucket, UsageException, UsageTotals, ADDED_COLUMNS, SCHEMA,
 };
 use super::{AlertRecord, ClaimedAlert, DeliveryUpdate};
 use crate::alerts::{detect, violations, AlertRules, NewAlert};
@@ -64,9 +63,12 @@ impl SqliteStore {
             .iter()
             .chain(super::decision_stats::SCHEMA)
             .chain(super::learned::SCHEMA)
+            .chain(super::rollup::SCHEMA)
         {
             conn.execute(stmt, []).map_err(backend)?;
         }
+        let mut conn = conn;
+        super::rollup::sqlite::ensure_built(&mut conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -352,6 +354,14 @@ fn sync_tx(
         });
     }
 
+    // The ledger's rollups, summed from the batch.
+    if !duplicate {
+        super::rollup::sqlite::upsert_usage(
+            &tx,
+            &super::rollup::usage_deltas(&w.usage, w.now_ms)?,
+        )?;
+    }
+
     // 3. The batch's audit rows (decision events), last: the chain head's lock is held for
     // as short a time as the transaction allows.
     if !duplicate && !w.audit.is_empty() {
@@ -553,29 +563,12 @@ impl Store for SqliteStore {
 
     async fn usage_totals(&self, from_ms: i64, to_ms: i64) -> Result<Vec<UsageTotals>, StoreError> {
         self.run(move |c| {
-            let mut st = c
-                .prepare(&format!(
-                    "SELECT project_id, client_id, host, COUNT(*), COALESCE(SUM(amount), 0),
-                       COUNT(*) FILTER (WHERE cache_hit), COALESCE(SUM(savings), 0)
-                     FROM usage_ledger WHERE {LEDGER_TIME} >= ?1 AND {LEDGER_TIME} < ?2
-                     GROUP BY project_id, client_id, host"
-                ))
-                .map_err(backend)?;
-            let rows = st
-                .query_map([from_ms, to_ms], |r| {
-                    Ok(UsageTotals {
-                        project_id: r.get(0)?,
-                        client_id: r.get(1)?,
-                        host: r.get(2)?,
-                        requests: from_db(r.get(3)?),
-                        cost: from_db(r.get(4)?),
-                        cache_hits: from_db(r.get(5)?),
-                        savings: from_db(r.get(6)?),
-                    })
-                })
-                .map_err(backend)?;
-            // SQLite's SUM fails with "integer overflow" rather than wrapping.
-            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+            Ok(
+                super::rollup::sqlite::usage_snapshot(c, from_ms, to_ms, None)?
+                    .into_iter()
+                    .map(|b| b.totals)
+                    .collect(),
+            )
         })
         .await
     }
@@ -587,35 +580,8 @@ impl Store for SqliteStore {
         bucket_ms: i64,
     ) -> Result<Vec<UsageBucket>, StoreError> {
         let bucket_ms = bucket_ms.max(1);
-        self.run(move |c| {
-            let mut st = c
-                .prepare(&format!(
-                    "SELECT ({LEDGER_TIME} / ?3) * ?3 AS b, project_id, client_id, host, COUNT(*),
-                       COALESCE(SUM(amount), 0), COUNT(*) FILTER (WHERE cache_hit),
-                       COALESCE(SUM(savings), 0)
-                     FROM usage_ledger WHERE {LEDGER_TIME} >= ?1 AND {LEDGER_TIME} < ?2
-                     GROUP BY b, project_id, client_id, host"
-                ))
-                .map_err(backend)?;
-            let rows = st
-                .query_map([from_ms, to_ms, bucket_ms], |r| {
-                    Ok(UsageBucket {
-                        start_ms: r.get(0)?,
-                        totals: UsageTotals {
-                            project_id: r.get(1)?,
-                            client_id: r.get(2)?,
-                            host: r.get(3)?,
-                            requests: from_db(r.get(4)?),
-                            cost: from_db(r.get(5)?),
-                            cache_hits: from_db(r.get(6)?),
-                            savings: from_db(r.get(7)?),
-                        },
-                    })
-                })
-                .map_err(backend)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
-        })
-        .await
+        self.run(move |c| super::rollup::sqlite::usage_snapshot(c, from_ms, to_ms, Some(bucket_ms)))
+            .await
     }
 
     async fn create_approval(&self, approval: Approval) -> Result<(), StoreError> {
@@ -771,8 +737,15 @@ impl Store for SqliteStore {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<super::DecisionStats>, StoreError> {
-        self.run(move |c| super::decision_stats::sqlite::stats(c, from_ms, to_ms))
-            .await
+        self.run(move |c| {
+            Ok(
+                super::rollup::sqlite::decisions_snapshot(c, from_ms, to_ms, None)?
+                    .into_iter()
+                    .map(|b| b.stats)
+                    .collect(),
+            )
+        })
+        .await
     }
 
     async fn decision_buckets(
@@ -782,8 +755,10 @@ impl Store for SqliteStore {
         bucket_ms: i64,
     ) -> Result<Vec<super::DecisionBucket>, StoreError> {
         let bucket_ms = bucket_ms.max(1);
-        self.run(move |c| super::decision_stats::sqlite::buckets(c, from_ms, to_ms, bucket_ms))
-            .await
+        self.run(move |c| {
+            super::rollup::sqlite::decisions_snapshot(c, from_ms, to_ms, Some(bucket_ms))
+        })
+        .await
     }
 }
 

@@ -120,6 +120,8 @@ contract_tests!(
     report_reads_sum_the_decision_log,
     decision_stats_group_and_bin_decision_rows,
     violation_alerts_fire_once_per_project_code_and_window,
+    // analytics at scale (issue 16)
+    rollups_answer_as_the_raw_rows_do,
 );
 
 /// Two sidecars on one PostgreSQL append to one chain: contiguous seqs, no fork.
@@ -257,9 +259,20 @@ mod migration {
         }
     }
 
+    /// The totals of `T0`'s millisecond (raw rows) and of its UTC day (the day's rollup,
+    /// built on the first open): the same.
+    async fn totals_at_t0(store: &dyn Store) -> Vec<crate::store::UsageTotals> {
+        let day = crate::store::rollup::DAY_MS;
+        let raw = store.usage_totals(T0, T0 + 1).await.unwrap();
+        let from = T0 - T0.rem_euclid(day);
+        let rolled = store.usage_totals(from, from + day).await.unwrap();
+        assert_eq!(raw, rolled, "the day's rollup differs from the rows");
+        raw
+    }
+
     /// What must hold right after the first open of the old database.
     async fn upgraded(store: &dyn Store) {
-        let totals = store.usage_totals(T0, T0 + 1).await.unwrap();
+        let totals = totals_at_t0(store).await;
         assert_eq!(totals.len(), 1, "{totals:?}");
         let t = &totals[0];
         assert_eq!(
@@ -307,7 +320,7 @@ mod migration {
 
     /// And after every later open.
     async fn reopened(store: &dyn Store) {
-        let totals = store.usage_totals(T0, T0 + 1).await.unwrap();
+        let totals = totals_at_t0(store).await;
         assert_eq!(totals.len(), 1, "{totals:?}");
         assert_eq!(
             (

@@ -53,6 +53,32 @@ fn periods_end_where_the_budget_keys_change() {
     }
 }
 
+/// A series reads the coarsest store bucket no point boundary cuts: days for UTC days, hours
+/// for whole-hour zones and for hours, 15 minutes for India's and Nepal's, across DST too.
+#[test]
+fn series_read_the_coarsest_store_bucket_that_fits() {
+    let from = at("2026-03-01T00:00:00Z").timestamp_millis();
+    let to = at("2026-05-01T00:00:00Z").timestamp_millis();
+    for (zone, day, hour) in [
+        ("UTC", 86_400_000, 3_600_000),
+        ("America/New_York", 3_600_000, 3_600_000),
+        ("Europe/Berlin", 3_600_000, 3_600_000),
+        ("Asia/Kolkata", 900_000, 900_000),
+        ("Asia/Kathmandu", 900_000, 900_000),
+        ("Australia/Lord_Howe", 900_000, 900_000),
+    ] {
+        let tz = parse_tz(zone).unwrap();
+        for (interval, want) in [(Interval::Day, day), (Interval::Hour, hour)] {
+            let starts = bucket_starts(&tz, interval, from, to).unwrap();
+            let b = store_bucket(&starts);
+            assert_eq!(b, want, "{zone} {interval:?}");
+            assert!(starts.iter().skip(1).all(|s| s % b == 0));
+        }
+    }
+    // One point: nothing to cut.
+    assert_eq!(store_bucket(&[from + 1]), 86_400_000);
+}
+
 #[test]
 fn a_berlin_month_and_a_skipped_midnight() {
     let berlin = parse_tz("Europe/Berlin").unwrap();
