@@ -105,7 +105,7 @@ test: setup wasm console browser clients-setup report-tools
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) clippy
 	$(MAKE) yaml
-	$(MAKE) schemathesis
+	SCHEMATHESIS_SEED="$${SCHEMATHESIS_SEED:-20261206}" $(MAKE) schemathesis
 
 ## clippy: warnings are errors, native (all targets) and wasm32 (filter + core)
 clippy:

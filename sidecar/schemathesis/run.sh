@@ -10,7 +10,8 @@
 # The sidecar is killed and the temporary directory removed on exit, whatever happens.
 #
 # Tunables (environment): SCHEMATHESIS_MAX_EXAMPLES (default 25 per operation),
-# SCHEMATHESIS_MAX_TIME (default 75 s for the run), SCHEMATHESIS_SEED (default random),
+# SCHEMATHESIS_MAX_TIME (default 75 s for the run), SCHEMATHESIS_SEED (default random; `make
+# test` passes 20261206),
 # SCHEMATHESIS_WORKERS (default 2).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -94,9 +95,13 @@ if [ -n "${SCHEMATHESIS_SEED:-}" ]; then SEED=(--seed "$SCHEMATHESIS_SEED"); fi
 
 started=$(date +%s)
 status=0
+# cli.py: the schemathesis CLI with Hypothesis's target phase off (its optimiser can crash, see there).
+# --suppress-health-check all: Hypothesis's health checks judge the generator (too many cases
+# filtered out, too slow on this machine), not the API; one failed a run on DELETE
+# /v1/clients/{id} whose cases all passed. The run is bounded by --max-time either way.
 # --max-redirects 0: GET /console answers its documented 308 rather than the page behind it.
 timeout --kill-after=5 "$((MAX_TIME + 15))" \
-  "$VENV/bin/schemathesis" --config-file sidecar/schemathesis/schemathesis.toml \
+  "$VENV/bin/python" sidecar/schemathesis/cli.py --config-file sidecar/schemathesis/schemathesis.toml \
     run "$BASE/v1/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection \
     --phases examples,coverage,fuzzing \
@@ -106,6 +111,7 @@ timeout --kill-after=5 "$((MAX_TIME + 15))" \
     --max-redirects 0 \
     --request-timeout 20 \
     --generation-database none \
+    --suppress-health-check all \
     --no-color \
     "${SEED[@]}" || status=$?
 echo "schemathesis: ${status} after $(( $(date +%s) - started )) s (exit code; 0 = no finding)"
