@@ -215,7 +215,7 @@ mod tests {
     use serde_json::{json, Value};
     use tower::ServiceExt;
 
-    use crate::{app, AppState, ManualClock, SqliteStore, Tokens};
+    use crate::{app, AppState, Config, ManualClock, SqliteStore, Tokens};
 
     const ADMIN: &str = "authz-admin-token-0001";
     const SYNC: &str = "authz-sync-secret-0002";
@@ -257,16 +257,22 @@ mod tests {
         (resp.status(), code)
     }
 
-    #[tokio::test]
-    async fn decides_like_the_filter_and_reserves_the_budget() {
-        let dir = tempfile::tempdir().unwrap();
+    /// The app over a fresh store, `/v1/authz/*` served or not (`--bench-ext-authz`).
+    fn app_with(dir: &std::path::Path, ext_authz: bool) -> axum::Router {
         let mut tokens = Tokens::default();
         tokens.add_admin_spec(&format!("admin={ADMIN}")).unwrap();
         tokens.add_sync_secret(SYNC).unwrap();
-        let state = AppState::new(Arc::new(SqliteStore::open_dir(dir.path()).unwrap()), tokens)
+        let state = AppState::new(Arc::new(SqliteStore::open_dir(dir).unwrap()), tokens)
             .unwrap()
-            .with_clock(Arc::new(ManualClock::new(1_764_000_000_000)));
-        let app = app(state);
+            .with_clock(Arc::new(ManualClock::new(1_764_000_000_000)))
+            .with_config(Config {
+                ext_authz,
+                ..Config::default()
+            });
+        app(state)
+    }
+
+    async fn put_policy(app: &axum::Router) {
         let put = Request::put("/v1/policy")
             .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
             .header(header::CONTENT_TYPE, "application/json")
@@ -279,6 +285,26 @@ mod tests {
             .unwrap()
             .status()
             .is_success());
+    }
+
+    #[tokio::test]
+    async fn the_route_is_absent_unless_the_benchmark_asks_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_with(dir.path(), false);
+        put_policy(&app).await;
+        // Even with the filter's secret and a known key: the route is not there.
+        assert_eq!(
+            check(&app, Some(SYNC), Some("key-1")).await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(check(&app, None, None).await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn decides_like_the_filter_and_reserves_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_with(dir.path(), true);
+        put_policy(&app).await;
 
         // Only the filter's secret may ask.
         assert_eq!(

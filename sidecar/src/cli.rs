@@ -78,6 +78,10 @@ pub struct ServeArgs {
     /// Serve /metrics, /healthz, /readyz to non-loopback peers too.
     #[arg(long, env = "PAG0_PUBLIC_OPS")]
     pub public_ops: bool,
+    /// Serve /v1/authz/* (Envoy ext_authz over the decision core, budgets in this process's
+    /// memory): for the load benchmark's comparison only, never an enforcement path.
+    #[arg(long, env = "PAG0_BENCH_EXT_AUTHZ")]
+    pub bench_ext_authz: bool,
     /// Log lines on stderr: `human` (the default) or `json` (one object per line).
     #[arg(long, env = "PAG0_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -480,6 +484,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             public_ops: args.public_ops,
             public_url: public_url(args.public_url.as_deref())?,
             audit_retention_days: args.audit_retention_days,
+            ext_authz: args.bench_ext_authz,
             ..Config::default()
         });
     let smtp = match &args.smtp_url {

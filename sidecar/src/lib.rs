@@ -62,6 +62,10 @@ pub struct Config {
     pub public_url: Option<String>,
     /// `--audit-retention-days`: the retention when the policy names none.
     pub audit_retention_days: Option<u64>,
+    /// `--bench-ext-authz`: serve `/v1/authz/*`, Envoy `ext_authz` over the decision core
+    /// ([`authz`]). Only the load benchmark's comparison wants it; off, the route is not there
+    /// (404), since its in-memory budgets are not the product's.
+    pub ext_authz: bool,
 }
 
 impl Default for Config {
@@ -72,6 +76,7 @@ impl Default for Config {
             max_batch: 10_000,
             public_url: None,
             audit_retention_days: None,
+            ext_authz: false,
         }
     }
 }
@@ -241,7 +246,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/reports/send", post(reports::send))
         .route("/v1/openapi.json", get(ops::openapi))
         .merge(ops_routes)
-        .merge(authz::router())
+        .merge(if state.config.ext_authz {
+            authz::router()
+        } else {
+            Router::new()
+        })
         .merge(console::router())
         .route_layer(axum::middleware::from_fn(routes::refuse_nul_in_uri))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -326,6 +326,8 @@ impl SidecarProc {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(dir.path())
+            // The ext_authz variant calls /v1/authz/*, off by default.
+            .arg("--bench-ext-authz")
             .env("PAG0_ADMIN_TOKENS", format!("bench={admin}"))
             .env("PAG0_SYNC_SECRET", &sync_secret)
             .env_remove("DATABASE_URL")
