@@ -3,28 +3,25 @@
 
 use std::io::Write;
 
-use anyhow::{bail, Result};
+use anyhow::{Context, Result};
+use clap::Parser;
+
+/// The mock paid APIs the tests and the demo call through Envoy (routes: `pag0_envoy::mock`);
+/// prints `listening on ADDR` once bound.
+#[derive(Debug, Parser)]
+#[command(name = "pag0-mock-upstream")]
+struct Args {
+    /// Address to listen on (port 0: an ephemeral one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    listen: String,
+}
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let mut listen = "127.0.0.1:0".to_owned();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--listen" => match args.next() {
-                Some(v) => listen = v,
-                None => bail!("--listen needs an address, e.g. 127.0.0.1:0"),
-            },
-            "-h" | "--help" => {
-                println!("usage: pag0-mock-upstream [--listen 127.0.0.1:0]");
-                return Ok(());
-            }
-            other => bail!(
-                "unknown argument {other:?}; usage: pag0-mock-upstream [--listen 127.0.0.1:0]"
-            ),
-        }
-    }
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {:?}", args.listen))?;
     println!("listening on {}", listener.local_addr()?);
     std::io::stdout().flush()?;
     let shutdown = async {
