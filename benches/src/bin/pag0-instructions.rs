@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use pag0_benches::load::{instructions, report, Variant, HOSTCALL_PATTERN};
+use pag0_benches::load::{flags, instructions, report, Variant, HOSTCALL_PATTERN};
 
 /// Instructions per request of Envoy under callgrind.
 ///
@@ -21,7 +21,7 @@ use pag0_benches::load::{instructions, report, Variant, HOSTCALL_PATTERN};
 struct Args {
     /// no-filter, passthrough-wasm, spec-minimum-probe, hostcalls-probe, pag0, pag0-before
     /// (default: the first five).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = variant)]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = flags::variant)]
     variants: Option<Vec<Variant>>,
     /// The pag0 variant's .wasm (default: the wasm-release build).
     #[arg(long, value_name = "PATH")]
@@ -33,10 +33,10 @@ struct Args {
     #[arg(long, value_name = "PATTERN", default_value = HOSTCALL_PATTERN)]
     probe: String,
     /// The short window, seconds.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = seconds)]
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = flags::seconds)]
     short: Duration,
     /// The long window, seconds.
-    #[arg(long, value_name = "SECS", default_value = "4", value_parser = seconds)]
+    #[arg(long, value_name = "SECS", default_value = "4", value_parser = flags::seconds)]
     long: Duration,
     /// Repetitions of each window.
     #[arg(long, value_name = "N", default_value_t = 2,
@@ -45,17 +45,6 @@ struct Args {
     /// Also write the markdown table there.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-}
-
-fn variant(s: &str) -> Result<Variant, String> {
-    Variant::parse(s.trim()).ok_or_else(|| format!("unknown variant {s:?}"))
-}
-
-fn seconds(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .and_then(|v| Duration::try_from_secs_f64(v).ok())
-        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
 }
 
 fn options(a: Args) -> Result<(instructions::Options, Option<PathBuf>)> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Parser;
-use pag0_benches::load::{self, report, Options, Variant};
+use pag0_benches::load::{self, flags, report, Options, Variant};
 
 /// Pag0 vs baseline Envoy under load (writes load.md, load.json, load.svg).
 ///
@@ -21,7 +21,7 @@ struct Args {
     /// Comma-separated: no-filter, passthrough-wasm, spec-minimum-probe, hostcalls-probe,
     /// pag0, ext-authz-sidecar (default: all), and pag0-before: the filter built from another
     /// commit (needs --pag0-before-wasm).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = variant)]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = flags::variant)]
     variants: Option<Vec<Variant>>,
     /// The .wasm of the pag0 variant (default: the workspace's wasm-release build, which a
     /// concurrent build may replace mid-run).
@@ -39,7 +39,7 @@ struct Args {
     #[arg(long, value_name = "N")]
     rounds: Option<usize>,
     /// Length of each run, seconds (default: 5).
-    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    #[arg(long, value_name = "SECS", value_parser = flags::seconds)]
     duration: Option<Duration>,
     /// Fixed rates, % of the no-filter proxy's saturation rate (default: 50,80).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
@@ -68,17 +68,6 @@ struct Args {
     /// No per-run lines.
     #[arg(long)]
     quiet: bool,
-}
-
-fn variant(s: &str) -> Result<Variant, String> {
-    Variant::parse(s.trim()).ok_or_else(|| format!("unknown variant {s:?}"))
-}
-
-fn seconds(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .and_then(|v| Duration::try_from_secs_f64(v).ok())
-        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
 }
 
 /// The flags over [`Options::default`]: a flag left out keeps its default.

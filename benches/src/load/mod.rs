@@ -12,6 +12,7 @@
 //! of managed mode: sidecar `PUT /v1/policy` → enforced on every worker (`propagation`).
 
 pub mod driver;
+pub mod flags;
 pub mod instructions;
 pub mod procs;
 pub mod propagation;
