@@ -69,7 +69,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PAG0_SYNC_SECRET", hide_env_values = true)]
     pub sync_secret: Option<String>,
     /// Lease time-to-live: an instance that does not sync for this long loses its slices.
-    #[arg(long, env = "PAG0_LEASE_TTL_MS", default_value_t = 30_000)]
+    #[arg(long, env = "PAG0_LEASE_TTL_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(i64).range(1..))]
     pub lease_ttl_ms: i64,
     /// How often the alert delivery worker looks for due alerts (a sync that raises one wakes
     /// it at once; this paces retries and alerts raised by other sidecars of a fleet).

@@ -325,13 +325,13 @@ fn approval_schemas() -> Value {
             "projectId": { "type": "string" }, "clientId": { "type": "string" }, "method": { "type": "string", "minLength": 1, "maxLength": 16 },
             "authority": { "type": "string", "minLength": 1, "maxLength": 255 }, "path": { "type": "string", "pattern": "^/", "maxLength": 8192, "description": "with the query string" },
             "bodySha256": hex, "binding": { "type": "string", "pattern": "^[0-9a-f]{64}$", "description": "pag0_policy::approval::request_binding" },
-            "estimatedCost": reference("MicrosIn"), "policyVersion": { "type": "integer", "minimum": 1 },
+            "estimatedCost": reference("MicrosIn"), "policyVersion": { "type": "integer", "minimum": 1, "maximum": 9_223_372_036_854_775_807_i64 },
             "justification": { "type": ["string", "null"], "maxLength": 2000 },
             "requestedBy": { "type": "string", "description": "one e-mail address (the agent's x-pag0-requested-by)" },
             "callbackUrl": { "type": ["string", "null"], "maxLength": 2048, "description": "the agent's x-pag0-callback-url, http:// or https://" } } },
         "Consume": { "type": "object", "additionalProperties": true, "required": ["binding", "estimatedCost", "policyVersion"],
             "description": "sent by the filter: unknown fields are ignored",
-            "properties": { "binding": { "type": "string" }, "estimatedCost": reference("MicrosIn"), "policyVersion": { "type": "integer" } } },
+            "properties": { "binding": { "type": "string" }, "estimatedCost": reference("MicrosIn"), "policyVersion": { "type": "integer", "minimum": 0, "maximum": 9_223_372_036_854_775_807_i64 } } },
         "Decision": { "type": "object", "additionalProperties": false,
             "properties": { "comment": { "type": ["string", "null"], "maxLength": 2000 } } }
     })
@@ -510,7 +510,7 @@ fn base_document() -> Value {
                     "properties": {
                     "instanceId": { "type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$" },
                     "seq": { "type": "integer", "minimum": 1, "maximum": 9_223_372_036_854_775_807_i64, "description": "per instance; a retry resends the same seq and usage" },
-                    "policyVersion": { "type": "integer", "description": "version the filter runs, 0 = none" },
+                    "policyVersion": { "type": "integer", "minimum": 0, "maximum": 9_223_372_036_854_775_807_i64, "description": "version the filter runs, 0 = none" },
                     "usage": { "type": "array", "maxItems": 10000, "description": "usage records: {amount (MicrosIn), counters (at most 8 BudgetKey::storage_key), projectId, clientId, host, \
                         at (unix ms), cacheHit, savings (MicrosIn), suspect {raw, reason}, learn {key, estimate} (docs/estimates.md)}; a malformed record is quarantined", "items": {} },
                     "decisions": { "type": "array", "maxItems": 10000, "description": "decision events (pag0-wire DecisionEvent, docs/audit.md); a malformed one is kept as a decision.rejected audit row", "items": {} },

@@ -14,9 +14,7 @@
 
 use pag0_policy::approval::normalise_email;
 use pag0_policy::doc::{PolicyDocument, Project};
-use pag0_policy::Micros;
 use rand::RngCore;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::clock::rfc3339;
@@ -33,37 +31,9 @@ pub(crate) const MAX_LIST: u32 = 1_000;
 
 // --- what the filter sends ---
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateApproval {
-    pub project_id: String,
-    pub client_id: String,
-    pub method: String,
-    pub authority: String,
-    /// With the query string, as sent.
-    pub path: String,
-    /// `pag0_policy::approval::body_sha256_hex(body)`.
-    pub body_sha256: String,
-    /// `pag0_policy::approval::request_binding(client_id, head, body)`.
-    pub binding: String,
-    pub estimated_cost: Micros,
-    pub policy_version: i64,
-    #[serde(default)]
-    pub justification: Option<String>,
-    #[serde(default)]
-    pub requested_by: Option<String>,
-    /// The agent's `x-pag0-callback-url`: the decision is POSTed there.
-    #[serde(default)]
-    pub callback_url: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Consume {
-    pub binding: String,
-    pub estimated_cost: Micros,
-    pub policy_version: i64,
-}
+/// `POST /v1/approvals` and `POST /v1/approvals/{id}/consume`: the types the filter sends
+/// (`pag0_wire::approval`).
+pub use pag0_wire::{ConsumeApproval as Consume, CreateApproval};
 
 // --- the JSON an approval is shown as ---
 
@@ -241,7 +211,10 @@ pub(crate) fn new_approval(
         i64::try_from(req.estimated_cost.get()).is_ok(),
         "estimatedCost: above the largest storable amount",
     );
-    check(req.policy_version >= 1, "policyVersion: ≥ 1");
+    check(
+        req.policy_version >= 1 && i64::try_from(req.policy_version).is_ok(),
+        "policyVersion: ≥ 1 and below 2^63",
+    );
     check(
         req.justification
             .as_ref()
@@ -294,7 +267,7 @@ pub(crate) fn new_approval(
         body_sha256: req.body_sha256,
         binding: req.binding,
         estimated_cost: req.estimated_cost.get(),
-        policy_version: req.policy_version,
+        policy_version: i64::try_from(req.policy_version).unwrap_or(i64::MAX),
         status: ApprovalStatus::Pending,
         justification: req.justification.filter(|s| !s.is_empty()),
         requested_by,

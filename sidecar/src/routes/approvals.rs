@@ -81,32 +81,35 @@ pub async fn create(
 
 /// A refused replay: 403 with the docs/approvals.md code the filter answers the agent with.
 fn refused(r: Refusal, a: Option<&Approval>) -> Response {
+    use pag0_wire::Refusal as Code;
     let (code, message) = match r {
-        Refusal::Unknown => ("APPROVAL_MISMATCH", "no approval with this id".to_string()),
+        Refusal::Unknown => (Code::Mismatch, "no approval with this id".to_string()),
         Refusal::Mismatch(why) => (
-            "APPROVAL_MISMATCH",
+            Code::Mismatch,
             format!("this approval is for another request: {why}"),
         ),
         Refusal::Used => (
-            "APPROVAL_USED",
+            Code::Used,
             "this approval was already used by a replay".into(),
         ),
-        Refusal::Denied => ("APPROVAL_DENIED", "an approver denied this request".into()),
+        Refusal::Denied => (Code::Denied, "an approver denied this request".into()),
         Refusal::Expired => (
-            "APPROVAL_EXPIRED",
+            Code::Expired,
             "this approval expired; send the request again to ask anew".into(),
         ),
         Refusal::Pending => (
-            "APPROVAL_PENDING",
+            Code::Pending,
             "no approver has decided yet; poll GET /v1/approvals/{id}".into(),
         ),
     };
-    let body = json!({ "error": {
-        "code": code,
-        "message": message,
-        "details": [],
-        "projectId": a.map(|a| a.project_id.clone()),
-    } });
+    let body = pag0_wire::RefusalBody {
+        error: pag0_wire::RefusalError {
+            code,
+            message,
+            details: Vec::new(),
+            project_id: a.map(|a| a.project_id.clone()),
+        },
+    };
     (StatusCode::FORBIDDEN, Json(body)).into_response()
 }
 
@@ -124,7 +127,8 @@ pub async fn consume(
             id,
             binding: req.binding,
             estimated_cost: req.estimated_cost.get(),
-            policy_version: req.policy_version,
+            policy_version: i64::try_from(req.policy_version)
+                .map_err(|_| AppError::bad_request("BAD_JSON", "policyVersion: below 2^63"))?,
             now_ms: now,
         })
         .await?;

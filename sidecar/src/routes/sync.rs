@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
 use pag0_policy::Micros;
+use pag0_wire::{LearnedFigure, LeaseGrant, SyncResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -22,65 +23,17 @@ use crate::store::{
 };
 use crate::AppState;
 
-/// Unknown fields are ignored here (unlike in the policy document): a newer filter may send
-/// more than this sidecar knows.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SyncRequest {
-    pub instance_id: String,
-    pub seq: u64,
-    /// The policy version the filter runs; 0 = none yet.
-    #[serde(default)]
-    pub policy_version: i64,
-    /// Read one record at a time (see [`classify`]): a malformed record is quarantined, it
-    /// never refuses the batch.
-    #[serde(default)]
-    pub usage: Vec<Value>,
-    /// The decision log's events (`pag0_wire::DecisionEvent`), read one at a time like
-    /// `usage` (see [`decisions::audit_rows`]).
-    #[serde(default)]
-    pub decisions: Vec<Value>,
-    /// Events the filter dropped past its queue cap (`pag0_wire::DecisionGap`).
-    #[serde(default)]
-    pub gaps: Vec<Value>,
-    #[serde(default)]
-    pub leases: Vec<LeaseIn>,
-    #[serde(default)]
-    pub release: Vec<String>,
-}
+/// The request as this sidecar reads it (`pag0_wire::SyncRequest`, the type the filter
+/// sends): each usage record, decision event and gap is kept as a [`Value`] and read on its own
+/// ([`classify`], [`decisions::audit_rows`]), so a malformed one is quarantined and never
+/// refuses the batch. Unknown fields are ignored: a newer filter may send more than this
+/// sidecar knows.
+pub type SyncRequest = pag0_wire::SyncRequest<Value, Value, Value>;
 
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UsageIn {
-    pub amount: Micros,
-    #[serde(default)]
-    pub counters: Vec<String>,
-    #[serde(default)]
-    pub project_id: Option<String>,
-    #[serde(default)]
-    pub client_id: Option<String>,
-    #[serde(default)]
-    pub host: Option<String>,
-    /// Unix milliseconds, by the filter's clock.
-    #[serde(default)]
-    pub at: Option<i64>,
-    // The two fields below are skipped when absent/false, so the digest of a record without
-    // them is what older sidecars computed (see `legacy_digest`).
-    /// Served from the filter's cache (`amount` 0, no counters).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub cache_hit: bool,
-    /// Micro-USD a cache hit avoided; strict like `amount` (a decimal string or integer).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub savings: Option<Micros>,
-    /// The filter charged the request's bound, not the upstream's report (kept here).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub suspect: Option<SuspectIn>,
-    /// `{"key": host, "estimate": micro-USD}`: a believed report of a catalogue entry that
-    /// learns (docs/estimates.md). Read apart from the money ([`learn_facts`]): a malformed
-    /// one is not learned from, the record is applied all the same.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub learn: Option<Value>,
-}
+/// A usage record as this sidecar reads it (`pag0_wire::UsageRecord`, `learn` kept as sent and
+/// read apart from the money by [`learn_facts`]). Its serialised form is what a batch's digest
+/// is computed over (`pag0_wire::usage`).
+pub use pag0_wire::UsageIn;
 
 /// A usage record's `learn`, strictly: `key` a non-empty string of at most 255 bytes,
 /// `estimate` money (a decimal string or an integer). Anything else (a missing field
@@ -98,14 +51,6 @@ pub(crate) fn learn_facts(v: &Value) -> Result<(String, u64), String> {
     Ok((key, estimate.get()))
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-pub struct SuspectIn {
-    #[serde(default)]
-    pub raw: String,
-    #[serde(default)]
-    pub reason: String,
-}
-
 /// A record as sidecars that ignored `cacheHit`/`savings` saw it (and digested it).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -116,51 +61,6 @@ struct LegacyUsage<'a> {
     client_id: &'a Option<String>,
     host: &'a Option<String>,
     at: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LeaseIn {
-    pub counter: String,
-    /// Total room to hold; default 1/16 of the limit.
-    #[serde(default)]
-    pub want: Option<Micros>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LeaseOut {
-    pub granted: Micros,
-    pub limit: Micros,
-    pub spent: Micros,
-    pub expires_at_ms: i64,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SyncResponse {
-    pub ack: u64,
-    pub duplicate: bool,
-    pub policy_version: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<Value>,
-    pub server_time_ms: i64,
-    pub lease_ttl_ms: i64,
-    pub leases: BTreeMap<String, LeaseOut>,
-    /// Counters asked for that have no budget under the current policy: no lease needed.
-    pub unlimited: Vec<String>,
-    /// The fleet's learned estimates, per catalogue entry (docs/estimates.md); the filter
-    /// folds them into its own (`max`).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub learned: BTreeMap<String, LearnedOut>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LearnedOut {
-    /// The decaying high of actual/estimate, per-mille, as a decimal string.
-    pub high_permille: String,
-    pub samples: u64,
 }
 
 const MAX_ID: usize = 128;
@@ -308,24 +208,6 @@ fn cut(s: String) -> String {
     s.get(..end).unwrap_or_default().to_string()
 }
 
-fn clone_usage(u: &UsageIn) -> UsageIn {
-    UsageIn {
-        amount: u.amount,
-        counters: u.counters.clone(),
-        project_id: u.project_id.clone(),
-        client_id: u.client_id.clone(),
-        host: u.host.clone(),
-        at: u.at,
-        cache_hit: u.cache_hit,
-        savings: u.savings,
-        suspect: u.suspect.as_ref().map(|s| SuspectIn {
-            raw: s.raw.clone(),
-            reason: s.reason.clone(),
-        }),
-        learn: u.learn.clone(),
-    }
-}
-
 /// Digest of the usage content: a retried batch must be byte-for-byte the same records.
 pub(crate) fn digest<T: Serialize + ?Sized>(usage: &T) -> Result<String, AppError> {
     let bytes = serde_json::to_vec(usage).map_err(|e| AppError::Internal(e.to_string()))?;
@@ -433,12 +315,7 @@ pub async fn sync(
     leases.dedup_by(|a, b| a.counter == b.counter);
 
     let classified = classify(&req.usage);
-    let good: Vec<UsageIn> = classified
-        .good
-        .iter()
-        .map(|(_, u)| u)
-        .map(clone_usage)
-        .collect();
+    let good: Vec<UsageIn> = classified.good.iter().map(|(_, u)| u.clone()).collect();
     let usage: Vec<UsageRecord> = good
         .iter()
         .map(|u| UsageRecord {
@@ -565,8 +442,8 @@ pub async fn sync(
             .map(|r| {
                 (
                     r.key,
-                    LearnedOut {
-                        high_permille: r.learned.high_permille.to_string(),
+                    LearnedFigure {
+                        high_permille: r.learned.high_permille,
                         samples: u64::from(r.learned.samples),
                     },
                 )
@@ -610,7 +487,7 @@ pub async fn sync(
             let limit = limits.get(&g.counter).copied().unwrap_or(0);
             (
                 g.counter.clone(),
-                LeaseOut {
+                LeaseGrant {
                     granted: Micros::new(g.granted),
                     limit: Micros::new(limit),
                     spent: Micros::new(g.spent),
@@ -621,17 +498,20 @@ pub async fn sync(
         .collect();
     let (policy_version, policy_doc) = match &policy {
         // Any difference, not only newer: a store restored from backup restarts numbering.
-        Some(p) if p.meta.version != req.policy_version => (p.meta.version, Some(p.value.clone())),
+        Some(p) if u64::try_from(p.meta.version).ok() != Some(req.policy_version) => {
+            (p.meta.version, Some(p.value.clone()))
+        }
         Some(p) => (p.meta.version, None),
         None => (0, None),
     };
     Ok(Json(SyncResponse {
         ack: req.seq,
         duplicate: outcome.duplicate,
-        policy_version,
+        // Versions and the TTL are never negative (the store numbers from 1, the flag is checked).
+        policy_version: u64::try_from(policy_version).unwrap_or(0),
         policy: policy_doc,
         server_time_ms: now,
-        lease_ttl_ms: state.config.lease_ttl_ms,
+        lease_ttl_ms: u64::try_from(state.config.lease_ttl_ms).unwrap_or(0),
         leases,
         unlimited,
         learned,

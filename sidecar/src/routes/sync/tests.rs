@@ -622,3 +622,64 @@ async fn nul_is_refused_at_the_edge_on_postgres() {
     );
     nul_is_refused_at_the_edge_over(h).await;
 }
+
+/// The answer is `pag0_wire::SyncResponse`, the type the filter reads: a lease, the policy
+/// and the versions come back as the filter expects them, and the filter's own typed request
+/// (`pag0_wire::SyncRequest`) is what this route reads.
+#[tokio::test]
+async fn the_filter_s_typed_request_and_answer_travel_through_the_route() {
+    use pag0_policy::Micros;
+    use pag0_wire::{LeaseAsk, SyncRequest, SyncResponse, UsageRecord};
+    let h = harness();
+    h.put_policy(ALICE, &policy()).await;
+    let sent: SyncRequest = SyncRequest {
+        instance_id: "envoy-typed".into(),
+        seq: 1,
+        policy_version: 0,
+        usage: vec![UsageRecord {
+            amount: Micros::new(700),
+            counters: vec![ORG_MONTH.into()],
+            project_id: Some("sales-ai".into()),
+            client_id: Some("sales-agent".into()),
+            host: Some("api.openai.com".into()),
+            at: Some(1_764_000_000_000),
+            cache_hit: false,
+            savings: None,
+            suspect: None,
+            learn: None,
+        }],
+        decisions: Vec::new(),
+        gaps: Vec::new(),
+        leases: vec![LeaseAsk {
+            counter: ORG_MONTH.into(),
+            want: Some(Micros::new(1_000)),
+        }],
+        release: Vec::new(),
+    };
+    let r = h.sync(serde_json::to_value(&sent).unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let answer: SyncResponse = serde_json::from_value(r.body.clone()).unwrap();
+    assert_eq!((answer.ack, answer.duplicate), (1, false));
+    assert_eq!(answer.policy_version, 1);
+    assert!(
+        answer.policy.is_some(),
+        "the filter ran none: the policy rides along"
+    );
+    assert!(answer.lease_ttl_ms > 0);
+    let lease = answer.leases.get(ORG_MONTH).expect("the lease asked for");
+    assert_eq!(lease.spent, Micros::new(700));
+    assert_eq!(lease.granted, Micros::new(1_000));
+    assert_eq!(h.spent(ORG_MONTH).await, "700");
+}
+
+#[test]
+fn a_lease_ttl_below_one_millisecond_is_refused_at_start() {
+    use clap::Parser;
+    for bad in ["--lease-ttl-ms=0", "--lease-ttl-ms=-5"] {
+        let e = crate::cli::Cli::try_parse_from(["pag0-sidecar", bad])
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.to_string().contains("lease-ttl-ms"), "{bad}: {e}");
+    }
+    assert!(crate::cli::Cli::try_parse_from(["pag0-sidecar", "--lease-ttl-ms", "1"]).is_ok());
+}
