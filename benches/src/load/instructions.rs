@@ -19,10 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use pag0_envoy::harness::Launch;
 
 use super::driver::{Driver, Pace};
-use super::procs::EnvoyProc;
-use super::{workload, yaml, Variant};
+use super::procs::{launch, start_envoy};
+use super::{envoys, workload, Variant};
 
 /// One proxy's count.
 #[derive(Clone, Debug)]
@@ -136,7 +137,7 @@ pub fn run(o: &Options) -> Result<Vec<Count>> {
     let policy = workload::bench_policy();
     let plugin_config = serde_json::json!({ "policy": policy });
     let requests = Arc::new(workload::requests());
-    let upstream = EnvoyProc::start("upstream", &yaml::upstream_yaml(), 1)?;
+    let upstream = start_envoy("upstream", &envoys::upstream_yaml(), &launch("upstream", 1))?;
     let driver = Driver::new()?;
     let mut out = Vec::new();
     for &variant in &o.variants {
@@ -150,7 +151,7 @@ pub fn run(o: &Options) -> Result<Vec<Count>> {
             _ => o.pag0_wasm.clone(),
         };
         let wasm = wasm.display().to_string();
-        let params = yaml::ProxyParams {
+        let params = envoys::ProxyParams {
             upstream_port: upstream.port,
             wasm: &wasm,
             plugin_config: &plugin_config,
@@ -172,12 +173,15 @@ pub fn run(o: &Options) -> Result<Vec<Count>> {
             "{}: starting Envoy under callgrind (about a minute)",
             variant.name()
         ));
-        let envoy = EnvoyProc::start_wrapped(
-            &format!("{}-callgrind", variant.name()),
-            &yaml::proxy_yaml(variant, &params),
-            1,
-            &wrapper,
-            Duration::from_secs(600),
+        let name = format!("{}-callgrind", variant.name());
+        let envoy = start_envoy(
+            &name,
+            &envoys::proxy_yaml(variant, &params),
+            &Launch {
+                wrapper,
+                ready_timeout: Duration::from_secs(600),
+                ..launch(&name, 1)
+            },
         )?;
         let pid = envoy.pid();
         let addr = ([127, 0, 0, 1], envoy.port).into();
@@ -192,7 +196,7 @@ pub fn run(o: &Options) -> Result<Vec<Count>> {
                     variant.name(),
                     r.statuses,
                     r.errors,
-                    envoy.log_tail()
+                    envoy.log_tail(30)
                 );
             }
             Ok((n, r.completed, r.elapsed))

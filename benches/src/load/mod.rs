@@ -12,13 +12,13 @@
 //! of managed mode: sidecar `PUT /v1/policy` → enforced on every worker (`propagation`).
 
 pub mod driver;
+pub mod envoys;
 pub mod flags;
 pub mod instructions;
 pub mod procs;
 pub mod propagation;
 pub mod report;
 pub mod workload;
-pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,7 +29,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 
 use driver::{Driver, Pace, RunResult};
-use procs::{cpu_time, cpu_times, rss_bytes, EnvoyProc, SidecarProc};
+use pag0_envoy::Envoy;
+use procs::{cpu_time, cpu_times, launch, rss_bytes, start_envoy, SidecarProc};
 
 /// The proxy variants, in table order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -143,7 +144,8 @@ pub struct Options {
     pub propagation_trials: usize,
     /// The managed filter's `syncIntervalMs` in the propagation measurement.
     pub sync_interval_ms: u64,
-    /// The sidecar executable (default: the release build, [`procs::sidecar_binary`]).
+    /// The sidecar executable (default: the release build,
+    /// [`pag0_envoy::harness::sidecar_binary_of`]).
     pub sidecar_bin: Option<PathBuf>,
 }
 
@@ -229,7 +231,7 @@ pub struct Report {
 struct Proxy {
     variant: Variant,
     workers: u32,
-    envoy: EnvoyProc,
+    envoy: Envoy,
     addr: SocketAddr,
 }
 
@@ -247,12 +249,12 @@ pub fn run(opts: &Options) -> Result<Report> {
     let plugin_config = serde_json::json!({ "policy": policy });
     let requests = Arc::new(workload::requests());
 
-    let upstream = EnvoyProc::start("upstream", &yaml::upstream_yaml(), 1)?;
+    let upstream = start_envoy("upstream", &envoys::upstream_yaml(), &launch("upstream", 1))?;
     let sidecar = if opts.variants.contains(&Variant::ExtAuthz) || opts.propagation_trials > 0 {
         let bin = opts
             .sidecar_bin
             .clone()
-            .unwrap_or_else(procs::sidecar_binary);
+            .unwrap_or_else(|| pag0_envoy::harness::sidecar_binary_of("release"));
         Some(SidecarProc::start(&policy, &bin)?)
     } else {
         None
@@ -300,7 +302,7 @@ pub fn run(opts: &Options) -> Result<Report> {
                 Variant::Pag0Before => before_wasm.display().to_string(),
                 _ => plugin_wasm.display().to_string(),
             };
-            let params = yaml::ProxyParams {
+            let params = envoys::ProxyParams {
                 upstream_port: upstream.port,
                 wasm: &wasm,
                 plugin_config: &plugin_config,
@@ -309,7 +311,11 @@ pub fn run(opts: &Options) -> Result<Report> {
             };
             let name = format!("{}-{workers}w", variant.name());
             say(format!("starting {name}"));
-            let envoy = EnvoyProc::start(&name, &yaml::proxy_yaml(variant, &params), workers)?;
+            let envoy = start_envoy(
+                &name,
+                &envoys::proxy_yaml(variant, &params),
+                &launch(&name, workers),
+            )?;
             let addr: SocketAddr = ([127, 0, 0, 1], envoy.port).into();
             proxies.push(Proxy {
                 variant,
@@ -338,7 +344,7 @@ pub fn run(opts: &Options) -> Result<Report> {
                 p.workers,
                 r.statuses,
                 r.errors,
-                p.envoy.log_tail()
+                p.envoy.log_tail(30)
             );
         }
     }

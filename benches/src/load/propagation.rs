@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 
-use super::procs::{EnvoyProc, SidecarProc};
-use super::yaml;
+use super::envoys;
+use super::procs::{launch, start_envoy, SidecarProc};
 
 /// Replies in a row under the new policy that count as "every worker".
 pub const STREAK: usize = 24;
@@ -80,17 +80,18 @@ pub fn measure(s: &Setup<'_>, workers: u32, probe: &[u8], host: &str) -> Result<
                      "syncIntervalMs": s.sync_interval_ms, "timeoutMs": 1000,
                      "failureMode": "closed", "syncSecret": s.sidecar.sync_secret }
     });
-    let params = yaml::ProxyParams {
+    let params = envoys::ProxyParams {
         upstream_port: s.upstream_port,
         wasm: s.wasm,
         plugin_config: &config,
         hostcall_pattern: "",
         sidecar: Some((s.sidecar.port, &s.sidecar.sync_secret)),
     };
-    let envoy = EnvoyProc::start(
-        &format!("pag0-managed-{workers}w"),
-        &yaml::managed_yaml(&params),
-        workers,
+    let name = format!("pag0-managed-{workers}w");
+    let envoy = start_envoy(
+        &name,
+        &envoys::managed_yaml(&params),
+        &launch(&name, workers),
     )?;
     let addr: SocketAddr = ([127, 0, 0, 1], envoy.port).into();
     let interval = Duration::from_millis(s.sync_interval_ms);
@@ -102,7 +103,7 @@ pub fn measure(s: &Setup<'_>, workers: u32, probe: &[u8], host: &str) -> Result<
         Seen::Allowed,
         Duration::from_secs(60) + 5 * interval,
     )
-    .map_err(|e| anyhow!("{e}\n--- Envoy log ---\n{}", envoy.log_tail()))?;
+    .map_err(|e| anyhow!("{e}\n--- Envoy log ---\n{}", envoy.log_tail(30)))?;
 
     let blocked = blocking(s.policy, host);
     let mut out = Vec::new();
@@ -126,7 +127,7 @@ pub fn measure(s: &Setup<'_>, workers: u32, probe: &[u8], host: &str) -> Result<
             if t0.elapsed() > limit {
                 bail!(
                     "{workers}w trial {trial}: the new policy was not in force on every worker after {limit:?} ({streak} in a row; last probes, n = new, o = old: {recent})\n--- Envoy log ---\n{}",
-                    envoy.log_tail()
+                    envoy.log_tail(30)
                 );
             }
             let seen = ask(addr, probe)?;
