@@ -110,7 +110,7 @@ test: setup wasm console browser clients-setup report-tools
 ## clippy: warnings are errors, native (all targets) and wasm32 (filter + core)
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p pag0-plugin -p pag0-policy --target $(WASM_TARGET) -- -D warnings
+	$(CARGO) clippy -p pag0-plugin -p pag0-engine -p pag0-policy --target $(WASM_TARGET) -- -D warnings
 	$(CARGO) clippy -p pag0-whatif --target $(WHATIF_TARGET) -- -D warnings
 
 ## lint: rustfmt check + clippy

@@ -1,5 +1,6 @@
-//! Every host effect the filter uses, behind one small trait ([`Host`]), so the request
-//! lifecycle in `filter.rs` is tested natively with a fake host; [`Hostcalls`] is the real one.
+//! The proxy-wasm host (Envoy): [`Hostcalls`] implements the engine's host traits
+//! (`pag0_engine::host`) with `proxy_wasm::hostcalls`, converting the engine's types to
+//! proxy-wasm's.
 //!
 //! [`Hostcalls`] calls `proxy_wasm::hostcalls` directly. The SDK's trait helpers
 //! (`self.get_http_request_header(..)`, …) `unwrap` host results and `String::from_utf8(..)`
@@ -14,65 +15,18 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use pag0_engine::counters::{HostError, SetError, SharedStore};
+use pag0_engine::host::{BufferType, Host, LogLevel, MapType, MetricType, RootHost};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
-
-use crate::counters::{HostError, SetError, SharedStore};
-
-/// What the HTTP filter needs from its host, besides shared data ([`SharedStore`]).
-pub trait Host: SharedStore {
-    fn header(&self, map: MapType, name: &str) -> Option<String>;
-    fn header_names(&self, map: MapType) -> Vec<String>;
-    /// The names for which `keep` is true (a copy of the map's view keeps only those).
-    fn header_names_where(&self, map: MapType, keep: &dyn Fn(&str) -> bool) -> Vec<String> {
-        let mut names = self.header_names(map);
-        names.retain(|n| keep(n));
-        names
-    }
-    /// Every `(name, value)` of a header map, in order (one host call on Envoy).
-    fn headers(&self, map: MapType) -> Vec<(String, String)> {
-        self.header_names(map)
-            .into_iter()
-            .map(|n| {
-                let v = self.header(map, &n).unwrap_or_default();
-                (n, v)
-            })
-            .collect()
-    }
-    fn remove_header(&self, map: MapType, name: &str);
-    /// Replaces (or adds) a header.
-    fn set_header(&self, map: MapType, name: &str, value: &str);
-    /// The first `size` bytes of a body buffer; empty if there is none.
-    fn body(&self, buffer: BufferType, size: usize) -> Vec<u8>;
-    fn send_local_reply(&self, status: u32, headers: &[(&str, &str)], body: &[u8]);
-    /// The host's wall clock (the policy gets time passed in, never reads it).
-    fn now(&self) -> DateTime<Utc>;
-    fn log(&self, level: LogLevel, msg: &str);
-    fn increment_metric(&self, id: u32, by: i64);
-    /// Sends an HTTP call to `cluster`; the answer (or its failure: zero headers) comes to this
-    /// context's `on_http_call_response` with the returned token.
-    fn dispatch_http_call(
-        &self,
-        cluster: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, HostError>;
-    /// Lets a request held by `Action::Pause` continue to the upstream.
-    fn resume_http_request(&self);
-    /// Sets this stream's property `name`: Envoy keeps it as filter state `wasm.<name>`,
-    /// which an access log reads with `%FILTER_STATE(wasm.<name>:PLAIN)%`.
-    fn set_property(&self, name: &str, value: &[u8]);
-}
+use proxy_wasm::types::Status;
 
 /// The proxy-wasm host (Envoy).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Hostcalls;
 
-/// For code without a `Host` at hand (the root context).
-pub fn log(level: LogLevel, msg: &str) {
+fn log(level: LogLevel, msg: &str) {
     // Nothing sensible to do if logging itself fails.
-    let _ = hostcalls::log(level, msg);
+    let _ = hostcalls::log(log_level(level), msg);
 }
 
 /// A header value as text: the host's buffer itself when it is UTF-8 (no copy), else with
@@ -85,26 +39,26 @@ fn utf8_lossy(v: Vec<u8>) -> String {
 
 impl Host for Hostcalls {
     fn header(&self, map: MapType, name: &str) -> Option<String> {
-        match hostcalls::get_map_value_bytes(map, name) {
+        match hostcalls::get_map_value_bytes(map_type(map), name) {
             Ok(Some(v)) => Some(utf8_lossy(v)),
             _ => None,
         }
     }
 
     fn header_names(&self, map: MapType) -> Vec<String> {
-        hostcalls::get_map_bytes(map)
+        hostcalls::get_map_bytes(map_type(map))
             .map(|pairs| pairs.into_iter().map(|(k, _)| k).collect())
             .unwrap_or_default()
     }
 
     fn headers(&self, map: MapType) -> Vec<(String, String)> {
-        hostcalls::get_map_bytes(map)
+        hostcalls::get_map_bytes(map_type(map))
             .map(|pairs| pairs.into_iter().map(|(k, v)| (k, utf8_lossy(v))).collect())
             .unwrap_or_default()
     }
 
     fn remove_header(&self, map: MapType, name: &str) {
-        if let Err(s) = hostcalls::remove_map_value(map, name) {
+        if let Err(s) = hostcalls::remove_map_value(map_type(map), name) {
             log(
                 LogLevel::Warn,
                 &format!("pag0: could not remove header {name}: {s:?}"),
@@ -113,7 +67,8 @@ impl Host for Hostcalls {
     }
 
     fn set_header(&self, map: MapType, name: &str, value: &str) {
-        if let Err(s) = hostcalls::set_map_value_bytes(map, name, Some(value.as_bytes())) {
+        if let Err(s) = hostcalls::set_map_value_bytes(map_type(map), name, Some(value.as_bytes()))
+        {
             log(
                 LogLevel::Warn,
                 &format!("pag0: could not set header {name}: {s:?}"),
@@ -122,7 +77,7 @@ impl Host for Hostcalls {
     }
 
     fn body(&self, buffer: BufferType, size: usize) -> Vec<u8> {
-        match hostcalls::get_buffer(buffer, 0, size) {
+        match hostcalls::get_buffer(buffer_type(buffer), 0, size) {
             Ok(Some(b)) => b,
             _ => Vec::new(),
         }
@@ -209,4 +164,45 @@ impl SharedStore for Hostcalls {
 
 fn status_error(s: Status) -> HostError {
     HostError(s as u32)
+}
+
+impl RootHost for Hostcalls {
+    fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
+        hostcalls::set_tick_period(period).map_err(status_error)
+    }
+
+    fn define_metric(&self, kind: MetricType, name: &str) -> Result<u32, HostError> {
+        let kind = match kind {
+            MetricType::Counter => proxy_wasm::types::MetricType::Counter,
+            MetricType::Gauge => proxy_wasm::types::MetricType::Gauge,
+        };
+        hostcalls::define_metric(kind, name).map_err(status_error)
+    }
+}
+
+fn map_type(map: MapType) -> proxy_wasm::types::MapType {
+    match map {
+        MapType::HttpRequestHeaders => proxy_wasm::types::MapType::HttpRequestHeaders,
+        MapType::HttpResponseHeaders => proxy_wasm::types::MapType::HttpResponseHeaders,
+        MapType::HttpResponseTrailers => proxy_wasm::types::MapType::HttpResponseTrailers,
+        MapType::HttpCallResponseHeaders => proxy_wasm::types::MapType::HttpCallResponseHeaders,
+    }
+}
+
+fn buffer_type(buffer: BufferType) -> proxy_wasm::types::BufferType {
+    match buffer {
+        BufferType::HttpRequestBody => proxy_wasm::types::BufferType::HttpRequestBody,
+        BufferType::HttpResponseBody => proxy_wasm::types::BufferType::HttpResponseBody,
+        BufferType::HttpCallResponseBody => proxy_wasm::types::BufferType::HttpCallResponseBody,
+        BufferType::PluginConfiguration => proxy_wasm::types::BufferType::PluginConfiguration,
+    }
+}
+
+fn log_level(level: LogLevel) -> proxy_wasm::types::LogLevel {
+    match level {
+        LogLevel::Debug => proxy_wasm::types::LogLevel::Debug,
+        LogLevel::Info => proxy_wasm::types::LogLevel::Info,
+        LogLevel::Warn => proxy_wasm::types::LogLevel::Warn,
+        LogLevel::Error => proxy_wasm::types::LogLevel::Error,
+    }
 }

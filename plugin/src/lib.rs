@@ -1,16 +1,10 @@
-//! Pag0 proxy-wasm filter: thin glue between Envoy and the pure decision core `pag0-policy`.
+//! Pag0 proxy-wasm filter: the proxy-wasm glue over the filter engine `pag0-engine` (everything
+//! host-independent: counters, cache, managed mode, the request lifecycle, the root's
+//! configure/tick/sync) and the pure decision core `pag0-policy`.
 //!
-//! - [`approval`]: approvals at the sidecar (create, consume) and the agent's `202`.
-//! - [`cache`]: the response cache in shared data (slots, key, entries).
-//! - [`config`]: the filter's JSON configuration (README.md#configuration-reference).
-//! - [`root`]: parse once per `on_configure`, define metrics.
-//! - [`filter`]: per-request decision, reservation, settlement.
-//! - [`managed`]: managed mode's shared state (policy, leases, usage batches, sync election).
-//! - [`counters`]: budget counters in shared data (CAS), behind a trait for native tests.
-//! - [`meter`]: reads the upstream's cost report off the response as it passes.
-//! - [`learned`]: learned estimates in shared data (what endpoints really cost).
-//! - [`keys`]: this VM's cache of API-key digests (SHA-256 once per key, not per request).
-//! - [`host`], [`reply`], [`metrics`]: host calls, local replies, counters for Envoy stats.
+//! - [`root`]: the `RootContext` and the `HttpContext`, thin wrappers delegating to the
+//!   engine's `Root` and `Filter` (mapping the engine's `Action` to proxy-wasm's).
+//! - [`host`]: [`host::Hostcalls`], the engine's host traits over `proxy_wasm::hostcalls`.
 
 /// Talc instead of wasi-libc's dlmalloc: a request allocates and frees a few dozen small
 /// values (header copies, keys, reservations). Guest instructions per allowed request,
@@ -19,22 +13,8 @@
 #[global_allocator]
 static TALC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
-pub mod approval;
-pub mod cache;
-pub mod config;
-pub mod counters;
-pub mod filter;
 pub mod host;
-pub mod keys;
-pub mod learned;
-pub mod managed;
-pub mod meter;
-pub mod metrics;
-pub mod reply;
 pub mod root;
-
-#[cfg(test)]
-mod testing;
 
 proxy_wasm::main! {{
     // Installs the SDK's panic hook, so a panic (there should be none) reaches Envoy's log.

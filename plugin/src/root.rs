@@ -1,308 +1,32 @@
-//! The root context: parses the configuration once per `on_configure` and hands every HTTP
-//! context a shared, immutable view of it. In managed mode it also runs the sync loop
-//! (`on_tick`, `dispatch_http_call`, `on_http_call_response`) and swaps in the sidecar's
-//! policy when its version changes in shared data.
+//! The proxy-wasm contexts: thin wrappers delegating every callback to the engine's `Root`
+//! (configure, tick, sync) and `Filter` (the request lifecycle), with [`Hostcalls`] as host.
 
-use std::rc::Rc;
-use std::time::Duration;
-
-use pag0_policy::CompiledPolicy;
-use proxy_wasm::hostcalls;
+use pag0_engine::filter::Filter;
+use pag0_engine::host;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, ContextType};
 
-use crate::config::{self, ConfigError, SidecarConfig};
-use crate::counters::{self, SharedStore, Slices};
-use crate::filter::Filter;
-use crate::host::{self, Host, Hostcalls};
-use crate::keys::KeyDigests;
-use crate::managed::{self, Outgoing};
-use crate::metrics::{Increments, Metrics};
+use crate::host::Hostcalls;
 
-/// What every request of one plugin configuration reads. Rebuilt, never mutated, on reconfigure
-/// or when a new policy arrives from the sidecar.
-pub struct Shared {
-    /// `None` only in managed mode before the first policy (requests get 503).
-    pub policy: Option<Box<CompiledPolicy>>,
-    /// The sidecar's version of `policy` (0: the inline document, or none).
-    pub policy_version: u64,
-    /// Managed mode.
-    pub sidecar: Option<SidecarConfig>,
-    pub api_key_header: String,
-    pub max_body_bytes: usize,
-    pub metrics: Rc<Metrics>,
-    /// The response cache's bounds (`cache` in the plugin configuration).
-    pub cache: crate::cache::CacheConfig,
-    /// Standalone mode: this worker VM's budget slices (`counters/slices.rs`); `None` in
-    /// managed mode, where reservations are checked against the sidecar's leases.
-    pub slices: Option<Rc<Slices>>,
-    /// Managed mode: this worker VM's usage records waiting for the tick (`managed/batches.rs`).
-    pub usage: Option<Rc<managed::UsageBuffer>>,
-    /// Managed mode: this worker VM's decision events waiting for the tick.
-    pub decisions: Option<Rc<managed::DecisionBuffer>>,
-    /// This worker VM's cache of API-key digests (`keys.rs`), kept across reconfigurations.
-    pub keys: Rc<KeyDigests>,
-}
-
+/// The root context of one plugin configuration in one worker VM.
 #[derive(Default)]
-pub struct Root {
-    shared: Option<Rc<Shared>>,
-    sync: Option<SyncLoop>,
-    /// This VM's budget slices, kept across reconfigurations so a request reserved under the
-    /// old configuration settles into the same slices (given back by the tick or `on_done`).
-    slices: Rc<Slices>,
-    /// This VM's usage records not yet in shared data, kept across reconfigurations; appended
-    /// by the tick and in `on_done`.
-    usage: Rc<managed::UsageBuffer>,
-    /// This VM's decision events not yet in shared data, like `usage`.
-    decisions: Rc<managed::DecisionBuffer>,
-    /// This VM's API-key digests, kept across reconfigurations and policies.
-    keys: Rc<KeyDigests>,
-    /// This VM's counter increments not yet added to Envoy's counters, kept across
-    /// reconfigurations; added by the tick and in `on_done`.
-    increments: Rc<Increments>,
-}
+pub struct Root(pag0_engine::root::Root<Hostcalls>);
 
-/// The managed-mode state of one worker VM.
-struct SyncLoop {
-    cfg: SidecarConfig,
-    /// Random per worker VM: the owner id of the sync election.
-    worker: u64,
-    instance_id: String,
-    /// The call this worker has out, and what it sent.
-    inflight: Option<(u32, Outgoing)>,
-    last_sent_ms: u64,
-    /// Sync at the next tick (a new policy needs leases for its counters).
-    again: bool,
+/// One HTTP stream.
+pub struct Http(Filter<Hostcalls>);
+
+fn action(a: host::Action) -> Action {
+    match a {
+        host::Action::Continue => Action::Continue,
+        host::Action::Pause => Action::Pause,
+    }
 }
 
 // === impl Root ===
 
-impl Root {
-    fn load(bytes: &[u8], increments: Rc<Increments>) -> Result<Shared, ConfigError> {
-        let c = config::parse(bytes)?;
-        let metrics = Metrics::define(increments);
-        if let Some(policy) = &c.policy {
-            metrics.attribute(policy);
-        }
-        Ok(Shared {
-            policy: c.policy,
-            policy_version: 0,
-            sidecar: c.sidecar,
-            api_key_header: c.api_key_header,
-            max_body_bytes: c.max_body_bytes,
-            cache: c.cache,
-            metrics: Rc::new(metrics),
-            slices: None,
-            usage: None,
-            decisions: None,
-            keys: Rc::default(),
-        })
-    }
-
-    /// Adopts the sidecar's policy if shared data holds a newer version than this worker's.
-    fn refresh_policy(&mut self) {
-        let Some(shared) = &self.shared else { return };
-        let Ok(version) = managed::policy_version(&Hostcalls) else {
-            return;
-        };
-        if version == 0 || version == shared.policy_version {
-            return;
-        }
-        match managed::load_policy(&Hostcalls) {
-            Ok(Some((version, policy))) => {
-                // The cache's per-project and per-cost-centre series of the new policy.
-                shared.metrics.attribute(&policy);
-                self.shared = Some(Rc::new(Shared {
-                    policy: Some(Box::new(policy)),
-                    policy_version: version,
-                    sidecar: shared.sidecar.clone(),
-                    api_key_header: shared.api_key_header.clone(),
-                    max_body_bytes: shared.max_body_bytes,
-                    cache: shared.cache,
-                    metrics: shared.metrics.clone(),
-                    slices: None,
-                    usage: shared.usage.clone(),
-                    decisions: shared.decisions.clone(),
-                    keys: shared.keys.clone(),
-                }));
-                host::log(
-                    LogLevel::Info,
-                    &format!("pag0: policy version {version} from the sidecar is in force"),
-                );
-            }
-            Ok(None) => {}
-            Err(e) => host::log(
-                LogLevel::Error,
-                &format!("pag0: sidecar policy version {version} not adopted: {e}"),
-            ),
-        }
-    }
-
-    /// Appends this worker's waiting usage records to the shared batch state; on error they
-    /// stay in the buffer for the next tick.
-    fn flush_usage(&self) {
-        if let Err(e) = self.usage.flush(&Hostcalls) {
-            host::log(
-                LogLevel::Error,
-                &format!(
-                    "pag0: shared data error {e:?} recording usage ({} records kept for the next tick)",
-                    self.usage.len()
-                ),
-            );
-        }
-    }
-
-    /// Appends this worker's waiting decision events to the shared queue (managed mode).
-    fn flush_decisions(&self) {
-        let Some(s) = &self.sync else { return };
-        let dropped = self.decisions.flush(&Hostcalls, s.cfg.decision_queue_max);
-        self.count_dropped(dropped);
-    }
-
-    fn count_dropped(&self, dropped: Result<u64, counters::HostError>) {
-        match dropped {
-            Ok(0) => {}
-            Ok(n) => {
-                if let Some(shared) = &self.shared {
-                    shared.metrics.decisions_dropped(&Hostcalls, n);
-                }
-            }
-            Err(e) => host::log(
-                LogLevel::Error,
-                &format!(
-                    "pag0: shared data error {e:?} queueing decision events ({} kept for the next tick)",
-                    self.decisions.len()
-                ),
-            ),
-        }
-    }
-
-    /// Gives every budget slice back to the shared counters.
-    fn return_slices(&self) {
-        if let Err(e) = self.slices.return_all(&Hostcalls) {
-            host::log(
-                LogLevel::Warn,
-                &format!("pag0: shared data error {e:?} giving budget slices back"),
-            );
-        }
-    }
-
-    fn now_ms() -> u64 {
-        Hostcalls.now_nanos() / 1_000_000
-    }
-
-    /// The sync owner's turn: send the pending batch and lease requests.
-    fn maybe_sync(&mut self) {
-        let now_ms = Root::now_ms();
-        let Some(s) = &mut self.sync else { return };
-        if s.inflight.is_some() {
-            return; // stop and wait: Envoy always calls back (answer, error or timeout)
-        }
-        let stale = s.cfg.sync_interval_ms.saturating_mul(3) + s.cfg.timeout_ms;
-        match managed::try_own(&Hostcalls, s.worker, now_ms, stale) {
-            Ok(true) => {}
-            _ => return,
-        }
-        let early = managed::take_early(&Hostcalls).unwrap_or(false);
-        // Every `syncIntervalMs − tick`: a new policy is then fetched and seen by every
-        // worker's tick within one `syncIntervalMs` (plus the round trip).
-        let period = s.cfg.sync_interval_ms.saturating_sub(tick_ms(&s.cfg));
-        if !(s.again || early || now_ms.saturating_sub(s.last_sent_ms) >= period) {
-            return;
-        }
-        s.again = false;
-        let policy = self.shared.as_ref().and_then(|sh| sh.policy.as_deref());
-        let counters = policy
-            .map(|p| managed::policy_counters(p, Hostcalls.now()))
-            .unwrap_or_default();
-        let version = managed::policy_version(&Hostcalls).unwrap_or(0);
-        let out =
-            match managed::prepare_sync(&Hostcalls, &s.instance_id, version, &counters, now_ms) {
-                Ok(o) => o,
-                Err(e) => {
-                    host::log(
-                        LogLevel::Error,
-                        &format!("pag0: shared data error {e:?} preparing a sync"),
-                    );
-                    return;
-                }
-            };
-        let auth = s
-            .cfg
-            .sync_secret
-            .as_ref()
-            .map(|t| format!("Bearer {t}"))
-            .unwrap_or_default();
-        let mut headers = vec![
-            (":method", "POST"),
-            (":path", "/v1/sync"),
-            (":authority", s.cfg.authority.as_str()),
-            ("content-type", "application/json"),
-        ];
-        if !auth.is_empty() {
-            headers.push(("authorization", auth.as_str()));
-        }
-        s.last_sent_ms = now_ms;
-        match hostcalls::dispatch_http_call(
-            &s.cfg.cluster,
-            headers,
-            Some(&out.body),
-            vec![],
-            Duration::from_millis(s.cfg.timeout_ms),
-        ) {
-            Ok(token) => s.inflight = Some((token, out)),
-            Err(e) => mark_down(&format!("dispatch failed: {e:?}"), now_ms),
-        }
-    }
-}
-
-/// The tick of managed mode: a quarter of the sync interval, at least 10 ms.
-fn tick_ms(cfg: &SidecarConfig) -> u64 {
-    (cfg.sync_interval_ms / 4).max(10)
-}
-
-/// Records that the sidecar did not answer; logs only the transition.
-fn mark_down(why: &str, now_ms: u64) {
-    if let Ok(true) = managed::set_down(&Hostcalls, true, now_ms) {
-        host::log(
-            LogLevel::Warn,
-            &format!(
-                "pag0: sidecar unreachable ({why}); enforcing the last policy on leased budget"
-            ),
-        );
-    }
-}
-
 impl Context for Root {
-    /// The VM stops (Envoy drains this configuration): give the budget slices back, add the
-    /// counts since the last tick to Envoy's counters.
     fn on_done(&mut self) -> bool {
-        self.increments.close(&Hostcalls);
-        if let Err(e) = self.slices.close(&Hostcalls) {
-            host::log(
-                LogLevel::Warn,
-                &format!("pag0: shared data error {e:?} giving budget slices back"),
-            );
-        }
-        if let Err(e) = self.usage.close(&Hostcalls) {
-            host::log(
-                LogLevel::Error,
-                &format!(
-                    "pag0: shared data error {e:?} recording usage as the VM stops ({} records not appended)",
-                    self.usage.len()
-                ),
-            );
-        }
-        let cap = self
-            .sync
-            .as_ref()
-            .map_or(managed::decisions::DEFAULT_QUEUE_MAX, |s| {
-                s.cfg.decision_queue_max
-            });
-        let dropped = self.decisions.close(&Hostcalls, cap);
-        self.count_dropped(dropped);
-        true
+        self.0.on_done()
     }
 
     fn on_http_call_response(
@@ -310,188 +34,73 @@ impl Context for Root {
         token_id: u32,
         num_headers: usize,
         body_size: usize,
-        _num_trailers: usize,
+        num_trailers: usize,
     ) {
-        let now_ms = Root::now_ms();
-        let Some(s) = &mut self.sync else { return };
-        let Some((token, sent)) = s.inflight.take() else {
-            return;
-        };
-        if token != token_id {
-            s.inflight = Some((token, sent));
-            return;
-        }
-        if num_headers == 0 {
-            if let Some(shared) = &self.shared {
-                shared.metrics.synced(&Hostcalls, false);
-            }
-            mark_down("no answer within timeoutMs", now_ms);
-            return;
-        }
-        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
-            .unwrap_or_default();
-        let body = match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
-            Ok(Some(b)) => b,
-            _ => Vec::new(),
-        };
-        if let Some(shared) = &self.shared {
-            shared.metrics.synced(&Hostcalls, status.starts_with('2'));
-        }
-        if !status.starts_with('2') {
-            let text = String::from_utf8_lossy(body.get(..300).unwrap_or(&body)).into_owned();
-            if managed::refused_as_invalid(&status) {
-                // Never resent: the same bytes would be refused again, forever.
-                match managed::drop_refused(&Hostcalls, &sent) {
-                    Ok(Some((n, events))) => {
-                        host::log(
-                            LogLevel::Error,
-                            &format!(
-                                "pag0: the sidecar refused usage batch {} ({n} records) as invalid, dropped: status {status}: {text}",
-                                sent.seq.unwrap_or(0)
-                            ),
-                        );
-                        if let Some(shared) = &self.shared {
-                            shared.metrics.refused_batch(&Hostcalls, n);
-                            shared.metrics.decisions_dropped(&Hostcalls, events);
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => host::log(
-                        LogLevel::Error,
-                        &format!("pag0: shared data error {e:?} dropping a refused batch"),
-                    ),
-                }
-            }
-            mark_down(&format!("status {status}: {text}"), now_ms);
-            return;
-        }
-        match managed::apply_response(&Hostcalls, &sent, &body) {
-            Ok(applied) => {
-                if let Ok(true) = managed::set_down(&Hostcalls, false, now_ms) {
-                    host::log(LogLevel::Info, "pag0: sidecar reachable again");
-                }
-                if applied.new_policy_version.is_some() {
-                    s.again = true;
-                }
-                // A backlog (a sidecar restart under load) drains one bounded batch per tick,
-                // not one per sync interval.
-                if applied.acked.is_some() && managed::backlog(&Hostcalls) {
-                    s.again = true;
-                }
-            }
-            Err(e) => mark_down(&e, now_ms),
-        }
-        self.refresh_policy();
+        self.0
+            .on_http_call_response(token_id, num_headers, body_size, num_trailers);
     }
 }
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(
-            BufferType::PluginConfiguration,
-            0,
-            plugin_configuration_size,
-        ) {
-            Ok(Some(b)) => b,
-            _ => Vec::new(),
-        };
-        match Root::load(&bytes, self.increments.clone()) {
-            Ok(mut shared) => {
-                shared.keys = self.keys.clone();
-                // Everything that can fail comes first: a configuration refused here leaves
-                // the running one (its policy, its sync loop, its timer) exactly as it was.
-                if let Err(e) = counters::create::prepare(&Hostcalls) {
-                    host::log(
-                        LogLevel::Error,
-                        &format!("pag0: shared data unusable: {e:?}"),
-                    );
-                    return false;
-                }
-                // Managed: the sidecar settings and this Envoy's instance id.
-                let managed = match &shared.sidecar {
-                    None => None,
-                    Some(cfg) => match managed::instance_id(&Hostcalls) {
-                        Ok(id) => Some((cfg.clone(), id)),
-                        Err(e) => {
-                            host::log(
-                                LogLevel::Error,
-                                &format!("pag0: shared data unusable: {e:?}"),
-                            );
-                            return false;
-                        }
-                    },
-                };
-                // Standalone: the tick flushes counters and gives idle budget slices back;
-                // managed: it also drives the sync.
-                let tick = managed
-                    .as_ref()
-                    .map_or(counters::slices::TICK_MS, |(cfg, _)| tick_ms(cfg));
-                if let Err(e) = hostcalls::set_tick_period(Duration::from_millis(tick)) {
-                    host::log(LogLevel::Error, &format!("pag0: no timer: {e:?}"));
-                    return false;
-                }
-                self.sync = None;
-                match managed {
-                    Some((cfg, instance_id)) => {
-                        self.return_slices();
-                        shared.usage = Some(self.usage.clone());
-                        shared.decisions = Some(self.decisions.clone());
-                        self.sync = Some(SyncLoop {
-                            cfg,
-                            worker: managed::random_u64(Hostcalls.now_nanos()),
-                            instance_id,
-                            inflight: None,
-                            last_sent_ms: 0,
-                            again: false,
-                        });
-                    }
-                    None => shared.slices = Some(self.slices.clone()),
-                }
-                self.shared = Some(Rc::new(shared));
-                self.refresh_policy();
-                true
-            }
-            Err(e) => {
-                // Returning false makes Envoy refuse the listener: never serve without policy.
-                host::log(LogLevel::Error, &e.to_string());
-                self.shared = None;
-                false
-            }
-        }
+        self.0.on_configure(plugin_configuration_size)
     }
 
     fn on_tick(&mut self) {
-        // What this worker counted since the last tick, one host call per counter. Every
-        // configuration that serves requests sets a tick (standalone and managed); one that
-        // failed serves none and counts nothing.
-        self.increments.flush(&Hostcalls);
-        // Also in managed mode: refunds of standalone requests still in flight when the
-        // configuration changed land in the slices and are given back here.
-        if let Err(e) = self.slices.return_idle(&Hostcalls) {
-            host::log(
-                LogLevel::Warn,
-                &format!("pag0: shared data error {e:?} giving budget slices back"),
-            );
-        }
-        // Before the sync, so what this worker settled since the last tick goes with it.
-        self.flush_usage();
-        self.flush_decisions();
-        if self.sync.is_none() {
-            return;
-        }
-        self.refresh_policy();
-        self.maybe_sync();
+        self.0.on_tick();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Always Some: the SDK panics on None. Without configuration the filter fails closed.
-        Some(Box::new(Filter::new(Hostcalls, self.shared.clone())))
+        Some(Box::new(Http(Filter::new(Hostcalls, self.0.shared()))))
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+// === impl Http ===
+
+impl Context for Http {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        num_trailers: usize,
+    ) {
+        self.0
+            .on_http_call_response(token_id, num_headers, body_size, num_trailers);
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        action(self.0.on_http_request_headers(num_headers, end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.0.on_http_request_body(body_size, end_of_stream))
+    }
+
+    fn on_http_request_trailers(&mut self, num_trailers: usize) -> Action {
+        action(self.0.on_http_request_trailers(num_trailers))
+    }
+
+    fn on_http_response_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        action(self.0.on_http_response_headers(num_headers, end_of_stream))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.0.on_http_response_body(body_size, end_of_stream))
+    }
+
+    fn on_http_response_trailers(&mut self, num_trailers: usize) -> Action {
+        action(self.0.on_http_response_trailers(num_trailers))
+    }
+
+    fn on_log(&mut self) {
+        self.0.on_log();
     }
 }
