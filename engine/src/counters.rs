@@ -15,6 +15,7 @@
 //! Shared data is behind [`SharedStore`] so this logic is tested natively with a fake that
 //! injects CAS conflicts; `plugin/src/host.rs` implements it with proxy-wasm hostcalls.
 
+pub mod cas;
 pub mod create;
 pub mod slices;
 
@@ -23,6 +24,7 @@ use std::cell::{Cell, RefCell};
 use pag0_policy::budget::{settle_counter, try_reserve};
 use pag0_policy::{BudgetKey, BudgetView, Micros, Reservation};
 
+pub use cas::{cas_update, cas_update_from, Update};
 pub use slices::Slices;
 
 /// Prefix of every counter key, so other shared-data users (policy cache, sync state) never
@@ -216,33 +218,26 @@ impl<'s, S: SharedStore + ?Sized> Counters<'s, S> {
         key: &BudgetKey,
         f: impl Fn(Micros) -> Result<Micros, E>,
     ) -> Result<Micros, UpdateError<E>> {
-        let (key, mut seen) = match self.take_seen(key) {
+        let (key, seen) = match self.take_seen(key) {
             Some(s) => (s.shared_key, Some((s.value, s.cas))),
             None => (shared_key(key), None),
         };
-        loop {
-            let from_seen = seen.is_some();
-            let (value, cas) = match seen.take() {
-                Some(v) => v,
-                None => self.store.get(&key).map_err(UpdateError::Host)?,
-            };
+        // Only the first attempt can use the earlier read.
+        let mut from_seen = seen.is_some();
+        let out = cas_update_from(self.store, &key, seen, |value, _| {
+            let seen_read = std::mem::replace(&mut from_seen, false);
             if value.is_none() {
-                create::create(self.store, &key, &encode(Micros::ZERO))
-                    .map_err(UpdateError::Host)?;
-                continue;
+                return Update::Create(encode(Micros::ZERO));
             }
-            let next = match f(decode(value.as_deref())) {
-                Ok(n) => n,
+            match f(decode(value)) {
+                Ok(n) => Update::Set(encode(n), Ok(n)),
                 // Refuse only on a fresh read, exactly as without the earlier read.
-                Err(_) if from_seen => continue,
-                Err(e) => return Err(UpdateError::Rejected(e)),
-            };
-            match self.store.set(&key, &encode(next), cas) {
-                Ok(()) => return Ok(next),
-                Err(SetError::CasMismatch) => continue,
-                Err(SetError::Host(h)) => return Err(UpdateError::Host(h)),
+                Err(_) if seen_read => Update::Retry,
+                Err(e) => Update::Keep(Err(e)),
             }
-        }
+        })
+        .map_err(UpdateError::Host)?;
+        out.map_err(UpdateError::Rejected)
     }
 
     fn take_seen(&self, key: &BudgetKey) -> Option<Seen> {

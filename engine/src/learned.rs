@@ -16,7 +16,7 @@
 
 use pag0_policy::{Learned, Micros};
 
-use crate::counters::{create, HostError, SetError, SharedStore};
+use crate::counters::{cas_update, HostError, SharedStore, Update};
 
 /// Prefix of every learned-estimate key (never a counter key, never a managed key).
 pub const KEY_PREFIX: &str = "pag0/e/";
@@ -42,23 +42,17 @@ fn update<S: SharedStore + ?Sized>(
     f: impl Fn(Learned) -> Learned,
 ) -> Result<(), HostError> {
     let k = shared_key(key);
-    loop {
-        let (v, cas) = store.get(&k)?;
+    cas_update(store, &k, |v, _| {
         let Some(v) = v else {
-            create::create(store, &k, &Learned::default().encode())?;
-            continue;
+            return Update::Create(Learned::default().encode());
         };
-        let before = Learned::decode(&v).unwrap_or_default();
+        let before = Learned::decode(v).unwrap_or_default();
         let after = f(before);
         if after == before && v.len() == pag0_policy::learn::ENCODED_LEN {
-            return Ok(());
+            return Update::Keep(());
         }
-        match store.set(&k, &after.encode(), cas) {
-            Ok(()) => return Ok(()),
-            Err(SetError::CasMismatch) => continue,
-            Err(SetError::Host(h)) => return Err(h),
-        }
-    }
+        Update::Set(after.encode(), ())
+    })
 }
 
 /// One settled, believed report of `actual` for a request estimated at `estimate`.
@@ -83,6 +77,7 @@ pub fn merge_fleet<S: SharedStore + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counters::{create, SetError};
     use crate::testing::FakeStore;
 
     #[test]

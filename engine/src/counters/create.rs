@@ -65,17 +65,12 @@ pub fn create<S: SharedStore + ?Sized>(
 /// Frees the lock if it is still ours (by CAS, so a holder that overtook a stale lock keeps
 /// it; a mismatch while the stamp is still ours is re-read and retried).
 fn release<S: SharedStore + ?Sized>(store: &S, ours: u64) -> Result<(), HostError> {
-    loop {
-        let (lock, cas) = store.get(LOCK_KEY)?;
-        if lock.as_deref().map_or(0, stamp) != ours {
-            return Ok(());
+    super::cas_update(store, LOCK_KEY, |lock, _| {
+        if lock.map_or(0, stamp) != ours {
+            return super::Update::Keep(());
         }
-        match store.set(LOCK_KEY, &FREE, cas) {
-            Ok(()) => return Ok(()),
-            Err(SetError::CasMismatch) => continue,
-            Err(SetError::Host(h)) => return Err(h),
-        }
-    }
+        super::Update::Set(FREE, ())
+    })
 }
 
 fn set<S: SharedStore + ?Sized>(

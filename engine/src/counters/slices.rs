@@ -27,7 +27,7 @@ use rustc_hash::FxHashMap;
 
 use pag0_policy::{BudgetKey, Micros};
 
-use super::{decode, encode, shared_key, HostError, SetError, SharedStore};
+use super::{cas_update, decode, encode, shared_key, HostError, SharedStore, Update};
 
 /// How often idle slices are given back (the standalone root context's tick).
 pub const TICK_MS: u64 = 1_000;
@@ -213,20 +213,15 @@ impl Slices {
 /// `used −= amount` on a shared counter, by CAS (never below 0; a missing counter is left
 /// alone: nothing to give back to).
 fn subtract<S: SharedStore + ?Sized>(store: &S, key: &str, amount: u64) -> Result<(), HostError> {
-    loop {
-        let (value, cas) = store.get(key)?;
+    cas_update(store, key, |value, _| {
         // A missing counter has nothing to give back to; a value of another layout reads as
         // full and stays so (see `decode`).
-        if value.as_deref().is_none_or(|v| v.len() != 8) {
-            return Ok(());
+        if value.is_none_or(|v| v.len() != 8) {
+            return Update::Keep(());
         }
-        let next = decode(value.as_deref()).saturating_sub(Micros::new(amount));
-        match store.set(key, &encode(next), cas) {
-            Ok(()) => return Ok(()),
-            Err(SetError::CasMismatch) => continue,
-            Err(SetError::Host(h)) => return Err(h),
-        }
-    }
+        let next = decode(value).saturating_sub(Micros::new(amount));
+        Update::Set(encode(next), ())
+    })
 }
 
 #[cfg(test)]

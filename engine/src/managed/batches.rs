@@ -5,7 +5,7 @@ use std::cell::RefCell;
 
 use serde::{Deserialize, Serialize};
 
-use crate::counters::{create, HostError, SetError, SharedStore};
+use crate::counters::{cas_update, HostError, SharedStore, Update};
 
 use super::BATCH_KEY;
 
@@ -74,15 +74,15 @@ pub struct Batch {
 
 fn read_batches(store: &dyn SharedStore) -> Result<(Option<Batches>, Option<u32>), HostError> {
     let (v, cas) = store.get(BATCH_KEY)?;
-    Ok((
-        v.map(|v| {
-            serde_json::from_slice(&v).unwrap_or(Batches {
-                next_seq: 1,
-                ..Batches::default()
-            })
-        }),
-        cas,
-    ))
+    Ok((v.as_deref().map(parse_batches), cas))
+}
+
+/// The batch state as stored (a value that does not parse: a fresh state).
+fn parse_batches(v: &[u8]) -> Batches {
+    serde_json::from_slice(v).unwrap_or(Batches {
+        next_seq: 1,
+        ..Batches::default()
+    })
 }
 
 /// CAS read-modify-write of the batch state; `f` returns what to hand back.
@@ -90,25 +90,17 @@ pub(super) fn update_batches<T>(
     store: &dyn SharedStore,
     mut f: impl FnMut(&mut Batches) -> T,
 ) -> Result<T, HostError> {
-    loop {
-        let (b, cas) = read_batches(store)?;
-        let Some(mut b) = b else {
+    cas_update(store, BATCH_KEY, |v, _| {
+        let Some(mut b) = v.map(parse_batches) else {
             let init = Batches {
                 next_seq: 1,
                 ..Batches::default()
             };
-            let bytes = serde_json::to_vec(&init).unwrap_or_default();
-            create::create(store, BATCH_KEY, &bytes)?;
-            continue;
+            return Update::Create(serde_json::to_vec(&init).unwrap_or_default());
         };
         let out = f(&mut b);
-        let bytes = serde_json::to_vec(&b).unwrap_or_default();
-        match store.set(BATCH_KEY, &bytes, cas) {
-            Ok(()) => return Ok(out),
-            Err(SetError::CasMismatch) => continue,
-            Err(SetError::Host(h)) => return Err(h),
-        }
-    }
+        Update::Set(serde_json::to_vec(&b).unwrap_or_default(), out)
+    })
 }
 
 /// Appends one settled request to the unsent usage.

@@ -16,7 +16,7 @@
 use pag0_wire::DecisionGap;
 use serde::{Deserialize, Serialize};
 
-use crate::counters::{create, HostError, SetError, SharedStore};
+use crate::counters::{cas_update, HostError, SharedStore, Update};
 
 use super::set_blind;
 
@@ -109,21 +109,17 @@ fn update<T>(
     initial: &[u8],
     mut f: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),
 ) -> Result<T, HostError> {
-    loop {
-        let (v, cas) = store.get(key)?;
-        let (next, out) = f(v.as_deref());
-        let Some(next) = next else { return Ok(out) };
+    cas_update(store, key, |v, cas| {
+        let (next, out) = f(v);
+        let Some(next) = next else {
+            return Update::Keep(out);
+        };
         if cas.is_none() {
             // Absent: created once by whoever gets there first, then changed by CAS.
-            create::create(store, key, initial)?;
-            continue;
+            return Update::Create(initial.to_vec());
         }
-        match store.set(key, &next, cas) {
-            Ok(()) => return Ok(out),
-            Err(SetError::CasMismatch) => continue,
-            Err(SetError::Host(h)) => return Err(h),
-        }
-    }
+        Update::Set(next, out)
+    })
 }
 
 /// Adds `dropped` to the gap waiting for the next batch.

@@ -4,7 +4,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
-use crate::counters::{create, HostError, SetError, SharedStore};
+use crate::counters::{cas_update, create, HostError, SharedStore, Update};
 
 use super::{INSTANCE_KEY, OWNER_KEY};
 
@@ -35,9 +35,8 @@ pub fn try_own(
     now_ms: u64,
     stale_after_ms: u64,
 ) -> Result<bool, HostError> {
-    loop {
-        let (value, cas) = store.get(OWNER_KEY)?;
-        let current = value.as_deref().and_then(two_u64);
+    cas_update(store, OWNER_KEY, |value, _| {
+        let current = value.and_then(two_u64);
         let free = match current {
             None => true,
             Some((owner, stamp)) => {
@@ -45,21 +44,16 @@ pub fn try_own(
             }
         };
         if !free {
-            return Ok(false);
+            return Update::Keep(false);
         }
         let mut v = worker.to_le_bytes().to_vec();
         v.extend_from_slice(&now_ms.to_le_bytes());
         if value.is_none() {
             // Never an empty value: Envoy reads one back as missing. Owner 0 at time 0 is stale.
-            create::create(store, OWNER_KEY, &[0u8; 16])?;
-            continue;
+            return Update::Create(vec![0u8; 16]);
         }
-        match store.set(OWNER_KEY, &v, cas) {
-            Ok(()) => return Ok(true),
-            Err(SetError::CasMismatch) => continue,
-            Err(SetError::Host(h)) => return Err(h),
-        }
-    }
+        Update::Set(v, true)
+    })
 }
 
 fn two_u64(b: &[u8]) -> Option<(u64, u64)> {

@@ -5,7 +5,7 @@ use pag0_policy::Micros;
 use serde::{Deserialize, Serialize};
 
 use crate::config::FailureMode;
-use crate::counters::{create, HostError, SetError, SharedStore};
+use crate::counters::{cas_update, HostError, SharedStore, Update};
 
 use super::{u64_of, DOWN_KEY};
 
@@ -65,23 +65,17 @@ pub fn down_since(store: &dyn SharedStore) -> Result<Option<u64>, HostError> {
 
 /// Records the sidecar's health; true when this call changed it (log the transition once).
 pub fn set_down(store: &dyn SharedStore, down: bool, now_ms: u64) -> Result<bool, HostError> {
-    loop {
-        let (v, cas) = store.get(DOWN_KEY)?;
-        let was_down = v.as_deref().map(u64_of).unwrap_or(0) != 0;
+    cas_update(store, DOWN_KEY, |v, _| {
+        let was_down = v.map(u64_of).unwrap_or(0) != 0;
         if was_down == down {
-            return Ok(false);
+            return Update::Keep(false);
         }
         let next = if down { now_ms.max(1) } else { 0 };
         if v.is_none() {
-            create::create(store, DOWN_KEY, &0u64.to_le_bytes())?;
-            continue;
+            return Update::Create(0u64.to_le_bytes());
         }
-        match store.set(DOWN_KEY, &next.to_le_bytes(), cas) {
-            Ok(()) => return Ok(true),
-            Err(SetError::CasMismatch) => continue,
-            Err(SetError::Host(h)) => return Err(h),
-        }
-    }
+        Update::Set(next.to_le_bytes(), true)
+    })
 }
 
 /// How a request may use one counter right now.

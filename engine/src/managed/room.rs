@@ -4,7 +4,7 @@
 use pag0_policy::{Micros, Reservation};
 use serde_json::{json, Value};
 
-use crate::counters::{HostError, SetError, SharedStore};
+use crate::counters::{cas_update, HostError, SetError, SharedStore, Update};
 
 use super::{lease_key, set_blind, u64_of, Admit, Lease, LeaseView, EARLY_KEY, LEASED_KEY};
 
@@ -32,18 +32,14 @@ pub fn record_shortfall(
             continue;
         }
         let key = format!("{NEED_PREFIX}{}", r.key.storage_key());
-        loop {
-            let (v, cas) = store.get(&key)?;
-            let old = v.as_deref().map(u64_of).unwrap_or(0);
+        cas_update(store, &key, |v, _| {
+            let old = v.map(u64_of).unwrap_or(0);
             if old >= need {
-                break;
+                return Update::Keep(());
             }
-            match store.set(&key, &need.to_le_bytes(), cas) {
-                Ok(()) => break,
-                Err(SetError::CasMismatch) => continue,
-                Err(SetError::Host(h)) => return Err(h),
-            }
-        }
+            // An absent key: set without a token, which lands unconditionally.
+            Update::Set(need.to_le_bytes(), ())
+        })?;
         recorded = true;
     }
     Ok(recorded)

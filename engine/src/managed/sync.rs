@@ -5,7 +5,7 @@ use pag0_policy::budget::settle_counter;
 use pag0_policy::{BudgetKey, Micros};
 use serde_json::{json, Value};
 
-use crate::counters::{self, Counters, HostError, SetError, SharedStore};
+use crate::counters::{self, Counters, HostError, SharedStore, Update};
 
 use super::batches::update_batches;
 use super::decisions::{self, Attached};
@@ -250,18 +250,13 @@ fn subtract_pending(
     amount: Micros,
 ) -> Result<(), HostError> {
     let key = format!("{}{counter}", counters::KEY_PREFIX);
-    loop {
-        let (v, cas) = store.get(&key)?;
+    counters::cas_update(store, &key, |v, _| {
         if v.is_none() {
-            return Ok(());
+            return Update::Keep(());
         }
-        let next = settle_counter(counters::decode(v.as_deref()), amount, Micros::ZERO);
-        match store.set(&key, &counters::encode(next), cas) {
-            Ok(()) => return Ok(()),
-            Err(SetError::CasMismatch) => continue,
-            Err(SetError::Host(h)) => return Err(h),
-        }
-    }
+        let next = settle_counter(counters::decode(v), amount, Micros::ZERO);
+        Update::Set(counters::encode(next), ())
+    })
 }
 
 /// Most learned figures one answer is read for (a catalogue has far fewer entries).

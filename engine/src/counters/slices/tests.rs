@@ -4,7 +4,7 @@ use std::sync::Arc;
 use pag0_policy::budget::Scope;
 use pag0_policy::{BudgetKey, BudgetView, Reservation};
 
-use super::super::{shared_key, Counters, ReserveError};
+use super::super::{shared_key, Counters, ReserveError, SetError};
 use super::*;
 use crate::testing::FakeStore;
 
