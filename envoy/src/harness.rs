@@ -690,10 +690,14 @@ impl Sidecar {
             .args(extra)
             .env("PAG0_ADMIN_TOKENS", format!("admin={}", c.admin_token))
             .env("PAG0_SYNC_SECRET", &c.sync_secret)
-            .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
+        // Only what this config and `extra` say: the runner's environment must not add
+        // approvers, a relay or a database behind the test's back.
+        for var in ["DATABASE_URL", "PAG0_APPROVER_TOKENS", "PAG0_SMTP_URL"] {
+            cmd.env_remove(var);
+        }
         if let Some(url) = &c.database_url {
             cmd.arg("--database-url").arg(url);
         }

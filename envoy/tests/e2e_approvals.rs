@@ -19,15 +19,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pag0_envoy::harness::sidecar_binary;
+use pag0_envoy::harness::{Sidecar, SidecarConfig};
 use pag0_envoy::{Agent, Call, Envoy, EnvoyConfig, MockUpstream, Reply};
 use serde_json::{json, Value};
 
@@ -44,89 +42,29 @@ const WAIT: Duration = Duration::from_secs(30);
 
 // === the sidecar, with approver tokens and SMTP ===
 
-/// A `pag0-sidecar` child process on 127.0.0.1:0; killed and reaped on drop.
-struct Sidecar {
-    child: Child,
-    port: u16,
-    log_path: std::path::PathBuf,
-}
-
-impl Sidecar {
-    fn start(dir: &Path, smtp: SocketAddr) -> Sidecar {
-        let bin = sidecar_binary();
-        assert!(
-            bin.exists(),
-            "sidecar not built: {} is missing — run `cargo build -p pag0-sidecar` (or set PAG0_SIDECAR)",
-            bin.display()
-        );
-        let log_path = dir.join("sidecar.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = Command::new(&bin)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(dir)
-            .arg("--approver-token")
-            .arg(format!("{LEAD}={LEAD_TOKEN}"))
-            .arg("--approver-token")
-            .arg(format!("{OTHER}={OTHER_TOKEN}"))
-            .arg("--smtp-url")
-            .arg(format!("smtp://{smtp}"))
-            .arg("--smtp-from")
-            .arg("pag0@acme.com")
-            .env("PAG0_ADMIN_TOKENS", format!("admin={ADMIN}"))
-            .env("PAG0_SYNC_SECRET", SECRET)
-            .env_remove("DATABASE_URL")
-            .env_remove("PAG0_APPROVER_TOKENS")
-            .env_remove("PAG0_SMTP_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<u16>();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Some(port) = line
-                        .strip_prefix("listening on ")
-                        .and_then(|a| a.trim().rsplit(':').next())
-                        .and_then(|p| p.parse::<u16>().ok())
-                    {
-                        let _ = tx.send(port);
-                        sent = true;
-                    }
-                }
-            }
-        });
-        let mut s = Sidecar {
-            child,
-            port: 0,
-            log_path,
-        };
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(port) => s.port = port,
-            Err(_) => panic!("sidecar did not start:\n{}", s.log()),
-        }
-        s
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The harness's sidecar (SQLite in `dir`, 127.0.0.1:0) with two approvers and `smtp` as its
+/// relay.
+fn start_sidecar(dir: &Path, smtp: SocketAddr) -> Sidecar {
+    let cfg = SidecarConfig {
+        data_dir: dir.to_path_buf(),
+        database_url: None,
+        database_schema: None,
+        admin_token: ADMIN.into(),
+        sync_secret: SECRET.into(),
+        lease_ttl_ms: 30_000,
+        port: 0,
+    };
+    let args = [
+        "--approver-token".to_string(),
+        format!("{LEAD}={LEAD_TOKEN}"),
+        "--approver-token".to_string(),
+        format!("{OTHER}={OTHER_TOKEN}"),
+        "--smtp-url".to_string(),
+        format!("smtp://{smtp}"),
+        "--smtp-from".to_string(),
+        "pag0@acme.com".to_string(),
+    ];
+    Sidecar::start_with_args(&cfg, &args).unwrap()
 }
 
 // === the SMTP sink and the Slack receiver (shared with e2e_alerts.rs) ===
@@ -194,7 +132,7 @@ impl Stack {
         let inbox = Arc::new(Inbox::default());
         let smtp = smtp_sink(inbox.clone());
         let (slack, slack_rt) = slack_receiver(inbox.clone());
-        let sidecar = Sidecar::start(dir.path(), smtp);
+        let sidecar = start_sidecar(dir.path(), smtp);
         let http = reqwest::blocking::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
