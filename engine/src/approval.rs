@@ -21,6 +21,7 @@ pub const CALLBACK_URL_HEADER: &str = "x-pag0-callback-url";
 
 /// The sidecar's code for "no decision yet" (not in docs/policy.md#check-order-and-replies's table): the filter answers the
 /// replay `403` with this code.
+/// The wire code of a replay before any decision (`pag0_wire::Refusal::Pending`).
 pub const APPROVAL_PENDING: &str = "APPROVAL_PENDING";
 
 /// Longest header value kept for the sidecar (it validates lengths itself; this bounds memory).
@@ -220,8 +221,9 @@ pub enum Consumed {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
-    /// `None` for [`APPROVAL_PENDING`], which is not a policy `DenyCode`.
-    pub code: Option<DenyCode>,
+    /// The sidecar's code ([`pag0_wire::Refusal`]); [`pag0_wire::Refusal::deny_code`] is the
+    /// policy's, `None` for `APPROVAL_PENDING` (the request is still held).
+    pub code: pag0_wire::Refusal,
     pub message: String,
 }
 
@@ -241,15 +243,11 @@ pub fn read_consumed(status: Option<u32>, body: &[u8]) -> Consumed {
             .and_then(Value::as_str)
             .unwrap_or("approval refused")
             .to_string();
-        let code = match code {
-            Some("APPROVAL_DENIED") => Some(DenyCode::ApprovalDenied),
-            Some("APPROVAL_EXPIRED") => Some(DenyCode::ApprovalExpired),
-            Some("APPROVAL_MISMATCH") => Some(DenyCode::ApprovalMismatch),
-            Some("APPROVAL_USED") => Some(DenyCode::ApprovalUsed),
-            Some(APPROVAL_PENDING) => None,
-            _ => {
-                return Consumed::Failed(format!("status 403: {}", excerpt(body)));
-            }
+        let Some(code) = pag0_wire::Refusal::ALL
+            .into_iter()
+            .find(|r| Some(r.as_str()) == code)
+        else {
+            return Consumed::Failed(format!("status 403: {}", excerpt(body)));
         };
         return Consumed::Refused(Refusal { code, message });
     }
@@ -389,23 +387,20 @@ mod tests {
             )
         };
         for (code, want) in [
-            ("APPROVAL_DENIED", DenyCode::ApprovalDenied),
-            ("APPROVAL_EXPIRED", DenyCode::ApprovalExpired),
-            ("APPROVAL_MISMATCH", DenyCode::ApprovalMismatch),
-            ("APPROVAL_USED", DenyCode::ApprovalUsed),
+            ("APPROVAL_DENIED", Some(DenyCode::ApprovalDenied)),
+            ("APPROVAL_EXPIRED", Some(DenyCode::ApprovalExpired)),
+            ("APPROVAL_MISMATCH", Some(DenyCode::ApprovalMismatch)),
+            ("APPROVAL_USED", Some(DenyCode::ApprovalUsed)),
+            ("APPROVAL_PENDING", None),
         ] {
-            assert_eq!(
-                r(code),
-                Consumed::Refused(Refusal {
-                    code: Some(want),
-                    message: "m".into()
-                })
-            );
+            let Consumed::Refused(got) = r(code) else {
+                panic!("{code}: not a refusal");
+            };
+            assert_eq!(got.code.as_str(), code);
+            assert_eq!(got.code.deny_code(), want, "{code}");
+            assert_eq!(got.message, "m");
         }
-        assert!(matches!(
-            r("APPROVAL_PENDING"),
-            Consumed::Refused(Refusal { code: None, .. })
-        ));
+        assert_eq!(APPROVAL_PENDING, pag0_wire::Refusal::Pending.as_str());
         // A wrong token is not a refusal of the approval.
         assert!(matches!(r("FORBIDDEN"), Consumed::Failed(_)));
         assert!(matches!(read_consumed(None, b""), Consumed::Failed(_)));

@@ -207,7 +207,7 @@ impl<H: Host> Filter<H> {
                     }
                     Consumed::Refused(r) => {
                         self.release(&reserved);
-                        match r.code {
+                        match r.code.deny_code() {
                             Some(code) => {
                                 let mut deny = Deny::new(code, r.message);
                                 deny.project_id = Some(reserved.project_id.clone());
