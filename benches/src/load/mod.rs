@@ -94,7 +94,7 @@ impl Variant {
 }
 
 /// The host calls the Pag0 filter makes for one allowed request to a per-request-priced
-/// endpoint (read from plugin/src/filter.rs, counters.rs, counters/slices.rs, metrics.rs):
+/// endpoint (read from engine/src/filter.rs, counters.rs, counters/slices.rs, metrics.rs):
 /// request — 1 header-map read (every value the filter needs, and the `x-pag0-*` names to
 /// strip) + 1 removal (the API key header), 1 clock read, no counter read and no CAS write
 /// (the worker's budget slices cover the request; one read and one write per counter every 17
