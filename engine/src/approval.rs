@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 
-use pag0_policy::{BudgetKey, BudgetView, DenyCode, Micros};
+use pag0_policy::{BudgetKey, BudgetView, Micros};
 use serde_json::{json, Map, Value};
 
 use crate::config::SidecarConfig;
@@ -345,6 +345,7 @@ impl ApprovalMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pag0_policy::DenyCode;
 
     #[test]
     fn header_text_is_trimmed_cut_to_max_text_characters_and_none_when_empty() {

@@ -120,7 +120,7 @@ impl<H: Host> Filter<H> {
     /// Standalone mode, once the decision is final: the event becomes this stream's filter
     /// state for the access log (`filter/decision.rs`).
     fn publish(&self) {
-        if self.shared.as_ref().is_some_and(|s| s.sidecar.is_none()) {
+        if self.shared.as_ref().is_some_and(|s| s.sidecar().is_none()) {
             if let Some(line) = self.note.as_ref().and_then(|n| n.line()) {
                 self.host.set_property(decision::PROPERTY, line.as_bytes());
             }
@@ -134,7 +134,7 @@ impl<H: Host> Filter<H> {
             return;
         };
         let Some(shared) = &self.shared else { return };
-        let (Some(cfg), Some(buffer)) = (&shared.sidecar, &shared.decisions) else {
+        let Some((cfg, buffer)) = shared.decision_log() else {
             return;
         };
         let Some(line) = note.line() else { return };
@@ -156,8 +156,8 @@ impl<H: Host> Filter<H> {
         if let (Some(n), Some(b)) = (&mut self.note, body) {
             n.body(b);
         }
-        let counters = Counters::with_slices(&self.host, shared.slices.as_deref());
-        let view = match &shared.sidecar {
+        let counters = Counters::with_slices(&self.host, shared.slices().map(|s| &**s));
+        let view = match shared.sidecar() {
             None => None,
             Some(cfg) => {
                 let now = self.host.now();
@@ -182,10 +182,7 @@ impl<H: Host> Filter<H> {
             }
         };
         // Managed mode: a replay skips the approval requirement here; the sidecar decides it.
-        let replay_id = shared
-            .sidecar
-            .as_ref()
-            .and(self.approval.approval_id.clone());
+        let replay_id = shared.sidecar().and(self.approval.approval_id.clone());
         // The learned figure of the request's catalogue entry (crate::learned): one read.
         let learned = policy
             .learn_key(pending)
@@ -212,7 +209,7 @@ impl<H: Host> Filter<H> {
                 if let Some(n) = &mut self.note {
                     n.estimate(a.estimate, None);
                 }
-                return match &shared.sidecar {
+                return match shared.sidecar() {
                     Some(cfg) => self.ask_approval(shared, cfg, &a, body.unwrap_or_default()),
                     None => self.deny(&a.into_standalone_deny()),
                 };
@@ -285,8 +282,7 @@ impl<H: Host> Filter<H> {
             }
         }
         let host = shared
-            .sidecar
-            .as_ref()
+            .sidecar()
             // Read at the headers: Envoy refuses request-header reads once they went on.
             .map(|_| self.approval.authority.clone());
         let reserved = Box::new(Reserved {
@@ -300,7 +296,7 @@ impl<H: Host> Filter<H> {
             meter: ResponseMeter::new(allow.settlement, shared.max_body_bytes),
             cache,
         });
-        if let (Some(id), Some(cfg)) = (replay_id, &shared.sidecar) {
+        if let (Some(id), Some(cfg)) = (replay_id, shared.sidecar()) {
             return self.consume_approval(shared, cfg, &id, reserved, body.unwrap_or_default());
         }
         shared.metrics.allowed(&self.host, reserved.reserved);
@@ -345,7 +341,7 @@ impl<H: Host> Filter<H> {
                 sh.metrics.suspect(&self.host);
             }
         }
-        let slices = self.shared.as_ref().and_then(|s| s.slices.clone());
+        let slices = self.shared.as_ref().and_then(|s| s.slices().cloned());
         let counters = Counters::with_slices(&self.host, slices.as_deref());
         if let Err(e) = counters.settle_all(&r.reservations, actual) {
             self.host.log(
@@ -385,7 +381,7 @@ impl<H: Host> Filter<H> {
                             }
                         }),
                     };
-                let usage = self.shared.as_ref().and_then(|s| s.usage.clone());
+                let usage = self.shared.as_ref().and_then(|s| s.usage().cloned());
                 let recorded = match &usage {
                     Some(u) => u.push(&self.host, record),
                     None => managed::record(&self.host, record),

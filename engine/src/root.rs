@@ -23,22 +23,72 @@ pub struct Shared {
     pub policy: PolicySlot,
     /// The sidecar's version of `policy` (0: the inline document, or none).
     pub policy_version: u64,
-    /// Managed mode.
-    pub sidecar: Option<SidecarConfig>,
+    /// Standalone or managed, with what each needs.
+    pub mode: Mode,
     pub api_key_header: String,
     pub max_body_bytes: usize,
     pub metrics: Rc<Metrics>,
     /// The response cache's bounds (`cache` in the plugin configuration).
     pub cache: crate::cache::CacheConfig,
-    /// Standalone mode: this worker VM's budget slices (`counters/slices.rs`); `None` in
-    /// managed mode, where reservations are checked against the sidecar's leases.
-    pub slices: Option<Rc<Slices>>,
-    /// Managed mode: this worker VM's usage records waiting for the tick (`managed/batches.rs`).
-    pub usage: Option<Rc<managed::UsageBuffer>>,
-    /// Managed mode: this worker VM's decision events waiting for the tick.
-    pub decisions: Option<Rc<managed::DecisionBuffer>>,
     /// This worker VM's cache of API-key digests (`keys.rs`), kept across reconfigurations.
     pub keys: Rc<KeyDigests>,
+}
+
+/// The two ways the filter runs; what belongs to one cannot be set in the other.
+pub enum Mode {
+    /// The inline policy; budgets in this Envoy's shared data.
+    Standalone {
+        /// This worker VM's budget slices (`counters/slices.rs`); `None`: every reservation
+        /// goes to the shared counter itself.
+        slices: Option<Rc<Slices>>,
+    },
+    /// Policy and leases from the sidecar (docs/sync-protocol.md).
+    Managed {
+        sidecar: SidecarConfig,
+        /// This worker VM's usage records waiting for the tick (`managed/batches.rs`); `None`:
+        /// each goes to shared data at once.
+        usage: Option<Rc<managed::UsageBuffer>>,
+        /// This worker VM's decision events waiting for the tick; `None`: none are kept.
+        decisions: Option<Rc<managed::DecisionBuffer>>,
+    },
+}
+
+impl Shared {
+    /// Managed mode's sidecar settings; `None` in standalone mode.
+    pub fn sidecar(&self) -> Option<&SidecarConfig> {
+        match &self.mode {
+            Mode::Managed { sidecar, .. } => Some(sidecar),
+            Mode::Standalone { .. } => None,
+        }
+    }
+
+    /// Standalone mode's budget slices.
+    pub fn slices(&self) -> Option<&Rc<Slices>> {
+        match &self.mode {
+            Mode::Standalone { slices } => slices.as_ref(),
+            Mode::Managed { .. } => None,
+        }
+    }
+
+    /// Managed mode's usage buffer.
+    pub fn usage(&self) -> Option<&Rc<managed::UsageBuffer>> {
+        match &self.mode {
+            Mode::Managed { usage, .. } => usage.as_ref(),
+            Mode::Standalone { .. } => None,
+        }
+    }
+
+    /// Managed mode's sidecar settings and decision buffer, when it keeps one.
+    pub fn decision_log(&self) -> Option<(&SidecarConfig, &Rc<managed::DecisionBuffer>)> {
+        match &self.mode {
+            Mode::Managed {
+                sidecar,
+                decisions: Some(d),
+                ..
+            } => Some((sidecar, d)),
+            _ => None,
+        }
+    }
 }
 
 pub struct Root<H> {
@@ -111,14 +161,18 @@ impl<H: RootHost> Root<H> {
         Ok(Shared {
             policy: c.policy,
             policy_version: 0,
-            sidecar: c.sidecar,
+            mode: match c.sidecar {
+                Some(sidecar) => Mode::Managed {
+                    sidecar,
+                    usage: None,
+                    decisions: None,
+                },
+                None => Mode::Standalone { slices: None },
+            },
             api_key_header: c.api_key_header,
             max_body_bytes: c.max_body_bytes,
             cache: c.cache,
             metrics: Rc::new(metrics),
-            slices: None,
-            usage: None,
-            decisions: None,
             keys: Rc::default(),
         })
     }
@@ -139,14 +193,25 @@ impl<H: RootHost> Root<H> {
                 self.shared = Some(Rc::new(Shared {
                     policy: PolicySlot::new(Some(Box::new(policy))),
                     policy_version: version,
-                    sidecar: shared.sidecar.clone(),
+                    mode: match &shared.mode {
+                        Mode::Managed {
+                            sidecar,
+                            usage,
+                            decisions,
+                        } => Mode::Managed {
+                            sidecar: sidecar.clone(),
+                            usage: usage.clone(),
+                            decisions: decisions.clone(),
+                        },
+                        // Only the sidecar sends policies; kept as it is all the same.
+                        Mode::Standalone { slices } => Mode::Standalone {
+                            slices: slices.clone(),
+                        },
+                    },
                     api_key_header: shared.api_key_header.clone(),
                     max_body_bytes: shared.max_body_bytes,
                     cache: shared.cache,
                     metrics: shared.metrics.clone(),
-                    slices: None,
-                    usage: shared.usage.clone(),
-                    decisions: shared.decisions.clone(),
                     keys: shared.keys.clone(),
                 }));
                 self.host.log(
@@ -430,7 +495,7 @@ impl<H: RootHost> Root<H> {
                     return false;
                 }
                 // Managed: the sidecar settings and this Envoy's instance id.
-                let managed = match &shared.sidecar {
+                let managed = match shared.sidecar() {
                     None => None,
                     Some(cfg) => match managed::instance_id(&self.host) {
                         Ok(id) => Some((cfg.clone(), id)),
@@ -459,8 +524,13 @@ impl<H: RootHost> Root<H> {
                 match managed {
                     Some((cfg, instance_id)) => {
                         self.return_slices();
-                        shared.usage = Some(self.usage.clone());
-                        shared.decisions = Some(self.decisions.clone());
+                        if let Mode::Managed {
+                            usage, decisions, ..
+                        } = &mut shared.mode
+                        {
+                            *usage = Some(self.usage.clone());
+                            *decisions = Some(self.decisions.clone());
+                        }
                         self.sync = Some(SyncLoop {
                             cfg,
                             worker: managed::random_u64(self.host.now_nanos()),
@@ -470,7 +540,11 @@ impl<H: RootHost> Root<H> {
                             again: false,
                         });
                     }
-                    None => shared.slices = Some(self.slices.clone()),
+                    None => {
+                        if let Mode::Standalone { slices } = &mut shared.mode {
+                            *slices = Some(self.slices.clone());
+                        }
+                    }
                 }
                 self.shared = Some(Rc::new(shared));
                 self.refresh_policy();

@@ -29,7 +29,7 @@ impl<H: Host> Filter<H> {
     /// At the headers of a request with a body whose price does not need it: the approval
     /// binding does (SHA-256 of the body) if this is a replay or would need approval.
     pub(super) fn binding_needs_body(&self, shared: &Shared, pending: &Pending) -> bool {
-        if shared.sidecar.is_none() {
+        if shared.sidecar().is_none() {
             return false;
         }
         if self.approval.approval_id.is_some() {

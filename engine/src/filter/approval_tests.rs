@@ -65,19 +65,24 @@ fn shared(sidecar: bool, mode: FailureMode) -> Rc<Shared> {
     Rc::new(Shared {
         policy: PolicySlot::new(Some(Box::new(CompiledPolicy::from_value(&doc).unwrap()))),
         policy_version: 7,
-        slices: None,
-        usage: None,
-        decisions: None,
         keys: Default::default(),
-        sidecar: sidecar.then(|| SidecarConfig {
-            cluster: "pag0_sidecar".into(),
-            authority: "pag0-sidecar".into(),
-            sync_interval_ms: 1000,
-            timeout_ms: 200,
-            failure_mode: mode,
-            sync_secret: Some("s3cret-s3cret-s3cret".into()),
-            decision_queue_max: crate::managed::decisions::DEFAULT_QUEUE_MAX,
-        }),
+        mode: if sidecar {
+            crate::root::Mode::Managed {
+                sidecar: SidecarConfig {
+                    cluster: "pag0_sidecar".into(),
+                    authority: "pag0-sidecar".into(),
+                    sync_interval_ms: 1000,
+                    timeout_ms: 200,
+                    failure_mode: mode,
+                    sync_secret: Some("s3cret-s3cret-s3cret".into()),
+                    decision_queue_max: crate::managed::decisions::DEFAULT_QUEUE_MAX,
+                },
+                usage: None,
+                decisions: None,
+            }
+        } else {
+            crate::root::Mode::Standalone { slices: None }
+        },
         api_key_header: "x-pag0-api-key".into(),
         max_body_bytes: 4096,
         cache: crate::cache::CacheConfig::default(),

@@ -92,7 +92,7 @@ impl<H: Host> Filter<H> {
             .metrics
             .cache
             .hit(&self.host, &allow.project_id, &allow.client_id, savings);
-        if shared.sidecar.is_some() {
+        if shared.sidecar().is_some() {
             // Savings and the hit flow to the sidecar with the usage (amount 0, no counters).
             let host = self
                 .cache_head
@@ -111,7 +111,7 @@ impl<H: Host> Filter<H> {
                 suspect: None,
                 learn: None,
             };
-            let recorded = match &shared.usage {
+            let recorded = match shared.usage() {
                 Some(u) => u.push(&self.host, record),
                 None => managed::record(&self.host, record),
             };

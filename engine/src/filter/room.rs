@@ -51,7 +51,7 @@ impl<H: Host> Filter<H> {
                 .collect(),
             Decision::Deny(_) => return self.deny(&unavailable),
         };
-        let ask = match &shared.sidecar {
+        let ask = match shared.sidecar() {
             Some(cfg) if !self.room_asked && !view.down => Some(cfg),
             _ => None,
         };

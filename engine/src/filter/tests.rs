@@ -47,11 +47,8 @@ fn shared(project_daily: &str) -> Rc<Shared> {
     Rc::new(Shared {
         policy: PolicySlot::new(Some(Box::new(CompiledPolicy::from_value(&doc).unwrap()))),
         policy_version: 0,
-        slices: None,
-        usage: None,
-        decisions: None,
         keys: Default::default(),
-        sidecar: None,
+        mode: crate::root::Mode::Standalone { slices: None },
         api_key_header: "x-pag0-api-key".into(),
         max_body_bytes: 4096,
         cache: crate::cache::CacheConfig::default(),
@@ -541,19 +538,20 @@ fn managed(mode: crate::config::FailureMode) -> Rc<Shared> {
             )
         })),
         policy_version: 1,
-        slices: None,
-        usage: Some(Rc::new(crate::managed::UsageBuffer::new())),
-        decisions: Some(Rc::new(crate::managed::DecisionBuffer::new())),
         keys: Default::default(),
-        sidecar: Some(crate::config::SidecarConfig {
-            cluster: "pag0_sidecar".into(),
-            authority: "pag0-sidecar".into(),
-            sync_interval_ms: 1000,
-            timeout_ms: 200,
-            failure_mode: mode,
-            sync_secret: None,
-            decision_queue_max: crate::managed::decisions::DEFAULT_QUEUE_MAX,
-        }),
+        mode: crate::root::Mode::Managed {
+            sidecar: crate::config::SidecarConfig {
+                cluster: "pag0_sidecar".into(),
+                authority: "pag0-sidecar".into(),
+                sync_interval_ms: 1000,
+                timeout_ms: 200,
+                failure_mode: mode,
+                sync_secret: None,
+                decision_queue_max: crate::managed::decisions::DEFAULT_QUEUE_MAX,
+            },
+            usage: Some(Rc::new(crate::managed::UsageBuffer::new())),
+            decisions: Some(Rc::new(crate::managed::DecisionBuffer::new())),
+        },
         api_key_header: s.api_key_header.clone(),
         max_body_bytes: s.max_body_bytes,
         cache: s.cache,
@@ -567,10 +565,7 @@ fn managed(mode: crate::config::FailureMode) -> Rc<Shared> {
 fn flushed(host: &FakeHost, workers: &[&Rc<Shared>]) -> crate::managed::Batches {
     let before = crate::managed::batches(&host).unwrap().unsent.len();
     for w in workers {
-        let usage = w
-            .usage
-            .as_ref()
-            .expect("a managed worker buffers its usage");
+        let usage = w.usage().expect("a managed worker buffers its usage");
         usage.flush(&host).unwrap();
         assert!(usage.is_empty());
     }
@@ -858,11 +853,12 @@ fn acme_managed() -> Rc<Shared> {
     Rc::new(Shared {
         policy: PolicySlot::new(Some(Box::new(CompiledPolicy::from_value(&doc).unwrap()))),
         policy_version: 1,
-        slices: None,
-        usage: Some(Rc::new(crate::managed::UsageBuffer::new())),
-        decisions: Some(Rc::new(crate::managed::DecisionBuffer::new())),
         keys: Default::default(),
-        sidecar: m.sidecar.clone(),
+        mode: crate::root::Mode::Managed {
+            sidecar: m.sidecar().cloned().unwrap(),
+            usage: Some(Rc::new(crate::managed::UsageBuffer::new())),
+            decisions: Some(Rc::new(crate::managed::DecisionBuffer::new())),
+        },
         api_key_header: m.api_key_header.clone(),
         max_body_bytes: m.max_body_bytes,
         cache: m.cache,

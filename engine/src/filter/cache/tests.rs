@@ -75,11 +75,8 @@ fn shared_with(cache: CacheConfig) -> Rc<Shared> {
     Rc::new(Shared {
         policy: PolicySlot::new(Some(Box::new(policy()))),
         policy_version: 0,
-        slices: None,
-        usage: None,
-        decisions: None,
         keys: Default::default(),
-        sidecar: None,
+        mode: crate::root::Mode::Standalone { slices: None },
         api_key_header: "x-pag0-api-key".into(),
         max_body_bytes: 1 << 20,
         metrics: Rc::new(metrics()),
@@ -622,19 +619,20 @@ fn a_hit_in_managed_mode_is_reported_with_its_savings() {
     let s = Rc::new(Shared {
         policy: PolicySlot::new(Some(Box::new(policy()))),
         policy_version: 1,
-        slices: None,
-        usage: Some(Rc::new(crate::managed::UsageBuffer::new())),
-        decisions: Some(Rc::new(crate::managed::DecisionBuffer::new())),
         keys: Default::default(),
-        sidecar: Some(crate::config::SidecarConfig {
-            cluster: "pag0_sidecar".into(),
-            authority: "pag0-sidecar".into(),
-            sync_interval_ms: 1000,
-            timeout_ms: 200,
-            failure_mode: crate::config::FailureMode::Open,
-            sync_secret: None,
-            decision_queue_max: crate::managed::decisions::DEFAULT_QUEUE_MAX,
-        }),
+        mode: crate::root::Mode::Managed {
+            sidecar: crate::config::SidecarConfig {
+                cluster: "pag0_sidecar".into(),
+                authority: "pag0-sidecar".into(),
+                sync_interval_ms: 1000,
+                timeout_ms: 200,
+                failure_mode: crate::config::FailureMode::Open,
+                sync_secret: None,
+                decision_queue_max: crate::managed::decisions::DEFAULT_QUEUE_MAX,
+            },
+            usage: Some(Rc::new(crate::managed::UsageBuffer::new())),
+            decisions: Some(Rc::new(crate::managed::DecisionBuffer::new())),
+        },
         api_key_header: base.api_key_header.clone(),
         max_body_bytes: base.max_body_bytes,
         metrics: base.metrics.clone(),
@@ -644,7 +642,7 @@ fn a_hit_in_managed_mode_is_reported_with_its_savings() {
     assert!(!post_chat(&host, &base, "ka", "m").is_hit());
     let hit = post_chat(&host, &s, "ka", "m");
     assert!(hit.is_hit(), "{hit:?}");
-    let usage = s.usage.as_ref().unwrap();
+    let usage = s.usage().unwrap();
     assert_eq!(usage.len(), 1, "the hit's record waits for the tick");
     usage.flush(&&host).unwrap();
     let b = crate::managed::batches(&&host).unwrap();

@@ -17,10 +17,7 @@ fn published(host: &FakeHost) -> Option<Value> {
 
 /// What a managed worker queued: its buffer flushed to shared data and read back.
 fn queued(host: &FakeHost, s: &Rc<Shared>) -> Vec<Value> {
-    let buffer = s
-        .decisions
-        .as_ref()
-        .expect("a managed worker buffers events");
+    let (_, buffer) = s.decision_log().expect("a managed worker buffers events");
     buffer.flush(&host, 100).unwrap();
     let out = crate::managed::prepare_sync(&host, "i", 1, &[], 1).unwrap();
     let body: Value = serde_json::from_slice(&out.body).unwrap();
@@ -131,7 +128,7 @@ fn managed_each_request_queues_exactly_one_event_when_its_stream_ends() {
     respond(&host, "201", &[]);
     f.on_http_response_headers(1, true);
     assert!(
-        s.decisions.as_ref().unwrap().is_empty(),
+        s.decision_log().unwrap().1.is_empty(),
         "queued when the stream ends, not before"
     );
     f.on_log();
