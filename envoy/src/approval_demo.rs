@@ -53,17 +53,23 @@ pub fn run(mock: &MockUpstream, mut policy: Value, serve_console: bool) -> Resul
     );
 
     let dir = tempfile::tempdir()?;
-    // The approver's token: the harness passes the environment on to the sidecar.
-    std::env::set_var("PAG0_APPROVER_TOKENS", format!("{LEAD}={LEAD_TOKEN}"));
-    let sidecar = Sidecar::start(&SidecarConfig {
-        data_dir: dir.path().to_path_buf(),
-        database_url: None,
-        database_schema: None,
-        admin_token: ADMIN.into(),
-        sync_secret: SECRET.into(),
-        lease_ttl_ms: 30_000,
-        port: 0,
-    })?;
+    // The approver's token, given to this sidecar only (the harness passes no approvers from
+    // the environment).
+    let sidecar = Sidecar::start_with_args(
+        &SidecarConfig {
+            data_dir: dir.path().to_path_buf(),
+            database_url: None,
+            database_schema: None,
+            admin_token: ADMIN.into(),
+            sync_secret: SECRET.into(),
+            lease_ttl_ms: 30_000,
+            port: 0,
+        },
+        &[
+            "--approver-token".to_string(),
+            format!("{LEAD}={LEAD_TOKEN}"),
+        ],
+    )?;
     let http = reqwest::blocking::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
