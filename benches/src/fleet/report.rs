@@ -8,46 +8,8 @@ use serde_json::{json, Value};
 
 use super::Row;
 
-/// Commit, date, machine and command line of a report.
-#[derive(Clone, Debug)]
-pub struct Meta {
-    pub commit: String,
-    pub date: String,
-    pub machine: String,
-    pub command: String,
-}
-
-/// What the report header says (taken before the runs).
-pub fn meta(command: String) -> Meta {
-    let run = |cmd: &str, args: &[&str]| {
-        std::process::Command::new(cmd)
-            .args(args)
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default()
-    };
-    let mut commit = run("git", &["rev-parse", "--short", "HEAD"]);
-    if !run("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty() {
-        commit.push_str(" (+ uncommitted changes)");
-    }
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-            })
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    Meta {
-        commit,
-        date: run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        machine: format!("{cores} × {cpu}"),
-        command,
-    }
-}
+/// The report header: the load benchmark's (commit, date, machine, command line).
+pub use crate::load::report::{meta, Meta};
 
 fn pct(part: u64, whole: u64) -> f64 {
     if whole == 0 {
