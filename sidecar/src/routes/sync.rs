@@ -91,6 +91,10 @@ fn check(req: &SyncRequest, max_batch: usize) -> Result<(), AppError> {
     if req.seq == 0 || i64::try_from(req.seq).is_err() {
         errs.push("seq: a positive integer below 2^63".into());
     }
+    // Policy versions are stored as SQL BIGINT: one past 2^63 - 1 names no version.
+    if i64::try_from(req.policy_version).is_err() {
+        errs.push("policyVersion: an integer below 2^63".into());
+    }
     // Counter names reach store queries as parameters; PostgreSQL's TEXT cannot take U+0000.
     for (i, l) in req.leases.iter().enumerate() {
         if l.counter.contains('\0') {

@@ -170,6 +170,20 @@ async fn malformed_syncs_are_400_with_paths() {
         .sync(json!({ "instanceId": "a", "seq": 1, "usage": "nope" }))
         .await;
     assert_eq!(r.body["error"]["code"], "BAD_JSON", "usage is a list");
+    // A policy version past SQL's BIGINT names none (schemathesis found it accepted).
+    let r = h
+        .sync(
+            json!({ "instanceId": "a", "seq": 1, "policyVersion": 9_223_372_036_854_775_808_u64 }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body["error"]["details"]
+            .to_string()
+            .contains("policyVersion:"),
+        "{}",
+        r.body
+    );
 }
 
 /// Issue 20 item 2: the sidecar refused a whole batch for one record (`usage[0].amount: above
