@@ -6,7 +6,7 @@
 use std::rc::Rc;
 
 use pag0_policy::{BudgetKey, BudgetView, Micros};
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
 use crate::config::SidecarConfig;
 use crate::host::Host;
@@ -97,48 +97,33 @@ pub struct CreateRequest<'a> {
     pub policy_version: u64,
 }
 
-/// The JSON body of `POST /v1/approvals`.
+/// The JSON body of `POST /v1/approvals` ([`pag0_wire::CreateApproval`]).
 pub fn create_body(r: &CreateRequest<'_>) -> Vec<u8> {
-    let mut o = Map::new();
-    o.insert("projectId".into(), r.project_id.into());
-    o.insert("clientId".into(), r.client_id.into());
-    o.insert(
-        "method".into(),
-        r.incoming.method.to_ascii_uppercase().into(),
-    );
-    o.insert("authority".into(), r.incoming.authority.clone().into());
-    o.insert("path".into(), r.incoming.path.clone().into());
-    o.insert(
-        "bodySha256".into(),
-        pag0_policy::approval::body_sha256_hex(r.body).into(),
-    );
-    o.insert(
-        "binding".into(),
-        r.incoming.binding(r.client_id, r.body).into(),
-    );
-    o.insert("estimatedCost".into(), r.estimate.get().to_string().into());
-    o.insert("policyVersion".into(), r.policy_version.into());
-    for (k, v) in [
-        ("justification", &r.incoming.justification),
-        ("requestedBy", &r.incoming.requested_by),
-        ("callbackUrl", &r.incoming.callback_url),
-    ] {
-        if let Some(v) = v {
-            o.insert(k.into(), v.clone().into());
-        }
-    }
-    Value::Object(o).to_string().into_bytes()
+    let body = pag0_wire::CreateApproval {
+        project_id: r.project_id.to_string(),
+        client_id: r.client_id.to_string(),
+        method: r.incoming.method.to_ascii_uppercase(),
+        authority: r.incoming.authority.clone(),
+        path: r.incoming.path.clone(),
+        body_sha256: pag0_policy::approval::body_sha256_hex(r.body),
+        binding: r.incoming.binding(r.client_id, r.body),
+        estimated_cost: r.estimate,
+        policy_version: r.policy_version,
+        justification: r.incoming.justification.clone(),
+        requested_by: r.incoming.requested_by.clone(),
+        callback_url: r.incoming.callback_url.clone(),
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
-/// The JSON body of `POST /v1/approvals/{id}/consume`.
+/// The JSON body of `POST /v1/approvals/{id}/consume` ([`pag0_wire::ConsumeApproval`]).
 pub fn consume_body(binding: &str, estimate: Micros, policy_version: u64) -> Vec<u8> {
-    json!({
-        "binding": binding,
-        "estimatedCost": estimate.get().to_string(),
-        "policyVersion": policy_version,
-    })
-    .to_string()
-    .into_bytes()
+    let body = pag0_wire::ConsumeApproval {
+        binding: binding.to_string(),
+        estimated_cost: estimate,
+        policy_version,
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 /// `:path` of the consume call (`id` checked with [`valid_id`]).
@@ -186,25 +171,14 @@ pub fn read_created(status: Option<u32>, body: &[u8]) -> Result<Created, String>
     if status != 201 && status != 200 {
         return Err(format!("status {status}: {}", excerpt(body)));
     }
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))?;
-    let id = v
-        .get("approvalId")
-        .and_then(Value::as_str)
-        .filter(|id| valid_id(id))
-        .ok_or_else(|| "answer has no usable approvalId".to_string())?;
-    let mut out = Map::new();
-    for k in [
-        "approvalId",
-        "status",
-        "projectId",
-        "estimatedCost",
-        "expiresAt",
-    ] {
-        out.insert(k.into(), v.get(k).cloned().unwrap_or(Value::Null));
+    let answer: pag0_wire::Created =
+        serde_json::from_slice(body).map_err(|e| format!("answer not understood: {e}"))?;
+    if !valid_id(&answer.approval_id) {
+        return Err("answer has no usable approvalId".to_string());
     }
     Ok(Created {
-        approval_id: id.to_string(),
-        body: Value::Object(out).to_string(),
+        body: serde_json::to_string(&answer).unwrap_or_default(),
+        approval_id: answer.approval_id,
     })
 }
 
@@ -235,21 +209,13 @@ pub fn read_consumed(status: Option<u32>, body: &[u8]) -> Consumed {
         return Consumed::Granted;
     }
     if status == 403 {
-        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let err = v.get("error");
-        let code = err.and_then(|e| e.get("code")).and_then(Value::as_str);
-        let message = err
-            .and_then(|e| e.get("message"))
-            .and_then(Value::as_str)
-            .unwrap_or("approval refused")
-            .to_string();
-        let Some(code) = pag0_wire::Refusal::ALL
-            .into_iter()
-            .find(|r| Some(r.as_str()) == code)
-        else {
-            return Consumed::Failed(format!("status 403: {}", excerpt(body)));
+        return match serde_json::from_slice::<pag0_wire::RefusalBody>(body) {
+            Ok(r) => Consumed::Refused(Refusal {
+                code: r.error.code,
+                message: r.error.message,
+            }),
+            Err(_) => Consumed::Failed(format!("status 403: {}", excerpt(body))),
         };
-        return Consumed::Refused(Refusal { code, message });
     }
     Consumed::Failed(format!("status {status}: {}", excerpt(body)))
 }
@@ -369,7 +335,7 @@ mod tests {
         let body = br#"{"approvalId":"apr_ab","status":"pending","projectId":"p","estimatedCost":"600000","expiresAt":"2026-11-25T12:00:00.000Z","clientId":"c","binding":"x"}"#;
         let c = read_created(Some(201), body).unwrap();
         assert_eq!(c.approval_id, "apr_ab");
-        let v: Value = serde_json::from_str(&c.body).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&c.body).unwrap();
         assert_eq!(v.as_object().unwrap().len(), 5);
         assert_eq!(v["estimatedCost"], "600000");
         assert_eq!(v["expiresAt"], "2026-11-25T12:00:00.000Z");

@@ -362,12 +362,12 @@ impl<H: Host> Filter<H> {
             if actual > Micros::ZERO || suspect.is_some() {
                 let record =
                     UsageRecord {
-                        amount: actual.get().to_string(),
+                        amount: actual,
                         counters: r.reservations.iter().map(|x| x.key.storage_key()).collect(),
-                        project_id: r.project_id.to_string(),
+                        project_id: Some(r.project_id.to_string()),
                         client_id: Some(r.client_id.to_string()),
-                        host: pag0_policy::matching::request_host(host).to_string(),
-                        at: now_ms,
+                        host: Some(pag0_policy::matching::request_host(host).to_string()),
+                        at: Some(i64::try_from(now_ms).unwrap_or(i64::MAX)),
                         cache_hit: false,
                         savings: None,
                         suspect: suspect.map(|s| managed::SuspectReport {
@@ -377,7 +377,7 @@ impl<H: Host> Filter<H> {
                         learn: r.learn_key.as_ref().filter(|_| reported).map(|k| {
                             managed::LearnFacts {
                                 key: k.to_string(),
-                                estimate: r.estimate.get().to_string(),
+                                estimate: r.estimate,
                             }
                         }),
                     };

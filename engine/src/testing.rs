@@ -246,3 +246,32 @@ impl SharedStore for &FakeHost {
         self.store.now_nanos()
     }
 }
+
+/// A complete `/v1/sync` answer (`pag0_wire::SyncResponse`) with `fields` over it: what a test
+/// does not state is the protocol's neutral value (`ack` 0 acknowledges no batch, no leases,
+/// a lease's `spent`/`limit` 0), so each test shows only what it is about.
+pub fn sync_answer(fields: &serde_json::Value) -> Vec<u8> {
+    sync_answer_value(fields).to_string().into_bytes()
+}
+
+/// [`sync_answer`] as a JSON value.
+pub fn sync_answer_value(fields: &serde_json::Value) -> serde_json::Value {
+    let mut answer = serde_json::json!({
+        "ack": 0, "duplicate": false, "policyVersion": 0, "serverTimeMs": 0,
+        "leaseTtlMs": 1000, "leases": {},
+    });
+    if let (Some(a), Some(f)) = (answer.as_object_mut(), fields.as_object()) {
+        for (k, v) in f {
+            a.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(leases) = answer.get_mut("leases").and_then(|l| l.as_object_mut()) {
+        for lease in leases.values_mut().filter_map(|l| l.as_object_mut()) {
+            for (k, v) in [("spent", "0"), ("limit", "0")] {
+                lease.entry(k).or_insert_with(|| v.into());
+            }
+            lease.entry("expiresAtMs").or_insert_with(|| 0.into());
+        }
+    }
+    answer
+}

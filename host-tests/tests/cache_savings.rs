@@ -153,7 +153,7 @@ fn sidecar(
             .map(|c| c.clone())
             .unwrap_or((0, Value::Null));
         let mut answer = json!({ "ack": req["seq"], "duplicate": false, "policyVersion": version,
-                                 "leaseTtlMs": 30000, "leases": {}, "unlimited": [] });
+                                 "serverTimeMs": 0, "leaseTtlMs": 30000, "leases": {}, "unlimited": [] });
         if req["policyVersion"].as_u64() != Some(version) {
             answer["policy"] = policy;
         }

@@ -681,10 +681,10 @@ fn without_a_lease_yet_a_request_needing_approval_asks_for_room_then_for_the_app
     answer(
         &host,
         "200",
-        json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
+        crate::testing::sync_answer_value(&json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
             "org.monthly/2026-11": {"granted": "6250000", "limit": "100000000", "spent": "0"},
             "project.daily/sales-ai/2026-11-24": {"granted": "8000", "limit": "10000", "spent": "0"}
-        }}),
+        }})),
     );
     deliver(&mut f, &host, 1);
     assert!(host.local_reply.borrow().is_none(), "still held");

@@ -100,14 +100,14 @@ impl<H: Host> Filter<H> {
                 .map(|h| h.authority.clone())
                 .unwrap_or_default();
             let record = UsageRecord {
-                amount: "0".to_string(),
+                amount: Micros::ZERO,
                 counters: Vec::new(),
-                project_id: allow.project_id.to_string(),
+                project_id: Some(allow.project_id.to_string()),
                 client_id: Some(allow.client_id.to_string()),
-                host: pag0_policy::matching::request_host(&host).to_string(),
-                at: u64::try_from(self.host.now().timestamp_millis()).unwrap_or(0),
+                host: Some(pag0_policy::matching::request_host(&host).to_string()),
+                at: Some(self.host.now().timestamp_millis()),
                 cache_hit: true,
-                savings: Some(savings.get().to_string()),
+                savings: Some(savings),
                 suspect: None,
                 learn: None,
             };

@@ -675,12 +675,12 @@ fn managed_admission_is_against_the_lease_and_names_the_scope() {
     assert_eq!(host.store.value(PROJECT_DAILY), 4000);
     let b = flushed(&host, &[&s]);
     assert_eq!(b.unsent.len(), 2);
-    assert_eq!(b.unsent[0].amount, "2000");
+    assert_eq!(b.unsent[0].amount, Micros::new(2000));
     assert_eq!(
         b.unsent[0].counters,
         ["org.monthly/2026-11", "project.daily/sales-ai/2026-11-24"]
     );
-    assert_eq!(b.unsent[0].host, "api.deepl.com");
+    assert_eq!(b.unsent[0].host.as_deref(), Some("api.deepl.com"));
     assert!(crate::managed::take_early(&&host).unwrap());
 }
 
@@ -907,10 +907,10 @@ fn last_room_call(host: &FakeHost) -> Vec<(String, u64)> {
 }
 
 fn day_lease(granted: u64, spent: u64) -> serde_json::Value {
-    json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
+    crate::testing::sync_answer_value(&json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
         "project.daily/sales-ai/2026-11-24": {"granted": granted.to_string(),
                                                "limit": "500000", "spent": spent.to_string()}
-    }})
+    }}))
 }
 
 #[test]

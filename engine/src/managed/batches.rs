@@ -9,52 +9,10 @@ use crate::counters::{cas_update, HostError, SharedStore, Update};
 
 use super::BATCH_KEY;
 
-/// One settled request, as the sidecar's `usage[]` wants it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UsageRecord {
-    pub amount: String,
-    pub counters: Vec<String>,
-    pub project_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
-    pub host: String,
-    pub at: u64,
-    /// A response served from the cache (amount 0); the sidecar ignores fields it does not
-    /// know (docs/sync-protocol.md).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub cache_hit: bool,
-    /// Micro-USD the cache hit avoided.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub savings: Option<String>,
-    /// The upstream's cost report was not believed: `amount` is the request's bound, this is
-    /// what the upstream said (docs/policy.md "Suspect reports").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub suspect: Option<SuspectReport>,
-    /// A believed cost report of a catalogue entry that learns (docs/estimates.md): the
-    /// entry's key and the catalogue's estimate of the request, so the sidecar learns what
-    /// the entry costs across the fleet. Both or neither.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub learn: Option<LearnFacts>,
-}
-
-/// What the sidecar learns a settled cost with.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LearnFacts {
-    /// The catalogue entry ([`pag0_policy::CompiledPolicy::learn_key`]: its host).
-    pub key: String,
-    /// The catalogue's estimate of the request, micro-USD (decimal string).
-    pub estimate: String,
-}
-
-/// A cost report charged at the bound instead of as reported.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SuspectReport {
-    /// The report as received (at most 256 bytes).
-    pub raw: String,
-    /// `above_bound` or `unparsable`.
-    pub reason: String,
-}
+/// One settled request, as `/v1/sync`'s `usage[]` carries it: the wire contract's type, so
+/// what the batch state holds is what the sidecar reads (a state written by an older filter,
+/// with `projectId`/`host`/`at` always set, parses the same).
+pub use pag0_wire::{LearnFacts, SuspectReport, UsageRecord};
 
 /// The batch state (value of [`BATCH_KEY`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

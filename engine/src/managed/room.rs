@@ -2,7 +2,7 @@
 //! while the fleet has room) and the early-sync flag the sync owner polls.
 
 use pag0_policy::{Micros, Reservation};
-use serde_json::{json, Value};
+use pag0_wire::{LeaseAsk, SyncRequest, SyncResponse};
 
 use crate::counters::{cas_update, HostError, SetError, SharedStore, Update};
 
@@ -143,18 +143,22 @@ pub fn prepare_room_call(
     }
     let instance = super::instance_id(store)?;
     let b = super::batches(store)?;
-    let leases: Vec<_> = wants
-        .iter()
-        .map(|(c, w)| json!({"counter": c, "want": w.to_string()}))
-        .collect();
-    let body = json!({
-        "instanceId": instance,
-        "seq": 1,
-        "policyVersion": policy_version,
-        "usage": [],
-        "leases": leases,
-        "release": [],
-    });
+    let body: SyncRequest = SyncRequest {
+        instance_id: instance,
+        seq: 1,
+        policy_version,
+        usage: Vec::new(),
+        decisions: Vec::new(),
+        gaps: Vec::new(),
+        leases: wants
+            .iter()
+            .map(|(c, w)| LeaseAsk {
+                counter: c.clone(),
+                want: Some(Micros::new(*w)),
+            })
+            .collect(),
+        release: Vec::new(),
+    };
     Ok(Some(RoomCall {
         body: serde_json::to_vec(&body).unwrap_or_default(),
         sent_at_ms: now_ms,
@@ -173,27 +177,23 @@ pub fn apply_room_answer(
     body: &[u8],
 ) -> Result<bool, String> {
     let host = |e: HostError| format!("shared data error {e:?}");
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("answer not JSON: {e}"))?;
+    let v: SyncResponse =
+        serde_json::from_slice(body).map_err(|e| format!("answer not understood: {e}"))?;
     let b = super::batches(store).map_err(host)?;
     if (b.next_seq, b.inflight.map(|f| f.seq)) != call.batches_at {
         return Ok(false);
     }
-    let ttl = v.get("leaseTtlMs").and_then(Value::as_u64).unwrap_or(0);
-    let money = |v: Option<&Value>| v.and_then(|v| Micros::from_json(v).ok()).map(Micros::get);
     let mut taken = Vec::new();
     for (counter, want) in &call.wants {
-        let Some(l) = v.get("leases").and_then(|ls| ls.get(counter)) else {
-            continue;
-        };
-        let Some(granted) = money(l.get("granted")) else {
+        let Some(l) = v.leases.get(counter) else {
             continue;
         };
         let lease = Lease {
-            granted,
-            valid_until_ms: call.sent_at_ms.saturating_add(ttl),
+            granted: l.granted.get(),
+            valid_until_ms: call.sent_at_ms.saturating_add(v.lease_ttl_ms),
             want: *want,
-            spent: money(l.get("spent")).unwrap_or(0),
-            limit: money(l.get("limit")).unwrap_or(0),
+            spent: l.spent.get(),
+            limit: l.limit.get(),
         };
         let bytes = serde_json::to_vec(&lease).unwrap_or_default();
         set_blind(store, &lease_key(counter), &bytes).map_err(host)?;

@@ -3,7 +3,8 @@
 
 use pag0_policy::budget::settle_counter;
 use pag0_policy::{BudgetKey, Micros};
-use serde_json::{json, Value};
+use pag0_wire::{LeaseAsk, SyncRequest, SyncResponse};
+use serde_json::Value;
 
 use crate::counters::{self, Counters, HostError, SharedStore, Update};
 
@@ -85,42 +86,41 @@ pub fn prepare_sync(
         // a request that was refused for want of a large enough slice.
         let need = take_need(store, &name)?;
         let want = want.max(pending.get()).max(need).min(limit.get());
-        leases.push(json!({"counter": name, "want": want.to_string()}));
+        leases.push(LeaseAsk {
+            counter: name.clone(),
+            want: Some(Micros::new(want)),
+        });
         wants.push((name, want));
     }
     let leased: Vec<String> = match store.get(LEASED_KEY)?.0 {
         Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
         None => Vec::new(),
     };
-    let release: Vec<&String> = leased
-        .iter()
-        .filter(|c| !wants.iter().any(|(w, _)| w == *c))
+    let release: Vec<String> = leased
+        .into_iter()
+        .filter(|c| !wants.iter().any(|(w, _)| w == c))
         .take(64)
         .collect();
 
     let seq = batch.as_ref().map(|b| b.seq);
-    let mut body = json!({
-        "instanceId": instance_id,
-        "seq": seq.unwrap_or(1),
-        "policyVersion": policy_version,
-        "usage": batch.map(|b| b.usage).unwrap_or_default(),
-        "leases": leases,
-        "release": release,
-    });
-    // Only when there are any: a batch without them keeps the digest older sidecars know.
-    if !attached.is_empty() {
-        if let Some(o) = body.as_object_mut() {
-            // Each line is an event this filter serialised; one that does not parse (it
-            // cannot) is sent as its text, which the sidecar keeps as `decision.rejected`.
-            let events: Vec<Value> = attached
-                .decisions
-                .iter()
-                .map(|l| serde_json::from_str(l).unwrap_or_else(|_| Value::String(l.clone())))
-                .collect();
-            o.insert("decisions".into(), Value::Array(events));
-            o.insert("gaps".into(), json!(attached.gaps));
-        }
-    }
+    // Each decision line is an event this filter serialised; one that does not parse (it
+    // cannot) is sent as its text, which the sidecar keeps as `decision.rejected`. None
+    // (and no gaps): the fields are absent, and the batch digests as older sidecars know it.
+    let decisions: Vec<Value> = attached
+        .decisions
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| Value::String(l.clone())))
+        .collect();
+    let body: SyncRequest = SyncRequest {
+        instance_id: instance_id.to_string(),
+        seq: seq.unwrap_or(1),
+        policy_version,
+        usage: batch.map(|b| b.usage).unwrap_or_default(),
+        decisions,
+        gaps: attached.gaps,
+        leases,
+        release,
+    };
     Ok(Outgoing {
         body: serde_json::to_vec(&body).unwrap_or_default(),
         seq,
@@ -137,19 +137,15 @@ pub fn apply_response(
     sent: &Outgoing,
     body: &[u8],
 ) -> Result<Applied, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("answer not JSON: {e}"))?;
-    let ttl = v.get("leaseTtlMs").and_then(Value::as_u64).unwrap_or(0);
-    let ack = v.get("ack").and_then(Value::as_u64);
+    // Every field acted on is required (pag0_wire::SyncResponse): an answer without one is
+    // refused whole, nothing of it applied, never read as 0.
+    let v: SyncResponse =
+        serde_json::from_slice(body).map_err(|e| format!("answer not understood: {e}"))?;
     let host = |e: HostError| format!("shared data error {e:?}");
 
     // Leases.
-    let empty = serde_json::Map::new();
-    let leases = v.get("leases").and_then(Value::as_object).unwrap_or(&empty);
     let mut leased = Vec::new();
-    for (counter, l) in leases {
-        let Some(granted) = l.get("granted").and_then(money) else {
-            continue;
-        };
+    for (counter, l) in &v.leases {
         let want = sent
             .wants
             .iter()
@@ -157,11 +153,11 @@ pub fn apply_response(
             .map(|(_, w)| *w)
             .unwrap_or(0);
         let lease = Lease {
-            granted,
-            valid_until_ms: sent.sent_at_ms.saturating_add(ttl),
+            granted: l.granted.get(),
+            valid_until_ms: sent.sent_at_ms.saturating_add(v.lease_ttl_ms),
             want,
-            spent: l.get("spent").and_then(money).unwrap_or(0),
-            limit: l.get("limit").and_then(money).unwrap_or(0),
+            spent: l.spent.get(),
+            limit: l.limit.get(),
         };
         let bytes = serde_json::to_vec(&lease).unwrap_or_default();
         set_blind(store, &lease_key(counter), &bytes).map_err(host)?;
@@ -173,8 +169,8 @@ pub fn apply_response(
     // The acknowledged batch leaves `pending` (it is inside `granted` now). Only the worker
     // whose CAS clears it does this, so a batch is never subtracted twice.
     let mut applied = Applied::default();
-    if let (Some(seq), Some(ack)) = (sent.seq, ack) {
-        if seq == ack {
+    if let Some(seq) = sent.seq {
+        if seq == v.ack {
             let cleared = update_batches(store, |b| match &b.inflight {
                 Some(f) if f.seq == seq => b.inflight.take(),
                 _ => None,
@@ -183,9 +179,8 @@ pub fn apply_response(
             if let Some(batch) = cleared {
                 let counters = Counters::new(store);
                 for r in &batch.usage {
-                    let amount = Micros::parse(&r.amount).unwrap_or(Micros::ZERO);
                     for c in &r.counters {
-                        subtract_pending(&counters, store, c, amount).map_err(host)?;
+                        subtract_pending(&counters, store, c, r.amount).map_err(host)?;
                     }
                 }
                 applied.acked = Some(seq);
@@ -196,21 +191,21 @@ pub fn apply_response(
     }
 
     // The fleet's learned estimates (docs/estimates.md), folded into this Envoy's.
-    if let Some(learned) = v.get("learned").and_then(Value::as_object) {
-        for (key, l) in learned.iter().take(MAX_LEARNED) {
-            if let Some(fleet) = fleet_learned(l) {
-                crate::learned::merge_fleet(store, key, fleet).map_err(host)?;
-            }
+    for (key, l) in v.learned.iter().take(MAX_LEARNED) {
+        if l.samples == 0 {
+            continue;
         }
+        let fleet = pag0_policy::Learned {
+            high_permille: l.high_permille,
+            samples: u32::try_from(l.samples).unwrap_or(u32::MAX),
+        };
+        crate::learned::merge_fleet(store, key, fleet).map_err(host)?;
     }
 
     // Policy.
-    if let (Some(doc), Some(version)) = (
-        v.get("policy").filter(|p| p.is_object()),
-        v.get("policyVersion").and_then(Value::as_u64),
-    ) {
-        store_policy(store, version, doc).map_err(host)?;
-        applied.new_policy_version = Some(version);
+    if let Some(doc) = v.policy.as_ref().filter(|p| p.is_object()) {
+        store_policy(store, v.policy_version, doc).map_err(host)?;
+        applied.new_policy_version = Some(v.policy_version);
     }
     Ok(applied)
 }
@@ -261,18 +256,3 @@ fn subtract_pending(
 
 /// Most learned figures one answer is read for (a catalogue has far fewer entries).
 pub const MAX_LEARNED: usize = 1024;
-
-/// `{"highPermille": "120000", "samples": 5}`; `None` for anything else (that key is skipped).
-fn fleet_learned(v: &Value) -> Option<pag0_policy::Learned> {
-    let high = v.get("highPermille").and_then(money)?;
-    let samples = v.get("samples").and_then(Value::as_u64)?;
-    Some(pag0_policy::Learned {
-        high_permille: high,
-        samples: u32::try_from(samples).unwrap_or(u32::MAX),
-    })
-    .filter(|l| l.samples > 0)
-}
-
-fn money(v: &Value) -> Option<u64> {
-    Micros::from_json(v).ok().map(Micros::get)
-}

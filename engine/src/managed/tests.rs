@@ -9,12 +9,12 @@ use crate::testing::FakeStore;
 
 fn record(amount: u64) -> UsageRecord {
     UsageRecord {
-        amount: amount.to_string(),
+        amount: Micros::new(amount),
         counters: vec!["org.monthly/2026-11".into()],
-        project_id: "p".into(),
+        project_id: Some("p".into()),
         client_id: Some("c".into()),
-        host: "api.deepl.com".into(),
-        at: 1,
+        host: Some("api.deepl.com".into()),
+        at: Some(1),
         cache_hit: false,
         savings: None,
         suspect: None,
@@ -82,14 +82,18 @@ fn the_same_batch_is_resent_until_acknowledged_then_the_next_seq() {
     let wrong = apply_response(
         &s,
         &again,
-        br#"{"ack": 7, "leaseTtlMs": 1000, "leases": {}}"#,
+        &crate::testing::sync_answer(
+            &serde_json::json!({"ack": 7, "leaseTtlMs": 1000, "leases": {}}),
+        ),
     )
     .unwrap();
     assert_eq!(wrong.acked, None);
     let ok = apply_response(
         &s,
         &again,
-        br#"{"ack": 1, "leaseTtlMs": 1000, "leases": {}}"#,
+        &crate::testing::sync_answer(
+            &serde_json::json!({"ack": 1, "leaseTtlMs": 1000, "leases": {}}),
+        ),
     )
     .unwrap();
     assert_eq!(ok.acked, Some(1));
@@ -99,9 +103,13 @@ fn the_same_batch_is_resent_until_acknowledged_then_the_next_seq() {
     assert_eq!(body(&next)["usage"].as_array().unwrap().len(), 1);
     // A duplicate ack of batch 1 (a second owner) subtracts nothing twice.
     assert_eq!(
-        apply_response(&s, &again, br#"{"ack": 1, "leaseTtlMs": 1000}"#)
-            .unwrap()
-            .acked,
+        apply_response(
+            &s,
+            &again,
+            &crate::testing::sync_answer(&serde_json::json!({"ack": 1, "leaseTtlMs": 1000}))
+        )
+        .unwrap()
+        .acked,
         None
     );
 }
@@ -116,6 +124,60 @@ fn record_usage(s: &FakeStore, amount: u64) {
 
 fn record_into(s: &FakeStore, amount: u64) {
     super::record(s, record(amount)).unwrap();
+}
+
+/// An answer without a field the filter acts on (pag0_wire::SyncResponse) is refused whole:
+/// no lease taken, no batch acknowledged, no policy stored — never a missing field read as 0.
+#[test]
+fn an_answer_missing_what_the_filter_acts_on_changes_nothing() {
+    let s = FakeStore::default();
+    record_usage(&s, 1_000);
+    let p = policy();
+    let counters = policy_counters(&p, now());
+    let out = prepare_sync(&s, "i", 0, &counters, 5_000).unwrap();
+    let full: serde_json::Value = serde_json::from_slice(&crate::testing::sync_answer(&json!({
+        "ack": 1, "policyVersion": 3, "policy": {"orgId": "o"}, "leaseTtlMs": 30000,
+        "leases": { "org.monthly/2026-11": { "granted": "99000", "limit": "1600000",
+                    "spent": "1000", "expiresAtMs": 1 } }
+    })))
+    .unwrap();
+    let mut broken = Vec::new();
+    for field in ["ack", "leaseTtlMs", "leases", "policyVersion"] {
+        let mut v = full.clone();
+        v.as_object_mut().unwrap().remove(field);
+        broken.push((field, v));
+    }
+    for field in ["granted", "limit", "spent"] {
+        let mut v = full.clone();
+        v["leases"]["org.monthly/2026-11"]
+            .as_object_mut()
+            .unwrap()
+            .remove(field);
+        broken.push((field, v));
+    }
+    for (field, v) in broken {
+        let e = apply_response(&s, &out, v.to_string().as_bytes()).unwrap_err();
+        assert!(e.contains(field), "{field}: {e}");
+        assert!(
+            lease(&s, "org.monthly/2026-11").unwrap().is_none(),
+            "{field}"
+        );
+        assert_eq!(policy_version(&s).unwrap(), 0, "{field}");
+        assert_eq!(s.value("pag0/b/org.monthly/2026-11"), 1_000, "{field}");
+        assert_eq!(
+            batches(&s).unwrap().inflight.map(|b| b.seq),
+            Some(1),
+            "{field}"
+        );
+    }
+    // The complete answer is taken.
+    assert_eq!(
+        apply_response(&s, &out, full.to_string().as_bytes())
+            .unwrap()
+            .acked,
+        Some(1)
+    );
+    assert_eq!(s.value("pag0/b/org.monthly/2026-11"), 0);
 }
 
 #[test]
@@ -145,7 +207,7 @@ fn an_answer_sets_leases_then_takes_acknowledged_usage_out_of_pending() {
         "leases": { "org.monthly/2026-11": { "granted": "99000", "limit": "1600000",
                     "spent": "1000", "expiresAtMs": 1 } }
     });
-    let applied = apply_response(&s, &out, answer.to_string().as_bytes()).unwrap();
+    let applied = apply_response(&s, &out, &crate::testing::sync_answer(&answer)).unwrap();
     assert_eq!(applied.new_policy_version, Some(3));
     assert_eq!(policy_version(&s).unwrap(), 3);
     let l = lease(&s, "org.monthly/2026-11").unwrap().unwrap();
@@ -180,7 +242,7 @@ fn a_lease_running_low_asks_for_twice_as_much() {
     let out = prepare_sync(&s, "i", 0, &counters, 0).unwrap();
     let answer = json!({"ack": 1, "leaseTtlMs": 30000,
         "leases": { "org.monthly/2026-11": { "granted": "100000" } }});
-    apply_response(&s, &out, answer.to_string().as_bytes()).unwrap();
+    apply_response(&s, &out, &crate::testing::sync_answer(&answer)).unwrap();
     // 80 % of the slice in flight: under the low-water mark.
     s.set("pag0/b/org.monthly/2026-11", &80_000u64.to_le_bytes(), None)
         .unwrap();
@@ -249,7 +311,7 @@ fn a_request_larger_than_its_slice_gets_a_slice_that_fits_at_the_next_sync() {
     assert_eq!(body(&out)["leases"][0]["want"], "100000");
     let answer = json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
         "org.monthly/2026-11": { "granted": "100000", "spent": "0", "limit": "1600000" } }});
-    apply_response(&s, &out, answer.to_string().as_bytes()).unwrap();
+    apply_response(&s, &out, &crate::testing::sync_answer(&answer)).unwrap();
 
     // A request estimated at 300000 cannot fit the 100000 slice; doubling alone would take two
     // more syncs, so the refusal records what it needs and asks for an early sync.
@@ -298,7 +360,7 @@ impl SharedStore for Flaky {
 }
 
 fn amounts(b: &Batches) -> Vec<String> {
-    b.unsent.iter().map(|r| r.amount.clone()).collect()
+    b.unsent.iter().map(|r| r.amount.to_string()).collect()
 }
 
 #[test]
@@ -426,11 +488,8 @@ fn a_backlog_is_sent_in_bounded_batches() {
         sizes.push(body(&out)["usage"].as_array().unwrap().len());
         // A batch's JSON stays small enough to commit well inside timeoutMs.
         assert!(out.body.len() < 400 * 1024, "{} bytes", out.body.len());
-        let ack = format!(r#"{{"ack": {seq}, "leaseTtlMs": 1000}}"#);
-        assert_eq!(
-            apply_response(&s, &out, ack.as_bytes()).unwrap().acked,
-            Some(seq)
-        );
+        let ack = crate::testing::sync_answer(&json!({"ack": seq}));
+        assert_eq!(apply_response(&s, &out, &ack).unwrap().acked, Some(seq));
     }
     assert_eq!(sizes, [MAX_BATCH_RECORDS, MAX_BATCH_RECORDS, 7]);
 }
@@ -469,7 +528,7 @@ fn first_slice(s: &FakeStore, p: &CompiledPolicy) -> Vec<(pag0_policy::BudgetKey
     let out = prepare_sync(s, "i", 0, &counters, 0).unwrap();
     let answer = json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
         "org.monthly/2026-11": { "granted": "100000", "spent": "0", "limit": "1600000" } }});
-    apply_response(s, &out, answer.to_string().as_bytes()).unwrap();
+    apply_response(s, &out, &crate::testing::sync_answer(&answer)).unwrap();
     counters
 }
 
@@ -506,7 +565,7 @@ fn a_room_call_asks_for_the_short_counters_only_sized_to_the_request() {
 
     let answer = json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
         "org.monthly/2026-11": { "granted": "1200000", "spent": "0", "limit": "1600000" } }});
-    assert!(apply_room_answer(&s, &call, answer.to_string().as_bytes()).unwrap());
+    assert!(apply_room_answer(&s, &call, &crate::testing::sync_answer(&answer)).unwrap());
     let l = lease(&s, "org.monthly/2026-11").unwrap().unwrap();
     assert_eq!(
         (l.granted, l.valid_until_ms, l.want),
@@ -544,7 +603,7 @@ fn a_room_answer_is_not_taken_when_a_usage_batch_was_acknowledged_meanwhile() {
     let after_batch = json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
         "org.monthly/2026-11": { "granted": "1160000", "spent": "40000", "limit": "1600000" } }});
     assert_eq!(
-        apply_response(&s, &batch, after_batch.to_string().as_bytes())
+        apply_response(&s, &batch, &crate::testing::sync_answer(&after_batch))
             .unwrap()
             .acked,
         Some(1)
@@ -553,7 +612,7 @@ fn a_room_answer_is_not_taken_when_a_usage_batch_was_acknowledged_meanwhile() {
     // The room answer (1200000, not net of the 40000) would admit 40000 too many: not taken.
     let stale = json!({"ack": 1, "leaseTtlMs": 30000, "leases": {
         "org.monthly/2026-11": { "granted": "1200000", "spent": "0", "limit": "1600000" } }});
-    assert!(!apply_room_answer(&s, &call, stale.to_string().as_bytes()).unwrap());
+    assert!(!apply_room_answer(&s, &call, &crate::testing::sync_answer(&stale)).unwrap());
     assert_eq!(
         lease(&s, "org.monthly/2026-11").unwrap().unwrap().granted,
         1_160_000
@@ -566,12 +625,12 @@ fn a_room_answer_is_not_taken_when_a_usage_batch_was_acknowledged_meanwhile() {
         .unwrap()
         .unwrap();
     assert!(drop_refused(&s, &batch).unwrap().is_some());
-    assert!(!apply_room_answer(&s, &call, stale.to_string().as_bytes()).unwrap());
+    assert!(!apply_room_answer(&s, &call, &crate::testing::sync_answer(&stale)).unwrap());
     // Nothing changed meanwhile: taken, and the counter is listed as leased.
     let call = prepare_room_call(&s, &org_month_view(&s, &p), &[reservation(1_500_000)], 0, 9)
         .unwrap()
         .unwrap();
-    assert!(apply_room_answer(&s, &call, stale.to_string().as_bytes()).unwrap());
+    assert!(apply_room_answer(&s, &call, &crate::testing::sync_answer(&stale)).unwrap());
     assert_eq!(
         lease(&s, "org.monthly/2026-11").unwrap().unwrap().granted,
         1_200_000
@@ -610,7 +669,8 @@ proptest::proptest! {
 }
 
 /// Issue 23: the fleet's learned figures in a sync answer are folded into this Envoy's
-/// (`max`); a malformed entry is skipped, never read as 0.
+/// (`max`). A malformed entry is no 0: the answer is refused whole (pag0_wire::SyncResponse),
+/// nothing of it taken.
 #[test]
 fn an_answer_folds_the_fleets_learned_estimates_into_ours() {
     let s = FakeStore::default();
@@ -625,20 +685,35 @@ fn an_answer_folds_the_fleets_learned_estimates_into_ours() {
     let answer = json!({ "leaseTtlMs": 1000, "learned": {
         "api.salesforce.com": { "highPermille": "120000", "samples": 7 },
         "api.tavily.com": { "highPermille": "3000", "samples": 2 },
-        "api.bad.example": { "highPermille": "-1", "samples": 2 },
-        "api.nosamples.example": { "highPermille": "5000" },
+        "api.nosamples.example": { "highPermille": "5000", "samples": 0 },
     }});
-    apply_response(&s, &out, answer.to_string().as_bytes()).unwrap();
+    for bad in [
+        json!({ "highPermille": "-1", "samples": 2 }),
+        json!({ "highPermille": "5000" }),
+    ] {
+        let mut refused = answer.clone();
+        refused["learned"]["api.bad.example"] = bad;
+        assert!(apply_response(&s, &out, &crate::testing::sync_answer(&refused)).is_err());
+        assert_eq!(
+            crate::learned::read(&s, "api.tavily.com"),
+            None,
+            "nothing taken"
+        );
+    }
+    apply_response(&s, &out, &crate::testing::sync_answer(&answer)).unwrap();
     let sf = crate::learned::read(&s, "api.salesforce.com").unwrap();
     assert_eq!((sf.high_permille, sf.samples), (120_000, 7));
     let tv = crate::learned::read(&s, "api.tavily.com").unwrap();
     assert_eq!((tv.high_permille, tv.samples), (3000, 2));
-    assert_eq!(crate::learned::read(&s, "api.bad.example"), None);
-    assert_eq!(crate::learned::read(&s, "api.nosamples.example"), None);
+    assert_eq!(
+        crate::learned::read(&s, "api.nosamples.example"),
+        None,
+        "0 samples: no figure"
+    );
     // A fleet figure below ours leaves ours.
     let answer = json!({ "leaseTtlMs": 1000, "learned": {
         "api.salesforce.com": { "highPermille": "2000", "samples": 1 } }});
-    apply_response(&s, &out, answer.to_string().as_bytes()).unwrap();
+    apply_response(&s, &out, &crate::testing::sync_answer(&answer)).unwrap();
     assert_eq!(
         crate::learned::read(&s, "api.salesforce.com")
             .unwrap()

@@ -248,7 +248,10 @@ fn managed_mode_decides_on_the_policy_the_sidecar_sends() {
     });
     let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = calls.clone();
-    let answer = serde_json::json!({ "policy": fixture::policy(), "policyVersion": 1 }).to_string();
+    // A complete answer (pag0_wire::SyncResponse): one missing a field is refused whole.
+    let answer = serde_json::json!({ "ack": 0, "duplicate": false, "policy": fixture::policy(),
+        "policyVersion": 1, "serverTimeMs": 0, "leaseTtlMs": 30000, "leases": {} })
+    .to_string();
     let host = Host::builder(cfg.to_string())
         .cluster("pag0_sidecar")
         .responder(move |call| {

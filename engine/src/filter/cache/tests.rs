@@ -648,9 +648,9 @@ fn a_hit_in_managed_mode_is_reported_with_its_savings() {
     let b = crate::managed::batches(&&host).unwrap();
     let rec = b.unsent.last().expect("a usage record for the hit");
     assert!(rec.cache_hit);
-    assert_eq!(rec.amount, "0");
+    assert_eq!(rec.amount, pag0_policy::Micros::ZERO);
     assert!(rec.counters.is_empty());
-    assert_eq!(rec.savings.as_deref(), Some("600"));
+    assert_eq!(rec.savings, Some(pag0_policy::Micros::new(600)));
     assert_eq!(rec.client_id.as_deref(), Some("ka"));
     let wire = serde_json::to_value(rec).unwrap();
     assert_eq!(wire["cacheHit"], json!(true));

@@ -30,7 +30,7 @@ fn ats(v: &Value) -> Vec<u64> {
 
 fn ack(s: &FakeStore, out: &crate::managed::Outgoing) {
     let answer = json!({"ack": out.seq, "leaseTtlMs": 1000, "leases": {}});
-    apply_response(s, out, answer.to_string().as_bytes()).unwrap();
+    apply_response(s, out, &crate::testing::sync_answer(&answer)).unwrap();
 }
 
 #[test]
@@ -183,12 +183,12 @@ fn events_of_an_earlier_batch_never_ride_a_new_seq_they_become_a_gap() {
 
 fn usage() -> UsageRecord {
     UsageRecord {
-        amount: "5".into(),
+        amount: pag0_policy::Micros::new(5),
         counters: vec!["org.monthly/2026-12".into()],
-        project_id: "p".into(),
+        project_id: Some("p".into()),
         client_id: Some("c".into()),
-        host: "api.deepl.com".into(),
-        at: 1,
+        host: Some("api.deepl.com".into()),
+        at: Some(1),
         cache_hit: false,
         savings: None,
         suspect: None,
